@@ -1,0 +1,160 @@
+"""Authentication: every RPC runs as a principal proven by a signed JWT in the gRPC metadata.
+
+Clients send ``authorization: Bearer <token>``. The token's ``sub`` is the principal, ``tenant`` its
+tenant, ``roles`` a list of roles. Services call each other with a token of their own carrying the
+``service`` role, which lets them act for any tenant named in the request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+
+import jwt
+
+from filestore.core.errors import PermissionDenied, Unauthenticated
+
+__all__ = [
+    "SERVICE_ROLE",
+    "Principal",
+    "ServiceIdentity",
+    "TokenVerifier",
+    "current_principal",
+    "mint_token",
+    "require_service",
+]
+
+SERVICE_ROLE = "service"
+AUTHORIZATION_KEY = "authorization"
+_BEARER = "bearer "
+#: The algorithms accepted; anything else (``none`` above all) is refused before any key is used.
+HS_ALGORITHMS = ("HS256",)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a subject within a tenant, with roles."""
+
+    subject: str
+    tenant: str
+    roles: frozenset[str] = frozenset()
+
+    @property
+    def is_service(self) -> bool:
+        return SERVICE_ROLE in self.roles
+
+    def acting_tenant(self, requested: str) -> str | None:
+        """The tenant a request acts in: the caller's own, or for services the one they name.
+
+        ``None`` means "any tenant" (a service that did not name one), which only internal lookups
+        by id accept.
+        """
+        if self.is_service:
+            return requested or None
+        return self.tenant
+
+
+_current: ContextVar[Principal | None] = ContextVar("filestore_principal", default=None)
+
+
+def current_principal() -> Principal:
+    """The principal of the RPC being served; the auth interceptor sets it before the servicer runs."""
+    principal = _current.get()
+    if principal is None:
+        raise Unauthenticated("no authenticated principal", reason="TOKEN_MISSING")
+    return principal
+
+
+def set_current_principal(principal: Principal) -> Token[Principal | None]:
+    return _current.set(principal)
+
+
+def reset_current_principal(token: Token[Principal | None]) -> None:
+    _current.reset(token)
+
+
+def require_service() -> Principal:
+    principal = current_principal()
+    if not principal.is_service:
+        raise PermissionDenied("this method is for Filestore services", reason="SERVICE_ROLE_REQUIRED")
+    return principal
+
+
+class TokenVerifier:
+    """Verifies bearer tokens with a shared HS256 secret."""
+
+    def __init__(self, secret: str, *, leeway_s: float = 30.0) -> None:
+        if len(secret) < 32:
+            raise ValueError("the token secret must be at least 32 characters")
+        self._secret = secret
+        self._leeway_s = leeway_s
+
+    def verify_header(self, value: str | None) -> Principal:
+        if not value:
+            raise Unauthenticated("missing bearer token", reason="TOKEN_MISSING")
+        if not value.lower().startswith(_BEARER):
+            raise Unauthenticated("authorization must be 'Bearer <token>'", reason="TOKEN_INVALID")
+        return self.verify(value[len(_BEARER) :].strip())
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=list(HS_ALGORITHMS),
+                leeway=self._leeway_s,
+                options={"require": ["sub", "tenant", "exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired", reason="TOKEN_EXPIRED") from None
+        except jwt.PyJWTError:
+            raise Unauthenticated("token invalid", reason="TOKEN_INVALID") from None
+        subject, tenant, roles = claims["sub"], claims["tenant"], claims.get("roles", [])
+        if not isinstance(subject, str) or not subject or not isinstance(tenant, str) or not tenant:
+            raise Unauthenticated("token lacks subject or tenant", reason="TOKEN_INVALID")
+        if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+            raise Unauthenticated("token roles malformed", reason="TOKEN_INVALID")
+        return Principal(subject=subject, tenant=tenant, roles=frozenset(roles))
+
+
+def mint_token(
+    secret: str,
+    *,
+    subject: str,
+    tenant: str,
+    roles: Iterable[str] = (),
+    ttl_s: int = 3600,
+    now: float | None = None,
+) -> str:
+    """A signed token for ``subject``: used by services for their own identity, by tests and the CLI."""
+    issued = int(now if now is not None else time.time())
+    claims = {"sub": subject, "tenant": tenant, "roles": sorted(roles), "iat": issued, "exp": issued + ttl_s}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class ServiceIdentity:
+    """The identity a Filestore service uses to call the others: short-lived tokens, re-minted
+    before they expire so a long-running service never presents an expired one."""
+
+    def __init__(self, secret: str, *, service: str, ttl_s: int = 3600) -> None:
+        self._secret = secret
+        self._subject = f"service:{service}"
+        self._ttl_s = ttl_s
+        self._token = ""
+        self._renew_at = 0.0
+
+    def token(self) -> str:
+        now = time.time()
+        if now >= self._renew_at:
+            self._token = mint_token(
+                self._secret,
+                subject=self._subject,
+                tenant="*",
+                roles=[SERVICE_ROLE],
+                ttl_s=self._ttl_s,
+                now=now,
+            )
+            self._renew_at = now + self._ttl_s / 2
+        return self._token

@@ -1,0 +1,153 @@
+"""The one place that connects to NATS, provisions JetStream, and names the event subjects.
+
+One stream (``FILES``) holds every file event. It keeps messages by limits (age), not as a work queue,
+so that several durable consumers may read the same subject (the processor pipeline, audit readers).
+Provisioning is idempotent: every service may run it at start, concurrently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import nats
+import structlog
+from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from filestore.core.settings import NatsSettings
+from filestore.v1 import events_pb2
+
+__all__ = [
+    "PROTOBUF_CONTENT_TYPE",
+    "Subjects",
+    "connect",
+    "ensure_consumer",
+    "ensure_stream",
+    "object_created_msg_id",
+    "publish",
+]
+
+log = structlog.get_logger("filestore.events")
+
+PROTOBUF_CONTENT_TYPE = "application/protobuf"
+#: JetStream drops a second message with the same Nats-Msg-Id within this window.
+DUPLICATE_WINDOW_S = 600
+STREAM_MAX_AGE_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Event subjects under one prefix (``files`` by default)."""
+
+    prefix: str
+
+    @property
+    def all(self) -> str:
+        return f"{self.prefix}.>"
+
+    @property
+    def object_created(self) -> str:
+        return f"{self.prefix}.object.created"
+
+    @property
+    def object_deleted(self) -> str:
+        return f"{self.prefix}.object.deleted"
+
+    @property
+    def file_ready(self) -> str:
+        return f"{self.prefix}.file.ready"
+
+    @property
+    def file_downloaded(self) -> str:
+        return f"{self.prefix}.file.downloaded"
+
+    def dead_letter(self, subject: str) -> str:
+        return f"{self.prefix}.dead.{subject}"
+
+
+async def connect(settings: NatsSettings, *, name: str) -> NatsClient:
+    """Connect, retrying for ever on disconnect: NATS restarts must not need a service restart."""
+
+    async def on_error(error: Exception) -> None:
+        log.warning("nats_error", error=str(error))
+
+    async def on_disconnected() -> None:
+        log.warning("nats_disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats_reconnected")
+
+    client: NatsClient = await nats.connect(
+        servers=[settings.url],
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+    )
+    return client
+
+
+async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
+    config = StreamConfig(
+        name=settings.stream,
+        subjects=[Subjects(settings.subject_prefix).all],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=STREAM_MAX_AGE_S,
+        duplicate_window=DUPLICATE_WINDOW_S,
+    )
+    try:
+        await js.stream_info(settings.stream)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            log.info("stream_created", stream=settings.stream)
+            return
+        except nats.js.errors.BadRequestError:
+            pass  # another service created it between our look and our add
+    await js.update_stream(config)
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    *,
+    stream: str,
+    durable: str,
+    filter_subject: str,
+    ack_wait_s: float,
+    max_deliver: int,
+    backoff_s: list[float] | None = None,
+) -> None:
+    """A durable pull consumer with explicit acks, created or brought up to date."""
+    config = ConsumerConfig(
+        durable_name=durable,
+        filter_subject=filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_s,
+        max_deliver=max_deliver,
+        backoff=backoff_s,
+        max_ack_pending=1000,
+    )
+    await js.add_consumer(stream, config)
+
+
+def object_created_msg_id(event: events_pb2.ObjectCreated) -> str:
+    """The deduplication id of an object version: the same for the bridge's and the broker's event."""
+    version = event.etag or str(event.mtime_ns)
+    return hashlib.sha256(f"{event.bucket}\0{event.key}\0{version}".encode()).hexdigest()
+
+
+async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str) -> None:
+    await js.publish(
+        subject,
+        message.SerializeToString(),
+        headers={"Nats-Msg-Id": msg_id, "Content-Type": PROTOBUF_CONTENT_TYPE},
+    )

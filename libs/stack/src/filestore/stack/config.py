@@ -1,0 +1,316 @@
+"""Configuration of the embedded stack: ports, the state directory and which components run.
+
+Everything is a frozen dataclass. :meth:`StackConfig.from_env` is what ``filestore-stack run``
+uses; tests build a :class:`StackConfig` directly, usually with :meth:`StackPorts.free`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Final
+
+from filestore.stack.errors import StackConfigError
+
+__all__ = [
+    "ADMIN_GRPC_OFFSET",
+    "ALL_COMPONENTS",
+    "INFRASTRUCTURE",
+    "SERVICES",
+    "StackConfig",
+    "StackPaths",
+    "StackPorts",
+    "port_env_var",
+]
+
+INFRASTRUCTURE: Final = ("seaweedfs", "nats")
+SERVICES: Final = ("metadata", "upload", "processor", "download")
+# Start order; stop runs it backwards.
+ALL_COMPONENTS: Final = (*INFRASTRUCTURE, *SERVICES)
+
+# weed mini's embedded maintenance worker dials the admin server at "admin http port + 10000" and
+# ignores -admin.port.grpc, so the admin gRPC port cannot be chosen freely: it is derived.
+ADMIN_GRPC_OFFSET: Final = 10000
+
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+# S3 bucket naming rules (the subset SeaweedFS and AWS agree on).
+_BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def port_env_var(name: str) -> str:
+    """The environment variable that overrides the port called ``name`` (a StackPorts field)."""
+    return f"FILESTORE_STACK_{name.upper()}_PORT"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StackPorts:
+    """Every TCP port the stack listens on. Each default is overridable by ``FILESTORE_STACK_<NAME>_PORT``.
+
+    The defaults keep clear of a system NATS on 4222 and use SeaweedFS's own defaults otherwise
+    (its gRPC ports are the http port + 10000, as SeaweedFS itself would pick).
+    """
+
+    metadata: int = 50051
+    upload: int = 50052
+    processor: int = 50053
+    download: int = 50054
+    nats: int = 4322
+    nats_monitor: int = 8322
+    s3: int = 8333
+    s3_grpc: int = 18333
+    filer: int = 8888
+    filer_grpc: int = 18888
+    master: int = 9333
+    master_grpc: int = 19333
+    volume: int = 9340
+    volume_grpc: int = 19340
+    admin: int = 23646
+
+    @property
+    def admin_grpc(self) -> int:
+        """Derived, never configured: see ADMIN_GRPC_OFFSET."""
+        return self.admin + ADMIN_GRPC_OFFSET
+
+    def __post_init__(self) -> None:
+        for name, port in self.items():
+            if not 1 <= port <= 65535:
+                raise StackConfigError(f"{_origin(name)}: port {port} is outside 1..65535")
+        seen: dict[int, str] = {}
+        for name, port in self.items():
+            if port in seen:
+                raise StackConfigError(
+                    f"{_origin(name)} and {_origin(seen[port])} are both {port}; every port must differ"
+                )
+            seen[port] = name
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        """(name, port) for every listening port, including the derived ``admin_grpc``."""
+        for f in fields(self):
+            yield f.name, getattr(self, f.name)
+        yield "admin_grpc", self.admin_grpc
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackPorts:
+        """Defaults, overridden by ``FILESTORE_STACK_<NAME>_PORT`` variables."""
+        env = os.environ if environ is None else environ
+        overrides: dict[str, int] = {}
+        for f in fields(cls):
+            var = port_env_var(f.name)
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                overrides[f.name] = int(raw, 10)
+            except ValueError:
+                raise StackConfigError(f"{var}={raw!r} is not a port number") from None
+        return cls(**overrides)
+
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> StackPorts:
+        """Ports that are free right now, all different: for tests, which must never use fixed ports.
+
+        All candidate sockets stay bound until every port is chosen, so the kernel cannot hand out
+        the same port twice; the usual race (someone else binds it before the stack does) remains.
+        """
+        with contextlib.ExitStack() as held:
+
+            def grab(port: int = 0) -> int | None:
+                sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    return None
+                bound: int = sock.getsockname()[1]
+                return bound
+
+            chosen: dict[str, int] = {}
+            for f in fields(cls):
+                if f.name == "admin":
+                    continue
+                port = grab()
+                assert port is not None
+                chosen[f.name] = port
+            for _ in range(200):
+                admin = grab()
+                if admin is not None and admin + ADMIN_GRPC_OFFSET <= 65535:
+                    if grab(admin + ADMIN_GRPC_OFFSET) is not None:
+                        chosen["admin"] = admin
+                        break
+            else:
+                raise StackConfigError(f"no free port pair p, p+{ADMIN_GRPC_OFFSET} on {host}")
+            return cls(**chosen)
+
+
+def _origin(name: str) -> str:
+    if name == "admin_grpc":
+        return f"admin_grpc (= {port_env_var('admin')} + {ADMIN_GRPC_OFFSET})"
+    return port_env_var(name)
+
+
+@dataclass(frozen=True, slots=True)
+class StackPaths:
+    """Where the stack keeps its state under ``home``. All of it survives a restart."""
+
+    home: Path
+
+    @property
+    def stack_json(self) -> Path:
+        return self.home / "stack.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home / "stack.lock"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def secrets(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def s3_credentials(self) -> Path:
+        return self.secrets / "s3_credentials.json"
+
+    @property
+    def s3_identities(self) -> Path:
+        return self.secrets / "s3_identities.json"
+
+    @property
+    def auth_secret(self) -> Path:
+        return self.secrets / "auth_secret"
+
+    @property
+    def seaweedfs(self) -> Path:
+        return self.home / "seaweedfs"
+
+    @property
+    def nats(self) -> Path:
+        return self.home / "nats"
+
+    @property
+    def sqlite_db(self) -> Path:
+        return self.home / "metadata.db"
+
+    def log(self, component: str) -> Path:
+        return self.logs / f"{component}.log"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackConfig:
+    """What to run and where.
+
+    ``components`` selects which processes this stack starts (always in ``ALL_COMPONENTS`` order);
+    the endpoints of the others are still computed from ``ports``, which lets a test run, say,
+    only the services against fakes. ``extra_env`` adds or overrides environment variables per
+    component (``{"upload": {"FILESTORE_UPLOAD_TTL_S": "5"}}``). ``commands`` replaces the argv of
+    a service (tests use it to run a fake); by default each service runs its console script.
+    """
+
+    home: Path
+    host: str = "127.0.0.1"
+    ports: StackPorts = field(default_factory=StackPorts)
+    bucket: str = "filestore"
+    region: str = "us-east-1"
+    database_url: str | None = None
+    log_level: str = "info"
+    components: tuple[str, ...] = ALL_COMPONENTS
+    extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    ready_timeout_s: float = 60.0
+    stop_timeout_s: float = 12.0
+
+    def __post_init__(self) -> None:
+        # A relative home would silently change meaning for children started with another cwd.
+        object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
+        unknown = [c for c in self.components if c not in ALL_COMPONENTS]
+        if unknown:
+            raise StackConfigError(
+                f"unknown component(s) {', '.join(unknown)}; known: {', '.join(ALL_COMPONENTS)}"
+            )
+        object.__setattr__(
+            self, "components", tuple(c for c in ALL_COMPONENTS if c in self.components)
+        )
+        for name in (*self.extra_env, *self.commands):
+            if name not in ALL_COMPONENTS:
+                raise StackConfigError(f"extra_env/commands name unknown component {name!r}")
+        for name in self.commands:
+            if name not in SERVICES:
+                raise StackConfigError(f"commands can only replace a service, not {name!r}")
+            if not self.commands[name]:
+                raise StackConfigError(f"commands[{name!r}] is empty")
+        if self.log_level not in _LOG_LEVELS:
+            raise StackConfigError(
+                f"log level {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}"
+            )
+        if not _BUCKET_RE.fullmatch(self.bucket):
+            raise StackConfigError(f"bucket {self.bucket!r} is not a valid S3 bucket name")
+        if not self.host or any(ch.isspace() for ch in self.host):
+            raise StackConfigError(f"host {self.host!r} is not a host name or address")
+        if self.ready_timeout_s <= 0 or self.stop_timeout_s <= 0:
+            raise StackConfigError("ready_timeout_s and stop_timeout_s must be positive")
+
+    @property
+    def paths(self) -> StackPaths:
+        return StackPaths(self.home)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The metadata database: ``database_url``, or SQLite in the state directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.paths.sqlite_db}"
+
+    def with_ports(self, ports: StackPorts) -> StackConfig:
+        return replace(self, ports=ports)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> StackConfig:
+        """The configuration of ``filestore-stack run``.
+
+        ``FILESTORE_HOME`` (default ``.filestore`` in ``cwd``), ``FILESTORE_STACK_HOST``,
+        ``FILESTORE_STACK_BUCKET``, ``FILESTORE_STACK_COMPONENTS`` (comma separated),
+        ``FILESTORE_DATABASE_URL``, ``FILESTORE_LOG_LEVEL`` and ``FILESTORE_STACK_<NAME>_PORT``.
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        base = Path.cwd() if cwd is None else cwd
+        home = Path(get("FILESTORE_HOME") or ".filestore").expanduser()
+        components_raw = env.get("FILESTORE_STACK_COMPONENTS")
+        components = (
+            ALL_COMPONENTS
+            if components_raw is None
+            else tuple(c.strip() for c in components_raw.split(",") if c.strip())
+        )
+        # Checked here as well as in __post_init__ so the message names the variable to fix.
+        unknown = [c for c in components if c not in ALL_COMPONENTS]
+        if unknown:
+            raise StackConfigError(
+                f"FILESTORE_STACK_COMPONENTS names unknown component(s) {', '.join(unknown)}; "
+                f"known: {', '.join(ALL_COMPONENTS)}"
+            )
+        log_level = (get("FILESTORE_LOG_LEVEL") or "info").lower()
+        if log_level not in _LOG_LEVELS:
+            raise StackConfigError(f"FILESTORE_LOG_LEVEL={log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        bucket = get("FILESTORE_STACK_BUCKET") or "filestore"
+        if not _BUCKET_RE.fullmatch(bucket):
+            raise StackConfigError(f"FILESTORE_STACK_BUCKET={bucket!r} is not a valid S3 bucket name")
+        return cls(
+            home=home if home.is_absolute() else base / home,
+            host=get("FILESTORE_STACK_HOST") or "127.0.0.1",
+            ports=StackPorts.from_env(env),
+            bucket=bucket,
+            database_url=get("FILESTORE_DATABASE_URL"),
+            log_level=log_level,
+            components=components,
+        )

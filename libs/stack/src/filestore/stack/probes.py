@@ -1,0 +1,86 @@
+"""One-shot health probes. Each answers (healthy, detail) and never raises for an unhealthy target."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+__all__ = ["probe_grpc_health", "probe_nats", "probe_s3"]
+
+
+def _s3_client(endpoint: str, region: str, access_key: str | None, secret_key: str | None) -> Any:
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=1.0,
+        read_timeout=2.0,
+        retries={"max_attempts": 1, "mode": "standard"},
+        s3={"addressing_style": "path"},
+        signature_version=UNSIGNED if access_key is None else "s3v4",
+    )
+    # A private session: the default one is not safe to build clients from in worker threads.
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=config,
+    )
+
+
+def _head_bucket(endpoint: str, region: str, bucket: str, access_key: str, secret_key: str) -> tuple[bool, str]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _s3_client(endpoint, region, access_key, secret_key).head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        return False, f"HeadBucket {bucket}: {exc.response.get('Error', {}).get('Code', exc)}"
+    except BotoCoreError as exc:
+        return False, f"HeadBucket {bucket}: {exc}"
+    return True, f"bucket {bucket} reachable"
+
+
+async def probe_s3(endpoint: str, *, region: str, bucket: str, access_key: str, secret_key: str) -> tuple[bool, str]:
+    """Ready when an authenticated HeadBucket succeeds: S3, filer, volume and the bucket all work."""
+    return await asyncio.to_thread(_head_bucket, endpoint, region, bucket, access_key, secret_key)
+
+
+def _nats_healthz(monitor_url: str) -> tuple[bool, str]:
+    url = f"{monitor_url}/healthz?js-enabled-only=true"
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            body = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return False, f"healthz: HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return False, f"healthz: {exc}"
+    status = body.get("status") if isinstance(body, dict) else None
+    return status == "ok", f"healthz: {status}"
+
+
+async def probe_nats(monitor_url: str) -> tuple[bool, str]:
+    """Ready when the monitor's healthz, restricted to JetStream, answers ok."""
+    return await asyncio.to_thread(_nats_healthz, monitor_url)
+
+
+async def probe_grpc_health(address: str, *, timeout: float = 1.0) -> tuple[bool, str]:
+    """Ready when grpc.health.v1 Check for the overall server (service "") answers SERVING."""
+    # A fresh channel per probe: a shared one would back off exponentially while the server boots.
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return False, f"health: {exc.code().name}"
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return reply.status == health_pb2.HealthCheckResponse.SERVING, f"health: {status}"

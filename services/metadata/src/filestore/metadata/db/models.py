@@ -1,0 +1,376 @@
+"""The metadata catalogue as SQLAlchemy 2.0 typed ORM classes.
+
+The schema is portable between SQLite (the embedded default) and PostgreSQL (production): ids are
+UUID4 text, enums are short strings guarded by CHECK constraints rather than native PostgreSQL enums,
+and JSON columns use the generic ``JSON`` type. Every constraint gets a deterministic name from
+``NAMING_CONVENTION`` so that migrations can refer to (and batch-alter) them on both databases.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "Blob",
+    "Derivative",
+    "File",
+    "FileStatus",
+    "Grant",
+    "IdempotencyKey",
+    "Permission",
+    "ProcessingOutcome",
+    "ProcessingResult",
+    "Quota",
+    "StrEnumType",
+    "Upload",
+    "UploadKind",
+    "UploadState",
+    "UtcDateTime",
+    "Visibility",
+    "new_id",
+    "utcnow",
+]
+
+#: From alembic's ``naming.rst``; the ``ck`` form needs every CheckConstraint to carry a ``name``.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 36
+
+
+def new_id() -> str:
+    """A fresh row id: UUID4 in its canonical 36-character text form."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp that always reads back as an aware UTC ``datetime``.
+
+    PostgreSQL stores ``timestamptz`` natively. SQLite has no timestamp type and SQLAlchemy drops the
+    offset when it writes the text form, so values are normalised to UTC before writing (making text
+    order equal time order) and the UTC zone is attached again on read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive timestamp is ambiguous; refusing it here catches the bug at its source.
+            raise ValueError(f"naive datetime {value!r} given where an aware one is required")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class StrEnumType(TypeDecorator[E]):
+    """A ``StrEnum`` stored as its value in a short VARCHAR; the CHECK lives on the table."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum_class: type[E], length: int = 16) -> None:
+        super().__init__(length)
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        # Accepting the plain string too keeps Core statements (``values(status="READY")``) working,
+        # while a typo still fails here instead of at the CHECK constraint.
+        return self.enum_class(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_class(value)
+
+
+def _enum_check(column: str, enum_class: type[enum.StrEnum], name: str) -> CheckConstraint:
+    allowed = ", ".join(f"'{member.value}'" for member in enum_class)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+class FileStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    UPLOADED = "UPLOADED"
+    PROCESSING = "PROCESSING"
+    READY = "READY"
+    QUARANTINED = "QUARANTINED"
+    FAILED = "FAILED"
+    DELETED = "DELETED"
+
+
+class Visibility(enum.StrEnum):
+    PRIVATE = "PRIVATE"
+    PUBLIC = "PUBLIC"
+
+
+class UploadKind(enum.StrEnum):
+    SINGLE = "SINGLE"
+    MULTIPART = "MULTIPART"
+    POST_POLICY = "POST_POLICY"
+    DEDUP = "DEDUP"
+
+
+class UploadState(enum.StrEnum):
+    OPEN = "OPEN"
+    COMPLETED = "COMPLETED"
+    ABORTED = "ABORTED"
+    EXPIRED = "EXPIRED"
+
+
+class Permission(enum.StrEnum):
+    READ = "READ"
+    WRITE = "WRITE"
+
+
+class ProcessingOutcome(enum.StrEnum):
+    PENDING = "PENDING"
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    ERROR = "ERROR"
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UtcDateTime(),
+        dict[str, str]: JSON(),
+        dict[str, Any]: JSON(),
+        bytes: LargeBinary(),
+    }
+
+
+def _id_column() -> Mapped[str]:
+    return mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+
+
+def _file_fk() -> Mapped[str]:
+    # Files are soft-deleted (status DELETED), so cascading deletes only matter for a purge job.
+    return mapped_column(String(ID_LENGTH), ForeignKey("files.id", ondelete="CASCADE"), nullable=False)
+
+
+class Blob(Base):
+    """Content stored once per tenant and shared by every file with the same verified digest."""
+
+    __tablename__ = "blobs"
+    __table_args__ = (
+        UniqueConstraint("tenant", "sha256"),
+        CheckConstraint("ref_count >= 0", name="ref_count_non_negative"),
+    )
+
+    id: Mapped[str] = _id_column()
+    tenant: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    ref_count: Mapped[int] = mapped_column(Integer, default=0)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class File(Base):
+    """One file as the application sees it; the bytes live in object storage under ``storage_key``."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        _enum_check("status", FileStatus, "status"),
+        _enum_check("visibility", Visibility, "visibility"),
+        CheckConstraint("size >= 0", name="size_non_negative"),
+        # Every listing is keyset-paginated on (created_at, id) within a tenant, optionally filtered.
+        Index("ix_files_tenant_created_at_id", "tenant", "created_at", "id"),
+        Index("ix_files_tenant_owner_created_at_id", "tenant", "owner", "created_at", "id"),
+        Index("ix_files_tenant_status_created_at_id", "tenant", "status", "created_at", "id"),
+    )
+
+    id: Mapped[str] = _id_column()
+    tenant: Mapped[str] = mapped_column(String(255))
+    owner: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(1024))
+    declared_content_type: Mapped[str] = mapped_column(String(255))
+    sniffed_content_type: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    verified_sha256: Mapped[str | None] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    blob_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("blobs.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[FileStatus] = mapped_column(StrEnumType(FileStatus), default=FileStatus.PENDING)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    #: Optimistic-concurrency counter, bumped by every update; the API's ``etag`` is derived from it.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    labels: Mapped[dict[str, str]] = mapped_column(default=dict)
+    visibility: Mapped[Visibility] = mapped_column(StrEnumType(Visibility), default=Visibility.PRIVATE)
+    extracted_text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column()
+
+    @property
+    def etag(self) -> str:
+        return str(self.version)
+
+
+class Upload(Base):
+    """An upload session: the broker's record of a presigned single, multipart or POST upload."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        _enum_check("kind", UploadKind, "kind"),
+        _enum_check("state", UploadState, "state"),
+        Index("ix_uploads_file_id", "file_id"),
+        # The reaper scans open uploads by expiry.
+        Index("ix_uploads_state_expires_at", "state", "expires_at"),
+    )
+
+    id: Mapped[str] = _id_column()
+    file_id: Mapped[str] = _file_fk()
+    tenant: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[UploadKind] = mapped_column(StrEnumType(UploadKind))
+    storage_upload_id: Mapped[str | None] = mapped_column(String(1024))
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    part_count: Mapped[int] = mapped_column(Integer)
+    state: Mapped[UploadState] = mapped_column(StrEnumType(UploadState), default=UploadState.OPEN)
+    expires_at: Mapped[datetime] = mapped_column()
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    reaper_lock_until: Mapped[datetime | None] = mapped_column()
+
+
+class Grant(Base):
+    """Permission for a principal (other than the owner) to read or write one file."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        _enum_check("permission", Permission, "permission"),
+        Index("ix_grants_file_id_principal", "file_id", "principal"),
+    )
+
+    id: Mapped[str] = _id_column()
+    file_id: Mapped[str] = _file_fk()
+    tenant: Mapped[str] = mapped_column(String(255))
+    principal: Mapped[str] = mapped_column(String(255))
+    permission: Mapped[Permission] = mapped_column(StrEnumType(Permission))
+    expires_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Derivative(Base):
+    """A regenerable artefact of processing (thumbnail, extracted text), one per file and kind."""
+
+    __tablename__ = "derivatives"
+    __table_args__ = (UniqueConstraint("file_id", "kind"),)
+
+    id: Mapped[str] = _id_column()
+    file_id: Mapped[str] = _file_fk()
+    kind: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProcessingResult(Base):
+    """The latest outcome of one pipeline step for one file."""
+
+    __tablename__ = "processing_results"
+    __table_args__ = (
+        UniqueConstraint("file_id", "step"),
+        _enum_check("outcome", ProcessingOutcome, "outcome"),
+    )
+
+    id: Mapped[str] = _id_column()
+    file_id: Mapped[str] = _file_fk()
+    step: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[ProcessingOutcome] = mapped_column(StrEnumType(ProcessingOutcome))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Quota(Base):
+    """A byte budget for a tenant (``owner == ""``) or for one owner inside a tenant.
+
+    ``used_bytes + reserved_bytes <= limit_bytes`` holds after every reservation but not after a
+    settle that overshoots (an upload may end larger than reserved), so it is enforced by the store's
+    conditional UPDATE rather than by a CHECK constraint.
+    """
+
+    __tablename__ = "quotas"
+    __table_args__ = (
+        UniqueConstraint("tenant", "owner"),
+        CheckConstraint("limit_bytes >= 0", name="limit_non_negative"),
+        CheckConstraint("used_bytes >= 0", name="used_non_negative"),
+        CheckConstraint("reserved_bytes >= 0", name="reserved_non_negative"),
+    )
+
+    id: Mapped[str] = _id_column()
+    tenant: Mapped[str] = mapped_column(String(255))
+    owner: Mapped[str] = mapped_column(String(255), default="")
+    limit_bytes: Mapped[int] = mapped_column(BigInteger)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IdempotencyKey(Base):
+    """The stored answer of a mutating RPC, replayed for a repeated ``request_id`` (AIP-155)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    tenant: Mapped[str] = mapped_column(String(255), primary_key=True)
+    method: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(128))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
