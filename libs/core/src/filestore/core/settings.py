@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
 __all__ = [
+    "AuthSettings",
     "Env",
     "GrpcServerSettings",
     "NatsSettings",
@@ -197,3 +198,17 @@ def exit_on_settings_error(program: str) -> Iterator[None]:
 def _die(program: str, message: str) -> NoReturn:
     print(f"{program}: configuration error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSettings:
+    """The shared secret that signs and verifies HS256 bearer tokens."""
+
+    secret: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> AuthSettings:
+        secret = env.string(f"{PREFIX}AUTH_SECRET")
+        if len(secret) < 32:
+            raise SettingsError(f"{PREFIX}AUTH_SECRET must be at least 32 characters")
+        return cls(secret=secret)

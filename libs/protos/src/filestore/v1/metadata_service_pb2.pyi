@@ -741,6 +741,34 @@ class AuthorizeReadRequest(_message.Message):
 Global___AuthorizeReadRequest: _TypeAlias = AuthorizeReadRequest  # noqa: Y015
 
 @_typing.final
+class AuthorizeReadResponse(_message.Message):
+    """Response for AuthorizeRead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    STORAGE_KEY_FIELD_NUMBER: _builtins.int
+    storage_key: _builtins.str
+    """The object key of the file's content (its own, or the shared blob's when deduplicated)."""
+    @_builtins.property
+    def file(self) -> _resources_pb2.File:
+        """The file the principal may read."""
+
+    def __init__(
+        self,
+        *,
+        file: _resources_pb2.File | None = ...,
+        storage_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "storage_key", b"storage_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizeReadResponse: _TypeAlias = AuthorizeReadResponse  # noqa: Y015
+
+@_typing.final
 class CreateGrantRequest(_message.Message):
     """Request for CreateGrant."""
 

@@ -110,7 +110,7 @@ class MetadataServiceStub:
         self.AuthorizeRead = channel.unary_unary(
                 '/filestore.v1.MetadataService/AuthorizeRead',
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.AuthorizeReadRequest.SerializeToString,
-                response_deserializer=filestore_dot_v1_dot_resources__pb2.File.FromString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.AuthorizeReadResponse.FromString,
                 _registered_method=True)
         self.CreateGrant = channel.unary_unary(
                 '/filestore.v1.MetadataService/CreateGrant',
@@ -276,6 +276,7 @@ class MetadataServiceServicer:
     def ClaimExpiredUploads(self, request, context):
         """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
         only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -428,7 +429,7 @@ def add_MetadataServiceServicer_to_server(servicer, server):
             'AuthorizeRead': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthorizeRead,
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.AuthorizeReadRequest.FromString,
-                    response_serializer=filestore_dot_v1_dot_resources__pb2.File.SerializeToString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.AuthorizeReadResponse.SerializeToString,
             ),
             'CreateGrant': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateGrant,
@@ -860,7 +861,7 @@ class MetadataService:
             target,
             '/filestore.v1.MetadataService/AuthorizeRead',
             filestore_dot_v1_dot_metadata__service__pb2.AuthorizeReadRequest.SerializeToString,
-            filestore_dot_v1_dot_resources__pb2.File.FromString,
+            filestore_dot_v1_dot_metadata__service__pb2.AuthorizeReadResponse.FromString,
             options,
             channel_credentials,
             insecure,

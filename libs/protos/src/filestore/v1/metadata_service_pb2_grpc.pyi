@@ -101,8 +101,9 @@ class MetadataServiceStub:
     ClaimExpiredUploads: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ClaimExpiredUploadsRequest, _metadata_service_pb2.ClaimExpiredUploadsResponse]
     """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
     only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
     """
-    AuthorizeRead: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _resources_pb2.File]
+    AuthorizeRead: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
     it, holds an unexpired grant, or the file is public.
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it).
@@ -203,8 +204,9 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     ClaimExpiredUploads: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ClaimExpiredUploadsRequest, _metadata_service_pb2.ClaimExpiredUploadsResponse]  # type: ignore[assignment]
     """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
     only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
     """
-    AuthorizeRead: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _resources_pb2.File]  # type: ignore[assignment]
+    AuthorizeRead: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]  # type: ignore[assignment]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
     it, holds an unexpired grant, or the file is public.
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it).
@@ -380,6 +382,7 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.ClaimExpiredUploadsResponse, _abc.Awaitable[_metadata_service_pb2.ClaimExpiredUploadsResponse]]:
         """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
         only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
         """
 
     @_abc_1.abstractmethod
@@ -387,7 +390,7 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _metadata_service_pb2.AuthorizeReadRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
+    ) -> _typing.Union[_metadata_service_pb2.AuthorizeReadResponse, _abc.Awaitable[_metadata_service_pb2.AuthorizeReadResponse]]:
         """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
         it, holds an unexpired grant, or the file is public.
         Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it).

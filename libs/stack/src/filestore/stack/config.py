@@ -137,10 +137,11 @@ class StackPorts:
                 chosen[f.name] = port
             for _ in range(200):
                 admin = grab()
-                if admin is not None and admin + ADMIN_GRPC_OFFSET <= 65535:
-                    if grab(admin + ADMIN_GRPC_OFFSET) is not None:
-                        chosen["admin"] = admin
-                        break
+                if admin is None or admin + ADMIN_GRPC_OFFSET > 65535:
+                    continue
+                if grab(admin + ADMIN_GRPC_OFFSET) is not None:
+                    chosen["admin"] = admin
+                    break
             else:
                 raise StackConfigError(f"no free port pair p, p+{ADMIN_GRPC_OFFSET} on {host}")
             return cls(**chosen)
@@ -234,9 +235,7 @@ class StackConfig:
             raise StackConfigError(
                 f"unknown component(s) {', '.join(unknown)}; known: {', '.join(ALL_COMPONENTS)}"
             )
-        object.__setattr__(
-            self, "components", tuple(c for c in ALL_COMPONENTS if c in self.components)
-        )
+        object.__setattr__(self, "components", tuple(c for c in ALL_COMPONENTS if c in self.components))
         for name in (*self.extra_env, *self.commands):
             if name not in ALL_COMPONENTS:
                 raise StackConfigError(f"extra_env/commands name unknown component {name!r}")
@@ -246,9 +245,7 @@ class StackConfig:
             if not self.commands[name]:
                 raise StackConfigError(f"commands[{name!r}] is empty")
         if self.log_level not in _LOG_LEVELS:
-            raise StackConfigError(
-                f"log level {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}"
-            )
+            raise StackConfigError(f"log level {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
         if not _BUCKET_RE.fullmatch(self.bucket):
             raise StackConfigError(f"bucket {self.bucket!r} is not a valid S3 bucket name")
         if not self.host or any(ch.isspace() for ch in self.host):
@@ -301,7 +298,9 @@ class StackConfig:
             )
         log_level = (get("FILESTORE_LOG_LEVEL") or "info").lower()
         if log_level not in _LOG_LEVELS:
-            raise StackConfigError(f"FILESTORE_LOG_LEVEL={log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+            raise StackConfigError(
+                f"FILESTORE_LOG_LEVEL={log_level!r} is not one of {', '.join(_LOG_LEVELS)}"
+            )
         bucket = get("FILESTORE_STACK_BUCKET") or "filestore"
         if not _BUCKET_RE.fullmatch(bucket):
             raise StackConfigError(f"FILESTORE_STACK_BUCKET={bucket!r} is not a valid S3 bucket name")

@@ -77,7 +77,7 @@ def read_auth_secret(path: Path) -> str:
 
 
 def load_or_create_credentials(paths: StackPaths) -> StackCredentials:
-    """Read the secrets of ``paths.home``, generating the missing ones; rewrite SeaweedFS's identities file."""
+    """The secrets of ``paths.home``, generating missing ones; rewrites SeaweedFS's identities file."""
     paths.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not paths.s3_credentials.exists():
         access_key = "FS" + "".join(secrets.choice(_ACCESS_KEY_ALPHABET) for _ in range(18))

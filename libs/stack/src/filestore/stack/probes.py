@@ -38,7 +38,9 @@ def _s3_client(endpoint: str, region: str, access_key: str | None, secret_key: s
     )
 
 
-def _head_bucket(endpoint: str, region: str, bucket: str, access_key: str, secret_key: str) -> tuple[bool, str]:
+def _head_bucket(
+    endpoint: str, region: str, bucket: str, access_key: str, secret_key: str
+) -> tuple[bool, str]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -50,7 +52,9 @@ def _head_bucket(endpoint: str, region: str, bucket: str, access_key: str, secre
     return True, f"bucket {bucket} reachable"
 
 
-async def probe_s3(endpoint: str, *, region: str, bucket: str, access_key: str, secret_key: str) -> tuple[bool, str]:
+async def probe_s3(
+    endpoint: str, *, region: str, bucket: str, access_key: str, secret_key: str
+) -> tuple[bool, str]:
     """Ready when an authenticated HeadBucket succeeds: S3, filer, volume and the bucket all work."""
     return await asyncio.to_thread(_head_bucket, endpoint, region, bucket, access_key, secret_key)
 
@@ -73,13 +77,13 @@ async def probe_nats(monitor_url: str) -> tuple[bool, str]:
     return await asyncio.to_thread(_nats_healthz, monitor_url)
 
 
-async def probe_grpc_health(address: str, *, timeout: float = 1.0) -> tuple[bool, str]:
+async def probe_grpc_health(address: str, *, rpc_timeout_s: float = 1.0) -> tuple[bool, str]:
     """Ready when grpc.health.v1 Check for the overall server (service "") answers SERVING."""
     # A fresh channel per probe: a shared one would back off exponentially while the server boots.
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        stub: Any = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=rpc_timeout_s)
         except grpc.aio.AioRpcError as exc:
             return False, f"health: {exc.code().name}"
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -145,11 +145,11 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, sig)
 
-    async def wait(self, timeout: float | None = None) -> int | None:
-        """The exit status, or None if still running after ``timeout`` seconds."""
+    async def wait(self, within_s: float | None = None) -> int | None:
+        """The exit status, or None if still running after ``within_s`` seconds."""
         if self._popen is None:
             return None
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if within_s is None else time.monotonic() + within_s
         while (code := self._popen.poll()) is None:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -157,12 +157,12 @@ class ManagedProcess:
         self._reaped()
         return code
 
-    async def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit status."""
+    async def stop(self, grace_s: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``grace_s`` seconds; returns the exit status."""
         self.signal(signal.SIGTERM)
-        code = await self.wait(timeout)
+        code = await self.wait(grace_s)
         if code is None:
-            log.warning("%s did not stop within %.1fs; killing it", self.name, timeout)
+            log.warning("%s did not stop within %.1fs; killing it", self.name, grace_s)
             return await self.kill()
         return code
 

@@ -1,0 +1,65 @@
+# Filestore: the two commands are `make run` (the embedded stack) and `make test` (everything CI runs).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+# Debian packages the tests need (installed when missing and running as root).
+APT_PACKAGES :=
+
+.PHONY: help run test lint typecheck proto proto-check buf-lint pytest env node-deps system-deps clean
+
+help:
+	@echo "make run    start the embedded stack (SeaweedFS, NATS, the four services) under \$$FILESTORE_HOME"
+	@echo "make test   install what is missing, then ruff, mypy, buf lint, proto freshness and pytest"
+	@echo "make proto  regenerate libs/protos from protos/"
+
+$(TOOLS)/bin/uv:
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+# The one virtual environment of the workspace, exactly as uv.lock pins it.
+env: $(if $(shell command -v uv 2>/dev/null),,$(TOOLS)/bin/uv)
+	$(UV) sync --frozen --all-packages
+
+node-deps:
+	@if [ ! -x $(BUF) ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund; fi
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (install them, or run as root)"; exit 1; fi; \
+	fi
+
+run: env
+	$(VENV)/bin/filestore-stack run
+
+proto: env
+	$(PY) scripts/protogen.py
+
+proto-check: env
+	$(PY) scripts/protogen.py --check
+
+buf-lint: node-deps
+	$(BUF) lint
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: env
+	$(VENV)/bin/mypy libs/core/src libs/stack/src services/metadata/src services/upload/src \
+	  services/processor/src services/download/src scripts
+
+pytest: env system-deps
+	$(VENV)/bin/pytest
+
+test: env node-deps system-deps lint typecheck buf-lint proto-check pytest
+
+clean:
+	rm -rf $(VENV) $(TOOLS) node_modules .mypy_cache .ruff_cache .pytest_cache

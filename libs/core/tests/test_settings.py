@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from filestore.core.settings import Env, GrpcServerSettings, S3Settings, SettingsError
+
+
+def test_missing_required_variable_names_it() -> None:
+    with pytest.raises(SettingsError, match="FILESTORE_S3_ACCESS_KEY is required"):
+        S3Settings.from_env(Env({"FILESTORE_S3_ENDPOINT": "http://127.0.0.1:1"}))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FILESTORE_LISTEN", "nohost", "FILESTORE_LISTEN='nohost' is not a valid address"),
+        ("FILESTORE_LISTEN", "127.0.0.1:99999", "is not a valid address"),
+        ("FILESTORE_SHUTDOWN_GRACE_S", "soon", "FILESTORE_SHUTDOWN_GRACE_S='soon' is not a valid number"),
+        ("FILESTORE_LOG_LEVEL", "loud", "FILESTORE_LOG_LEVEL='loud' is not one of"),
+    ],
+)
+def test_malformed_values_are_refused_with_the_variable_name(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        GrpcServerSettings.from_env(Env({name: value}), default_listen="127.0.0.1:1")
+
+
+def test_defaults_and_parsing() -> None:
+    settings = S3Settings.from_env(
+        Env(
+            {
+                "FILESTORE_S3_ENDPOINT": "http://storage:8333",
+                "FILESTORE_S3_ACCESS_KEY": "k",
+                "FILESTORE_S3_SECRET_KEY": "s",
+            }
+        )
+    )
+    assert settings.public_endpoint == "http://storage:8333"
+    assert settings.bucket == "filestore"
+    with pytest.raises(AttributeError):
+        settings.bucket = "other"  # type: ignore[misc]
+
+
+def test_a_service_with_bad_configuration_exits_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "filestore.upload"],
+        env={"FILESTORE_AUTH_SECRET": "x" * 40, "FILESTORE_S3_ENDPOINT": "ftp://nope", "PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "filestore-upload: configuration error: FILESTORE_S3_ENDPOINT='ftp://nope' is not a valid URL "
+        "(scheme must be one of http, https)"
+    ]

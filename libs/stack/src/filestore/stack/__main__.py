@@ -1,0 +1,156 @@
+"""``filestore-stack``: run the embedded stack in the foreground, or report on a running one.
+
+Exit status: 0 ok, 1 failure (a component died, did not get ready, or is unhealthy), 2 configuration
+error (including a port already in use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from filestore.stack.config import StackConfig
+from filestore.stack.endpoints import StackInfo, check_health, load_stack_json
+from filestore.stack.errors import StackConfigError, StackError
+from filestore.stack.process import pid_alive, tail
+from filestore.stack.stack import Stack
+
+__all__ = ["main"]
+
+PROG = "filestore-stack"
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+_WATCH_INTERVAL_S = 0.5
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _mask_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _describe(info: StackInfo, stack_json: Path) -> str:
+    e = info.endpoints
+    rows = [
+        ("S3", f"{e.s3_endpoint}  (bucket {e.bucket}, region {e.s3_region})"),
+        ("S3 keys", str(info.s3_credentials_file)),
+        ("NATS", f"{e.nats_url}  (monitor {e.nats_monitor_url})"),
+        ("filer gRPC", e.filer_grpc),
+        ("database", _mask_password(e.database_url)),
+        ("auth secret", str(info.auth_secret_file)),
+        *(
+            (s, e.service_addr(s))
+            for s in ("metadata", "upload", "processor", "download")
+            if s in info.components
+        ),
+        ("stack.json", str(stack_json)),
+        ("logs", str(info.logs_dir)),
+    ]
+    return "\n".join(f"  {name:<12}{value}" for name, value in rows)
+
+
+async def _run(config: StackConfig) -> int:
+    stack = Stack(config)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_requested.set)
+
+    starting = asyncio.create_task(stack.start())
+    waiting = asyncio.create_task(stop_requested.wait())
+    await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        _say("interrupted during start-up; stopping")
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StackError):
+            await starting
+        return EXIT_OK
+    waiting.cancel()
+    try:
+        starting.result()
+    except StackConfigError as exc:
+        _say(str(exc))
+        return EXIT_CONFIG
+    except StackError as exc:
+        _say(str(exc))
+        return EXIT_FAILURE
+
+    status = EXIT_OK
+    try:
+        stack_json = stack.write_stack_json()
+        print(f"{PROG}: ready\n{_describe(stack.info(), stack_json)}", flush=True)
+        _say("running; Ctrl-C or SIGTERM stops everything")
+        while not stop_requested.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_requested.wait(), _WATCH_INTERVAL_S)
+            died = [name for name in config.components if not stack.process(name).running]
+            if died and not stop_requested.is_set():
+                for name in died:
+                    proc = stack.process(name)
+                    _say(
+                        f"{name} exited unexpectedly with status {proc.returncode}; last lines of "
+                        f"{proc.log_path}:\n{tail(proc.log_path)}"
+                    )
+                status = EXIT_FAILURE
+                break
+    finally:
+        _say("stopping")
+        stack.paths.stack_json.unlink(missing_ok=True)
+        await stack.stop()
+        _say("stopped")
+    return status
+
+
+async def _status(stack_json: Path, *, as_json: bool) -> int:
+    try:
+        info = load_stack_json(stack_json)
+    except StackConfigError as exc:
+        _say(str(exc))
+        return EXIT_FAILURE
+    health = await check_health(info.endpoints, info.components)
+    report: dict[str, dict[str, object]] = {}
+    for name in info.components:
+        pid = info.pids.get(name)
+        alive = pid is not None and pid_alive(pid)
+        ok, detail = health[name]
+        report[name] = {"pid": pid, "alive": alive, "healthy": ok and alive, "detail": detail}
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, row in report.items():
+            state = "ok" if row["healthy"] else ("UNHEALTHY" if row["alive"] else "DOWN")
+            print(f"{name:<10} pid {row['pid']!s:<8} {state:<10} {row['detail']}")
+    return EXIT_OK if all(row["healthy"] for row in report.values()) else EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description="Run the embedded Filestore stack.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start everything, wait until SERVING, run until Ctrl-C/SIGTERM")
+    status = commands.add_parser("status", help="report the health of the stack described by stack.json")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--file", type=Path, help="stack.json to read (default $FILESTORE_HOME/stack.json)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s", stream=sys.stderr)
+    try:
+        config = StackConfig.from_env()
+    except StackConfigError as exc:
+        _say(f"configuration error: {exc}")
+        return EXIT_CONFIG
+    if args.command == "run":
+        return asyncio.run(_run(config))
+    return asyncio.run(_status(args.file or config.paths.stack_json, as_json=args.json))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

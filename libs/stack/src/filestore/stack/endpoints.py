@@ -1,0 +1,218 @@
+"""Where a running stack answers, and its ``stack.json`` description for other processes.
+
+``stack.json`` (written 0600 to ``$FILESTORE_HOME/stack.json``) holds no secret itself: the S3
+keys and the token secret stay in their own 0600 files, which it names. Format, version 1::
+
+    {
+      "version": 1,
+      "home": "/abs/.filestore",
+      "host": "127.0.0.1",
+      "s3_endpoint": "http://127.0.0.1:8333",
+      "s3_region": "us-east-1",
+      "bucket": "filestore",
+      "s3_credentials_file": "/abs/.filestore/secrets/s3_credentials.json",
+      "auth_secret_file": "/abs/.filestore/secrets/auth_secret",
+      "nats_url": "nats://127.0.0.1:4322",
+      "nats_monitor_url": "http://127.0.0.1:8322",
+      "filer_grpc": "127.0.0.1:18888",
+      "filer_url": "http://127.0.0.1:8888",
+      "master_url": "http://127.0.0.1:9333",
+      "database_url": "sqlite+aiosqlite:////abs/.filestore/metadata.db",
+      "metadata_addr": "127.0.0.1:50051",
+      "upload_addr": "127.0.0.1:50052",
+      "processor_addr": "127.0.0.1:50053",
+      "download_addr": "127.0.0.1:50054",
+      "components": ["seaweedfs", "nats", "metadata", "upload", "processor", "download"],
+      "pids": {"seaweedfs": 1234, "nats": 1235, "metadata": 1236, ...},
+      "logs_dir": "/abs/.filestore/logs"
+    }
+
+``s3_credentials_file`` is JSON ``{"access_key": ..., "secret_key": ...}``; ``auth_secret_file``
+holds the HS256 secret as one line of text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from filestore.stack.config import SERVICES, StackConfig
+from filestore.stack.credentials import (
+    StackCredentials,
+    read_auth_secret,
+    read_s3_credentials,
+    write_private_file,
+)
+from filestore.stack.errors import StackConfigError
+from filestore.stack.probes import probe_grpc_health, probe_nats, probe_s3
+
+__all__ = ["STACK_JSON_VERSION", "StackEndpoints", "StackInfo", "check_health", "load_stack_json"]
+
+STACK_JSON_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StackEndpoints:
+    """Addresses of every component, plus the secrets a client of the stack needs."""
+
+    host: str
+    s3_endpoint: str
+    s3_region: str
+    bucket: str
+    nats_url: str
+    nats_monitor_url: str
+    filer_grpc: str
+    filer_url: str
+    master_url: str
+    database_url: str
+    metadata_addr: str
+    upload_addr: str
+    processor_addr: str
+    download_addr: str
+    credentials: StackCredentials
+
+    @property
+    def s3_access_key(self) -> str:
+        return self.credentials.s3_access_key
+
+    @property
+    def s3_secret_key(self) -> str:
+        return self.credentials.s3_secret_key
+
+    @property
+    def auth_secret(self) -> str:
+        return self.credentials.auth_secret
+
+    def service_addr(self, service: str) -> str:
+        """host:port of one of the four services."""
+        if service not in SERVICES:
+            raise KeyError(service)
+        addr: str = getattr(self, f"{service}_addr")
+        return addr
+
+    @classmethod
+    def from_config(cls, config: StackConfig, credentials: StackCredentials) -> StackEndpoints:
+        host, ports = config.host, config.ports
+        return cls(
+            host=host,
+            s3_endpoint=f"http://{host}:{ports.s3}",
+            s3_region=config.region,
+            bucket=config.bucket,
+            nats_url=f"nats://{host}:{ports.nats}",
+            nats_monitor_url=f"http://{host}:{ports.nats_monitor}",
+            filer_grpc=f"{host}:{ports.filer_grpc}",
+            filer_url=f"http://{host}:{ports.filer}",
+            master_url=f"http://{host}:{ports.master}",
+            database_url=config.resolved_database_url,
+            metadata_addr=f"{host}:{ports.metadata}",
+            upload_addr=f"{host}:{ports.upload}",
+            processor_addr=f"{host}:{ports.processor}",
+            download_addr=f"{host}:{ports.download}",
+            credentials=credentials,
+        )
+
+    def to_json(self) -> dict[str, str]:
+        """The endpoint fields of stack.json (secrets excluded)."""
+        return {
+            "host": self.host,
+            "s3_endpoint": self.s3_endpoint,
+            "s3_region": self.s3_region,
+            "bucket": self.bucket,
+            "nats_url": self.nats_url,
+            "nats_monitor_url": self.nats_monitor_url,
+            "filer_grpc": self.filer_grpc,
+            "filer_url": self.filer_url,
+            "master_url": self.master_url,
+            "database_url": self.database_url,
+            "metadata_addr": self.metadata_addr,
+            "upload_addr": self.upload_addr,
+            "processor_addr": self.processor_addr,
+            "download_addr": self.download_addr,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StackInfo:
+    """What ``stack.json`` says about a (probably) running stack."""
+
+    home: Path
+    endpoints: StackEndpoints
+    components: tuple[str, ...]
+    pids: Mapping[str, int] = field(default_factory=dict)
+    s3_credentials_file: Path
+    auth_secret_file: Path
+    logs_dir: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STACK_JSON_VERSION,
+            "home": str(self.home),
+            **self.endpoints.to_json(),
+            "s3_credentials_file": str(self.s3_credentials_file),
+            "auth_secret_file": str(self.auth_secret_file),
+            "components": list(self.components),
+            "pids": dict(self.pids),
+            "logs_dir": str(self.logs_dir),
+        }
+
+    def write(self, path: Path) -> Path:
+        write_private_file(path, json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+
+def load_stack_json(path: Path) -> StackInfo:
+    """Read ``stack.json`` and the secret files it names."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StackConfigError(f"no stack description at {path}; is the stack running?") from None
+    except (OSError, ValueError) as exc:
+        raise StackConfigError(f"{path} is not a readable stack.json ({exc})") from None
+    if not isinstance(data, dict) or data.get("version") != STACK_JSON_VERSION:
+        raise StackConfigError(f"{path} is not a version {STACK_JSON_VERSION} stack.json")
+    try:
+        s3_credentials_file = Path(data["s3_credentials_file"])
+        auth_secret_file = Path(data["auth_secret_file"])
+        access_key, secret_key = read_s3_credentials(s3_credentials_file)
+        credentials = StackCredentials(
+            s3_access_key=access_key,
+            s3_secret_key=secret_key,
+            auth_secret=read_auth_secret(auth_secret_file),
+        )
+        endpoint_fields = StackEndpoints.__dataclass_fields__.keys() - {"credentials"}
+        endpoints = StackEndpoints(credentials=credentials, **{k: str(data[k]) for k in endpoint_fields})
+        return StackInfo(
+            home=Path(data["home"]),
+            endpoints=endpoints,
+            components=tuple(str(c) for c in data["components"]),
+            pids={str(k): int(v) for k, v in dict(data["pids"]).items()},
+            s3_credentials_file=s3_credentials_file,
+            auth_secret_file=auth_secret_file,
+            logs_dir=Path(data["logs_dir"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StackConfigError(f"{path} is missing or has a malformed field ({exc})") from None
+
+
+async def check_health(endpoints: StackEndpoints, components: tuple[str, ...]) -> dict[str, tuple[bool, str]]:
+    """Probe each component once, concurrently: {component: (healthy, detail)}."""
+
+    async def probe(component: str) -> tuple[bool, str]:
+        if component == "seaweedfs":
+            return await probe_s3(
+                endpoints.s3_endpoint,
+                region=endpoints.s3_region,
+                bucket=endpoints.bucket,
+                access_key=endpoints.s3_access_key,
+                secret_key=endpoints.s3_secret_key,
+            )
+        if component == "nats":
+            return await probe_nats(endpoints.nats_monitor_url)
+        return await probe_grpc_health(endpoints.service_addr(component))
+
+    results = await asyncio.gather(*(probe(c) for c in components))
+    return dict(zip(components, results, strict=True))

@@ -1,0 +1,170 @@
+"""Supervision of services, with a fake health-serving script instead of the real services."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from filestore.stack import (
+    Stack,
+    StackConfig,
+    StackConfigError,
+    StackPortInUseError,
+    StackStartError,
+    pid_alive,
+)
+from filestore.stack.probes import probe_grpc_health
+
+MakeConfig = Callable[..., StackConfig]
+
+
+async def test_services_start_serving_get_their_env_and_survive_kill_and_restart(
+    make_config: MakeConfig, fake_command: list[str], tmp_path: Path
+) -> None:
+    dump = tmp_path / "upload-env.json"
+    config = make_config(
+        components=("metadata", "upload"),
+        commands={"metadata": fake_command, "upload": fake_command},
+        extra_env={"upload": {"FAKE_ENV_DUMP": str(dump), "FILESTORE_UPLOAD_TTL_S": "5"}},
+    )
+    async with Stack(config) as stack:
+        endpoints = stack.endpoints
+        for service in ("metadata", "upload"):
+            assert await probe_grpc_health(endpoints.service_addr(service)) == (True, "health: SERVING")
+
+        env = json.loads(dump.read_text())
+        assert env["FILESTORE_LISTEN"] == endpoints.upload_addr
+        assert env["FILESTORE_METADATA_ADDR"] == endpoints.metadata_addr
+        assert env["FILESTORE_S3_ENDPOINT"] == endpoints.s3_endpoint
+        assert env["FILESTORE_S3_ACCESS_KEY"] == endpoints.s3_access_key
+        assert env["FILESTORE_S3_SECRET_KEY"] == endpoints.s3_secret_key
+        assert env["FILESTORE_S3_REGION"] == "us-east-1"
+        assert env["FILESTORE_NATS_URL"] == endpoints.nats_url
+        assert env["FILESTORE_AUTH_SECRET"] == endpoints.auth_secret
+        assert env["FILESTORE_UPLOAD_TTL_S"] == "5"
+        assert "FILESTORE_DATABASE_URL" not in env  # only metadata touches the database
+
+        old_pid = stack.pids["upload"]
+        await stack.kill("upload")
+        assert not pid_alive(old_pid)
+        assert "upload" not in stack.pids
+        ok, _ = await probe_grpc_health(endpoints.upload_addr)
+        assert not ok
+
+        await stack.restart("upload")
+        assert stack.pids["upload"] != old_pid
+        assert await probe_grpc_health(endpoints.upload_addr) == (True, "health: SERVING")
+        pids = dict(stack.pids)
+
+    assert not any(pid_alive(pid) for pid in pids.values())
+    assert stack.pids == {}
+    log_text = stack.log_path("upload").read_text()
+    assert log_text.count("fake_service_started") == 2
+
+
+async def test_a_service_dying_at_start_fails_with_its_log_and_stops_the_rest(
+    make_config: MakeConfig, fake_command: list[str]
+) -> None:
+    config = make_config(
+        components=("metadata", "upload"),
+        commands={"metadata": fake_command, "upload": fake_command},
+        extra_env={"upload": {"FAKE_EXIT_AT_START": "3"}},
+    )
+    stack = Stack(config)
+    with pytest.raises(StackStartError, match="upload exited with status 3 during start-up") as failure:
+        await stack.start()
+    assert "fake_service_refuses_to_start" in str(failure.value)
+    assert failure.value.component == "upload"
+    metadata_pid = stack.process("metadata").pid
+    assert metadata_pid is not None
+    assert not pid_alive(metadata_pid)
+
+
+async def test_a_service_never_serving_times_out(make_config: MakeConfig, fake_command: list[str]) -> None:
+    config = make_config(
+        components=("metadata",),
+        commands={"metadata": fake_command},
+        extra_env={"metadata": {"FAKE_NOT_SERVING": "1"}},
+        ready_timeout_s=1.5,
+    )
+    stack = Stack(config)
+    with pytest.raises(StackStartError, match=r"metadata was not ready after 1.5s \(health: NOT_SERVING\)"):
+        await stack.start()
+    assert stack.pids == {}
+
+
+async def test_port_in_use_stops_start_up_before_anything_starts(
+    make_config: MakeConfig, fake_command: list[str]
+) -> None:
+    config = make_config(
+        components=("metadata", "upload"), commands={"metadata": fake_command, "upload": fake_command}
+    )
+    with socket.socket() as squatter:
+        squatter.bind((config.host, config.ports.upload))
+        squatter.listen()
+        stack = Stack(config)
+        with pytest.raises(StackPortInUseError) as failure:
+            await stack.start()
+    assert str(failure.value) == (
+        f"port {config.ports.upload} (upload) on 127.0.0.1 is already in use; set FILESTORE_STACK_UPLOAD_PORT"
+    )
+    assert stack.pids == {}
+    assert not config.paths.log("metadata").exists()  # metadata, first in order, never started
+
+
+async def test_one_home_serves_one_stack_at_a_time(make_config: MakeConfig, fake_command: list[str]) -> None:
+    config = make_config(components=("metadata",), commands={"metadata": fake_command})
+    async with Stack(config):
+        other = Stack(config.with_ports(type(config.ports).free()))
+        with pytest.raises(StackConfigError, match="already used by another running stack"):
+            await other.start()
+
+
+def test_children_die_with_a_killed_parent(tmp_path: Path, fake_command: list[str]) -> None:
+    """The parent gets SIGKILL, so no Python cleanup runs; the kernel must end the children."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signals are Linux only")
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio, json, sys
+            from pathlib import Path
+            from filestore.stack import Stack, StackConfig, StackPorts
+
+            async def main():
+                config = StackConfig(
+                    home=Path({str(tmp_path / "home")!r}), ports=StackPorts.free(),
+                    components=("metadata",), commands={{"metadata": {fake_command!r}}},
+                )
+                stack = Stack(config)
+                await stack.start()
+                print(json.dumps(stack.pids), flush=True)
+                await asyncio.sleep(60)
+
+            asyncio.run(main())
+            """
+        )
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pids: dict[str, int] = json.loads(parent.stdout.readline())
+        assert pid_alive(pids["metadata"])
+    finally:
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while pid_alive(pids["metadata"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pids["metadata"])

@@ -1,0 +1,35 @@
+"""Builds the metadata service: engine, migrations, servicer."""
+
+from __future__ import annotations
+
+import grpc
+
+from filestore.core.auth import TokenVerifier
+from filestore.core.server import ServerHandle, create_server
+from filestore.metadata.db.engine import create_engine, session_factory
+from filestore.metadata.db.migrate import upgrade_to_head
+from filestore.metadata.servicer import MetadataServicer
+from filestore.metadata.settings import MetadataSettings
+from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc
+
+DOMAIN = "metadata.filestore.v1"
+
+
+async def build(settings: MetadataSettings) -> ServerHandle:
+    if settings.migrate_on_start:
+        await upgrade_to_head(settings.database_url)
+    engine = create_engine(settings.database_url)
+    servicer = MetadataServicer(session_factory(engine))
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        metadata_service_pb2_grpc.add_MetadataServiceServicer_to_server(servicer, server)
+        return [metadata_service_pb2.DESCRIPTOR.services_by_name["MetadataService"].full_name]
+
+    handle = create_server(
+        listen=settings.server.listen,
+        domain=DOMAIN,
+        verifier=TokenVerifier(settings.auth.secret),
+        register=register,
+    )
+    handle.on_shutdown.append(engine.dispose)
+    return handle

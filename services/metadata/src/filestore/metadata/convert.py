@@ -1,0 +1,106 @@
+"""Rows of the catalogue to protobuf messages and back (enums map by name)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from filestore.metadata.db import models
+from filestore.v1 import metadata_service_pb2, resources_pb2
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def from_timestamp(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def file_status(status: models.FileStatus) -> resources_pb2.FileStatus.ValueType:
+    return resources_pb2.FileStatus.Value(f"FILE_STATUS_{status.name}")
+
+
+def file_status_from_proto(status: resources_pb2.FileStatus.ValueType) -> models.FileStatus | None:
+    name = resources_pb2.FileStatus.Name(status).removeprefix("FILE_STATUS_")
+    return models.FileStatus.__members__.get(name)
+
+
+def upload_kind(kind: models.UploadKind) -> resources_pb2.UploadKind.ValueType:
+    return resources_pb2.UploadKind.Value(f"UPLOAD_KIND_{kind.name}")
+
+
+def upload_kind_from_proto(kind: resources_pb2.UploadKind.ValueType) -> models.UploadKind | None:
+    name = resources_pb2.UploadKind.Name(kind).removeprefix("UPLOAD_KIND_")
+    return models.UploadKind.__members__.get(name)
+
+
+def upload_state(state: models.UploadState) -> resources_pb2.UploadState.ValueType:
+    return resources_pb2.UploadState.Value(f"UPLOAD_STATE_{state.name}")
+
+
+def step_outcome(outcome: models.ProcessingOutcome) -> resources_pb2.StepOutcome.ValueType:
+    return resources_pb2.StepOutcome.Value(f"STEP_OUTCOME_{outcome.name}")
+
+
+def step_outcome_from_proto(outcome: resources_pb2.StepOutcome.ValueType) -> models.ProcessingOutcome | None:
+    name = resources_pb2.StepOutcome.Name(outcome).removeprefix("STEP_OUTCOME_")
+    return models.ProcessingOutcome.__members__.get(name)
+
+
+def file_message(row: models.File) -> resources_pb2.File:
+    message = resources_pb2.File(
+        id=row.id,
+        tenant=row.tenant,
+        owner=row.owner,
+        name=row.name,
+        declared_content_type=row.declared_content_type,
+        sniffed_content_type=row.sniffed_content_type or "",
+        size=row.size,
+        sha256=row.verified_sha256 or row.sha256 or "",
+        status=file_status(row.status),
+        status_reason=row.status_reason or "",
+        visibility=resources_pb2.Visibility.Value(f"VISIBILITY_{row.visibility.name}"),
+        labels=row.labels,
+        etag=str(row.version),
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
+    )
+    if row.deleted_at is not None:
+        message.delete_time.CopyFrom(timestamp(row.deleted_at))
+    return message
+
+
+def upload_record(upload: models.Upload, file: models.File) -> metadata_service_pb2.UploadRecord:
+    return metadata_service_pb2.UploadRecord(
+        id=upload.id,
+        file_id=upload.file_id,
+        tenant=upload.tenant,
+        owner=file.owner,
+        kind=upload_kind(upload.kind),
+        state=upload_state(upload.state),
+        size=file.size,
+        content_type=file.declared_content_type,
+        sha256=file.sha256 or "",
+        storage_key=file.storage_key,
+        storage_upload_id=upload.storage_upload_id or "",
+        part_size=upload.part_size,
+        part_count=upload.part_count,
+        reserved_bytes=upload.reserved_bytes,
+        expire_time=timestamp(upload.expires_at),
+        create_time=timestamp(upload.created_at),
+    )
+
+
+def processing_result(row: models.ProcessingResult) -> resources_pb2.ProcessingResult:
+    return resources_pb2.ProcessingResult(
+        file_id=row.file_id,
+        step=row.step,
+        outcome=step_outcome(row.outcome),
+        details={key: str(value) for key, value in row.details.items()},
+        attempts=row.attempts,
+        update_time=timestamp(row.updated_at),
+    )

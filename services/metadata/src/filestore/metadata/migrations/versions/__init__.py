@@ -1,0 +1,1 @@
+"""Revision files: one schema change each, valid on SQLite and PostgreSQL alike."""

@@ -1,0 +1,31 @@
+"""Metadata service configuration (environment variables, read once at start)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from filestore.core.settings import PREFIX, AuthSettings, Env, GrpcServerSettings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataSettings:
+    server: GrpcServerSettings
+    auth: AuthSettings
+    #: SQLAlchemy async URL: ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://...``.
+    database_url: str
+    #: Apply Alembic migrations at start (the embedded stack does; a deployment may run them apart).
+    migrate_on_start: bool
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> MetadataSettings:
+        env = env or Env()
+        return cls(
+            server=GrpcServerSettings.from_env(env, default_listen="127.0.0.1:50051"),
+            auth=AuthSettings.from_env(env),
+            database_url=env.url(
+                f"{PREFIX}DATABASE_URL",
+                "sqlite+aiosqlite:///filestore-metadata.db",
+                schemes=("sqlite+aiosqlite", "postgresql+asyncpg"),
+            ),
+            migrate_on_start=env.boolean(f"{PREFIX}MIGRATE_ON_START", True),
+        )

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection
+
+from filestore.metadata.db import migrate
+from filestore.metadata.db.engine import create_engine
+from filestore.metadata.db.models import Base
+
+from .conftest import BACKENDS, FreshDatabase
+
+EXPECTED_TABLES = {
+    "blobs",
+    "derivatives",
+    "files",
+    "grants",
+    "idempotency_keys",
+    "processing_results",
+    "quotas",
+    "uploads",
+}
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            names: list[str] = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    finally:
+        await engine.dispose()
+    return set(names)
+
+
+async def _schema_diff(url: str) -> list[Any]:
+    def diff(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(diff)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_upgrade_head_then_downgrade_base(backend: str, fresh_database: FreshDatabase) -> None:
+    async with fresh_database(backend) as url:
+        assert await migrate.current_revision(url) is None
+
+        await migrate.upgrade_to_head(url)
+        assert await migrate.current_revision(url) == migrate.head_revision()
+        assert await _tables(url) >= EXPECTED_TABLES
+
+        await migrate.upgrade_to_head(url)  # already at head: nothing to do, nothing breaks
+        assert await migrate.current_revision(url) == migrate.head_revision()
+
+        await migrate.downgrade(url, "base")
+        assert await migrate.current_revision(url) is None
+        assert await _tables(url) <= {"alembic_version"}
+
+        await migrate.upgrade_to_head(url)  # and the way back up still works
+        assert await _tables(url) >= EXPECTED_TABLES
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_models_and_migrations_agree(backend: str, fresh_database: FreshDatabase) -> None:
+    async with fresh_database(backend) as url:
+        await migrate.upgrade_to_head(url)
+        assert await _schema_diff(url) == []
+
+
+async def test_sync_upgrade_runs_without_a_loop(fresh_database: FreshDatabase) -> None:
+    async with fresh_database("sqlite") as url:
+        # The sync variant starts its own loop, so it must run where no loop is running.
+        await asyncio.to_thread(migrate.upgrade_to_head_sync, url)
+        assert await migrate.current_revision(url) == migrate.head_revision()
+
+
+def test_migrations_are_found_independently_of_the_cwd(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert migrate.head_revision() == "0001"
+    assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
+
+
+async def test_cli_upgrade_and_current(
+    fresh_database: FreshDatabase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with fresh_database("sqlite") as url:
+        assert await asyncio.to_thread(migrate.main, ["--url", url, "upgrade"]) == 0
+        assert await asyncio.to_thread(migrate.main, ["--url", url, "current"]) == 0
+        assert capsys.readouterr().out.strip() == migrate.head_revision()

@@ -1,0 +1,48 @@
+"""Builds the processor: the ProcessorService server and the pipeline worker in one process."""
+
+from __future__ import annotations
+
+import grpc
+
+from filestore.core import events, s3
+from filestore.core.auth import ServiceIdentity, TokenVerifier
+from filestore.core.clients import insecure_channel
+from filestore.core.server import ServerHandle, create_server
+from filestore.processor.pipeline import Pipeline
+from filestore.processor.servicer import ProcessorServicer
+from filestore.processor.settings import ProcessorSettings
+from filestore.processor.worker import Worker
+from filestore.v1 import metadata_service_pb2_grpc, processor_service_pb2, processor_service_pb2_grpc
+
+DOMAIN = "processor.filestore.v1"
+
+
+async def build(settings: ProcessorSettings) -> ServerHandle:
+    identity = ServiceIdentity(settings.auth.secret, service="processor")
+    channel = insecure_channel(settings.metadata_address, token=identity.token)
+    metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
+    nats_client = await events.connect(settings.nats, name="filestore-processor")
+    jetstream = nats_client.jetstream()
+    await events.ensure_stream(jetstream, settings.nats)
+    pipeline = Pipeline(
+        settings, metadata=metadata, storage=s3.storage_client(settings.s3), jetstream=jetstream
+    )
+    worker = Worker(settings, jetstream=jetstream, pipeline=pipeline)
+    servicer = ProcessorServicer(metadata=metadata)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        processor_service_pb2_grpc.add_ProcessorServiceServicer_to_server(servicer, server)
+        return [processor_service_pb2.DESCRIPTOR.services_by_name["ProcessorService"].full_name]
+
+    handle = create_server(
+        listen=settings.server.listen,
+        domain=DOMAIN,
+        verifier=TokenVerifier(settings.auth.secret),
+        register=register,
+    )
+    await worker.start()
+    # Shutdown runs these in reverse: stop the worker, then drain NATS, then close the channel.
+    handle.on_shutdown.append(channel.close)
+    handle.on_shutdown.append(nats_client.drain)
+    handle.on_shutdown.append(worker.stop)
+    return handle

@@ -1,0 +1,41 @@
+"""Processor configuration (environment variables, read once at start)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from filestore.core.settings import PREFIX, AuthSettings, Env, GrpcServerSettings, NatsSettings, S3Settings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessorSettings:
+    server: GrpcServerSettings
+    auth: AuthSettings
+    s3: S3Settings
+    nats: NatsSettings
+    metadata_address: str
+    #: Events processed at once by this process.
+    concurrency: int
+    #: Deliveries of one event before it is dead-lettered and its file marked FAILED.
+    max_deliver: int
+    #: How long a delivery may go without an ack or a heartbeat before JetStream redelivers it.
+    ack_wait_s: float
+    #: Bytes read from storage at a time while streaming; bounds the worker's memory per event.
+    read_chunk_bytes: int
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ProcessorSettings:
+        env = env or Env()
+        return cls(
+            server=GrpcServerSettings.from_env(env, default_listen="127.0.0.1:50053"),
+            auth=AuthSettings.from_env(env),
+            s3=S3Settings.from_env(env),
+            nats=NatsSettings.from_env(env),
+            metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
+            concurrency=env.integer(f"{PREFIX}WORKER_CONCURRENCY", 4, minimum=1, maximum=256),
+            max_deliver=env.integer(f"{PREFIX}WORKER_MAX_DELIVER", 5, minimum=1, maximum=100),
+            ack_wait_s=env.number(f"{PREFIX}WORKER_ACK_WAIT_S", 30.0, minimum=1.0),
+            read_chunk_bytes=env.integer(
+                f"{PREFIX}READ_CHUNK_BYTES", 1024 * 1024, minimum=64 * 1024, maximum=64 * 1024 * 1024
+            ),
+        )

@@ -1,0 +1,128 @@
+"""The worker: a durable pull consumer shared by every processor process, with bounded concurrency.
+
+Acknowledgement rules: ack when the pipeline finished (or the event is not ours); nak with a growing
+delay on a transient failure; on the last allowed delivery, publish the event to the dead-letter
+subject, mark the file FAILED, and ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from filestore.core import events
+from filestore.core.errors import FilestoreError
+from filestore.processor.pipeline import NotYetUploaded, Pipeline
+from filestore.processor.settings import ProcessorSettings
+from filestore.v1 import events_pb2
+
+log = structlog.get_logger("filestore.processor.worker")
+
+DURABLE = "processor-pipeline"
+#: Redelivery delays after a transient failure; the last one repeats.
+NAK_DELAYS_S = (1.0, 5.0, 15.0, 30.0)
+
+
+class Worker:
+    def __init__(
+        self, settings: ProcessorSettings, *, jetstream: JetStreamContext, pipeline: Pipeline
+    ) -> None:
+        self._settings = settings
+        self._js = jetstream
+        self._pipeline = pipeline
+        self._subjects = events.Subjects(settings.nats.subject_prefix)
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await events.ensure_consumer(
+            self._js,
+            stream=self._settings.nats.stream,
+            durable=DURABLE,
+            filter_subject=self._subjects.object_created,
+            ack_wait_s=self._settings.ack_wait_s,
+            max_deliver=self._settings.max_deliver,
+        )
+        subscription = await self._js.pull_subscribe_bind(DURABLE, stream=self._settings.nats.stream)
+        self._loop_task = asyncio.create_task(self._fetch_loop(subscription))
+
+    async def stop(self) -> None:
+        """Stop fetching and let the events in hand finish (unfinished ones are redelivered)."""
+        self._stopping.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._settings.ack_wait_s)
+
+    async def _fetch_loop(self, subscription: JetStreamContext.PullSubscription) -> None:
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            try:
+                messages = await subscription.fetch(1, timeout=1.0)
+            except (TimeoutError, NatsTimeoutError):
+                self._slots.release()
+                continue
+            except Exception as error:
+                self._slots.release()
+                log.warning("fetch_failed", error=str(error))
+                await asyncio.sleep(1.0)
+                continue
+            for message in messages:
+                task = asyncio.create_task(self._handle(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, message: Msg) -> None:
+        try:
+            structlog.contextvars.clear_contextvars()
+            await self._handle_one(message)
+        except Exception:
+            log.exception("event_handling_failed")
+        finally:
+            self._slots.release()
+
+    async def _handle_one(self, message: Msg) -> None:
+        deliveries = message.metadata.num_delivered
+        try:
+            event = events_pb2.ObjectCreated.FromString(message.data)
+        except DecodeError:
+            log.warning("undecodable_event", subject=message.subject)
+            await message.term()
+            return
+        structlog.contextvars.bind_contextvars(key=event.key, delivery=deliveries)
+        try:
+            await self._pipeline.process(event, heartbeat=message.in_progress)
+        except (FilestoreError, NotYetUploaded, OSError) as error:
+            reason = getattr(error, "reason", type(error).__name__.upper())
+            retryable = getattr(error, "retryable", True) or isinstance(error, NotYetUploaded)
+            if not retryable:
+                log.warning("event_rejected", reason=reason)
+                await message.ack()
+            elif deliveries >= self._settings.max_deliver:
+                await self._dead_letter(message, event, reason)
+            else:
+                delay = NAK_DELAYS_S[min(deliveries, len(NAK_DELAYS_S)) - 1]
+                log.info("event_retry", reason=reason, delay_s=delay)
+                await message.nak(delay=delay)
+            return
+        await message.ack()
+
+    async def _dead_letter(self, message: Msg, event: events_pb2.ObjectCreated, reason: str) -> None:
+        log.warning("event_dead_lettered", reason=reason)
+        await self._js.publish(
+            self._subjects.dead_letter(message.subject),
+            message.data,
+            headers={"Filestore-Reason": reason, "Nats-Msg-Id": f"dead:{message.metadata.sequence.stream}"},
+        )
+        await self._pipeline.fail(event, reason=reason)
+        await message.ack()

@@ -1,0 +1,118 @@
+"""The real stack as a session fixture: SeaweedFS, NATS and the four services as local processes on
+free ports in a temp dir, with the metadata database on SQLite and again on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import asyncpg
+import grpc
+import pytest
+from sqlalchemy.engine import make_url
+
+from filestore.core.auth import mint_token
+from filestore.core.clients import insecure_channel
+from filestore.core.errors import FilestoreError, error_from_rpc
+from filestore.stack import Stack, StackConfig, StackPorts
+from filestore.v1 import (
+    download_service_pb2_grpc,
+    metadata_service_pb2_grpc,
+    processor_service_pb2_grpc,
+    upload_service_pb2_grpc,
+)
+
+DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+@asynccontextmanager
+async def scratch_postgres_database() -> AsyncIterator[str]:
+    """A database of its own on the local PostgreSQL server (TEST_DATABASE_URL), dropped afterwards."""
+    base = make_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
+    name = f"filestore_it_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(
+        host=base.host,
+        port=base.port or 5432,
+        user=base.username,
+        password=base.password,
+        database=base.database,
+    )
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+async def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    async with AsyncExitStack() as resources:
+        database_url = None
+        if request.param == "postgresql":
+            database_url = await resources.enter_async_context(scratch_postgres_database())
+        home: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
+        config = StackConfig(
+            home=home, ports=StackPorts.free(), database_url=database_url, ready_timeout_s=60.0
+        )
+        yield await resources.enter_async_context(Stack(config))
+
+
+@dataclass(frozen=True)
+class Client:
+    """The four services as one user of one tenant sees them."""
+
+    subject: str
+    tenant: str
+    upload: upload_service_pb2_grpc.UploadServiceAsyncStub
+    metadata: metadata_service_pb2_grpc.MetadataServiceAsyncStub
+    processor: processor_service_pb2_grpc.ProcessorServiceAsyncStub
+    download: download_service_pb2_grpc.DownloadServiceAsyncStub
+
+
+class ClientFactory(Protocol):
+    def __call__(self, subject: str = ..., tenant: str = ...) -> Client: ...
+
+
+@pytest.fixture
+async def client_for(stack: Stack) -> AsyncIterator[ClientFactory]:
+    """``client_for(subject, tenant)`` builds a Client whose calls carry that user's token."""
+    channels: list[grpc.aio.Channel] = []
+    endpoints = stack.endpoints
+
+    def make(subject: str = "alice", tenant: str = "acme") -> Client:
+        token = mint_token(endpoints.auth_secret, subject=subject, tenant=tenant)
+
+        def channel(address: str) -> grpc.aio.Channel:
+            opened = insecure_channel(address, token=lambda: token)
+            channels.append(opened)
+            return opened
+
+        return Client(
+            subject=subject,
+            tenant=tenant,
+            upload=upload_service_pb2_grpc.UploadServiceStub(channel(endpoints.upload_addr)),
+            metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel(endpoints.metadata_addr)),
+            processor=processor_service_pb2_grpc.ProcessorServiceStub(channel(endpoints.processor_addr)),
+            download=download_service_pb2_grpc.DownloadServiceStub(channel(endpoints.download_addr)),
+        )
+
+    yield make
+    for opened in channels:
+        await opened.close()
+
+
+async def rpc_error(call: Awaitable[object]) -> FilestoreError:
+    """The typed error a call failed with (reason, domain and metadata from its ErrorInfo)."""
+    try:
+        await call
+    except grpc.RpcError as error:
+        return error_from_rpc(error)
+    pytest.fail("the call succeeded but was expected to fail")

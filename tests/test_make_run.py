@@ -1,0 +1,91 @@
+"""`make run`'s command, as a user runs it: `filestore-stack run` in the foreground, every service
+SERVING, stack.json written, and Ctrl-C/SIGTERM stopping every process it started within 15 s."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from filestore.core.healthcheck import check
+from filestore.stack import StackPorts, pid_alive, port_env_var
+
+STACK = str(Path(sys.executable).with_name("filestore-stack"))
+START_TIMEOUT_S = 90.0
+
+
+def _environment(home: Path, ports: StackPorts) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FILESTORE_")}
+    env["FILESTORE_HOME"] = str(home)
+    for name, port in ports.items():
+        if name != "admin_grpc":  # derived from the admin port, not configurable on its own
+            env[port_env_var(name)] = str(port)
+    return env
+
+
+def _wait_for_file(path: Path, process: subprocess.Popen[str]) -> dict[str, object]:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"filestore-stack exited early: {process.communicate()[1][-2000:]}"
+        if path.exists():
+            return json.loads(path.read_text())  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not appear within {START_TIMEOUT_S} s")
+
+
+def test_run_starts_everything_writes_stack_json_and_stops_cleanly(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    process = subprocess.Popen(
+        [STACK, "run"],
+        env=_environment(home, StackPorts.free()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        info = _wait_for_file(home / "stack.json", process)
+        for service in ("metadata", "upload", "processor", "download"):
+            assert check(str(info[f"{service}_addr"])), f"{service} is not SERVING"
+        for key in ("s3_endpoint", "bucket", "nats_url", "s3_credentials_file", "auth_secret_file"):
+            assert info[key], key
+        assert os.stat(str(info["auth_secret_file"])).st_mode & 0o077 == 0
+        pids = dict(info["pids"])  # type: ignore[call-overload]
+        assert set(pids) >= {"seaweedfs", "nats", "metadata", "upload", "processor", "download"}
+
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        assert time.monotonic() - started < 15
+        assert process.returncode == 0
+        assert not [name for name, pid in pids.items() if pid_alive(int(pid))]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # State survives: the database and the object store stay under FILESTORE_HOME for the next run.
+    assert (home / "metadata.db").exists()
+
+
+def test_a_port_in_use_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:
+    ports = StackPorts.free()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports.upload))
+        taken.listen()
+        result = subprocess.run(
+            [STACK, "run"],
+            env=_environment(tmp_path / "home", ports),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"filestore-stack: port {ports.upload} (upload) on 127.0.0.1 is already in use; "
+        "set FILESTORE_STACK_UPLOAD_PORT"
+    ]
