@@ -26,8 +26,11 @@ $(TOOLS)/bin/uv:
 env: $(if $(shell command -v uv 2>/dev/null),,$(TOOLS)/bin/uv)
 	$(UV) sync --frozen --all-packages
 
+# `npm install` honours package-lock.json; `npm ci` would refuse it, because the registry here
+# serves only this platform's optional buf binaries, which the lock then does not list.
 node-deps:
-	@if [ ! -x $(BUF) ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund; fi
+	@if [ ! -x $(BUF) ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+	  npm install --no-audit --no-fund --loglevel=error; fi
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

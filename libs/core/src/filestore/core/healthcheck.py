@@ -17,9 +17,7 @@ def check(address: str, service: str = "", *, timeout_s: float = 3.0) -> bool:
         try:
             # types-grpcio-health-checking declares HealthStub without its methods.
             stub: Any = health_pb2_grpc.HealthStub(channel)
-            answer = stub.Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
-            )
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         except grpc.RpcError:
             return False
     return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)

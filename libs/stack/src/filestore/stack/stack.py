@@ -348,16 +348,19 @@ class Stack:
             FILESTORE_LOG_LEVEL=self.config.log_level,
             FILESTORE_AUTH_SECRET=endpoints.auth_secret,
         )
-        if service == "metadata":
-            env["FILESTORE_DATABASE_URL"] = endpoints.database_url
-            return env
+        # Every service talks to storage; metadata only to delete objects no file needs any more.
         env.update(
-            FILESTORE_METADATA_ADDR=endpoints.metadata_addr,
             FILESTORE_S3_ENDPOINT=endpoints.s3_endpoint,
             FILESTORE_S3_ACCESS_KEY=endpoints.s3_access_key,
             FILESTORE_S3_SECRET_KEY=endpoints.s3_secret_key,
             FILESTORE_S3_BUCKET=endpoints.bucket,
             FILESTORE_S3_REGION=endpoints.s3_region,
+        )
+        if service == "metadata":
+            env["FILESTORE_DATABASE_URL"] = endpoints.database_url
+            return env
+        env.update(
+            FILESTORE_METADATA_ADDR=endpoints.metadata_addr,
             FILESTORE_NATS_URL=endpoints.nats_url,
         )
         if service == "processor":

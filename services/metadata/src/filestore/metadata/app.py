@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import grpc
 
+from filestore.core import s3
 from filestore.core.auth import TokenVerifier
 from filestore.core.server import ServerHandle, create_server
 from filestore.metadata.db.engine import create_engine, session_factory
 from filestore.metadata.db.migrate import upgrade_to_head
+from filestore.metadata.janitor import ObjectJanitor
 from filestore.metadata.servicer import MetadataServicer
 from filestore.metadata.settings import MetadataSettings
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc
@@ -19,7 +21,12 @@ async def build(settings: MetadataSettings) -> ServerHandle:
     if settings.migrate_on_start:
         await upgrade_to_head(settings.database_url)
     engine = create_engine(settings.database_url)
-    servicer = MetadataServicer(session_factory(engine))
+    storage = s3.storage_client(settings.s3) if settings.s3 is not None else None
+    servicer = MetadataServicer(
+        session_factory(engine),
+        objects=ObjectJanitor(storage, settings.s3.bucket if settings.s3 is not None else ""),
+        page_token_secret=settings.auth.secret,
+    )
 
     def register(server: grpc.aio.Server) -> list[str]:
         metadata_service_pb2_grpc.add_MetadataServiceServicer_to_server(servicer, server)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from filestore.core.errors import InvalidArgument
 from filestore.metadata.db import models
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
@@ -103,4 +104,52 @@ def processing_result(row: models.ProcessingResult) -> resources_pb2.ProcessingR
         details={key: str(value) for key, value in row.details.items()},
         attempts=row.attempts,
         update_time=timestamp(row.updated_at),
+    )
+
+
+def visibility_from_proto(visibility: resources_pb2.Visibility.ValueType) -> models.Visibility:
+    if visibility == resources_pb2.VISIBILITY_PUBLIC:
+        return models.Visibility.PUBLIC
+    return models.Visibility.PRIVATE
+
+
+def permission_from_proto(permission: resources_pb2.Permission.ValueType) -> models.Permission:
+    name = resources_pb2.Permission.Name(permission).removeprefix("PERMISSION_")
+    converted = models.Permission.__members__.get(name)
+    if converted is None:
+        raise InvalidArgument("permission must be READ or WRITE", reason="INVALID_PERMISSION")
+    return converted
+
+
+def grant(row: models.Grant) -> resources_pb2.Grant:
+    message = resources_pb2.Grant(
+        id=row.id,
+        file_id=row.file_id,
+        principal=row.principal,
+        permission=resources_pb2.Permission.Value(f"PERMISSION_{row.permission.name}"),
+        create_time=timestamp(row.created_at),
+    )
+    if row.expires_at is not None:
+        message.expire_time.CopyFrom(timestamp(row.expires_at))
+    return message
+
+
+def derivative(row: models.Derivative) -> resources_pb2.Derivative:
+    return resources_pb2.Derivative(
+        file_id=row.file_id,
+        kind=row.kind,
+        size=row.size,
+        content_type=row.content_type,
+        storage_key=row.storage_key,
+        create_time=timestamp(row.created_at),
+    )
+
+
+def quota(row: models.Quota) -> resources_pb2.Quota:
+    return resources_pb2.Quota(
+        tenant=row.tenant,
+        owner=row.owner,
+        limit_bytes=row.limit_bytes,
+        used_bytes=row.used_bytes,
+        reserved_bytes=row.reserved_bytes,
     )

@@ -5,22 +5,37 @@ data rules (lifecycle, quotas, tenancy, idempotency races) live in :mod:`filesto
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from filestore.core.auth import Principal, current_principal
-from filestore.core.errors import InvalidArgument, NotFound, Unimplemented
+from filestore.core.auth import Principal, current_principal, require_service
+from filestore.core.errors import InvalidArgument, NotFound, PermissionDenied
+from filestore.core.pagetokens import PageTokens, request_fingerprint
+from filestore.core.validation import (
+    MAX_NAME_CHARS,
+    check_content_type,
+    check_labels,
+    check_sha256,
+    clean_name,
+)
 from filestore.metadata import convert
 from filestore.metadata.db import models, store
+from filestore.metadata.janitor import ObjectJanitor
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import metadata_service_pb2_grpc, resources_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 M = TypeVar("M", bound=Message)
+
+DEFAULT_PAGE_SIZE = 50
+UPDATABLE_FILE_FIELDS = frozenset({"name", "labels", "visibility"})
+DERIVATIVE_KIND = re.compile(r"^[a-z0-9_]{1,64}$")
 
 
 class _Replayed(Exception):
@@ -31,17 +46,17 @@ class _Replayed(Exception):
         self.response = response
 
 
-def _not_built(what: str) -> Unimplemented:
-    return Unimplemented(f"{what} is not built yet", reason="NOT_IMPLEMENTED_YET")
-
-
 def _file_not_found(file_id: str) -> NotFound:
     return NotFound("no such file", reason="FILE_NOT_FOUND", metadata={"file_id": file_id})
 
 
 class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, objects: ObjectJanitor, page_token_secret: str
+    ) -> None:
         self._sessions = sessions
+        self._objects = objects
+        self._page_tokens = PageTokens(page_token_secret, purpose="ListFiles")
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -140,16 +155,134 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             return convert.file_message(file)
 
     async def ListFiles(self, request: pb.ListFilesRequest, context: Context) -> pb.ListFilesResponse:
-        raise _not_built("ListFiles")
+        principal = current_principal()
+        tenant = request.tenant if principal.is_service else principal.tenant
+        if not tenant:
+            raise InvalidArgument("service callers must name the tenant", reason="INVALID_TENANT")
+        page_size = self._page_size(request.page_size)
+        filters = self._file_filter(request, principal)
+        fingerprint = request_fingerprint(request)
+        after = None
+        if request.page_token:
+            position = self._page_tokens.decode(request.page_token, fingerprint=fingerprint)
+            try:
+                after = store.FileCursor(created_at=datetime.fromisoformat(position["c"]), id=position["i"])
+            except (KeyError, ValueError):
+                raise InvalidArgument("the page token is malformed", reason="INVALID_PAGE_TOKEN") from None
+        async with self._sessions() as session, session.begin():
+            page = await store.list_files(
+                session, tenant=tenant, filters=filters, page_size=page_size, after=after
+            )
+        token = ""
+        if page.next_cursor is not None:
+            token = self._page_tokens.encode(
+                {"c": page.next_cursor.created_at.isoformat(), "i": page.next_cursor.id},
+                fingerprint=fingerprint,
+            )
+        return pb.ListFilesResponse(
+            files=[convert.file_message(f) for f in page.files], next_page_token=token
+        )
 
     async def CreateFile(self, request: pb.CreateFileRequest, context: Context) -> resources_pb2.File:
-        raise _not_built("CreateFile")
+        principal = current_principal()
+        tenant = request.file.tenant if principal.is_service else principal.tenant
+        owner = request.file.owner if principal.is_service else principal.subject
+        if not tenant or not owner:
+            raise InvalidArgument("service callers must name the tenant and owner", reason="INVALID_OWNER")
+        name, content_type, sha256, labels = self._declared(request.file)
+        if request.file.size < 0:
+            raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
+        visibility = convert.visibility_from_proto(request.file.visibility)
+
+        async def run(session: AsyncSession) -> resources_pb2.File:
+            file = await store.create_file(
+                session,
+                tenant=tenant,
+                owner=owner,
+                name=name,
+                declared_content_type=content_type,
+                size=request.file.size,
+                sha256=sha256 or None,
+                labels=labels,
+                visibility=visibility,
+            )
+            return convert.file_message(file)
+
+        return await self._idempotent(
+            tenant=tenant,
+            method=f"CreateFile:{owner}",
+            request=request,
+            request_id=request.request_id,
+            response_type=resources_pb2.File,
+            run=run,
+        )
 
     async def UpdateFile(self, request: pb.UpdateFileRequest, context: Context) -> resources_pb2.File:
-        raise _not_built("UpdateFile")
+        principal = current_principal()
+        paths = list(request.update_mask.paths)
+        if not paths or any(path not in UPDATABLE_FILE_FIELDS for path in paths):
+            raise InvalidArgument(
+                f"update_mask must name some of {', '.join(sorted(UPDATABLE_FILE_FIELDS))}",
+                reason="INVALID_UPDATE_MASK",
+            )
+        changes: dict[str, Any] = {}
+        if "name" in paths:
+            changes["name"] = clean_name(request.file.name)
+        if "labels" in paths:
+            changes["labels"] = check_labels(request.file.labels)
+        if "visibility" in paths:
+            changes["visibility"] = convert.visibility_from_proto(request.file.visibility)
+        expected = self._etag(request.file.etag)
+        tenant = self._tenant(principal, request.file.tenant) or ""
+
+        async def run(session: AsyncSession) -> resources_pb2.File:
+            file = await self._writable_file(session, principal, tenant=tenant, file_id=request.file.id)
+            updated = await store.update_file(
+                session, tenant=file.tenant, file_id=file.id, expected_version=expected, **changes
+            )
+            return convert.file_message(updated)
+
+        return await self._idempotent(
+            tenant=tenant or "*",
+            method="UpdateFile",
+            request=request,
+            request_id=request.request_id,
+            response_type=resources_pb2.File,
+            run=run,
+        )
 
     async def DeleteFile(self, request: pb.DeleteFileRequest, context: Context) -> resources_pb2.File:
-        raise _not_built("DeleteFile")
+        principal = current_principal()
+        expected = self._etag(request.etag)
+        tenant = self._tenant(principal, request.tenant) or ""
+        orphaned: list[str] = []
+
+        async def run(session: AsyncSession) -> resources_pb2.File:
+            file = await self._writable_file(
+                session,
+                principal,
+                tenant=tenant,
+                file_id=request.file_id,
+                include_deleted=True,
+                owner_only=True,
+            )
+            deletion = await store.delete_file(
+                session, tenant=file.tenant, file_id=file.id, expected_version=expected
+            )
+            orphaned.extend(deletion.orphaned_storage_keys)
+            return convert.file_message(deletion.file)
+
+        answer = await self._idempotent(
+            tenant=tenant or "*",
+            method="DeleteFile",
+            request=request,
+            request_id=request.request_id,
+            response_type=resources_pb2.File,
+            run=run,
+        )
+        # After the commit: deleting bytes first would lose them if the transaction then failed.
+        await self._objects.delete(orphaned)
+        return answer
 
     async def TransitionFile(self, request: pb.TransitionFileRequest, context: Context) -> resources_pb2.File:
         principal = current_principal()
@@ -244,29 +377,43 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if not request.HasField("expire_time"):
             raise InvalidArgument("expire_time is required", reason="INVALID_EXPIRY")
         size = request.file.size
+        if size <= 0:
+            raise InvalidArgument("size must be a positive number of bytes", reason="INVALID_SIZE")
+        name, content_type, sha256, labels = self._declared(request.file)
+        expires = convert.from_timestamp(request.expire_time)
 
         async def run(session: AsyncSession) -> pb.BeginUploadResponse:
             await store.reserve_quota(session, tenant=tenant, owner=owner, nbytes=size)
+            blob = await store.find_dedup_blob(session, tenant=tenant, sha256=sha256) if sha256 else None
+            dedup = blob is not None and blob.size == size
             file = await store.create_file(
                 session,
                 tenant=tenant,
                 owner=owner,
-                name=request.file.name,
-                declared_content_type=request.file.declared_content_type,
+                name=name,
+                declared_content_type=content_type,
                 size=size,
-                sha256=request.file.sha256 or None,
-                labels=dict(request.file.labels),
+                sha256=sha256 or None,
+                labels=labels,
+                blob_id=blob.id if dedup and blob is not None else None,
             )
             upload = await store.record_upload(
                 session,
                 tenant=tenant,
                 file_id=file.id,
-                kind=kind,
-                part_size=request.part_size,
-                part_count=request.part_count,
-                expires_at=convert.from_timestamp(request.expire_time),
+                kind=models.UploadKind.DEDUP if dedup else kind,
+                part_size=0 if dedup else request.part_size,
+                part_count=0 if dedup else request.part_count,
+                expires_at=expires,
                 reserved_bytes=size,
             )
+            if dedup:
+                # Verified content of this tenant already holds these bytes: no transfer, the upload is
+                # complete at once and the file UPLOADED (the pipeline still runs for the new record).
+                outcome = await store.complete_upload(
+                    session, tenant=tenant, upload_id=upload.id, actual_size=size
+                )
+                file, upload = outcome.file, outcome.upload
             return pb.BeginUploadResponse(
                 file=convert.file_message(file), upload=convert.upload_record(upload, file)
             )
@@ -296,7 +443,19 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     async def AttachStorageUpload(
         self, request: pb.AttachStorageUploadRequest, context: Context
     ) -> pb.UploadRecord:
-        raise _not_built("AttachStorageUpload")
+        principal = require_service()
+        if not request.storage_upload_id:
+            raise InvalidArgument("storage_upload_id is required", reason="INVALID_STORAGE_UPLOAD_ID")
+        scope = self._tenant(principal, request.tenant)
+        async with self._sessions() as session, session.begin():
+            upload, file = await self._upload_and_file(session, principal, scope, request.upload_id)
+            upload = await store.attach_storage_upload(
+                session,
+                tenant=upload.tenant,
+                upload_id=upload.id,
+                storage_upload_id=request.storage_upload_id,
+            )
+            return convert.upload_record(upload, file)
 
     async def CompleteUploadRecord(
         self, request: pb.CompleteUploadRecordRequest, context: Context
@@ -328,12 +487,51 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         )
 
     async def EndUploadRecord(self, request: pb.EndUploadRecordRequest, context: Context) -> pb.UploadRecord:
-        raise _not_built("EndUploadRecord")
+        principal = current_principal()
+        states = {
+            resources_pb2.UPLOAD_STATE_ABORTED: models.UploadState.ABORTED,
+            resources_pb2.UPLOAD_STATE_EXPIRED: models.UploadState.EXPIRED,
+        }
+        to_state = states.get(request.state)
+        if to_state is None:
+            raise InvalidArgument("state must be ABORTED or EXPIRED", reason="INVALID_UPLOAD_STATE")
+        scope = self._tenant(principal, request.tenant)
+
+        async def run(session: AsyncSession) -> pb.UploadRecord:
+            upload, _ = await self._upload_and_file(session, principal, scope, request.upload_id)
+            outcome = await store.end_upload(
+                session, tenant=upload.tenant, upload_id=upload.id, to_state=to_state
+            )
+            return convert.upload_record(outcome.upload, outcome.file)
+
+        return await self._idempotent(
+            tenant=scope or "*",
+            method="EndUploadRecord",
+            request=request,
+            request_id=request.request_id,
+            response_type=pb.UploadRecord,
+            run=run,
+        )
 
     async def ClaimExpiredUploads(
         self, request: pb.ClaimExpiredUploadsRequest, context: Context
     ) -> pb.ClaimExpiredUploadsResponse:
-        raise _not_built("ClaimExpiredUploads")
+        require_service()
+        if not 1 <= request.limit <= 500:
+            raise InvalidArgument("limit must be 1..500", reason="INVALID_LIMIT")
+        if not 1 <= request.lease_seconds <= 3600:
+            raise InvalidArgument("lease_seconds must be 1..3600", reason="INVALID_LEASE")
+        async with self._sessions() as session, session.begin():
+            uploads = await store.claim_expired_uploads(
+                session, lease=timedelta(seconds=request.lease_seconds), limit=request.limit
+            )
+            records = []
+            for upload in uploads:
+                file = await store.get_file(
+                    session, tenant=upload.tenant, file_id=upload.file_id, include_deleted=True
+                )
+                records.append(convert.upload_record(upload, file))
+            return pb.ClaimExpiredUploadsResponse(uploads=records)
 
     async def _upload_and_file(
         self, session: AsyncSession, principal: Principal, scope: str | None, upload_id: str
@@ -372,25 +570,101 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             return pb.AuthorizeReadResponse(file=convert.file_message(file), storage_key=key)
 
     async def CreateGrant(self, request: pb.CreateGrantRequest, context: Context) -> resources_pb2.Grant:
-        raise _not_built("CreateGrant")
+        principal = current_principal()
+        grant = request.grant
+        if not grant.principal or len(grant.principal) > 255:
+            raise InvalidArgument("principal must be 1-255 characters", reason="INVALID_PRINCIPAL")
+        permission = convert.permission_from_proto(grant.permission)
+        expires = convert.from_timestamp(grant.expire_time) if grant.HasField("expire_time") else None
+        if expires is not None and expires <= datetime.now(UTC):
+            raise InvalidArgument("expire_time must be in the future", reason="INVALID_EXPIRY")
+
+        async def run(session: AsyncSession) -> resources_pb2.Grant:
+            file = await self._writable_file(
+                session, principal, tenant="", file_id=grant.file_id, owner_only=True
+            )
+            row = await store.create_grant(
+                session,
+                tenant=file.tenant,
+                file_id=file.id,
+                principal=grant.principal,
+                permission=permission,
+                expires_at=expires,
+            )
+            return convert.grant(row)
+
+        return await self._idempotent(
+            tenant=principal.tenant,
+            method=f"CreateGrant:{principal.subject}",
+            request=request,
+            request_id=request.request_id,
+            response_type=resources_pb2.Grant,
+            run=run,
+        )
 
     async def ListGrants(self, request: pb.ListGrantsRequest, context: Context) -> pb.ListGrantsResponse:
-        raise _not_built("ListGrants")
+        principal = current_principal()
+        async with self._sessions() as session, session.begin():
+            file = await self._writable_file(
+                session, principal, tenant="", file_id=request.file_id, owner_only=True
+            )
+            rows = await store.list_grants(session, tenant=file.tenant, file_id=file.id)
+            return pb.ListGrantsResponse(grants=[convert.grant(row) for row in rows])
 
     async def DeleteGrant(self, request: pb.DeleteGrantRequest, context: Context) -> pb.DeleteGrantResponse:
-        raise _not_built("DeleteGrant")
+        principal = current_principal()
+        async with self._sessions() as session, session.begin():
+            try:
+                grant = await store.get_grant(session, tenant=principal.tenant, grant_id=request.grant_id)
+                await self._writable_file(
+                    session, principal, tenant="", file_id=grant.file_id, owner_only=True
+                )
+            except NotFound:
+                raise NotFound("no such grant", reason="GRANT_NOT_FOUND") from None
+            await store.revoke_grant(session, tenant=grant.tenant, grant_id=grant.id)
+        return pb.DeleteGrantResponse()
 
     # ------------------------------------------------------------------------------ processing
 
     async def CreateDerivative(
         self, request: pb.CreateDerivativeRequest, context: Context
     ) -> resources_pb2.Derivative:
-        raise _not_built("CreateDerivative")
+        principal = require_service()
+        derivative = request.derivative
+        if not DERIVATIVE_KIND.match(derivative.kind):
+            raise InvalidArgument("kind must be [a-z0-9_]{1,64}", reason="INVALID_KIND")
+        content_type = check_content_type(derivative.content_type.split(";")[0])
+        if derivative.size < 0:
+            raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
+        scope = self._tenant(principal, request.tenant)
+        async with self._sessions() as session, session.begin():
+            try:
+                file = await store.get_file(
+                    session, tenant=scope, file_id=derivative.file_id, include_deleted=True
+                )
+            except NotFound:
+                raise _file_not_found(derivative.file_id) from None
+            row = await store.add_derivative(
+                session,
+                tenant=file.tenant,
+                file_id=file.id,
+                kind=derivative.kind,
+                storage_key=store.derivative_storage_key(file.tenant, file.id, derivative.kind),
+                size=derivative.size,
+                content_type=derivative.content_type or content_type,
+            )
+            return convert.derivative(row)
 
     async def ListDerivatives(
         self, request: pb.ListDerivativesRequest, context: Context
     ) -> pb.ListDerivativesResponse:
-        raise _not_built("ListDerivatives")
+        principal = current_principal()
+        async with self._sessions() as session, session.begin():
+            file = await self._readable_file(
+                session, principal, tenant=request.tenant, file_id=request.file_id, reader=""
+            )
+            rows = await store.list_derivatives(session, tenant=file.tenant, file_id=file.id)
+            return pb.ListDerivativesResponse(derivatives=[convert.derivative(row) for row in rows])
 
     async def RecordProcessingResult(
         self, request: pb.RecordProcessingResultRequest, context: Context
@@ -435,10 +709,29 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     # ------------------------------------------------------------------------------ quotas
 
     async def GetQuota(self, request: pb.GetQuotaRequest, context: Context) -> resources_pb2.Quota:
-        raise _not_built("GetQuota")
+        principal = current_principal()
+        tenant = request.tenant if principal.is_service else principal.tenant
+        if not principal.is_service and request.owner not in ("", principal.subject):
+            raise PermissionDenied("you may read your own and your tenant's quota", reason="QUOTA_NOT_YOURS")
+        if not tenant:
+            raise InvalidArgument("service callers must name the tenant", reason="INVALID_TENANT")
+        async with self._sessions() as session, session.begin():
+            row = await store.get_quota(session, tenant=tenant, owner=request.owner)
+            if row is None:
+                return resources_pb2.Quota(tenant=tenant, owner=request.owner, limit_bytes=-1)
+            return convert.quota(row)
 
     async def SetQuota(self, request: pb.SetQuotaRequest, context: Context) -> resources_pb2.Quota:
-        raise _not_built("SetQuota")
+        require_service()
+        if not request.tenant:
+            raise InvalidArgument("tenant is required", reason="INVALID_TENANT")
+        if request.limit_bytes < 0:
+            raise InvalidArgument("limit_bytes must not be negative", reason="INVALID_LIMIT")
+        async with self._sessions() as session, session.begin():
+            row = await store.set_quota(
+                session, tenant=request.tenant, owner=request.owner, limit_bytes=request.limit_bytes
+            )
+            return convert.quota(row)
 
     # ------------------------------------------------------------------------------ internals
 
@@ -460,3 +753,82 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if file.owner != principal.subject:
             raise _file_not_found(file_id)
         return file
+
+    async def _writable_file(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        *,
+        tenant: str,
+        file_id: str,
+        include_deleted: bool = False,
+        owner_only: bool = False,
+    ) -> models.File:
+        """The file if the caller may change it (the owner, a WRITE grant unless ``owner_only``, or a
+        service); otherwise NOT_FOUND, exactly as if it did not exist."""
+        scope = self._tenant(principal, tenant)
+        try:
+            file = await store.get_file(
+                session, tenant=scope, file_id=file_id, include_deleted=include_deleted
+            )
+        except NotFound:
+            raise _file_not_found(file_id) from None
+        if principal.is_service or file.owner == principal.subject:
+            return file
+        if not owner_only and await store.is_permitted(
+            session, file=file, principal=principal.subject, permission=models.Permission.WRITE
+        ):
+            return file
+        raise _file_not_found(file_id)
+
+    @staticmethod
+    def _declared(file: resources_pb2.File) -> tuple[str, str, str, dict[str, str]]:
+        return (
+            clean_name(file.name),
+            check_content_type(file.declared_content_type),
+            check_sha256(file.sha256),
+            check_labels(file.labels),
+        )
+
+    @staticmethod
+    def _page_size(asked: int) -> int:
+        if asked < 0 or asked > store.MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size must be 0..{store.MAX_PAGE_SIZE}",
+                reason="INVALID_PAGE_SIZE",
+                metadata={"max_page_size": str(store.MAX_PAGE_SIZE)},
+            )
+        return asked or DEFAULT_PAGE_SIZE
+
+    @staticmethod
+    def _file_filter(request: pb.ListFilesRequest, principal: Principal) -> store.FileFilter:
+        statuses = set()
+        for status in request.statuses:
+            converted = convert.file_status_from_proto(status)
+            if converted is None:
+                raise InvalidArgument("statuses must not hold UNSPECIFIED", reason="INVALID_FILTER")
+            statuses.add(converted)
+        created_after = (
+            convert.from_timestamp(request.created_after) if request.HasField("created_after") else None
+        )
+        created_before = (
+            convert.from_timestamp(request.created_before) if request.HasField("created_before") else None
+        )
+        if created_after and created_before and created_after >= created_before:
+            raise InvalidArgument("created_after must be before created_before", reason="INVALID_FILTER")
+        if len(request.text_contains) > 256 or len(request.name_prefix) > MAX_NAME_CHARS:
+            raise InvalidArgument("text or name filter too long", reason="INVALID_FILTER")
+        owner = request.owner or None
+        if not principal.is_service and owner is None:
+            # Without grants on them, other users' private files are not listed; a user lists their own.
+            owner = principal.subject
+        return store.FileFilter(
+            owner=owner,
+            statuses=frozenset(statuses),
+            content_type_prefix=request.content_type_prefix or None,
+            created_after=created_after,
+            created_before=created_before,
+            labels=dict(request.labels) or None,
+            name_prefix=request.name_prefix or None,
+            text_contains=request.text_contains or None,
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from filestore.core.settings import PREFIX, AuthSettings, Env, GrpcServerSettings
+from filestore.core.settings import PREFIX, AuthSettings, Env, GrpcServerSettings, S3Settings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -15,6 +15,8 @@ class MetadataSettings:
     database_url: str
     #: Apply Alembic migrations at start (the embedded stack does; a deployment may run them apart).
     migrate_on_start: bool
+    #: Storage, to delete objects no file needs any more; without it they are left to the reconciler.
+    s3: S3Settings | None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> MetadataSettings:
@@ -28,4 +30,5 @@ class MetadataSettings:
                 schemes=("sqlite+aiosqlite", "postgresql+asyncpg"),
             ),
             migrate_on_start=env.boolean(f"{PREFIX}MIGRATE_ON_START", True),
+            s3=S3Settings.from_env(env) if env.optional_str(f"{PREFIX}S3_ENDPOINT") else None,
         )
