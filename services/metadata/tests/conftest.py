@@ -61,7 +61,8 @@ def fresh_database(
             yield f"sqlite+aiosqlite:///{path}"
             return
         if postgres_admin is None:
-            pytest.skip(f"PostgreSQL not reachable at {TEST_DATABASE_URL}")
+            # Never a silent skip: the PostgreSQL half is part of the suite, not an option.
+            pytest.fail(f"PostgreSQL not reachable at {TEST_DATABASE_URL}; set TEST_DATABASE_URL")
         name = f"filestore_metadata_test_{uuid.uuid4().hex[:16]}"
         async with postgres_admin.connect() as connection:
             await connection.execute(text(f'CREATE DATABASE "{name}"'))

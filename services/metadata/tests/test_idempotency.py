@@ -68,9 +68,14 @@ async def test_racing_writers_resolve_on_the_unique_key(
     tenant: str,
     lock_waiter: Callable[[AsyncEngine], Awaitable[None]],
 ) -> None:
-    """Both requests miss the lookup, both do the work, both save: the loser must answer the winner's."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite serialises the two transactions, so their lookups cannot both miss")
+    """Both requests miss the lookup, both do the work, both save: the loser must answer the winner's.
+
+    On SQLite the second transaction cannot begin before the first ends (BEGIN IMMEDIATE), so the race
+    cannot happen there; what must hold instead is that the second one then sees the first's answer.
+    """
+    if engine.dialect.name == "sqlite":
+        await _sqlite_serialises_the_twins(sessions, tenant)
+        return
     async with sessions() as first, sessions() as second:
         await first.begin()
         await second.begin()
@@ -123,3 +128,28 @@ async def test_purge_old_keys(sessions: Sessions, tenant: str) -> None:
         )
         assert purged >= 1
         assert await store.get_idempotent(session, tenant=tenant, method=METHOD, request_id="old") is None
+
+
+async def _sqlite_serialises_the_twins(sessions: Sessions, tenant: str) -> None:
+    async with sessions() as first:
+        await first.begin()
+        assert await store.get_idempotent(first, tenant=tenant, method=METHOD, request_id="r") is None
+        second_started = asyncio.Event()
+
+        async def second_twin() -> bytes:
+            async with sessions() as second:
+                second_started.set()
+                await second.begin()  # waits for the first transaction's write lock
+                found = await store.get_idempotent(second, tenant=tenant, method=METHOD, request_id="r")
+                assert found is not None
+                answer = found.response
+                await second.rollback()
+                return answer
+
+        twin = asyncio.create_task(second_twin())
+        await second_started.wait()
+        await store.save_idempotent(
+            first, tenant=tenant, method=METHOD, request_id="r", request_hash="h", response=b"winner"
+        )
+        await first.commit()
+    assert await twin == b"winner"

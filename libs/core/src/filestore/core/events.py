@@ -87,6 +87,8 @@ async def connect(settings: NatsSettings, *, name: str) -> NatsClient:
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
+        # Bounded so that a stuck subscription cannot hold up a shutdown past its grace period.
+        drain_timeout=5,
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,

@@ -1081,7 +1081,7 @@ class SetQuotaRequest(_message.Message):
     owner: _builtins.str
     """The owner; empty for the tenant-wide quota."""
     limit_bytes: _builtins.int
-    """The new limit in bytes; -1 removes the quota (unlimited)."""
+    """The new limit in bytes, >= 0."""
     def __init__(
         self,
         *,

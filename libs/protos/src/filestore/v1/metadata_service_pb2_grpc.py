@@ -352,7 +352,8 @@ class MetadataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetQuota(self, request, context):
-        """Sets a quota's limit (service role only). Errors: PERMISSION_DENIED, INVALID_ARGUMENT.
+        """Sets a quota's limit in bytes (>= 0; usage is kept). Service role only.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`, `INVALID_LIMIT`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -133,7 +133,9 @@ class MetadataServiceStub:
     answers limit_bytes = -1. Errors: INVALID_ARGUMENT.
     """
     SetQuota: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.SetQuotaRequest, _resources_pb2.Quota]
-    """Sets a quota's limit (service role only). Errors: PERMISSION_DENIED, INVALID_ARGUMENT."""
+    """Sets a quota's limit in bytes (>= 0; usage is kept). Service role only.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`, `INVALID_LIMIT`).
+    """
 
 @_typing.type_check_only
 class MetadataServiceAsyncStub(MetadataServiceStub):
@@ -236,7 +238,9 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     answers limit_bytes = -1. Errors: INVALID_ARGUMENT.
     """
     SetQuota: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.SetQuotaRequest, _resources_pb2.Quota]  # type: ignore[assignment]
-    """Sets a quota's limit (service role only). Errors: PERMISSION_DENIED, INVALID_ARGUMENT."""
+    """Sets a quota's limit in bytes (>= 0; usage is kept). Service role only.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`, `INVALID_LIMIT`).
+    """
 
 class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     """MetadataService keeps the record of every file.
@@ -474,6 +478,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _metadata_service_pb2.SetQuotaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Quota, _abc.Awaitable[_resources_pb2.Quota]]:
-        """Sets a quota's limit (service role only). Errors: PERMISSION_DENIED, INVALID_ARGUMENT."""
+        """Sets a quota's limit in bytes (>= 0; usage is kept). Service role only.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`, `INVALID_LIMIT`).
+        """
 
 def add_MetadataServiceServicer_to_server(servicer: MetadataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

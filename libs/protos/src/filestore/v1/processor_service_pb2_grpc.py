@@ -80,8 +80,9 @@ class ProcessorServiceServicer:
 
     def ListDeadLetters(self, request, context):
         """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
-        `page_size` 0 means 50; the maximum is 500.
-        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`).
+        `page_size` 0 means 50; the maximum is 500. Operators only: callers need the `service` role.
+        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
+        (`SERVICE_ROLE_REQUIRED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,7 +90,9 @@ class ProcessorServiceServicer:
 
     def ReplayDeadLetter(self, request, context):
         """Publishes a dead letter's event again on its original subject and removes the dead letter.
-        Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), UNAVAILABLE (retryable).
+        Operators only: callers need the `service` role.
+        Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`),
+        UNAVAILABLE (retryable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

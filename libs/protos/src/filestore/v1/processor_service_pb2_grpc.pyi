@@ -46,12 +46,15 @@ class ProcessorServiceStub:
     """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]
     """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
-    `page_size` 0 means 50; the maximum is 500.
-    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`).
+    `page_size` 0 means 50; the maximum is 500. Operators only: callers need the `service` role.
+    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
+    (`SERVICE_ROLE_REQUIRED`).
     """
     ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.ReplayDeadLetterRequest, _processor_service_pb2.ReplayDeadLetterResponse]
     """Publishes a dead letter's event again on its original subject and removes the dead letter.
-    Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), UNAVAILABLE (retryable).
+    Operators only: callers need the `service` role.
+    Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`),
+    UNAVAILABLE (retryable).
     """
 
 @_typing.type_check_only
@@ -70,12 +73,15 @@ class ProcessorServiceAsyncStub(ProcessorServiceStub):
     """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
-    `page_size` 0 means 50; the maximum is 500.
-    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`).
+    `page_size` 0 means 50; the maximum is 500. Operators only: callers need the `service` role.
+    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
+    (`SERVICE_ROLE_REQUIRED`).
     """
     ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.ReplayDeadLetterRequest, _processor_service_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
     """Publishes a dead letter's event again on its original subject and removes the dead letter.
-    Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), UNAVAILABLE (retryable).
+    Operators only: callers need the `service` role.
+    Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`),
+    UNAVAILABLE (retryable).
     """
 
 class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -109,8 +115,9 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_processor_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_processor_service_pb2.ListDeadLettersResponse]]:
         """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
-        `page_size` 0 means 50; the maximum is 500.
-        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`).
+        `page_size` 0 means 50; the maximum is 500. Operators only: callers need the `service` role.
+        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
+        (`SERVICE_ROLE_REQUIRED`).
         """
 
     @_abc_1.abstractmethod
@@ -120,7 +127,9 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_processor_service_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_processor_service_pb2.ReplayDeadLetterResponse]]:
         """Publishes a dead letter's event again on its original subject and removes the dead letter.
-        Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), UNAVAILABLE (retryable).
+        Operators only: callers need the `service` role.
+        Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`),
+        UNAVAILABLE (retryable).
         """
 
 def add_ProcessorServiceServicer_to_server(servicer: ProcessorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -28,7 +28,9 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
         settings, metadata=metadata, storage=s3.storage_client(settings.s3), jetstream=jetstream
     )
     worker = Worker(settings, jetstream=jetstream, pipeline=pipeline)
-    servicer = ProcessorServicer(metadata=metadata)
+    servicer = ProcessorServicer(
+        metadata=metadata, jetstream=jetstream, nats=settings.nats, page_token_secret=settings.auth.secret
+    )
 
     def register(server: grpc.aio.Server) -> list[str]:
         processor_service_pb2_grpc.add_ProcessorServiceServicer_to_server(servicer, server)

@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+from nats.js.errors import NotFoundError
 
-from filestore.core.auth import current_principal
+from filestore.core import events
+from filestore.core.auth import current_principal, require_service
 from filestore.core.clients import translated_errors
-from filestore.core.errors import Unimplemented
-from filestore.v1 import metadata_service_pb2, processor_service_pb2, processor_service_pb2_grpc
+from filestore.core.errors import InvalidArgument, NotFound, Unimplemented
+from filestore.core.pagetokens import PageTokens, request_fingerprint
+from filestore.core.settings import NatsSettings
+from filestore.processor.worker import DEAD_LETTER_DELIVERIES, DEAD_LETTER_REASON
+from filestore.v1 import events_pb2, metadata_service_pb2, processor_service_pb2, processor_service_pb2_grpc
 
 if TYPE_CHECKING:
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub
 
 
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
 class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
-    def __init__(self, *, metadata: MetadataServiceAsyncStub) -> None:
+    def __init__(
+        self,
+        *,
+        metadata: MetadataServiceAsyncStub,
+        jetstream: JetStreamContext,
+        nats: NatsSettings,
+        page_token_secret: str,
+    ) -> None:
         self._metadata = metadata
+        self._js = jetstream
+        self._stream = nats.stream
+        self._subjects = events.Subjects(nats.subject_prefix)
+        self._page_tokens = PageTokens(page_token_secret, purpose="ListDeadLetters")
 
     async def GetProcessingStatus(
         self,
@@ -52,11 +77,71 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
         request: processor_service_pb2.ListDeadLettersRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> processor_service_pb2.ListDeadLettersResponse:
-        raise Unimplemented("dead-letter listing is not built yet", reason="NOT_IMPLEMENTED_YET")
+        require_service()
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be 0..{MAX_PAGE_SIZE}", reason="INVALID_PAGE_SIZE")
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        fingerprint = request_fingerprint(request)
+        sequence = 1
+        if request.page_token:
+            position = self._page_tokens.decode(request.page_token, fingerprint=fingerprint)
+            sequence = int(position.get("s", "1"))
+        letters: list[processor_service_pb2.DeadLetter] = []
+        while len(letters) <= page_size:
+            raw = await self._next_dead_letter(sequence)
+            if raw is None:
+                break
+            letters.append(self._dead_letter(raw))
+            sequence = (raw.seq or sequence) + 1
+        token = ""
+        if len(letters) > page_size:
+            token = self._page_tokens.encode({"s": letters[page_size].id}, fingerprint=fingerprint)
+            letters = letters[:page_size]
+        return processor_service_pb2.ListDeadLettersResponse(dead_letters=letters, next_page_token=token)
 
     async def ReplayDeadLetter(
         self,
         request: processor_service_pb2.ReplayDeadLetterRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> processor_service_pb2.ReplayDeadLetterResponse:
-        raise Unimplemented("dead-letter replay is not built yet", reason="NOT_IMPLEMENTED_YET")
+        require_service()
+        if not request.dead_letter_id.isdigit():
+            raise NotFound("no such dead letter", reason="DEAD_LETTER_NOT_FOUND")
+        sequence = int(request.dead_letter_id)
+        raw = await self._next_dead_letter(sequence)
+        if raw is None or raw.seq != sequence:
+            raise NotFound("no such dead letter", reason="DEAD_LETTER_NOT_FOUND")
+        original = (raw.subject or "").removeprefix(self._subjects.dead_letter(""))
+        # A fresh message id: the original one may still sit in the duplicate window.
+        await self._js.publish(
+            original,
+            raw.data or b"",
+            headers={"Nats-Msg-Id": f"replay:{sequence}", "Content-Type": events.PROTOBUF_CONTENT_TYPE},
+        )
+        await self._js.delete_msg(self._stream, sequence)
+        return processor_service_pb2.ReplayDeadLetterResponse()
+
+    async def _next_dead_letter(self, sequence: int) -> RawStreamMsg | None:
+        try:
+            return await self._js.get_msg(
+                self._stream, seq=sequence, subject=self._subjects.dead_letter(">"), next=True
+            )
+        except NotFoundError:
+            return None
+
+    def _dead_letter(self, raw: RawStreamMsg) -> processor_service_pb2.DeadLetter:
+        headers = raw.headers or {}
+        event = events_pb2.ObjectCreated()
+        with contextlib.suppress(DecodeError):
+            event.ParseFromString(raw.data or b"")
+        created = Timestamp()
+        if raw.time is not None:
+            created.FromDatetime(raw.time)
+        return processor_service_pb2.DeadLetter(
+            id=str(raw.seq),
+            subject=(raw.subject or "").removeprefix(self._subjects.dead_letter("")),
+            event=event,
+            reason=headers.get(DEAD_LETTER_REASON, ""),
+            deliveries=int(headers.get(DEAD_LETTER_DELIVERIES, "0") or 0),
+            create_time=created,
+        )

@@ -25,6 +25,8 @@ from filestore.v1 import events_pb2
 log = structlog.get_logger("filestore.processor.worker")
 
 DURABLE = "processor-pipeline"
+DEAD_LETTER_REASON = "Filestore-Reason"
+DEAD_LETTER_DELIVERIES = "Filestore-Deliveries"
 #: Redelivery delays after a transient failure; the last one repeats.
 NAK_DELAYS_S = (1.0, 5.0, 15.0, 30.0)
 
@@ -41,6 +43,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._subscription: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
         await events.ensure_consumer(
@@ -51,8 +54,8 @@ class Worker:
             ack_wait_s=self._settings.ack_wait_s,
             max_deliver=self._settings.max_deliver,
         )
-        subscription = await self._js.pull_subscribe_bind(DURABLE, stream=self._settings.nats.stream)
-        self._loop_task = asyncio.create_task(self._fetch_loop(subscription))
+        self._subscription = await self._js.pull_subscribe_bind(DURABLE, stream=self._settings.nats.stream)
+        self._loop_task = asyncio.create_task(self._fetch_loop(self._subscription))
 
     async def stop(self) -> None:
         """Stop fetching and let the events in hand finish (unfinished ones are redelivered)."""
@@ -63,6 +66,11 @@ class Worker:
                 await self._loop_task
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.ack_wait_s)
+        if self._subscription is not None:
+            # A fetch cancelled mid-flight leaves its inbox subscribed; a connection drain would then
+            # wait out its whole timeout for it.
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
 
     async def _fetch_loop(self, subscription: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
@@ -122,7 +130,11 @@ class Worker:
         await self._js.publish(
             self._subjects.dead_letter(message.subject),
             message.data,
-            headers={"Filestore-Reason": reason, "Nats-Msg-Id": f"dead:{message.metadata.sequence.stream}"},
+            headers={
+                DEAD_LETTER_REASON: reason,
+                DEAD_LETTER_DELIVERIES: str(message.metadata.num_delivered),
+                "Nats-Msg-Id": f"dead:{message.metadata.sequence.stream}",
+            },
         )
         await self._pipeline.fail(event, reason=reason)
         await message.ack()
