@@ -3,6 +3,7 @@ free ports in a temp dir, with the metadata database on SQLite and again on Post
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -13,7 +14,9 @@ from typing import Protocol
 
 import asyncpg
 import grpc
+import nats
 import pytest
+from nats.aio.msg import Msg
 from sqlalchemy.engine import make_url
 
 from filestore.core.auth import mint_token
@@ -22,6 +25,7 @@ from filestore.core.errors import FilestoreError, error_from_rpc
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import (
     download_service_pb2_grpc,
+    events_pb2,
     metadata_service_pb2_grpc,
     processor_service_pb2_grpc,
     upload_service_pb2_grpc,
@@ -116,3 +120,38 @@ async def rpc_error(call: Awaitable[object]) -> FilestoreError:
     except grpc.RpcError as error:
         return error_from_rpc(error)
     pytest.fail("the call succeeded but was expected to fail")
+
+
+READY_TIMEOUT_S = 60.0
+
+
+class StatusEvents:
+    """Collects FileStatusChanged events from NATS, so tests wait on the real event, not on sleeps."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, events_pb2.FileStatusChanged] = {}
+        self._changed = asyncio.Condition()
+
+    async def on_message(self, message: Msg) -> None:
+        event = events_pb2.FileStatusChanged.FromString(message.data)
+        async with self._changed:
+            self._seen[event.file_id] = event
+            self._changed.notify_all()
+
+    async def wait_for(self, file_id: str) -> events_pb2.FileStatusChanged:
+        async def seen() -> events_pb2.FileStatusChanged:
+            async with self._changed:
+                await self._changed.wait_for(lambda: file_id in self._seen)
+                return self._seen[file_id]
+
+        return await asyncio.wait_for(seen(), READY_TIMEOUT_S)
+
+
+@pytest.fixture
+async def status_events(stack: Stack) -> AsyncIterator[StatusEvents]:
+    collector = StatusEvents()
+    connection = await nats.connect(stack.endpoints.nats_url)
+    await connection.subscribe("files.file.ready", cb=collector.on_message)
+    await connection.flush()
+    yield collector
+    await connection.close()

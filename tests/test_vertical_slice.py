@@ -4,106 +4,29 @@ verifies the stored bytes, READY, download URL, plain GET returns exactly the by
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
 
 import grpc
 import httpx
-import nats
 import pytest
-from nats.aio.msg import Msg
 
 from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from filestore.stack import Stack
 from filestore.v1 import (
     download_service_pb2,
-    events_pb2,
-    metadata_service_pb2,
     processor_service_pb2,
     resources_pb2,
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import Client, ClientFactory, rpc_error
+from tests.conftest import ClientFactory, StatusEvents, rpc_error
+from tests.support import complete_upload as _complete
+from tests.support import create_upload as _create
+from tests.support import get_file as _file
+from tests.support import put_presigned as _put
 
-READY_TIMEOUT_S = 60.0
 Status = resources_pb2.FileStatus
-
-
-class StatusEvents:
-    """Collects FileStatusChanged events from NATS, so tests wait on the real event, not on sleeps."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, events_pb2.FileStatusChanged] = {}
-        self._changed = asyncio.Condition()
-
-    async def on_message(self, message: Msg) -> None:
-        event = events_pb2.FileStatusChanged.FromString(message.data)
-        async with self._changed:
-            self._seen[event.file_id] = event
-            self._changed.notify_all()
-
-    async def wait_for(self, file_id: str) -> events_pb2.FileStatusChanged:
-        async def seen() -> events_pb2.FileStatusChanged:
-            async with self._changed:
-                await self._changed.wait_for(lambda: file_id in self._seen)
-                return self._seen[file_id]
-
-        return await asyncio.wait_for(seen(), READY_TIMEOUT_S)
-
-
-@pytest.fixture
-async def status_events(stack: Stack) -> AsyncIterator[StatusEvents]:
-    collector = StatusEvents()
-    connection = await nats.connect(stack.endpoints.nats_url)
-    await connection.subscribe("files.file.ready", cb=collector.on_message)
-    await connection.flush()
-    yield collector
-    await connection.close()
-
-
-async def _put(
-    request: resources_pb2.PresignedRequest, body: bytes, **header_overrides: str
-) -> httpx.Response:
-    """The client side of an upload: plain HTTP, no credentials, only what the broker handed out."""
-    headers = {**request.headers, **header_overrides}
-    async with httpx.AsyncClient(timeout=30) as http:
-        return await http.put(request.url, content=body, headers=headers)
-
-
-async def _create(
-    client: Client,
-    body: bytes,
-    *,
-    name: str = "report.pdf",
-    content_type: str = "application/pdf",
-    declare_sha256: bool = True,
-) -> upload_service_pb2.CreateUploadResponse:
-    response: upload_service_pb2.CreateUploadResponse = await client.upload.CreateUpload(
-        upload_service_pb2.CreateUploadRequest(
-            name=name,
-            size=len(body),
-            content_type=content_type,
-            sha256=hashlib.sha256(body).hexdigest() if declare_sha256 else "",
-        )
-    )
-    return response
-
-
-async def _complete(client: Client, upload_id: str) -> upload_service_pb2.CompleteUploadResponse:
-    response: upload_service_pb2.CompleteUploadResponse = await client.upload.CompleteUpload(
-        upload_service_pb2.CompleteUploadRequest(upload_id=upload_id)
-    )
-    return response
-
-
-async def _file(client: Client, file_id: str) -> resources_pb2.File:
-    file: resources_pb2.File = await client.metadata.GetFile(
-        metadata_service_pb2.GetFileRequest(file_id=file_id)
-    )
-    return file
 
 
 @pytest.mark.parametrize("declare_sha256", [True, False], ids=["sha256-declared", "no-sha256"])
@@ -278,7 +201,9 @@ async def test_bad_input_is_refused_with_a_reason(
 
 async def test_rpcs_of_later_releases_answer_unimplemented(client_for: ClientFactory) -> None:
     client = client_for()
-    later = await rpc_error(client.upload.AbortUpload(upload_service_pb2.AbortUploadRequest(upload_id="x")))
+    later = await rpc_error(
+        client.processor.ReprocessFile(processor_service_pb2.ReprocessFileRequest(file_id="x"))
+    )
     assert (later.code, later.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED_YET")
 
 

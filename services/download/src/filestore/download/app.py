@@ -4,24 +4,48 @@ from __future__ import annotations
 
 import grpc
 
-from filestore.core import s3
+from filestore.core import events, s3
 from filestore.core.auth import ServiceIdentity, TokenVerifier
 from filestore.core.clients import insecure_channel
 from filestore.core.server import ServerHandle, create_server
+from filestore.download.cdn import CdnUrls, CloudFrontUrls, NginxSecureLinkUrls, UnsignedCdnUrls
 from filestore.download.servicer import DownloadServicer
-from filestore.download.settings import DownloadSettings
+from filestore.download.settings import CdnSettings, DownloadSettings
 from filestore.v1 import download_service_pb2, download_service_pb2_grpc, metadata_service_pb2_grpc
 
 DOMAIN = "download.filestore.v1"
 
 
+def cdn_urls(settings: CdnSettings | None) -> CdnUrls | None:
+    if settings is None:
+        return None
+    if settings.signing == "nginx":
+        return NginxSecureLinkUrls(settings.base_url, settings.nginx_secret)
+    if settings.signing.startswith("cloudfront") and settings.cloudfront_private_key_file is not None:
+        return CloudFrontUrls(
+            settings.base_url,
+            key_pair_id=settings.cloudfront_key_pair_id,
+            private_key_file=settings.cloudfront_private_key_file,
+            custom_policy=settings.signing == "cloudfront-custom",
+        )
+    return UnsignedCdnUrls(settings.base_url)
+
+
 async def build(settings: DownloadSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="download")
     channel = insecure_channel(settings.metadata_address, token=identity.token)
+    nats_client = None
+    jetstream = None
+    if settings.nats is not None:
+        nats_client = await events.connect(settings.nats, name="filestore-download")
+        jetstream = nats_client.jetstream()
+        await events.ensure_stream(jetstream, settings.nats)
     servicer = DownloadServicer(
         settings,
         metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel),
         presigner=s3.presigning_client(settings.s3),
+        jetstream=jetstream,
+        cdn=cdn_urls(settings.cdn),
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -34,5 +58,7 @@ async def build(settings: DownloadSettings) -> ServerHandle:
         verifier=TokenVerifier(settings.auth.secret),
         register=register,
     )
+    if nats_client is not None:
+        handle.on_shutdown.append(nats_client.drain)
     handle.on_shutdown.append(channel.close)
     return handle

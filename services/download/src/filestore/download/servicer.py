@@ -1,7 +1,15 @@
-"""DownloadService: authorizes through the metadata service, then signs a short-lived GET."""
+"""DownloadService: authorizes through the metadata service, then signs a short-lived GET.
+
+What a URL serves is decided here, not by the stored object: the Content-Type is pinned to the type
+sniffed from the bytes, and Content-Disposition is ``attachment`` unless the caller asked for inline
+and the type is one a browser renders without running code (never HTML, SVG, XML or scripts).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -9,12 +17,21 @@ from urllib.parse import quote
 import grpc
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js import JetStreamContext
 
-from filestore.core.auth import current_principal
+from filestore.core import events
+from filestore.core.auth import Principal, current_principal
 from filestore.core.clients import translated_errors
-from filestore.core.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from filestore.core.errors import FailedPrecondition, FilestoreError, InvalidArgument, NotFound, Unavailable
+from filestore.download.cdn import CdnUrls
 from filestore.download.settings import DownloadSettings
-from filestore.v1 import download_service_pb2, download_service_pb2_grpc, metadata_service_pb2, resources_pb2
+from filestore.v1 import (
+    download_service_pb2,
+    download_service_pb2_grpc,
+    events_pb2,
+    metadata_service_pb2,
+    resources_pb2,
+)
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -24,6 +41,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("filestore.download")
 
 Status = resources_pb2.FileStatus
+MAX_BATCH = 100
 #: Why a file that exists and may be read is still not served, by state.
 _REFUSALS = {
     Status.FILE_STATUS_PENDING: "FILE_PENDING",
@@ -33,74 +51,193 @@ _REFUSALS = {
     Status.FILE_STATUS_FAILED: "FILE_FAILED",
     Status.FILE_STATUS_DELETED: "FILE_DELETED",
 }
+#: Types a browser renders without executing anything; only these may be served inline or via CDN.
+SAFE_TO_RENDER = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "application/pdf",
+        "text/plain",
+        "video/mp4",
+        "video/webm",
+        "audio/mpeg",
+        "audio/ogg",
+        "audio/wav",
+    }
+)
+FALLBACK_TYPE = "application/octet-stream"
 
 
-def content_disposition(name: str) -> str:
-    """RFC 6266 ``attachment`` with an ASCII fallback and the exact name in ``filename*`` (RFC 5987)."""
+def content_disposition(name: str, *, inline: bool = False) -> str:
+    """RFC 6266: an ASCII ``filename`` fallback and the exact name in ``filename*`` (RFC 5987)."""
     fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in name)
-    return f"attachment; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{quote(name, safe='')}"
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def served_type(file: resources_pb2.File) -> str:
+    """The type a response carries: what the bytes are (sniffed), else what was declared."""
+    return (file.sniffed_content_type or file.declared_content_type or FALLBACK_TYPE).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class _Authorized:
+    file: resources_pb2.File
+    storage_key: str
 
 
 class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
     def __init__(
-        self, settings: DownloadSettings, *, metadata: MetadataServiceAsyncStub, presigner: S3Client
+        self,
+        settings: DownloadSettings,
+        *,
+        metadata: MetadataServiceAsyncStub,
+        presigner: S3Client,
+        jetstream: JetStreamContext | None,
+        cdn: CdnUrls | None,
     ) -> None:
         self._settings = settings
         self._metadata = metadata
         self._presigner = presigner
+        self._js = jetstream
+        self._cdn = cdn
+        self._subjects = events.Subjects(settings.nats.subject_prefix if settings.nats else "files")
 
     async def GetDownloadUrl(
         self, request: download_service_pb2.GetDownloadUrlRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> download_service_pb2.DownloadUrl:
-        principal = current_principal()
-        ttl = self._ttl(request.ttl_seconds)
-        with translated_errors():
-            authorized = await self._metadata.AuthorizeRead(
-                metadata_service_pb2.AuthorizeReadRequest(
-                    file_id=request.file_id, tenant=principal.tenant, principal=principal.subject
-                )
-            )
-        file = authorized.file
-        if file.status != Status.FILE_STATUS_READY:
-            reason = _REFUSALS.get(file.status, "FILE_NOT_READY")
-            raise FailedPrecondition(f"the file is not ready to download ({reason})", reason=reason)
-        content_type = file.sniffed_content_type or file.declared_content_type
-        disposition = content_disposition(file.name)
-        url = self._presigner.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": self._settings.s3.bucket,
-                "Key": authorized.storage_key,
-                "ResponseContentType": content_type,
-                "ResponseContentDisposition": disposition,
-            },
-            ExpiresIn=ttl,
-        )
-        expires = Timestamp()
-        expires.FromDatetime(datetime.now(UTC) + timedelta(seconds=ttl))
-        log.info("download_signed", file_id=file.id, ttl_s=ttl)
-        return download_service_pb2.DownloadUrl(
-            file_id=file.id,
-            url=url,
-            expire_time=expires,
-            content_type=content_type,
-            content_disposition=disposition,
-            size=file.size,
-        )
+        return await self._file_url(current_principal(), request)
 
     async def BatchGetDownloadUrls(
         self,
         request: download_service_pb2.BatchGetDownloadUrlsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> download_service_pb2.BatchGetDownloadUrlsResponse:
-        raise Unimplemented("batch downloads are not built yet", reason="NOT_IMPLEMENTED_YET")
+        principal = current_principal()
+        if len(request.requests) > MAX_BATCH:
+            raise InvalidArgument(f"at most {MAX_BATCH} files per batch", reason="TOO_MANY_FILES")
+
+        async def one(
+            item: download_service_pb2.GetDownloadUrlRequest,
+        ) -> download_service_pb2.BatchDownloadUrlResult:
+            try:
+                url = await self._file_url(principal, item)
+            except FilestoreError as error:
+                return download_service_pb2.BatchDownloadUrlResult(
+                    file_id=item.file_id, error_reason=error.reason
+                )
+            return download_service_pb2.BatchDownloadUrlResult(file_id=item.file_id, download_url=url)
+
+        results = await asyncio.gather(*(one(item) for item in request.requests))
+        return download_service_pb2.BatchGetDownloadUrlsResponse(results=results)
 
     async def GetDerivativeUrl(
         self,
         request: download_service_pb2.GetDerivativeUrlRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> download_service_pb2.DownloadUrl:
-        raise Unimplemented("derivative downloads are not built yet", reason="NOT_IMPLEMENTED_YET")
+        principal = current_principal()
+        ttl = self._ttl(request.ttl_seconds)
+        authorized = await self._authorize(principal, request.file_id)
+        with translated_errors():
+            listed = await self._metadata.ListDerivatives(
+                metadata_service_pb2.ListDerivativesRequest(file_id=request.file_id, tenant=principal.tenant)
+            )
+        derivative = next((d for d in listed.derivatives if d.kind == request.kind), None)
+        if derivative is None:
+            raise NotFound("the file has no derivative of that kind", reason="DERIVATIVE_NOT_FOUND")
+        content_type = derivative.content_type.split(";")[0].strip().lower() or FALLBACK_TYPE
+        inline = content_type in SAFE_TO_RENDER
+        disposition = content_disposition(f"{authorized.file.name}.{request.kind}", inline=inline)
+        url, expires = self._presign(derivative.storage_key, content_type, disposition, ttl)
+        await self._audit(authorized.file, principal, derivative_kind=request.kind, expires=expires)
+        return download_service_pb2.DownloadUrl(
+            file_id=authorized.file.id,
+            url=url,
+            expire_time=_timestamp(expires),
+            content_type=content_type,
+            content_disposition=disposition,
+            size=derivative.size,
+        )
+
+    async def _file_url(
+        self, principal: Principal, request: download_service_pb2.GetDownloadUrlRequest
+    ) -> download_service_pb2.DownloadUrl:
+        ttl = self._ttl(request.ttl_seconds)
+        authorized = await self._authorize(principal, request.file_id)
+        file = authorized.file
+        content_type = served_type(file)
+        safe = content_type in SAFE_TO_RENDER
+        inline = safe and request.disposition == download_service_pb2.DISPOSITION_INLINE
+        disposition = content_disposition(file.name, inline=inline)
+        if self._cdn is not None and file.visibility == resources_pb2.VISIBILITY_PUBLIC and safe:
+            # The CDN serves the stored headers, so only types safe to render go that way.
+            expires = datetime.now(UTC) + timedelta(seconds=ttl)
+            url = self._cdn.url(authorized.storage_key, expires=expires)
+        else:
+            url, expires = self._presign(authorized.storage_key, content_type, disposition, ttl)
+        await self._audit(file, principal, derivative_kind="", expires=expires)
+        log.info("download_signed", file_id=file.id, ttl_s=ttl, inline=inline)
+        return download_service_pb2.DownloadUrl(
+            file_id=file.id,
+            url=url,
+            expire_time=_timestamp(expires),
+            content_type=content_type,
+            content_disposition=disposition,
+            size=file.size,
+        )
+
+    async def _authorize(self, principal: Principal, file_id: str) -> _Authorized:
+        if not file_id:
+            raise NotFound("no such file", reason="FILE_NOT_FOUND")
+        with translated_errors():
+            authorized = await self._metadata.AuthorizeRead(
+                metadata_service_pb2.AuthorizeReadRequest(
+                    file_id=file_id, tenant=principal.tenant, principal=principal.subject
+                )
+            )
+        if authorized.file.status != Status.FILE_STATUS_READY:
+            reason = _REFUSALS.get(authorized.file.status, "FILE_NOT_READY")
+            raise FailedPrecondition(f"the file is not ready to download ({reason})", reason=reason)
+        return _Authorized(file=authorized.file, storage_key=authorized.storage_key)
+
+    def _presign(self, key: str, content_type: str, disposition: str, ttl: int) -> tuple[str, datetime]:
+        expires = datetime.now(UTC) + timedelta(seconds=ttl)
+        url = self._presigner.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self._settings.s3.bucket,
+                "Key": key,
+                "ResponseContentType": content_type,
+                "ResponseContentDisposition": disposition,
+            },
+            ExpiresIn=ttl,
+        )
+        return url, expires
+
+    async def _audit(
+        self, file: resources_pb2.File, principal: Principal, *, derivative_kind: str, expires: datetime
+    ) -> None:
+        """One audit event per URL handed out. Fails closed: no audit record, no URL."""
+        if self._js is None:
+            return
+        event = events_pb2.FileDownloaded(
+            file_id=file.id,
+            tenant=file.tenant,
+            principal=principal.subject,
+            derivative_kind=derivative_kind,
+            expire_time=_timestamp(expires),
+            event_time=_timestamp(datetime.now(UTC)),
+        )
+        try:
+            await events.publish(self._js, self._subjects.file_downloaded, event, msg_id=str(uuid.uuid4()))
+        except Exception as error:
+            raise Unavailable(
+                "the download could not be audited; retry", reason="AUDIT_UNAVAILABLE"
+            ) from error
 
     def _ttl(self, asked: int) -> int:
         if asked < 0:
@@ -108,3 +245,9 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
         if asked == 0:
             return self._settings.default_ttl_s
         return max(self._settings.min_ttl_s, min(asked, self._settings.max_ttl_s))
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

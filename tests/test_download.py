@@ -1,0 +1,196 @@
+"""Download URLs against the real stack: safe dispositions, pinned types, batches, derivatives, TTL
+bounds, and one audit event per URL handed out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import httpx
+import nats
+import pytest
+from botocore.config import Config
+from nats.aio.msg import Msg
+
+from filestore.core.auth import mint_token
+from filestore.core.clients import insecure_channel
+from filestore.stack import Stack
+from filestore.v1 import (
+    download_service_pb2,
+    events_pb2,
+    metadata_service_pb2,
+    metadata_service_pb2_grpc,
+    resources_pb2,
+)
+from tests.conftest import ClientFactory, StatusEvents, rpc_error
+from tests.support import create_upload, upload_until_processed
+
+INLINE = download_service_pb2.DISPOSITION_INLINE
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[events_pb2.FileDownloaded] = asyncio.Queue()
+
+    async def on_message(self, message: Msg) -> None:
+        await self.events.put(events_pb2.FileDownloaded.FromString(message.data))
+
+    async def next_for(self, file_id: str) -> events_pb2.FileDownloaded:
+        while True:
+            event = await asyncio.wait_for(self.events.get(), 30)
+            if event.file_id == file_id:
+                return event
+
+
+@pytest.fixture
+async def audit(stack: Stack) -> AsyncIterator[Audit]:
+    collector = Audit()
+    connection = await nats.connect(stack.endpoints.nats_url)
+    await connection.subscribe("files.file.downloaded", cb=collector.on_message)
+    await connection.flush()
+    yield collector
+    await connection.close()
+
+
+async def _get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.get(url)
+
+
+async def test_html_is_never_inline_and_safe_types_may_be(
+    client_for: ClientFactory, status_events: StatusEvents, audit: Audit
+) -> None:
+    client = client_for()
+    page = await upload_until_processed(
+        client,
+        status_events,
+        b"<html><script>alert(1)</script></html>",
+        name="x.html",
+        content_type="text/html",
+    )
+    url = await client.download.GetDownloadUrl(
+        download_service_pb2.GetDownloadUrlRequest(file_id=page.id, disposition=INLINE)
+    )
+    assert url.content_disposition.startswith("attachment;")
+    got = await _get(url.url)
+    assert got.headers["content-disposition"].startswith("attachment;")
+    event = await audit.next_for(page.id)
+    assert (event.principal, event.tenant, event.derivative_kind) == ("alice", "acme", "")
+
+    text = await upload_until_processed(
+        client, status_events, b"plain words", name="n.txt", content_type="text/plain"
+    )
+    url = await client.download.GetDownloadUrl(
+        download_service_pb2.GetDownloadUrlRequest(file_id=text.id, disposition=INLINE)
+    )
+    assert url.content_disposition.startswith("inline;")
+    got = await _get(url.url)
+    assert got.headers["content-disposition"].startswith("inline;")
+    assert got.headers["content-type"] == "text/plain"
+    assert got.content == b"plain words"
+
+
+async def test_ttl_is_clamped_to_the_configured_bounds(
+    client_for: ClientFactory, status_events: StatusEvents
+) -> None:
+    client = client_for()
+    file = await upload_until_processed(client, status_events, os.urandom(64))
+    for asked, bound in ((10**6, 3600), (1, 30)):
+        before = datetime.now(UTC)
+        url = await client.download.GetDownloadUrl(
+            download_service_pb2.GetDownloadUrlRequest(file_id=file.id, ttl_seconds=asked)
+        )
+        lifetime = url.expire_time.ToDatetime(tzinfo=UTC) - before
+        assert timedelta(seconds=bound - 5) <= lifetime <= timedelta(seconds=bound + 5)
+        assert f"X-Amz-Expires={bound}" in url.url
+    negative = await rpc_error(
+        client.download.GetDownloadUrl(
+            download_service_pb2.GetDownloadUrlRequest(file_id=file.id, ttl_seconds=-1)
+        )
+    )
+    assert negative.reason == "INVALID_TTL"
+
+
+async def test_batch_answers_each_file_on_its_own(
+    client_for: ClientFactory, status_events: StatusEvents
+) -> None:
+    alice = client_for()
+    ready = await upload_until_processed(alice, status_events, os.urandom(128))
+    pending = await create_upload(alice, os.urandom(128))
+    theirs = await create_upload(client_for("mallory", "evil"), os.urandom(128))
+    answer = await alice.download.BatchGetDownloadUrls(
+        download_service_pb2.BatchGetDownloadUrlsRequest(
+            requests=[
+                download_service_pb2.GetDownloadUrlRequest(file_id=file_id)
+                for file_id in (ready.id, pending.file.id, theirs.file.id, "no-such-file")
+            ]
+        )
+    )
+    outcomes = [(r.file_id, r.error_reason, bool(r.download_url.url)) for r in answer.results]
+    assert outcomes == [
+        (ready.id, "", True),
+        (pending.file.id, "FILE_PENDING", False),
+        (theirs.file.id, "FILE_NOT_FOUND", False),
+        ("no-such-file", "FILE_NOT_FOUND", False),
+    ]
+    too_many = await rpc_error(
+        alice.download.BatchGetDownloadUrls(
+            download_service_pb2.BatchGetDownloadUrlsRequest(
+                requests=[download_service_pb2.GetDownloadUrlRequest(file_id=ready.id)] * 101
+            )
+        )
+    )
+    assert too_many.reason == "TOO_MANY_FILES"
+
+
+async def test_derivative_urls(
+    stack: Stack, client_for: ClientFactory, status_events: StatusEvents, audit: Audit
+) -> None:
+    client = client_for()
+    file = await upload_until_processed(client, status_events, os.urandom(256))
+    endpoints = stack.endpoints
+    token = mint_token(endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    async with insecure_channel(endpoints.metadata_addr, token=lambda: token) as channel:
+        registered = await metadata_service_pb2_grpc.MetadataServiceStub(channel).CreateDerivative(
+            metadata_service_pb2.CreateDerivativeRequest(
+                tenant="acme",
+                derivative=resources_pb2.Derivative(
+                    file_id=file.id, kind="thumbnail_test", size=4, content_type="image/webp"
+                ),
+            )
+        )
+    storage = boto3.client(
+        "s3",
+        endpoint_url=endpoints.s3_endpoint,
+        aws_access_key_id=endpoints.s3_access_key,
+        aws_secret_access_key=endpoints.s3_secret_key,
+        config=Config(
+            region_name=endpoints.s3_region, signature_version="s3v4", s3={"addressing_style": "path"}
+        ),
+    )
+    storage.put_object(
+        Bucket=endpoints.bucket, Key=registered.storage_key, Body=b"RIFF", ContentType="image/webp"
+    )
+    url = await client.download.GetDerivativeUrl(
+        download_service_pb2.GetDerivativeUrlRequest(file_id=file.id, kind="thumbnail_test")
+    )
+    got = await _get(url.url)
+    assert (got.status_code, got.content, got.headers["content-type"]) == (200, b"RIFF", "image/webp")
+    assert url.content_disposition.startswith("inline;")
+    assert (await audit.next_for(file.id)).derivative_kind in ("", "thumbnail_test")
+    missing = await rpc_error(
+        client.download.GetDerivativeUrl(
+            download_service_pb2.GetDerivativeUrlRequest(file_id=file.id, kind="nope")
+        )
+    )
+    assert missing.reason == "DERIVATIVE_NOT_FOUND"
+    stranger = client_for("mallory", "evil")
+    hidden = await rpc_error(
+        stranger.download.GetDerivativeUrl(
+            download_service_pb2.GetDerivativeUrlRequest(file_id=file.id, kind="thumbnail_test")
+        )
+    )
+    assert hidden.reason == "FILE_NOT_FOUND"
