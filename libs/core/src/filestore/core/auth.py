@@ -11,10 +11,12 @@ import time
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
 from filestore.core.errors import PermissionDenied, Unauthenticated
+from filestore.core.settings import AuthSettings
 
 __all__ = [
     "SERVICE_ROLE",
@@ -31,6 +33,7 @@ AUTHORIZATION_KEY = "authorization"
 _BEARER = "bearer "
 #: The algorithms accepted; anything else (``none`` above all) is refused before any key is used.
 HS_ALGORITHMS = ("HS256",)
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +86,46 @@ def require_service() -> Principal:
 
 
 class TokenVerifier:
-    """Verifies bearer tokens with a shared HS256 secret."""
+    """Verifies bearer tokens: HS256 with the shared secret (services, the embedded stack), and
+    RS256/ES256 from an identity provider with its public key or key set (JWKS).
 
-    def __init__(self, secret: str, *, leeway_s: float = 30.0) -> None:
+    The key is chosen from the token's ``alg`` among those configured, and each key only ever verifies
+    its own family of algorithms: a token cannot talk the verifier into using a public key as an HMAC
+    secret, and ``alg: none`` is never accepted.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        public_key_pem: bytes | None = None,
+        jwks_url: str | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway_s: float = 30.0,
+    ) -> None:
         if len(secret) < 32:
             raise ValueError("the token secret must be at least 32 characters")
         self._secret = secret
+        self._public_key = public_key_pem
+        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
+        self._issuer = issuer
+        self._audience = audience
         self._leeway_s = leeway_s
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings) -> TokenVerifier:
+        public_key = None
+        if settings.public_key_file is not None:
+            with open(settings.public_key_file, "rb") as handle:
+                public_key = handle.read()
+        return cls(
+            settings.secret,
+            public_key_pem=public_key,
+            jwks_url=settings.jwks_url,
+            issuer=settings.issuer,
+            audience=settings.audience,
+        )
 
     def verify_header(self, value: str | None) -> Principal:
         if not value:
@@ -98,14 +134,35 @@ class TokenVerifier:
             raise Unauthenticated("authorization must be 'Bearer <token>'", reason="TOKEN_INVALID")
         return self.verify(value[len(_BEARER) :].strip())
 
+    def _key_for(self, token: str) -> tuple[Any, list[str], bool]:
+        """(key, accepted algorithms, whether issuer/audience apply) for this token's algorithm."""
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError:
+            raise Unauthenticated("token invalid", reason="TOKEN_INVALID") from None
+        if algorithm in HS_ALGORITHMS:
+            return self._secret, list(HS_ALGORITHMS), False
+        if algorithm in ASYMMETRIC_ALGORITHMS:
+            if self._jwks is not None:
+                try:
+                    return self._jwks.get_signing_key_from_jwt(token).key, [algorithm], True
+                except jwt.PyJWKClientError:
+                    raise Unauthenticated("token signed by an unknown key", reason="TOKEN_INVALID") from None
+            if self._public_key is not None:
+                return self._public_key, [algorithm], True
+        raise Unauthenticated("token algorithm not accepted", reason="TOKEN_INVALID")
+
     def verify(self, token: str) -> Principal:
+        key, algorithms, external = self._key_for(token)
         try:
             claims = jwt.decode(
                 token,
-                self._secret,
-                algorithms=list(HS_ALGORITHMS),
+                key,
+                algorithms=algorithms,
                 leeway=self._leeway_s,
                 options={"require": ["sub", "tenant", "exp"]},
+                issuer=self._issuer if external else None,
+                audience=self._audience if external else None,
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired", reason="TOKEN_EXPIRED") from None
@@ -116,6 +173,9 @@ class TokenVerifier:
             raise Unauthenticated("token lacks subject or tenant", reason="TOKEN_INVALID")
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise Unauthenticated("token roles malformed", reason="TOKEN_INVALID")
+        if external and SERVICE_ROLE in roles:
+            # The service role is ours to give: only tokens signed with the shared secret carry it.
+            raise Unauthenticated("an external token cannot carry the service role", reason="TOKEN_INVALID")
         return Principal(subject=subject, tenant=tenant, roles=frozenset(roles))
 
 

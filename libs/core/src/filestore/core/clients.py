@@ -11,8 +11,9 @@ import structlog
 
 from filestore.core.auth import AUTHORIZATION_KEY
 from filestore.core.errors import error_from_rpc
+from filestore.core.settings import TlsSettings
 
-__all__ = ["insecure_channel", "translated_errors"]
+__all__ = ["insecure_channel", "service_channel", "translated_errors"]
 
 REQUEST_ID_KEY = "x-request-id"
 
@@ -33,12 +34,32 @@ class _IdentityInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(details._replace(metadata=metadata), request)
 
 
-def insecure_channel(address: str, *, token: Callable[[], str]) -> grpc.aio.Channel:
-    """A channel to ``address`` that authenticates every call with ``token()``.
+def service_channel(
+    address: str, *, token: Callable[[], str], tls: TlsSettings | None = None
+) -> grpc.aio.Channel:
+    """A channel to ``address`` that authenticates every call with ``token()``; over TLS when ``tls``
+    names a CA (and, for mutual TLS, presents the client certificate), else plaintext."""
+    interceptors = [_IdentityInterceptor(token)]
+    if tls is None or (tls.ca_file is None and tls.client_cert_file is None):
+        return grpc.aio.insecure_channel(address, interceptors=interceptors)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(tls.ca_file),
+        private_key=_read(tls.client_key_file),
+        certificate_chain=_read(tls.client_cert_file),
+    )
+    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors)
 
-    Plaintext: for loopback and private networks of the embedded stack.
-    """
-    return grpc.aio.insecure_channel(address, interceptors=[_IdentityInterceptor(token)])
+
+def insecure_channel(address: str, *, token: Callable[[], str]) -> grpc.aio.Channel:
+    """A plaintext channel: for loopback and the private network of the embedded stack."""
+    return service_channel(address, token=token)
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from filestore.core.errors import (
     Unimplemented,
     to_rpc_status,
 )
+from filestore.core.settings import TlsSettings
 
 __all__ = ["ServerHandle", "create_server", "run_server"]
 
@@ -194,6 +195,7 @@ def create_server(
     domain: str,
     verifier: auth.TokenVerifier,
     register: Callable[[grpc.aio.Server], Iterable[str]],
+    tls: TlsSettings | None = None,
 ) -> ServerHandle:
     """Build a server bound to ``listen`` (``host:0`` picks a free port; see ``handle.port``).
 
@@ -211,7 +213,15 @@ def create_server(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(listen)
+    if tls is not None and tls.cert_file is not None and tls.key_file is not None:
+        credentials = grpc.ssl_server_credentials(
+            [(_read(tls.key_file), _read(tls.cert_file))],
+            root_certificates=_read(tls.client_ca_file) if tls.client_ca_file else None,
+            require_client_auth=tls.client_ca_file is not None,
+        )
+        port = server.add_secure_port(listen, credentials)
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     return ServerHandle(server=server, port=port, health=health_servicer, service_names=names)
@@ -229,3 +239,8 @@ async def run_server(handle: ServerHandle, *, grace_s: float) -> None:
     log.info("shutting_down", grace_s=grace_s)
     await handle.stop(grace_s)
     log.info("stopped")
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()

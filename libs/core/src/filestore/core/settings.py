@@ -22,6 +22,7 @@ __all__ = [
     "NatsSettings",
     "S3Settings",
     "SettingsError",
+    "TlsSettings",
     "exit_on_settings_error",
 ]
 
@@ -128,6 +129,7 @@ class GrpcServerSettings:
     listen: str
     shutdown_grace_s: float
     log_level: str
+    tls: TlsSettings
 
     @classmethod
     def from_env(cls, env: Env, *, default_listen: str) -> GrpcServerSettings:
@@ -138,6 +140,7 @@ class GrpcServerSettings:
             listen=env.address(f"{PREFIX}LISTEN", default_listen),
             shutdown_grace_s=env.number(f"{PREFIX}SHUTDOWN_GRACE_S", 10.0, minimum=0.0),
             log_level=level,
+            tls=TlsSettings.from_env(env),
         )
 
 
@@ -202,13 +205,75 @@ def _die(program: str, message: str) -> NoReturn:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthSettings:
-    """The shared secret that signs and verifies HS256 bearer tokens."""
+    """How tokens are verified.
+
+    ``secret`` (HS256) is always set: services sign their own identity tokens and page tokens with it.
+    User tokens may instead come from an identity provider signing with RS256 or ES256: give its public
+    key (``public_key_file``, PEM) or its key set (``jwks_url``).
+    """
 
     secret: str
+    public_key_file: str | None = None
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> AuthSettings:
         secret = env.string(f"{PREFIX}AUTH_SECRET")
         if len(secret) < 32:
             raise SettingsError(f"{PREFIX}AUTH_SECRET must be at least 32 characters")
-        return cls(secret=secret)
+        public_key_file = env.optional_str(f"{PREFIX}AUTH_PUBLIC_KEY_FILE")
+        if public_key_file is not None and not os.path.isfile(public_key_file):
+            raise SettingsError(f"{PREFIX}AUTH_PUBLIC_KEY_FILE={public_key_file!r} is not a readable file")
+        jwks_url = env.optional_str(f"{PREFIX}AUTH_JWKS_URL")
+        if jwks_url is not None:
+            env.url(f"{PREFIX}AUTH_JWKS_URL", schemes=("http", "https"))
+        return cls(
+            secret=secret,
+            public_key_file=public_key_file,
+            jwks_url=jwks_url,
+            issuer=env.optional_str(f"{PREFIX}AUTH_ISSUER"),
+            audience=env.optional_str(f"{PREFIX}AUTH_AUDIENCE"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsSettings:
+    """TLS for a service's server and its clients. Without a certificate, plaintext (loopback only).
+
+    ``client_ca_file`` on a server turns on mutual TLS: clients must present a certificate it signed.
+    ``ca_file`` is what clients verify servers against; ``client_cert_file``/``client_key_file`` are the
+    certificate a client presents for mutual TLS.
+    """
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Env) -> TlsSettings:
+        values = {
+            name: env.optional_str(f"{PREFIX}TLS_{name.upper()}")
+            for name in (
+                "cert_file",
+                "key_file",
+                "client_ca_file",
+                "ca_file",
+                "client_cert_file",
+                "client_key_file",
+            )
+        }
+        for name, path in values.items():
+            if path is not None and not os.path.isfile(path):
+                raise SettingsError(f"{PREFIX}TLS_{name.upper()}={path!r} is not a readable file")
+        if (values["cert_file"] is None) != (values["key_file"] is None):
+            raise SettingsError(f"{PREFIX}TLS_CERT_FILE and {PREFIX}TLS_KEY_FILE go together")
+        if (values["client_cert_file"] is None) != (values["client_key_file"] is None):
+            raise SettingsError(f"{PREFIX}TLS_CLIENT_CERT_FILE and {PREFIX}TLS_CLIENT_KEY_FILE go together")
+        if values["client_ca_file"] is not None and values["cert_file"] is None:
+            raise SettingsError(f"{PREFIX}TLS_CLIENT_CA_FILE needs {PREFIX}TLS_CERT_FILE")
+        return cls(**values)

@@ -6,7 +6,7 @@ import grpc
 
 from filestore.core import events, s3
 from filestore.core.auth import ServiceIdentity, TokenVerifier
-from filestore.core.clients import insecure_channel
+from filestore.core.clients import service_channel
 from filestore.core.server import ServerHandle, create_server
 from filestore.download.cdn import CdnUrls, CloudFrontUrls, NginxSecureLinkUrls, UnsignedCdnUrls
 from filestore.download.servicer import DownloadServicer
@@ -33,7 +33,7 @@ def cdn_urls(settings: CdnSettings | None) -> CdnUrls | None:
 
 async def build(settings: DownloadSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="download")
-    channel = insecure_channel(settings.metadata_address, token=identity.token)
+    channel = service_channel(settings.metadata_address, token=identity.token, tls=settings.server.tls)
     nats_client = None
     jetstream = None
     if settings.nats is not None:
@@ -55,7 +55,8 @@ async def build(settings: DownloadSettings) -> ServerHandle:
     handle = create_server(
         listen=settings.server.listen,
         domain=DOMAIN,
-        verifier=TokenVerifier(settings.auth.secret),
+        verifier=TokenVerifier.from_settings(settings.auth),
+        tls=settings.server.tls,
         register=register,
     )
     if nats_client is not None:

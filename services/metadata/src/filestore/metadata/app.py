@@ -35,7 +35,8 @@ async def build(settings: MetadataSettings) -> ServerHandle:
     handle = create_server(
         listen=settings.server.listen,
         domain=DOMAIN,
-        verifier=TokenVerifier(settings.auth.secret),
+        verifier=TokenVerifier.from_settings(settings.auth),
+        tls=settings.server.tls,
         register=register,
     )
     handle.on_shutdown.append(engine.dispose)
