@@ -345,6 +345,40 @@ class RecordVerifiedContentRequest(_message.Message):
 Global___RecordVerifiedContentRequest: _TypeAlias = RecordVerifiedContentRequest  # noqa: Y015
 
 @_typing.final
+class RecordFileFactsRequest(_message.Message):
+    """Request for RecordFileFacts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    SNIFFED_CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    EXTRACTED_TEXT_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file id."""
+    tenant: _builtins.str
+    """Service callers: the tenant of the file."""
+    sniffed_content_type: _builtins.str
+    """The content type sniffed from the first bytes, e.g. `image/png`; empty leaves it unchanged."""
+    extracted_text: _builtins.str
+    """Text extracted from the content, up to 1 MiB of UTF-8; empty leaves it unchanged."""
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        sniffed_content_type: _builtins.str = ...,
+        extracted_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extracted_text", b"extracted_text", "file_id", b"file_id", "sniffed_content_type", b"sniffed_content_type", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordFileFactsRequest: _TypeAlias = RecordFileFactsRequest  # noqa: Y015
+
+@_typing.final
 class UploadRecord(_message.Message):
     """An upload session as the catalogue stores it (the broker's view; clients see `Upload`)."""
 

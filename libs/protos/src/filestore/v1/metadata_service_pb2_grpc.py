@@ -31,9 +31,9 @@ class MetadataServiceStub:
 
     Callers act as the principal of their token; principals with the `service` role (the broker,
     processor and download signer) may act for any tenant and must then name it where a request has
-    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155): a replay
-    answers the first answer; the same request_id with a different request is ALREADY_EXISTS with
-    reason `REQUEST_ID_REUSED`.
+    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155), scoped to
+    the caller: a replay answers the first answer; the same request_id with a different request is
+    ALREADY_EXISTS with reason `REQUEST_ID_REUSED`.
     """
 
     def __init__(self, channel):
@@ -75,6 +75,11 @@ class MetadataServiceStub:
         self.RecordVerifiedContent = channel.unary_unary(
                 '/filestore.v1.MetadataService/RecordVerifiedContent',
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.RecordVerifiedContentRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_resources__pb2.File.FromString,
+                _registered_method=True)
+        self.RecordFileFacts = channel.unary_unary(
+                '/filestore.v1.MetadataService/RecordFileFacts',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.RecordFileFactsRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_resources__pb2.File.FromString,
                 _registered_method=True)
         self.BeginUpload = channel.unary_unary(
@@ -164,9 +169,9 @@ class MetadataServiceServicer:
 
     Callers act as the principal of their token; principals with the `service` role (the broker,
     processor and download signer) may act for any tenant and must then name it where a request has
-    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155): a replay
-    answers the first answer; the same request_id with a different request is ALREADY_EXISTS with
-    reason `REQUEST_ID_REUSED`.
+    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155), scoped to
+    the caller: a replay answers the first answer; the same request_id with a different request is
+    ALREADY_EXISTS with reason `REQUEST_ID_REUSED`.
     """
 
     def GetFile(self, request, context):
@@ -178,6 +183,8 @@ class MetadataServiceServicer:
 
     def ListFiles(self, request, context):
         """Lists files of the caller's tenant, newest first (create_time, then id), with keyset pagination.
+        Users list their own files (`owner` empty or their own; another owner is `INVALID_FILTER`);
+        service callers list any owner's.
         `page_size` 0 means 50; the maximum is 1,000. Page tokens are opaque and signed; a token that was
         altered, or reused with different filters, is INVALID_ARGUMENT (`INVALID_PAGE_TOKEN`).
         Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`).
@@ -214,8 +221,10 @@ class MetadataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TransitionFile(self, request, context):
-        """Moves a file along its lifecycle; the one place transitions are enforced.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`).
+        """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
+        their own files to DELETED; every other move belongs to the services (`service` role).
+        Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`),
+        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -226,6 +235,20 @@ class MetadataServiceServicer:
         the declared one (or none was declared) makes the content a verified blob (a dedup target); a
         mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordFileFacts(self, request, context):
+        """Records what the processor learned from the content: the type sniffed from its first bytes and
+        the text extracted from it (a PDF's text layer or OCR), which ListFiles' `text_contains` searches.
+        An empty field leaves the stored value alone. Service role only. Limits: `sniffed_content_type`
+        up to 255 characters, `extracted_text` up to 1 MiB of UTF-8 (the processor truncates longer text
+        at a character boundary). Idempotent: recording the same facts again changes nothing.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
+        INVALID_ARGUMENT (`INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`), ABORTED (`CONCURRENT_MODIFICATION`,
+        retryable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -397,6 +420,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.RecordVerifiedContentRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_resources__pb2.File.SerializeToString,
             ),
+            'RecordFileFacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFileFacts,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.RecordFileFactsRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_resources__pb2.File.SerializeToString,
+            ),
             'BeginUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.BeginUpload,
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.BeginUploadRequest.FromString,
@@ -490,9 +518,9 @@ class MetadataService:
 
     Callers act as the principal of their token; principals with the `service` role (the broker,
     processor and download signer) may act for any tenant and must then name it where a request has
-    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155): a replay
-    answers the first answer; the same request_id with a different request is ALREADY_EXISTS with
-    reason `REQUEST_ID_REUSED`.
+    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155), scoped to
+    the caller: a replay answers the first answer; the same request_id with a different request is
+    ALREADY_EXISTS with reason `REQUEST_ID_REUSED`.
     """
 
     @staticmethod
@@ -673,6 +701,33 @@ class MetadataService:
             target,
             '/filestore.v1.MetadataService/RecordVerifiedContent',
             filestore_dot_v1_dot_metadata__service__pb2.RecordVerifiedContentRequest.SerializeToString,
+            filestore_dot_v1_dot_resources__pb2.File.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFileFacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/RecordFileFacts',
+            filestore_dot_v1_dot_metadata__service__pb2.RecordFileFactsRequest.SerializeToString,
             filestore_dot_v1_dot_resources__pb2.File.FromString,
             options,
             channel_credentials,

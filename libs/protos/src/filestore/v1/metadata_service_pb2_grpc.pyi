@@ -35,9 +35,9 @@ class MetadataServiceStub:
 
     Callers act as the principal of their token; principals with the `service` role (the broker,
     processor and download signer) may act for any tenant and must then name it where a request has
-    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155): a replay
-    answers the first answer; the same request_id with a different request is ALREADY_EXISTS with
-    reason `REQUEST_ID_REUSED`.
+    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155), scoped to
+    the caller: a replay answers the first answer; the same request_id with a different request is
+    ALREADY_EXISTS with reason `REQUEST_ID_REUSED`.
     """
 
     @_typing.overload
@@ -48,6 +48,8 @@ class MetadataServiceStub:
     """Returns a file. Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files)."""
     ListFiles: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ListFilesRequest, _metadata_service_pb2.ListFilesResponse]
     """Lists files of the caller's tenant, newest first (create_time, then id), with keyset pagination.
+    Users list their own files (`owner` empty or their own; another owner is `INVALID_FILTER`);
+    service callers list any owner's.
     `page_size` 0 means 50; the maximum is 1,000. Page tokens are opaque and signed; a token that was
     altered, or reused with different filters, is INVALID_ARGUMENT (`INVALID_PAGE_TOKEN`).
     Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`).
@@ -68,14 +70,26 @@ class MetadataServiceStub:
     Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
     """
     TransitionFile: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.TransitionFileRequest, _resources_pb2.File]
-    """Moves a file along its lifecycle; the one place transitions are enforced.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`).
+    """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
+    their own files to DELETED; every other move belongs to the services (`service` role).
+    Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`),
+    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
     """
     RecordVerifiedContent: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
     the declared one (or none was declared) makes the content a verified blob (a dedup target); a
     mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+    """
+    RecordFileFacts: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordFileFactsRequest, _resources_pb2.File]
+    """Records what the processor learned from the content: the type sniffed from its first bytes and
+    the text extracted from it (a PDF's text layer or OCR), which ListFiles' `text_contains` searches.
+    An empty field leaves the stored value alone. Service role only. Limits: `sniffed_content_type`
+    up to 255 characters, `extracted_text` up to 1 MiB of UTF-8 (the processor truncates longer text
+    at a character boundary). Idempotent: recording the same facts again changes nothing.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
+    INVALID_ARGUMENT (`INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`), ABORTED (`CONCURRENT_MODIFICATION`,
+    retryable).
     """
     BeginUpload: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
@@ -143,9 +157,9 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
 
     Callers act as the principal of their token; principals with the `service` role (the broker,
     processor and download signer) may act for any tenant and must then name it where a request has
-    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155): a replay
-    answers the first answer; the same request_id with a different request is ALREADY_EXISTS with
-    reason `REQUEST_ID_REUSED`.
+    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155), scoped to
+    the caller: a replay answers the first answer; the same request_id with a different request is
+    ALREADY_EXISTS with reason `REQUEST_ID_REUSED`.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -153,6 +167,8 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """Returns a file. Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files)."""
     ListFiles: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ListFilesRequest, _metadata_service_pb2.ListFilesResponse]  # type: ignore[assignment]
     """Lists files of the caller's tenant, newest first (create_time, then id), with keyset pagination.
+    Users list their own files (`owner` empty or their own; another owner is `INVALID_FILTER`);
+    service callers list any owner's.
     `page_size` 0 means 50; the maximum is 1,000. Page tokens are opaque and signed; a token that was
     altered, or reused with different filters, is INVALID_ARGUMENT (`INVALID_PAGE_TOKEN`).
     Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`).
@@ -173,14 +189,26 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
     """
     TransitionFile: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.TransitionFileRequest, _resources_pb2.File]  # type: ignore[assignment]
-    """Moves a file along its lifecycle; the one place transitions are enforced.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`).
+    """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
+    their own files to DELETED; every other move belongs to the services (`service` role).
+    Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`),
+    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
     """
     RecordVerifiedContent: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
     the declared one (or none was declared) makes the content a verified blob (a dedup target); a
     mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+    """
+    RecordFileFacts: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordFileFactsRequest, _resources_pb2.File]  # type: ignore[assignment]
+    """Records what the processor learned from the content: the type sniffed from its first bytes and
+    the text extracted from it (a PDF's text layer or OCR), which ListFiles' `text_contains` searches.
+    An empty field leaves the stored value alone. Service role only. Limits: `sniffed_content_type`
+    up to 255 characters, `extracted_text` up to 1 MiB of UTF-8 (the processor truncates longer text
+    at a character boundary). Idempotent: recording the same facts again changes nothing.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
+    INVALID_ARGUMENT (`INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`), ABORTED (`CONCURRENT_MODIFICATION`,
+    retryable).
     """
     BeginUpload: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]  # type: ignore[assignment]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
@@ -247,9 +275,9 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Callers act as the principal of their token; principals with the `service` role (the broker,
     processor and download signer) may act for any tenant and must then name it where a request has
-    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155): a replay
-    answers the first answer; the same request_id with a different request is ALREADY_EXISTS with
-    reason `REQUEST_ID_REUSED`.
+    a `tenant` field. Every mutating request takes an optional `request_id` (a UUID, AIP-155), scoped to
+    the caller: a replay answers the first answer; the same request_id with a different request is
+    ALREADY_EXISTS with reason `REQUEST_ID_REUSED`.
     """
 
     @_abc_1.abstractmethod
@@ -267,6 +295,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_service_pb2.ListFilesResponse, _abc.Awaitable[_metadata_service_pb2.ListFilesResponse]]:
         """Lists files of the caller's tenant, newest first (create_time, then id), with keyset pagination.
+        Users list their own files (`owner` empty or their own; another owner is `INVALID_FILTER`);
+        service callers list any owner's.
         `page_size` 0 means 50; the maximum is 1,000. Page tokens are opaque and signed; a token that was
         altered, or reused with different filters, is INVALID_ARGUMENT (`INVALID_PAGE_TOKEN`).
         Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`).
@@ -311,8 +341,10 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _metadata_service_pb2.TransitionFileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
-        """Moves a file along its lifecycle; the one place transitions are enforced.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`).
+        """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
+        their own files to DELETED; every other move belongs to the services (`service` role).
+        Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`),
+        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
         """
 
     @_abc_1.abstractmethod
@@ -325,6 +357,22 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         the declared one (or none was declared) makes the content a verified blob (a dedup target); a
         mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordFileFacts(
+        self,
+        request: _metadata_service_pb2.RecordFileFactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
+        """Records what the processor learned from the content: the type sniffed from its first bytes and
+        the text extracted from it (a PDF's text layer or OCR), which ListFiles' `text_contains` searches.
+        An empty field leaves the stored value alone. Service role only. Limits: `sniffed_content_type`
+        up to 255 characters, `extracted_text` up to 1 MiB of UTF-8 (the processor truncates longer text
+        at a character boundary). Idempotent: recording the same facts again changes nothing.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
+        INVALID_ARGUMENT (`INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`), ABORTED (`CONCURRENT_MODIFICATION`,
+        retryable).
         """
 
     @_abc_1.abstractmethod

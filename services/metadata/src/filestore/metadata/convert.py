@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.errors import InvalidArgument
-from filestore.metadata.db import models
+from filestore.metadata.db import models, store
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
 
@@ -69,6 +69,8 @@ def file_message(row: models.File) -> resources_pb2.File:
         etag=str(row.version),
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
+        # A deduplicated file reads another file's bytes: its key is not the one made from its own id.
+        deduplicated=row.storage_key != store.original_storage_key(row.tenant, row.id),
     )
     if row.deleted_at is not None:
         message.delete_time.CopyFrom(timestamp(row.deleted_at))

@@ -244,7 +244,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
 
         return await self._idempotent(
             tenant=tenant or "*",
-            method="UpdateFile",
+            method=f"UpdateFile:{principal.subject}",
             request=request,
             request_id=request.request_id,
             response_type=resources_pb2.File,
@@ -274,7 +274,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
 
         answer = await self._idempotent(
             tenant=tenant or "*",
-            method="DeleteFile",
+            method=f"DeleteFile:{principal.subject}",
             request=request,
             request_id=request.request_id,
             response_type=resources_pb2.File,
@@ -294,8 +294,15 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
 
         async def run(session: AsyncSession) -> resources_pb2.File:
             if not principal.is_service:
-                # Clients move their own files only; the pipeline states belong to the services.
+                # Clients move their own files only, and only to DELETED: the pipeline states belong
+                # to the services (a client marking its PENDING file READY would skip verification
+                # and the quota settlement).
                 await self._owned_file(session, principal, request.file_id)
+                if target != models.FileStatus.DELETED:
+                    raise PermissionDenied(
+                        "only Filestore services move files along the pipeline",
+                        reason="SERVICE_ROLE_REQUIRED",
+                    )
             try:
                 file = await store.transition_file(
                     session,
@@ -311,7 +318,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
 
         return await self._idempotent(
             tenant=scope or "*",
-            method="TransitionFile",
+            method=f"TransitionFile:{principal.subject}",
             request=request,
             request_id=request.request_id,
             response_type=resources_pb2.File,
@@ -819,8 +826,11 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if len(request.text_contains) > 256 or len(request.name_prefix) > MAX_NAME_CHARS:
             raise InvalidArgument("text or name filter too long", reason="INVALID_FILTER")
         owner = request.owner or None
-        if not principal.is_service and owner is None:
-            # Without grants on them, other users' private files are not listed; a user lists their own.
+        if not principal.is_service:
+            # Listing is not grant-aware, so naming another owner would list that owner's private
+            # files: a user lists their own (GetFile/AuthorizeRead answer what grants allow).
+            if owner not in (None, principal.subject):
+                raise InvalidArgument("users list their own files only", reason="INVALID_FILTER")
             owner = principal.subject
         return store.FileFilter(
             owner=owner,
@@ -832,3 +842,28 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             name_prefix=request.name_prefix or None,
             text_contains=request.text_contains or None,
         )
+
+    async def RecordFileFacts(
+        self, request: pb.RecordFileFactsRequest, context: Context
+    ) -> resources_pb2.File:
+        principal = require_service()
+        sniffed = request.sniffed_content_type
+        if sniffed and len(sniffed) > 255:
+            raise InvalidArgument("sniffed_content_type is too long", reason="INVALID_CONTENT_TYPE")
+        sniffed = check_content_type(sniffed) if sniffed else ""
+        # 1 MiB of UTF-8 bounds the row and the text_contains scan; the processor truncates before.
+        if len(request.extracted_text.encode("utf-8")) > 1024 * 1024:
+            raise InvalidArgument("extracted_text is longer than 1 MiB", reason="TEXT_TOO_LONG")
+        scope = self._tenant(principal, request.tenant)
+        async with self._sessions() as session, session.begin():
+            try:
+                file = await store.update_file_facts(
+                    session,
+                    tenant=scope,
+                    file_id=request.file_id,
+                    sniffed_content_type=sniffed or None,
+                    extracted_text=request.extracted_text or None,
+                )
+            except NotFound:
+                raise _file_not_found(request.file_id) from None
+            return convert.file_message(file)
