@@ -119,7 +119,9 @@ class _UploadKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UploadKind
     UPLOAD_KIND_SINGLE: _UploadKind.ValueType  # 1
     """One presigned PUT."""
     UPLOAD_KIND_POST_POLICY: _UploadKind.ValueType  # 2
-    """A presigned POST policy for browser forms."""
+    """A presigned POST policy for browser forms; it pins the key, content type and exact length (not
+    the SHA-256, which the processor verifies).
+    """
     UPLOAD_KIND_MULTIPART: _UploadKind.ValueType  # 3
     """An S3 multipart upload with one presigned URL per part."""
     UPLOAD_KIND_DEDUP: _UploadKind.ValueType  # 4
@@ -133,7 +135,9 @@ UPLOAD_KIND_UNSPECIFIED: UploadKind.ValueType  # 0
 UPLOAD_KIND_SINGLE: UploadKind.ValueType  # 1
 """One presigned PUT."""
 UPLOAD_KIND_POST_POLICY: UploadKind.ValueType  # 2
-"""A presigned POST policy for browser forms."""
+"""A presigned POST policy for browser forms; it pins the key, content type and exact length (not
+the SHA-256, which the processor verifies).
+"""
 UPLOAD_KIND_MULTIPART: UploadKind.ValueType  # 3
 """An S3 multipart upload with one presigned URL per part."""
 UPLOAD_KIND_DEDUP: UploadKind.ValueType  # 4

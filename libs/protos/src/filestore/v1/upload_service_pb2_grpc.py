@@ -88,8 +88,10 @@ class UploadServiceServicer:
         With `sha256` set and verified content of that digest already in the tenant, answers kind DEDUP:
         the file exists at once and no bytes move.
 
-        Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE`, `INVALID_CONTENT_TYPE`,
-        `INVALID_SHA256`, `INVALID_PART_SIZE`), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`),
+        Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (also above 5 TiB, or above 5 GiB for
+        SINGLE and POST_POLICY), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,
+        `INVALID_UPLOAD_KIND`, `INVALID_PART_SIZE` (also a part size with SINGLE or POST_POLICY)),
+        RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
         ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
         UNAVAILABLE (retryable). Retry with the same `request_id` to get the same upload.
         """
@@ -99,7 +101,8 @@ class UploadServiceServicer:
 
     def GetUpload(self, request, context):
         """Returns an upload with the parts storage already holds, so any client on any device can resume.
-        For SINGLE uploads that are still OPEN the request is signed again.
+        For SINGLE and POST_POLICY uploads that are still OPEN the request is signed again; MULTIPART
+        uploads list their uploaded parts but no part URLs (use SignParts).
 
         Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable).
         """
@@ -111,8 +114,10 @@ class UploadServiceServicer:
         """Signs (again) the URLs of any parts of an OPEN multipart upload: for parts beyond the first
         batch, and for URLs that expired during a long upload. At most 1,000 parts per call.
 
-        Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), INVALID_ARGUMENT (`INVALID_PART_NUMBER`, `TOO_MANY_PARTS`),
-        FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`, `NOT_MULTIPART`), UNAVAILABLE (retryable).
+        Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), INVALID_ARGUMENT (`INVALID_PART_NUMBER`, also for a
+        `part_sha256` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`), FAILED_PRECONDITION
+        (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
+        (retryable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,10 +126,13 @@ class UploadServiceServicer:
     def CompleteUpload(self, request, context):
         """Completes an upload: checks with storage that the object (or every part) is there with the
         declared size and checksum, settles the quota, marks the file UPLOADED and publishes
-        `ObjectCreated`. Completing a completed upload answers the same file (idempotent).
+        `ObjectCreated`. Completing a completed upload answers the same file (idempotent). Multipart
+        parts come from storage's own list, never from the client. S3 keeps no whole-object SHA-256 for
+        multipart uploads, so a declared digest is checked by the processor (a mismatch quarantines).
 
-        Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_ABORTED`, `UPLOAD_EXPIRED`,
-        `OBJECT_MISSING`, `PARTS_MISSING`, `SIZE_MISMATCH`, `CHECKSUM_MISMATCH`), UNAVAILABLE (retryable).
+        Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_ABORTED`, `UPLOAD_EXPIRED`
+        (also OPEN past expiry), `OBJECT_MISSING`, `PARTS_MISSING`, `SIZE_MISMATCH` (metadata
+        `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH`), UNAVAILABLE (retryable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,10 +140,11 @@ class UploadServiceServicer:
 
     def AbortUpload(self, request, context):
         """Aborts an OPEN upload: aborts the multipart upload in storage, deletes partial objects, releases
-        the quota reservation and deletes the PENDING file. Aborting an aborted upload is a no-op.
+        the quota reservation and deletes the PENDING file. Aborting an aborted or expired upload answers
+        it unchanged.
 
         Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_COMPLETED`),
-        UNAVAILABLE (retryable).
+        UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

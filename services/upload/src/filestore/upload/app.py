@@ -5,16 +5,33 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import structlog
 
 from filestore.core import events, s3
 from filestore.core.auth import ServiceIdentity, TokenVerifier
 from filestore.core.clients import insecure_channel
 from filestore.core.server import ServerHandle, create_server
+from filestore.upload.reaper import Reaper
 from filestore.upload.servicer import UploadServicer
 from filestore.upload.settings import UploadSettings
+from filestore.upload.signing import SigV4Presigner
+from filestore.upload.storage import S3ObjectStore
 from filestore.v1 import metadata_service_pb2_grpc, upload_service_pb2, upload_service_pb2_grpc
 
 DOMAIN = "upload.filestore.v1"
+
+log = structlog.get_logger("filestore.upload")
+
+
+def presigner_for(settings: UploadSettings) -> SigV4Presigner:
+    """Signs for the public endpoint: the address clients reach storage at."""
+    return SigV4Presigner(
+        endpoint=settings.s3.public_endpoint,
+        region=settings.s3.region,
+        access_key=settings.s3.access_key,
+        secret_key=settings.s3.secret_key,
+        bucket=settings.s3.bucket,
+    )
 
 
 async def build(settings: UploadSettings) -> ServerHandle:
@@ -23,14 +40,16 @@ async def build(settings: UploadSettings) -> ServerHandle:
     nats_client = await events.connect(settings.nats, name="filestore-upload")
     jetstream = nats_client.jetstream()
     await events.ensure_stream(jetstream, settings.nats)
-    storage = s3.storage_client(settings.s3)
-    await asyncio.to_thread(storage.head_bucket, Bucket=settings.s3.bucket)
+    client = s3.storage_client(settings.s3)
+    await asyncio.to_thread(client.head_bucket, Bucket=settings.s3.bucket)
+    store = S3ObjectStore(client, settings.s3.bucket)
+    # The broker owns the bucket's CORS rules: applied at every start, so the settings are the
+    # single source of truth (an edit made by hand in storage is undone on the next start).
+    await store.apply_cors(settings.cors_origins)
+    log.info("bucket_cors_applied", origins=list(settings.cors_origins))
+    metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
     servicer = UploadServicer(
-        settings,
-        metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel),
-        storage=storage,
-        presigner=s3.presigning_client(settings.s3),
-        jetstream=jetstream,
+        settings, metadata=metadata, store=store, presigner=presigner_for(settings), jetstream=jetstream
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -43,6 +62,20 @@ async def build(settings: UploadSettings) -> ServerHandle:
         verifier=TokenVerifier(settings.auth.secret),
         register=register,
     )
-    handle.on_shutdown.append(nats_client.drain)
-    handle.on_shutdown.append(channel.close)
+    if settings.reaper_interval_s > 0:
+        reaper = Reaper(
+            metadata=metadata, store=store, batch=settings.reaper_batch, lease_s=settings.reaper_lease_s
+        )
+        task = asyncio.get_running_loop().create_task(reaper.run(settings.reaper_interval_s))
+
+        async def stop_reaper() -> None:
+            await Reaper.stop(task)
+
+        # Registered last so it runs first: the reaper stops before the channel it uses closes.
+        handle.on_shutdown.append(nats_client.drain)
+        handle.on_shutdown.append(channel.close)
+        handle.on_shutdown.append(stop_reaper)
+    else:
+        handle.on_shutdown.append(nats_client.drain)
+        handle.on_shutdown.append(channel.close)
     return handle

@@ -1,29 +1,32 @@
 """UploadService: hands out presigned requests and checks with storage what arrived.
 
-The broker never touches file content: it signs requests, asks storage for metadata (HEAD), and
-records state through the metadata service.
+The broker never touches file content: it signs requests, makes control calls to storage
+(HEAD, multipart bookkeeping), and records state through the metadata service.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
-from botocore.exceptions import ClientError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
 from filestore.core import events
 from filestore.core.auth import Principal, current_principal
 from filestore.core.clients import translated_errors
-from filestore.core.errors import FailedPrecondition, NotFound, Unavailable, Unimplemented
+from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from filestore.upload import validation
-from filestore.upload.settings import UploadSettings
+from filestore.upload.plan import PartPlan, plan_parts
+from filestore.upload.reaper import discard_upload_bytes
+from filestore.upload.settings import MAX_OBJECT_BYTES, SINGLE_PUT_LIMIT, UploadSettings
+from filestore.upload.signing import SigV4Presigner
+from filestore.upload.storage import ObjectHead, ObjectStore, StoredPart
 from filestore.v1 import (
     events_pb2,
     metadata_service_pb2,
@@ -33,14 +36,18 @@ from filestore.v1 import (
 )
 
 if TYPE_CHECKING:
-    from types_boto3_s3 import S3Client
-
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub
 
 log = structlog.get_logger("filestore.upload")
 
 Kind = resources_pb2.UploadKind
 State = resources_pb2.UploadState
+Record = metadata_service_pb2.UploadRecord
+Context = grpc.aio.ServicerContext[Any, Any]
+
+#: SignParts signs at most this many parts per call (the contract says so).
+MAX_PARTS_PER_SIGN = 1000
+_ENDED_REASONS = {State.UPLOAD_STATE_ABORTED: "UPLOAD_ABORTED", State.UPLOAD_STATE_EXPIRED: "UPLOAD_EXPIRED"}
 
 
 def _timestamp(moment: datetime) -> Timestamp:
@@ -49,37 +56,68 @@ def _timestamp(moment: datetime) -> Timestamp:
     return stamp
 
 
+def _past_expiry(record: Record) -> bool:
+    return record.HasField("expire_time") and record.expire_time.ToDatetime(tzinfo=UTC) <= datetime.now(UTC)
+
+
+def _plan_of(record: Record) -> PartPlan:
+    return PartPlan(size=record.size, part_size=record.part_size, part_count=record.part_count)
+
+
+def _current_parts(record: Record, parts: list[StoredPart]) -> dict[int, StoredPart]:
+    """One part per part number. SeaweedFS (4.48) lists *every* copy of a part that was sent
+    again, in no reliable order, where S3 keeps only the last. The copy to use is one with the
+    planned size if there is one (our URLs pin the length, so another size was not sent through
+    them), and among those the latest."""
+    plan = _plan_of(record)
+    chosen: dict[int, StoredPart] = {}
+    for part in parts:
+        try:
+            planned = plan.part_length(part.part_number)
+        except InvalidArgument:
+            planned = -1  # beyond the plan: reported by the completion check
+
+        def rank(candidate: StoredPart, planned: int = planned) -> tuple[bool, float]:
+            return (candidate.size == planned, candidate.last_modified)
+
+        current = chosen.get(part.part_number)
+        if current is None or rank(part) > rank(current):
+            chosen[part.part_number] = part
+    return chosen
+
+
 class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     def __init__(
         self,
         settings: UploadSettings,
         *,
         metadata: MetadataServiceAsyncStub,
-        storage: S3Client,
-        presigner: S3Client,
+        store: ObjectStore,
+        presigner: SigV4Presigner,
         jetstream: JetStreamContext,
     ) -> None:
         self._settings = settings
         self._metadata = metadata
-        self._storage = storage
+        self._store = store
         self._presigner = presigner
         self._js = jetstream
         self._subjects = events.Subjects(settings.nats.subject_prefix)
 
+    # ------------------------------------------------------------------------------ RPCs
+
     async def CreateUpload(
-        self, request: upload_service_pb2.CreateUploadRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: upload_service_pb2.CreateUploadRequest, context: Context
     ) -> upload_service_pb2.CreateUploadResponse:
         principal = current_principal()
         name = validation.clean_name(request.name)
-        validation.check_size(request.size, maximum=self._settings.max_upload_bytes)
-        content_type = validation.check_content_type(
-            request.content_type, allowed=self._settings.allowed_content_types
-        )
+        maximum, type_lists = self._settings.limits_for(principal.tenant)
+        if request.size > MAX_OBJECT_BYTES:
+            # Larger than any object storage can hold: a malformed request, not a policy limit.
+            raise InvalidArgument(f"size must be at most {MAX_OBJECT_BYTES} bytes", reason="INVALID_SIZE")
+        validation.check_size(request.size, maximum=maximum)
+        content_type = validation.check_content_type(request.content_type, allowed=type_lists)
         sha256 = validation.check_sha256(request.sha256)
-        if request.kind not in (Kind.UPLOAD_KIND_UNSPECIFIED, Kind.UPLOAD_KIND_SINGLE):
-            raise Unimplemented(
-                "only single PUT uploads are built in this release", reason="UPLOAD_KIND_NOT_IMPLEMENTED"
-            )
+        kind, plan = self._choose_kind(request)
         expires = datetime.now(UTC) + timedelta(seconds=self._settings.upload_ttl_s)
         begin = metadata_service_pb2.BeginUploadRequest(
             file=resources_pb2.File(
@@ -91,64 +129,283 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 sha256=sha256,
                 labels=dict(request.labels),
             ),
-            kind=Kind.UPLOAD_KIND_SINGLE,
+            kind=kind,
+            part_size=plan.part_size if plan else 0,
+            part_count=plan.part_count if plan else 0,
             expire_time=_timestamp(expires),
             request_id=request.request_id,
         )
         with translated_errors():
             began = await self._metadata.BeginUpload(begin)
-        log.info("upload_created", upload_id=began.upload.id, file_id=began.file.id, size=request.size)
-        return upload_service_pb2.CreateUploadResponse(
-            upload=self._client_view(began.upload), file=began.file
+        record = began.upload
+        if record.kind == Kind.UPLOAD_KIND_MULTIPART and record.state == State.UPLOAD_STATE_OPEN:
+            record = await self._ensure_storage_upload(record)
+        if record.kind == Kind.UPLOAD_KIND_DEDUP:
+            await self._publish_dedup(record)
+        log.info(
+            "upload_created",
+            upload_id=record.id,
+            file_id=began.file.id,
+            size=request.size,
+            kind=Kind.Name(record.kind),
         )
+        upload = self._client_view(record)
+        if record.kind == Kind.UPLOAD_KIND_MULTIPART and record.state == State.UPLOAD_STATE_OPEN:
+            first = range(1, min(record.part_count, self._settings.first_part_urls) + 1)
+            upload.part_urls.extend(self._sign_parts(record, first, {}))
+        return upload_service_pb2.CreateUploadResponse(upload=upload, file=began.file)
 
     async def GetUpload(
-        self, request: upload_service_pb2.GetUploadRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: upload_service_pb2.GetUploadRequest, context: Context
     ) -> resources_pb2.Upload:
         record = await self._own_record(request.upload_id, current_principal())
-        return self._client_view(record)
+        upload = self._client_view(record)
+        if (
+            record.kind == Kind.UPLOAD_KIND_MULTIPART
+            and record.state == State.UPLOAD_STATE_OPEN
+            and record.storage_upload_id
+        ):
+            parts = await self._store.list_parts(record.storage_key, record.storage_upload_id)
+            current = _current_parts(record, parts or [])
+            for number in sorted(current):
+                part = current[number]
+                upload.uploaded_parts.add(part_number=number, size=part.size, etag=part.etag)
+        return upload
+
+    async def SignParts(
+        self, request: upload_service_pb2.SignPartsRequest, context: Context
+    ) -> upload_service_pb2.SignPartsResponse:
+        record = await self._own_record(request.upload_id, current_principal())
+        if record.kind != Kind.UPLOAD_KIND_MULTIPART:
+            raise FailedPrecondition("only multipart uploads have parts", reason="NOT_MULTIPART")
+        if record.state != State.UPLOAD_STATE_OPEN or _past_expiry(record):
+            raise FailedPrecondition("the upload no longer accepts parts", reason="UPLOAD_NOT_OPEN")
+        numbers = list(request.part_numbers)
+        if not numbers:
+            raise InvalidArgument("name at least one part number", reason="INVALID_PART_NUMBER")
+        if len(numbers) > MAX_PARTS_PER_SIGN:
+            raise InvalidArgument(
+                f"at most {MAX_PARTS_PER_SIGN} parts per call",
+                reason="TOO_MANY_PARTS",
+                metadata={"max_parts": str(MAX_PARTS_PER_SIGN)},
+            )
+        plan = _plan_of(record)
+        for number in numbers:
+            plan.part_length(number)  # refuses numbers outside 1..part_count
+        checksums: dict[int, str] = {}
+        for number, digest in request.part_sha256.items():
+            if number not in numbers:
+                raise InvalidArgument(
+                    f"part_sha256 names part {number}, which is not in part_numbers",
+                    reason="INVALID_PART_NUMBER",
+                    metadata={"part_number": str(number)},
+                )
+            checksums[number] = validation.check_part_sha256(number, digest)
+        if not record.storage_upload_id:
+            record = await self._ensure_storage_upload(record)
+        return upload_service_pb2.SignPartsResponse(part_urls=self._sign_parts(record, numbers, checksums))
 
     async def CompleteUpload(
-        self, request: upload_service_pb2.CompleteUploadRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: upload_service_pb2.CompleteUploadRequest, context: Context
     ) -> upload_service_pb2.CompleteUploadResponse:
         record = await self._own_record(request.upload_id, current_principal())
-        if record.state in (State.UPLOAD_STATE_ABORTED, State.UPLOAD_STATE_EXPIRED):
-            reason = "UPLOAD_ABORTED" if record.state == State.UPLOAD_STATE_ABORTED else "UPLOAD_EXPIRED"
-            raise FailedPrecondition("the upload has ended and cannot be completed", reason=reason)
-        head = await self._head_object(record.storage_key)
-        if head is None:
-            raise FailedPrecondition("storage holds no object for this upload yet", reason="OBJECT_MISSING")
-        size = int(head["ContentLength"])
-        if size != record.size:
+        if record.state in _ENDED_REASONS:
             raise FailedPrecondition(
-                f"storage holds {size} bytes, {record.size} were declared", reason="SIZE_MISMATCH"
+                "the upload has ended and cannot be completed", reason=_ENDED_REASONS[record.state]
             )
-        self._check_stored_checksum(record, head)
+        if record.kind == Kind.UPLOAD_KIND_DEDUP:
+            # Completed at creation; answering again is the idempotent "completing twice", and
+            # publishing again repairs a creation whose publish failed.
+            response = await self._record_completion(record, size=record.size, request_id=request.request_id)
+            await self._publish_dedup(record)
+            return response
+        if record.state == State.UPLOAD_STATE_OPEN and _past_expiry(record):
+            raise FailedPrecondition("the upload expired before completion", reason="UPLOAD_EXPIRED")
+        if record.kind == Kind.UPLOAD_KIND_MULTIPART and record.state == State.UPLOAD_STATE_OPEN:
+            head = await self._complete_in_storage(record)
+        else:
+            found = await self._store.head(record.storage_key)
+            if found is None:
+                raise FailedPrecondition(
+                    "storage holds no object for this upload yet", reason="OBJECT_MISSING"
+                )
+            head = found
+        if head.size != record.size:
+            raise FailedPrecondition(
+                f"storage holds {head.size} bytes, {record.size} were declared",
+                reason="SIZE_MISMATCH",
+                metadata={"stored_bytes": str(head.size), "declared_bytes": str(record.size)},
+            )
+        if record.kind != Kind.UPLOAD_KIND_MULTIPART:
+            # A multipart object has no whole-object SHA-256 in S3 (only a checksum of the parts'
+            # checksums), so for multipart the declared digest is verified by the processor.
+            self._check_stored_checksum(record, head)
+        response = await self._record_completion(record, size=head.size, request_id=request.request_id)
+        # Published on every completion, repeats included: a completion whose publish failed is
+        # repaired by completing again, and JetStream drops the duplicates by Nats-Msg-Id.
+        await self._publish_object_created(record, etag=head.etag, size=head.size)
+        log.info("upload_completed", upload_id=record.id, file_id=record.file_id, size=head.size)
+        return response
+
+    async def AbortUpload(
+        self, request: upload_service_pb2.AbortUploadRequest, context: Context
+    ) -> upload_service_pb2.AbortUploadResponse:
+        record = await self._own_record(request.upload_id, current_principal())
+        if record.state == State.UPLOAD_STATE_COMPLETED:
+            raise FailedPrecondition("the upload is already completed", reason="UPLOAD_COMPLETED")
+        if record.state == State.UPLOAD_STATE_EXPIRED:
+            return upload_service_pb2.AbortUploadResponse(upload=self._client_view(record))
+        if record.state == State.UPLOAD_STATE_OPEN:
+            # The record ends first: from then on CompleteUpload refuses it, so no completion can
+            # be recorded for bytes we are about to delete. (Ended second, a completion racing
+            # with this abort could mark the file UPLOADED after its object was deleted.)
+            with translated_errors():
+                record = await self._metadata.EndUploadRecord(
+                    metadata_service_pb2.EndUploadRecordRequest(
+                        upload_id=record.id,
+                        tenant=record.tenant,
+                        state=State.UPLOAD_STATE_ABORTED,
+                        request_id=request.request_id,
+                    )
+                )
+        # Also for an upload that was already ABORTED: a retry finishes a cleanup that failed.
+        try:
+            await discard_upload_bytes(self._store, record)
+        except Unavailable as error:
+            raise Unavailable(
+                "the upload is aborted but storage could not be cleaned up yet; abort again",
+                reason="STORAGE_UNAVAILABLE",
+            ) from error
+        log.info("upload_aborted", upload_id=record.id, file_id=record.file_id)
+        return upload_service_pb2.AbortUploadResponse(upload=self._client_view(record))
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _choose_kind(
+        self, request: upload_service_pb2.CreateUploadRequest
+    ) -> tuple[resources_pb2.UploadKind.ValueType, PartPlan | None]:
+        kind = request.kind
+        if kind == Kind.UPLOAD_KIND_UNSPECIFIED:
+            wants_parts = request.part_size > 0 or request.size > self._settings.multipart_threshold_bytes
+            kind = Kind.UPLOAD_KIND_MULTIPART if wants_parts else Kind.UPLOAD_KIND_SINGLE
+        if kind == Kind.UPLOAD_KIND_MULTIPART:
+            return kind, plan_parts(request.size, requested_part_size=request.part_size)
+        if kind not in (Kind.UPLOAD_KIND_SINGLE, Kind.UPLOAD_KIND_POST_POLICY):
+            raise InvalidArgument(
+                "kind must be SINGLE, POST_POLICY or MULTIPART (DEDUP is decided by the broker)",
+                reason="INVALID_UPLOAD_KIND",
+            )
+        if request.part_size:
+            raise InvalidArgument("part_size is for MULTIPART uploads only", reason="INVALID_PART_SIZE")
+        if request.size > SINGLE_PUT_LIMIT:
+            raise InvalidArgument(
+                f"a single request carries at most {SINGLE_PUT_LIMIT} bytes; use MULTIPART",
+                reason="INVALID_SIZE",
+                metadata={"max_bytes": str(SINGLE_PUT_LIMIT)},
+            )
+        return kind, None
+
+    async def _ensure_storage_upload(self, record: Record) -> Record:
+        """The storage multipart upload of ``record``, created on first need.
+
+        A replayed CreateUpload (same request_id) gets the first BeginUpload answer, from before
+        the storage upload was attached, so the current record is read before creating one.
+        """
+        if not record.storage_upload_id:
+            with translated_errors():
+                record = await self._metadata.GetUploadRecord(
+                    metadata_service_pb2.GetUploadRecordRequest(upload_id=record.id, tenant=record.tenant)
+                )
+        if record.storage_upload_id:
+            return record
+        storage_upload_id = await self._store.create_multipart(
+            record.storage_key, content_type=record.content_type
+        )
+        try:
+            with translated_errors():
+                return await self._metadata.AttachStorageUpload(
+                    metadata_service_pb2.AttachStorageUploadRequest(
+                        upload_id=record.id, tenant=record.tenant, storage_upload_id=storage_upload_id
+                    )
+                )
+        except FailedPrecondition:
+            # A concurrent retry attached its own first (or the upload ended meanwhile): ours
+            # would only leak, so it goes, and the record as it now stands answers.
+            await self._store.abort_multipart(record.storage_key, storage_upload_id)
+            with translated_errors():
+                current = await self._metadata.GetUploadRecord(
+                    metadata_service_pb2.GetUploadRecordRequest(upload_id=record.id, tenant=record.tenant)
+                )
+            if current.state == State.UPLOAD_STATE_OPEN and not current.storage_upload_id:
+                raise
+            return current
+
+    async def _complete_in_storage(self, record: Record) -> ObjectHead:
+        """Complete the multipart upload from storage's own part list, after checking that every
+        planned part is there with its planned size. Nothing changes when a check fails."""
+        parts = (
+            await self._store.list_parts(record.storage_key, record.storage_upload_id)
+            if record.storage_upload_id
+            else []
+        )
+        if parts is not None:
+            current = _current_parts(record, parts)
+            self._check_parts(record, current)
+            chosen = [current[number] for number in sorted(current)]
+            if await self._store.complete_multipart(record.storage_key, record.storage_upload_id, chosen):
+                head = await self._store.head(record.storage_key)
+                if head is None:
+                    raise Unavailable(
+                        "storage lost the object it just assembled", reason="STORAGE_UNAVAILABLE"
+                    )
+                return head
+        # Storage no longer knows the multipart upload: a concurrent or earlier completion
+        # assembled it (and then the object is there), or it was aborted (and it is not).
+        head = await self._store.head(record.storage_key)
+        if head is None:
+            raise FailedPrecondition("storage holds none of the parts", reason="PARTS_MISSING")
+        return head
+
+    @staticmethod
+    def _check_parts(record: Record, by_number: dict[int, StoredPart]) -> None:
+        plan = _plan_of(record)
+        missing = [n for n in range(1, plan.part_count + 1) if n not in by_number]
+        if missing:
+            raise FailedPrecondition(
+                f"{len(missing)} of {plan.part_count} parts are missing",
+                reason="PARTS_MISSING",
+                metadata={"missing_count": str(len(missing)), "first_missing": str(missing[0])},
+            )
+        unplanned = sorted(set(by_number) - set(range(1, plan.part_count + 1)))
+        if unplanned:
+            raise FailedPrecondition(
+                f"storage holds parts beyond the plan ({unplanned[0]})",
+                reason="SIZE_MISMATCH",
+                metadata={"part_number": str(unplanned[0])},
+            )
+        for number in range(1, plan.part_count + 1):
+            expected = plan.part_length(number)
+            if by_number[number].size != expected:
+                raise FailedPrecondition(
+                    f"part {number} holds {by_number[number].size} bytes, {expected} were planned",
+                    reason="SIZE_MISMATCH",
+                    metadata={"part_number": str(number), "expected_bytes": str(expected)},
+                )
+
+    async def _record_completion(
+        self, record: Record, *, size: int, request_id: str
+    ) -> upload_service_pb2.CompleteUploadResponse:
         with translated_errors():
             completed = await self._metadata.CompleteUploadRecord(
                 metadata_service_pb2.CompleteUploadRecordRequest(
-                    upload_id=record.id, tenant=record.tenant, size=size, request_id=request.request_id
+                    upload_id=record.id, tenant=record.tenant, size=size, request_id=request_id
                 )
             )
-        # Published on every completion, repeats included: a completion whose publish failed is
-        # repaired by completing again, and JetStream drops the duplicates by Nats-Msg-Id.
-        await self._publish_object_created(record, etag=str(head["ETag"]).strip('"'), size=size)
-        log.info("upload_completed", upload_id=record.id, file_id=record.file_id, size=size)
         return upload_service_pb2.CompleteUploadResponse(
             file=completed.file, upload=self._client_view(completed.upload)
         )
 
-    async def SignParts(
-        self, request: upload_service_pb2.SignPartsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> upload_service_pb2.SignPartsResponse:
-        raise Unimplemented("multipart uploads are not built yet", reason="NOT_IMPLEMENTED_YET")
-
-    async def AbortUpload(
-        self, request: upload_service_pb2.AbortUploadRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> upload_service_pb2.AbortUploadResponse:
-        raise Unimplemented("aborting uploads is not built yet", reason="NOT_IMPLEMENTED_YET")
-
-    async def _own_record(self, upload_id: str, principal: Principal) -> metadata_service_pb2.UploadRecord:
+    async def _own_record(self, upload_id: str, principal: Principal) -> Record:
         """The upload record, if the caller may see it; another owner's upload is NOT_FOUND."""
         if not upload_id:
             raise NotFound("no such upload", reason="UPLOAD_NOT_FOUND")
@@ -160,7 +417,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             raise NotFound("no such upload", reason="UPLOAD_NOT_FOUND")
         return record
 
-    def _client_view(self, record: metadata_service_pb2.UploadRecord) -> resources_pb2.Upload:
+    def _client_view(self, record: Record) -> resources_pb2.Upload:
         upload = resources_pb2.Upload(
             id=record.id,
             file_id=record.file_id,
@@ -171,58 +428,78 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             part_count=record.part_count,
             expire_time=record.expire_time,
         )
-        if record.state == State.UPLOAD_STATE_OPEN and record.kind == Kind.UPLOAD_KIND_SINGLE:
-            upload.request.CopyFrom(self._presign_put(record))
+        if record.state == State.UPLOAD_STATE_OPEN and not _past_expiry(record):
+            if record.kind == Kind.UPLOAD_KIND_SINGLE:
+                upload.request.CopyFrom(self._presign_put(record))
+            elif record.kind == Kind.UPLOAD_KIND_POST_POLICY:
+                upload.request.CopyFrom(self._presign_post(record))
         return upload
 
-    def _presign_put(self, record: metadata_service_pb2.UploadRecord) -> resources_pb2.PresignedRequest:
+    def _presign_put(self, record: Record) -> resources_pb2.PresignedRequest:
         """A PUT with the content type, length and (when declared) SHA-256 in its signature, so
         storage itself refuses any other body."""
-        ttl = self._settings.presign_ttl_s
-        params: dict[str, Any] = {
-            "Bucket": self._settings.s3.bucket,
-            "Key": record.storage_key,
-            "ContentType": record.content_type,
-            "ContentLength": record.size,
-        }
-        headers = {"Content-Type": record.content_type}
-        if record.sha256:
-            checksum = base64.b64encode(bytes.fromhex(record.sha256)).decode()
-            params["ChecksumSHA256"] = checksum
-            headers["x-amz-checksum-sha256"] = checksum
-        url = self._presigner.generate_presigned_url("put_object", Params=params, ExpiresIn=ttl)
+        signed = self._presigner.presign_put(
+            record.storage_key,
+            content_type=record.content_type,
+            size=record.size,
+            sha256_hex=record.sha256,
+            expires_s=self._settings.presign_ttl_s,
+        )
         return resources_pb2.PresignedRequest(
-            method="PUT",
-            url=url,
-            headers=headers,
-            expire_time=_timestamp(datetime.now(UTC) + timedelta(seconds=ttl)),
+            method="PUT", url=signed.url, headers=signed.headers, expire_time=_timestamp(signed.expires_at)
         )
 
-    async def _head_object(self, key: str) -> dict[str, Any] | None:
-        def head() -> dict[str, Any] | None:
-            try:
-                return dict(
-                    self._storage.head_object(
-                        Bucket=self._settings.s3.bucket, Key=key, ChecksumMode="ENABLED"
-                    )
-                )
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                    return None
-                raise
+    def _presign_post(self, record: Record) -> resources_pb2.PresignedRequest:
+        """A browser form: the policy pins key, content type and exact length
+        (``content-length-range`` with both ends equal to the declared size)."""
+        policy = self._presigner.post_policy(
+            record.storage_key,
+            content_type=record.content_type,
+            size=record.size,
+            expires_s=self._settings.presign_ttl_s,
+        )
+        return resources_pb2.PresignedRequest(
+            method="POST",
+            url=policy.url,
+            form_fields=policy.fields,
+            expire_time=_timestamp(policy.expires_at),
+        )
 
-        try:
-            return await asyncio.to_thread(head)
-        except ClientError as error:
-            raise Unavailable(f"storage did not answer: {error}", reason="STORAGE_UNAVAILABLE") from error
+    def _sign_parts(
+        self, record: Record, numbers: range | list[int], checksums: dict[int, str]
+    ) -> list[resources_pb2.PartUrl]:
+        plan = _plan_of(record)
+        urls = []
+        for number in numbers:
+            size = plan.part_length(number)
+            signed = self._presigner.presign_part(
+                record.storage_key,
+                upload_id=record.storage_upload_id,
+                part_number=number,
+                size=size,
+                sha256_hex=checksums.get(number, ""),
+                expires_s=self._settings.presign_ttl_s,
+            )
+            urls.append(
+                resources_pb2.PartUrl(
+                    part_number=number,
+                    size=size,
+                    request=resources_pb2.PresignedRequest(
+                        method="PUT",
+                        url=signed.url,
+                        headers=signed.headers,
+                        expire_time=_timestamp(signed.expires_at),
+                    ),
+                )
+            )
+        return urls
 
     @staticmethod
-    def _check_stored_checksum(record: metadata_service_pb2.UploadRecord, head: dict[str, Any]) -> None:
-        stored = head.get("ChecksumSHA256")
-        if not record.sha256 or not stored:
+    def _check_stored_checksum(record: Record, head: ObjectHead) -> None:
+        if not record.sha256 or not head.checksum_sha256:
             return  # the processor verifies the digest from the bytes either way
         try:
-            stored_hex = base64.b64decode(stored).hex()
+            stored_hex = base64.b64decode(head.checksum_sha256, validate=True).hex()
         except (binascii.Error, ValueError):
             return
         if stored_hex != record.sha256:
@@ -230,8 +507,20 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 "stored checksum differs from the declared one", reason="CHECKSUM_MISMATCH"
             )
 
+    async def _publish_dedup(self, record: Record) -> None:
+        """The new file shares a verified blob, but the pipeline still runs for the new record:
+        the event names the blob's key (where the bytes are) and the new file. Its message id is
+        the file's, not the object version's: the blob's own event had that one, and JetStream
+        would drop this one as its duplicate."""
+        await self._publish_object_created(
+            record,
+            etag="",
+            size=record.size,
+            msg_id=hashlib.sha256(f"dedup\0{record.tenant}\0{record.file_id}".encode()).hexdigest(),
+        )
+
     async def _publish_object_created(
-        self, record: metadata_service_pb2.UploadRecord, *, etag: str, size: int
+        self, record: Record, *, etag: str, size: int, msg_id: str | None = None
     ) -> None:
         event = events_pb2.ObjectCreated(
             bucket=self._settings.s3.bucket,
@@ -245,7 +534,10 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         )
         try:
             await events.publish(
-                self._js, self._subjects.object_created, event, msg_id=events.object_created_msg_id(event)
+                self._js,
+                self._subjects.object_created,
+                event,
+                msg_id=msg_id or events.object_created_msg_id(event),
             )
         except Exception as error:
             raise Unavailable(

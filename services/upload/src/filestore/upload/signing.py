@@ -13,9 +13,11 @@ URLs are checked byte for byte against botocore's in the tests, and accepted by 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,8 +32,21 @@ _SERVICE = "s3"
 _SAFE = "-_.~"
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+_UNRESERVED_OR_SLASH = re.compile(r"[A-Za-z0-9_.~/-]*")
+
+
+@functools.lru_cache(maxsize=1024)
+def _quote(value: str, safe: str) -> str:
+    return quote(value, safe=safe)
+
+
 def _uri_encode(value: str, *, keep_slash: bool = False) -> str:
-    return quote(value, safe=_SAFE + ("/" if keep_slash else ""))
+    # Most values (ids, dates, numbers) need no escaping, and urllib's quote is the largest cost
+    # of a signature; the few that do (credential scope, signed-header list) repeat, so are cached.
+    if (_UNRESERVED_OR_SLASH if keep_slash else _UNRESERVED).fullmatch(value):
+        return value
+    return _quote(value, _SAFE + ("/" if keep_slash else ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +143,12 @@ class SigV4Presigner:
         string_to_sign = (
             f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical_request.encode()).hexdigest()}"
         )
-        signature = hmac.new(self.signing_key(date), string_to_sign.encode(), "sha256").hexdigest()
+        signature = hmac.digest(self.signing_key(date), string_to_sign.encode(), "sha256").hex()
         return PresignedUrl(
             url=f"{self._base}{path}?{canonical_query}&X-Amz-Signature={signature}",
-            headers={name: value for name, value in (headers or {}).items() if name.lower() != "content-length"},
+            headers={
+                name: value for name, value in (headers or {}).items() if name.lower() != "content-length"
+            },
             expires_at=moment + timedelta(seconds=expires_s),
         )
 

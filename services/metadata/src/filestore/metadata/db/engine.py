@@ -33,10 +33,16 @@ def create_engine(
     fail with SQLITE_BUSY regardless of the busy timeout when another writer committed in between, and
     serialising writers up front is what makes the store's read-then-write sequences safe. The price,
     one writer at a time, is what SQLite imposes anyway.
+
+    SQLite gets exactly one pooled connection. Several connections would only take turns at the write
+    lock through SQLite's busy handler, which sleeps and polls (tens of milliseconds per retry under
+    load); one connection makes transactions queue in-process instead, first come first served.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(parsed, echo=echo)
+        engine = create_async_engine(
+            parsed, echo=echo, pool_size=1, max_overflow=0, pool_timeout=pool_timeout
+        )
         _configure_sqlite(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
         return engine
     return create_async_engine(

@@ -1,0 +1,181 @@
+"""The object store as the broker needs it: control calls only (multipart bookkeeping, HEAD,
+delete, bucket CORS). No method here ever carries file content.
+
+``ObjectStore`` is the port; ``S3ObjectStore`` the adapter for any S3 API (SeaweedFS, MinIO, AWS),
+running boto3's blocking calls in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from filestore.core.errors import Unavailable
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
+    from types_boto3_s3.type_defs import CORSRuleTypeDef
+
+__all__ = ["CORS_DENY_ALL_ORIGIN", "ObjectHead", "ObjectStore", "S3ObjectStore", "StoredPart", "cors_rules"]
+
+_MISSING_OBJECT = frozenset({"404", "NoSuchKey", "NotFound"})
+_MISSING_UPLOAD = frozenset({"NoSuchUpload", "404"})
+#: An origin no browser can have (RFC 2606 reserves ``.invalid``). Used as the only allowed origin
+#: when none is configured: SeaweedFS answers buckets *without* CORS rules from its process-wide
+#: ``-s3.allowedOrigins``, which defaults to ``*``, so "no rules" would mean "every origin".
+CORS_DENY_ALL_ORIGIN = "https://cross-origin-disabled.invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPart:
+    """A part as storage lists it."""
+
+    part_number: int
+    size: int
+    etag: str
+    #: When storage received it (seconds since the epoch); orders re-sent copies of a part.
+    last_modified: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHead:
+    size: int
+    etag: str
+    #: Base64 SHA-256 storage computed or verified for a single PUT; empty when it has none.
+    checksum_sha256: str
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    async def head(self, key: str) -> ObjectHead | None: ...
+    async def delete(self, key: str) -> None: ...
+    async def create_multipart(self, key: str, *, content_type: str) -> str: ...
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None: ...
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> bool: ...
+    async def abort_multipart(self, key: str, upload_id: str) -> None: ...
+    async def apply_cors(self, origins: Sequence[str]) -> None: ...
+
+
+def cors_rules(origins: Sequence[str]) -> list[CORSRuleTypeDef]:
+    """Browsers may PUT parts, POST forms and read ETag (to complete multipart uploads) from these
+    origins only. Headers are ``*`` because the signature, not CORS, decides what a request may
+    carry: a header that was not signed fails the signature anyway."""
+    return [
+        {
+            "AllowedOrigins": list(origins) or [CORS_DENY_ALL_ORIGIN],
+            "AllowedMethods": ["PUT", "POST", "GET", "HEAD"],
+            "AllowedHeaders": ["*"],
+            "ExposeHeaders": ["ETag"],
+            "MaxAgeSeconds": 600,
+        }
+    ]
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class S3ObjectStore:
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+
+    async def _call(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        method = getattr(self._client, name)
+        try:
+            return dict(await asyncio.to_thread(method, Bucket=self._bucket, **kwargs))
+        except ClientError:
+            raise  # the caller decides which codes mean "missing"
+        except BotoCoreError as error:
+            raise Unavailable(f"storage did not answer: {error}", reason="STORAGE_UNAVAILABLE") from error
+
+    @staticmethod
+    def _unavailable(error: ClientError) -> Unavailable:
+        return Unavailable(f"storage refused a control call: {_code(error)}", reason="STORAGE_UNAVAILABLE")
+
+    async def head(self, key: str) -> ObjectHead | None:
+        try:
+            head = await self._call("head_object", Key=key, ChecksumMode="ENABLED")
+        except ClientError as error:
+            if _code(error) in _MISSING_OBJECT:
+                return None
+            raise self._unavailable(error) from error
+        return ObjectHead(
+            size=int(head["ContentLength"]),
+            etag=str(head.get("ETag", "")).strip('"'),
+            checksum_sha256=str(head.get("ChecksumSHA256") or ""),
+        )
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._call("delete_object", Key=key)
+        except ClientError as error:
+            if _code(error) not in _MISSING_OBJECT:
+                raise self._unavailable(error) from error
+
+    async def create_multipart(self, key: str, *, content_type: str) -> str:
+        try:
+            created = await self._call("create_multipart_upload", Key=key, ContentType=content_type)
+        except ClientError as error:
+            raise self._unavailable(error) from error
+        return str(created["UploadId"])
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
+        """Every part storage holds, or None when it knows no such multipart upload (completed
+        or aborted)."""
+        parts: list[StoredPart] = []
+        marker = 0
+        while True:
+            try:
+                page = await self._call(
+                    "list_parts", Key=key, UploadId=upload_id, MaxParts=1000, PartNumberMarker=marker
+                )
+            except ClientError as error:
+                if _code(error) in _MISSING_UPLOAD:
+                    return None
+                raise self._unavailable(error) from error
+            for part in page.get("Parts", []):
+                parts.append(
+                    StoredPart(
+                        part_number=int(part["PartNumber"]),
+                        size=int(part["Size"]),
+                        etag=str(part["ETag"]),
+                        last_modified=part["LastModified"].timestamp() if "LastModified" in part else 0.0,
+                    )
+                )
+            if not page.get("IsTruncated"):
+                return parts
+            marker = int(page["NextPartNumberMarker"])
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> bool:
+        """Assemble the object; False when storage no longer knows the upload (completed by a
+        concurrent call, or aborted)."""
+        try:
+            await self._call(
+                "complete_multipart_upload",
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p.part_number, "ETag": p.etag} for p in parts]},
+            )
+        except ClientError as error:
+            if _code(error) in _MISSING_UPLOAD:
+                return False
+            raise self._unavailable(error) from error
+        return True
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            await self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+        except ClientError as error:
+            if _code(error) not in _MISSING_UPLOAD:
+                raise self._unavailable(error) from error
+
+    async def apply_cors(self, origins: Sequence[str]) -> None:
+        try:
+            await self._call("put_bucket_cors", CORSConfiguration={"CORSRules": cors_rules(origins)})
+        except ClientError as error:
+            raise self._unavailable(error) from error

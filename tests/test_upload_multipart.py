@@ -1,0 +1,316 @@
+"""Multipart uploads against the real stack: the plan, part URLs signed again on demand, resuming
+from storage's own part list, per-part SHA-256 enforced by storage, completion checks, abort."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import grpc
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+
+from filestore.core import s3
+from filestore.core.errors import FailedPrecondition, InvalidArgument
+from filestore.core.settings import S3Settings
+from filestore.stack import Stack
+from filestore.v1 import metadata_service_pb2, resources_pb2, upload_service_pb2
+from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
+
+MIB = 1024**2
+PART = 5 * MIB
+Kind = resources_pb2.UploadKind
+UState = resources_pb2.UploadState
+FStatus = resources_pb2.FileStatus
+
+
+def storage(stack: Stack) -> object:
+    endpoints = stack.endpoints
+    return s3.storage_client(
+        S3Settings(
+            endpoint=endpoints.s3_endpoint,
+            public_endpoint=endpoints.s3_endpoint,
+            region=endpoints.s3_region,
+            access_key=endpoints.s3_access_key,
+            secret_key=endpoints.s3_secret_key,
+            bucket=endpoints.bucket,
+        )
+    )
+
+
+async def create_multipart(
+    client: Client, body: bytes, *, part_size: int = PART, request_id: str = ""
+) -> upload_service_pb2.CreateUploadResponse:
+    response: upload_service_pb2.CreateUploadResponse = await client.upload.CreateUpload(
+        upload_service_pb2.CreateUploadRequest(
+            name="video.mp4",
+            size=len(body),
+            content_type="video/mp4",
+            sha256=hashlib.sha256(body).hexdigest(),
+            kind=Kind.UPLOAD_KIND_MULTIPART,
+            part_size=part_size,
+            request_id=request_id,
+        )
+    )
+    return response
+
+
+async def put_part(part: resources_pb2.PartUrl, data: bytes) -> httpx.Response:
+    """What a browser or device does: plain HTTP with only what the broker handed out."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        return await http.put(part.request.url, content=data, headers=dict(part.request.headers))
+
+
+def chunk(body: bytes, upload: resources_pb2.Upload, number: int) -> bytes:
+    start = (number - 1) * upload.part_size
+    return body[start : start + upload.part_size]
+
+
+async def get_upload(client: Client, upload_id: str) -> resources_pb2.Upload:
+    upload: resources_pb2.Upload = await client.upload.GetUpload(
+        upload_service_pb2.GetUploadRequest(upload_id=upload_id)
+    )
+    return upload
+
+
+async def complete(client: Client, upload_id: str) -> upload_service_pb2.CompleteUploadResponse:
+    response: upload_service_pb2.CompleteUploadResponse = await client.upload.CompleteUpload(
+        upload_service_pb2.CompleteUploadRequest(upload_id=upload_id)
+    )
+    return response
+
+
+async def sign(
+    client: Client, upload_id: str, numbers: list[int], sha256: dict[int, str] | None = None
+) -> list[resources_pb2.PartUrl]:
+    signed = await client.upload.SignParts(
+        upload_service_pb2.SignPartsRequest(
+            upload_id=upload_id, part_numbers=numbers, part_sha256=sha256 or {}
+        )
+    )
+    return list(signed.part_urls)
+
+
+async def test_multipart_upload_resumes_from_storage_and_completes(
+    client_for: ClientFactory,
+    status_events: StatusEvents,
+) -> None:
+    client = client_for()
+    body = os.urandom(2 * PART + 17)
+    created = await create_multipart(client, body)
+    upload = created.upload
+    assert (upload.kind, upload.state) == (Kind.UPLOAD_KIND_MULTIPART, UState.UPLOAD_STATE_OPEN)
+    assert (upload.part_size, upload.part_count) == (PART, 3)
+    assert [(p.part_number, p.size) for p in upload.part_urls] == [(1, PART), (2, PART), (3, 17)]
+    assert f"originals/{client.tenant}/{created.file.id}" in upload.part_urls[0].request.url
+
+    assert (await put_part(upload.part_urls[0], chunk(body, upload, 1))).status_code == 200
+
+    # Another device resumes: storage, not the first client, says which parts are there.
+    resumed = await get_upload(client_for(), upload.id)
+    assert [(p.part_number, p.size) for p in resumed.uploaded_parts] == [(1, PART)]
+    assert resumed.uploaded_parts[0].etag
+
+    part2 = chunk(body, upload, 2)
+    urls = await sign(client, upload.id, [3, 2], {2: hashlib.sha256(part2).hexdigest()})
+    assert [p.part_number for p in urls] == [3, 2]
+    assert "x-amz-checksum-sha256" in urls[1].request.headers
+    # The signed per-part digest makes storage refuse other content for that part.
+    tampered = bytes([part2[0] ^ 0xFF]) + part2[1:]
+    assert (await put_part(urls[1], tampered)).status_code in (400, 403)
+    assert (await put_part(urls[1], part2)).status_code == 200
+    assert (await put_part(urls[0], chunk(body, upload, 3))).status_code == 200
+
+    done = await complete(client, upload.id)
+    assert done.file.status == FStatus.FILE_STATUS_UPLOADED
+    assert done.upload.state == UState.UPLOAD_STATE_COMPLETED
+    again = await complete(client, upload.id)  # completing twice is harmless
+    assert again.file.id == done.file.id
+    assert again.upload.state == UState.UPLOAD_STATE_COMPLETED
+
+    ready = await status_events.wait_for(created.file.id)
+    assert ready.status == FStatus.FILE_STATUS_READY
+    file = await client.metadata.GetFile(metadata_service_pb2.GetFileRequest(file_id=created.file.id))
+    assert (file.sha256, file.size) == (hashlib.sha256(body).hexdigest(), len(body))
+
+
+async def test_completion_checks_storage_parts_and_changes_nothing_when_they_do_not_add_up(
+    client_for: ClientFactory, stack: Stack
+) -> None:
+    client = client_for()
+    body = os.urandom(2 * PART + 5)
+    created = await create_multipart(client, body)
+    upload = created.upload
+    assert (await put_part(upload.part_urls[0], chunk(body, upload, 1))).status_code == 200
+
+    missing = await rpc_error(complete(client, upload.id))
+    assert (type(missing), missing.reason) == (FailedPrecondition, "PARTS_MISSING")
+    assert missing.metadata["missing_count"] == "2"
+
+    # A part of the wrong size, sent with storage credentials (our URLs would not allow it).
+    client_s3 = storage(stack)
+    record = await client.upload.GetUpload(upload_service_pb2.GetUploadRequest(upload_id=upload.id))
+    storage_upload_id = _storage_upload_id(upload.part_urls[0].request.url)
+    key = f"originals/{client.tenant}/{created.file.id}"
+    for number, data in ((2, chunk(body, upload, 2)), (3, b"not the planned five bytes")):
+        await asyncio.to_thread(
+            client_s3.upload_part,  # type: ignore[attr-defined]
+            Bucket=stack.endpoints.bucket,
+            Key=key,
+            UploadId=storage_upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+    wrong = await rpc_error(complete(client, upload.id))
+    assert (type(wrong), wrong.reason) == (FailedPrecondition, "SIZE_MISMATCH")
+    assert wrong.metadata["part_number"] == "3"
+    after = await get_upload(client, upload.id)
+    assert after.state == UState.UPLOAD_STATE_OPEN == record.state
+    assert [p.part_number for p in after.uploaded_parts] == [1, 2, 3]
+    file = await client.metadata.GetFile(metadata_service_pb2.GetFileRequest(file_id=created.file.id))
+    assert file.status == FStatus.FILE_STATUS_PENDING
+
+    # Sending the right last part through its URL repairs it; then completion succeeds.
+    (last,) = await sign(client, upload.id, [3])
+    assert (await put_part(last, chunk(body, upload, 3))).status_code == 200
+    assert (await complete(client, upload.id)).file.status == FStatus.FILE_STATUS_UPLOADED
+
+
+def _storage_upload_id(url: str) -> str:
+    query = httpx.URL(url).params
+    return str(query["uploadId"])
+
+
+@pytest.mark.parametrize(
+    ("numbers", "sha256", "reason"),
+    [
+        ([0], {}, "INVALID_PART_NUMBER"),
+        ([3], {}, "INVALID_PART_NUMBER"),
+        ([-1], {}, "INVALID_PART_NUMBER"),
+        ([], {}, "INVALID_PART_NUMBER"),
+        ([1] * 1001, {}, "TOO_MANY_PARTS"),
+        ([1], {1: "abc"}, "INVALID_SHA256"),
+        ([1], {2: "0" * 64}, "INVALID_PART_NUMBER"),
+    ],
+    ids=["zero", "beyond-count", "negative", "none", "too-many", "bad-digest", "digest-for-unasked-part"],
+)
+async def test_sign_parts_refuses_bad_part_numbers(
+    client_for: ClientFactory, numbers: list[int], sha256: dict[int, str], reason: str
+) -> None:
+    client = client_for()
+    created = await create_multipart(client, os.urandom(PART + 1))
+    refused = await rpc_error(sign(client, created.upload.id, numbers, sha256))
+    assert (type(refused), refused.reason) == (InvalidArgument, reason)
+
+
+async def test_sign_parts_of_a_single_upload_is_refused(client_for: ClientFactory) -> None:
+    client = client_for()
+    created = await client.upload.CreateUpload(
+        upload_service_pb2.CreateUploadRequest(name="a.txt", size=3, content_type="text/plain")
+    )
+    refused = await rpc_error(sign(client, created.upload.id, [1]))
+    assert (type(refused), refused.reason) == (FailedPrecondition, "NOT_MULTIPART")
+
+
+async def test_abort_frees_storage_and_refuses_completion(client_for: ClientFactory, stack: Stack) -> None:
+    client = client_for()
+    body = os.urandom(PART + 9)
+    created = await create_multipart(client, body)
+    upload = created.upload
+    assert (await put_part(upload.part_urls[0], chunk(body, upload, 1))).status_code == 200
+
+    aborted = await client.upload.AbortUpload(upload_service_pb2.AbortUploadRequest(upload_id=upload.id))
+    assert aborted.upload.state == UState.UPLOAD_STATE_ABORTED
+    # Storage forgot the multipart upload and its parts: the old part URLs no longer work.
+    client_s3 = storage(stack)
+    with pytest.raises(ClientError) as gone:
+        await asyncio.to_thread(
+            client_s3.list_parts,  # type: ignore[attr-defined]
+            Bucket=stack.endpoints.bucket,
+            Key=f"originals/{client.tenant}/{created.file.id}",
+            UploadId=_storage_upload_id(upload.part_urls[0].request.url),
+        )
+    assert gone.value.response["Error"]["Code"] == "NoSuchUpload"
+    assert (await put_part(upload.part_urls[1], chunk(body, upload, 2))).status_code >= 400
+
+    again = await client.upload.AbortUpload(upload_service_pb2.AbortUploadRequest(upload_id=upload.id))
+    assert again.upload.state == UState.UPLOAD_STATE_ABORTED  # aborting twice is a no-op
+    refused = await rpc_error(complete(client, upload.id))
+    assert (type(refused), refused.reason) == (FailedPrecondition, "UPLOAD_ABORTED")
+    refused = await rpc_error(sign(client, upload.id, [1]))
+    assert (type(refused), refused.reason) == (FailedPrecondition, "UPLOAD_NOT_OPEN")
+    file = await client.metadata.GetFile(
+        metadata_service_pb2.GetFileRequest(file_id=created.file.id, include_deleted=True)
+    )
+    assert file.status == FStatus.FILE_STATUS_DELETED
+
+
+async def test_completed_upload_cannot_be_aborted(client_for: ClientFactory) -> None:
+    client = client_for()
+    body = os.urandom(1000)
+    created = await client.upload.CreateUpload(
+        upload_service_pb2.CreateUploadRequest(
+            name="a.bin", size=len(body), content_type="application/octet-stream"
+        )
+    )
+    async with httpx.AsyncClient(timeout=30) as http:
+        put = await http.put(
+            created.upload.request.url, content=body, headers=dict(created.upload.request.headers)
+        )
+    assert put.status_code == 200
+    await complete(client, created.upload.id)
+    refused = await rpc_error(
+        client.upload.AbortUpload(upload_service_pb2.AbortUploadRequest(upload_id=created.upload.id))
+    )
+    assert (type(refused), refused.reason) == (FailedPrecondition, "UPLOAD_COMPLETED")
+
+
+async def test_a_retried_multipart_create_returns_the_same_storage_upload(client_for: ClientFactory) -> None:
+    client = client_for()
+    body = os.urandom(PART + 3)
+    first = await create_multipart(client, body, request_id="0f8e3f52-2222-4e8e-9a0f-1d2c3b4a5e6f")
+    again = await create_multipart(client, body, request_id="0f8e3f52-2222-4e8e-9a0f-1d2c3b4a5e6f")
+    assert (again.upload.id, again.file.id) == (first.upload.id, first.file.id)
+    assert _storage_upload_id(again.upload.part_urls[0].request.url) == _storage_upload_id(
+        first.upload.part_urls[0].request.url
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "part_size", "expected"),
+    [
+        (100 * MIB, 0, (16 * MIB, 7)),  # above the threshold: multipart, default part size
+        (100 * MIB, 6 * MIB, (6 * MIB, 17)),  # the client's part size, honoured
+    ],
+    ids=["default-plan", "requested-part-size"],
+)
+async def test_large_uploads_get_a_plan_and_a_first_batch_of_urls(
+    client_for: ClientFactory, size: int, part_size: int, expected: tuple[int, int]
+) -> None:
+    client = client_for()
+    created = await client.upload.CreateUpload(
+        upload_service_pb2.CreateUploadRequest(
+            name="big.bin", size=size, content_type="application/octet-stream", part_size=part_size
+        )
+    )
+    upload = created.upload
+    assert upload.kind == Kind.UPLOAD_KIND_MULTIPART
+    assert (upload.part_size, upload.part_count) == expected
+    assert [p.part_number for p in upload.part_urls] == list(range(1, min(16, expected[1]) + 1))
+    assert upload.part_urls[-1].size in (expected[0], size - expected[0] * (expected[1] - 1))
+    await client.upload.AbortUpload(upload_service_pb2.AbortUploadRequest(upload_id=upload.id))
+
+
+@pytest.mark.parametrize(
+    ("part_size", "reason"),
+    [(5 * MIB - 1, "INVALID_PART_SIZE"), (5 * 1024**3 + 1, "INVALID_PART_SIZE")],
+    ids=["below-5mib", "above-5gib"],
+)
+async def test_part_sizes_out_of_bounds_are_refused(
+    client_for: ClientFactory, part_size: int, reason: str
+) -> None:
+    refused = await rpc_error(create_multipart(client_for(), os.urandom(16), part_size=part_size))
+    assert (type(refused), refused.reason) == (InvalidArgument, reason)
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
