@@ -9,7 +9,7 @@ import structlog
 
 from filestore.core import events, s3
 from filestore.core.auth import ServiceIdentity, TokenVerifier
-from filestore.core.clients import insecure_channel
+from filestore.core.clients import service_channel
 from filestore.core.server import ServerHandle, create_server
 from filestore.upload.reaper import Reaper
 from filestore.upload.servicer import UploadServicer
@@ -36,7 +36,7 @@ def presigner_for(settings: UploadSettings) -> SigV4Presigner:
 
 async def build(settings: UploadSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="upload")
-    channel = insecure_channel(settings.metadata_address, token=identity.token)
+    channel = service_channel(settings.metadata_address, token=identity.token, tls=settings.server.tls)
     nats_client = await events.connect(settings.nats, name="filestore-upload")
     jetstream = nats_client.jetstream()
     await events.ensure_stream(jetstream, settings.nats)
@@ -59,7 +59,8 @@ async def build(settings: UploadSettings) -> ServerHandle:
     handle = create_server(
         listen=settings.server.listen,
         domain=DOMAIN,
-        verifier=TokenVerifier(settings.auth.secret),
+        verifier=TokenVerifier.from_settings(settings.auth),
+        tls=settings.server.tls,
         register=register,
     )
     if settings.reaper_interval_s > 0:
