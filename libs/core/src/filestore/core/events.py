@@ -147,9 +147,11 @@ def object_created_msg_id(event: events_pb2.ObjectCreated) -> str:
     return hashlib.sha256(f"{event.bucket}\0{event.key}\0{version}".encode()).hexdigest()
 
 
-async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str) -> None:
-    await js.publish(
+async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str) -> bool:
+    """Publish ``message`` once per ``msg_id``; True when JetStream had it already (a duplicate)."""
+    ack = await js.publish(
         subject,
         message.SerializeToString(),
         headers={"Nats-Msg-Id": msg_id, "Content-Type": PROTOBUF_CONTENT_TYPE},
     )
+    return bool(ack.duplicate)

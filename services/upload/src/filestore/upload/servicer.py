@@ -532,13 +532,18 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             source=events_pb2.EVENT_SOURCE_BROKER,
             event_time=_timestamp(datetime.now(UTC)),
         )
+        version_id = events.object_created_msg_id(event)
         try:
-            await events.publish(
-                self._js,
-                self._subjects.object_created,
-                event,
-                msg_id=msg_id or events.object_created_msg_id(event),
+            duplicate = await events.publish(
+                self._js, self._subjects.object_created, event, msg_id=msg_id or version_id
             )
+            if duplicate and msg_id is None:
+                # The storage-event bridge announced this object version first, and the processor set
+                # that announcement aside because the upload was not complete yet. Announce the
+                # completed upload under an id of its own so that the pipeline runs for it.
+                await events.publish(
+                    self._js, self._subjects.object_created, event, msg_id=f"{version_id}:completed"
+                )
         except Exception as error:
             raise Unavailable(
                 "the upload is stored but its event could not be published; complete again",
