@@ -34,7 +34,8 @@ async def test_upload_process_download_round_trip(
     client_for: ClientFactory, status_events: StatusEvents, declare_sha256: bool
 ) -> None:
     client = client_for()
-    body = os.urandom(256 * 1024 + 17)
+    # A PDF header, so the type sniffed from the bytes agrees with the declared one.
+    body = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + os.urandom(256 * 1024 + 17)
     created = await _create(client, body, name="Q3 résumé.pdf", declare_sha256=declare_sha256)
     assert created.file.status == Status.FILE_STATUS_PENDING
     assert created.upload.kind == resources_pb2.UPLOAD_KIND_SINGLE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -86,10 +87,22 @@ async def test_unexpected_errors_are_internal_and_say_nothing(handle: ServerHand
 
 
 async def test_every_rpc_is_logged_with_its_context(handle: ServerHandle) -> None:
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    both_logged = asyncio.Event()
+    seen: list[str] = []
+
+    def notice(_logger: object, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        # The server logs as the RPC unwinds, which may be just after the client has its answer.
+        if event.get("event") == "rpc":
+            seen.append(event["status"])
+            if len(seen) == 2:
+                both_logged.set()
+        return event
+
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars, notice]) as logs:
         await _call(handle.port, b"hello", token=_token())
         with pytest.raises(FailedPrecondition):
             await _call(handle.port, b"domain-error", token=_token())
+        await asyncio.wait_for(both_logged.wait(), 5)
     rpc_lines = [line for line in logs if line["event"] == "rpc"]
     assert [line["status"] for line in rpc_lines] == ["OK", "FAILED_PRECONDITION"]
     for line in rpc_lines:

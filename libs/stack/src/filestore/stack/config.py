@@ -28,7 +28,7 @@ __all__ = [
     "port_env_var",
 ]
 
-INFRASTRUCTURE: Final = ("seaweedfs", "nats")
+INFRASTRUCTURE: Final = ("seaweedfs", "nats", "clamd")
 SERVICES: Final = ("metadata", "upload", "processor", "download")
 # Start order; stop runs it backwards.
 ALL_COMPONENTS: Final = (*INFRASTRUCTURE, *SERVICES)
@@ -70,6 +70,8 @@ class StackPorts:
     volume: int = 9340
     volume_grpc: int = 19340
     admin: int = 23646
+    # Not clamd's own 3310, so a system clamd can run beside the stack.
+    clamd: int = 3320
 
     @property
     def admin_grpc(self) -> int:
@@ -194,6 +196,10 @@ class StackPaths:
     @property
     def nats(self) -> Path:
         return self.home / "nats"
+
+    @property
+    def clamd(self) -> Path:
+        return self.home / "clamd"
 
     @property
     def sqlite_db(self) -> Path:

@@ -22,6 +22,7 @@ keys and the token secret stay in their own 0600 files, which it names. Format, 
       "upload_addr": "127.0.0.1:50052",
       "processor_addr": "127.0.0.1:50053",
       "download_addr": "127.0.0.1:50054",
+      "clamd_addr": "127.0.0.1:3320",
       "components": ["seaweedfs", "nats", "metadata", "upload", "processor", "download"],
       "pids": {"seaweedfs": 1234, "nats": 1235, "metadata": 1236, ...},
       "logs_dir": "/abs/.filestore/logs"
@@ -48,7 +49,7 @@ from filestore.stack.credentials import (
     write_private_file,
 )
 from filestore.stack.errors import StackConfigError
-from filestore.stack.probes import probe_grpc_health, probe_nats, probe_s3
+from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_nats, probe_s3
 
 __all__ = ["STACK_JSON_VERSION", "StackEndpoints", "StackInfo", "check_health", "load_stack_json"]
 
@@ -73,6 +74,8 @@ class StackEndpoints:
     upload_addr: str
     processor_addr: str
     download_addr: str
+    #: clamd's TCP address (host:port), for the processor's virus scan.
+    clamd_addr: str
     credentials: StackCredentials
 
     @property
@@ -112,6 +115,7 @@ class StackEndpoints:
             upload_addr=f"{host}:{ports.upload}",
             processor_addr=f"{host}:{ports.processor}",
             download_addr=f"{host}:{ports.download}",
+            clamd_addr=f"{host}:{ports.clamd}",
             credentials=credentials,
         )
 
@@ -132,6 +136,7 @@ class StackEndpoints:
             "upload_addr": self.upload_addr,
             "processor_addr": self.processor_addr,
             "download_addr": self.download_addr,
+            "clamd_addr": self.clamd_addr,
         }
 
 
@@ -212,6 +217,8 @@ async def check_health(endpoints: StackEndpoints, components: tuple[str, ...]) -
             )
         if component == "nats":
             return await probe_nats(endpoints.nats_monitor_url)
+        if component == "clamd":
+            return await probe_clamd(endpoints.clamd_addr)
         return await probe_grpc_health(endpoints.service_addr(component))
 
     results = await asyncio.gather(*(probe(c) for c in components))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -11,7 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["probe_grpc_health", "probe_nats", "probe_s3"]
+__all__ = ["probe_clamd", "probe_grpc_health", "probe_nats", "probe_s3"]
 
 
 def _s3_client(endpoint: str, region: str, access_key: str | None, secret_key: str | None) -> Any:
@@ -52,15 +53,47 @@ def _head_bucket(
     return True, f"bucket {bucket} reachable"
 
 
+def _volume_server_registered(master_url: str) -> tuple[bool, str]:
+    """Whether a volume server has registered with the master. HeadBucket only needs the filer; reads
+    of objects written before a restart fail until the volume server has reported its volumes."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{master_url}/dir/status", timeout=2.0) as response:
+            status = json.load(response)
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        return False, f"master /dir/status: {exc}"
+    nodes = [
+        node
+        for center in status.get("Topology", {}).get("DataCenters") or []
+        for rack in center.get("Racks") or []
+        for node in rack.get("DataNodes") or []
+    ]
+    return (True, "volume server registered") if nodes else (False, "no volume server registered yet")
+
+
 async def probe_s3(
-    endpoint: str, *, region: str, bucket: str, access_key: str, secret_key: str
+    endpoint: str,
+    *,
+    region: str,
+    bucket: str,
+    access_key: str,
+    secret_key: str,
+    master_url: str | None = None,
 ) -> tuple[bool, str]:
-    """Ready when an authenticated HeadBucket succeeds: S3, filer, volume and the bucket all work."""
-    return await asyncio.to_thread(_head_bucket, endpoint, region, bucket, access_key, secret_key)
+    """Ready when an authenticated HeadBucket succeeds (S3, filer and the bucket work) and, given the
+    master's URL, a volume server has registered (objects can be read and written)."""
+    ok, detail = await asyncio.to_thread(_head_bucket, endpoint, region, bucket, access_key, secret_key)
+    if not ok or master_url is None:
+        return ok, detail
+    return await asyncio.to_thread(_volume_server_registered, master_url)
 
 
 def _nats_healthz(monitor_url: str) -> tuple[bool, str]:
-    url = f"{monitor_url}/healthz?js-enabled-only=true"
+    # The full check, not js-enabled-only: after a restart it waits until the streams are recovered.
+    url = f"{monitor_url}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
             body = json.loads(response.read() or b"{}")
@@ -73,7 +106,7 @@ def _nats_healthz(monitor_url: str) -> tuple[bool, str]:
 
 
 async def probe_nats(monitor_url: str) -> tuple[bool, str]:
-    """Ready when the monitor's healthz, restricted to JetStream, answers ok."""
+    """Ready when the monitor's healthz answers ok: JetStream on, its streams and consumers current."""
     return await asyncio.to_thread(_nats_healthz, monitor_url)
 
 
@@ -88,3 +121,24 @@ async def probe_grpc_health(address: str, *, rpc_timeout_s: float = 1.0) -> tupl
             return False, f"health: {exc.code().name}"
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     return reply.status == health_pb2.HealthCheckResponse.SERVING, f"health: {status}"
+
+
+async def probe_clamd(address: str, *, timeout_s: float = 1.0) -> tuple[bool, str]:
+    """Ready when clamd answers PING with PONG, which it does only once its signatures are loaded."""
+    host, _, port = address.rpartition(":")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (OSError, TimeoutError) as exc:
+        return False, f"clamd: {exc or type(exc).__name__}"
+    try:
+        writer.write(b"zPING\0")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(64), timeout_s)
+    except (OSError, TimeoutError) as exc:
+        return False, f"clamd: {exc or type(exc).__name__}"
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    answer = reply.rstrip(b"\0\n").decode(errors="replace")
+    return answer == "PONG", f"clamd: {answer or 'no answer'}"

@@ -42,7 +42,8 @@ def find_executable(name: str) -> str | None:
     candidate = Path(sys.executable).parent / name
     if candidate.is_file() and os.access(candidate, os.X_OK):
         return str(candidate)
-    return shutil.which(name)
+    # Daemons such as clamd live in sbin, which a non-root PATH often leaves out.
+    return shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,4 +1,4 @@
-"""The embedded stack: SeaweedFS (``weed mini``), NATS with JetStream and the four services.
+"""The embedded stack: SeaweedFS (``weed mini``), NATS with JetStream, ClamAV's clamd and the four services.
 
 Start order is SeaweedFS and NATS, then metadata, then upload, processor and download; each must
 be ready (S3 answers an authenticated request, JetStream is healthy, gRPC health says SERVING)
@@ -21,6 +21,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -35,7 +36,7 @@ from filestore.stack.config import (
 from filestore.stack.credentials import StackCredentials, load_or_create_credentials, write_private_file
 from filestore.stack.endpoints import StackEndpoints, StackInfo, check_health
 from filestore.stack.errors import StackConfigError, StackError, StackPortInUseError, StackStartError
-from filestore.stack.probes import probe_grpc_health, probe_nats, probe_s3
+from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_nats, probe_s3
 from filestore.stack.process import ManagedProcess, find_executable, tail
 
 __all__ = ["Stack"]
@@ -49,6 +50,7 @@ _COMPONENT_PORTS: Final[dict[str, tuple[str, ...]]] = {
         "s3", "s3_grpc", "admin", "admin_grpc",
     ),
     "nats": ("nats", "nats_monitor"),
+    "clamd": ("clamd",),
     **{service: (service,) for service in SERVICES},
 }  # fmt: skip
 _WEED_GRPC_PORTS: Final = ("master_grpc", "volume_grpc", "filer_grpc", "s3_grpc", "admin_grpc")
@@ -56,6 +58,9 @@ _WEED_GRPC_PORTS: Final = ("master_grpc", "volume_grpc", "filer_grpc", "s3_grpc"
 _MAX_SOCKET_PATH: Final = 100
 _PROBE_INTERVAL_S: Final = 0.2
 _LOG_TAIL_LINES: Final = 30
+_TEST_SIGNATURES: Final = "filestore-test.ndb"
+_SYSTEM_CLAMAV_DB: Final = Path("/var/lib/clamav")
+_CLAMAV_DB_SUFFIXES: Final = frozenset({".cvd", ".cld", ".cud"})
 
 
 class Stack:
@@ -221,9 +226,12 @@ class Stack:
                 bucket=endpoints.bucket,
                 access_key=endpoints.s3_access_key,
                 secret_key=endpoints.s3_secret_key,
+                master_url=endpoints.master_url,
             )
         if component == "nats":
             return lambda: probe_nats(endpoints.nats_monitor_url)
+        if component == "clamd":
+            return lambda: probe_clamd(endpoints.clamd_addr)
         address = endpoints.service_addr(component)
         return lambda: probe_grpc_health(address)
 
@@ -258,6 +266,8 @@ class Stack:
             argv, env, cwd = self._weed_command(), dict(os.environ), self.paths.seaweedfs
         elif component == "nats":
             argv, env, cwd = self._nats_command(), dict(os.environ), self.paths.nats
+        elif component == "clamd":
+            argv, env, cwd = self._clamd_command(), dict(os.environ), self.paths.clamd
         else:
             argv = list(
                 self.config.commands.get(component) or [_require_executable(f"filestore-{component}")]
@@ -339,6 +349,47 @@ class Stack:
         )
         return [_require_executable("nats-server"), "--config", str(conf)]
 
+    def _clamd_command(self) -> list[str]:
+        """clamd in the foreground on its own TCP port, with the shipped test signatures (EICAR) and,
+        when the host has one, the system's signature database (no download is attempted)."""
+        root = self.paths.clamd
+        database = root / "db"
+        scratch = root / "tmp"
+        for directory in (database, scratch):
+            directory.mkdir(parents=True, exist_ok=True)
+        signatures = resources.files("filestore.stack") / "clamav" / _TEST_SIGNATURES
+        (database / _TEST_SIGNATURES).write_bytes(signatures.read_bytes())
+        # clamd reads one directory: link the system database into ours rather than copying it.
+        for entry in database.iterdir():
+            if entry.is_symlink():
+                entry.unlink()
+        if _SYSTEM_CLAMAV_DB.is_dir():
+            for source in _SYSTEM_CLAMAV_DB.iterdir():
+                if source.suffix in _CLAMAV_DB_SUFFIXES:
+                    (database / source.name).symlink_to(source)
+        conf = root / "clamd.conf"
+        conf.write_text(
+            "# Written by filestore-stack at every start; edits are lost.\n"
+            "Foreground yes\n"
+            f"TCPAddr {self.config.host}\n"
+            f"TCPSocket {self.config.ports.clamd}\n"
+            f"DatabaseDirectory {database}\n"
+            f"TemporaryDirectory {scratch}\n"
+            "LogTime yes\n"
+            # The processor streams whole objects (uploads go up to 5 GiB); INSTREAM tops out below 4 GiB,
+            # and objects above the scan limits would otherwise pass unscanned.
+            "StreamMaxLength 4000M\n"
+            "MaxScanSize 4000M\n"
+            "MaxFileSize 4000M\n"
+            "AlertExceedsMax yes\n"
+            # The default 2 minutes is too short for a 2 GiB object on a busy machine.
+            "MaxScanTime 900000\n"
+            "MaxThreads 8\n"
+            "SelfCheck 3600\n",
+            encoding="utf-8",
+        )
+        return [_require_executable("clamd"), f"--config-file={conf}"]
+
     def _service_env(self, service: str) -> dict[str, str]:
         endpoints = self.endpoints
         env = dict(os.environ)
@@ -365,6 +416,7 @@ class Stack:
         )
         if service == "processor":
             env["FILESTORE_FILER_GRPC"] = endpoints.filer_grpc
+            env["FILESTORE_CLAMD_ADDR"] = endpoints.clamd_addr
         return env
 
     def _socket_dir(self) -> Path:

@@ -6,8 +6,9 @@ import grpc
 
 from filestore.core import events, s3
 from filestore.core.auth import ServiceIdentity, TokenVerifier
-from filestore.core.clients import insecure_channel
+from filestore.core.clients import service_channel
 from filestore.core.server import ServerHandle, create_server
+from filestore.processor.bridge import SeaweedBridge
 from filestore.processor.pipeline import Pipeline
 from filestore.processor.servicer import ProcessorServicer
 from filestore.processor.settings import ProcessorSettings
@@ -19,7 +20,7 @@ DOMAIN = "processor.filestore.v1"
 
 async def build(settings: ProcessorSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="processor")
-    channel = insecure_channel(settings.metadata_address, token=identity.token)
+    channel = service_channel(settings.metadata_address, token=identity.token, tls=settings.server.tls)
     metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
     nats_client = await events.connect(settings.nats, name="filestore-processor")
     jetstream = nats_client.jetstream()
@@ -39,7 +40,8 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
     handle = create_server(
         listen=settings.server.listen,
         domain=DOMAIN,
-        verifier=TokenVerifier(settings.auth.secret),
+        verifier=TokenVerifier.from_settings(settings.auth),
+        tls=settings.server.tls,
         register=register,
     )
     await worker.start()
@@ -47,4 +49,14 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
     handle.on_shutdown.append(channel.close)
     handle.on_shutdown.append(nats_client.drain)
     handle.on_shutdown.append(worker.stop)
+    if settings.filer_grpc is not None:
+        bridge = SeaweedBridge(
+            filer_address=settings.filer_grpc,
+            bucket=settings.s3.bucket,
+            jetstream=jetstream,
+            subject_prefix=settings.nats.subject_prefix,
+        )
+        await bridge.start()
+        # Runs first at shutdown: the bridge saves its cursor while NATS is still connected.
+        handle.on_shutdown.append(bridge.stop)
     return handle

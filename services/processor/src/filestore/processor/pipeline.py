@@ -1,24 +1,40 @@
 """The processing pipeline for one stored object. Every step is idempotent: an event may be
-delivered again after a crash or a timeout, and the outcome must be the same."""
+delivered again after a crash or a timeout, and the outcome must be the same.
+
+Order: ``integrity`` (stream, SHA-256 and size) → ``sniff`` (libmagic on a Range read; the sniffed type
+chooses the remaining steps) → ``scan`` (clamd INSTREAM) → ``thumbnail`` → ``ocr``. The *required* steps
+(by default integrity, sniff and scan) gate READY: each must pass, or be skipped by policy. The others run
+after READY is announced, so slow renderers never delay a file's availability; they record their outcome
+and never change the file's state. A redelivered event resumes: steps that already passed are not run
+again, derivatives are overwritten in place and registered once per kind.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import io
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
+from PIL import Image
 
 from filestore.core import events
 from filestore.core.clients import translated_errors
-from filestore.core.errors import NotFound, Unavailable
+from filestore.core.errors import NotFound
+from filestore.processor import media
+from filestore.processor.pipeline_config import MAX_TEXT_BYTES, Step
+from filestore.processor.scanner import ClamdScanner, Scanner
 from filestore.processor.settings import ProcessorSettings
+from filestore.processor.storage import ObjectStore, TooLarge, scratch_directory
 from filestore.v1 import events_pb2, metadata_service_pb2, resources_pb2
 
 if TYPE_CHECKING:
@@ -26,8 +42,12 @@ if TYPE_CHECKING:
 
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub
 
+__all__ = ["Digest", "NotYetUploaded", "Pipeline", "StepResult", "file_ref", "truncate_utf8"]
+
 log = structlog.get_logger("filestore.processor")
 
+T = TypeVar("T")
+Heartbeat = Callable[[], Awaitable[None]]
 Status = resources_pb2.FileStatus
 Outcome = resources_pb2.StepOutcome
 TERMINAL = frozenset(
@@ -38,7 +58,13 @@ TERMINAL = frozenset(
         Status.FILE_STATUS_DELETED,
     }
 )
+#: Outcomes a redelivery does not repeat; SKIPPED is "not applicable or refused by policy".
+SETTLED: Final = frozenset({Outcome.STEP_OUTCOME_PASSED, Outcome.STEP_OUTCOME_SKIPPED})
 ORIGINALS_PREFIX = "originals/"
+OCR_DPI: Final = 300
+THUMBNAIL_CONTENT_TYPE: Final = "image/webp"
+#: What clamd (with AlertExceedsMax) answers when a limit stopped the scan.
+SCAN_LIMIT_SIGNATURE: Final = "Heuristics.Limits.Exceeded"
 
 
 class NotYetUploaded(Exception):
@@ -49,6 +75,22 @@ class NotYetUploaded(Exception):
 class Digest:
     sha256: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    outcome: resources_pb2.StepOutcome.ValueType
+    details: dict[str, str] = field(default_factory=dict)
+    #: The file's end when this step decides it: (QUARANTINED or FAILED, reason).
+    stop: tuple[resources_pb2.FileStatus.ValueType, str] | None = None
+
+
+def passed(**details: str) -> StepResult:
+    return StepResult(Outcome.STEP_OUTCOME_PASSED, details)
+
+
+def skipped(reason: str, **details: str) -> StepResult:
+    return StepResult(Outcome.STEP_OUTCOME_SKIPPED, {"reason": reason, **details})
 
 
 def file_ref(event: events_pb2.ObjectCreated) -> tuple[str, str] | None:
@@ -63,6 +105,28 @@ def file_ref(event: events_pb2.ObjectCreated) -> tuple[str, str] | None:
     return None
 
 
+def truncate_utf8(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """At most ``limit`` bytes of UTF-8, cut at a character boundary."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+@dataclass
+class _Run:
+    """One delivery of one event: where the object is, and the scratch files its steps share."""
+
+    tenant: str
+    file_id: str
+    bucket: str
+    key: str
+    heartbeat: Heartbeat
+    sniffed: str = ""
+    scratch: Path | None = None
+    spooled: Path | None = None
+
+
 class Pipeline:
     def __init__(
         self,
@@ -71,16 +135,24 @@ class Pipeline:
         metadata: MetadataServiceAsyncStub,
         storage: S3Client,
         jetstream: JetStreamContext,
+        scanner: Scanner | None = None,
     ) -> None:
         self._settings = settings
+        self._config = settings.pipeline
         self._metadata = metadata
-        self._storage = storage
+        self._objects = ObjectStore(storage, chunk_bytes=settings.read_chunk_bytes)
+        self._scanner = scanner or ClamdScanner(
+            self._config.clamd_address,
+            timeout_s=self._config.scan_timeout_s,
+            frame_bytes=self._config.scan_chunk_bytes,
+        )
         self._js = jetstream
         self._subjects = events.Subjects(settings.nats.subject_prefix)
+        self._heartbeat_interval_s = max(1.0, settings.ack_wait_s / 3)
 
-    async def process(
-        self, event: events_pb2.ObjectCreated, heartbeat: Callable[[], Awaitable[None]]
-    ) -> None:
+    # ---------------------------------------------------------------------------------- entry
+
+    async def process(self, event: events_pb2.ObjectCreated, heartbeat: Heartbeat) -> None:
         ref = file_ref(event)
         if ref is None:
             log.info("event_ignored", key=event.key)
@@ -88,45 +160,353 @@ class Pipeline:
         tenant, file_id = ref
         structlog.contextvars.bind_contextvars(file_id=file_id)
         file = await self._get_file(tenant, file_id)
-        if file.status in TERMINAL:
+        if file.status in TERMINAL and file.status != Status.FILE_STATUS_READY:
             log.info("already_processed", status=Status.Name(file.status))
             return
         if file.status == Status.FILE_STATUS_PENDING:
             raise NotYetUploaded(file_id)
-        if file.status == Status.FILE_STATUS_UPLOADED:
-            file = await self._transition(tenant, file_id, Status.FILE_STATUS_PROCESSING)
-
-        digest = await self._stream_digest(event.bucket or self._settings.s3.bucket, event.key, heartbeat)
-        with translated_errors():
-            file = await self._metadata.RecordVerifiedContent(
-                metadata_service_pb2.RecordVerifiedContentRequest(
-                    file_id=file_id, tenant=tenant, sha256=digest.sha256, size=digest.size
-                )
-            )
-        passed = file.status != Status.FILE_STATUS_QUARANTINED
-        await self._record(
-            tenant,
-            file_id,
-            "integrity",
-            Outcome.STEP_OUTCOME_PASSED if passed else Outcome.STEP_OUTCOME_FAILED,
-            {"sha256": digest.sha256, "size": str(digest.size)},
+        run = _Run(
+            tenant=tenant,
+            file_id=file_id,
+            bucket=event.bucket or self._settings.s3.bucket,
+            key=event.key,
+            heartbeat=heartbeat,
+            sniffed=file.sniffed_content_type,
         )
-        if file.status == Status.FILE_STATUS_PROCESSING:
-            file = await self._transition(tenant, file_id, Status.FILE_STATUS_READY)
-        await self._announce(file, event)
-        log.info("processed", status=Status.Name(file.status))
+        with contextlib.ExitStack() as cleanup:
+            run.scratch = cleanup.enter_context(scratch_directory())
+            settled = await self._settled_steps(tenant, file_id)
+            if file.status != Status.FILE_STATUS_READY:
+                if file.status == Status.FILE_STATUS_UPLOADED:
+                    file = await self._transition(tenant, file_id, Status.FILE_STATUS_PROCESSING)
+                file = await self._gate(run, file, settled)
+                await self._announce(file, event)
+                log.info("processed", status=Status.Name(file.status))
+                if file.status != Status.FILE_STATUS_READY:
+                    return
+            # READY: the enrichment steps (a redelivery after READY resumes here).
+            await self._enrich(run, file, settled)
 
     async def fail(self, event: events_pb2.ObjectCreated, reason: str) -> None:
-        """The event exhausted its deliveries: the file ends FAILED with the reason."""
+        """The event exhausted its deliveries: the file ends FAILED with the reason (unless it already
+        reached a terminal state, e.g. READY before an enrichment step kept failing, or is still PENDING)."""
         ref = file_ref(event)
         if ref is None:
             return
         tenant, file_id = ref
         try:
+            file = await self._get_file(tenant, file_id)
+            if file.status not in (Status.FILE_STATUS_UPLOADED, Status.FILE_STATUS_PROCESSING):
+                return
             file = await self._transition(tenant, file_id, Status.FILE_STATUS_FAILED, reason=reason)
         except NotFound:
             return
         await self._announce(file, event)
+
+    # ------------------------------------------------------------------------------ the steps
+
+    async def _gate(self, run: _Run, file: resources_pb2.File, settled: set[str]) -> resources_pb2.File:
+        """The required steps; answers the file READY, QUARANTINED or FAILED."""
+        for step in (Step.INTEGRITY, Step.SNIFF):
+            if step in settled and (step != Step.SNIFF or run.sniffed):
+                continue
+            file, result = await self._timed(run, step, file)
+            if result.stop is not None:
+                return await self._stop(run, file, result.stop)
+        steps = self._config.steps_for(run.sniffed)
+        for step in steps:
+            if step in (Step.INTEGRITY, Step.SNIFF) or step not in self._config.required:
+                continue
+            if step in settled:
+                continue
+            file, result = await self._timed(run, step, file)
+            if result.stop is not None:
+                return await self._stop(run, file, result.stop)
+            if result.outcome not in SETTLED:
+                return await self._stop(run, file, (Status.FILE_STATUS_FAILED, f"{step.upper()}_FAILED"))
+        return await self._transition(run.tenant, run.file_id, Status.FILE_STATUS_READY)
+
+    async def _enrich(self, run: _Run, file: resources_pb2.File, settled: set[str]) -> None:
+        for step in self._config.steps_for(run.sniffed or file.sniffed_content_type):
+            if step in self._config.required or step in settled:
+                continue
+            await self._timed(run, step, file)
+
+    async def _timed(
+        self, run: _Run, step: Step, file: resources_pb2.File
+    ) -> tuple[resources_pb2.File, StepResult]:
+        started = time.monotonic()
+        file, result = await self._run_step(run, step, file)
+        await self._record(run.tenant, run.file_id, step, result.outcome, result.details)
+        log.info(
+            "step_done",
+            step=step.value,
+            outcome=Outcome.Name(result.outcome),
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return file, result
+
+    async def _run_step(
+        self, run: _Run, step: Step, file: resources_pb2.File
+    ) -> tuple[resources_pb2.File, StepResult]:
+        if step == Step.INTEGRITY:
+            return await self._integrity(run, file)
+        if step == Step.SNIFF:
+            return file, await self._sniff(run, file)
+        if step == Step.SCAN:
+            return file, await self._scan(run, file)
+        if step == Step.THUMBNAIL:
+            return file, await self._thumbnail(run)
+        return file, await self._ocr(run)
+
+    async def _integrity(self, run: _Run, file: resources_pb2.File) -> tuple[resources_pb2.File, StepResult]:
+        digest = await self._blocking(run, self._stream_digest, run.bucket, run.key)
+        with translated_errors():
+            file = await self._metadata.RecordVerifiedContent(
+                metadata_service_pb2.RecordVerifiedContentRequest(
+                    file_id=run.file_id, tenant=run.tenant, sha256=digest.sha256, size=digest.size
+                )
+            )
+        details = {"sha256": digest.sha256, "size": str(digest.size)}
+        if file.status == Status.FILE_STATUS_QUARANTINED:
+            # The metadata service already quarantined it (CHECKSUM_MISMATCH); nothing left to do.
+            return file, StepResult(
+                Outcome.STEP_OUTCOME_FAILED, details, stop=(file.status, file.status_reason)
+            )
+        return file, passed(**details)
+
+    def _stream_digest(self, bucket: str, key: str) -> Digest:
+        hasher = hashlib.sha256()
+        size = 0
+        for chunk in self._objects.chunks(bucket, key):
+            hasher.update(chunk)
+            size += len(chunk)
+        return Digest(sha256=hasher.hexdigest(), size=size)
+
+    async def _sniff(self, run: _Run, file: resources_pb2.File) -> StepResult:
+        head = await self._blocking(
+            run, self._objects.read_head, run.bucket, run.key, self._config.sniff_bytes
+        )
+        sniffed = media.sniff(head)
+        run.sniffed = sniffed
+        await self._record_facts(run, sniffed_content_type=sniffed)
+        judged = media.judge_types(file.declared_content_type, sniffed)
+        details = {
+            "declared": file.declared_content_type,
+            "sniffed": sniffed,
+            "agrees": "true" if judged.agrees else "false",
+        }
+        if judged.disguised_executable:
+            return StepResult(
+                Outcome.STEP_OUTCOME_FAILED,
+                details,
+                stop=(Status.FILE_STATUS_QUARANTINED, "CONTENT_TYPE_MISMATCH"),
+            )
+        return passed(**details)
+
+    async def _scan(self, run: _Run, file: resources_pb2.File) -> StepResult:
+        if file.size > self._config.scan_max_bytes:
+            # Fail closed: content the scanner cannot take is never served unscanned.
+            return StepResult(
+                Outcome.STEP_OUTCOME_SKIPPED,
+                {"reason": "TOO_LARGE_TO_SCAN", "limit": str(self._config.scan_max_bytes)},
+                stop=(Status.FILE_STATUS_FAILED, "TOO_LARGE_TO_SCAN"),
+            )
+        verdict = await self._blocking(
+            run, lambda: self._scanner.scan(self._objects.chunks(run.bucket, run.key))
+        )
+        if verdict.signature.startswith(SCAN_LIMIT_SIGNATURE):
+            # clamd stopped at one of its limits: the content was not fully scanned, which is no
+            # verdict on it. Fail closed, as for objects over scan_max_bytes.
+            return StepResult(
+                Outcome.STEP_OUTCOME_SKIPPED,
+                {"reason": "TOO_LARGE_TO_SCAN", "limit": verdict.signature},
+                stop=(Status.FILE_STATUS_FAILED, "TOO_LARGE_TO_SCAN"),
+            )
+        if not verdict.clean:
+            log.warning("malware_found", signature=verdict.signature)
+            return StepResult(
+                Outcome.STEP_OUTCOME_FAILED,
+                {"signature": verdict.signature, "scanner": "clamav"},
+                stop=(Status.FILE_STATUS_QUARANTINED, "MALWARE_FOUND"),
+            )
+        return passed(scanner="clamav")
+
+    async def _thumbnail(self, run: _Run) -> StepResult:
+        try:
+            if run.sniffed.startswith("video/"):
+                url = self._objects.presigned_get(run.bucket, run.key)
+                frame = await self._beating(
+                    run, media.video_frame(url, timeout_s=self._config.tool_timeout_s)
+                )
+                made = await self._blocking(run, self._thumbnails_of_bytes, frame)
+            else:
+                path = await self._spooled(run)
+                made = await self._blocking(run, self._thumbnails_of_file, path, run.sniffed)
+        except TooLarge as error:
+            return skipped("OBJECT_TOO_LARGE", size=str(error.size), limit=str(error.limit))
+        except media.ImageTooLarge as error:
+            return skipped(
+                "IMAGE_TOO_LARGE", width=str(error.width), height=str(error.height), limit=str(error.limit)
+            )
+        except media.ToolMissing as error:
+            return skipped("TOOL_MISSING", detail=str(error))
+        except media.ToolFailed as error:
+            return StepResult(
+                Outcome.STEP_OUTCOME_FAILED, {"reason": "UNREADABLE", "detail": str(error)[:500]}
+            )
+        kinds = []
+        for size, data in sorted(made.items()):
+            kind = f"thumbnail_{size}"
+            await self._write_derivative(run, kind, data, THUMBNAIL_CONTENT_TYPE)
+            kinds.append(kind)
+        return passed(derivatives=",".join(kinds))
+
+    def _thumbnails_of_file(self, path: Path, sniffed: str) -> dict[int, bytes]:
+        sizes = self._config.thumbnail_sizes
+        max_pixels = self._config.max_image_pixels
+        if sniffed == "application/pdf":
+            with media.pdf_first_page(path, max_pixels=max_pixels, dpi=96) as page:
+                return media.thumbnails_webp(page, sizes)
+        with media.open_image(path, max_pixels=max_pixels) as image:
+            return media.thumbnails_webp(image, sizes)
+
+    def _thumbnails_of_bytes(self, data: bytes) -> dict[int, bytes]:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > self._config.max_image_pixels:
+                raise media.ImageTooLarge(width, height, self._config.max_image_pixels)
+            return media.thumbnails_webp(image, self._config.thumbnail_sizes)
+
+    async def _ocr(self, run: _Run) -> StepResult:
+        try:
+            path = await self._spooled(run)
+            source = "ocr"
+            if run.sniffed == "application/pdf":
+                text = await self._blocking(run, media.pdf_text, path)
+                if text:
+                    source = "text_layer"
+                else:
+                    image_path = await self._blocking(run, self._pdf_page_png, path)
+                    text = await self._beating(run, self._tesseract(image_path))
+            else:
+                image_path = await self._blocking(run, self._ocr_input, path)
+                text = await self._beating(run, self._tesseract(image_path))
+        except TooLarge as error:
+            return skipped("OBJECT_TOO_LARGE", size=str(error.size), limit=str(error.limit))
+        except media.ImageTooLarge as error:
+            return skipped(
+                "IMAGE_TOO_LARGE", width=str(error.width), height=str(error.height), limit=str(error.limit)
+            )
+        except media.ToolMissing as error:
+            return skipped("TOOL_MISSING", detail=str(error))
+        except media.ToolFailed as error:
+            return StepResult(
+                Outcome.STEP_OUTCOME_FAILED, {"reason": "UNREADABLE", "detail": str(error)[:500]}
+            )
+        stored = truncate_utf8(text)
+        if stored:
+            await self._record_facts(run, extracted_text=stored)
+        return passed(source=source, chars=str(len(stored)), truncated="true" if stored != text else "false")
+
+    async def _tesseract(self, image_path: Path) -> str:
+        return await media.ocr(
+            image_path, languages=self._config.ocr_languages, timeout_s=self._config.tool_timeout_s
+        )
+
+    def _ocr_input(self, path: Path) -> Path:
+        """An image tesseract reads, after the pixel guard: the original when Leptonica reads its format
+        reliably, else a PNG of its first frame."""
+        with media.open_image(path, max_pixels=self._config.max_image_pixels) as image:
+            if image.format in ("PNG", "JPEG", "TIFF"):
+                return path
+            target = path.with_name("ocr.png")
+            image.convert("RGB").save(target, format="PNG")
+            return target
+
+    def _pdf_page_png(self, path: Path) -> Path:
+        target = path.with_name("page1.png")
+        with media.pdf_first_page(path, max_pixels=self._config.max_image_pixels, dpi=OCR_DPI) as page:
+            page.save(target, format="PNG")
+        return target
+
+    async def _spooled(self, run: _Run) -> Path:
+        """The original in the run's scratch directory (bounded by max_render_bytes), once per run."""
+        if run.spooled is None:
+            assert run.scratch is not None
+            run.spooled = await self._blocking(
+                run,
+                lambda: self._objects.spool(
+                    run.bucket, run.key, limit=self._config.max_render_bytes, directory=run.scratch or Path()
+                ),
+            )
+        return run.spooled
+
+    async def _write_derivative(self, run: _Run, kind: str, data: bytes, content_type: str) -> None:
+        """Write first, then register: a crash in between leaves an object that the next delivery
+        overwrites, never a record pointing at nothing. Re-registering a kind replaces it."""
+        key = f"derivatives/{run.tenant}/{run.file_id}/{kind}"
+        await self._blocking(run, self._objects.put, run.bucket, key, data, content_type=content_type)
+        with translated_errors():
+            derivative = await self._metadata.CreateDerivative(
+                metadata_service_pb2.CreateDerivativeRequest(
+                    tenant=run.tenant,
+                    derivative=resources_pb2.Derivative(
+                        file_id=run.file_id, kind=kind, size=len(data), content_type=content_type
+                    ),
+                )
+            )
+        if derivative.storage_key != key:
+            log.warning("derivative_key_differs", expected=key, registered=derivative.storage_key)
+
+    # ---------------------------------------------------------------------------- plumbing
+
+    async def _beating(self, run: _Run, work: Awaitable[T]) -> T:
+        """Await ``work`` while telling JetStream every ack_wait/3 that the event is in progress, so a
+        long step is not redelivered to another worker while this one is busy."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._heartbeat_interval_s)
+                if done:
+                    return task.result()
+                await run.heartbeat()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _blocking(self, run: _Run, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        return await self._beating(run, asyncio.to_thread(fn, *args, **kwargs))
+
+    async def _stop(
+        self, run: _Run, file: resources_pb2.File, stop: tuple[resources_pb2.FileStatus.ValueType, str]
+    ) -> resources_pb2.File:
+        status, reason = stop
+        if file.status == status:
+            return file
+        return await self._transition(run.tenant, run.file_id, status, reason=reason)
+
+    async def _settled_steps(self, tenant: str, file_id: str) -> set[str]:
+        with translated_errors():
+            listed = await self._metadata.ListProcessingResults(
+                metadata_service_pb2.ListProcessingResultsRequest(file_id=file_id, tenant=tenant)
+            )
+        return {result.step for result in listed.results if result.outcome in SETTLED}
+
+    async def _record_facts(
+        self, run: _Run, *, sniffed_content_type: str = "", extracted_text: str = ""
+    ) -> None:
+        with translated_errors():
+            await self._metadata.RecordFileFacts(
+                metadata_service_pb2.RecordFileFactsRequest(
+                    file_id=run.file_id,
+                    tenant=run.tenant,
+                    sniffed_content_type=sniffed_content_type,
+                    extracted_text=extracted_text,
+                )
+            )
 
     async def _get_file(self, tenant: str, file_id: str) -> resources_pb2.File:
         with translated_errors():
@@ -161,39 +541,6 @@ class Pipeline:
                     ),
                 )
             )
-
-    async def _stream_digest(self, bucket: str, key: str, heartbeat: Callable[[], Awaitable[None]]) -> Digest:
-        """SHA-256 and size of the stored object, read in fixed-size chunks (memory does not grow
-        with the object), with heartbeats so a long read is not redelivered to another worker."""
-        chunk = self._settings.read_chunk_bytes
-
-        def read() -> Digest:
-            hasher = hashlib.sha256()
-            size = 0
-            body = self._storage.get_object(Bucket=bucket, Key=key)["Body"]
-            try:
-                for part in body.iter_chunks(chunk):
-                    hasher.update(part)
-                    size += len(part)
-            finally:
-                body.close()
-            return Digest(sha256=hasher.hexdigest(), size=size)
-
-        reading = asyncio.ensure_future(asyncio.to_thread(read))
-        interval = max(1.0, self._settings.ack_wait_s / 3)
-        try:
-            while True:
-                done, _ = await asyncio.wait({reading}, timeout=interval)
-                if done:
-                    return reading.result()
-                await heartbeat()
-        except (ClientError, BotoCoreError) as error:
-            raise Unavailable(
-                f"cannot read {key} from storage: {error}", reason="STORAGE_UNAVAILABLE"
-            ) from error
-        finally:
-            if not reading.done():
-                reading.cancel()
 
     async def _announce(self, file: resources_pb2.File, cause: events_pb2.ObjectCreated) -> None:
         if file.status not in TERMINAL or file.status == Status.FILE_STATUS_DELETED:

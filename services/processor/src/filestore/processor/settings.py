@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from filestore.core.settings import PREFIX, AuthSettings, Env, GrpcServerSettings, NatsSettings, S3Settings
+from filestore.processor.pipeline_config import PipelineSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,6 +23,10 @@ class ProcessorSettings:
     ack_wait_s: float
     #: Bytes read from storage at a time while streaming; bounds the worker's memory per event.
     read_chunk_bytes: int
+    #: SeaweedFS filer gRPC address: when set, this process also runs the storage-event bridge.
+    filer_grpc: str | None = None
+    #: Steps per content type, which gate READY, scanner address and rendering limits.
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ProcessorSettings:
@@ -37,5 +42,9 @@ class ProcessorSettings:
             ack_wait_s=env.number(f"{PREFIX}WORKER_ACK_WAIT_S", 30.0, minimum=1.0),
             read_chunk_bytes=env.integer(
                 f"{PREFIX}READ_CHUNK_BYTES", 1024 * 1024, minimum=64 * 1024, maximum=64 * 1024 * 1024
+            ),
+            pipeline=PipelineSettings.from_env(env),
+            filer_grpc=(
+                env.address(f"{PREFIX}FILER_GRPC") if env.optional_str(f"{PREFIX}FILER_GRPC") else None
             ),
         )

@@ -1,6 +1,7 @@
 """The worker: a durable pull consumer shared by every processor process, with bounded concurrency.
 
-Acknowledgement rules: ack when the pipeline finished (or the event is not ours); nak with a growing
+Acknowledgement rules: ack when the pipeline finished (or the event is not ours, or its file is still
+PENDING: the broker announces the completed upload again); nak with a growing
 delay on a transient failure; on the last allowed delivery, publish the event to the dead-letter
 subject, mark the file FAILED, and ack.
 """
@@ -110,9 +111,21 @@ class Worker:
         structlog.contextvars.bind_contextvars(key=event.key, delivery=deliveries)
         try:
             await self._pipeline.process(event, heartbeat=message.in_progress)
-        except (FilestoreError, NotYetUploaded, OSError) as error:
+        except NotYetUploaded:
+            # Storage announced the object before its upload was completed. Set it aside: the broker's
+            # CompleteUpload publishes the completed upload under an id of its own, and that event runs
+            # the pipeline. Retrying here would dead-letter (and try to fail) a file still being uploaded.
+            log.info("event_set_aside", reason="NOT_YET_UPLOADED")
+            await message.ack()
+            return
+        except Exception as error:
             reason = getattr(error, "reason", type(error).__name__.upper())
-            retryable = getattr(error, "retryable", True) or isinstance(error, NotYetUploaded)
+            if not isinstance(error, FilestoreError | OSError):
+                # A bug or a library surprise: retried like a transient failure, so that it ends in the
+                # dead-letter subject with the file FAILED instead of silently exhausting its deliveries.
+                log.exception("pipeline_error")
+                reason = "INTERNAL_ERROR"
+            retryable = getattr(error, "retryable", True)
             if not retryable:
                 log.warning("event_rejected", reason=reason)
                 await message.ack()

@@ -1,0 +1,1 @@
+"""Generated code for SeaweedFS's filer API (services/processor/scripts/gen_filer_stubs.py); never edit."""
