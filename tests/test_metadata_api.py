@@ -895,6 +895,9 @@ async def test_quotas_reserve_settle_release_and_refuse(
     # Reserve at creation, settle to the real size at completion.
     body = os.urandom(30_000)
     file = await upload_bytes(alice, body)
+    # The pipeline writes to the catalogue until the file is READY: let it finish before the
+    # "changes nothing" checks below take their snapshots.
+    await status_events.wait_for(file.id)
     assert await _quota(alice.metadata) == (100_000, 30_000, 0)
     assert await _quota(alice.metadata, owner="alice") == (80_000, 30_000, 0)
 
