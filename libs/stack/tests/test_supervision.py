@@ -46,8 +46,11 @@ async def test_services_start_serving_get_their_env_and_survive_kill_and_restart
         assert env["FILESTORE_LISTEN"] == endpoints.upload_addr
         assert env["FILESTORE_METADATA_ADDR"] == endpoints.metadata_addr
         assert env["FILESTORE_S3_ENDPOINT"] == endpoints.s3_endpoint
-        assert env["FILESTORE_S3_ACCESS_KEY"] == endpoints.s3_access_key
-        assert env["FILESTORE_S3_SECRET_KEY"] == endpoints.s3_secret_key
+        # The broker's own, least-privilege storage identity, not the operators' full-rights one.
+        assert (env["FILESTORE_S3_ACCESS_KEY"], env["FILESTORE_S3_SECRET_KEY"]) == (
+            endpoints.credentials.service_s3_keys["upload"]
+        )
+        assert env["FILESTORE_S3_ACCESS_KEY"] != endpoints.s3_access_key
         assert env["FILESTORE_S3_REGION"] == "us-east-1"
         assert env["FILESTORE_NATS_URL"] == endpoints.nats_url
         assert env["FILESTORE_AUTH_SECRET"] == endpoints.auth_secret

@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,15 +19,26 @@ from filestore.stack.errors import StackConfigError
 
 __all__ = [
     "S3_IDENTITY_NAME",
+    "SERVICE_S3_ACTIONS",
     "StackCredentials",
     "load_or_create_credentials",
     "read_auth_secret",
     "read_s3_credentials",
+    "read_service_s3_keys",
     "write_private_file",
 ]
 
 S3_IDENTITY_NAME = "filestore"
 _ACCESS_KEY_ALPHABET = string.ascii_uppercase + string.digits
+#: Least privilege: what each service may do, in the stack's bucket only (SeaweedFS actions). The
+#: download signer can only read, the metadata service only delete what no file needs any more; the
+#: identity written to stack.json (operators, tests) keeps full rights.
+SERVICE_S3_ACTIONS: Mapping[str, tuple[str, ...]] = {
+    "upload": ("Read", "Write", "List"),
+    "processor": ("Read", "Write"),
+    "download": ("Read",),
+    "metadata": ("Write",),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,8 @@ class StackCredentials:
     s3_access_key: str
     s3_secret_key: str = field(repr=False)
     auth_secret: str = field(repr=False)
+    #: Each service's own S3 key pair, limited to SERVICE_S3_ACTIONS.
+    service_s3_keys: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
 
 def write_private_file(path: Path, content: str) -> None:
@@ -76,18 +90,37 @@ def read_auth_secret(path: Path) -> str:
     return secret
 
 
-def load_or_create_credentials(paths: StackPaths) -> StackCredentials:
+def read_service_s3_keys(path: Path) -> dict[str, tuple[str, str]]:
+    """Each service's (access key, secret key) from ``s3_credentials.json``; empty if it has none."""
+    try:
+        services = json.loads(path.read_text(encoding="utf-8")).get("services", {})
+        return {name: (keys["access_key"], keys["secret_key"]) for name, keys in services.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StackConfigError(f"{path} is not a readable S3 credentials file ({exc})") from None
+
+
+def _new_key_pair() -> dict[str, str]:
+    access_key = "FS" + "".join(secrets.choice(_ACCESS_KEY_ALPHABET) for _ in range(18))
+    return {"access_key": access_key, "secret_key": secrets.token_urlsafe(30)}
+
+
+def load_or_create_credentials(paths: StackPaths, *, bucket: str) -> StackCredentials:
     """The secrets of ``paths.home``, generating missing ones; rewrites SeaweedFS's identities file."""
     paths.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not paths.s3_credentials.exists():
-        access_key = "FS" + "".join(secrets.choice(_ACCESS_KEY_ALPHABET) for _ in range(18))
-        write_private_file(
-            paths.s3_credentials,
-            json.dumps({"access_key": access_key, "secret_key": secrets.token_urlsafe(30)}, indent=2) + "\n",
-        )
+        write_private_file(paths.s3_credentials, json.dumps(_new_key_pair(), indent=2) + "\n")
     if not paths.auth_secret.exists():
         write_private_file(paths.auth_secret, secrets.token_hex(32) + "\n")
     access_key, secret_key = read_s3_credentials(paths.s3_credentials)
+    service_keys = read_service_s3_keys(paths.s3_credentials)
+    if set(service_keys) != set(SERVICE_S3_ACTIONS):
+        # A state directory from before per-service identities, or a new service: add what is missing.
+        data = json.loads(paths.s3_credentials.read_text(encoding="utf-8"))
+        services = data.setdefault("services", {})
+        for name in SERVICE_S3_ACTIONS:
+            services.setdefault(name, _new_key_pair())
+        write_private_file(paths.s3_credentials, json.dumps(data, indent=2) + "\n")
+        service_keys = read_service_s3_keys(paths.s3_credentials)
     # Regenerated every start from the credentials file, the single source of truth.
     identities = {
         "identities": [
@@ -95,7 +128,15 @@ def load_or_create_credentials(paths: StackPaths) -> StackCredentials:
                 "name": S3_IDENTITY_NAME,
                 "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+            },
+            *(
+                {
+                    "name": f"{S3_IDENTITY_NAME}-{name}",
+                    "credentials": [{"accessKey": service_keys[name][0], "secretKey": service_keys[name][1]}],
+                    "actions": [f"{action}:{bucket}" for action in actions],
+                }
+                for name, actions in SERVICE_S3_ACTIONS.items()
+            ),
         ]
     }
     write_private_file(paths.s3_identities, json.dumps(identities, indent=2) + "\n")
@@ -103,4 +144,5 @@ def load_or_create_credentials(paths: StackPaths) -> StackCredentials:
         s3_access_key=access_key,
         s3_secret_key=secret_key,
         auth_secret=read_auth_secret(paths.auth_secret),
+        service_s3_keys=service_keys,
     )

@@ -46,6 +46,7 @@ from filestore.stack.credentials import (
     StackCredentials,
     read_auth_secret,
     read_s3_credentials,
+    read_service_s3_keys,
     write_private_file,
 )
 from filestore.stack.errors import StackConfigError
@@ -187,6 +188,7 @@ def load_stack_json(path: Path) -> StackInfo:
             s3_access_key=access_key,
             s3_secret_key=secret_key,
             auth_secret=read_auth_secret(auth_secret_file),
+            service_s3_keys=read_service_s3_keys(s3_credentials_file),
         )
         endpoint_fields = StackEndpoints.__dataclass_fields__.keys() - {"credentials"}
         endpoints = StackEndpoints(credentials=credentials, **{k: str(data[k]) for k in endpoint_fields})

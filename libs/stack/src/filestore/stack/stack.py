@@ -144,7 +144,7 @@ class Stack:
         self._acquire_home_lock()
         try:
             self._check_ports_free(self.config.components)
-            self._credentials = load_or_create_credentials(self.paths)
+            self._credentials = load_or_create_credentials(self.paths, bucket=self.config.bucket)
             self.paths.logs.mkdir(parents=True, exist_ok=True)
             for component in self.config.components:
                 await self._start_component(component)
@@ -399,11 +399,13 @@ class Stack:
             FILESTORE_LOG_LEVEL=self.config.log_level,
             FILESTORE_AUTH_SECRET=endpoints.auth_secret,
         )
-        # Every service talks to storage; metadata only to delete objects no file needs any more.
+        # Every service talks to storage with an identity of its own, limited to what it does
+        # (SERVICE_S3_ACTIONS); metadata only deletes objects no file needs any more.
+        access_key, secret_key = endpoints.credentials.service_s3_keys[service]
         env.update(
             FILESTORE_S3_ENDPOINT=endpoints.s3_endpoint,
-            FILESTORE_S3_ACCESS_KEY=endpoints.s3_access_key,
-            FILESTORE_S3_SECRET_KEY=endpoints.s3_secret_key,
+            FILESTORE_S3_ACCESS_KEY=access_key,
+            FILESTORE_S3_SECRET_KEY=secret_key,
             FILESTORE_S3_BUCKET=endpoints.bucket,
             FILESTORE_S3_REGION=endpoints.s3_region,
         )
