@@ -16,7 +16,7 @@ APT_PACKAGES := libmagic1 clamav clamav-daemon tesseract-ocr tesseract-ocr-eng f
 help:
 	@echo "make run    start the embedded stack (SeaweedFS, NATS, the four services) under \$$FILESTORE_HOME"
 	@echo "make test   install what is missing, then ruff, mypy, buf lint, proto freshness and pytest"
-	@echo "make proto  regenerate libs/protos from protos/"
+	@echo "make proto  regenerate the Python code of protos/ (and of the SeaweedFS filer subset)"
 
 $(TOOLS)/bin/uv:
 	python3 -m venv $(TOOLS)
@@ -47,7 +47,6 @@ proto: env
 
 proto-check: env
 	$(PY) scripts/protogen.py --check
-	$(PY) services/processor/scripts/gen_filer_stubs.py --check
 
 buf-lint: node-deps
 	$(BUF) lint
@@ -58,7 +57,7 @@ lint: env
 
 typecheck: env
 	$(VENV)/bin/mypy libs/core/src libs/stack/src services/metadata/src services/upload/src \
-	  services/processor/src services/download/src scripts services/processor/scripts
+	  services/processor/src services/download/src scripts
 
 pytest: env system-deps
 	$(VENV)/bin/pytest

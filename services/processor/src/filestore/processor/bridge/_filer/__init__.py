@@ -1,1 +1,1 @@
-"""Generated code for SeaweedFS's filer API (services/processor/scripts/gen_filer_stubs.py); never edit."""
+"""Generated code for SeaweedFS's filer API (scripts/protogen.py, `make proto`); never edit."""
