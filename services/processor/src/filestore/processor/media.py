@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ __all__ = [
     "thumbnails_webp",
     "video_frame",
 ]
+
+#: How much lower than the worker the external tools (tesseract, ffmpeg) run, in nice levels.
+TOOL_NICENESS: Final = 10
 
 #: Types whose bytes a client's machine may run. One of these under any other declared type is the
 #: classic disguise (``invoice.png`` that is a PE file): the file is quarantined, never served.
@@ -194,11 +198,18 @@ def pdf_text(path: Path, *, max_pages: int = 200, max_chars: int = 1024 * 1024) 
 
 
 async def _run_tool(argv: list[str], *, timeout_s: float, stdin: bytes | None = None) -> bytes:
+    # Thumbnails and OCR are not on the way to READY: at a lower priority, the integrity, sniff and
+    # scan steps of the next files do not queue behind them for the CPU.
+    nice = shutil.which("nice")
+    priority = [nice, "-n", str(TOOL_NICENESS)] if nice else []
     process = await asyncio.create_subprocess_exec(
+        *priority,
         *argv,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # tesseract otherwise starts a thread per core for every page, and several run at once.
+        env={**os.environ, "OMP_THREAD_LIMIT": "1"},
     )
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout_s)
