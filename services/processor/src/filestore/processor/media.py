@@ -91,6 +91,11 @@ def sniff(head: bytes) -> str:
         return "application/x-empty"
     detected: str = magic.from_buffer(head, mime=True)
     detected = detected.lower()
+    if detected == "application/x-dosexec" and not head.startswith((b"MZ", b"ZM")):
+        # A DOS .COM program has no header: libmagic guesses one from the first instruction byte,
+        # which about 1 in 100 random (or encrypted, or compressed) files matches. Only the MZ
+        # signature of a real DOS/Windows executable is evidence enough to quarantine a file.
+        return "application/octet-stream"
     # Whatever libmagic says must be storable as a content type, or the file would be stuck.
     return detected if _MIME.match(detected) else "application/octet-stream"
 
