@@ -29,7 +29,7 @@ from PIL import Image
 
 from filestore.core import events
 from filestore.core.clients import translated_errors
-from filestore.core.errors import NotFound
+from filestore.core.errors import Aborted, NotFound
 from filestore.processor import media
 from filestore.processor.pipeline_config import MAX_TEXT_BYTES, Step
 from filestore.processor.scanner import ClamdScanner, Scanner
@@ -152,7 +152,16 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------------- entry
 
-    async def process(self, event: events_pb2.ObjectCreated, heartbeat: Heartbeat) -> None:
+    async def process(
+        self, event: events_pb2.ObjectCreated, heartbeat: Heartbeat, *, redelivered: bool = False
+    ) -> None:
+        """Run the pipeline for the file the event names.
+
+        Two events can name the same upload (the bridge's and the broker's re-announcement), and two
+        workers can take them at once. Moving the file UPLOADED -> PROCESSING under its etag is the
+        claim: one worker wins; a first delivery that finds the file claimed leaves it to the winner.
+        A redelivery is the winner's own event (the worker died), so it resumes the claimed file.
+        """
         ref = file_ref(event)
         if ref is None:
             log.info("event_ignored", key=event.key)
@@ -178,7 +187,14 @@ class Pipeline:
             settled = await self._settled_steps(tenant, file_id)
             if file.status != Status.FILE_STATUS_READY:
                 if file.status == Status.FILE_STATUS_UPLOADED:
-                    file = await self._transition(tenant, file_id, Status.FILE_STATUS_PROCESSING)
+                    claimed = await self._claim(tenant, file)
+                    if claimed is None:
+                        log.info("claimed_elsewhere")
+                        return
+                    file = claimed
+                elif not redelivered:
+                    log.info("claimed_elsewhere")
+                    return
                 file = await self._gate(run, file, settled)
                 await self._announce(file, event)
                 log.info("processed", status=Status.Name(file.status))
@@ -514,13 +530,32 @@ class Pipeline:
                 metadata_service_pb2.GetFileRequest(file_id=file_id, tenant=tenant, include_deleted=True)
             )
 
+    async def _claim(self, tenant: str, file: resources_pb2.File) -> resources_pb2.File | None:
+        """The file moved to PROCESSING by this worker, or None when another worker got there first."""
+        while file.status == Status.FILE_STATUS_UPLOADED:
+            try:
+                return await self._transition(tenant, file.id, Status.FILE_STATUS_PROCESSING, etag=file.etag)
+            except Aborted as error:
+                if error.reason != "ETAG_MISMATCH":
+                    raise
+            # Changed since it was read: claimed by another worker, or an UPLOADED file edited
+            # (renamed, relabelled), which is worth another try.
+            file = await self._get_file(tenant, file.id)
+        return None
+
     async def _transition(
-        self, tenant: str, file_id: str, status: resources_pb2.FileStatus.ValueType, *, reason: str = ""
+        self,
+        tenant: str,
+        file_id: str,
+        status: resources_pb2.FileStatus.ValueType,
+        *,
+        reason: str = "",
+        etag: str = "",
     ) -> resources_pb2.File:
         with translated_errors():
             return await self._metadata.TransitionFile(
                 metadata_service_pb2.TransitionFileRequest(
-                    file_id=file_id, tenant=tenant, status=status, reason=reason
+                    file_id=file_id, tenant=tenant, status=status, reason=reason, etag=etag
                 )
             )
 

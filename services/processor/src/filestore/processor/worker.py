@@ -110,7 +110,7 @@ class Worker:
             return
         structlog.contextvars.bind_contextvars(key=event.key, delivery=deliveries)
         try:
-            await self._pipeline.process(event, heartbeat=message.in_progress)
+            await self._pipeline.process(event, heartbeat=message.in_progress, redelivered=deliveries > 1)
         except NotYetUploaded:
             # Storage announced the object before its upload was completed. Set it aside: the broker's
             # CompleteUpload publishes the completed upload under an id of its own, and that event runs
