@@ -9,6 +9,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from filestore.metadata.db import inline_sqlite
+
 __all__ = ["create_engine", "is_sqlite", "session_factory"]
 
 
@@ -37,11 +39,20 @@ def create_engine(
     SQLite gets exactly one pooled connection. Several connections would only take turns at the write
     lock through SQLite's busy handler, which sleeps and polls (tens of milliseconds per retry under
     load); one connection makes transactions queue in-process instead, first come first served.
+    Its statements run on the event loop's thread (see :mod:`filestore.metadata.db.inline_sqlite`):
+    while another process holds the write lock, the busy timeout is how long the loop may stall.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(
-            parsed, echo=echo, pool_size=1, max_overflow=0, pool_timeout=pool_timeout
+            parsed,
+            echo=echo,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=pool_timeout,
+            async_creator=inline_sqlite.connect(
+                parsed.database or ":memory:", uri=parsed.query.get("uri") in ("true", "1")
+            ),
         )
         _configure_sqlite(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
         return engine
@@ -64,7 +75,8 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Hand transaction control to SQLAlchemy's "begin" event below instead of the driver's
         # implicit BEGIN before DML (which is deferred and skips SELECTs).
-        dbapi_connection.isolation_level = None
+        if dbapi_connection.isolation_level is not None:
+            dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys = ON")
