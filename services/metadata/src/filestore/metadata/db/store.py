@@ -728,7 +728,11 @@ async def record_upload(
     _check_non_negative(part_size, "part_size")
     _check_non_negative(part_count, "part_count")
     _check_non_negative(reserved_bytes, "reserved_bytes")
-    await _load_file(session, tenant=tenant, file_id=file_id, include_deleted=False)
+    # Usually the file was created a moment ago in this very transaction: the session's identity
+    # map answers without a query (a row is only ever deleted logically, so it cannot be stale).
+    file = await session.get(File, file_id)
+    if file is None or file.tenant != tenant or file.status == FileStatus.DELETED:
+        raise _file_not_found(file_id)
     now = utcnow()
     upload = Upload(
         id=new_id(),
@@ -1255,8 +1259,16 @@ async def reserve_quota(session: AsyncSession, *, tenant: str, owner: str, nbyte
     goes on to commit.
     """
     _check_non_negative(nbytes, "nbytes")
+    scopes = _quota_scopes(owner)
+    limited = set(
+        (
+            await session.scalars(select(Quota.owner).where(Quota.tenant == tenant, Quota.owner.in_(scopes)))
+        ).all()
+    )
+    if not limited:
+        return  # neither the tenant nor the owner has a limit: nothing to reserve against
     reserved: list[str] = []
-    for scope in _quota_scopes(owner):
+    for scope in (scope for scope in scopes if scope in limited):
         if await _add_reserved(session, tenant=tenant, owner=scope, nbytes=nbytes):
             reserved.append(scope)
             continue
