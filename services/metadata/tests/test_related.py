@@ -221,6 +221,28 @@ async def test_delete_reports_objects_nobody_needs(sessions: Sessions, tenant: s
         assert again.orphaned_storage_keys == []
 
 
+async def test_delete_takes_the_derivatives_with_the_file(sessions: Sessions, tenant: str) -> None:
+    file = await _new_file(sessions, tenant)
+    keys = [store.derivative_storage_key(tenant, file.id, kind) for kind in ("thumbnail_256", "text")]
+    async with sessions() as session, session.begin():
+        for kind, key in zip(("thumbnail_256", "text"), keys, strict=True):
+            await store.add_derivative(
+                session,
+                tenant=tenant,
+                file_id=file.id,
+                kind=kind,
+                storage_key=key,
+                size=1,
+                content_type="image/webp",
+            )
+    async with sessions() as session, session.begin():
+        deletion = await store.delete_file(session, tenant=tenant, file_id=file.id)
+    assert sorted(deletion.orphaned_storage_keys) == sorted([*keys, file.storage_key])
+    async with sessions() as session, session.begin():
+        with pytest.raises(NotFound):
+            await store.get_derivative(session, tenant=None, file_id=file.id, kind="text")
+
+
 async def test_reapers_never_claim_the_same_upload(sessions: Sessions, tenant: str) -> None:
     file = await _new_file(sessions, tenant)
     expired = {await _new_upload(sessions, tenant, file, expires_in=timedelta(seconds=-5)) for _ in range(6)}

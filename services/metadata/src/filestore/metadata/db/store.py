@@ -513,6 +513,22 @@ async def delete_file(
 async def _on_deleted(session: AsyncSession, file: File, previous: FileStatus) -> list[str]:
     if previous in _COUNTED_STATES:
         await refund_quota(session, tenant=file.tenant, owner=file.owner, nbytes=file.size)
+    # Derivatives are regenerable and nobody can read them through a deleted file: they go with it.
+    derivative_keys = list(
+        (
+            await session.scalars(
+                delete(Derivative)
+                .where(Derivative.file_id == file.id)
+                .returning(Derivative.storage_key)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+    )
+    return derivative_keys + await _release_blob(session, file)
+
+
+async def _release_blob(session: AsyncSession, file: File) -> list[str]:
+    """Drop the file's blob reference; the storage keys no record needs any more."""
     if file.blob_id is None:
         return [file.storage_key]
     released = (
