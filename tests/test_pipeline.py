@@ -389,6 +389,7 @@ async def test_two_workers_share_the_queue(
     first = pipeline_stack.process("processor")
     env = dict(first.env)
     env["FILESTORE_LISTEN"] = f"127.0.0.1:{free_port()}"
+    env["FILESTORE_METRICS_PORT"] = str(free_port())  # the first one's port is taken
     second = ManagedProcess("processor-2", first.argv, log_path=tmp_path / "processor-2.log", env=env)
     second.start()
     try:

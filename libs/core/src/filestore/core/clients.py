@@ -1,4 +1,5 @@
-"""Channels to Filestore services: the caller's identity on every call, errors made typed again."""
+"""Channels to Filestore services: the caller's identity and trace context on every call, errors made
+typed again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import grpc
 import structlog
 
+from filestore.core import tracing
 from filestore.core.auth import AUTHORIZATION_KEY
 from filestore.core.errors import error_from_rpc
 from filestore.core.settings import TlsSettings
@@ -19,8 +21,9 @@ REQUEST_ID_KEY = "x-request-id"
 
 
 class _IdentityInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds the bearer token, and the request id of the RPC being served (so one request can be
-    followed across services in the logs)."""
+    """Adds the bearer token, the request id of the RPC being served (so one request can be
+    followed across services in the logs) and the current trace context (so the callee's span joins
+    the caller's trace). A ``traceparent`` the caller set on the call itself is kept."""
 
     def __init__(self, token: Callable[[], str]) -> None:
         self._token = token
@@ -31,6 +34,10 @@ class _IdentityInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         request_id = structlog.contextvars.get_contextvars().get("request_id")
         if isinstance(request_id, str) and not any(k == REQUEST_ID_KEY for k, _ in metadata):
             metadata.append((REQUEST_ID_KEY, request_id))
+        if not any(k == tracing.TRACEPARENT for k, _ in metadata):
+            carrier: dict[str, str] = {}
+            tracing.inject(carrier)
+            metadata.extend(carrier.items())
         return await continuation(details._replace(metadata=metadata), request)
 
 

@@ -8,6 +8,7 @@ Provisioning is idempotent: every service may run it at start, concurrently.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import nats
@@ -17,7 +18,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
+from opentelemetry import context as otel_context
 
+from filestore.core import metrics, tracing
 from filestore.core.settings import NatsSettings
 from filestore.v1 import events_pb2
 
@@ -29,11 +32,13 @@ __all__ = [
     "ensure_stream",
     "object_created_msg_id",
     "publish",
+    "trace_context_of",
 ]
 
 log = structlog.get_logger("filestore.events")
 
 PROTOBUF_CONTENT_TYPE = "application/protobuf"
+TRACEPARENT_HEADER = tracing.TRACEPARENT
 #: JetStream drops a second message with the same Nats-Msg-Id within this window.
 DUPLICATE_WINDOW_S = 600
 STREAM_MAX_AGE_S = 7 * 24 * 3600
@@ -148,10 +153,44 @@ def object_created_msg_id(event: events_pb2.ObjectCreated) -> str:
 
 
 async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str) -> bool:
-    """Publish ``message`` once per ``msg_id``; True when JetStream had it already (a duplicate)."""
-    ack = await js.publish(
-        subject,
-        message.SerializeToString(),
-        headers={"Nats-Msg-Id": msg_id, "Content-Type": PROTOBUF_CONTENT_TYPE},
-    )
-    return bool(ack.duplicate)
+    """Publish ``message`` once per ``msg_id``; True when JetStream had it already (a duplicate).
+
+    The current trace context goes along in the ``traceparent``/``tracestate`` headers, and in the
+    event's ``trace`` field when it has one (a copy is sent; ``message`` is left as it was).
+    """
+    with tracing.span(
+        f"{subject} publish",
+        kind=tracing.SpanKind.PRODUCER,
+        attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+    ):
+        headers = {"Nats-Msg-Id": msg_id, "Content-Type": PROTOBUF_CONTENT_TYPE}
+        tracing.inject(headers)
+        if TRACEPARENT_HEADER in headers and "trace" in message.DESCRIPTOR.fields_by_name:
+            traced = type(message)()
+            traced.CopyFrom(message)
+            trace_field: events_pb2.TraceContext = getattr(traced, "trace")  # noqa: B009
+            trace_field.traceparent = headers[TRACEPARENT_HEADER]
+            trace_field.tracestate = headers.get(tracing.TRACESTATE, "")
+            message = traced
+        try:
+            ack = await js.publish(subject, message.SerializeToString(), headers=headers)
+        except Exception:
+            metrics.EVENTS_PUBLISHED.labels(subject, "error").inc()
+            raise
+        metrics.EVENTS_PUBLISHED.labels(subject, "duplicate" if ack.duplicate else "published").inc()
+        return bool(ack.duplicate)
+
+
+def trace_context_of(headers: Mapping[str, str] | None, event: Message) -> otel_context.Context | None:
+    """The trace context an event was published in: from its headers, else from its ``trace`` field
+    (events replayed from the dead-letter subject carry only their payload)."""
+    extracted = tracing.extract(headers)
+    if extracted is not None or "trace" not in event.DESCRIPTOR.fields_by_name:
+        return extracted
+    trace_field: events_pb2.TraceContext = getattr(event, "trace")  # noqa: B009
+    if not trace_field.traceparent:
+        return None
+    carrier = {tracing.TRACEPARENT: trace_field.traceparent}
+    if trace_field.tracestate:
+        carrier[tracing.TRACESTATE] = trace_field.tracestate
+    return tracing.extract(carrier)

@@ -1,8 +1,9 @@
 """The one gRPC asyncio server bootstrap shared by every Filestore service.
 
-``create_server`` builds a server with health checking, reflection and three interceptors (outermost
-first): logging (binds the RPC's context and logs one line per call), errors (typed domain errors to a
-``google.rpc.Status`` with one ``ErrorInfo``) and authentication (the bearer token to a principal).
+``create_server`` builds a server with health checking, reflection and four interceptors (outermost
+first): logging (binds the RPC's context and logs one line per call), telemetry (the RPC's metrics, and
+its span in the caller's trace), errors (typed domain errors to a ``google.rpc.Status`` with one
+``ErrorInfo``) and authentication (the bearer token to a principal).
 ``run_server`` serves until SIGTERM or SIGINT, then shuts down gracefully: health NOT_SERVING, stop
 accepting and drain in-flight RPCs within the grace period, then the service's own cleanup.
 """
@@ -10,6 +11,7 @@ accepting and drain in-flight RPCs within the grace period, then the service's o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 import uuid
@@ -22,7 +24,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from filestore.core import auth
+from filestore.core import auth, metrics, tracing
 from filestore.core.errors import (
     STATUS_DETAILS_KEY,
     FilestoreError,
@@ -39,6 +41,8 @@ log = structlog.get_logger("filestore.server")
 #: Methods anyone may call without a token: load balancers and operators probe them.
 PUBLIC_SERVICE_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 REQUEST_ID_KEY = "x-request-id"
+
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Wrapper = Callable[[UnaryBehavior, grpc.HandlerCallDetails], UnaryBehavior]
@@ -65,6 +69,15 @@ def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
     return None
 
 
+def _final_code(context: grpc.aio.ServicerContext[Any, Any], *, raised: bool) -> grpc.StatusCode:
+    """The status an RPC ended with: what the servicer or an abort set, UNKNOWN for an exception
+    that set none, else OK."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.UNKNOWN if raised else grpc.StatusCode.OK
+
+
 class LoggingInterceptor(grpc.aio.ServerInterceptor):
     """Binds method, request id and peer for the call's log lines, and logs one line per RPC with its
     status and duration. Health checks are logged at debug level: probes would drown the rest."""
@@ -80,20 +93,84 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                     rpc_method=details.method, request_id=request_id, peer=context.peer()
                 )
                 started = time.perf_counter()
-                code = grpc.StatusCode.OK
+                raised = False
                 try:
                     return await behavior(request, context)
                 except BaseException:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raised = True
                     raise
                 finally:
-                    if code is grpc.StatusCode.OK and context.code() not in (None, grpc.StatusCode.OK):
-                        code = context.code()
-                    status = code.name if isinstance(code, grpc.StatusCode) else str(code)
+                    status = _final_code(context, raised=raised).name
                     emit = log.debug if details.method.startswith(PUBLIC_SERVICE_PREFIXES) else log.info
                     emit("rpc", status=status, duration_ms=round((time.perf_counter() - started) * 1000, 3))
 
             return logged
+
+        return _wrap_unary(handler, details, wrapper)
+
+
+#: Statuses that mean the server failed (OpenTelemetry's gRPC conventions); the others are the
+#: caller's business (NOT_FOUND, INVALID_ARGUMENT...) and leave the span's status unset.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every unary RPC by method and status with its duration (Prometheus), and serves it in
+    a SERVER span continuing the caller's ``traceparent``. Health checks and reflection are counted
+    but get no span: probes every few seconds would bury the traces worth reading."""
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+
+        def wrapper(behavior: UnaryBehavior, details: grpc.HandlerCallDetails) -> UnaryBehavior:
+            method = details.method
+            traced = not method.startswith(PUBLIC_SERVICE_PREFIXES)
+            span_name = method.lstrip("/")
+            service_name, _, method_name = span_name.partition("/")
+            attributes = {"rpc.system": "grpc", "rpc.service": service_name, "rpc.method": method_name}
+
+            async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                started = time.perf_counter()
+                raised = False
+                parent = tracing.extract_from_metadata(details.invocation_metadata) if traced else None
+                scope = (
+                    tracing.span(
+                        span_name,
+                        kind=tracing.SpanKind.SERVER,
+                        parent=parent,
+                        attributes=attributes,
+                        record_exceptions=False,  # an abort is a status, set below, not a crash
+                    )
+                    if traced
+                    else _NO_SPAN
+                )
+                with scope as span:
+                    if traced and (trace_id := tracing.current_trace_id()) is not None:
+                        # On every log line of the call, so logs and traces find each other.
+                        structlog.contextvars.bind_contextvars(trace_id=trace_id)
+                    try:
+                        return await behavior(request, context)
+                    except BaseException:
+                        raised = True
+                        raise
+                    finally:
+                        code = _final_code(context, raised=raised)
+                        metrics.observe_rpc(method, code.name, time.perf_counter() - started)
+                        if span is not None:
+                            span.set_attribute("rpc.grpc.status_code", code.value[0])
+                            if code in _SERVER_FAULTS:
+                                tracing.mark_error(span, code.name)
+
+            return observed
 
         return _wrap_unary(handler, details, wrapper)
 
@@ -203,7 +280,12 @@ def create_server(
     reflection). ``domain`` is the ErrorInfo domain, e.g. ``upload.filestore.v1``.
     """
     server = grpc.aio.server(
-        interceptors=[LoggingInterceptor(), ErrorInterceptor(domain), AuthInterceptor(verifier)],
+        interceptors=[
+            LoggingInterceptor(),
+            TelemetryInterceptor(),
+            ErrorInterceptor(domain),
+            AuthInterceptor(verifier),
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
     names = list(register(server))

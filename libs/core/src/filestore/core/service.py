@@ -1,12 +1,15 @@
-"""The entry point every service's ``main`` uses: settings, logging, build, serve, shut down."""
+"""The entry point every service's ``main`` uses: settings, logging, metrics and tracing, build, serve,
+shut down."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from filestore.core.logging import configure_logging
+from filestore.core import metrics, tracing
+from filestore.core.logging import configure_logging, get_logger
 from filestore.core.server import ServerHandle, run_server
 from filestore.core.settings import GrpcServerSettings, exit_on_settings_error
 
@@ -30,11 +33,34 @@ def main_for(
         with exit_on_settings_error(f"filestore-{service}"):
             settings = load()
         configure_logging(settings.server.log_level, service=service)
+        observability = settings.server.observability
+        metrics_server = None
+        if observability.metrics_port:
+            # On the gRPC listen host: where the service is reachable, its metrics are.
+            host = settings.server.listen.rpartition(":")[0]
+            try:
+                metrics_server = metrics.start_metrics_server(host, observability.metrics_port)
+            except OSError as error:
+                print(
+                    f"filestore-{service}: cannot serve metrics on {host}:{observability.metrics_port}: "
+                    f"{error.strerror or error}",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1) from None
+            get_logger("filestore.metrics").info("metrics_serving", port=metrics_server.port)
+        stop_tracing = tracing.configure_tracing(observability, service=service)
 
         async def serve() -> None:
             handle = await build(settings)
             await run_server(handle, grace_s=settings.server.shutdown_grace_s)
 
-        asyncio.run(serve())
+        try:
+            asyncio.run(serve())
+        finally:
+            # Spans still queued are written before the process ends.
+            if stop_tracing is not None:
+                stop_tracing()
+            if metrics_server is not None:
+                metrics_server.stop()
 
     return main

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Env",
     "GrpcServerSettings",
     "NatsSettings",
+    "ObservabilitySettings",
     "S3Settings",
     "SettingsError",
     "TlsSettings",
@@ -122,6 +123,50 @@ class Env:
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+TRACING_EXPORTERS = ("none", "console", "file", "otlp")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObservabilitySettings:
+    """Metrics and traces.
+
+    ``metrics_port`` serves Prometheus metrics at ``/metrics`` on the host of ``FILESTORE_LISTEN``; 0
+    (the default) serves none. ``tracing_exporter`` says where spans go: ``none`` (the default) records
+    none, but a ``traceparent`` that arrives is still passed on (to metadata calls and events), so a
+    trace that crosses Filestore stays one trace; ``console`` writes them as JSON lines to stderr,
+    ``file`` to ``tracing_file``, ``otlp`` to an OpenTelemetry collector over gRPC.
+    """
+
+    metrics_port: int = 0
+    tracing_exporter: str = "none"
+    tracing_file: str | None = None
+    tracing_otlp_endpoint: str = "http://127.0.0.1:4317"
+    tracing_sample_ratio: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Env) -> ObservabilitySettings:
+        exporter = env.string(f"{PREFIX}TRACING_EXPORTER", "none").lower()
+        if exporter not in TRACING_EXPORTERS:
+            raise SettingsError(
+                f"{PREFIX}TRACING_EXPORTER={exporter!r} is not one of {', '.join(TRACING_EXPORTERS)}"
+            )
+        tracing_file = env.optional_str(f"{PREFIX}TRACING_FILE")
+        if exporter == "file" and tracing_file is None:
+            raise SettingsError(f"{PREFIX}TRACING_EXPORTER=file needs {PREFIX}TRACING_FILE")
+        ratio = env.number(f"{PREFIX}TRACING_SAMPLE_RATIO", 1.0, minimum=0.0)
+        if ratio > 1.0:
+            raise SettingsError(f"{PREFIX}TRACING_SAMPLE_RATIO={ratio!r} must be between 0 and 1")
+        return cls(
+            metrics_port=env.integer(f"{PREFIX}METRICS_PORT", 0, minimum=0, maximum=65535),
+            tracing_exporter=exporter,
+            tracing_file=tracing_file,
+            tracing_otlp_endpoint=env.url(
+                f"{PREFIX}TRACING_OTLP_ENDPOINT", "http://127.0.0.1:4317", schemes=("http", "https")
+            ),
+            tracing_sample_ratio=ratio,
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GrpcServerSettings:
     """Where a service listens and how long it drains on shutdown."""
@@ -130,6 +175,7 @@ class GrpcServerSettings:
     shutdown_grace_s: float
     log_level: str
     tls: TlsSettings
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @classmethod
     def from_env(cls, env: Env, *, default_listen: str) -> GrpcServerSettings:
@@ -141,6 +187,7 @@ class GrpcServerSettings:
             shutdown_grace_s=env.number(f"{PREFIX}SHUTDOWN_GRACE_S", 10.0, minimum=0.0),
             log_level=level,
             tls=TlsSettings.from_env(env),
+            observability=ObservabilitySettings.from_env(env),
         )
 
 

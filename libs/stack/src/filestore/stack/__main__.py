@@ -48,7 +48,12 @@ def _describe(info: StackInfo, stack_json: Path) -> str:
         ("database", _mask_password(e.database_url)),
         ("auth secret", str(info.auth_secret_file)),
         *(
-            (s, e.service_addr(s))
+            (
+                s,
+                f"{e.service_addr(s)}  (metrics {e.metrics_urls[s]})"
+                if s in e.metrics_urls
+                else e.service_addr(s),
+            )
             for s in ("metadata", "upload", "processor", "download")
             if s in info.components
         ),

@@ -59,6 +59,11 @@ class StackPorts:
     upload: int = 50052
     processor: int = 50053
     download: int = 50054
+    # Prometheus /metrics of each service (FILESTORE_METRICS_PORT).
+    metadata_metrics: int = 9151
+    upload_metrics: int = 9152
+    processor_metrics: int = 9153
+    download_metrics: int = 9154
     nats: int = 4322
     nats_monitor: int = 8322
     s3: int = 8333
@@ -72,6 +77,13 @@ class StackPorts:
     admin: int = 23646
     # Not clamd's own 3310, so a system clamd can run beside the stack.
     clamd: int = 3320
+
+    def metrics_port(self, service: str) -> int:
+        """The Prometheus port of one of the four services."""
+        if service not in SERVICES:
+            raise KeyError(service)
+        port: int = getattr(self, f"{service}_metrics")
+        return port
 
     @property
     def admin_grpc(self) -> int:

@@ -23,6 +23,7 @@ keys and the token secret stay in their own 0600 files, which it names. Format, 
       "processor_addr": "127.0.0.1:50053",
       "download_addr": "127.0.0.1:50054",
       "clamd_addr": "127.0.0.1:3320",
+      "metrics_urls": {"metadata": "http://127.0.0.1:9151/metrics", "upload": ..., ...},
       "components": ["seaweedfs", "nats", "metadata", "upload", "processor", "download"],
       "pids": {"seaweedfs": 1234, "nats": 1235, "metadata": 1236, ...},
       "logs_dir": "/abs/.filestore/logs"
@@ -78,6 +79,9 @@ class StackEndpoints:
     #: clamd's TCP address (host:port), for the processor's virus scan.
     clamd_addr: str
     credentials: StackCredentials
+    #: Each service's Prometheus endpoint, by service name (absent from a stack.json written by an
+    #: older stack, or by a stack whose services expose none).
+    metrics_urls: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def s3_access_key(self) -> str:
@@ -118,6 +122,9 @@ class StackEndpoints:
             download_addr=f"{host}:{ports.download}",
             clamd_addr=f"{host}:{ports.clamd}",
             credentials=credentials,
+            metrics_urls={
+                service: f"http://{host}:{ports.metrics_port(service)}/metrics" for service in SERVICES
+            },
         )
 
     def to_json(self) -> dict[str, str]:
@@ -158,6 +165,7 @@ class StackInfo:
             "version": STACK_JSON_VERSION,
             "home": str(self.home),
             **self.endpoints.to_json(),
+            "metrics_urls": dict(self.endpoints.metrics_urls),
             "s3_credentials_file": str(self.s3_credentials_file),
             "auth_secret_file": str(self.auth_secret_file),
             "components": list(self.components),
@@ -190,8 +198,12 @@ def load_stack_json(path: Path) -> StackInfo:
             auth_secret=read_auth_secret(auth_secret_file),
             service_s3_keys=read_service_s3_keys(s3_credentials_file),
         )
-        endpoint_fields = StackEndpoints.__dataclass_fields__.keys() - {"credentials"}
-        endpoints = StackEndpoints(credentials=credentials, **{k: str(data[k]) for k in endpoint_fields})
+        endpoint_fields = StackEndpoints.__dataclass_fields__.keys() - {"credentials", "metrics_urls"}
+        endpoints = StackEndpoints(
+            credentials=credentials,
+            metrics_urls={str(k): str(v) for k, v in dict(data.get("metrics_urls", {})).items()},
+            **{k: str(data[k]) for k in endpoint_fields},
+        )
         return StackInfo(
             home=Path(data["home"]),
             endpoints=endpoints,

@@ -51,7 +51,7 @@ _COMPONENT_PORTS: Final[dict[str, tuple[str, ...]]] = {
     ),
     "nats": ("nats", "nats_monitor"),
     "clamd": ("clamd",),
-    **{service: (service,) for service in SERVICES},
+    **{service: (service, f"{service}_metrics") for service in SERVICES},
 }  # fmt: skip
 _WEED_GRPC_PORTS: Final = ("master_grpc", "volume_grpc", "filer_grpc", "s3_grpc", "admin_grpc")
 # Unix socket paths are limited to 108 bytes; a deep FILESTORE_HOME falls back to a short path.
@@ -398,6 +398,7 @@ class Stack:
             FILESTORE_LISTEN=endpoints.service_addr(service),
             FILESTORE_LOG_LEVEL=self.config.log_level,
             FILESTORE_AUTH_SECRET=endpoints.auth_secret,
+            FILESTORE_METRICS_PORT=str(self.config.ports.metrics_port(service)),
         )
         # Every service talks to storage with an identity of its own, limited to what it does
         # (SERVICE_S3_ACTIONS); metadata only deletes objects no file needs any more.

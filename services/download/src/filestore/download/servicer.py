@@ -19,7 +19,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from filestore.core import events
+from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
 from filestore.core.clients import translated_errors
 from filestore.core.errors import FailedPrecondition, FilestoreError, InvalidArgument, NotFound, Unavailable
@@ -42,6 +42,8 @@ log = structlog.get_logger("filestore.download")
 
 Status = resources_pb2.FileStatus
 MAX_BATCH = 100
+_GET_URLS = metrics.PRESIGNED_URLS.labels("get")
+_CDN_URLS = metrics.PRESIGNED_URLS.labels("cdn")
 #: Why a file that exists and may be read is still not served, by state.
 _REFUSALS = {
     Status.FILE_STATUS_PENDING: "FILE_PENDING",
@@ -177,6 +179,7 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
             # The CDN serves the stored headers, so only types safe to render go that way.
             expires = datetime.now(UTC) + timedelta(seconds=ttl)
             url = self._cdn.url(authorized.storage_key, expires=expires)
+            _CDN_URLS.inc()
         else:
             url, expires = self._presign(authorized.storage_key, content_type, disposition, ttl)
         await self._audit(file, principal, derivative_kind="", expires=expires)
@@ -216,6 +219,7 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
             },
             ExpiresIn=ttl,
         )
+        _GET_URLS.inc()
         return url, expires
 
     async def _audit(

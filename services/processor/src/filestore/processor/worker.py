@@ -4,6 +4,10 @@ Acknowledgement rules: ack when the pipeline finished (or the event is not ours,
 PENDING: the broker announces the completed upload again); nak with a growing
 delay on a transient failure; on the last allowed delivery, publish the event to the dead-letter
 subject, mark the file FAILED, and ack.
+
+Each event is handled in a CONSUMER span continuing the trace it was published in (see
+:mod:`filestore.core.tracing`) and counted in ``filestore_events_consumed_total`` by what became of it.
+The consumer's lag (``num_pending``) is sampled from JetStream every few seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
-from filestore.core import events
+from filestore.core import events, metrics, tracing
 from filestore.core.errors import FilestoreError
 from filestore.processor.pipeline import NotYetUploaded, Pipeline
 from filestore.processor.settings import ProcessorSettings
@@ -30,6 +34,8 @@ DEAD_LETTER_REASON = "Filestore-Reason"
 DEAD_LETTER_DELIVERIES = "Filestore-Deliveries"
 #: Redelivery delays after a transient failure; the last one repeats.
 NAK_DELAYS_S = (1.0, 5.0, 15.0, 30.0)
+#: How often the consumer's lag is read from JetStream (one small request per process).
+LAG_SAMPLE_INTERVAL_S = 5.0
 
 
 class Worker:
@@ -44,6 +50,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
@@ -57,14 +64,16 @@ class Worker:
         )
         self._subscription = await self._js.pull_subscribe_bind(DURABLE, stream=self._settings.nats.stream)
         self._loop_task = asyncio.create_task(self._fetch_loop(self._subscription))
+        self._lag_task = asyncio.create_task(self._sample_lag())
 
     async def stop(self) -> None:
         """Stop fetching and let the events in hand finish (unfinished ones are redelivered)."""
         self._stopping.set()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for task in (self._loop_task, self._lag_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.ack_wait_s)
         if self._subscription is not None:
@@ -91,24 +100,62 @@ class Worker:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    async def _sample_lag(self) -> None:
+        """Keep the consumer's lag gauges current; a failed read leaves the last values."""
+        pending = metrics.CONSUMER_PENDING.labels(DURABLE)
+        ack_pending = metrics.CONSUMER_ACK_PENDING.labels(DURABLE)
+        while True:
+            try:
+                info = await self._js.consumer_info(self._settings.nats.stream, DURABLE)
+            except Exception as error:
+                log.debug("consumer_info_failed", error=str(error))
+            else:
+                pending.set(info.num_pending or 0)
+                ack_pending.set(info.num_ack_pending or 0)
+            await asyncio.sleep(LAG_SAMPLE_INTERVAL_S)
+
     async def _handle(self, message: Msg) -> None:
+        result = "error"
         try:
             structlog.contextvars.clear_contextvars()
-            await self._handle_one(message)
+            result = await self._handle_one(message)
         except Exception:
             log.exception("event_handling_failed")
         finally:
             self._slots.release()
+            metrics.EVENTS_CONSUMED.labels(message.subject, result).inc()
 
-    async def _handle_one(self, message: Msg) -> None:
+    async def _handle_one(self, message: Msg) -> str:
+        """Handle one delivery; answers what became of it (the result label of the consumed count)."""
         deliveries = message.metadata.num_delivered
         try:
             event = events_pb2.ObjectCreated.FromString(message.data)
         except DecodeError:
             log.warning("undecodable_event", subject=message.subject)
             await message.term()
-            return
+            return "undecodable"
         structlog.contextvars.bind_contextvars(key=event.key, delivery=deliveries)
+        with tracing.span(
+            f"{message.subject} process",
+            kind=tracing.SpanKind.CONSUMER,
+            parent=events.trace_context_of(message.headers, event),
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": message.subject,
+                "messaging.message.delivery_count": deliveries,
+                "filestore.file_id": event.file_id,
+            },
+        ) as span:
+            if (trace_id := tracing.current_trace_id()) is not None:
+                structlog.contextvars.bind_contextvars(trace_id=trace_id)
+            result = await self._run_pipeline(message, event, deliveries)
+            if span is not None:
+                span.set_attribute("filestore.result", result)
+                if result in ("retried", "rejected", "dead_lettered"):
+                    tracing.mark_error(span, result)
+            return result
+
+    async def _run_pipeline(self, message: Msg, event: events_pb2.ObjectCreated, deliveries: int) -> str:
         try:
             await self._pipeline.process(event, heartbeat=message.in_progress, redelivered=deliveries > 1)
         except NotYetUploaded:
@@ -117,7 +164,7 @@ class Worker:
             # the pipeline. Retrying here would dead-letter (and try to fail) a file still being uploaded.
             log.info("event_set_aside", reason="NOT_YET_UPLOADED")
             await message.ack()
-            return
+            return "set_aside"
         except Exception as error:
             reason = getattr(error, "reason", type(error).__name__.upper())
             if not isinstance(error, FilestoreError | OSError):
@@ -129,14 +176,16 @@ class Worker:
             if not retryable:
                 log.warning("event_rejected", reason=reason)
                 await message.ack()
-            elif deliveries >= self._settings.max_deliver:
+                return "rejected"
+            if deliveries >= self._settings.max_deliver:
                 await self._dead_letter(message, event, reason)
-            else:
-                delay = NAK_DELAYS_S[min(deliveries, len(NAK_DELAYS_S)) - 1]
-                log.info("event_retry", reason=reason, delay_s=delay)
-                await message.nak(delay=delay)
-            return
+                return "dead_lettered"
+            delay = NAK_DELAYS_S[min(deliveries, len(NAK_DELAYS_S)) - 1]
+            log.info("event_retry", reason=reason, delay_s=delay)
+            await message.nak(delay=delay)
+            return "retried"
         await message.ack()
+        return "acked"
 
     async def _dead_letter(self, message: Msg, event: events_pb2.ObjectCreated, reason: str) -> None:
         log.warning("event_dead_lettered", reason=reason)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from filestore.core import metrics
 from filestore.core.clients import translated_errors
 from filestore.core.errors import FilestoreError
 from filestore.upload.storage import ObjectStore
@@ -81,8 +82,10 @@ class Reaper:
                     )
             except FilestoreError as error:
                 log.warning("upload_reap_failed", upload_id=record.id, reason=error.reason)
+                metrics.REAPER_UPLOADS.labels("failed").inc()
                 continue
             log.info("upload_reaped", upload_id=record.id, file_id=record.file_id, tenant=record.tenant)
+            metrics.REAPER_UPLOADS.labels("reaped").inc()
             reaped.append(record.id)
         return reaped
 
@@ -93,9 +96,12 @@ class Reaper:
                 reaped = await self.reap_once()
             except FilestoreError as error:
                 log.warning("reaper_pass_failed", reason=error.reason)
+                metrics.REAPER_PASSES.labels("failed").inc()
             except Exception:
                 log.exception("reaper_pass_crashed")
+                metrics.REAPER_PASSES.labels("failed").inc()
             else:
+                metrics.REAPER_PASSES.labels("ok").inc()
                 if len(reaped) == self._batch:
                     continue  # a backlog: keep going without waiting
             await asyncio.sleep(interval_s)

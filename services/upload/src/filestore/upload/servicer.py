@@ -17,7 +17,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from filestore.core import events
+from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
 from filestore.core.clients import translated_errors
 from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -47,6 +47,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 #: SignParts signs at most this many parts per call (the contract says so).
 MAX_PARTS_PER_SIGN = 1000
+_PUT_URLS = metrics.PRESIGNED_URLS.labels("put")
+_POST_POLICIES = metrics.PRESIGNED_URLS.labels("post_policy")
+_PART_URLS = metrics.PRESIGNED_URLS.labels("part")
 _ENDED_REASONS = {State.UPLOAD_STATE_ABORTED: "UPLOAD_ABORTED", State.UPLOAD_STATE_EXPIRED: "UPLOAD_EXPIRED"}
 
 
@@ -445,6 +448,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             sha256_hex=record.sha256,
             expires_s=self._settings.presign_ttl_s,
         )
+        _PUT_URLS.inc()
         return resources_pb2.PresignedRequest(
             method="PUT", url=signed.url, headers=signed.headers, expire_time=_timestamp(signed.expires_at)
         )
@@ -458,6 +462,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             size=record.size,
             expires_s=self._settings.presign_ttl_s,
         )
+        _POST_POLICIES.inc()
         return resources_pb2.PresignedRequest(
             method="POST",
             url=policy.url,
@@ -492,6 +497,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                     ),
                 )
             )
+        _PART_URLS.inc(len(urls))
         return urls
 
     @staticmethod
