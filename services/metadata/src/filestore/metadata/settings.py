@@ -7,6 +7,15 @@ from dataclasses import dataclass
 from filestore.core.settings import PREFIX, AuthSettings, Env, GrpcServerSettings, S3Settings
 
 
+def database_url_from_env(env: Env) -> str:
+    """``FILESTORE_DATABASE_URL``, read the same way by the service and by ``filestore-fsck``."""
+    return env.url(
+        f"{PREFIX}DATABASE_URL",
+        "sqlite+aiosqlite:///filestore-metadata.db",
+        schemes=("sqlite+aiosqlite", "postgresql+asyncpg"),
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetadataSettings:
     server: GrpcServerSettings
@@ -24,11 +33,7 @@ class MetadataSettings:
         return cls(
             server=GrpcServerSettings.from_env(env, default_listen="127.0.0.1:50051"),
             auth=AuthSettings.from_env(env),
-            database_url=env.url(
-                f"{PREFIX}DATABASE_URL",
-                "sqlite+aiosqlite:///filestore-metadata.db",
-                schemes=("sqlite+aiosqlite", "postgresql+asyncpg"),
-            ),
+            database_url=database_url_from_env(env),
             migrate_on_start=env.boolean(f"{PREFIX}MIGRATE_ON_START", True),
             s3=S3Settings.from_env(env) if env.optional_str(f"{PREFIX}S3_ENDPOINT") else None,
         )
