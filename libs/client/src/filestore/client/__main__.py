@@ -1,0 +1,7 @@
+"""``python -m filestore.client``: the ``filestore`` command."""
+
+import sys
+
+from filestore.client.cli import main
+
+sys.exit(main())

@@ -1,0 +1,716 @@
+"""The SDK: :class:`AsyncClient` (asyncio) and :class:`Client`, its synchronous facade.
+
+Bytes never pass through Filestore's services: the broker answers presigned URLs and this client
+sends the bytes to storage itself (one PUT, or parts in parallel), then asks the broker to complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import mimetypes
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+import httpx
+from google.protobuf import timestamp_pb2
+
+from filestore.client.connection import Endpoints
+from filestore.client.errors import FailedPrecondition, FilestoreError, NotFound
+from filestore.client.progress import ProgressCallback, ProgressTracker, TransferEvent
+from filestore.client.retry import call_with_retries
+from filestore.client.sources import ByteSource, SourceIdentity, UploadInput, open_source, sha256_of_range
+from filestore.client.state import ResumeState, StateStore, default_state_dir
+from filestore.client.transfer import Signer, StorageTransfer, TransferOptions, run_bounded
+from filestore.core.clients import service_channel
+from filestore.v1 import (
+    download_service_pb2,
+    download_service_pb2_grpc,
+    metadata_service_pb2,
+    metadata_service_pb2_grpc,
+    resources_pb2,
+    upload_service_pb2,
+    upload_service_pb2_grpc,
+)
+
+__all__ = ["AsyncClient", "Client", "DownloadResult", "FileInfo", "UploadResult"]
+
+T = TypeVar("T")
+Kind = resources_pb2.UploadKind
+UploadState = resources_pb2.UploadState
+FileStatus = resources_pb2.FileStatus
+
+#: States a file does not leave on its own: processing is over.
+SETTLED_STATUSES: frozenset[int] = frozenset(
+    {
+        FileStatus.FILE_STATUS_READY,
+        FileStatus.FILE_STATUS_QUARANTINED,
+        FileStatus.FILE_STATUS_FAILED,
+        FileStatus.FILE_STATUS_DELETED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    """The uploaded file (UPLOADED, or READY at once when deduplicated) and what it took."""
+
+    file: resources_pb2.File
+    upload_id: str
+    #: ``single``, ``multipart`` or ``dedup`` (no bytes moved).
+    kind: str
+    #: Parts (or the one object) sent by this call.
+    parts_sent: int
+    #: Parts storage already held from an earlier, interrupted run.
+    parts_resumed: int
+    bytes_sent: int
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    file: resources_pb2.File
+    path: Path
+    #: Bytes already on disk from an earlier, interrupted download (0 for a fresh one).
+    resumed_from: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A file with what the processor found: one result per pipeline step, and the derivatives."""
+
+    file: resources_pb2.File
+    results: Sequence[resources_pb2.ProcessingResult]
+    derivatives: Sequence[resources_pb2.Derivative]
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _local_name(name: str, fallback: str) -> str:
+    """A file name safe to create locally from a display name: no directories, no hidden files."""
+    base = re.split(r"[/\\]", name)[-1].strip().lstrip(".")
+    base = "".join(ch for ch in base if ch.isprintable())
+    return base or fallback
+
+
+@dataclass(frozen=True, slots=True)
+class _FileSpec:
+    """What CreateUpload is told about the file."""
+
+    name: str
+    content_type: str
+    labels: dict[str, str]
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class _PartPlan:
+    """The broker's plan: equal parts of ``part_size`` bytes, the last one holding the rest."""
+
+    size: int
+    part_size: int
+    count: int
+
+    def offset(self, number: int) -> int:
+        return (number - 1) * self.part_size
+
+    def length(self, number: int) -> int:
+        return min(self.part_size, self.size - self.offset(number))
+
+
+def _deduplicated(created: upload_service_pb2.CreateUploadResponse, tracker: ProgressTracker) -> UploadResult:
+    tracker.done = tracker.total
+    tracker.emit(TransferEvent.COMPLETED, detail="deduplicated: no bytes sent")
+    return UploadResult(created.file, created.upload.id, "dedup", 0, 0, 0)
+
+
+def _download_paths(destination: Path, file: resources_pb2.File) -> tuple[Path, Path, int]:
+    """(final path, partial path, bytes already in the partial file). The partial file's name
+    carries the file id, so bytes of one file never continue another's."""
+    target = destination / _local_name(file.name, file.id) if destination.is_dir() else destination
+    partial = target.with_name(f".{target.name}.{_local_name(file.id, 'file')}.partial")
+    return target, partial, partial.stat().st_size if partial.exists() else 0
+
+
+class AsyncClient:
+    """Filestore for asyncio code. Use ``async with AsyncClient(endpoints) as client: ...``.
+
+    ``http`` lets the caller supply the ``httpx.AsyncClient`` used for storage (proxies, TLS,
+    event hooks); the SDK then leaves closing it to the caller. ``state_dir`` is where upload resume
+    states live (see :mod:`filestore.client.state`).
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        options: TransferOptions | None = None,
+        state_dir: Path | None = None,
+        http: httpx.AsyncClient | None = None,
+        rpc_timeout_s: float = 30.0,
+    ) -> None:
+        self.endpoints = endpoints
+        self.options = options or TransferOptions()
+        self._state = StateStore(state_dir or default_state_dir())
+        self._rpc_timeout_s = rpc_timeout_s
+        self._owns_http = http is None
+        # One connection per part in flight, kept alive between parts (HTTP/1.1: storage speaks it
+        # everywhere, and one TCP stream per part is what makes parallel parts parallel).
+        connections = self.options.concurrency + 2
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(self.options.timeout_s),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+        self._transfer = StorageTransfer(self._http, self.options)
+        self._channels: list[grpc.aio.Channel] = []
+        self._upload: upload_service_pb2_grpc.UploadServiceAsyncStub | None = None
+        self._metadata: metadata_service_pb2_grpc.MetadataServiceAsyncStub | None = None
+        self._download: download_service_pb2_grpc.DownloadServiceAsyncStub | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._channels.clear()
+        self._upload = self._metadata = self._download = None
+        if self._owns_http:
+            await self._http.aclose()
+
+    # Channels are opened on first use, inside the running loop they will serve.
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = service_channel(address, token=self.endpoints.token_provider(), tls=self.endpoints.tls)
+        self._channels.append(channel)
+        return channel
+
+    @property
+    def _uploads(self) -> upload_service_pb2_grpc.UploadServiceAsyncStub:
+        if self._upload is None:
+            self._upload = upload_service_pb2_grpc.UploadServiceStub(self._channel(self.endpoints.upload))
+        return self._upload
+
+    @property
+    def _files(self) -> metadata_service_pb2_grpc.MetadataServiceAsyncStub:
+        if self._metadata is None:
+            self._metadata = metadata_service_pb2_grpc.MetadataServiceStub(
+                self._channel(self.endpoints.metadata)
+            )
+        return self._metadata
+
+    @property
+    def _downloads(self) -> download_service_pb2_grpc.DownloadServiceAsyncStub:
+        if self._download is None:
+            self._download = download_service_pb2_grpc.DownloadServiceStub(
+                self._channel(self.endpoints.download)
+            )
+        return self._download
+
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
+        """One RPC with the API's retry rule. Every call made here is safe to repeat: reads,
+        signing, and mutations that carry a ``request_id``."""
+        return await call_with_retries(
+            lambda: method(request, timeout=self._rpc_timeout_s), self.options.retry
+        )
+
+    # ------------------------------------------------------------------ uploads
+
+    async def upload(
+        self,
+        source: UploadInput,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        sha256: str = "",
+        progress: ProgressCallback | None = None,
+        resume: bool = True,
+    ) -> UploadResult:
+        """Upload a path, a seekable binary file object, or bytes.
+
+        Up to ``options.multipart_threshold`` bytes go in one PUT whose SHA-256 storage checks; larger
+        ones in parts (``options.concurrency`` at a time, each part's SHA-256 signed into its URL).
+        With ``resume`` (paths only), an interrupted multipart upload of the same unchanged file
+        continues where it stopped: only the parts storage does not hold are sent again.
+        ``name`` defaults to the file's name, ``content_type`` to a guess from the name.
+        """
+        opened = open_source(source)
+        try:
+            display = name or opened.name or "upload.bin"
+            spec = _FileSpec(
+                name=display,
+                content_type=content_type or mimetypes.guess_type(display)[0] or "application/octet-stream",
+                labels=dict(labels or {}),
+                sha256=sha256,
+            )
+            tracker = ProgressTracker(progress, opened.size)
+            if opened.size <= self.options.multipart_threshold:
+                return await self._upload_single(opened, spec, tracker)
+            return await self._upload_multipart(opened, spec, tracker, resume=resume)
+        finally:
+            opened.close()
+
+    def _create_request(
+        self, source: ByteSource, spec: _FileSpec, kind: resources_pb2.UploadKind.ValueType
+    ) -> upload_service_pb2.CreateUploadRequest:
+        return upload_service_pb2.CreateUploadRequest(
+            name=spec.name,
+            size=source.size,
+            content_type=spec.content_type,
+            sha256=spec.sha256,
+            kind=kind,
+            part_size=self.options.part_size if kind == Kind.UPLOAD_KIND_MULTIPART else 0,
+            labels=spec.labels,
+            # A retried CreateUpload then answers the same upload instead of opening a second one.
+            request_id=str(uuid.uuid4()),
+        )
+
+    async def _upload_single(
+        self, source: ByteSource, spec: _FileSpec, tracker: ProgressTracker
+    ) -> UploadResult:
+        # The digest is signed into the PUT (storage refuses other bytes) and makes dedup possible;
+        # below the multipart threshold reading the bytes once more is cheap.
+        if not spec.sha256:
+            digest = await asyncio.to_thread(sha256_of_range, source, 0, source.size)
+            spec = dataclasses.replace(spec, sha256=digest)
+        created = await self._call(
+            self._uploads.CreateUpload, self._create_request(source, spec, Kind.UPLOAD_KIND_SINGLE)
+        )
+        upload = created.upload
+        if upload.kind == Kind.UPLOAD_KIND_DEDUP:
+            return _deduplicated(created, tracker)
+        tracker.emit(TransferEvent.STARTED)
+        current = upload.request
+
+        async def sign(*, renew: bool) -> resources_pb2.PresignedRequest:
+            nonlocal current
+            if renew:  # GetUpload signs an OPEN single upload's request again
+                fresh = await self._call(
+                    self._uploads.GetUpload, upload_service_pb2.GetUploadRequest(upload_id=upload.id)
+                )
+                current = fresh.request
+            return current
+
+        await self._transfer.put_range(source, 0, source.size, sign=sign, tracker=tracker)
+        tracker.emit(TransferEvent.PART_SENT)
+        file = await self._complete(upload.id, source)
+        tracker.emit(TransferEvent.COMPLETED)
+        return UploadResult(file, upload.id, "single", 1, 0, source.size)
+
+    async def _complete(self, upload_id: str, source: ByteSource) -> resources_pb2.File:
+        if not await asyncio.to_thread(source.unchanged):
+            raise FailedPrecondition(
+                "the file changed while it was being uploaded; upload it again", reason="LOCAL_FILE_CHANGED"
+            )
+        done = await self._call(
+            self._uploads.CompleteUpload,
+            upload_service_pb2.CompleteUploadRequest(upload_id=upload_id, request_id=str(uuid.uuid4())),
+        )
+        return done.file
+
+    async def _resumable(self, state: ResumeState) -> resources_pb2.Upload | None:
+        """The upload a state file points at, if it can still take parts (or is already complete)."""
+        try:
+            upload = await self._call(
+                self._uploads.GetUpload, upload_service_pb2.GetUploadRequest(upload_id=state.upload_id)
+            )
+        except NotFound:
+            return None  # reaped, or another user's: start over
+        if upload.state in (UploadState.UPLOAD_STATE_OPEN, UploadState.UPLOAD_STATE_COMPLETED):
+            return upload
+        return None
+
+    async def _abort_quietly(self, upload_id: str) -> None:
+        """Release an abandoned upload's reservation now rather than when the reaper comes by."""
+        with contextlib.suppress(FilestoreError):  # already ended, or not ours: nothing to release
+            await self.abort_upload(upload_id)
+
+    async def _earlier_upload(
+        self, spec: _FileSpec, identity: SourceIdentity, state_path: Path
+    ) -> tuple[ResumeState, resources_pb2.Upload] | None:
+        """The interrupted upload of this very file, if a state file names one that is still usable;
+        any other state at that path is cleared (and its upload aborted)."""
+        state = self._state.load(state_path)
+        if state is None:
+            return None
+        upload = None
+        if (state.source, state.name, state.content_type) == (identity, spec.name, spec.content_type):
+            upload = await self._resumable(state)
+        else:
+            await self._abort_quietly(state.upload_id)
+        if upload is None:
+            self._state.remove(state_path)
+            return None
+        return state, upload
+
+    async def _upload_multipart(
+        self, source: ByteSource, spec: _FileSpec, tracker: ProgressTracker, *, resume: bool
+    ) -> UploadResult:
+        identity = source.identity if resume else None
+        state_path = self._state.path_for(identity.path, self.endpoints.upload) if identity else None
+        earlier = await self._earlier_upload(spec, identity, state_path) if identity and state_path else None
+        first_urls: dict[int, resources_pb2.PresignedRequest] = {}
+        if earlier is not None:
+            state, upload = earlier
+            if upload.state == UploadState.UPLOAD_STATE_COMPLETED:
+                # The last run completed but stopped before forgetting its state.
+                if state_path is not None:
+                    self._state.remove(state_path)
+                tracker.done = tracker.total
+                tracker.emit(TransferEvent.COMPLETED, detail="already completed")
+                file = await self.get_file(upload.file_id)
+                return UploadResult(file, upload.id, "multipart", 0, upload.part_count, 0)
+        else:
+            created = await self._call(
+                self._uploads.CreateUpload, self._create_request(source, spec, Kind.UPLOAD_KIND_MULTIPART)
+            )
+            upload = created.upload
+            if upload.kind == Kind.UPLOAD_KIND_DEDUP:
+                return _deduplicated(created, tracker)
+            state = ResumeState(
+                upload_id=upload.id,
+                file_id=upload.file_id,
+                source=identity or SourceIdentity("", source.size, 0),
+                name=spec.name,
+                content_type=spec.content_type,
+                part_size=upload.part_size,
+                part_count=upload.part_count,
+            )
+            first_urls = {part.part_number: part.request for part in upload.part_urls}
+            tracker.emit(TransferEvent.STARTED)
+        plan = _PartPlan(source.size, upload.part_size, upload.part_count)
+        # Storage's own list decides what is there (a part whose size is off is sent again).
+        state.parts = {
+            p.part_number: p.etag for p in upload.uploaded_parts if p.size == plan.length(p.part_number)
+        }
+        stored = len(state.parts)
+        if stored:
+            tracker.done = sum(plan.length(number) for number in state.parts)
+            tracker.emit(TransferEvent.RESUMED, detail=f"{stored} of {plan.count} parts already stored")
+        if state_path is not None:
+            self._state.save(state_path, state)
+        missing = [number for number in range(1, plan.count + 1) if number not in state.parts]
+
+        async def send(number: int) -> None:
+            offset, length = plan.offset(number), plan.length(number)
+            digest = ""
+            if self.options.part_checksums:
+                digest = await asyncio.to_thread(sha256_of_range, source, offset, length)
+            # URLs from CreateUpload carry no checksum; with checksums each part is signed with its own.
+            first = None if digest else first_urls.pop(number, None)
+            state.parts[number] = await self._transfer.put_range(
+                source,
+                offset,
+                length,
+                sign=self._part_signer(state.upload_id, number, digest, first),
+                tracker=tracker,
+                part_number=number,
+            )
+            if state_path is not None:
+                self._state.save(state_path, state)
+            tracker.emit(TransferEvent.PART_SENT, part_number=number)
+
+        await run_bounded(missing, send, self.options.concurrency)
+        file = await self._complete(state.upload_id, source)
+        if state_path is not None:
+            self._state.remove(state_path)
+        tracker.emit(TransferEvent.COMPLETED)
+        sent_bytes = sum(plan.length(number) for number in missing)
+        return UploadResult(file, state.upload_id, "multipart", len(missing), stored, sent_bytes)
+
+    def _part_signer(
+        self, upload_id: str, number: int, sha256: str, first: resources_pb2.PresignedRequest | None
+    ) -> Signer:
+        current = first
+
+        async def sign(*, renew: bool) -> resources_pb2.PresignedRequest:
+            nonlocal current
+            if current is None or renew:
+                signed = await self._call(
+                    self._uploads.SignParts,
+                    upload_service_pb2.SignPartsRequest(
+                        upload_id=upload_id,
+                        part_numbers=[number],
+                        part_sha256={number: sha256} if sha256 else {},
+                    ),
+                )
+                current = signed.part_urls[0].request
+            return current
+
+        return sign
+
+    async def abort_upload(self, upload_id: str) -> resources_pb2.Upload:
+        aborted = await self._call(
+            self._uploads.AbortUpload,
+            upload_service_pb2.AbortUploadRequest(upload_id=upload_id, request_id=str(uuid.uuid4())),
+        )
+        return aborted.upload
+
+    # ------------------------------------------------------------------ downloads
+
+    async def download(
+        self, file_id: str, destination: str | os.PathLike[str], *, progress: ProgressCallback | None = None
+    ) -> DownloadResult:
+        """Download a READY file to ``destination`` (a file path, or a directory to put the file's
+        name in). The bytes land in a hidden ``.partial`` file beside it; an interrupted download
+        continues from there with a Range request, and the file appears under its name only once
+        its size and SHA-256 check out."""
+        file = await self.get_file(file_id)
+        target, partial, resumed_from = await asyncio.to_thread(_download_paths, Path(destination), file)
+        tracker = ProgressTracker(progress, file.size)
+        current: resources_pb2.PresignedRequest | None = None
+
+        async def sign(*, renew: bool) -> resources_pb2.PresignedRequest:
+            nonlocal current
+            if current is None or renew:
+                url = await self.download_url(file_id)
+                current = resources_pb2.PresignedRequest(
+                    method="GET", url=url.url, expire_time=url.expire_time
+                )
+            return current
+
+        await self._transfer.get_to_file(
+            partial, size=file.size, sha256=file.sha256, sign=sign, tracker=tracker
+        )
+        os.replace(partial, target)
+        tracker.emit(TransferEvent.COMPLETED)
+        return DownloadResult(file, target, min(resumed_from, file.size))
+
+    async def download_url(
+        self, file_id: str, *, ttl_s: int = 0, inline: bool = False
+    ) -> download_service_pb2.DownloadUrl:
+        """A short-lived GET URL anyone holding it may use (``ttl_s`` 0: the service's default)."""
+        disposition = (
+            download_service_pb2.DISPOSITION_INLINE
+            if inline
+            else download_service_pb2.DISPOSITION_UNSPECIFIED
+        )
+        return await self._call(
+            self._downloads.GetDownloadUrl,
+            download_service_pb2.GetDownloadUrlRequest(
+                file_id=file_id, ttl_seconds=ttl_s, disposition=disposition
+            ),
+        )
+
+    # ------------------------------------------------------------------ files and grants
+
+    async def get_file(self, file_id: str) -> resources_pb2.File:
+        return await self._call(self._files.GetFile, metadata_service_pb2.GetFileRequest(file_id=file_id))
+
+    async def file_info(self, file_id: str) -> FileInfo:
+        file, results, derivatives = await asyncio.gather(
+            self.get_file(file_id),
+            self._call(
+                self._files.ListProcessingResults,
+                metadata_service_pb2.ListProcessingResultsRequest(file_id=file_id),
+            ),
+            self._call(
+                self._files.ListDerivatives, metadata_service_pb2.ListDerivativesRequest(file_id=file_id)
+            ),
+        )
+        return FileInfo(file, list(results.results), list(derivatives.derivatives))
+
+    async def list_files_page(
+        self,
+        *,
+        page_size: int = 50,
+        page_token: str = "",
+        name_prefix: str = "",
+        statuses: Collection[resources_pb2.FileStatus.ValueType] = (),
+    ) -> tuple[list[resources_pb2.File], str]:
+        """One page of the caller's files, newest first, and the token of the next ("" at the end)."""
+        page = await self._call(
+            self._files.ListFiles,
+            metadata_service_pb2.ListFilesRequest(
+                page_size=page_size, page_token=page_token, name_prefix=name_prefix, statuses=statuses
+            ),
+        )
+        return list(page.files), page.next_page_token
+
+    async def list_files(
+        self,
+        *,
+        name_prefix: str = "",
+        statuses: Collection[resources_pb2.FileStatus.ValueType] = (),
+        page_size: int = 100,
+    ) -> AsyncIterator[resources_pb2.File]:
+        """Every file of the caller, newest first, fetched page by page as the caller iterates."""
+        token = ""
+        while True:
+            files, token = await self.list_files_page(
+                page_size=page_size, page_token=token, name_prefix=name_prefix, statuses=statuses
+            )
+            for file in files:
+                yield file
+            if not token:
+                return
+
+    async def delete_file(self, file_id: str) -> resources_pb2.File:
+        return await self._call(
+            self._files.DeleteFile,
+            metadata_service_pb2.DeleteFileRequest(file_id=file_id, request_id=str(uuid.uuid4())),
+        )
+
+    async def share(
+        self,
+        file_id: str,
+        principal: str,
+        *,
+        permission: resources_pb2.Permission.ValueType = resources_pb2.PERMISSION_READ,
+        expires_in: timedelta | None = None,
+    ) -> resources_pb2.Grant:
+        """Let ``principal`` (a user of the same tenant) read (or also update) the file."""
+        grant = resources_pb2.Grant(file_id=file_id, principal=principal, permission=permission)
+        if expires_in is not None:
+            grant.expire_time.CopyFrom(_timestamp(datetime.now(UTC) + expires_in))
+        return await self._call(
+            self._files.CreateGrant,
+            metadata_service_pb2.CreateGrantRequest(grant=grant, request_id=str(uuid.uuid4())),
+        )
+
+    async def wait_until_processed(
+        self, file_id: str, *, timeout_s: float = 120.0, poll_s: float = 0.2
+    ) -> resources_pb2.File:
+        """Poll until the processor's verdict (READY, QUARANTINED, FAILED) or deletion; answers the
+        file. Polling backs off to 2 s; ``TimeoutError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        delay = poll_s
+        while True:
+            file = await self.get_file(file_id)
+            if file.status in SETTLED_STATUSES:
+                return file
+            if time.monotonic() + delay > deadline:
+                raise TimeoutError(
+                    f"file {file_id} still {FileStatus.Name(file.status)} after {timeout_s:g} s"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+
+class Client:
+    """The synchronous facade: the same methods as :class:`AsyncClient`, blocking.
+
+    It runs its own event loop (``asyncio.Runner``), so it cannot be used from inside a running
+    loop; use :class:`AsyncClient` there. Ctrl-C cancels the call in progress cleanly (an upload
+    keeps its resume state) and raises ``KeyboardInterrupt``.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        options: TransferOptions | None = None,
+        state_dir: Path | None = None,
+        rpc_timeout_s: float = 30.0,
+    ) -> None:
+        self._runner = asyncio.Runner()
+        self._client = AsyncClient(
+            endpoints, options=options, state_dir=state_dir, rpc_timeout_s=rpc_timeout_s
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self._client.close())
+        finally:
+            self._runner.close()
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(call)
+
+    def upload(
+        self,
+        source: UploadInput,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        sha256: str = "",
+        progress: ProgressCallback | None = None,
+        resume: bool = True,
+    ) -> UploadResult:
+        return self._run(
+            self._client.upload(
+                source,
+                name=name,
+                content_type=content_type,
+                labels=labels,
+                sha256=sha256,
+                progress=progress,
+                resume=resume,
+            )
+        )
+
+    def download(
+        self, file_id: str, destination: str | os.PathLike[str], *, progress: ProgressCallback | None = None
+    ) -> DownloadResult:
+        return self._run(self._client.download(file_id, destination, progress=progress))
+
+    def download_url(
+        self, file_id: str, *, ttl_s: int = 0, inline: bool = False
+    ) -> download_service_pb2.DownloadUrl:
+        return self._run(self._client.download_url(file_id, ttl_s=ttl_s, inline=inline))
+
+    def get_file(self, file_id: str) -> resources_pb2.File:
+        return self._run(self._client.get_file(file_id))
+
+    def file_info(self, file_id: str) -> FileInfo:
+        return self._run(self._client.file_info(file_id))
+
+    def list_files_page(
+        self,
+        *,
+        page_size: int = 50,
+        page_token: str = "",
+        name_prefix: str = "",
+        statuses: Collection[resources_pb2.FileStatus.ValueType] = (),
+    ) -> tuple[list[resources_pb2.File], str]:
+        return self._run(
+            self._client.list_files_page(
+                page_size=page_size, page_token=page_token, name_prefix=name_prefix, statuses=statuses
+            )
+        )
+
+    def delete_file(self, file_id: str) -> resources_pb2.File:
+        return self._run(self._client.delete_file(file_id))
+
+    def share(
+        self,
+        file_id: str,
+        principal: str,
+        *,
+        permission: resources_pb2.Permission.ValueType = resources_pb2.PERMISSION_READ,
+        expires_in: timedelta | None = None,
+    ) -> resources_pb2.Grant:
+        return self._run(self._client.share(file_id, principal, permission=permission, expires_in=expires_in))
+
+    def abort_upload(self, upload_id: str) -> resources_pb2.Upload:
+        return self._run(self._client.abort_upload(upload_id))
+
+    def wait_until_processed(self, file_id: str, *, timeout_s: float = 120.0) -> resources_pb2.File:
+        return self._run(self._client.wait_until_processed(file_id, timeout_s=timeout_s))

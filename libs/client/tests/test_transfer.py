@@ -1,0 +1,77 @@
+"""Bounded concurrency, URL expiry checks, and option validation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from google.protobuf import timestamp_pb2
+
+from filestore.client.cli import _duration, _size, build_parser
+from filestore.client.transfer import MIB, TransferOptions, expiring, run_bounded
+from filestore.v1 import resources_pb2
+
+
+async def test_run_bounded_never_exceeds_the_limit_and_does_everything() -> None:
+    running = most = 0
+    done: list[int] = []
+
+    async def work(item: int) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        running -= 1
+        done.append(item)
+
+    await run_bounded(range(20), work, 3)
+    assert (sorted(done), most) == (list(range(20)), 3)
+
+
+async def test_run_bounded_raises_the_first_failure_and_cancels_the_rest() -> None:
+    cancelled = asyncio.Event()
+
+    async def work(item: int) -> None:
+        if item == 0:
+            raise RuntimeError("part 0 failed")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(RuntimeError, match="part 0 failed"):
+        await run_bounded(range(5), work, 2)
+    assert cancelled.is_set()
+
+
+def test_a_url_near_or_past_its_expiry_is_renewed_before_use() -> None:
+    now = time.time()
+    request = resources_pb2.PresignedRequest(
+        url="http://x", expire_time=timestamp_pb2.Timestamp(seconds=int(now) + 20)
+    )
+    assert expiring(request, 30.0, now=now)
+    assert not expiring(request, 5.0, now=now)
+    assert not expiring(request, -3600.0, now=now + 100)  # negative margin: never early
+    assert not expiring(resources_pb2.PresignedRequest(url="http://x"), 30.0, now=now)  # unknown expiry
+
+
+@pytest.mark.parametrize("options", [{"concurrency": 0}, {"chunk_size": 0}, {"part_size": 4 * MIB}])
+def test_options_out_of_bounds_are_refused(options: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        TransferOptions(**options)  # type: ignore[arg-type]
+
+
+def test_cli_sizes_and_durations() -> None:
+    assert (_size("16MiB"), _size("5m"), _size("1024"), _size("1GiB")) == (
+        16 * MIB,
+        5 * MIB,
+        1024,
+        1024 * MIB,
+    )
+    assert _duration("7d").total_seconds() == 7 * 86400
+    assert _duration("10m").total_seconds() == 600
+    args = build_parser().parse_args(["share", "f1", "--with", "bob", "--expires", "12h"])
+    assert (args.principal, args.expires.total_seconds()) == ("bob", 43200)
