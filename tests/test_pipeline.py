@@ -83,11 +83,13 @@ class Events:
             self.seen.setdefault(event.file_id, []).append(event)
             self._changed.notify_all()
 
-    async def wait_for(self, file_id: str) -> events_pb2.FileStatusChanged:
+    async def wait_for(self, file_id: str, *, nth: int = 1) -> events_pb2.FileStatusChanged:
+        """The file's ``nth`` event (a reprocessed file has more than one)."""
+
         async def seen() -> events_pb2.FileStatusChanged:
             async with self._changed:
-                await self._changed.wait_for(lambda: file_id in self.seen)
-                return self.seen[file_id][0]
+                await self._changed.wait_for(lambda: len(self.seen.get(file_id, ())) >= nth)
+                return self.seen[file_id][nth - 1]
 
         return await asyncio.wait_for(seen(), WAIT_S)
 
@@ -450,3 +452,78 @@ async def test_a_worker_killed_mid_step_resumes_without_duplicates(
     assert [d.kind for d in await user.derivatives(file_id)] == ["thumbnail_256"]
     found = await user.metadata.ListFiles(metadata_service_pb2.ListFilesRequest(text_contains="heron"))
     assert file_id in {file.id for file in found.files}
+
+
+async def test_reprocessing_runs_every_step_again_and_replaces_derivatives(
+    world: tuple[User, Events],
+) -> None:
+    user, events = world
+    file_id = await user.put(text_png("Reprocessed walrus memo"), name="memo.png", content_type="image/png")
+    assert (await events.wait_for(file_id)).status == Status.FILE_STATUS_READY
+    first_run = await user.steps(file_id)
+    answer = await user.processor.ReprocessFile(processor_service_pb2.ReprocessFileRequest(file_id=file_id))
+    # Queued again: back to UPLOADED with no results, so that no step is skipped as already done.
+    assert answer.status.status == Status.FILE_STATUS_UPLOADED
+    assert list(answer.status.results) == []
+    assert (await events.wait_for(file_id, nth=2)).status == Status.FILE_STATUS_READY
+    second_run = await user.steps(file_id)
+    assert set(second_run) == set(first_run)
+    for step, result in second_run.items():
+        assert result.outcome == first_run[step].outcome, step
+        assert result.attempts == 1, step  # run afresh, not a retry of the first run
+        assert result.update_time.ToDatetime() > first_run[step].update_time.ToDatetime(), step
+    assert [d.kind for d in await user.derivatives(file_id)] == ["thumbnail_256"]
+    found = await user.metadata.ListFiles(metadata_service_pb2.ListFilesRequest(text_contains="walrus"))
+    assert file_id in {file.id for file in found.files}
+
+
+async def test_a_quarantined_file_is_scanned_again(world: tuple[User, Events]) -> None:
+    user, events = world
+    file_id = await user.put(EICAR, name="again.txt", content_type="text/plain")
+    assert (await events.wait_for(file_id)).status == Status.FILE_STATUS_QUARANTINED
+    await user.processor.ReprocessFile(processor_service_pb2.ReprocessFileRequest(file_id=file_id))
+    event = await events.wait_for(file_id, nth=2)
+    assert (event.status, event.reason) == (Status.FILE_STATUS_QUARANTINED, "MALWARE_FOUND")
+
+
+async def test_reprocessing_is_for_stored_files_and_their_owners(
+    world: tuple[User, Events], pipeline_stack: Stack
+) -> None:
+    user, events = world
+    file_id = await user.put(b"plain words\n", name="words.txt", content_type="text/plain")
+    assert (await events.wait_for(file_id)).status == Status.FILE_STATUS_READY
+    await user.metadata.CreateGrant(
+        metadata_service_pb2.CreateGrantRequest(
+            grant=resources_pb2.Grant(
+                file_id=file_id, principal="bob", permission=resources_pb2.PERMISSION_READ
+            )
+        )
+    )
+    endpoints = pipeline_stack.endpoints
+    tokens = {
+        "bob": mint_token(endpoints.auth_secret, subject="bob", tenant="acme"),
+        "eve": mint_token(endpoints.auth_secret, subject="alice", tenant="other"),
+    }
+    pending = await user.upload.CreateUpload(
+        upload_service_pb2.CreateUploadRequest(name="later.txt", size=5, content_type="text/plain")
+    )
+
+    async def refusal(token: str, target: str) -> tuple[grpc.StatusCode, str]:
+        async with insecure_channel(endpoints.processor_addr, token=lambda: token) as channel:
+            stub = processor_service_pb2_grpc.ProcessorServiceStub(channel)
+            error = await rpc_error(
+                stub.ReprocessFile(processor_service_pb2.ReprocessFileRequest(file_id=target))
+            )
+        return error.code, error.reason
+
+    alice = mint_token(endpoints.auth_secret, subject="alice", tenant="acme")
+    assert await refusal(tokens["bob"], file_id) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_FILE_OWNER")
+    assert await refusal(tokens["eve"], file_id) == (grpc.StatusCode.NOT_FOUND, "FILE_NOT_FOUND")
+    assert await refusal(alice, pending.file.id) == (grpc.StatusCode.FAILED_PRECONDITION, "FILE_NOT_STORED")
+    assert await refusal(alice, "no-such-file") == (grpc.StatusCode.NOT_FOUND, "FILE_NOT_FOUND")
+    # Nothing was queued: the file is still READY after its one run.
+    status = await user.processor.GetProcessingStatus(
+        processor_service_pb2.GetProcessingStatusRequest(file_id=file_id)
+    )
+    assert status.status == Status.FILE_STATUS_READY
+    assert len(events.seen[file_id]) == 1

@@ -200,14 +200,6 @@ async def test_bad_input_is_refused_with_a_reason(
     assert (refused.reason, refused.domain) == (reason, "upload.filestore.v1")
 
 
-async def test_rpcs_of_later_releases_answer_unimplemented(client_for: ClientFactory) -> None:
-    client = client_for()
-    later = await rpc_error(
-        client.processor.ReprocessFile(processor_service_pb2.ReprocessFileRequest(file_id="x"))
-    )
-    assert (later.code, later.reason) == (grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED_YET")
-
-
 async def test_calls_without_a_valid_token_are_refused(stack: Stack) -> None:
     async with grpc.aio.insecure_channel(stack.endpoints.upload_addr) as channel:
         stub = upload_service_pb2_grpc.UploadServiceStub(channel)

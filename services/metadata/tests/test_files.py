@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from filestore.core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from filestore.metadata.db import store
-from filestore.metadata.db.models import File, FileStatus, Visibility
+from filestore.metadata.db.models import File, FileStatus, ProcessingOutcome, Visibility
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -21,6 +21,10 @@ LEGAL = [
     (S.PROCESSING, S.READY),
     (S.PROCESSING, S.QUARANTINED),
     (S.PROCESSING, S.FAILED),
+    # Reprocessing.
+    (S.READY, S.UPLOADED),
+    (S.QUARANTINED, S.UPLOADED),
+    (S.FAILED, S.UPLOADED),
     *[(source, S.DELETED) for source in FileStatus if source != S.DELETED],
 ]
 # The path that reaches each state from PENDING through legal moves only.
@@ -384,3 +388,18 @@ async def test_transition_waits_for_a_concurrent_one_and_rechecks(
     with pytest.raises(FailedPrecondition) as refused:
         await racing
     assert refused.value.metadata["from"] == "READY"
+
+
+@pytest.mark.parametrize("outcome", [S.READY, S.QUARANTINED, S.FAILED])
+async def test_going_back_to_uploaded_clears_the_step_results(
+    sessions: Sessions, tenant: str, outcome: FileStatus
+) -> None:
+    file = await _file_in(sessions, tenant, outcome)
+    async with sessions() as session, session.begin():
+        await store.set_processing_result(
+            session, tenant=None, file_id=file.id, step="scan", outcome=ProcessingOutcome.PASSED
+        )
+    async with sessions() as session, session.begin():
+        again = await store.transition_file(session, tenant=tenant, file_id=file.id, to_status=S.UPLOADED)
+        assert again.status == S.UPLOADED
+        assert await store.list_processing_results(session, tenant=tenant, file_id=file.id) == []

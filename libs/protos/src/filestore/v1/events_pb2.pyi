@@ -45,6 +45,8 @@ class _EventSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventSour
     """MinIO bucket notification."""
     EVENT_SOURCE_AWS_S3: _EventSource.ValueType  # 4
     """AWS S3 event notification."""
+    EVENT_SOURCE_REPROCESS: _EventSource.ValueType  # 5
+    """ProcessorService.ReprocessFile: a stored file queued for the pipeline again."""
 
 class EventSource(_EventSource, metaclass=_EventSourceEnumTypeWrapper):
     """Where an event came from."""
@@ -59,6 +61,8 @@ EVENT_SOURCE_MINIO: EventSource.ValueType  # 3
 """MinIO bucket notification."""
 EVENT_SOURCE_AWS_S3: EventSource.ValueType  # 4
 """AWS S3 event notification."""
+EVENT_SOURCE_REPROCESS: EventSource.ValueType  # 5
+"""ProcessorService.ReprocessFile: a stored file queued for the pipeline again."""
 Global___EventSource: _TypeAlias = EventSource  # noqa: Y015
 
 @_typing.final

@@ -89,19 +89,23 @@ class ReprocessFileRequest(_message.Message):
 
     FILE_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     file_id: _builtins.str
     """The file id."""
     request_id: _builtins.str
     """Optional idempotency key (a UUID)."""
+    tenant: _builtins.str
+    """Service callers: the tenant of the file, to narrow the lookup (users act in their token's)."""
     def __init__(
         self,
         *,
         file_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "request_id", b"request_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

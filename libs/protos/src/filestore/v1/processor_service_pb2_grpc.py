@@ -70,9 +70,15 @@ class ProcessorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReprocessFile(self, request, context):
-        """Runs the pipeline again for a file in UPLOADED, READY, FAILED or QUARANTINED state (for example
-        after a scanner signature update). Derivatives are replaced, never duplicated.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`FILE_NOT_STORED`), UNAVAILABLE (retryable).
+        """Runs the pipeline again for a stored file, for example after a scanner signature update or a
+        change of the pipeline's configuration. A READY, FAILED or QUARANTINED file goes back to UPLOADED
+        with its step results cleared, and every step runs again; the file stays unreadable until it is
+        READY again. An UPLOADED file is queued once more; a PROCESSING file is left to the run in
+        progress. Derivatives are replaced, never duplicated. The file's owner or a service may call it.
+        A retry with the same `request_id` is answered without queueing the file again.
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), PERMISSION_DENIED
+        (`NOT_FILE_OWNER`: a grant to read is not one to reprocess), FAILED_PRECONDITION
+        (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,9 +40,15 @@ class ProcessorServiceStub:
     Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable).
     """
     ReprocessFile: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.ReprocessFileRequest, _processor_service_pb2.ReprocessFileResponse]
-    """Runs the pipeline again for a file in UPLOADED, READY, FAILED or QUARANTINED state (for example
-    after a scanner signature update). Derivatives are replaced, never duplicated.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`FILE_NOT_STORED`), UNAVAILABLE (retryable).
+    """Runs the pipeline again for a stored file, for example after a scanner signature update or a
+    change of the pipeline's configuration. A READY, FAILED or QUARANTINED file goes back to UPLOADED
+    with its step results cleared, and every step runs again; the file stays unreadable until it is
+    READY again. An UPLOADED file is queued once more; a PROCESSING file is left to the run in
+    progress. Derivatives are replaced, never duplicated. The file's owner or a service may call it.
+    A retry with the same `request_id` is answered without queueing the file again.
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), PERMISSION_DENIED
+    (`NOT_FILE_OWNER`: a grant to read is not one to reprocess), FAILED_PRECONDITION
+    (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
     """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]
     """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
@@ -67,9 +73,15 @@ class ProcessorServiceAsyncStub(ProcessorServiceStub):
     Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable).
     """
     ReprocessFile: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.ReprocessFileRequest, _processor_service_pb2.ReprocessFileResponse]  # type: ignore[assignment]
-    """Runs the pipeline again for a file in UPLOADED, READY, FAILED or QUARANTINED state (for example
-    after a scanner signature update). Derivatives are replaced, never duplicated.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`FILE_NOT_STORED`), UNAVAILABLE (retryable).
+    """Runs the pipeline again for a stored file, for example after a scanner signature update or a
+    change of the pipeline's configuration. A READY, FAILED or QUARANTINED file goes back to UPLOADED
+    with its step results cleared, and every step runs again; the file stays unreadable until it is
+    READY again. An UPLOADED file is queued once more; a PROCESSING file is left to the run in
+    progress. Derivatives are replaced, never duplicated. The file's owner or a service may call it.
+    A retry with the same `request_id` is answered without queueing the file again.
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), PERMISSION_DENIED
+    (`NOT_FILE_OWNER`: a grant to read is not one to reprocess), FAILED_PRECONDITION
+    (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
     """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
@@ -103,9 +115,15 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _processor_service_pb2.ReprocessFileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_processor_service_pb2.ReprocessFileResponse, _abc.Awaitable[_processor_service_pb2.ReprocessFileResponse]]:
-        """Runs the pipeline again for a file in UPLOADED, READY, FAILED or QUARANTINED state (for example
-        after a scanner signature update). Derivatives are replaced, never duplicated.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`FILE_NOT_STORED`), UNAVAILABLE (retryable).
+        """Runs the pipeline again for a stored file, for example after a scanner signature update or a
+        change of the pipeline's configuration. A READY, FAILED or QUARANTINED file goes back to UPLOADED
+        with its step results cleared, and every step runs again; the file stays unreadable until it is
+        READY again. An UPLOADED file is queued once more; a PROCESSING file is left to the run in
+        progress. Derivatives are replaced, never duplicated. The file's owner or a service may call it.
+        A retry with the same `request_id` is answered without queueing the file again.
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), PERMISSION_DENIED
+        (`NOT_FILE_OWNER`: a grant to read is not one to reprocess), FAILED_PRECONDITION
+        (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
         """
 
     @_abc_1.abstractmethod

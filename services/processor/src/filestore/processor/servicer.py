@@ -1,11 +1,13 @@
-"""ProcessorService: the processing status of files (steering RPCs come with the full pipeline)."""
+"""ProcessorService: the processing status of files, reprocessing, and the dead letters."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
@@ -15,18 +17,35 @@ from nats.js.errors import NotFoundError
 from filestore.core import events
 from filestore.core.auth import current_principal, require_service
 from filestore.core.clients import translated_errors
-from filestore.core.errors import InvalidArgument, NotFound, Unimplemented
+from filestore.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from filestore.core.pagetokens import PageTokens, request_fingerprint
 from filestore.core.settings import NatsSettings
 from filestore.processor.worker import DEAD_LETTER_DELIVERIES, DEAD_LETTER_REASON
-from filestore.v1 import events_pb2, metadata_service_pb2, processor_service_pb2, processor_service_pb2_grpc
+from filestore.v1 import (
+    events_pb2,
+    metadata_service_pb2,
+    processor_service_pb2,
+    processor_service_pb2_grpc,
+    resources_pb2,
+)
 
 if TYPE_CHECKING:
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub
 
 
+log = structlog.get_logger("filestore.processor")
+Status = resources_pb2.FileStatus
+
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+#: Where a run of the pipeline ends; ReprocessFile takes a file from any of them back to UPLOADED.
+OUTCOMES = frozenset({Status.FILE_STATUS_READY, Status.FILE_STATUS_QUARANTINED, Status.FILE_STATUS_FAILED})
 
 
 class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
@@ -70,7 +89,86 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
     async def ReprocessFile(
         self, request: processor_service_pb2.ReprocessFileRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> processor_service_pb2.ReprocessFileResponse:
-        raise Unimplemented("reprocessing is not built yet", reason="NOT_IMPLEMENTED_YET")
+        authorized = await self._authorize_reprocess(request)
+        file = authorized.file
+        if file.status == Status.FILE_STATUS_DELETED:
+            raise NotFound("no such file", reason="FILE_NOT_FOUND", metadata={"file_id": request.file_id})
+        if file.status == Status.FILE_STATUS_PENDING:
+            raise FailedPrecondition(
+                "the file's upload has not completed", reason="FILE_NOT_STORED", metadata={"file_id": file.id}
+            )
+        with translated_errors():
+            if file.status in OUTCOMES:
+                # Concurrent calls need no etag: the second finds the file UPLOADED (a no-op move) and
+                # publishes under the same message id, which JetStream drops as a duplicate.
+                file = await self._metadata.TransitionFile(
+                    metadata_service_pb2.TransitionFileRequest(
+                        file_id=file.id,
+                        tenant=file.tenant,
+                        status=Status.FILE_STATUS_UPLOADED,
+                        request_id=request.request_id,
+                    )
+                )
+            if file.status == Status.FILE_STATUS_UPLOADED:
+                await self._queue(file, storage_key=authorized.storage_key)
+            results = await self._metadata.ListProcessingResults(
+                metadata_service_pb2.ListProcessingResultsRequest(file_id=file.id, tenant=file.tenant)
+            )
+        log.info("file_requeued", file_id=file.id, status=Status.Name(file.status))
+        return processor_service_pb2.ReprocessFileResponse(
+            status=processor_service_pb2.ProcessingStatus(
+                file_id=file.id,
+                status=file.status,
+                status_reason=file.status_reason,
+                results=results.results,
+            )
+        )
+
+    async def _authorize_reprocess(
+        self, request: processor_service_pb2.ReprocessFileRequest
+    ) -> metadata_service_pb2.AuthorizeReadResponse:
+        """The file and where its bytes are, if the caller is a service or the file's owner."""
+        principal = current_principal()
+        with translated_errors():
+            if principal.is_service:
+                file = await self._metadata.GetFile(
+                    metadata_service_pb2.GetFileRequest(file_id=request.file_id, tenant=request.tenant)
+                )
+                reader, tenant = file.owner, file.tenant
+            else:
+                reader, tenant = principal.subject, principal.tenant
+            authorized = await self._metadata.AuthorizeRead(
+                metadata_service_pb2.AuthorizeReadRequest(
+                    file_id=request.file_id, tenant=tenant, principal=reader
+                )
+            )
+        if authorized.file.owner != reader:
+            raise PermissionDenied(
+                "only the file's owner may have it processed again",
+                reason="NOT_FILE_OWNER",
+                metadata={"file_id": request.file_id},
+            )
+        return authorized
+
+    async def _queue(self, file: resources_pb2.File, *, storage_key: str) -> None:
+        event = events_pb2.ObjectCreated(
+            key=storage_key,
+            size=file.size,
+            file_id=file.id,
+            tenant=file.tenant,
+            source=events_pb2.EVENT_SOURCE_REPROCESS,
+            event_time=Timestamp(seconds=int(time.time())),
+        )
+        try:
+            # One message per version of the file: a retried call, or a second caller, is dropped as
+            # a duplicate instead of running the pipeline twice.
+            await events.publish(
+                self._js, self._subjects.object_created, event, msg_id=f"reprocess:{file.id}:{file.etag}"
+            )
+        except Exception as error:
+            raise Unavailable(
+                "the file could not be queued; call again", reason="EVENT_PUBLISH_FAILED"
+            ) from error
 
     async def ListDeadLetters(
         self,

@@ -118,7 +118,10 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _LIVE_STATES = frozenset(FileStatus) - {FileStatus.DELETED}
 _SOURCES: dict[FileStatus, frozenset[FileStatus]] = {
     FileStatus.PENDING: frozenset(),
-    FileStatus.UPLOADED: frozenset({FileStatus.PENDING}),
+    # Back from an outcome of the pipeline: ReprocessFile runs the pipeline again.
+    FileStatus.UPLOADED: frozenset(
+        {FileStatus.PENDING, FileStatus.READY, FileStatus.QUARANTINED, FileStatus.FAILED}
+    ),
     FileStatus.PROCESSING: frozenset({FileStatus.UPLOADED}),
     FileStatus.READY: frozenset({FileStatus.PROCESSING}),
     FileStatus.QUARANTINED: frozenset({FileStatus.PROCESSING}),
@@ -437,6 +440,14 @@ async def _transition(
         orphaned: list[str] = []
         if to_status == FileStatus.DELETED:
             orphaned = await _on_deleted(session, moved, previous)
+        elif to_status == FileStatus.UPLOADED and previous != FileStatus.PENDING:
+            # Reprocessing: without its old results every step runs again (the pipeline skips the
+            # steps it finds settled, which is what makes a redelivered event resume).
+            await session.execute(
+                delete(ProcessingResult)
+                .where(ProcessingResult.file_id == moved.id)
+                .execution_options(synchronize_session=False)
+            )
         return moved, orphaned
     raise Aborted(
         "the file is being changed concurrently; retry",
@@ -456,7 +467,9 @@ async def transition_file(
 ) -> File:
     """Move a file along its lifecycle; the one place the lifecycle is enforced.
 
-    PENDING → UPLOADED → PROCESSING → READY | QUARANTINED | FAILED, and DELETED from any state.
+    PENDING → UPLOADED → PROCESSING → READY | QUARANTINED | FAILED, and DELETED from any state;
+    READY, QUARANTINED and FAILED may go back to UPLOADED to be processed again, which clears the
+    file's step results.
     Asking for the state the file is already in returns the row unchanged (events are redelivered);
     any other move raises ``FailedPrecondition(reason="ILLEGAL_TRANSITION")``. A stale
     ``expected_version`` raises ``Aborted(reason="ETAG_MISMATCH")``.
