@@ -26,7 +26,7 @@ from filestore.v1 import (
     resources_pb2,
 )
 from tests.conftest import ClientFactory, StatusEvents, rpc_error
-from tests.support import create_upload, upload_until_processed
+from tests.support import complete_upload, create_upload, put_presigned, upload_until_processed
 
 INLINE = download_service_pb2.DISPOSITION_INLINE
 
@@ -194,3 +194,29 @@ async def test_derivative_urls(
         )
     )
     assert hidden.reason == "FILE_NOT_FOUND"
+
+
+async def test_an_upload_url_cannot_replace_bytes_once_they_are_stored(
+    client_for: ClientFactory, status_events: StatusEvents
+) -> None:
+    # Without a declared SHA-256 nothing else in the URL pins the body: the signed If-None-Match is
+    # what keeps a still-valid URL from swapping the verified bytes behind a download URL.
+    client = client_for()
+    body = b"the bytes that were scanned"
+    created = await create_upload(client, body, name="a.txt", content_type="text/plain", declare_sha256=False)
+    assert (await put_presigned(created.upload.request, body)).status_code == 200
+    # A client retrying a PUT that had in fact succeeded is told so, and completes as usual.
+    assert (await put_presigned(created.upload.request, body)).status_code == 412
+    await complete_upload(client, created.upload.id)
+    assert (await status_events.wait_for(created.file.id)).status == resources_pb2.FILE_STATUS_READY
+    swapped = await put_presigned(created.upload.request, b"other bytes, same length!!!")
+    assert swapped.status_code == 412
+    # The header cannot be dropped either: it is part of the signature.
+    headers = {k: v for k, v in created.upload.request.headers.items() if k.lower() != "if-none-match"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        unsigned = await http.put(created.upload.request.url, content=body, headers=headers)
+    assert unsigned.status_code == 403
+    url = await client.download.GetDownloadUrl(
+        download_service_pb2.GetDownloadUrlRequest(file_id=created.file.id)
+    )
+    assert (await _get(url.url)).content == body

@@ -67,12 +67,14 @@ def test_put_url_matches_botocore(presigner: SigV4Presigner) -> None:
             "ContentType": "application/pdf",
             "ContentLength": 1234,
             "ChecksumSHA256": base64.b64encode(bytes.fromhex(SHA)).decode(),
+            "IfNoneMatch": "*",
         },
     )
     assert _split(ours.url) == _split(theirs)
     assert ours.headers == {
         "Content-Type": "application/pdf",
         "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(SHA)).decode(),
+        "If-None-Match": "*",
     }
 
 

@@ -162,8 +162,14 @@ class SigV4Presigner:
         expires_s: int,
         now: datetime | None = None,
     ) -> PresignedUrl:
-        """A whole-object PUT pinning type, length and (when given) the SHA-256 of the body."""
-        headers = {"Content-Length": str(size), "Content-Type": content_type}
+        """A whole-object PUT pinning type, length and (when given) the SHA-256 of the body.
+
+        ``If-None-Match: *`` is signed too, which makes the object write-once: storage refuses a
+        second PUT to the key (412), so the URL cannot replace bytes that were verified, scanned and
+        handed out after the upload completed. A client that retries a PUT which in fact succeeded
+        gets the 412 and goes on to complete the upload, whose HEAD finds the object.
+        """
+        headers = {"Content-Length": str(size), "Content-Type": content_type, "If-None-Match": "*"}
         if sha256_hex:
             headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
         return self.presign("PUT", key, expires_s=expires_s, headers=headers, now=now)
