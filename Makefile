@@ -8,8 +8,9 @@ UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
-# Debian packages the tests need (installed when missing and running as root).
-APT_PACKAGES := libmagic1 clamav clamav-daemon tesseract-ocr tesseract-ocr-eng ffmpeg
+# Debian packages the tests need (installed when missing and running as root); nginx and its njs
+# module are the CDN edge of tests/test_cdn_nginx.py, which starts its own nginx (never the system's).
+APT_PACKAGES := libmagic1 clamav clamav-daemon tesseract-ocr tesseract-ocr-eng ffmpeg nginx libnginx-mod-http-js
 
 .PHONY: help run test lint typecheck proto proto-check buf-lint pytest env node-deps system-deps clean
 
@@ -33,10 +34,12 @@ node-deps:
 	@if [ ! -x $(BUF) ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
 	  npm install --no-audit --no-fund --loglevel=error; fi
 
+# RUNLEVEL=1: the packages' init scripts must not start system daemons (nginx on port 80, clamd);
+# the tests start their own, on free ports.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq $$missing; \
 	  else echo "missing Debian packages:$$missing (install them, or run as root)"; exit 1; fi; \
 	fi
 

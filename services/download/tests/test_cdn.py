@@ -117,3 +117,22 @@ def test_unsigned_cdn_url() -> None:
 )
 def test_content_disposition_follows_rfc_6266(name: str, inline: bool, expected: str) -> None:
     assert content_disposition(name, inline=inline) == expected
+
+
+def test_nginx_secure_link_signs_the_base_urls_path_too() -> None:
+    # nginx checks $uri, the whole decoded path: a CDN mounted under a prefix must be signed with it.
+    url = NginxSecureLinkUrls("https://cdn.example.com/files%20v1/", "a-secret-of-enough-length").url(
+        KEY, expires=EXPIRES
+    )
+    parts = urlsplit(url)
+    token = parse_qs(parts.query)["md5"][0]
+    expected = (
+        base64.urlsafe_b64encode(
+            hashlib.md5(
+                f"{int(EXPIRES.timestamp())}/files v1/{KEY} a-secret-of-enough-length".encode()
+            ).digest()
+        )
+        .decode()
+        .rstrip("=")
+    )
+    assert (parts.path, token) == (f"/files%20v1/{KEY}", expected)

@@ -7,6 +7,9 @@ Two signing schemes are supported:
 * nginx ``secure_link``: ``md5`` = base64url(MD5("{expires}{uri} {secret}")) without padding, and
   ``expires`` = a Unix time, matching ``secure_link $arg_md5,$arg_expires;`` and
   ``secure_link_md5 "$secure_link_expires$uri SECRET";`` in the nginx configuration.
+  ``deploy/nginx/filestore-cdn.conf.template`` is that configuration: an edge that checks these links,
+  caches, and reads the private bucket through the S3 API with SigV4-signed requests of its own
+  (README, "Public files and the CDN", says why that origin and not the filer or anonymous reads).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from botocore.signers import CloudFrontSigner
 from cryptography.hazmat.primitives import hashes, serialization
@@ -78,10 +81,10 @@ class NginxSecureLinkUrls:
     secret: str
 
     def url(self, key: str, *, expires: datetime) -> str:
-        path = object_path(key)
+        base = self.base_url.rstrip("/")
         expires_at = int(expires.timestamp())
-        # nginx hashes $uri, which is the decoded path.
-        decoded = "/" + key
+        # nginx hashes $uri: the decoded path as the edge sees it, the base URL's own path included.
+        decoded = unquote(urlsplit(base).path) + "/" + key
         digest = hashlib.md5(f"{expires_at}{decoded} {self.secret}".encode(), usedforsecurity=False).digest()
         token = base64.urlsafe_b64encode(digest).decode().rstrip("=")
-        return f"{self.base_url.rstrip('/')}{path}?md5={token}&expires={expires_at}"
+        return f"{base}{object_path(key)}?md5={token}&expires={expires_at}"

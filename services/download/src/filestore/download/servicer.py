@@ -85,6 +85,13 @@ def served_type(file: resources_pb2.File) -> str:
     return (file.sniffed_content_type or file.declared_content_type or FALLBACK_TYPE).lower()
 
 
+def _stored_safe(file: resources_pb2.File) -> bool:
+    """Whether the Content-Type stored with the object (the declared one, pinned by the upload URL)
+    is safe to render. A CDN serves that header, not the sniffed type: text declared as HTML sniffs
+    as text/plain, yet a browser would render it as HTML from the CDN's origin."""
+    return (file.declared_content_type or FALLBACK_TYPE).lower() in SAFE_TO_RENDER
+
+
 @dataclass(frozen=True, slots=True)
 class _Authorized:
     file: resources_pb2.File
@@ -175,7 +182,8 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
         safe = content_type in SAFE_TO_RENDER
         inline = safe and request.disposition == download_service_pb2.DISPOSITION_INLINE
         disposition = content_disposition(file.name, inline=inline)
-        if self._cdn is not None and file.visibility == resources_pb2.VISIBILITY_PUBLIC and safe:
+        public = file.visibility == resources_pb2.VISIBILITY_PUBLIC
+        if self._cdn is not None and public and safe and _stored_safe(file):
             # The CDN serves the stored headers, so only types safe to render go that way.
             expires = datetime.now(UTC) + timedelta(seconds=ttl)
             url = self._cdn.url(authorized.storage_key, expires=expires)
