@@ -15,9 +15,9 @@ from botocore.config import Config
 
 from filestore.core.errors import InvalidArgument
 from filestore.core.settings import SettingsError
+from filestore.core.sigv4 import SigV4Presigner
 from filestore.upload.plan import MAX_PARTS, MIB, MIN_PART_SIZE, plan_parts
 from filestore.upload.settings import parse_cors_origins, parse_tenant_limits
-from filestore.upload.signing import SigV4Presigner
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENDPOINT = "http://127.0.0.1:8333"
@@ -25,7 +25,7 @@ KEY = "originals/acme/0b9f1c1e-5f5e-4c1e-9c4b-2d1f0e9d8c7b"
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
-def _botocore_url(operation: str, params: dict[str, object]) -> str:
+def _botocore_url(operation: str, params: dict[str, object], *, expires: int = 900) -> str:
     client = boto3.session.Session().client(
         "s3",
         endpoint_url=ENDPOINT,
@@ -35,7 +35,7 @@ def _botocore_url(operation: str, params: dict[str, object]) -> str:
     )
     with mock.patch("botocore.auth.get_current_datetime", return_value=NOW.replace(tzinfo=None)):
         url: str = client.generate_presigned_url(
-            operation, Params={"Bucket": "filestore", **params}, ExpiresIn=900
+            operation, Params={"Bucket": "filestore", **params}, ExpiresIn=expires
         )
     return url
 
@@ -76,6 +76,24 @@ def test_put_url_matches_botocore(presigner: SigV4Presigner) -> None:
         "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(SHA)).decode(),
         "If-None-Match": "*",
     }
+
+
+def test_get_url_matches_botocore(presigner: SigV4Presigner) -> None:
+    disposition = "attachment; filename=\"r\u00e9sum\u00e9.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"
+    ours = presigner.presign_get(
+        KEY,
+        expires_s=600,
+        response_content_type="application/pdf",
+        response_content_disposition=disposition,
+        now=NOW,
+    )
+    theirs = _botocore_url(
+        "get_object",
+        {"Key": KEY, "ResponseContentType": "application/pdf", "ResponseContentDisposition": disposition},
+        expires=600,
+    )
+    assert _split(ours.url) == _split(theirs)
+    assert ours.headers == {}
 
 
 def test_part_url_matches_botocore(presigner: SigV4Presigner) -> None:

@@ -1,7 +1,9 @@
-"""The one place that builds S3 clients: built once per process, shared, never per request.
+"""The one place that builds S3 clients and URL signers: built once per process, shared, never per
+request.
 
 boto3 clients are thread-safe, so the blocking control calls (HEAD, multipart bookkeeping) run in
-worker threads through ``asyncio.to_thread`` while presigning (pure computation) runs inline.
+worker threads through ``asyncio.to_thread``. URLs for clients are signed by
+:class:`filestore.core.sigv4.SigV4Presigner` (pure computation, inline), not by botocore.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import boto3
 from botocore.config import Config
 
 from filestore.core.settings import S3Settings
+from filestore.core.sigv4 import SigV4Presigner
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
-__all__ = ["presigning_client", "storage_client"]
+__all__ = ["presigner", "storage_client"]
 
 
 def _client(settings: S3Settings, endpoint: str) -> S3Client:
@@ -47,6 +50,12 @@ def storage_client(settings: S3Settings) -> S3Client:
 
 
 @functools.cache
-def presigning_client(settings: S3Settings) -> S3Client:
+def presigner(settings: S3Settings) -> SigV4Presigner:
     """For URLs clients will use: signed for the public endpoint, which may differ from ours."""
-    return _client(settings, settings.public_endpoint)
+    return SigV4Presigner(
+        endpoint=settings.public_endpoint,
+        region=settings.region,
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        bucket=settings.bucket,
+    )

@@ -43,7 +43,7 @@ async def build(settings: DownloadSettings) -> ServerHandle:
     servicer = DownloadServicer(
         settings,
         metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel),
-        presigner=s3.presigning_client(settings.s3),
+        presigner=s3.presigner(settings.s3),
         jetstream=jetstream,
         cdn=cdn_urls(settings.cdn),
     )

@@ -23,6 +23,7 @@ from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
 from filestore.core.clients import translated_errors
 from filestore.core.errors import FailedPrecondition, FilestoreError, InvalidArgument, NotFound, Unavailable
+from filestore.core.sigv4 import SigV4Presigner
 from filestore.download.cdn import CdnUrls
 from filestore.download.settings import DownloadSettings
 from filestore.v1 import (
@@ -34,8 +35,6 @@ from filestore.v1 import (
 )
 
 if TYPE_CHECKING:
-    from types_boto3_s3 import S3Client
-
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub
 
 log = structlog.get_logger("filestore.download")
@@ -104,7 +103,7 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
         settings: DownloadSettings,
         *,
         metadata: MetadataServiceAsyncStub,
-        presigner: S3Client,
+        presigner: SigV4Presigner,
         jetstream: JetStreamContext | None,
         cdn: CdnUrls | None,
     ) -> None:
@@ -216,19 +215,14 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
         return _Authorized(file=authorized.file, storage_key=authorized.storage_key)
 
     def _presign(self, key: str, content_type: str, disposition: str, ttl: int) -> tuple[str, datetime]:
-        expires = datetime.now(UTC) + timedelta(seconds=ttl)
-        url = self._presigner.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": self._settings.s3.bucket,
-                "Key": key,
-                "ResponseContentType": content_type,
-                "ResponseContentDisposition": disposition,
-            },
-            ExpiresIn=ttl,
+        signed = self._presigner.presign_get(
+            key,
+            expires_s=ttl,
+            response_content_type=content_type,
+            response_content_disposition=disposition,
         )
         _GET_URLS.inc()
-        return url, expires
+        return signed.url, signed.expires_at
 
     async def _audit(
         self, file: resources_pb2.File, principal: Principal, *, derivative_kind: str, expires: datetime

@@ -14,24 +14,12 @@ from filestore.core.server import ServerHandle, create_server
 from filestore.upload.reaper import Reaper
 from filestore.upload.servicer import UploadServicer
 from filestore.upload.settings import UploadSettings
-from filestore.upload.signing import SigV4Presigner
 from filestore.upload.storage import S3ObjectStore
 from filestore.v1 import metadata_service_pb2_grpc, upload_service_pb2, upload_service_pb2_grpc
 
 DOMAIN = "upload.filestore.v1"
 
 log = structlog.get_logger("filestore.upload")
-
-
-def presigner_for(settings: UploadSettings) -> SigV4Presigner:
-    """Signs for the public endpoint: the address clients reach storage at."""
-    return SigV4Presigner(
-        endpoint=settings.s3.public_endpoint,
-        region=settings.s3.region,
-        access_key=settings.s3.access_key,
-        secret_key=settings.s3.secret_key,
-        bucket=settings.s3.bucket,
-    )
 
 
 async def build(settings: UploadSettings) -> ServerHandle:
@@ -49,7 +37,7 @@ async def build(settings: UploadSettings) -> ServerHandle:
     log.info("bucket_cors_applied", origins=list(settings.cors_origins))
     metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
     servicer = UploadServicer(
-        settings, metadata=metadata, store=store, presigner=presigner_for(settings), jetstream=jetstream
+        settings, metadata=metadata, store=store, presigner=s3.presigner(settings.s3), jetstream=jetstream
     )
 
     def register(server: grpc.aio.Server) -> list[str]:

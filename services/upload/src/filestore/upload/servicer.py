@@ -21,11 +21,11 @@ from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
 from filestore.core.clients import translated_errors
 from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from filestore.core.sigv4 import SigV4Presigner
 from filestore.upload import validation
 from filestore.upload.plan import PartPlan, plan_parts
 from filestore.upload.reaper import discard_upload_bytes
 from filestore.upload.settings import MAX_OBJECT_BYTES, SINGLE_PUT_LIMIT, UploadSettings
-from filestore.upload.signing import SigV4Presigner
 from filestore.upload.storage import ObjectHead, ObjectStore, StoredPart
 from filestore.v1 import (
     events_pb2,
