@@ -105,3 +105,19 @@ bench-processor: env system-deps
 .PHONY: bench-sdk
 bench-sdk: env
 	$(PY) -m benchmarks.bench_sdk
+
+# The proxy problem: 1 GiB direct (presigned URLs) vs through a naive proxy; bytes, RSS, CPU per service process.
+.PHONY: bench-proxy
+bench-proxy: env
+	$(PY) -m benchmarks.bench_proxy
+
+# GetDownloadUrl at 64 in flight against an echo RPC on the same bootstrap, and the pieces of one call.
+.PHONY: bench-download
+bench-download: env
+	$(PY) -m benchmarks.bench_download
+
+# Every bench-* target in turn (long: run it on a quiet machine); writes docs/benchmarks.md and the
+# results block of README.md from their RESULT lines.
+.PHONY: bench
+bench: env
+	$(PY) -m benchmarks.report

@@ -1,18 +1,53 @@
-"""Shared by the benchmarks: timing with warm-up and best-of repeats, percentiles, and a throwaway
-embedded stack (only the components a benchmark needs) in a temp directory."""
+"""Shared by the benchmarks: timing with warm-up and best-of repeats, percentiles, throughput at a
+fixed number of calls in flight, the echo RPC every service benchmark is measured against, and a
+throwaway embedded stack (only the components a benchmark needs) in a temp directory."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import grpc
+
+from filestore.core.auth import TokenVerifier
+from filestore.core.server import ServerHandle, create_server
 from filestore.stack import Stack, StackConfig, StackPorts
 
-__all__ = ["best_per_call_us", "percentile", "temporary_stack"]
+__all__ = [
+    "CALLS",
+    "ECHO_SERVICE",
+    "IN_FLIGHT",
+    "Throughput",
+    "best_per_call_us",
+    "echo_caller",
+    "echo_server",
+    "load_average",
+    "measure",
+    "median",
+    "percentile",
+    "temporary_stack",
+]
+
+#: A generic (no proto) unary RPC that answers its request: the floor of one call through the
+#: server bootstrap (interceptors and token check included) with no service work behind it.
+ECHO_SERVICE = "bench.Echo"
+ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
+#: The defaults of ``measure``: the control-plane benchmarks all run at this load.
+CALLS = 3000
+IN_FLIGHT = 64
+WARMUP = 300
+
+
+class Throughput(NamedTuple):
+    rate: float  # calls per second
+    p50_ms: float
+    p99_ms: float
 
 
 def best_per_call_us(call: Callable[[], object], *, number: int, repeats: int = 7) -> float:
@@ -36,6 +71,79 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
 
 def median(samples: Sequence[float]) -> float:
     return statistics.median(samples)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: printed with every result, because the benchmark
+    machine is shared and a ratio measured under load deserves to be read with that in mind."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def measure(
+    name: str,
+    call: Callable[[int], Awaitable[object]],
+    *,
+    calls: int = CALLS,
+    in_flight: int = IN_FLIGHT,
+    warmup: int = WARMUP,
+) -> Throughput:
+    """Throughput and latency of ``calls`` calls with ``in_flight`` always in flight, after ``warmup``
+    calls (channels connected, caches and prepared statements warm). ``call`` gets a distinct
+    index per call, so callers can spread requests over their fixtures."""
+    for start in range(0, warmup, in_flight):
+        await asyncio.gather(*(call(i) for i in range(start, min(warmup, start + in_flight))))
+    latencies: list[float] = []
+    counter = iter(range(calls))
+
+    async def worker() -> None:
+        # Workers share one iterator: a slow call holds back only its own worker, so the number in
+        # flight stays constant (a gather of fixed batches would wait for each batch's slowest).
+        for i in counter:
+            started = time.perf_counter()
+            await call(warmup + i)
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    rate = calls / (time.perf_counter() - started)
+    result = Throughput(rate, median(latencies), percentile(latencies, 0.99))
+    print(
+        f"{name:<22} {rate:8.0f} calls/s   p50 {result.p50_ms:6.2f} ms   p99 {result.p99_ms:6.2f} ms",
+        flush=True,
+    )
+    return result
+
+
+async def _echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    return request
+
+
+def _register_echo(server: grpc.aio.Server) -> list[str]:
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_echo)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(ECHO_SERVICE, {"Echo": handler})])
+    return [ECHO_SERVICE]
+
+
+def echo_server(auth_secret: str) -> ServerHandle:
+    """An echo server on the services' own bootstrap (``create_server``), on a free local port;
+    the caller starts and stops it. Run it in the process that runs the service measured, so both
+    share the event loop, the client and the machine's load."""
+    return create_server(
+        listen="127.0.0.1:0",
+        domain="bench.filestore.v1",
+        verifier=TokenVerifier(auth_secret),
+        register=_register_echo,
+    )
+
+
+def echo_caller(channel: grpc.aio.Channel, payload: bytes = b"x" * 64) -> Callable[[int], Awaitable[object]]:
+    """A ``measure``-shaped call of the echo RPC over ``channel``."""
+    echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
+
+    async def call_echo(i: int) -> object:
+        return await echo(payload)
+
+    return call_echo
 
 
 @asynccontextmanager

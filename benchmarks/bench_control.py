@@ -13,18 +13,20 @@ Ends with: RESULT create_upload_vs_echo=<r> create_upload_p99_ms=<p>
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import grpc
-
-from benchmarks._common import median, percentile, temporary_stack
-from filestore.core.auth import TokenVerifier, mint_token
+from benchmarks._common import (
+    CALLS,
+    IN_FLIGHT,
+    echo_caller,
+    echo_server,
+    load_average,
+    measure,
+    temporary_stack,
+)
+from filestore.core.auth import mint_token
 from filestore.core.clients import insecure_channel
 from filestore.core.logging import configure_logging
-from filestore.core.server import create_server
 from filestore.core.settings import Env
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings
@@ -34,42 +36,6 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-
-IN_FLIGHT = 64
-CALLS = 3000
-WARMUP = 300
-ECHO_SERVICE = "bench.Echo"
-
-
-async def _echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-    return request
-
-
-def _register_echo(server: grpc.aio.Server) -> list[str]:
-    handler = grpc.unary_unary_rpc_method_handler(_echo)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(ECHO_SERVICE, {"Echo": handler})])
-    return [ECHO_SERVICE]
-
-
-async def measure(name: str, call: Callable[[int], Awaitable[object]]) -> tuple[float, float, float]:
-    """(calls per second, p50 ms, p99 ms) of ``CALLS`` calls with ``IN_FLIGHT`` always in flight."""
-    for start in range(0, WARMUP, IN_FLIGHT):
-        await asyncio.gather(*(call(i) for i in range(start, min(WARMUP, start + IN_FLIGHT))))
-    latencies: list[float] = []
-    counter = iter(range(CALLS))
-
-    async def worker() -> None:
-        for i in counter:
-            started = time.perf_counter()
-            await call(WARMUP + i)
-            latencies.append((time.perf_counter() - started) * 1000)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
-    rate = CALLS / (time.perf_counter() - started)
-    p50, p99 = median(latencies), percentile(latencies, 0.99)
-    print(f"{name:<14} {rate:8.0f} calls/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
-    return rate, p50, p99
 
 
 async def main() -> None:
@@ -93,12 +59,7 @@ async def main() -> None:
             )
         )
         broker = await build(settings)
-        echo = create_server(
-            listen="127.0.0.1:0",
-            domain="bench.filestore.v1",
-            verifier=TokenVerifier(endpoints.auth_secret),
-            register=_register_echo,
-        )
+        echo = echo_server(endpoints.auth_secret)
         await broker.start()
         await echo.start()
         token = mint_token(endpoints.auth_secret, subject="bench", tenant="bench")
@@ -106,12 +67,8 @@ async def main() -> None:
         echo_channel = insecure_channel(f"127.0.0.1:{echo.port}", token=lambda: token)
         try:
             upload = upload_service_pb2_grpc.UploadServiceStub(broker_channel)
-            echo_call = echo_channel.unary_unary(f"/{ECHO_SERVICE}/Echo")
-            payload = b"x" * 64
+            call_echo = echo_caller(echo_channel)
             created_ids: list[str] = []
-
-            async def call_echo(i: int) -> object:
-                return await echo_call(payload)
 
             async def call_create(i: int) -> object:
                 created = await upload.CreateUpload(
@@ -131,6 +88,7 @@ async def main() -> None:
                 )
 
             print(f"{CALLS} calls each, {IN_FLIGHT} in flight, one process, 2 gRPC servers, same run")
+            print(f"load average before: {load_average()}")
             echo_rate, _, echo_p99 = await measure("Echo", call_echo)
             create_rate, _, create_p99 = await measure("CreateUpload", call_create)
             get_rate, _, _ = await measure("GetUpload", call_get)
@@ -161,6 +119,7 @@ async def main() -> None:
                 f"metadata GetUploadRecord / echo: {record_rate / baseline:.2f} (the floor under GetUpload)"
             )
             print(f"echo p99: {echo_p99:.2f} ms")
+            print(f"load average after: {load_average()}")
             ratio = create_rate / baseline
             print(f"RESULT create_upload_vs_echo={ratio:.2f} create_upload_p99_ms={create_p99:.2f}")
         finally:

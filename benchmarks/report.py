@@ -1,0 +1,235 @@
+"""make bench: run every benchmark target, keep their output, and write the results table.
+
+Each ``make bench-*`` target runs in turn (one at a time: they share the machine with nothing of
+ours), its output goes to the terminal and to ``<logs>/<target>.log``, and its last ``RESULT`` line is
+taken as its figures. ``docs/benchmarks.md`` gets one row per benchmark (figures, target, met?) and a
+description of the machine; README.md's block between the ``bench-results`` markers gets the same
+table. A benchmark that fails or prints no RESULT is a row saying so, and the exit status is 1 once
+the report is written.
+
+    python -m benchmarks.report                        # every target (what `make bench` does)
+    python -m benchmarks.report bench-proxy bench-download   # only these; the others say "not run"
+    python -m benchmarks.report --from-logs DIR        # no runs: read DIR/<target>.log instead
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = (
+    "bench-presign",
+    "bench-control",
+    "bench-metadata",
+    "bench-processor",
+    "bench-sdk",
+    "bench-proxy",
+    "bench-download",
+)
+README_START = "<!-- bench-results:start (written by benchmarks/report.py) -->"
+README_END = "<!-- bench-results:end -->"
+_RESULT = re.compile(r"^RESULT (.*)$", re.MULTILINE)
+_LOAD = re.compile(r"^load average (before|after): (.*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A goal for one figure of a RESULT line, e.g. ``service_bytes_direct < 1 MiB``."""
+
+    figure: str
+    text: str
+    met: Callable[[float], bool]
+
+
+#: The targets the issues set. Benchmarks without one are reported with their figures only.
+TARGETS: dict[str, tuple[Target, ...]] = {
+    "bench-proxy": (
+        Target("direct_vs_proxy_wall", "direct_vs_proxy_wall ≤ 0.55", lambda v: v <= 0.55),
+        Target("service_bytes_direct", "service_bytes_direct < 1 MiB", lambda v: v < 1024**2),
+    ),
+    "bench-download": (
+        Target("get_download_url_vs_echo", "get_download_url_vs_echo ≥ 0.6", lambda v: v >= 0.6),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    target: str
+    figures: dict[str, str]
+    status: str  # "ok", "failed (exit N)", "no RESULT line", "not run"
+    load: str
+
+    def row(self) -> str:
+        targets = TARGETS.get(self.target, ())
+        if self.status != "ok":
+            shown = self.status
+            verdicts = ["no" if self.status != "not run" else "-" for _ in targets] or ["-"]
+        else:
+            shown = " ".join(f"`{k}={v}`" for k, v in self.figures.items())
+            verdicts = [_verdict(t, self.figures) for t in targets] or ["-"]
+        goal = "; ".join(t.text for t in targets) or "none set"
+        return f"| `make {self.target}` | {shown} | {goal} | {', '.join(verdicts)} | {self.load or '-'} |"
+
+
+def _verdict(target: Target, figures: dict[str, str]) -> str:
+    try:
+        return "yes" if target.met(float(figures[target.figure])) else "no"
+    except (KeyError, ValueError):
+        return f"no ({target.figure} missing)"
+
+
+def parse(target: str, output: str, status: str) -> Outcome:
+    results = _RESULT.findall(output)
+    if status == "ok" and not results:
+        status = "no RESULT line"
+    figures = dict(pair.split("=", 1) for pair in results[-1].split() if "=" in pair) if results else {}
+    loads = dict(_LOAD.findall(output))
+    load = " → ".join(loads[k] for k in ("before", "after") if k in loads)
+    return Outcome(target, figures, status, load)
+
+
+def run_target(target: str, log: Path) -> Outcome:
+    """``make <target>``, its output teed to the terminal and ``log``."""
+    print(f"==> make {target}", flush=True)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            ["make", "--no-print-directory", target],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stdout.write(line)
+            out.write(line)
+        code = process.wait()
+    return parse(target, log.read_text(), "ok" if code == 0 else f"failed (exit {code})")
+
+
+def machine(source: str) -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
+    meminfo = Path("/proc/meminfo").read_text()
+    memory = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.MULTILINE)
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "CPU": f"{model.group(1) if model else platform.processor()}, "
+        f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} logical CPUs available",
+        "memory": f"{int(memory.group(1)) / 1024**2:.1f} GiB" if memory else "unknown",
+        "kernel": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "Python": platform.python_version(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit or "unknown",
+        "load average at the start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "figures from": source,
+    }
+
+
+def table(outcomes: list[Outcome]) -> str:
+    lines = [
+        "| benchmark | figures (last `RESULT` line) | target | met? | load average before → after |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [outcome.row() for outcome in outcomes]
+    return "\n".join(lines)
+
+
+def document(outcomes: list[Outcome], host: dict[str, str]) -> str:
+    described = "\n".join(f"- **{name}**: {value}" for name, value in host.items())
+    return f"""# Benchmark results
+
+Written by `make bench` (`benchmarks/report.py`); every figure comes from the `RESULT` line of the
+benchmark's own run, on the machine below. What each benchmark measures, and how, is in the docstring
+of `benchmarks/bench_*.py`. Ratios compare two things measured in the same run on the same machine,
+so they mean more than the absolute figures, which depend on the machine and on its load (it may be
+shared: the load average is recorded with each benchmark).
+
+## Machine
+
+{described}
+
+## Results
+
+{table(outcomes)}
+"""
+
+
+def readme_block(outcomes: list[Outcome], host: dict[str, str]) -> str:
+    return (
+        f"{README_START}\n"
+        f"Measured on {host['CPU']}, {host['memory']}, Python {host['Python']}, {host['date']} "
+        f"(details in [docs/benchmarks.md](docs/benchmarks.md)):\n\n{table(outcomes)}\n{README_END}"
+    )
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    readme.write_text(text[:start] + block + text[end + len(README_END) :])
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("targets", nargs="*", help=f"some of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--from-logs", type=Path, help="read <dir>/<target>.log instead of running")
+    parser.add_argument("--logs", type=Path, help="where to keep each run's output (default: a temp dir)")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    args = parser.parse_args(argv)
+    if unknown := set(args.targets) - set(BENCHMARKS):
+        parser.error(f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
+    selected = args.targets or list(BENCHMARKS)
+    logs = args.from_logs or args.logs or Path(tempfile.mkdtemp(prefix="filestore-bench-logs-"))
+    host = machine(
+        f"output saved earlier in {logs} (date and load above are the report's)"
+        if args.from_logs
+        else "runs made by this report"
+    )
+    logs.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for target in BENCHMARKS:
+        log = logs / f"{target}.log"
+        if target not in selected:
+            outcomes.append(Outcome(target, {}, "not run", ""))
+        elif args.from_logs is not None:
+            if log.exists():
+                outcomes.append(parse(target, log.read_text(), "ok"))
+            else:
+                outcomes.append(Outcome(target, {}, f"not run (no {log.name})", ""))
+        else:
+            outcomes.append(run_target(target, log))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(document(outcomes, host))
+    print(f"\nwrote {args.output} (logs in {logs})")
+    if not args.no_readme:
+        if update_readme(args.readme, readme_block(outcomes, host)):
+            print(f"updated the results block of {args.readme}")
+        else:
+            print(f"{args.readme} has no {README_START} ... {README_END} block; left unchanged")
+    print(table(outcomes))
+    return 0 if all(o.status in ("ok", "not run") for o in outcomes if o.target in selected) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
