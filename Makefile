@@ -19,6 +19,7 @@ help:
 	@echo "make test   install what is missing, then ruff, mypy, buf lint, proto freshness and pytest"
 	@echo "make proto  regenerate the Python code of protos/ (and of the SeaweedFS filer subset)"
 	@echo "make test-stack  the integration tests against a running stack (FILESTORE_STACK_JSON) or compose"
+	@echo "make test-faults  1,000 uploads while every component is killed and restarted (SQLite and PostgreSQL)"
 
 $(TOOLS)/bin/uv:
 	python3 -m venv $(TOOLS)
@@ -78,6 +79,13 @@ pytest: env system-deps node-deps
 .PHONY: test-stack
 test-stack: env
 	$(PY) scripts/test_stack.py $(PYTEST_ARGS)
+
+# Fault injection at full size: 1,000 uploads while every component is SIGKILLed and restarted, and
+# 1,000 concurrent multipart sessions, on SQLite and PostgreSQL (`make test` runs 200 on SQLite).
+.PHONY: test-faults
+test-faults: env system-deps
+	FILESTORE_FAULT_UPLOADS=1000 FILESTORE_FAULT_SESSIONS=1000 FILESTORE_FAULT_DATABASES=sqlite,postgresql \
+	  $(VENV)/bin/pytest tests/test_faults.py -s $(PYTEST_ARGS)
 
 test: env node-deps system-deps lint typecheck buf-lint buf-breaking proto-check pytest
 

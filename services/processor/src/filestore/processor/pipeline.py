@@ -161,6 +161,12 @@ class Pipeline:
         workers can take them at once. Moving the file UPLOADED -> PROCESSING under its etag is the
         claim: one worker wins; a first delivery that finds the file claimed leaves it to the winner.
         A redelivery is the winner's own event (the worker died), so it resumes the claimed file.
+
+        A redelivery that finds the file already settled announces it again: the state change is
+        committed before its event is published, so the delivery before may have died in between
+        (a worker killed, metadata's answer lost, NATS down), and nothing else would ever publish it.
+        The event's ``Nats-Msg-Id`` is per file and status, so JetStream drops the copy when the first
+        publish did get through (redeliveries come within minutes, well inside its window).
         """
         ref = file_ref(event)
         if ref is None:
@@ -170,6 +176,8 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(file_id=file_id)
         file = await self._get_file(tenant, file_id)
         if file.status in TERMINAL and file.status != Status.FILE_STATUS_READY:
+            if redelivered:
+                await self._announce(file, event)
             log.info("already_processed", status=Status.Name(file.status))
             return
         if file.status == Status.FILE_STATUS_PENDING:
@@ -200,6 +208,8 @@ class Pipeline:
                 log.info("processed", status=Status.Name(file.status))
                 if file.status != Status.FILE_STATUS_READY:
                     return
+            elif redelivered:
+                await self._announce(file, event)
             # READY: the enrichment steps (a redelivery after READY resumes here).
             await self._enrich(run, file, settled)
 

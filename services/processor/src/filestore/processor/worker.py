@@ -3,7 +3,10 @@
 Acknowledgement rules: ack when the pipeline finished (or the event is not ours, or its file is still
 PENDING: the broker announces the completed upload again); nak with a growing
 delay on a transient failure; on the last allowed delivery, publish the event to the dead-letter
-subject, mark the file FAILED, and ack.
+subject, mark the file FAILED, and ack. When that last delivery failed only because a dependency could
+not be reached (metadata, storage, clamd or NATS down), the event is published again as a new message
+(a fresh set of deliveries) and acked instead: an outage says nothing about the file, so it must not
+end FAILED for it.
 
 Each event is handled in a CONSUMER span continuing the trace it was published in (see
 :mod:`filestore.core.tracing`) and counted in ``filestore_events_consumed_total`` by what became of it.
@@ -15,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import botocore.exceptions
 import structlog
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError, StaleConnectionError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from filestore.core import events, metrics, tracing
-from filestore.core.errors import FilestoreError
+from filestore.core.errors import DeadlineExceeded, FilestoreError, Unavailable
 from filestore.processor.pipeline import NotYetUploaded, Pipeline
 from filestore.processor.settings import ProcessorSettings
 from filestore.v1 import events_pb2
@@ -36,6 +41,36 @@ DEAD_LETTER_DELIVERIES = "Filestore-Deliveries"
 NAK_DELAYS_S = (1.0, 5.0, 15.0, 30.0)
 #: How often the consumer's lag is read from JetStream (one small request per process).
 LAG_SAMPLE_INTERVAL_S = 5.0
+#: Failures to reach NATS itself (the READY announcement, a dead letter) while it restarts.
+_NATS_OUTAGES = (ConnectionClosedError, NatsTimeoutError, NoRespondersError, StaleConnectionError)
+#: What botocore raises when storage cannot be reached at all (not when it refuses a request).
+_STORAGE_OUTAGES = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` only says that a dependency could not be reached, nothing about the event.
+
+    A metadata call that failed in transport (UNAVAILABLE with no ErrorInfo of the service's, or
+    DEADLINE_EXCEEDED), storage or clamd unreachable (the cause of the Unavailable the adapters raise),
+    storage answering 5xx, or NATS disconnected. A missing object, a refused request or a scanner
+    verdict it could not give are not outages: those keep the dead-letter budget.
+    """
+    if isinstance(error, DeadlineExceeded):
+        return True
+    if isinstance(error, Unavailable):
+        if error.reason == Unavailable.default_reason:
+            return True  # the gRPC transport's own UNAVAILABLE: the callee did not answer
+        cause = error.__cause__
+        if isinstance(cause, botocore.exceptions.ClientError):
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return status >= 500
+        return cause is not None and is_outage(cause)
+    return isinstance(error, (*_NATS_OUTAGES, *_STORAGE_OUTAGES, ConnectionError))
 
 
 class Worker:
@@ -167,7 +202,8 @@ class Worker:
             return "set_aside"
         except Exception as error:
             reason = getattr(error, "reason", type(error).__name__.upper())
-            if not isinstance(error, FilestoreError | OSError):
+            outage = is_outage(error)
+            if not (outage or isinstance(error, FilestoreError | OSError)):
                 # A bug or a library surprise: retried like a transient failure, so that it ends in the
                 # dead-letter subject with the file FAILED instead of silently exhausting its deliveries.
                 log.exception("pipeline_error")
@@ -178,6 +214,9 @@ class Worker:
                 await message.ack()
                 return "rejected"
             if deliveries >= self._settings.max_deliver:
+                if outage:
+                    await self._requeue(message, reason)
+                    return "requeued"
                 await self._dead_letter(message, event, reason)
                 return "dead_lettered"
             delay = NAK_DELAYS_S[min(deliveries, len(NAK_DELAYS_S)) - 1]
@@ -186,6 +225,16 @@ class Worker:
             return "retried"
         await message.ack()
         return "acked"
+
+    async def _requeue(self, message: Msg, reason: str) -> None:
+        """The same event as a new message at the end of the stream, then ack this one. The message id
+        names this stream sequence, so a worker that dies between the publish and the ack, and whose
+        event comes back, does not queue it twice."""
+        log.warning("event_requeued", reason=reason)
+        headers = dict(message.headers or {})
+        headers["Nats-Msg-Id"] = f"requeue:{message.metadata.sequence.stream}"
+        await self._js.publish(message.subject, message.data, headers=headers)
+        await message.ack()
 
     async def _dead_letter(self, message: Msg, event: events_pb2.ObjectCreated, reason: str) -> None:
         log.warning("event_dead_lettered", reason=reason)

@@ -313,6 +313,12 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
 
         A replayed CreateUpload (same request_id) gets the first BeginUpload answer, from before
         the storage upload was attached, so the current record is read before creating one.
+
+        Creating the storage upload and attaching it to the record are two calls to two systems, and
+        the broker can die, or lose metadata's answer, between them; the client then retries. The key
+        belongs to this upload alone, so a multipart upload storage already holds under it can only be
+        an earlier attempt's: it is adopted rather than leaked beside a new one, and once one upload
+        is attached every other one under the key is aborted.
         """
         if not record.storage_upload_id:
             with translated_errors():
@@ -321,27 +327,37 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 )
         if record.storage_upload_id:
             return record
-        storage_upload_id = await self._store.create_multipart(
-            record.storage_key, content_type=record.content_type
-        )
+        existing = await self._store.multipart_uploads(record.storage_key)
+        if existing:
+            storage_upload_id = existing[0]
+            log.info("storage_upload_adopted", upload_id=record.id, leftovers=len(existing) - 1)
+        else:
+            storage_upload_id = await self._store.create_multipart(
+                record.storage_key, content_type=record.content_type
+            )
         try:
             with translated_errors():
-                return await self._metadata.AttachStorageUpload(
+                attached = await self._metadata.AttachStorageUpload(
                     metadata_service_pb2.AttachStorageUploadRequest(
                         upload_id=record.id, tenant=record.tenant, storage_upload_id=storage_upload_id
                     )
                 )
         except FailedPrecondition:
-            # A concurrent retry attached its own first (or the upload ended meanwhile): ours
-            # would only leak, so it goes, and the record as it now stands answers.
-            await self._store.abort_multipart(record.storage_key, storage_upload_id)
+            # A concurrent retry attached one first (or the upload ended meanwhile): unless that is
+            # the one we hold, ours would only leak, so it goes, and the record as it now stands answers.
             with translated_errors():
                 current = await self._metadata.GetUploadRecord(
                     metadata_service_pb2.GetUploadRecordRequest(upload_id=record.id, tenant=record.tenant)
                 )
+            if current.storage_upload_id != storage_upload_id:
+                await self._store.abort_multipart(record.storage_key, storage_upload_id)
             if current.state == State.UPLOAD_STATE_OPEN and not current.storage_upload_id:
                 raise
             return current
+        for leftover in existing:
+            if leftover != attached.storage_upload_id:
+                await self._store.abort_multipart(record.storage_key, leftover)
+        return attached
 
     async def _complete_in_storage(self, record: Record) -> ObjectHead:
         """Complete the multipart upload from storage's own part list, after checking that every

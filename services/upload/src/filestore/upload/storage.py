@@ -54,6 +54,7 @@ class ObjectStore(Protocol):
     async def head(self, key: str) -> ObjectHead | None: ...
     async def delete(self, key: str) -> None: ...
     async def create_multipart(self, key: str, *, content_type: str) -> str: ...
+    async def multipart_uploads(self, key: str) -> list[str]: ...
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None: ...
     async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> bool: ...
     async def abort_multipart(self, key: str, upload_id: str) -> None: ...
@@ -123,6 +124,26 @@ class S3ObjectStore:
         except ClientError as error:
             raise self._unavailable(error) from error
         return str(created["UploadId"])
+
+    async def multipart_uploads(self, key: str) -> list[str]:
+        """The ids of the multipart uploads storage holds open for exactly ``key``, oldest first."""
+        found: list[tuple[str, str]] = []
+        markers: dict[str, str] = {}
+        while True:
+            try:
+                page = await self._call("list_multipart_uploads", Prefix=key, MaxUploads=1000, **markers)
+            except ClientError as error:
+                raise self._unavailable(error) from error
+            for upload in page.get("Uploads", []):
+                if upload.get("Key") == key and upload.get("UploadId"):
+                    initiated = upload.get("Initiated")
+                    found.append((initiated.isoformat() if initiated else "", str(upload["UploadId"])))
+            if not page.get("IsTruncated"):
+                return [upload_id for _, upload_id in sorted(found)]
+            markers = {
+                "KeyMarker": str(page.get("NextKeyMarker", "")),
+                "UploadIdMarker": str(page.get("NextUploadIdMarker", "")),
+            }
 
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
         """Every part storage holds, or None when it knows no such multipart upload (completed
