@@ -1,5 +1,5 @@
 """The ``filestore`` command as a new user runs it, as a subprocess against the real stack: help,
-upload, ls, info, share, download, rm and ``stack status``, with --json and exit codes."""
+upload, ls, info, share, download, rm, ``stack status`` and ``fsck``, with --json and exit codes."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from filestore.stack import Stack
 
 CLI = [sys.executable, "-m", "filestore.client"]
-SUBCOMMANDS = ("upload", "download", "ls", "info", "share", "rm", "stack")
+SUBCOMMANDS = ("upload", "download", "ls", "info", "share", "rm", "stack", "fsck")
 
 
 def run(*args: str | Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -143,3 +146,53 @@ def test_stack_status_is_the_embedded_stacks_own(cli_env: dict[str, str], tmp_pa
     report = as_json(status)
     assert {"seaweedfs", "nats", "metadata", "upload", "processor", "download"} <= report.keys()
     assert all(row["healthy"] for row in report.values())
+
+
+# The reconciler reads the stack's database itself, which an external stack need not expose.
+@pytest.mark.local_stack
+def test_fsck_finds_the_local_stack_by_itself_and_repairs_an_orphan(
+    cli_env: dict[str, str], stack: Stack
+) -> None:
+    # Scoped to this test's own tenant: the session stack is shared. No grace period, or the object
+    # planted a moment ago would count as an upload in flight.
+    tenant = cli_env["FILESTORE_TENANT"]
+    scope = ("--tenant", tenant, "--grace-s", "0")
+    clean = run("fsck", *scope, env=cli_env)
+    assert clean.returncode == 0, clean.stderr
+    assert "no findings" in clean.stdout
+
+    e = stack.endpoints
+    operator = boto3.client(
+        "s3",
+        endpoint_url=e.s3_endpoint,
+        region_name=e.s3_region,
+        aws_access_key_id=e.s3_access_key,
+        aws_secret_access_key=e.s3_secret_key,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    orphan = f"originals/{tenant}/{uuid.uuid4()}"
+    operator.put_object(Bucket=e.bucket, Key=orphan, Body=b"bytes no record owns")
+
+    found = run("fsck", *scope, "--json", env=cli_env)
+    assert found.returncode == 1, found.stderr
+    report = as_json(found)
+    assert (report["tenants"], report["repair"]) == ([tenant], False)
+    assert [(f["kind"], f["subject"], f["resolution"]) for f in report["findings"]] == [
+        ("orphan_object", orphan, "found")
+    ]
+
+    repaired = run("fsck", *scope, "--repair", "--json", env=cli_env)
+    assert repaired.returncode == 0, repaired.stderr
+    assert [f["resolution"] for f in as_json(repaired)["findings"]] == ["repaired"]
+    with pytest.raises(ClientError):
+        operator.head_object(Bucket=e.bucket, Key=orphan)
+    assert run("fsck", *scope, env=cli_env).returncode == 0
+
+
+def test_fsck_configured_by_the_environment_never_mixes_in_the_local_stack(cli_env: dict[str, str]) -> None:
+    # A database named but no storage: the local stack's storage must not fill the gap (its objects
+    # would all be orphans of that database), so the check cannot run.
+    half = {**cli_env, "FILESTORE_DATABASE_URL": "sqlite+aiosqlite:///elsewhere.db"}
+    done = run("fsck", env=half)
+    assert done.returncode == 2
+    assert "FILESTORE_S3_ENDPOINT" in done.stderr

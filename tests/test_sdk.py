@@ -101,6 +101,30 @@ def write_random(path: Path, size: int) -> bytes:
     return body
 
 
+async def test_a_put_whose_answer_was_lost_is_not_sent_twice_and_the_upload_completes(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # Storage stores the object, then the answer is lost on the way back: the retry meets the
+    # write-once URL's 412, which says the object is there, and the SDK goes on to complete.
+    statuses: list[int] = []
+
+    async def lose_the_first_answer(response: httpx.Response) -> None:
+        if response.request.method == "PUT":
+            statuses.append(response.status_code)
+            if len(statuses) == 1:
+                raise httpx.ReadError("connection reset after the body was stored", request=response.request)
+
+    body = os.urandom(40_000)
+    async with (
+        httpx.AsyncClient(timeout=60, event_hooks={"response": [lose_the_first_answer]}) as http,
+        AsyncClient(endpoints_for(stack), state_dir=tmp_path / "state", http=http) as client,
+    ):
+        result = await client.upload(body, name="once.bin")
+        assert statuses == [200, 412]
+        # Completed against what storage holds: the size and the SHA-256 it checked on the PUT.
+        assert (result.file.size, result.file.sha256) == (len(body), hashlib.sha256(body).hexdigest())
+
+
 async def test_a_small_file_goes_in_one_put_and_comes_back_intact(stack: Stack, tmp_path: Path) -> None:
     body = os.urandom(300_000)
     seen: list[Progress] = []

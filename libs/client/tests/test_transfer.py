@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from filestore.client.cli import _duration, _size, build_parser
-from filestore.client.transfer import MIB, TransferOptions, expiring, run_bounded
+from filestore.client.transfer import MIB, TransferOptions, expiring, run_bounded, run_pipelined
 from filestore.v1 import resources_pb2
 
 
@@ -44,6 +44,58 @@ async def test_run_bounded_raises_the_first_failure_and_cancels_the_rest() -> No
 
     with pytest.raises(RuntimeError, match="part 0 failed"):
         await run_bounded(range(5), work, 2)
+    assert cancelled.is_set()
+
+
+async def test_run_pipelined_prepares_ahead_in_order_but_no_further_than_asked() -> None:
+    prepared: list[int] = []
+    worked: list[tuple[int, str]] = []
+    running = most = most_open = 0
+
+    async def prepare(item: int) -> str:
+        nonlocal most_open
+        prepared.append(item)
+        # Started and not yet done: the items of the lanes plus those prepared ahead.
+        most_open = max(most_open, len(prepared) - len(worked))
+        await asyncio.sleep(0)
+        return f"signed-{item}"
+
+    async def work(item: int, url: str) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        running -= 1
+        worked.append((item, url))
+
+    await run_pipelined(range(20), prepare, work, 3, ahead=2)
+    assert prepared == list(range(20))  # in order, each once
+    assert sorted(worked) == [(i, f"signed-{i}") for i in range(20)]
+    assert (most, most_open) == (3, 3 + 2)
+
+
+async def test_run_pipelined_raises_a_failed_preparation_and_cancels_the_others() -> None:
+    cancelled = asyncio.Event()
+    worked: list[int] = []
+
+    async def prepare(item: int) -> int:
+        if item == 1:
+            raise RuntimeError("cannot sign part 1")
+        if item > 1:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return item
+
+    async def work(item: int, prepared: int) -> None:
+        worked.append(item)
+
+    with pytest.raises(RuntimeError, match="cannot sign part 1"):
+        await run_pipelined(range(5), prepare, work, 2, ahead=2)
+    assert worked == [0]
     assert cancelled.is_set()
 
 

@@ -1,4 +1,5 @@
-"""``filestore``: upload, download, list, inspect, share and delete files; run the local stack."""
+"""``filestore``: upload, download, list, inspect, share and delete files; run the local stack and
+check it with the reconciler (``filestore fsck``)."""
 
 from __future__ import annotations
 
@@ -193,6 +194,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="The embedded stack, exactly as `make run` / `filestore-stack` run it.",
     )
     stack.add_argument("stack_args", nargs=argparse.REMAINDER, metavar="run|status [--json] [--file PATH]")
+
+    fsck = commands.add_parser(
+        "fsck",
+        help="compare the catalogue with storage (operators)",
+        description=(
+            "filestore-fsck: report (or, with --repair, fix) objects without records, records "
+            "without objects, stale multipart uploads, drifted reference counts and parentless "
+            "derivatives.\n\n"
+            "It reads the database and storage directly, as an operator. With FILESTORE_DATABASE_URL "
+            "or any FILESTORE_S3_* variable set, it uses the environment alone, as filestore-fsck "
+            "does; otherwise the local stack's database and S3 keys, from its stack.json.\n\n"
+            "exit status: 0 clean (or all repaired), 1 findings remain, 2 could not check"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fsck.add_argument("--repair", action="store_true", help="fix what is found (default: report only)")
+    fsck.add_argument("--json", action="store_true", help="print the report as JSON")
+    fsck.add_argument(
+        "--grace-s",
+        type=float,
+        metavar="SECONDS",
+        help="leave objects and uploads younger than this alone (default: FILESTORE_FSCK_GRACE_S or 3600)",
+    )
+    fsck.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        metavar="TENANT",
+        help="check only this tenant (repeatable; default: all)",
+    )
+    fsck.add_argument("--stack-file", type=Path, help="stack.json of a local stack")
     return parser
 
 
@@ -431,6 +463,66 @@ def _run_stack(arguments: Sequence[str]) -> int:
     return stack_main(list(arguments) or ["--help"])
 
 
+#: What the reconciler is configured by; any of them set means "a deployment, not the local stack".
+_FSCK_CONFIG_PREFIXES = ("FILESTORE_DATABASE_URL", "FILESTORE_S3_")
+
+
+def _fsck_environment(stack_file: Path | None) -> dict[str, str]:
+    """The reconciler's configuration: the environment when it names a database or storage (never
+    mixed with the local stack's, as one deployment's records against another's storage would make
+    every object an orphan), else the local stack's database and operator S3 keys."""
+    env = dict(os.environ)
+    if any(name.startswith(_FSCK_CONFIG_PREFIXES) for name, value in env.items() if value.strip()):
+        return env
+    try:
+        from filestore.stack import StackConfigError, load_stack_json
+    except ImportError:  # pragma: no cover - depends on how the SDK was installed
+        raise ConfigurationError(
+            "set FILESTORE_DATABASE_URL and FILESTORE_S3_*, or install the stack extra to use the local "
+            "stack: pip install 'filestore-client[stack]'"
+        ) from None
+    path = stack_file or default_stack_json()
+    try:
+        stack = load_stack_json(path).endpoints
+    except StackConfigError as exc:
+        raise ConfigurationError(
+            f"{exc}\n  start one with `filestore stack run` (or `make run`), or set FILESTORE_DATABASE_URL, "
+            "FILESTORE_S3_ENDPOINT, FILESTORE_S3_ACCESS_KEY and FILESTORE_S3_SECRET_KEY"
+        ) from None
+    # The identity stack.json names is the operator's (full rights on the bucket); the services'
+    # own keys could not list, or delete, what the reconciler must.
+    env.update(
+        FILESTORE_DATABASE_URL=stack.database_url,
+        FILESTORE_S3_ENDPOINT=stack.s3_endpoint,
+        FILESTORE_S3_REGION=stack.s3_region,
+        FILESTORE_S3_BUCKET=stack.bucket,
+        FILESTORE_S3_ACCESS_KEY=stack.s3_access_key,
+        FILESTORE_S3_SECRET_KEY=stack.s3_secret_key,
+    )
+    return env
+
+
+def _run_fsck(args: argparse.Namespace) -> int:
+    try:
+        from filestore.metadata.fsck import main as fsck_main
+    except ImportError:  # pragma: no cover - depends on how the SDK was installed
+        print(
+            f"{PROG}: error: fsck needs the ops extra: pip install 'filestore-client[ops]'", file=sys.stderr
+        )
+        return EXIT_USAGE
+    try:
+        environ = _fsck_environment(args.stack_file)
+    except ConfigurationError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    argv = [*(["--repair"] if args.repair else []), *(["--json"] if args.json else [])]
+    if args.grace_s is not None:
+        argv += ["--grace-s", repr(args.grace_s)]
+    for tenant in args.tenant:
+        argv += ["--tenant", tenant]
+    return fsck_main(argv, environ=environ)
+
+
 def _exit_code(error: FilestoreError) -> int:
     return EXIT_UNAVAILABLE if is_retryable_error(error) else EXIT_REFUSED
 
@@ -439,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stack":
         return _run_stack(args.stack_args)
+    if args.command == "fsck":
+        return _run_fsck(args)
     out = _Output(args.json)
     try:
         endpoints = _endpoints(args)

@@ -31,7 +31,7 @@ from filestore.client.progress import ProgressCallback, ProgressTracker, Transfe
 from filestore.client.retry import call_with_retries
 from filestore.client.sources import ByteSource, SourceIdentity, UploadInput, open_source, sha256_of_range
 from filestore.client.state import ResumeState, StateStore, default_state_dir
-from filestore.client.transfer import Signer, StorageTransfer, TransferOptions, run_bounded
+from filestore.client.transfer import Signer, StorageTransfer, TransferOptions, run_pipelined
 from filestore.core.clients import service_channel
 from filestore.v1 import (
     download_service_pb2,
@@ -408,19 +408,31 @@ class AsyncClient:
         if state_path is not None:
             self._state.save(state_path, state)
         missing = [number for number in range(1, plan.count + 1) if number not in state.parts]
+        # Hashing runs in the loop's default executor, which also serves the chunk reads of every
+        # PUT in flight: a bound on hashing threads keeps those reads from queueing behind it.
+        hashing = asyncio.Semaphore(max(1, min(self.options.concurrency, os.cpu_count() or 1)))
 
-        async def send(number: int) -> None:
-            offset, length = plan.offset(number), plan.length(number)
+        async def prepare(number: int) -> Signer:
+            """Hash the part (a full read of it) and sign its URL: done ahead, while earlier parts
+            are on the wire, so that neither delays the part's PUT."""
             digest = ""
             if self.options.part_checksums:
-                digest = await asyncio.to_thread(sha256_of_range, source, offset, length)
+                async with hashing:
+                    digest = await asyncio.to_thread(
+                        sha256_of_range, source, plan.offset(number), plan.length(number)
+                    )
             # URLs from CreateUpload carry no checksum; with checksums each part is signed with its own.
             first = None if digest else first_urls.pop(number, None)
+            sign = self._part_signer(state.upload_id, number, digest, first)
+            await sign(renew=False)  # kept by the signer; renewed at use if it nears its expiry
+            return sign
+
+        async def send(number: int, sign: Signer) -> None:
             state.parts[number] = await self._transfer.put_range(
                 source,
-                offset,
-                length,
-                sign=self._part_signer(state.upload_id, number, digest, first),
+                plan.offset(number),
+                plan.length(number),
+                sign=sign,
                 tracker=tracker,
                 part_number=number,
             )
@@ -428,7 +440,10 @@ class AsyncClient:
                 self._state.save(state_path, state)
             tracker.emit(TransferEvent.PART_SENT, part_number=number)
 
-        await run_bounded(missing, send, self.options.concurrency)
+        # One part prepared ahead per lane: enough that a free lane finds its next part ready, few
+        # enough that the second read of each part (the PUT's) still finds it in the page cache.
+        concurrency = self.options.concurrency
+        await run_pipelined(missing, prepare, send, concurrency, ahead=concurrency)
         file = await self._complete(state.upload_id, source)
         if state_path is not None:
             self._state.remove(state_path)

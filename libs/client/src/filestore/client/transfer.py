@@ -7,13 +7,15 @@ for (fresh) URLs is the caller's part, through the ``sign`` callables.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
+import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -23,7 +25,10 @@ from filestore.client.retry import RetryPolicy, is_transient_status
 from filestore.client.sources import ByteSource
 from filestore.v1 import resources_pb2
 
-__all__ = ["MIB", "StorageTransfer", "TransferOptions", "run_bounded"]
+__all__ = ["MIB", "StorageTransfer", "TransferOptions", "run_bounded", "run_pipelined"]
+
+T = TypeVar("T")
+P = TypeVar("P")
 
 MIB = 1024 * 1024
 # A URL expired at storage answers 403 with an S3 error whose message says so; some storages
@@ -225,6 +230,12 @@ class StorageTransfer:
             if response.is_success:
                 etag = response.headers.get("etag", "")
                 return
+            if response.status_code == 412 and part_number is None:
+                # Whole-object URLs are write-once (If-None-Match: *): the object is already stored,
+                # by an earlier attempt whose answer was lost. CompleteUpload checks its size and
+                # checksum, so going on is safe.
+                tracker.advance(length - sent, part_number)
+                return
             tracker.rewind(sent)
             raise self._refusal(response, what)
 
@@ -326,17 +337,10 @@ def _hash_file_prefix(path: Path, length: int, digest: hashlib._Hash) -> None:
             remaining -= len(chunk)
 
 
-async def run_bounded(items: Iterable[int], work: Callable[[int], Awaitable[None]], concurrency: int) -> None:
-    """``work(item)`` for every item, at most ``concurrency`` at a time. The first failure cancels
-    the rest and is raised as itself (not wrapped in an ExceptionGroup)."""
-    pending = iter(items)
-
-    async def lane() -> None:
-        # One shared iterator: each lane takes the next item when it is free.
-        for item in pending:
-            await work(item)
-
-    lanes = [asyncio.create_task(lane()) for _ in range(concurrency)]
+async def _run_lanes(lane: Callable[[], Coroutine[Any, Any, None]], count: int) -> None:
+    """``count`` copies of ``lane`` at once. The first failure cancels the others and is raised as
+    itself (not wrapped in an ExceptionGroup)."""
+    lanes = [asyncio.create_task(lane()) for _ in range(count)]
     try:
         await asyncio.wait(lanes, return_when=asyncio.FIRST_EXCEPTION)
     finally:
@@ -347,3 +351,57 @@ async def run_bounded(items: Iterable[int], work: Callable[[int], Awaitable[None
         failure = None if task.cancelled() else task.exception()
         if failure is not None:
             raise failure
+
+
+async def run_bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], concurrency: int) -> None:
+    """``work(item)`` for every item, at most ``concurrency`` at a time. The first failure cancels
+    the rest and is raised as itself (not wrapped in an ExceptionGroup)."""
+    pending = iter(items)
+
+    async def lane() -> None:
+        # One shared iterator: each lane takes the next item when it is free.
+        for item in pending:
+            await work(item)
+
+    await _run_lanes(lane, concurrency)
+
+
+async def run_pipelined(
+    items: Iterable[T],
+    prepare: Callable[[T], Awaitable[P]],
+    work: Callable[[T, P], Awaitable[None]],
+    concurrency: int,
+    *,
+    ahead: int,
+) -> None:
+    """``work(item, await prepare(item))`` for every item, at most ``concurrency`` works at a time,
+    while the next ``ahead`` items are prepared, in order. A lane that becomes free then finds its
+    next item ready instead of leaving its connection idle while the item is prepared. Failures as
+    in :func:`run_bounded`; preparations not yet used are cancelled."""
+    pending = iter(items)
+    ready: collections.deque[tuple[T, asyncio.Task[P]]] = collections.deque()
+    window = max(1, ahead)  # with none prepared ahead, a free lane would find nothing to take
+
+    def prepare_ahead() -> None:
+        for item in itertools.islice(pending, max(0, window - len(ready))):
+            ready.append((item, asyncio.ensure_future(prepare(item))))
+
+    async def lane() -> None:
+        while True:
+            prepare_ahead()
+            if not ready:
+                return
+            # Lanes take items in order, whichever is free first: the last items never queue
+            # behind a busy lane while another lane idles.
+            item, prepared = ready.popleft()
+            prepare_ahead()
+            await work(item, await prepared)
+
+    try:
+        await _run_lanes(lane, concurrency)
+    finally:
+        # A preparation a lane was awaiting is cancelled with the lane; these are the ones no lane took.
+        unused = [prepared for _, prepared in ready]
+        for task in unused:
+            task.cancel()
+        await asyncio.gather(*unused, return_exceptions=True)
