@@ -4,6 +4,7 @@ bounds, and one audit event per URL handed out."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import nats
 import pytest
 from botocore.config import Config
 from nats.aio.msg import Msg
+from PIL import Image
 
 from filestore.core.auth import mint_token
 from filestore.core.clients import insecure_channel
@@ -23,6 +25,7 @@ from filestore.v1 import (
     events_pb2,
     metadata_service_pb2,
     metadata_service_pb2_grpc,
+    processor_service_pb2,
     resources_pb2,
 )
 from tests.conftest import ClientFactory, StatusEvents, rpc_error
@@ -220,3 +223,31 @@ async def test_an_upload_url_cannot_replace_bytes_once_they_are_stored(
         download_service_pb2.GetDownloadUrlRequest(file_id=created.file.id)
     )
     assert (await _get(url.url)).content == body
+
+
+async def test_a_ready_image_gets_its_thumbnail_from_the_enrichment_queue(
+    client_for: ClientFactory, status_events: StatusEvents
+) -> None:
+    # In the default pipeline thumbnails and OCR do not gate READY: the file is READY first, and its
+    # optional steps run afterwards from files.file.enrich, on slots of their own.
+    client = client_for()
+    picture = io.BytesIO()
+    Image.new("RGB", (640, 400), (30, 120, 200)).save(picture, format="PNG")
+    file = await upload_until_processed(
+        client, status_events, picture.getvalue(), name="sky.png", content_type="image/png"
+    )
+    assert file.status == resources_pb2.FILE_STATUS_READY
+    deadline = asyncio.get_running_loop().time() + 60
+    steps: dict[str, int] = {}
+    while "thumbnail" not in steps and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)  # no event marks the end of the optional steps: poll, bounded
+        status = await client.processor.GetProcessingStatus(
+            processor_service_pb2.GetProcessingStatusRequest(file_id=file.id)
+        )
+        steps = {result.step: result.outcome for result in status.results}
+    assert steps.get("thumbnail") == resources_pb2.STEP_OUTCOME_PASSED
+    url = await client.download.GetDerivativeUrl(
+        download_service_pb2.GetDerivativeUrlRequest(file_id=file.id, kind="thumbnail_256")
+    )
+    got = await _get(url.url)
+    assert (got.status_code, got.content[:4], got.content[8:12]) == (200, b"RIFF", b"WEBP")

@@ -67,6 +67,11 @@ class Subjects:
         return f"{self.prefix}.file.ready"
 
     @property
+    def file_enrich(self) -> str:
+        """The processor's own work queue: READY files whose optional steps are still to run."""
+        return f"{self.prefix}.file.enrich"
+
+    @property
     def file_downloaded(self) -> str:
         return f"{self.prefix}.file.downloaded"
 

@@ -10,6 +10,8 @@ Subjects (prefix `files` by default), all in one stream (`FILES` by default):
 * `files.object.deleted`: ObjectDeleted.
 * `files.file.ready`: FileStatusChanged when a file reaches READY, QUARANTINED or FAILED.
 * `files.file.downloaded`: FileDownloaded, one per download URL answered (audit).
+* `files.file.enrich`: ObjectCreated of a READY file whose optional steps (thumbnails, OCR) are still
+  to run; the processor's own queue, so that those never hold up another file's way to READY.
 * `files.dead.<subject>`: an event that exhausted its deliveries.
 """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import io
 import time
@@ -48,6 +49,15 @@ log = structlog.get_logger("filestore.processor")
 
 T = TypeVar("T")
 Heartbeat = Callable[[], Awaitable[None]]
+
+
+class Stage(enum.Enum):
+    """Which queue an event came from: the way to READY, or a READY file's optional steps."""
+
+    GATE = "gate"
+    ENRICH = "enrich"
+
+
 Status = resources_pb2.FileStatus
 Outcome = resources_pb2.StepOutcome
 TERMINAL = frozenset(
@@ -153,9 +163,19 @@ class Pipeline:
     # ---------------------------------------------------------------------------------- entry
 
     async def process(
-        self, event: events_pb2.ObjectCreated, heartbeat: Heartbeat, *, redelivered: bool = False
+        self,
+        event: events_pb2.ObjectCreated,
+        heartbeat: Heartbeat,
+        *,
+        redelivered: bool = False,
+        stage: Stage = Stage.GATE,
     ) -> None:
-        """Run the pipeline for the file the event names.
+        """Run one stage of the pipeline for the file the event names.
+
+        GATE takes the file to READY, QUARANTINED or FAILED through the required steps, then queues
+        a READY file's optional steps on ``files.file.enrich``; ENRICH runs those. Two queues, so a
+        thumbnail or an OCR pass (seconds of CPU) never holds a slot another file needs to become
+        READY.
 
         Two events can name the same upload (the bridge's and the broker's re-announcement), and two
         workers can take them at once. Moving the file UPLOADED -> PROCESSING under its etag is the
@@ -166,15 +186,26 @@ class Pipeline:
         committed before its event is published, so the delivery before may have died in between
         (a worker killed, metadata's answer lost, NATS down), and nothing else would ever publish it.
         The event's ``Nats-Msg-Id`` is per file and status, so JetStream drops the copy when the first
-        publish did get through (redeliveries come within minutes, well inside its window).
+        publish did get through (redeliveries come within minutes, well inside its window). The
+        enrichment is queued again for the same reason, under an id per file version.
         """
         ref = file_ref(event)
         if ref is None:
             log.info("event_ignored", key=event.key)
             return
         tenant, file_id = ref
-        structlog.contextvars.bind_contextvars(file_id=file_id)
+        structlog.contextvars.bind_contextvars(file_id=file_id, stage=stage.value)
         file = await self._get_file(tenant, file_id)
+        if stage is Stage.ENRICH:
+            if file.status != Status.FILE_STATUS_READY:
+                # Quarantined, reprocessed or deleted since it was queued: nothing to add to it.
+                log.info("enrichment_skipped", status=Status.Name(file.status))
+                return
+            with contextlib.ExitStack() as cleanup:
+                run = self._run_for(event, tenant, file, heartbeat)
+                run.scratch = cleanup.enter_context(scratch_directory())
+                await self._enrich(run, file, await self._settled_steps(tenant, file_id))
+            return
         if file.status in TERMINAL and file.status != Status.FILE_STATUS_READY:
             if redelivered:
                 await self._announce(file, event)
@@ -182,36 +213,54 @@ class Pipeline:
             return
         if file.status == Status.FILE_STATUS_PENDING:
             raise NotYetUploaded(file_id)
-        run = _Run(
+        if file.status == Status.FILE_STATUS_READY:
+            if redelivered:
+                await self._announce(file, event)
+        else:
+            if file.status == Status.FILE_STATUS_UPLOADED:
+                claimed = await self._claim(tenant, file)
+                if claimed is None:
+                    log.info("claimed_elsewhere")
+                    return
+                file = claimed
+            elif not redelivered:
+                log.info("claimed_elsewhere")
+                return
+            with contextlib.ExitStack() as cleanup:
+                run = self._run_for(event, tenant, file, heartbeat)
+                run.scratch = cleanup.enter_context(scratch_directory())
+                file = await self._gate(run, file, await self._settled_steps(tenant, file_id))
+            await self._announce(file, event)
+            log.info("processed", status=Status.Name(file.status))
+            if file.status != Status.FILE_STATUS_READY:
+                return
+        await self._queue_enrichment(file, event)
+
+    def _run_for(
+        self, event: events_pb2.ObjectCreated, tenant: str, file: resources_pb2.File, heartbeat: Heartbeat
+    ) -> _Run:
+        return _Run(
             tenant=tenant,
-            file_id=file_id,
+            file_id=file.id,
             bucket=event.bucket or self._settings.s3.bucket,
             key=event.key,
             heartbeat=heartbeat,
             sniffed=file.sniffed_content_type,
         )
-        with contextlib.ExitStack() as cleanup:
-            run.scratch = cleanup.enter_context(scratch_directory())
-            settled = await self._settled_steps(tenant, file_id)
-            if file.status != Status.FILE_STATUS_READY:
-                if file.status == Status.FILE_STATUS_UPLOADED:
-                    claimed = await self._claim(tenant, file)
-                    if claimed is None:
-                        log.info("claimed_elsewhere")
-                        return
-                    file = claimed
-                elif not redelivered:
-                    log.info("claimed_elsewhere")
-                    return
-                file = await self._gate(run, file, settled)
-                await self._announce(file, event)
-                log.info("processed", status=Status.Name(file.status))
-                if file.status != Status.FILE_STATUS_READY:
-                    return
-            elif redelivered:
-                await self._announce(file, event)
-            # READY: the enrichment steps (a redelivery after READY resumes here).
-            await self._enrich(run, file, settled)
+
+    async def _queue_enrichment(self, file: resources_pb2.File, cause: events_pb2.ObjectCreated) -> None:
+        """Queue the optional steps of a READY file, if its type has any."""
+        optional = [
+            step
+            for step in self._config.steps_for(file.sniffed_content_type)
+            if step not in self._config.required
+        ]
+        if file.sniffed_content_type and not optional:
+            return
+        # Per file version: a reprocessed file is enriched again, a redelivered gate is not twice.
+        await events.publish(
+            self._js, self._subjects.file_enrich, cause, msg_id=f"enrich:{file.id}:{file.etag}"
+        )
 
     async def fail(self, event: events_pb2.ObjectCreated, reason: str) -> None:
         """The event exhausted its deliveries: the file ends FAILED with the reason (unless it already

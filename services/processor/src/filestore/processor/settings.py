@@ -15,8 +15,11 @@ class ProcessorSettings:
     s3: S3Settings
     nats: NatsSettings
     metadata_address: str
-    #: Events processed at once by this process.
+    #: Files taken towards READY at once by this process.
     concurrency: int
+    #: READY files whose optional steps (thumbnails, OCR) run at once; a queue of their own, so
+    #: slow renders never keep another file from becoming READY.
+    enrich_concurrency: int
     #: Deliveries of one event before it is dead-lettered and its file marked FAILED.
     max_deliver: int
     #: How long a delivery may go without an ack or a heartbeat before JetStream redelivers it.
@@ -38,6 +41,7 @@ class ProcessorSettings:
             nats=NatsSettings.from_env(env),
             metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
             concurrency=env.integer(f"{PREFIX}WORKER_CONCURRENCY", 4, minimum=1, maximum=256),
+            enrich_concurrency=env.integer(f"{PREFIX}WORKER_ENRICH_CONCURRENCY", 2, minimum=1, maximum=256),
             max_deliver=env.integer(f"{PREFIX}WORKER_MAX_DELIVER", 5, minimum=1, maximum=100),
             ack_wait_s=env.number(f"{PREFIX}WORKER_ACK_WAIT_S", 30.0, minimum=1.0),
             read_chunk_bytes=env.integer(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 
 import botocore.exceptions
 import structlog
@@ -28,13 +29,14 @@ from nats.js import JetStreamContext
 
 from filestore.core import events, metrics, tracing
 from filestore.core.errors import DeadlineExceeded, FilestoreError, Unavailable
-from filestore.processor.pipeline import NotYetUploaded, Pipeline
+from filestore.processor.pipeline import NotYetUploaded, Pipeline, Stage
 from filestore.processor.settings import ProcessorSettings
 from filestore.v1 import events_pb2
 
 log = structlog.get_logger("filestore.processor.worker")
 
 DURABLE = "processor-pipeline"
+ENRICH_DURABLE = "processor-enrich"
 DEAD_LETTER_REASON = "Filestore-Reason"
 DEAD_LETTER_DELIVERIES = "Filestore-Deliveries"
 #: Redelivery delays after a transient failure; the last one repeats.
@@ -73,6 +75,17 @@ def is_outage(error: BaseException) -> bool:
     return isinstance(error, (*_NATS_OUTAGES, *_STORAGE_OUTAGES, ConnectionError))
 
 
+@dataclass
+class _Lane:
+    """One durable consumer and the slots of the events it has in hand."""
+
+    stage: Stage
+    durable: str
+    subject: str
+    slots: asyncio.Semaphore
+    subscription: JetStreamContext.PullSubscription | None = None
+
+
 class Worker:
     def __init__(
         self, settings: ProcessorSettings, *, jetstream: JetStreamContext, pipeline: Pipeline
@@ -81,86 +94,99 @@ class Worker:
         self._js = jetstream
         self._pipeline = pipeline
         self._subjects = events.Subjects(settings.nats.subject_prefix)
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        # Two queues with slots of their own: files on their way to READY never wait behind the
+        # renders and OCR passes of files that are READY already.
+        self._lanes = (
+            _Lane(
+                Stage.GATE, DURABLE, self._subjects.object_created, asyncio.Semaphore(settings.concurrency)
+            ),
+            _Lane(
+                Stage.ENRICH,
+                ENRICH_DURABLE,
+                self._subjects.file_enrich,
+                asyncio.Semaphore(settings.enrich_concurrency),
+            ),
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._lag_task: asyncio.Task[None] | None = None
-        self._subscription: JetStreamContext.PullSubscription | None = None
+        self._loop_tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        await events.ensure_consumer(
-            self._js,
-            stream=self._settings.nats.stream,
-            durable=DURABLE,
-            filter_subject=self._subjects.object_created,
-            ack_wait_s=self._settings.ack_wait_s,
-            max_deliver=self._settings.max_deliver,
-        )
-        self._subscription = await self._js.pull_subscribe_bind(DURABLE, stream=self._settings.nats.stream)
-        self._loop_task = asyncio.create_task(self._fetch_loop(self._subscription))
-        self._lag_task = asyncio.create_task(self._sample_lag())
+        for lane in self._lanes:
+            await events.ensure_consumer(
+                self._js,
+                stream=self._settings.nats.stream,
+                durable=lane.durable,
+                filter_subject=lane.subject,
+                ack_wait_s=self._settings.ack_wait_s,
+                max_deliver=self._settings.max_deliver,
+            )
+            lane.subscription = await self._js.pull_subscribe_bind(
+                lane.durable, stream=self._settings.nats.stream
+            )
+            self._loop_tasks.append(asyncio.create_task(self._fetch_loop(lane)))
+        self._loop_tasks.append(asyncio.create_task(self._sample_lag()))
 
     async def stop(self) -> None:
         """Stop fetching and let the events in hand finish (unfinished ones are redelivered)."""
         self._stopping.set()
-        for task in (self._loop_task, self._lag_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for task in self._loop_tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.ack_wait_s)
-        if self._subscription is not None:
-            # A fetch cancelled mid-flight leaves its inbox subscribed; a connection drain would then
-            # wait out its whole timeout for it.
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+        for lane in self._lanes:
+            if lane.subscription is not None:
+                # A fetch cancelled mid-flight leaves its inbox subscribed; a connection drain would
+                # then wait out its whole timeout for it.
+                with contextlib.suppress(Exception):
+                    await lane.subscription.unsubscribe()
 
-    async def _fetch_loop(self, subscription: JetStreamContext.PullSubscription) -> None:
+    async def _fetch_loop(self, lane: _Lane) -> None:
+        assert lane.subscription is not None
         while not self._stopping.is_set():
-            await self._slots.acquire()
+            await lane.slots.acquire()
             try:
-                messages = await subscription.fetch(1, timeout=1.0)
+                messages = await lane.subscription.fetch(1, timeout=1.0)
             except (TimeoutError, NatsTimeoutError):
-                self._slots.release()
+                lane.slots.release()
                 continue
             except Exception as error:
-                self._slots.release()
-                log.warning("fetch_failed", error=str(error))
+                lane.slots.release()
+                log.warning("fetch_failed", consumer=lane.durable, error=str(error))
                 await asyncio.sleep(1.0)
                 continue
             for message in messages:
-                task = asyncio.create_task(self._handle(message))
+                task = asyncio.create_task(self._handle(lane, message))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
     async def _sample_lag(self) -> None:
         """Keep the consumer's lag gauges current; a failed read leaves the last values."""
-        pending = metrics.CONSUMER_PENDING.labels(DURABLE)
-        ack_pending = metrics.CONSUMER_ACK_PENDING.labels(DURABLE)
         while True:
-            try:
-                info = await self._js.consumer_info(self._settings.nats.stream, DURABLE)
-            except Exception as error:
-                log.debug("consumer_info_failed", error=str(error))
-            else:
-                pending.set(info.num_pending or 0)
-                ack_pending.set(info.num_ack_pending or 0)
+            for lane in self._lanes:
+                try:
+                    info = await self._js.consumer_info(self._settings.nats.stream, lane.durable)
+                except Exception as error:
+                    log.debug("consumer_info_failed", consumer=lane.durable, error=str(error))
+                else:
+                    metrics.CONSUMER_PENDING.labels(lane.durable).set(info.num_pending or 0)
+                    metrics.CONSUMER_ACK_PENDING.labels(lane.durable).set(info.num_ack_pending or 0)
             await asyncio.sleep(LAG_SAMPLE_INTERVAL_S)
 
-    async def _handle(self, message: Msg) -> None:
+    async def _handle(self, lane: _Lane, message: Msg) -> None:
         result = "error"
         try:
             structlog.contextvars.clear_contextvars()
-            result = await self._handle_one(message)
+            result = await self._handle_one(lane, message)
         except Exception:
             log.exception("event_handling_failed")
         finally:
-            self._slots.release()
+            lane.slots.release()
             metrics.EVENTS_CONSUMED.labels(message.subject, result).inc()
 
-    async def _handle_one(self, message: Msg) -> str:
+    async def _handle_one(self, lane: _Lane, message: Msg) -> str:
         """Handle one delivery; answers what became of it (the result label of the consumed count)."""
         deliveries = message.metadata.num_delivered
         try:
@@ -183,16 +209,20 @@ class Worker:
         ) as span:
             if (trace_id := tracing.current_trace_id()) is not None:
                 structlog.contextvars.bind_contextvars(trace_id=trace_id)
-            result = await self._run_pipeline(message, event, deliveries)
+            result = await self._run_pipeline(lane, message, event, deliveries)
             if span is not None:
                 span.set_attribute("filestore.result", result)
                 if result in ("retried", "rejected", "dead_lettered"):
                     tracing.mark_error(span, result)
             return result
 
-    async def _run_pipeline(self, message: Msg, event: events_pb2.ObjectCreated, deliveries: int) -> str:
+    async def _run_pipeline(
+        self, lane: _Lane, message: Msg, event: events_pb2.ObjectCreated, deliveries: int
+    ) -> str:
         try:
-            await self._pipeline.process(event, heartbeat=message.in_progress, redelivered=deliveries > 1)
+            await self._pipeline.process(
+                event, heartbeat=message.in_progress, redelivered=deliveries > 1, stage=lane.stage
+            )
         except NotYetUploaded:
             # Storage announced the object before its upload was completed. Set it aside: the broker's
             # CompleteUpload publishes the completed upload under an id of its own, and that event runs
