@@ -28,6 +28,7 @@ from filestore.v1 import (
     events_pb2,
     metadata_service_pb2_grpc,
     processor_service_pb2_grpc,
+    resources_pb2,
     upload_service_pb2_grpc,
 )
 from tests.external_stack import external_stack_from_env
@@ -188,6 +189,20 @@ class StatusEvents:
         async def seen() -> events_pb2.FileStatusChanged:
             async with self._changed:
                 await self._changed.wait_for(lambda: file_id in self._seen)
+                return self._seen[file_id]
+
+        return await asyncio.wait_for(seen(), READY_TIMEOUT_S)
+
+    async def wait_for_status(
+        self, file_id: str, status: resources_pb2.FileStatus.ValueType
+    ) -> events_pb2.FileStatusChanged:
+        """The file's latest event once it announces ``status`` (a file can change more than once)."""
+
+        async def seen() -> events_pb2.FileStatusChanged:
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda: file_id in self._seen and self._seen[file_id].status == status
+                )
                 return self._seen[file_id]
 
         return await asyncio.wait_for(seen(), READY_TIMEOUT_S)

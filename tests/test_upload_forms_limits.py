@@ -20,6 +20,7 @@ from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings
 from filestore.v1 import (
+    download_service_pb2,
     metadata_service_pb2,
     metadata_service_pb2_grpc,
     resources_pb2,
@@ -153,6 +154,27 @@ async def test_tenant_limits_narrow_size_and_types(
     # Other tenants keep the service-wide limits.
     other = limited_broker("bob", "roomy")
     assert (await create(other, os.urandom(4096), content_type="application/pdf")).upload.id
+
+
+async def test_bytes_replaced_through_a_post_policy_after_verification_are_quarantined(
+    client_for: ClientFactory, status_events: StatusEvents
+) -> None:
+    # A POST policy cannot be made write-once (S3 has no conditional form upload), so a form may be
+    # submitted again until the policy expires. Storage announces the new bytes; the processor
+    # finds they are not the verified ones and quarantines the file, which stops its downloads.
+    client = client_for()
+    body = os.urandom(3000)
+    created = await create(client.upload, body, kind=Kind.UPLOAD_KIND_POST_POLICY)
+    assert (await post_form(created.upload.request, body)).status_code in (200, 201, 204)
+    await client.upload.CompleteUpload(upload_service_pb2.CompleteUploadRequest(upload_id=created.upload.id))
+    assert (await status_events.wait_for(created.file.id)).status == FStatus.FILE_STATUS_READY
+    assert (await post_form(created.upload.request, os.urandom(3000))).status_code in (200, 201, 204)
+    changed = await status_events.wait_for_status(created.file.id, FStatus.FILE_STATUS_QUARANTINED)
+    assert changed.reason == "CONTENT_CHANGED"
+    refused = await rpc_error(
+        client.download.GetDownloadUrl(download_service_pb2.GetDownloadUrlRequest(file_id=created.file.id))
+    )
+    assert refused.reason == "FILE_QUARANTINED"
 
 
 async def test_quota_is_reserved_and_released(client_for: ClientFactory, stack: Stack) -> None:

@@ -53,7 +53,9 @@ class _FileStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FileStatus
     FILE_STATUS_READY: _FileStatus.ValueType  # 4
     """Every required pipeline step passed; the file may be downloaded."""
     FILE_STATUS_QUARANTINED: _FileStatus.ValueType  # 5
-    """Malware was found or the content does not match its declared digest; never served."""
+    """Malware was found, the content does not match its declared digest, or the stored bytes were
+    replaced after they were verified (`CONTENT_CHANGED`, also from READY); never served.
+    """
     FILE_STATUS_FAILED: _FileStatus.ValueType  # 6
     """The pipeline gave up after its retries; `status_reason` says why."""
     FILE_STATUS_DELETED: _FileStatus.ValueType  # 7
@@ -77,7 +79,9 @@ FILE_STATUS_PROCESSING: FileStatus.ValueType  # 3
 FILE_STATUS_READY: FileStatus.ValueType  # 4
 """Every required pipeline step passed; the file may be downloaded."""
 FILE_STATUS_QUARANTINED: FileStatus.ValueType  # 5
-"""Malware was found or the content does not match its declared digest; never served."""
+"""Malware was found, the content does not match its declared digest, or the stored bytes were
+replaced after they were verified (`CONTENT_CHANGED`, also from READY); never served.
+"""
 FILE_STATUS_FAILED: FileStatus.ValueType  # 6
 """The pipeline gave up after its retries; `status_reason` says why."""
 FILE_STATUS_DELETED: FileStatus.ValueType  # 7

@@ -68,6 +68,10 @@ TERMINAL = frozenset(
         Status.FILE_STATUS_DELETED,
     }
 )
+#: Events announced by storage itself (rather than by the broker or ReprocessFile).
+STORAGE_SOURCES: Final = frozenset(
+    {events_pb2.EVENT_SOURCE_SEAWEEDFS, events_pb2.EVENT_SOURCE_MINIO, events_pb2.EVENT_SOURCE_AWS_S3}
+)
 #: Outcomes a redelivery does not repeat; SKIPPED is "not applicable or refused by policy".
 SETTLED: Final = frozenset({Outcome.STEP_OUTCOME_PASSED, Outcome.STEP_OUTCOME_SKIPPED})
 ORIGINALS_PREFIX = "originals/"
@@ -214,6 +218,10 @@ class Pipeline:
         if file.status == Status.FILE_STATUS_PENDING:
             raise NotYetUploaded(file_id)
         if file.status == Status.FILE_STATUS_READY:
+            if event.source in STORAGE_SOURCES and event.key == f"{ORIGINALS_PREFIX}{tenant}/{file_id}":
+                file = await self._recheck(event, tenant, file, heartbeat)
+                if file.status != Status.FILE_STATUS_READY:
+                    return
             if redelivered:
                 await self._announce(file, event)
         else:
@@ -235,6 +243,26 @@ class Pipeline:
             if file.status != Status.FILE_STATUS_READY:
                 return
         await self._queue_enrichment(file, event)
+
+    async def _recheck(
+        self, event: events_pb2.ObjectCreated, tenant: str, file: resources_pb2.File, heartbeat: Heartbeat
+    ) -> resources_pb2.File:
+        """Storage says a READY file's object was written: make sure its bytes are still the ones
+        that were verified and scanned. Mostly they are (the announcement of the upload itself,
+        arriving late); if not, the object was replaced after verification (a browser form may be
+        submitted again until its policy expires), and the file is quarantined, which stops its
+        downloads, rather than serving bytes nobody checked."""
+        run = self._run_for(event, tenant, file, heartbeat)
+        digest = await self._blocking(run, self._stream_digest, run.bucket, run.key)
+        if (digest.sha256, digest.size) == (file.sha256, file.size):
+            log.info("content_unchanged")
+            return file
+        log.warning("content_changed", sha256=digest.sha256, size=digest.size)
+        file = await self._transition(
+            tenant, file.id, Status.FILE_STATUS_QUARANTINED, reason="CONTENT_CHANGED"
+        )
+        await self._announce(file, event)
+        return file
 
     def _run_for(
         self, event: events_pb2.ObjectCreated, tenant: str, file: resources_pb2.File, heartbeat: Heartbeat

@@ -124,7 +124,8 @@ _SOURCES: dict[FileStatus, frozenset[FileStatus]] = {
     ),
     FileStatus.PROCESSING: frozenset({FileStatus.UPLOADED}),
     FileStatus.READY: frozenset({FileStatus.PROCESSING}),
-    FileStatus.QUARANTINED: frozenset({FileStatus.PROCESSING}),
+    # From READY too: bytes that changed in storage after they were verified are quarantined.
+    FileStatus.QUARANTINED: frozenset({FileStatus.PROCESSING, FileStatus.READY}),
     FileStatus.FAILED: frozenset({FileStatus.PROCESSING}),
     FileStatus.DELETED: _LIVE_STATES,
 }
@@ -469,7 +470,8 @@ async def transition_file(
 
     PENDING → UPLOADED → PROCESSING → READY | QUARANTINED | FAILED, and DELETED from any state;
     READY, QUARANTINED and FAILED may go back to UPLOADED to be processed again, which clears the
-    file's step results.
+    file's step results; READY may become QUARANTINED when its stored bytes changed after they were
+    verified.
     Asking for the state the file is already in returns the row unchanged (events are redelivered);
     any other move raises ``FailedPrecondition(reason="ILLEGAL_TRANSITION")``. A stale
     ``expected_version`` raises ``Aborted(reason="ETAG_MISMATCH")``.
