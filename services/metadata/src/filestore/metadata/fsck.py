@@ -52,10 +52,10 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy import ColumnElement, Select, delete, func, or_, select, union, update
+from sqlalchemy import ColumnElement, Row, Select, delete, func, or_, select, union, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -76,6 +76,9 @@ from filestore.metadata.settings import database_url_from_env
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
+
+#: A SELECT of any columns, paged by ``_pages``.
+RowsQuery: TypeAlias = Select[*tuple[Any, ...]]
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -471,6 +474,18 @@ class _Reconciler:
 
     # ---------------------------------------------------------------------------- helpers
 
+    async def _pages(self, page: Callable[[str], RowsQuery]) -> AsyncIterator[Sequence[Row[Any]]]:
+        """The rows ``page(after)`` selects, ``page_size`` at a time in id order (keyset pagination:
+        each page is one short transaction, and a million rows are never held at once)."""
+        after = ""
+        while True:
+            async with self._sessions() as session, session.begin():
+                rows = (await session.execute(page(after).limit(self._options.page_size))).all()
+            if not rows:
+                return
+            after = rows[-1].id
+            yield rows
+
     async def _settle(self, findings: list[Finding]) -> None:
         """Record a page's findings and, in repair mode, repair them one by one."""
         self.report.findings.extend(findings)
@@ -516,9 +531,8 @@ class _Reconciler:
     # --------------------------------------------------------- derivatives without parents
 
     async def _check_derivatives_without_parents(self) -> None:
-        after = ""
-        while True:
-            stmt = (
+        def page(after: str) -> RowsQuery:
+            return (
                 select(
                     Derivative.id, Derivative.file_id, Derivative.kind, Derivative.storage_key, File.status
                 )
@@ -529,13 +543,9 @@ class _Reconciler:
                     *self._key_in_scope(Derivative.storage_key, DERIVATIVES),
                 )
                 .order_by(Derivative.id)
-                .limit(self._options.page_size)
             )
-            async with self._sessions() as session, session.begin():
-                rows = (await session.execute(stmt)).all()
-            if not rows:
-                return
-            after = rows[-1].id
+
+        async for rows in self._pages(page):
             findings = [
                 Finding(
                     kind=FindingKind.ORPHAN_DERIVATIVE,
@@ -581,20 +591,15 @@ class _Reconciler:
         return select(func.count(File.id)).where(File.blob_id == blob_id, File.status != FileStatus.DELETED)
 
     async def _check_reference_counts(self) -> None:
-        after = ""
-        while True:
+        def page(after: str) -> RowsQuery:
             live = self._live_references(Blob.id).scalar_subquery().correlate(Blob).label("live")
-            stmt = (
+            return (
                 select(Blob.id, Blob.tenant, Blob.storage_key, Blob.ref_count, live)
                 .where(Blob.id > after, *self._tenant_is(Blob.tenant))
                 .order_by(Blob.id)
-                .limit(self._options.page_size)
             )
-            async with self._sessions() as session, session.begin():
-                rows = (await session.execute(stmt)).all()
-            if not rows:
-                return
-            after = rows[-1].id
+
+        async for rows in self._pages(page):
             self.report.scanned["blobs"] += len(rows)
             findings = [
                 Finding(
@@ -663,19 +668,14 @@ class _Reconciler:
         return {key for key, head in heads.items() if head is None}
 
     async def _check_files_have_objects(self) -> None:
-        after = ""
-        while True:
-            stmt = (
+        def page(after: str) -> RowsQuery:
+            return (
                 select(File.id, File.tenant, File.status, File.storage_key)
                 .where(File.status.in_(STATES_WITH_BYTES), File.id > after, *self._tenant_is(File.tenant))
                 .order_by(File.id)
-                .limit(self._options.page_size)
             )
-            async with self._sessions() as session, session.begin():
-                rows = (await session.execute(stmt)).all()
-            if not rows:
-                return
-            after = rows[-1].id
+
+        async for rows in self._pages(page):
             self.report.scanned["files"] += len(rows)
             missing = await self._missing(row.storage_key for row in rows)
             findings = [
@@ -718,19 +718,14 @@ class _Reconciler:
         return repair
 
     async def _check_blobs_have_objects(self) -> None:
-        after = ""
-        while True:
-            stmt = (
+        def page(after: str) -> RowsQuery:
+            return (
                 select(Blob.id, Blob.tenant, Blob.storage_key)
                 .where(Blob.id > after, *self._tenant_is(Blob.tenant))
                 .order_by(Blob.id)
-                .limit(self._options.page_size)
             )
-            async with self._sessions() as session, session.begin():
-                rows = (await session.execute(stmt)).all()
-            if not rows:
-                return
-            after = rows[-1].id
+
+        async for rows in self._pages(page):
             missing = await self._missing(row.storage_key for row in rows)
             findings = [
                 Finding(
@@ -738,49 +733,46 @@ class _Reconciler:
                     subject=row.storage_key,
                     action="forget the blob (it must not stay a dedup target)",
                     detail={"record": "blob", "blob_id": row.id, "tenant": row.tenant},
-                    _repair=self._missing_blob_object_repair(row.id, row.storage_key),
+                    _repair=self._row_without_object_repair(Blob, row.id, row.storage_key),
                 )
                 for row in rows
                 if row.storage_key in missing
             ]
             await self._settle(findings)
 
-    def _missing_blob_object_repair(self, blob_id: str, key: str) -> Repair:
+    def _row_without_object_repair(self, model: type[Blob | Derivative], row_id: str, key: str) -> Repair:
+        """Delete the blob or derivative row whose object is gone, if the object is still gone and the
+        row still names it. For a blob, files pointing at it keep their rows (the foreign key clears
+        their blob_id); those whose bytes were the blob's are reported (and failed) on their own."""
+
         async def repair() -> tuple[Resolution, str]:
             if await self._storage.head(key) is not None:
                 return Resolution.RESOLVED, "object present"
-            # Files pointing at the blob keep their rows; the foreign key clears their blob_id. Those
-            # whose bytes were the blob's are reported (and failed) as files without objects.
             async with self._sessions() as session, session.begin():
-                forgotten = await session.scalar(
-                    delete(Blob)
-                    .where(Blob.id == blob_id, Blob.storage_key == key)
-                    .returning(Blob.id)
+                removed = await session.scalar(
+                    delete(model)
+                    .where(model.id == row_id, model.storage_key == key)
+                    .returning(model.id)
                     .execution_options(synchronize_session=False)
                 )
-            if forgotten is None:
-                return Resolution.RESOLVED, "blob gone"
-            return Resolution.REPAIRED, "blob forgotten"
+            if removed is None:
+                return Resolution.RESOLVED, "row gone"
+            return Resolution.REPAIRED, f"{model.__tablename__} row deleted"
 
         return repair
 
     async def _check_derivatives_have_objects(self) -> None:
-        after = ""
-        while True:
-            stmt = (
+        def page(after: str) -> RowsQuery:
+            return (
                 select(Derivative.id, Derivative.file_id, Derivative.kind, Derivative.storage_key)
                 .join(File, File.id == Derivative.file_id)
                 .where(
                     File.status != FileStatus.DELETED, Derivative.id > after, *self._tenant_is(File.tenant)
                 )
                 .order_by(Derivative.id)
-                .limit(self._options.page_size)
             )
-            async with self._sessions() as session, session.begin():
-                rows = (await session.execute(stmt)).all()
-            if not rows:
-                return
-            after = rows[-1].id
+
+        async for rows in self._pages(page):
             self.report.scanned["derivatives"] += len(rows)
             missing = await self._missing(row.storage_key for row in rows)
             findings = [
@@ -789,29 +781,12 @@ class _Reconciler:
                     subject=row.storage_key,
                     action="delete the derivative row",
                     detail={"record": "derivative", "file_id": row.file_id, "kind": row.kind},
-                    _repair=self._missing_derivative_object_repair(row.id, row.storage_key),
+                    _repair=self._row_without_object_repair(Derivative, row.id, row.storage_key),
                 )
                 for row in rows
                 if row.storage_key in missing
             ]
             await self._settle(findings)
-
-    def _missing_derivative_object_repair(self, derivative_id: str, key: str) -> Repair:
-        async def repair() -> tuple[Resolution, str]:
-            if await self._storage.head(key) is not None:
-                return Resolution.RESOLVED, "object present"
-            async with self._sessions() as session, session.begin():
-                removed = await session.scalar(
-                    delete(Derivative)
-                    .where(Derivative.id == derivative_id, Derivative.storage_key == key)
-                    .returning(Derivative.id)
-                    .execution_options(synchronize_session=False)
-                )
-            if removed is None:
-                return Resolution.RESOLVED, "row gone"
-            return Resolution.REPAIRED, "derivative row deleted"
-
-        return repair
 
     # ------------------------------------------------------------ objects without records
 
