@@ -281,15 +281,7 @@ class World:
             await channel.close()
 
     def s3_admin_settings(self) -> S3Settings:
-        endpoints = self.stack.endpoints
-        return S3Settings(
-            endpoint=endpoints.s3_endpoint,
-            public_endpoint=endpoints.s3_endpoint,
-            region=endpoints.s3_region,
-            access_key=endpoints.s3_access_key,
-            secret_key=endpoints.s3_secret_key,
-            bucket=endpoints.bucket,
-        )
+        return self.stack.endpoints.admin_s3_settings()
 
     # ---------------------------------------------------------------------------- one upload
 

@@ -126,15 +126,7 @@ class World:
 
 def admin_s3_settings(stack: Stack) -> S3Settings:
     """Storage as an operator sees it: the reconciler lists, reads (HEAD) and deletes."""
-    endpoints = stack.endpoints
-    return S3Settings(
-        endpoint=endpoints.s3_endpoint,
-        public_endpoint=endpoints.s3_endpoint,
-        region=endpoints.s3_region,
-        access_key=endpoints.s3_access_key,
-        secret_key=endpoints.s3_secret_key,
-        bucket=endpoints.bucket,
-    )
+    return stack.endpoints.admin_s3_settings()
 
 
 @pytest.fixture

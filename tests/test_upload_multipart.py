@@ -14,7 +14,6 @@ from botocore.exceptions import ClientError
 
 from filestore.core import s3
 from filestore.core.errors import FailedPrecondition, InvalidArgument
-from filestore.core.settings import S3Settings
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, resources_pb2, upload_service_pb2
 from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
@@ -27,17 +26,7 @@ FStatus = resources_pb2.FileStatus
 
 
 def storage(stack: Stack) -> object:
-    endpoints = stack.endpoints
-    return s3.storage_client(
-        S3Settings(
-            endpoint=endpoints.s3_endpoint,
-            public_endpoint=endpoints.s3_endpoint,
-            region=endpoints.s3_region,
-            access_key=endpoints.s3_access_key,
-            secret_key=endpoints.s3_secret_key,
-            bucket=endpoints.bucket,
-        )
-    )
+    return s3.storage_client(stack.endpoints.admin_s3_settings())
 
 
 async def create_multipart(

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from filestore.core.settings import S3Settings
 from filestore.stack.config import SERVICES, StackConfig
 from filestore.stack.credentials import (
     StackCredentials,
@@ -94,6 +95,18 @@ class StackEndpoints:
     @property
     def auth_secret(self) -> str:
         return self.credentials.auth_secret
+
+    def admin_s3_settings(self) -> S3Settings:
+        """Storage as the stack's administrator sees it (every action on the bucket): for tests and
+        for operator tools such as the reconciler, never for a service."""
+        return S3Settings(
+            endpoint=self.s3_endpoint,
+            public_endpoint=self.s3_endpoint,
+            region=self.s3_region,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key,
+            bucket=self.bucket,
+        )
 
     def service_addr(self, service: str) -> str:
         """host:port of one of the four services."""
