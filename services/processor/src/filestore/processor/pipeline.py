@@ -237,7 +237,17 @@ class Pipeline:
             with contextlib.ExitStack() as cleanup:
                 run = self._run_for(event, tenant, file, heartbeat)
                 run.scratch = cleanup.enter_context(scratch_directory())
+                # Each step reads the object anew. Storage's announcement of a replacement that lands
+                # meanwhile finds the file claimed and is dropped, so compare the object before and
+                # after instead: a change means the steps may have seen different bytes.
+                etag_before = await self._blocking(run, self._objects.etag, run.bucket, run.key)
                 file = await self._gate(run, file, await self._settled_steps(tenant, file_id))
+                if file.status == Status.FILE_STATUS_READY and etag_before != await self._blocking(
+                    run, self._objects.etag, run.bucket, run.key
+                ):
+                    file = await self._recheck(event, tenant, file, heartbeat)
+                    if file.status != Status.FILE_STATUS_READY:
+                        return
             await self._announce(file, event)
             log.info("processed", status=Status.Name(file.status))
             if file.status != Status.FILE_STATUS_READY:

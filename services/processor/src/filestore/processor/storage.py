@@ -46,6 +46,11 @@ class ObjectStore:
         with _storage_errors(key):
             return self._client.head_object(Bucket=bucket, Key=key)["ContentLength"]
 
+    def etag(self, bucket: str, key: str) -> str:
+        """The object's ETag: it changes whenever the object is written again."""
+        with _storage_errors(key):
+            return str(self._client.head_object(Bucket=bucket, Key=key)["ETag"])
+
     def read_head(self, bucket: str, key: str, size: int) -> bytes:
         """The first ``size`` bytes (one Range request)."""
         with _storage_errors(key):
