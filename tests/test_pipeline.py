@@ -527,3 +527,40 @@ async def test_reprocessing_is_for_stored_files_and_their_owners(
     )
     assert status.status == Status.FILE_STATUS_READY
     assert len(events.seen[file_id]) == 1
+
+
+async def test_bytes_replaced_while_the_file_is_processed_are_quarantined(world: tuple[User, Events]) -> None:
+    # A browser form can be submitted again until its policy expires. Here the second submission lands
+    # once the integrity step has passed, while the slower steps (scan, thumbnail, OCR) still read.
+    user, events = world
+    # Two valid PNGs of one length (a PNG may carry trailing bytes): the policy pins the length.
+    body, replacement = text_png("Original page"), text_png("Swapped page")
+    length = max(len(body), len(replacement))
+    body, replacement = body.ljust(length, b"\0"), replacement.ljust(length, b"\0")
+    created = await user.upload.CreateUpload(
+        upload_service_pb2.CreateUploadRequest(
+            name="page.png",
+            size=len(body),
+            content_type="image/png",
+            kind=resources_pb2.UPLOAD_KIND_POST_POLICY,
+        )
+    )
+    form = created.upload.request
+
+    async def submit(content: bytes) -> None:
+        async with httpx.AsyncClient(timeout=60) as http:
+            answer = await http.post(
+                form.url, data=dict(form.form_fields), files={"file": ("page.png", content, "image/png")}
+            )
+        assert answer.status_code in (200, 201, 204), answer.text
+
+    await submit(body)
+    await user.upload.CompleteUpload(upload_service_pb2.CompleteUploadRequest(upload_id=created.upload.id))
+    file_id = created.file.id
+    for _ in range(3000):  # at most a minute; the step usually passes within a second
+        if "integrity" in await user.steps(file_id):
+            break
+        await asyncio.sleep(0.02)
+    await submit(replacement)
+    event = await events.wait_for(file_id)
+    assert (event.status, event.reason) == (Status.FILE_STATUS_QUARANTINED, "CONTENT_CHANGED")
