@@ -53,6 +53,22 @@ class Target:
 
 #: The targets the issues set. Benchmarks without one are reported with their figures only.
 TARGETS: dict[str, tuple[Target, ...]] = {
+    # The targets the issues set, figure by figure.
+    "bench-presign": (Target("floor_ratio", "floor_ratio ≤ 3", lambda v: v <= 3),),
+    "bench-control": (
+        Target("create_upload_vs_echo", "create_upload_vs_echo ≥ 0.4", lambda v: v >= 0.4),
+        Target("create_upload_p99_ms", "create_upload_p99_ms ≤ 25", lambda v: v <= 25),
+    ),
+    "bench-metadata": (
+        Target("sqlite_depth_ratio", "sqlite_depth_ratio ≤ 1.5", lambda v: v <= 1.5),
+        Target("postgres_depth_ratio", "postgres_depth_ratio ≤ 1.5", lambda v: v <= 1.5),
+    ),
+    "bench-processor": (
+        Target("peak_rss_mib_2g", "peak_rss_mib_2g ≤ 256", lambda v: v <= 256),
+        Target("rss_ratio_2g_vs_100m", "rss_ratio_2g_vs_100m ≤ 1.2", lambda v: v <= 1.2),
+        Target("ready_p50_ms", "ready_p50_ms ≤ 250", lambda v: v <= 250),
+    ),
+    "bench-sdk": (Target("sdk_vs_boto3_throughput", "sdk_vs_boto3_throughput ≥ 0.95", lambda v: v >= 0.95),),
     "bench-proxy": (
         Target("direct_vs_proxy_wall", "direct_vs_proxy_wall ≤ 0.55", lambda v: v <= 0.55),
         Target("service_bytes_direct", "service_bytes_direct < 1 MiB", lambda v: v < 1024**2),
