@@ -127,6 +127,10 @@ async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
     await js.update_stream(config)
 
 
+#: JetStream's ``max_deliver`` for "redeliver until acknowledged".
+UNLIMITED_DELIVERIES = -1
+
+
 async def ensure_consumer(
     js: JetStreamContext,
     *,

@@ -119,7 +119,11 @@ class Worker:
                 durable=lane.durable,
                 filter_subject=lane.subject,
                 ack_wait_s=self._settings.ack_wait_s,
-                max_deliver=self._settings.max_deliver,
+                # The worker counts deliveries itself (FILESTORE_WORKER_MAX_DELIVER) and ends an event
+                # by dead-lettering or requeueing it. Were JetStream to stop at the same count, an
+                # event whose last delivery could not publish its dead letter (NATS restarting) would
+                # never come back, and its file would stay PROCESSING for ever.
+                max_deliver=events.UNLIMITED_DELIVERIES,
             )
             lane.subscription = await self._js.pull_subscribe_bind(
                 lane.durable, stream=self._settings.nats.stream
