@@ -20,7 +20,6 @@ import io
 import json
 import os
 import random
-import socket
 import time
 import uuid
 from collections import Counter
@@ -57,6 +56,7 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
+from tests.support import free_port
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -124,13 +124,6 @@ def fault_databases() -> list[str]:
     if unknown:
         raise ValueError(f"{DATABASES_ENV}: unknown database(s) {sorted(unknown)}")
     return names
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ------------------------------------------------------------------------------------- the calls

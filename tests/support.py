@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 
 import httpx
 
@@ -67,3 +68,11 @@ async def upload_until_processed(
     await complete_upload(client, created.upload.id)
     await status_events.wait_for(created.file.id)
     return await get_file(client, created.file.id)
+
+
+def free_port() -> int:
+    """A loopback port free right now, for a process a test starts beside the stack."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

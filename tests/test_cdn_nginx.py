@@ -14,7 +14,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -35,7 +34,7 @@ from filestore.stack.probes import probe_grpc_health
 from filestore.stack.process import tail
 from filestore.v1 import download_service_pb2, download_service_pb2_grpc, metadata_service_pb2, resources_pb2
 from tests.conftest import Client, ClientFactory, StatusEvents
-from tests.support import upload_until_processed
+from tests.support import free_port, upload_until_processed
 
 pytestmark = pytest.mark.local_stack
 
@@ -54,13 +53,6 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
     if missing:
         raise KeyError(f"no value for {', '.join(missing)}")
     return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True, slots=True)

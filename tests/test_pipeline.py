@@ -9,7 +9,6 @@ import hashlib
 import io
 import os
 import shutil
-import socket
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -44,6 +43,7 @@ from filestore.v1 import (
     upload_service_pb2_grpc,
 )
 from tests.conftest import rpc_error
+from tests.support import free_port
 
 WAIT_S = 90.0
 Status = resources_pb2.FileStatus
@@ -375,13 +375,6 @@ def peak_rss_mib(pid: int | None) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmHWM")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_two_workers_share_the_queue(
