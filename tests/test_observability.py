@@ -25,6 +25,7 @@ UPLOAD = "/filestore.v1.UploadService"
 METADATA = "/filestore.v1.MetadataService"
 OBJECT_CREATED = "files.object.created"
 FILE_READY = "files.file.ready"
+FILE_ENRICH = "files.file.enrich"
 WAIT_S = 30.0
 
 
@@ -217,6 +218,11 @@ async def test_one_upload_is_one_trace_from_create_upload_to_ready(
             (processor, "step scan"),
             (metadata, "filestore.v1.MetadataService/TransitionFile"),
             (processor, f"{FILE_READY} publish"),
+            # A PDF's thumbnail and OCR run after READY from the processor's own queue, in the same
+            # trace. That consumer span ends last, after the steps and metadata calls under it, so
+            # once it is written the whole tree is.
+            (processor, f"{FILE_ENRICH} publish"),
+            (processor, f"{FILE_ENRICH} process"),
         },
     )
     # One tree: every span hangs from the caller's span or from another span of the same trace.
