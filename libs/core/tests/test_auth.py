@@ -47,3 +47,24 @@ def test_service_identity_is_a_service_principal() -> None:
     principal = TokenVerifier(SECRET).verify(ServiceIdentity(SECRET, service="upload").token())
     assert principal.is_service
     assert principal.acting_tenant("acme") == "acme"
+
+
+def test_a_token_verified_once_is_refused_after_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verified tokens are remembered, but only until their own expiry (plus the leeway)."""
+    verifier = TokenVerifier(SECRET, leeway_s=5)
+    token = mint_token(SECRET, subject="ann", tenant="acme", ttl_s=60)
+    assert verifier.verify(token).subject == "ann"
+    assert verifier.verify(token).subject == "ann"  # from the cache
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 66)
+    with pytest.raises(Unauthenticated) as caught:
+        verifier.verify(token)
+    assert caught.value.reason == "TOKEN_EXPIRED"
+
+
+def test_a_refused_token_is_never_remembered() -> None:
+    verifier = TokenVerifier(SECRET)
+    forged = mint_token("o" * 40, subject="ann", tenant="acme")
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            verifier.verify(forged)

@@ -34,6 +34,8 @@ _BEARER = "bearer "
 #: The algorithms accepted; anything else (``none`` above all) is refused before any key is used.
 HS_ALGORITHMS = ("HS256",)
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
+#: Verified tokens remembered per verifier (see ``TokenVerifier.verify``).
+_VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,11 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway_s = leeway_s
+        # Tokens already verified, until they expire: a caller presents the same token on every
+        # call (services re-mint theirs hourly), and a signature check costs more than many RPCs'
+        # own work. A token refused is never cached; one cached stays good until its ``exp`` even
+        # if its signing key leaves the key set, which short-lived tokens keep brief.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> TokenVerifier:
@@ -153,6 +160,21 @@ class TokenVerifier:
         raise Unauthenticated("token algorithm not accepted", reason="TOKEN_INVALID")
 
     def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, good_until = cached
+            if time.time() <= good_until:
+                return principal
+            del self._verified[token]
+            raise Unauthenticated("token expired", reason="TOKEN_EXPIRED")
+        principal, expires = self._verify_signed(token)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (principal, expires + self._leeway_s)
+        return principal
+
+    def _verify_signed(self, token: str) -> tuple[Principal, float]:
+        """The principal a token proves and its expiry, from the signature and the claims."""
         key, algorithms, external = self._key_for(token)
         try:
             claims = jwt.decode(
@@ -176,7 +198,7 @@ class TokenVerifier:
         if external and SERVICE_ROLE in roles:
             # The service role is ours to give: only tokens signed with the shared secret carry it.
             raise Unauthenticated("an external token cannot carry the service role", reason="TOKEN_INVALID")
-        return Principal(subject=subject, tenant=tenant, roles=frozenset(roles))
+        return Principal(subject=subject, tenant=tenant, roles=frozenset(roles)), float(claims["exp"])
 
 
 def mint_token(

@@ -21,9 +21,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from filestore.core.errors import (
@@ -196,6 +212,40 @@ def _clamped_decrement(column: Any, amount: int) -> ColumnElement[int]:
     return case((column >= amount, column - amount), else_=0)
 
 
+# The hot paths (BeginUpload, GetUploadRecord, AuthorizeRead, idempotency) run statements built once
+# here with bind parameters: building a statement and its cache key costs more than executing it.
+# Every read also takes ``populate_existing``: a retry after a lost compare-and-set must see the row
+# as it is now, not the copy the session loaded before.
+_FRESH = {"populate_existing": True}
+_INSERTS: dict[type[Any], Insert] = {}
+
+
+async def _insert_loaded(session: AsyncSession, row: Any) -> None:
+    """INSERT ``row`` (every column set) with one statement and attach it to the session as a loaded,
+    persistent object, without the unit of work's flush (several times the cost of the INSERT).
+
+    For rows written once and read back in the same transaction; later changes go through the
+    usual UPDATEs.
+    """
+    model = type(row)
+    statement = _INSERTS.get(model)
+    if statement is None:
+        # Of the table, not the entity: an entity INSERT takes the ORM's bulk-insert path.
+        statement = _INSERTS[model] = insert(model.__table__)
+    values: dict[str, Any] = {}
+    for attribute in inspect(model).column_attrs:
+        if attribute.key not in row.__dict__:
+            # Left unset, a column would be expired on the attached object and loaded again on first
+            # read; a column with a default must be set by the caller, the others are NULL.
+            if any(column.default is not None for column in attribute.columns):
+                raise TypeError(f"{model.__name__}.{attribute.key} must be set")
+            setattr(row, attribute.key, None)
+        values[attribute.key] = getattr(row, attribute.key)
+    await session.execute(statement, values)
+    make_transient_to_detached(row)
+    session.add(row)
+
+
 # ------------------------------------------------------------------------------------- files
 
 
@@ -213,17 +263,28 @@ class FilePage:
     next_cursor: FileCursor | None
 
 
+def _file_lookup(*, by_tenant: bool, include_deleted: bool) -> Select[File]:
+    stmt = select(File).where(File.id == bindparam("file_id"))
+    if by_tenant:
+        stmt = stmt.where(File.tenant == bindparam("tenant"))
+    if not include_deleted:
+        stmt = stmt.where(File.status != FileStatus.DELETED)
+    return stmt.execution_options(**_FRESH)
+
+
+_FILE_LOOKUPS = {
+    (by_tenant, include_deleted): _file_lookup(by_tenant=by_tenant, include_deleted=include_deleted)
+    for by_tenant in (False, True)
+    for include_deleted in (False, True)
+}
+
+
 async def _load_file(
     session: AsyncSession, *, tenant: str | None, file_id: str, include_deleted: bool
 ) -> File:
-    stmt = select(File).where(File.id == file_id)
-    if tenant is not None:
-        stmt = stmt.where(File.tenant == tenant)
-    if not include_deleted:
-        stmt = stmt.where(File.status != FileStatus.DELETED)
-    # populate_existing: a retry after a lost compare-and-set must see the row as it is now, not the
-    # copy this session loaded before.
-    found = await session.scalar(stmt.execution_options(populate_existing=True))
+    found = await session.scalar(
+        _FILE_LOOKUPS[tenant is not None, include_deleted], {"file_id": file_id, "tenant": tenant}
+    )
     if found is None:
         raise _file_not_found(file_id)
     return found
@@ -295,8 +356,7 @@ async def create_file(
         created_at=now,
         updated_at=now,
     )
-    session.add(file)
-    await session.flush()
+    await _insert_loaded(session, file)
     return file
 
 
@@ -779,16 +839,19 @@ async def record_upload(
         created_at=now,
         updated_at=now,
     )
-    session.add(upload)
-    await session.flush()
+    await _insert_loaded(session, upload)
     return upload
 
 
+_UPLOAD_BY_ID = select(Upload).where(Upload.id == bindparam("upload_id")).execution_options(**_FRESH)
+_UPLOAD_BY_TENANT_AND_ID = _UPLOAD_BY_ID.where(Upload.tenant == bindparam("tenant"))
+
+
 async def get_upload(session: AsyncSession, *, tenant: str | None, upload_id: str) -> Upload:
-    stmt = select(Upload).where(Upload.id == upload_id)
-    if tenant is not None:
-        stmt = stmt.where(Upload.tenant == tenant)
-    upload = await session.scalar(stmt.execution_options(populate_existing=True))
+    upload = await session.scalar(
+        _UPLOAD_BY_ID if tenant is None else _UPLOAD_BY_TENANT_AND_ID,
+        {"upload_id": upload_id, "tenant": tenant},
+    )
     if upload is None:
         raise NotFound(
             f"upload {upload_id!r} not found", reason="UPLOAD_NOT_FOUND", metadata={"upload_id": upload_id}
@@ -1255,20 +1318,29 @@ async def get_quota(session: AsyncSession, *, tenant: str, owner: str = "") -> Q
     return await session.scalar(stmt.execution_options(populate_existing=True))
 
 
+_QUOTA_SCOPES_WITH_LIMITS = select(Quota.owner).where(
+    Quota.tenant == bindparam("tenant"), Quota.owner.in_(bindparam("scopes", expanding=True))
+)
+_RESERVE_IF_IT_FITS = (
+    update(Quota)
+    .where(
+        # Not named after columns: an UPDATE reserves those names for its SET clause.
+        Quota.tenant == bindparam("quota_tenant"),
+        Quota.owner == bindparam("quota_owner"),
+        Quota.used_bytes + Quota.reserved_bytes + bindparam("nbytes") <= Quota.limit_bytes,
+    )
+    .values(reserved_bytes=Quota.reserved_bytes + bindparam("nbytes"))
+    .returning(Quota.id)
+    .execution_options(synchronize_session=False)
+)
+
+
 async def _add_reserved(session: AsyncSession, *, tenant: str, owner: str, nbytes: int) -> bool:
     """Reserve under one quota row in a single conditional UPDATE; False if it does not fit."""
-    stmt = (
-        update(Quota)
-        .where(
-            Quota.tenant == tenant,
-            Quota.owner == owner,
-            Quota.used_bytes + Quota.reserved_bytes + nbytes <= Quota.limit_bytes,
-        )
-        .values(reserved_bytes=Quota.reserved_bytes + nbytes)
-        .returning(Quota.id)
-        .execution_options(synchronize_session=False)
+    result = await session.execute(
+        _RESERVE_IF_IT_FITS, {"quota_tenant": tenant, "quota_owner": owner, "nbytes": nbytes}
     )
-    return (await session.execute(stmt)).first() is not None
+    return result.first() is not None
 
 
 async def _adjust(
@@ -1292,9 +1364,7 @@ async def reserve_quota(session: AsyncSession, *, tenant: str, owner: str, nbyte
     _check_non_negative(nbytes, "nbytes")
     scopes = _quota_scopes(owner)
     limited = set(
-        (
-            await session.scalars(select(Quota.owner).where(Quota.tenant == tenant, Quota.owner.in_(scopes)))
-        ).all()
+        (await session.scalars(_QUOTA_SCOPES_WITH_LIMITS, {"tenant": tenant, "scopes": scopes})).all()
     )
     if not limited:
         return  # neither the tenant nor the owner has a limit: nothing to reserve against
@@ -1387,6 +1457,30 @@ def _request_id_reused(record: IdempotencyKey) -> AlreadyExists:
     )
 
 
+# Answers are written once and never changed, so they are read and written as plain rows (Core, no
+# identity map) and handed out as detached IdempotencyKey objects.
+_IDEMPOTENCY_KEYS = IdempotencyKey.__table__
+_IDEMPOTENCY_KEY = select(_IDEMPOTENCY_KEYS).where(
+    _IDEMPOTENCY_KEYS.c.tenant == bindparam("tenant"),
+    _IDEMPOTENCY_KEYS.c.method == bindparam("method"),
+    _IDEMPOTENCY_KEYS.c.request_id == bindparam("request_id"),
+)
+#: INSERT ... ON CONFLICT DO NOTHING, per dialect (their Insert classes differ); a row comes back
+#: only when this transaction's INSERT won.
+_SAVE_IDEMPOTENT = {
+    dialect.__name__.rpartition(".")[2]: dialect.insert(_IDEMPOTENCY_KEYS)
+    .on_conflict_do_nothing(
+        index_elements=[
+            _IDEMPOTENCY_KEYS.c.tenant,
+            _IDEMPOTENCY_KEYS.c.method,
+            _IDEMPOTENCY_KEYS.c.request_id,
+        ]
+    )
+    .returning(_IDEMPOTENCY_KEYS.c.request_id)
+    for dialect in (postgresql, sqlite)
+}
+
+
 async def get_idempotent(
     session: AsyncSession, *, tenant: str, method: str, request_id: str, request_hash: str | None = None
 ) -> IdempotencyKey | None:
@@ -1395,12 +1489,12 @@ async def get_idempotent(
     With ``request_hash``, a stored request whose hash differs raises
     ``AlreadyExists(reason="REQUEST_ID_REUSED")``: the same id for a different request is a client bug.
     """
-    stmt = select(IdempotencyKey).where(
-        IdempotencyKey.tenant == tenant,
-        IdempotencyKey.method == method,
-        IdempotencyKey.request_id == request_id,
-    )
-    record = await session.scalar(stmt.execution_options(populate_existing=True))
+    row = (
+        await session.execute(
+            _IDEMPOTENCY_KEY, {"tenant": tenant, "method": method, "request_id": request_id}
+        )
+    ).first()
+    record = IdempotencyKey(**row._mapping) if row is not None else None
     if record is not None and request_hash is not None and record.request_hash != request_hash:
         raise _request_id_reused(record)
     return record
@@ -1430,14 +1524,9 @@ async def save_idempotent(
         "response": response,
         "created_at": utcnow(),
     }
-    stmt = _upsert(session, IdempotencyKey, values).on_conflict_do_nothing(
-        index_elements=[IdempotencyKey.tenant, IdempotencyKey.method, IdempotencyKey.request_id]
-    )
-    inserted = (
-        await session.scalars(stmt.returning(IdempotencyKey), execution_options={"populate_existing": True})
-    ).one_or_none()
+    inserted = (await session.execute(_SAVE_IDEMPOTENT[_dialect(session)], values)).first()
     if inserted is not None:
-        return IdempotentSave(record=inserted, replayed=False)
+        return IdempotentSave(record=IdempotencyKey(**values), replayed=False)
     existing = await get_idempotent(session, tenant=tenant, method=method, request_id=request_id)
     if existing is None:  # pragma: no cover - a conflicting row cannot vanish inside our transaction
         raise Aborted("idempotency record disappeared; retry", reason="CONCURRENT_MODIFICATION")
