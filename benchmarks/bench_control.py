@@ -16,6 +16,7 @@ import asyncio
 import uuid
 
 from benchmarks._common import (
+    BENCH_LOG_LEVEL,
     CALLS,
     IN_FLIGHT,
     echo_caller,
@@ -39,14 +40,14 @@ from filestore.v1 import (
 
 
 async def main() -> None:
-    configure_logging("warning", service="bench")
+    configure_logging(BENCH_LOG_LEVEL, service="bench")
     async with temporary_stack(("seaweedfs", "nats", "metadata")) as stack:
         endpoints = stack.endpoints
         settings = UploadSettings.from_env(
             Env(
                 {
                     "FILESTORE_LISTEN": "127.0.0.1:0",
-                    "FILESTORE_LOG_LEVEL": "warning",
+                    "FILESTORE_LOG_LEVEL": BENCH_LOG_LEVEL,
                     "FILESTORE_AUTH_SECRET": endpoints.auth_secret,
                     "FILESTORE_METADATA_ADDR": endpoints.metadata_addr,
                     "FILESTORE_S3_ENDPOINT": endpoints.s3_endpoint,

@@ -33,6 +33,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from benchmarks._common import (
+    BENCH_LOG_LEVEL,
     CALLS,
     IN_FLIGHT,
     best_per_call_us,
@@ -126,12 +127,12 @@ def presign_cost_us(settings: DownloadSettings, file_id: str) -> float:
 
 
 async def main() -> None:
-    configure_logging("warning", service="bench")
+    configure_logging(BENCH_LOG_LEVEL, service="bench")
     async with temporary_stack(("seaweedfs", "nats", "metadata")) as stack:
         e = stack.endpoints
         env = {
             "FILESTORE_LISTEN": "127.0.0.1:0",
-            "FILESTORE_LOG_LEVEL": "warning",
+            "FILESTORE_LOG_LEVEL": BENCH_LOG_LEVEL,
             "FILESTORE_AUTH_SECRET": e.auth_secret,
             "FILESTORE_METADATA_ADDR": e.metadata_addr,
             "FILESTORE_S3_ENDPOINT": e.s3_endpoint,

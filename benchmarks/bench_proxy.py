@@ -62,7 +62,7 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from benchmarks._common import load_average, temporary_stack
+from benchmarks._common import BENCH_LOG_LEVEL, load_average, temporary_stack
 from filestore.core.auth import mint_token
 from filestore.core.clients import insecure_channel
 from filestore.core.logging import configure_logging
@@ -335,7 +335,7 @@ def describe(run: Run) -> str:
 
 
 async def main() -> None:
-    configure_logging("warning", service="bench")
+    configure_logging(BENCH_LOG_LEVEL, service="bench")
     with tempfile.TemporaryDirectory(prefix="filestore-bench-proxy-") as scratch:
         path = Path(scratch) / "one-gib.bin"
         generate(path)

@@ -31,7 +31,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from benchmarks._common import load_average, temporary_stack
+from benchmarks._common import BENCH_LOG_LEVEL, load_average, temporary_stack
 from filestore.client import AsyncClient, Endpoints, TransferOptions
 from filestore.core.auth import mint_token
 from filestore.core.logging import configure_logging
@@ -109,7 +109,7 @@ async def upload_once(who: str, stack: Stack, s3: object, path: Path, state_dir:
 
 
 async def main() -> None:
-    configure_logging("warning", service="bench")
+    configure_logging(BENCH_LOG_LEVEL, service="bench")
     with tempfile.TemporaryDirectory(prefix="filestore-bench-sdk-") as scratch:
         path = Path(scratch) / "one-gib.bin"
         generate(path)
