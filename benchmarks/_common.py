@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -15,7 +16,8 @@ from typing import Any, NamedTuple
 
 import grpc
 
-from filestore.core.auth import TokenVerifier
+from filestore.core.auth import TokenVerifier, mint_token
+from filestore.core.clients import insecure_channel
 from filestore.core.server import ServerHandle, create_server
 from filestore.stack import Stack, StackConfig, StackPorts
 
@@ -32,6 +34,7 @@ __all__ = [
     "measure",
     "median",
     "percentile",
+    "relayed_echo",
     "temporary_stack",
 ]
 
@@ -140,14 +143,75 @@ def echo_server(auth_secret: str) -> ServerHandle:
     )
 
 
-def echo_caller(channel: grpc.aio.Channel, payload: bytes = b"x" * 64) -> Callable[[int], Awaitable[object]]:
-    """A ``measure``-shaped call of the echo RPC over ``channel``."""
-    echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
+def echo_caller(
+    channel: grpc.aio.Channel, payload: bytes = b"x" * 64, *, method: str = ECHO_METHOD
+) -> Callable[[int], Awaitable[object]]:
+    """A ``measure``-shaped call of the echo RPC (or another ``method`` answering bytes with
+    bytes) over ``channel``."""
+    echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
 
     async def call_echo(i: int) -> object:
         return await echo(payload)
 
     return call_echo
+
+
+RELAY_SERVICE = "bench.Relay"
+
+
+@asynccontextmanager
+async def relayed_echo(auth_secret: str) -> AsyncIterator[Callable[[int], Awaitable[object]]]:
+    """The floor of a call that makes one more call, as CreateUpload and GetDownloadUrl do: a relay
+    RPC served in this process (the services' bootstrap, like the broker or the download service
+    measured beside it) that calls an echo server in a process of its own (like the metadata
+    service) before it answers. Yields a ``measure``-shaped caller of the relay."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.echo_process",
+        auth_secret,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    token = mint_token(auth_secret, subject="bench", tenant="bench")
+    inner_channel: grpc.aio.Channel | None = None
+    relay: ServerHandle | None = None
+    outer_channel: grpc.aio.Channel | None = None
+    try:
+        port = int(await asyncio.wait_for(child.stdout.readline(), timeout=30))
+        inner_channel = insecure_channel(f"127.0.0.1:{port}", token=lambda: token)
+        call_inner = echo_caller(inner_channel)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            await call_inner(0)
+            return request
+
+        def register(server: grpc.aio.Server) -> list[str]:
+            handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(forward)
+            server.add_generic_rpc_handlers(
+                [grpc.method_handlers_generic_handler(RELAY_SERVICE, {"Echo": handler})]
+            )
+            return [RELAY_SERVICE]
+
+        relay = create_server(
+            listen="127.0.0.1:0",
+            domain="bench.filestore.v1",
+            verifier=TokenVerifier(auth_secret),
+            register=register,
+        )
+        await relay.start()
+        outer_channel = insecure_channel(f"127.0.0.1:{relay.port}", token=lambda: token)
+        yield echo_caller(outer_channel, method=f"/{RELAY_SERVICE}/Echo")
+    finally:
+        for channel in (outer_channel, inner_channel):
+            if channel is not None:
+                await channel.close()
+        if relay is not None:
+            await relay.stop(0)
+        child.stdin.close()
+        await child.wait()
 
 
 @asynccontextmanager

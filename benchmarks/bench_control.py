@@ -23,6 +23,7 @@ from benchmarks._common import (
     echo_server,
     load_average,
     measure,
+    relayed_echo,
     temporary_stack,
 )
 from filestore.core.auth import mint_token
@@ -110,6 +111,8 @@ async def main() -> None:
 
             record_rate, _, _ = await measure("metadata read", call_record)
             await metadata_channel.close()
+            async with relayed_echo(endpoints.auth_secret) as call_relay:
+                relay_rate, _, _ = await measure("Echo, two hops", call_relay)
             echo_again, _, _ = await measure("Echo (again)", call_echo)
             # The echo runs before and after the broker calls; their mean is the baseline, so
             # drift in machine load during the run does not favour either side.
@@ -118,6 +121,10 @@ async def main() -> None:
             print(f"GetUpload / echo throughput:    {get_rate / baseline:.2f}")
             print(
                 f"metadata GetUploadRecord / echo: {record_rate / baseline:.2f} (the floor under GetUpload)"
+            )
+            print(
+                f"two-hop echo / echo:             {relay_rate / baseline:.2f}"
+                " (the ceiling for a call that makes one more call, as CreateUpload does)"
             )
             print(f"echo p99: {echo_p99:.2f} ms")
             print(f"load average after: {load_average()}")

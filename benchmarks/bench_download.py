@@ -36,11 +36,13 @@ from benchmarks._common import (
     BENCH_LOG_LEVEL,
     CALLS,
     IN_FLIGHT,
+    Throughput,
     best_per_call_us,
     echo_caller,
     echo_server,
     load_average,
     measure,
+    relayed_echo,
     temporary_stack,
 )
 from filestore.core import events, s3
@@ -126,6 +128,38 @@ def presign_cost_us(settings: DownloadSettings, file_id: str) -> float:
     return best_per_call_us(presign, number=2000)
 
 
+def report(
+    *,
+    baseline: float,
+    signed: Throughput,
+    authorized: Throughput,
+    published: Throughput,
+    relayed: Throughput,
+    presign_us: float,
+) -> None:
+    """The ratios to the echo floor, the per-call costs, and the RESULT line."""
+    ratio = signed.rate / baseline
+    print(f"GetDownloadUrl / echo throughput:        {ratio:.2f}")
+    print(f"metadata AuthorizeRead / echo:           {authorized.rate / baseline:.2f}")
+    print(f"audit publish / echo:                    {published.rate / baseline:.2f}")
+    print(
+        f"two-hop echo / echo:                     {relayed.rate / baseline:.2f}"
+        " (the ceiling for a call that makes one more call, as GetDownloadUrl does)"
+    )
+    # Per-call costs, the way they add up in one GetDownloadUrl on a saturated process.
+    print(
+        "cost per call (1/throughput): "
+        f"GetDownloadUrl {1e6 / signed.rate:.0f} us, echo {1e6 / baseline:.0f} us, "
+        f"AuthorizeRead {1e6 / authorized.rate:.0f} us, audit publish {1e6 / published.rate:.0f} us, "
+        f"presign {presign_us:.0f} us"
+    )
+    print(f"load average after: {load_average()}")
+    print(
+        f"RESULT get_download_url_vs_echo={ratio:.2f} get_download_url_p99_ms={signed.p99_ms:.2f} "
+        f"authorize_read_vs_echo={authorized.rate / baseline:.2f}"
+    )
+
+
 async def main() -> None:
     configure_logging(BENCH_LOG_LEVEL, service="bench")
     async with temporary_stack(("seaweedfs", "nats", "metadata")) as stack:
@@ -179,25 +213,18 @@ async def main() -> None:
             signed = await measure("GetDownloadUrl", call_download)
             authorized = await measure("metadata AuthorizeRead", call_authorize)
             published = await measure("audit publish", call_publish)
+            async with relayed_echo(e.auth_secret) as call_relay:
+                relayed = await measure("Echo, two hops", call_relay)
             echo_last = await measure("Echo (again)", call_echo)
             presign_us = presign_cost_us(settings, file_ids[0])
             print(f"{'presign':<22} {presign_us:8.1f} us per call (best of 7, one core)")
-            baseline = (echo_first.rate + echo_last.rate) / 2
-            ratio = signed.rate / baseline
-            print(f"GetDownloadUrl / echo throughput:        {ratio:.2f}")
-            print(f"metadata AuthorizeRead / echo:           {authorized.rate / baseline:.2f}")
-            print(f"audit publish / echo:                    {published.rate / baseline:.2f}")
-            # Per-call costs, the way they add up in one GetDownloadUrl on a saturated process.
-            print(
-                "cost per call (1/throughput): "
-                f"GetDownloadUrl {1e6 / signed.rate:.0f} us, echo {1e6 / baseline:.0f} us, "
-                f"AuthorizeRead {1e6 / authorized.rate:.0f} us, audit publish {1e6 / published.rate:.0f} us, "
-                f"presign {presign_us:.0f} us"
-            )
-            print(f"load average after: {load_average()}")
-            print(
-                f"RESULT get_download_url_vs_echo={ratio:.2f} get_download_url_p99_ms={signed.p99_ms:.2f} "
-                f"authorize_read_vs_echo={authorized.rate / baseline:.2f}"
+            report(
+                baseline=(echo_first.rate + echo_last.rate) / 2,
+                signed=signed,
+                authorized=authorized,
+                published=published,
+                relayed=relayed,
+                presign_us=presign_us,
             )
         finally:
             await audit.close()
