@@ -108,7 +108,18 @@ def test_upload_share_download_and_delete(cli_env: dict[str, str], tmp_path: Pat
 def test_a_file_larger_than_the_part_size_goes_in_parts(cli_env: dict[str, str], tmp_path: Path) -> None:
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(11 * 1024 * 1024))
-    done = run("upload", source, "--part-size", "5MiB", "--concurrency", "2", "--json", env=cli_env)
+    done = run(
+        "upload",
+        source,
+        "--part-size",
+        "5MiB",
+        "--concurrency",
+        "2",
+        "--part-checksum",
+        "sha256",
+        "--json",
+        env=cli_env,
+    )
     assert done.returncode == 0, done.stderr
     document = as_json(done)
     assert (document["kind"], document["parts_sent"], document["parts_resumed"]) == ("multipart", 3, 0)

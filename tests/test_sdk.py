@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -242,7 +243,7 @@ async def test_expired_part_urls_are_signed_again(
         multipart_threshold=PART,
         part_size=PART,
         concurrency=1,
-        part_checksums=False,
+        part_checksum="none",
         url_refresh_margin_s=-3600,
     )
     seen: list[Progress] = []
@@ -306,10 +307,15 @@ async def test_refusals_are_typed_errors_with_the_servers_reason(stack: Stack, t
         assert no_one.value.reason == "INVALID_PRINCIPAL"
 
 
-async def test_storage_refusing_a_part_is_a_typed_error(stack: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("algorithm", ["crc32", "sha256"])
+async def test_storage_refusing_a_part_is_a_typed_error(
+    stack: Stack, tmp_path: Path, algorithm: Literal["crc32", "sha256"]
+) -> None:
     source = tmp_path / "shrinks.bin"
     write_random(source, PART + 1)
-    options = TransferOptions(multipart_threshold=PART, part_size=PART, concurrency=1)
+    options = TransferOptions(
+        multipart_threshold=PART, part_size=PART, concurrency=1, part_checksum=algorithm
+    )
     async with AsyncClient(endpoints_for(stack), options=options, state_dir=tmp_path / "state") as client:
 
         def corrupt_after_hashing(progress: Progress) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import zlib
 
 import grpc
 import httpx
@@ -72,14 +73,22 @@ async def complete(client: Client, upload_id: str) -> upload_service_pb2.Complet
 
 
 async def sign(
-    client: Client, upload_id: str, numbers: list[int], sha256: dict[int, str] | None = None
+    client: Client,
+    upload_id: str,
+    numbers: list[int],
+    sha256: dict[int, str] | None = None,
+    crc32: dict[int, str] | None = None,
 ) -> list[resources_pb2.PartUrl]:
     signed = await client.upload.SignParts(
         upload_service_pb2.SignPartsRequest(
-            upload_id=upload_id, part_numbers=numbers, part_sha256=sha256 or {}
+            upload_id=upload_id, part_numbers=numbers, part_sha256=sha256 or {}, part_crc32=crc32 or {}
         )
     )
     return list(signed.part_urls)
+
+
+def crc32_hex(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}"
 
 
 async def test_multipart_upload_resumes_from_storage_and_completes(
@@ -173,25 +182,63 @@ def _storage_upload_id(url: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("numbers", "sha256", "reason"),
+    ("numbers", "sha256", "crc32", "reason"),
     [
-        ([0], {}, "INVALID_PART_NUMBER"),
-        ([3], {}, "INVALID_PART_NUMBER"),
-        ([-1], {}, "INVALID_PART_NUMBER"),
-        ([], {}, "INVALID_PART_NUMBER"),
-        ([1] * 1001, {}, "TOO_MANY_PARTS"),
-        ([1], {1: "abc"}, "INVALID_SHA256"),
-        ([1], {2: "0" * 64}, "INVALID_PART_NUMBER"),
+        ([0], {}, {}, "INVALID_PART_NUMBER"),
+        ([3], {}, {}, "INVALID_PART_NUMBER"),
+        ([-1], {}, {}, "INVALID_PART_NUMBER"),
+        ([], {}, {}, "INVALID_PART_NUMBER"),
+        ([1] * 1001, {}, {}, "TOO_MANY_PARTS"),
+        ([1], {1: "abc"}, {}, "INVALID_SHA256"),
+        ([1], {1: ""}, {}, "INVALID_SHA256"),
+        ([1], {2: "0" * 64}, {}, "INVALID_PART_NUMBER"),
+        ([1], {}, {1: "ABCDEF01"}, "INVALID_CRC32"),
+        ([1], {}, {1: "0" * 9}, "INVALID_CRC32"),
+        ([1], {}, {2: "0" * 8}, "INVALID_PART_NUMBER"),
+        ([1], {1: "0" * 64}, {1: "0" * 8}, "CONFLICTING_CHECKSUMS"),
     ],
-    ids=["zero", "beyond-count", "negative", "none", "too-many", "bad-digest", "digest-for-unasked-part"],
+    ids=[
+        "zero",
+        "beyond-count",
+        "negative",
+        "none",
+        "too-many",
+        "bad-digest",
+        "empty-digest",
+        "digest-for-unasked-part",
+        "upper-case-crc32",
+        "long-crc32",
+        "crc32-for-unasked-part",
+        "both-checksums",
+    ],
 )
-async def test_sign_parts_refuses_bad_part_numbers(
-    client_for: ClientFactory, numbers: list[int], sha256: dict[int, str], reason: str
+async def test_sign_parts_refuses_bad_part_numbers_and_checksums(
+    client_for: ClientFactory, numbers: list[int], sha256: dict[int, str], crc32: dict[int, str], reason: str
 ) -> None:
     client = client_for()
     created = await create_multipart(client, os.urandom(PART + 1))
-    refused = await rpc_error(sign(client, created.upload.id, numbers, sha256))
+    refused = await rpc_error(sign(client, created.upload.id, numbers, sha256, crc32))
     assert (type(refused), refused.reason) == (InvalidArgument, reason)
+    if reason in ("INVALID_SHA256", "INVALID_CRC32", "CONFLICTING_CHECKSUMS"):
+        assert refused.metadata["part_number"] == "1"
+
+
+async def test_a_part_signed_with_its_crc32_is_refused_by_storage_with_other_content(
+    client_for: ClientFactory,
+) -> None:
+    client = client_for()
+    body = os.urandom(PART + 9)
+    created = await create_multipart(client, body)
+    upload = created.upload
+    first, last = chunk(body, upload, 1), chunk(body, upload, 2)
+    urls = await sign(client, upload.id, [1, 2], crc32={1: crc32_hex(first), 2: crc32_hex(last)})
+    assert all("x-amz-checksum-crc32" in url.request.headers for url in urls)
+    tampered = first[:-1] + bytes([first[-1] ^ 0x01])
+    assert (await put_part(urls[0], tampered)).status_code in (400, 403)
+    assert (await put_part(urls[0], first)).status_code == 200
+    assert (await put_part(urls[1], last)).status_code == 200
+    done = await complete(client, upload.id)
+    assert done.file.status == FStatus.FILE_STATUS_UPLOADED
 
 
 async def test_sign_parts_of_a_single_upload_is_refused(client_for: ClientFactory) -> None:

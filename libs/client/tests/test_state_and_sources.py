@@ -6,11 +6,12 @@ import hashlib
 import io
 import json
 import os
+import zlib
 from pathlib import Path
 
 import pytest
 
-from filestore.client.sources import SourceIdentity, open_source, sha256_of_range
+from filestore.client.sources import SourceIdentity, crc32_of_range, open_source, sha256_of_range
 from filestore.client.state import ResumeState, StateStore, default_state_dir
 
 
@@ -72,6 +73,7 @@ def test_every_kind_of_source_reads_by_offset(tmp_path: Path) -> None:
         assert source.size == len(data)
         assert source.read_at(1000, 10) == data[1000:1010]
         assert sha256_of_range(source, 5, 5000) == hashlib.sha256(data[5:5005]).hexdigest()
+        assert crc32_of_range(source, 5, 5000) == f"{zlib.crc32(data[5:5005]):08x}"
         source.close()
     assert open_source(path).identity == SourceIdentity(
         str(path.resolve()), len(data), path.stat().st_mtime_ns

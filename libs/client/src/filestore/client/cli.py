@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upload.add_argument("--part-size", type=_size, default=0, help="multipart part size, e.g. 16MiB")
     upload.add_argument("--concurrency", type=int, default=8, help="parts in flight (default 8)")
+    upload.add_argument(
+        "--part-checksum",
+        choices=("crc32", "sha256", "none"),
+        default="crc32",
+        help="checksum of each part that storage verifies (default crc32)",
+    )
     upload.add_argument("--no-resume", action="store_true", help="start over even if a resume state exists")
     upload.add_argument("--wait", action="store_true", help="wait until processing ends (READY or not)")
 
@@ -545,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Asking for a part size means "send in parts": anything larger than one part goes multipart.
             multipart_threshold=part_size or TransferOptions.multipart_threshold,
             concurrency=getattr(args, "concurrency", 8),
+            part_checksum=getattr(args, "part_checksum", "crc32"),
         )
     except ValueError as exc:
         return out.error(str(exc), EXIT_USAGE)

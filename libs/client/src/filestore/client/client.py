@@ -29,7 +29,14 @@ from filestore.client.connection import Endpoints
 from filestore.client.errors import FailedPrecondition, FilestoreError, NotFound
 from filestore.client.progress import ProgressCallback, ProgressTracker, TransferEvent
 from filestore.client.retry import call_with_retries
-from filestore.client.sources import ByteSource, SourceIdentity, UploadInput, open_source, sha256_of_range
+from filestore.client.sources import (
+    ByteSource,
+    SourceIdentity,
+    UploadInput,
+    crc32_of_range,
+    open_source,
+    sha256_of_range,
+)
 from filestore.client.state import ResumeState, StateStore, default_state_dir
 from filestore.client.transfer import Signer, StorageTransfer, TransferOptions, run_pipelined
 from filestore.core.clients import service_channel
@@ -415,15 +422,11 @@ class AsyncClient:
         async def prepare(number: int) -> Signer:
             """Hash the part (a full read of it) and sign its URL: done ahead, while earlier parts
             are on the wire, so that neither delays the part's PUT."""
-            digest = ""
-            if self.options.part_checksums:
-                async with hashing:
-                    digest = await asyncio.to_thread(
-                        sha256_of_range, source, plan.offset(number), plan.length(number)
-                    )
+            async with hashing:
+                checksum = await self._part_checksum(source, plan.offset(number), plan.length(number))
             # URLs from CreateUpload carry no checksum; with checksums each part is signed with its own.
-            first = None if digest else first_urls.pop(number, None)
-            sign = self._part_signer(state.upload_id, number, digest, first)
+            first = None if checksum else first_urls.pop(number, None)
+            sign = self._part_signer(state.upload_id, number, checksum, first)
             await sign(renew=False)  # kept by the signer; renewed at use if it nears its expiry
             return sign
 
@@ -451,22 +454,32 @@ class AsyncClient:
         sent_bytes = sum(plan.length(number) for number in missing)
         return UploadResult(file, state.upload_id, "multipart", len(missing), stored, sent_bytes)
 
+    async def _part_checksum(self, source: ByteSource, offset: int, length: int) -> tuple[str, str] | None:
+        """(algorithm, hex digest) of a part as ``options.part_checksum`` asks; None for "none"."""
+        algorithm = self.options.part_checksum
+        if algorithm == "none":
+            return None
+        of_range = crc32_of_range if algorithm == "crc32" else sha256_of_range
+        return algorithm, await asyncio.to_thread(of_range, source, offset, length)
+
     def _part_signer(
-        self, upload_id: str, number: int, sha256: str, first: resources_pb2.PresignedRequest | None
+        self,
+        upload_id: str,
+        number: int,
+        checksum: tuple[str, str] | None,
+        first: resources_pb2.PresignedRequest | None,
     ) -> Signer:
+        """Signs part ``number`` on demand, with ``checksum`` (algorithm, hex digest) when given."""
         current = first
+        request = upload_service_pb2.SignPartsRequest(upload_id=upload_id, part_numbers=[number])
+        if checksum is not None:
+            algorithm, digest = checksum
+            (request.part_crc32 if algorithm == "crc32" else request.part_sha256)[number] = digest
 
         async def sign(*, renew: bool) -> resources_pb2.PresignedRequest:
             nonlocal current
             if current is None or renew:
-                signed = await self._call(
-                    self._uploads.SignParts,
-                    upload_service_pb2.SignPartsRequest(
-                        upload_id=upload_id,
-                        part_numbers=[number],
-                        part_sha256={number: sha256} if sha256 else {},
-                    ),
-                )
+                signed = await self._call(self._uploads.SignParts, request)
                 current = signed.part_urls[0].request
             return current
 

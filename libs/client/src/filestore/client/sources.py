@@ -10,11 +10,20 @@ import hashlib
 import io
 import os
 import threading
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-__all__ = ["ByteSource", "SourceIdentity", "UploadInput", "open_source", "sha256_of_range"]
+__all__ = [
+    "ByteSource",
+    "SourceIdentity",
+    "UploadInput",
+    "crc32_of_range",
+    "open_source",
+    "sha256_of_range",
+]
 
 UploadInput = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 
@@ -166,14 +175,28 @@ def open_source(source: UploadInput) -> ByteSource:
     raise TypeError(f"cannot upload a {type(source).__name__}: give a path, a binary file or bytes")
 
 
-def sha256_of_range(source: ByteSource, offset: int, length: int) -> str:
-    """Lower-case hex SHA-256 of ``length`` bytes at ``offset``, read in bounded chunks (blocking)."""
-    digest = hashlib.sha256()
+def _chunks_of_range(source: ByteSource, offset: int, length: int) -> Iterator[bytes]:
     end = offset + length
     while offset < end:
         chunk = source.read_at(offset, min(_HASH_CHUNK, end - offset))
         if not chunk:
             raise EOFError(f"the source ended at byte {offset} of {end}")
-        digest.update(chunk)
+        yield chunk
         offset += len(chunk)
+
+
+def sha256_of_range(source: ByteSource, offset: int, length: int) -> str:
+    """Lower-case hex SHA-256 of ``length`` bytes at ``offset``, read in bounded chunks (blocking)."""
+    digest = hashlib.sha256()
+    for chunk in _chunks_of_range(source, offset, length):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def crc32_of_range(source: ByteSource, offset: int, length: int) -> str:
+    """CRC32 (IEEE, S3's ``x-amz-checksum-crc32``) of ``length`` bytes at ``offset`` as 8 lower-case
+    hex digits, read in bounded chunks (blocking)."""
+    crc = 0
+    for chunk in _chunks_of_range(source, offset, length):
+        crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"

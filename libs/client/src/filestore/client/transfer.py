@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 
@@ -53,8 +53,11 @@ class TransferOptions:
     concurrency: int = 8
     #: Bytes per read from the source and per write to the socket.
     chunk_size: int = MIB
-    #: Sign each part's SHA-256 into its URL, so storage refuses a part that changed on the way.
-    part_checksums: bool = True
+    #: The checksum of each part signed into its URL, so storage refuses a part that changed on
+    #: the way: ``"crc32"`` (what AWS SDKs send by default, cheap on both ends), ``"sha256"``
+    #: (several times the CPU, on storage too) or ``"none"``. The whole file's SHA-256 is computed
+    #: by the processor after the upload whichever is chosen.
+    part_checksum: Literal["crc32", "sha256", "none"] = "crc32"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: A URL closer than this to its expiry is signed again before use rather than risked
     #: (negative: never early; storage's refusal of an expired URL still renews it).
@@ -67,6 +70,8 @@ class TransferOptions:
             raise ValueError("concurrency must be at least 1")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be positive")
+        if self.part_checksum not in ("crc32", "sha256", "none"):
+            raise ValueError("part_checksum must be 'crc32', 'sha256' or 'none'")
         if self.part_size and not 5 * MIB <= self.part_size <= 5 * 1024 * MIB:
             raise ValueError("part_size must be 0 (the broker chooses) or 5 MiB..5 GiB")
 

@@ -22,15 +22,28 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from urllib.parse import quote, urlsplit
 
-__all__ = ["PostPolicy", "PresignedUrl", "SigV4Presigner"]
+__all__ = ["PartChecksum", "PostPolicy", "PresignedUrl", "SigV4Presigner"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _SERVICE = "s3"
 # RFC 3986 unreserved characters stay as they are; everything else is percent-encoded (SigV4 rule).
 _SAFE = "-_.~"
+
+
+@dataclass(frozen=True, slots=True)
+class PartChecksum:
+    """A checksum of a part's body that storage verifies: S3's ``x-amz-checksum-<algorithm>``
+    header, whose value is the base64 of the digest (here given in hex)."""
+
+    algorithm: Literal["sha256", "crc32"]
+    hex: str
+
+    def header(self) -> tuple[str, str]:
+        return f"x-amz-checksum-{self.algorithm}", base64.b64encode(bytes.fromhex(self.hex)).decode()
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
@@ -200,14 +213,15 @@ class SigV4Presigner:
         upload_id: str,
         part_number: int,
         size: int,
-        sha256_hex: str = "",
+        checksum: PartChecksum | None = None,
         expires_s: int,
         now: datetime | None = None,
     ) -> PresignedUrl:
-        """One part's PUT, pinning its length and (when given) its SHA-256."""
+        """One part's PUT, pinning its length and (when given) its checksum."""
         headers = {"Content-Length": str(size)}
-        if sha256_hex:
-            headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+        if checksum is not None:
+            name, value = checksum.header()
+            headers[name] = value
         return self.presign(
             "PUT",
             key,

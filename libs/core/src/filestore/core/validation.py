@@ -13,6 +13,7 @@ __all__ = [
     "MAX_LABELS",
     "MAX_NAME_CHARS",
     "check_content_type",
+    "check_crc32",
     "check_labels",
     "check_sha256",
     "clean_name",
@@ -25,6 +26,7 @@ _LABEL_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # RFC 6838 restricted-name characters for type and subtype; parameters are not accepted here.
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CRC32 = re.compile(r"^[0-9a-f]{8}$")
 # Bidirectional overrides and isolates make "evil\u202egnp.exe" display as "evilexe.png".
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
@@ -68,6 +70,13 @@ def check_sha256(sha256: str) -> str:
     if sha256 and not _SHA256.match(sha256):
         raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason="INVALID_SHA256")
     return sha256
+
+
+def check_crc32(crc32: str) -> str:
+    """8 lower-case hex characters: a CRC32, big-endian, as S3's ``x-amz-checksum-crc32`` holds it."""
+    if not _CRC32.match(crc32):
+        raise InvalidArgument("crc32 must be 8 lower-case hex characters", reason="INVALID_CRC32")
+    return crc32
 
 
 def check_labels(labels: Mapping[str, str]) -> dict[str, str]:

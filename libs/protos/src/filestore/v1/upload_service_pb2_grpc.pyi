@@ -69,7 +69,8 @@ class UploadServiceStub:
     batch, and for URLs that expired during a long upload. At most 1,000 parts per call.
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), INVALID_ARGUMENT (`INVALID_PART_NUMBER`, also for a
-    `part_sha256` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`), FAILED_PRECONDITION
+    `part_sha256` or `part_crc32` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`,
+    `INVALID_CRC32`, `CONFLICTING_CHECKSUMS` for a part given both), FAILED_PRECONDITION
     (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
     (retryable).
     """
@@ -131,7 +132,8 @@ class UploadServiceAsyncStub(UploadServiceStub):
     batch, and for URLs that expired during a long upload. At most 1,000 parts per call.
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), INVALID_ARGUMENT (`INVALID_PART_NUMBER`, also for a
-    `part_sha256` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`), FAILED_PRECONDITION
+    `part_sha256` or `part_crc32` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`,
+    `INVALID_CRC32`, `CONFLICTING_CHECKSUMS` for a part given both), FAILED_PRECONDITION
     (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
     (retryable).
     """
@@ -208,7 +210,8 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         batch, and for URLs that expired during a long upload. At most 1,000 parts per call.
 
         Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), INVALID_ARGUMENT (`INVALID_PART_NUMBER`, also for a
-        `part_sha256` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`), FAILED_PRECONDITION
+        `part_sha256` or `part_crc32` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`,
+        `INVALID_CRC32`, `CONFLICTING_CHECKSUMS` for a part given both), FAILED_PRECONDITION
         (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
         (retryable).
         """

@@ -21,7 +21,7 @@ from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
 from filestore.core.clients import translated_errors
 from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from filestore.core.sigv4 import SigV4Presigner
+from filestore.core.sigv4 import PartChecksum, SigV4Presigner
 from filestore.upload import validation
 from filestore.upload.plan import PartPlan, plan_parts
 from filestore.upload.reaper import discard_upload_bytes
@@ -195,15 +195,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         plan = _plan_of(record)
         for number in numbers:
             plan.part_length(number)  # refuses numbers outside 1..part_count
-        checksums: dict[int, str] = {}
-        for number, digest in request.part_sha256.items():
-            if number not in numbers:
-                raise InvalidArgument(
-                    f"part_sha256 names part {number}, which is not in part_numbers",
-                    reason="INVALID_PART_NUMBER",
-                    metadata={"part_number": str(number)},
-                )
-            checksums[number] = validation.check_part_sha256(number, digest)
+        checksums = validation.part_checksums(numbers, request.part_sha256, request.part_crc32)
         if not record.storage_upload_id:
             record = await self._ensure_storage_upload(record)
         return upload_service_pb2.SignPartsResponse(part_urls=self._sign_parts(record, numbers, checksums))
@@ -487,7 +479,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         )
 
     def _sign_parts(
-        self, record: Record, numbers: range | list[int], checksums: dict[int, str]
+        self, record: Record, numbers: range | list[int], checksums: dict[int, PartChecksum]
     ) -> list[resources_pb2.PartUrl]:
         plan = _plan_of(record)
         urls = []
@@ -498,7 +490,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 upload_id=record.storage_upload_id,
                 part_number=number,
                 size=size,
-                sha256_hex=checksums.get(number, ""),
+                checksum=checksums.get(number),
                 expires_s=self._settings.presign_ttl_s,
             )
             urls.append(
