@@ -173,7 +173,8 @@ Written by `make bench` (`benchmarks/report.py`); every figure comes from the `R
 benchmark's own run, on the machine below. What each benchmark measures, and how, is in the docstring
 of `benchmarks/bench_*.py`. Ratios compare two things measured in the same run on the same machine,
 so they mean more than the absolute figures, which depend on the machine and on its load (it may be
-shared: the load average is recorded with each benchmark).
+shared: the load average is recorded with each benchmark). Where a target is not met,
+[performance.md](performance.md) says where the time goes and why.
 
 ## Machine
 
@@ -189,7 +190,8 @@ def readme_block(outcomes: list[Outcome], host: dict[str, str]) -> str:
     return (
         f"{README_START}\n"
         f"Measured on {host['CPU']}, {host['memory']}, Python {host['Python']}, {host['date']} "
-        f"(details in [docs/benchmarks.md](docs/benchmarks.md)):\n\n{table(outcomes)}\n{README_END}"
+        f"(details in [docs/benchmarks.md](docs/benchmarks.md), targets not met explained in "
+        f"[docs/performance.md](docs/performance.md)):\n\n{table(outcomes)}\n{README_END}"
     )
 
 
