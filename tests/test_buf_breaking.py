@@ -69,8 +69,8 @@ def test_main_against_itself_passes(proto_repo: Path) -> None:
 def test_adding_a_field_is_not_breaking(proto_repo: Path) -> None:
     _edit(
         proto_repo,
-        "  string request_id = 8;\n}",
-        "  string request_id = 8;\n  // A new optional field.\n  string note = 9;\n}",
+        "  map<int32, string> part_checksums = 3;\n}",
+        "  map<int32, string> part_checksums = 3;\n  // A new optional field.\n  string note = 4;\n}",
     )
     result = _breaking(proto_repo)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -81,8 +81,8 @@ def test_adding_a_field_is_not_breaking(proto_repo: Path) -> None:
     [
         (
             "  // Optional idempotency key (a UUID). A retry with the same key returns the same upload.\n"
-            "  string request_id = 8;\n}",
-            "}",
+            "  string request_id = 8;\n",
+            "",
             r'field "8" with name "request_id" .*deleted',
         ),
         ("  string sha256 = 4;", "  string sha256 = 40;", r'"4" with name "sha256" .*deleted'),

@@ -848,6 +848,17 @@ async def test_grants_create_list_revoke_and_expire(
 # ------------------------------------------------------------------------------------ quotas
 
 
+def _begin_with_checksum(
+    kind: resources_pb2.UploadKind.ValueType, algorithm: resources_pb2.ChecksumAlgorithm.ValueType
+) -> pb.BeginUploadRequest:
+    request = _begin("", "", 6 * 1024 * 1024)
+    request.kind = kind
+    request.part_checksum_algorithm = algorithm
+    if kind == resources_pb2.UPLOAD_KIND_MULTIPART:
+        request.part_size, request.part_count = 5 * 1024 * 1024, 2
+    return request
+
+
 async def _quota(stub: MetadataStub, tenant: str = "", owner: str = "") -> tuple[int, int, int]:
     quota = await stub.GetQuota(pb.GetQuotaRequest(tenant=tenant, owner=owner))
     return quota.limit_bytes, quota.used_bytes, quota.reserved_bytes
@@ -1341,6 +1352,30 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
         "INVALID_SHA256",
     ),
     (
+        "begin-part-checksum-for-a-single-put",
+        lambda s: s.alice.metadata.BeginUpload(
+            _begin_with_checksum(resources_pb2.UPLOAD_KIND_SINGLE, resources_pb2.CHECKSUM_ALGORITHM_CRC32)
+        ),
+        Code.INVALID_ARGUMENT,
+        "INVALID_CHECKSUM_ALGORITHM",
+    ),
+    (
+        "begin-unknown-kind",
+        lambda s: s.alice.metadata.BeginUpload(
+            _begin_with_checksum(42, resources_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED)  # type: ignore[arg-type]
+        ),
+        Code.INVALID_ARGUMENT,
+        "INVALID_UPLOAD_KIND",
+    ),
+    (
+        "begin-unknown-part-checksum",
+        lambda s: s.alice.metadata.BeginUpload(
+            _begin_with_checksum(resources_pb2.UPLOAD_KIND_MULTIPART, 9)  # type: ignore[arg-type]
+        ),
+        Code.INVALID_ARGUMENT,
+        "INVALID_CHECKSUM_ALGORITHM",
+    ),
+    (
         "grant-past-expiry",
         lambda s: s.alice.metadata.CreateGrant(
             pb.CreateGrantRequest(
@@ -1359,6 +1394,16 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
         "grant-no-permission",
         lambda s: s.alice.metadata.CreateGrant(
             pb.CreateGrantRequest(grant=resources_pb2.Grant(file_id=s.file.id, principal="bob"))
+        ),
+        Code.INVALID_ARGUMENT,
+        "INVALID_PERMISSION",
+    ),
+    (
+        "grant-unknown-permission",
+        lambda s: s.alice.metadata.CreateGrant(
+            pb.CreateGrantRequest(
+                grant=resources_pb2.Grant(file_id=s.file.id, principal="bob", permission=9)  # type: ignore[arg-type]
+            )
         ),
         Code.INVALID_ARGUMENT,
         "INVALID_PERMISSION",

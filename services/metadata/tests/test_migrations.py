@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from filestore.metadata.db import migrate
 from filestore.metadata.db.engine import create_engine
@@ -15,6 +17,7 @@ from filestore.metadata.db.models import Base
 
 from .conftest import BACKENDS, FreshDatabase
 
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EXPECTED_TABLES = {
     "blobs",
     "derivatives",
@@ -77,6 +80,42 @@ async def test_models_and_migrations_agree(backend: str, fresh_database: FreshDa
         assert await _schema_diff(url) == []
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_uploads_made_before_part_checksums_keep_their_rows_and_carry_none(
+    backend: str, fresh_database: FreshDatabase
+) -> None:
+    async with fresh_database(backend) as url:
+        await migrate.upgrade(url, "0001")
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text(
+                        "INSERT INTO files (id, tenant, owner, name, declared_content_type, size,"
+                        " storage_key, status, version, labels, visibility, created_at, updated_at)"
+                        " VALUES ('f1', 't', 'o', 'n', 'text/plain', 3, 'k', 'PENDING', 1, '{}',"
+                        " 'PRIVATE', :now, :now)"
+                    ),
+                    {"now": NOW},
+                )
+                await connection.execute(
+                    text(
+                        "INSERT INTO uploads (id, file_id, tenant, kind, part_size, part_count, state,"
+                        " expires_at, reserved_bytes, created_at, updated_at)"
+                        " VALUES ('u1', 'f1', 't', 'MULTIPART', 5242880, 1, 'OPEN', :now, 3, :now, :now)"
+                    ),
+                    {"now": NOW},
+                )
+            await migrate.upgrade_to_head(url)
+            async with engine.connect() as connection:
+                rows = (await connection.execute(text("SELECT id, part_checksum FROM uploads"))).all()
+                assert [tuple(row) for row in rows] == [("u1", "NONE")]
+                with pytest.raises(IntegrityError):
+                    await connection.execute(text("UPDATE uploads SET part_checksum = 'MD5'"))
+        finally:
+            await engine.dispose()
+
+
 async def test_sync_upgrade_runs_without_a_loop(fresh_database: FreshDatabase) -> None:
     async with fresh_database("sqlite") as url:
         # The sync variant starts its own loop, so it must run where no loop is running.
@@ -88,7 +127,7 @@ def test_migrations_are_found_independently_of_the_cwd(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert migrate.head_revision() == "0001"
+    assert migrate.head_revision() == "0002"
     assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
 
 

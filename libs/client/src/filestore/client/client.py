@@ -55,6 +55,13 @@ __all__ = ["AsyncClient", "Client", "DownloadResult", "FileInfo", "UploadResult"
 T = TypeVar("T")
 Kind = resources_pb2.UploadKind
 UploadState = resources_pb2.UploadState
+#: ``TransferOptions.part_checksum`` as CreateUpload declares it, and back.
+_ALGORITHMS = {
+    "crc32": resources_pb2.CHECKSUM_ALGORITHM_CRC32,
+    "sha256": resources_pb2.CHECKSUM_ALGORITHM_SHA256,
+    "none": resources_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED,
+}
+_NAMES = {number: name for name, number in _ALGORITHMS.items() if name != "none"}
 FileStatus = resources_pb2.FileStatus
 
 #: States a file does not leave on its own: processing is over.
@@ -285,6 +292,11 @@ class AsyncClient:
             sha256=spec.sha256,
             kind=kind,
             part_size=self.options.part_size if kind == Kind.UPLOAD_KIND_MULTIPART else 0,
+            part_checksum_algorithm=(
+                _ALGORITHMS[self.options.part_checksum]
+                if kind == Kind.UPLOAD_KIND_MULTIPART
+                else resources_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED
+            ),
             labels=spec.labels,
             # A retried CreateUpload then answers the same upload instead of opening a second one.
             request_id=str(uuid.uuid4()),
@@ -322,14 +334,18 @@ class AsyncClient:
         tracker.emit(TransferEvent.COMPLETED)
         return UploadResult(file, upload.id, "single", 1, 0, source.size)
 
-    async def _complete(self, upload_id: str, source: ByteSource) -> resources_pb2.File:
+    async def _complete(
+        self, upload_id: str, source: ByteSource, part_checksums: Mapping[int, str] | None = None
+    ) -> resources_pb2.File:
         if not await asyncio.to_thread(source.unchanged):
             raise FailedPrecondition(
                 "the file changed while it was being uploaded; upload it again", reason="LOCAL_FILE_CHANGED"
             )
         done = await self._call(
             self._uploads.CompleteUpload,
-            upload_service_pb2.CompleteUploadRequest(upload_id=upload_id, request_id=str(uuid.uuid4())),
+            upload_service_pb2.CompleteUploadRequest(
+                upload_id=upload_id, request_id=str(uuid.uuid4()), part_checksums=part_checksums or {}
+            ),
         )
         return done.file
 
@@ -378,13 +394,7 @@ class AsyncClient:
         if earlier is not None:
             state, upload = earlier
             if upload.state == UploadState.UPLOAD_STATE_COMPLETED:
-                # The last run completed but stopped before forgetting its state.
-                if state_path is not None:
-                    self._state.remove(state_path)
-                tracker.done = tracker.total
-                tracker.emit(TransferEvent.COMPLETED, detail="already completed")
-                file = await self.get_file(upload.file_id)
-                return UploadResult(file, upload.id, "multipart", 0, upload.part_count, 0)
+                return await self._already_completed(upload, state_path, tracker)
         else:
             created = await self._call(
                 self._uploads.CreateUpload, self._create_request(source, spec, Kind.UPLOAD_KIND_MULTIPART)
@@ -415,15 +425,24 @@ class AsyncClient:
         if state_path is not None:
             self._state.save(state_path, state)
         missing = [number for number in range(1, plan.count + 1) if number not in state.parts]
+        # The upload's own algorithm, not this run's options: a resumed upload was created (and
+        # storage told) with the first run's.
+        algorithm = _NAMES.get(upload.part_checksum_algorithm)
+        digests: dict[int, str] = {}
         # Hashing runs in the loop's default executor, which also serves the chunk reads of every
         # PUT in flight: a bound on hashing threads keeps those reads from queueing behind it.
         hashing = asyncio.Semaphore(max(1, min(self.options.concurrency, os.cpu_count() or 1)))
 
+        async def digest_of(number: int) -> str:
+            assert algorithm is not None
+            async with hashing:
+                digests[number] = await self._part_digest(algorithm, source, plan, number)
+            return digests[number]
+
         async def prepare(number: int) -> Signer:
             """Hash the part (a full read of it) and sign its URL: done ahead, while earlier parts
             are on the wire, so that neither delays the part's PUT."""
-            async with hashing:
-                checksum = await self._part_checksum(source, plan.offset(number), plan.length(number))
+            checksum = (algorithm, await digest_of(number)) if algorithm else None
             # URLs from CreateUpload carry no checksum; with checksums each part is signed with its own.
             first = None if checksum else first_urls.pop(number, None)
             sign = self._part_signer(state.upload_id, number, checksum, first)
@@ -447,20 +466,33 @@ class AsyncClient:
         # enough that the second read of each part (the PUT's) still finds it in the page cache.
         concurrency = self.options.concurrency
         await run_pipelined(missing, prepare, send, concurrency, ahead=concurrency)
-        file = await self._complete(state.upload_id, source)
+        if algorithm:
+            # Completing needs every part's checksum: storage may not list them (SeaweedFS does
+            # not), and parts an earlier run sent were not hashed by this one.
+            await asyncio.gather(*(digest_of(number) for number in state.parts if number not in digests))
+        file = await self._complete(state.upload_id, source, digests)
         if state_path is not None:
             self._state.remove(state_path)
         tracker.emit(TransferEvent.COMPLETED)
         sent_bytes = sum(plan.length(number) for number in missing)
         return UploadResult(file, state.upload_id, "multipart", len(missing), stored, sent_bytes)
 
-    async def _part_checksum(self, source: ByteSource, offset: int, length: int) -> tuple[str, str] | None:
-        """(algorithm, hex digest) of a part as ``options.part_checksum`` asks; None for "none"."""
-        algorithm = self.options.part_checksum
-        if algorithm == "none":
-            return None
+    async def _already_completed(
+        self, upload: resources_pb2.Upload, state_path: Path | None, tracker: ProgressTracker
+    ) -> UploadResult:
+        """The last run completed the upload but stopped before forgetting its state."""
+        if state_path is not None:
+            self._state.remove(state_path)
+        tracker.done = tracker.total
+        tracker.emit(TransferEvent.COMPLETED, detail="already completed")
+        file = await self.get_file(upload.file_id)
+        return UploadResult(file, upload.id, "multipart", 0, upload.part_count, 0)
+
+    @staticmethod
+    async def _part_digest(algorithm: str, source: ByteSource, plan: _PartPlan, number: int) -> str:
+        """The lower-case hex ``algorithm`` digest of part ``number`` (a full read of it)."""
         of_range = crc32_of_range if algorithm == "crc32" else sha256_of_range
-        return algorithm, await asyncio.to_thread(of_range, source, offset, length)
+        return await asyncio.to_thread(of_range, source, plan.offset(number), plan.length(number))
 
     def _part_signer(
         self,

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
-__all__ = ["PartChecksum", "PostPolicy", "PresignedUrl", "SigV4Presigner"]
+__all__ = ["ChecksumName", "PartChecksum", "PostPolicy", "PresignedUrl", "SigV4Presigner"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -34,16 +34,27 @@ _SERVICE = "s3"
 _SAFE = "-_.~"
 
 
+ChecksumName = Literal["crc32", "sha256"]
+
+
 @dataclass(frozen=True, slots=True)
 class PartChecksum:
     """A checksum of a part's body that storage verifies: S3's ``x-amz-checksum-<algorithm>``
-    header, whose value is the base64 of the digest (here given in hex)."""
+    header (and ``Checksum<ALGORITHM>`` of a completed part), whose value is the base64 of the
+    digest; kept here in lower-case hex."""
 
-    algorithm: Literal["sha256", "crc32"]
+    algorithm: ChecksumName
     hex: str
 
+    @classmethod
+    def from_base64(cls, algorithm: ChecksumName, value: str) -> PartChecksum:
+        return cls(algorithm, base64.b64decode(value).hex())
+
+    def base64(self) -> str:
+        return base64.b64encode(bytes.fromhex(self.hex)).decode()
+
     def header(self) -> tuple[str, str]:
-        return f"x-amz-checksum-{self.algorithm}", base64.b64encode(bytes.fromhex(self.hex)).decode()
+        return f"x-amz-checksum-{self.algorithm}", self.base64()
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")

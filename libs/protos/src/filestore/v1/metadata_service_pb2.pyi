@@ -400,6 +400,7 @@ class UploadRecord(_message.Message):
     RESERVED_BYTES_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque id."""
     file_id: _builtins.str
@@ -428,6 +429,8 @@ class UploadRecord(_message.Message):
     """Multipart part count."""
     reserved_bytes: _builtins.int
     """Bytes reserved against the quota while OPEN."""
+    part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType
+    """MULTIPART: the checksum every part carries (storage was told when the upload was created)."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the session expires."""
@@ -455,10 +458,11 @@ class UploadRecord(_message.Message):
         reserved_bytes: _builtins.int = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "expire_time", b"expire_time", "file_id", b"file_id", "id", b"id", "kind", b"kind", "owner", b"owner", "part_count", b"part_count", "part_size", b"part_size", "reserved_bytes", b"reserved_bytes", "sha256", b"sha256", "size", b"size", "state", b"state", "storage_key", b"storage_key", "storage_upload_id", b"storage_upload_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "expire_time", b"expire_time", "file_id", b"file_id", "id", b"id", "kind", b"kind", "owner", b"owner", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "reserved_bytes", b"reserved_bytes", "sha256", b"sha256", "size", b"size", "state", b"state", "storage_key", b"storage_key", "storage_upload_id", b"storage_upload_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -476,6 +480,7 @@ class BeginUploadRequest(_message.Message):
     PART_COUNT_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
     kind: _resources_pb2.UploadKind.ValueType
     """SINGLE, POST_POLICY or MULTIPART; DEDUP is decided by the service."""
     part_size: _builtins.int
@@ -484,6 +489,8 @@ class BeginUploadRequest(_message.Message):
     """Multipart part count."""
     request_id: _builtins.str
     """Optional idempotency key (a UUID)."""
+    part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType
+    """MULTIPART: the checksum every part will carry."""
     @_builtins.property
     def file(self) -> _resources_pb2.File:
         """The file to create: name, declared_content_type, size, sha256, labels."""
@@ -501,10 +508,11 @@ class BeginUploadRequest(_message.Message):
         part_count: _builtins.int = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         request_id: _builtins.str = ...,
+        part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file", b"file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file", b"file", "kind", b"kind", "part_count", b"part_count", "part_size", b"part_size", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file", b"file", "kind", b"kind", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

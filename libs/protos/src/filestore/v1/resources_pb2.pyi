@@ -148,6 +148,30 @@ UPLOAD_KIND_DEDUP: UploadKind.ValueType  # 4
 """No bytes move: the tenant already holds verified content with the declared SHA-256."""
 Global___UploadKind: _TypeAlias = UploadKind  # noqa: Y015
 
+class _ChecksumAlgorithm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChecksumAlgorithmEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChecksumAlgorithm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECKSUM_ALGORITHM_UNSPECIFIED: _ChecksumAlgorithm.ValueType  # 0
+    """Parts carry no checksum."""
+    CHECKSUM_ALGORITHM_CRC32: _ChecksumAlgorithm.ValueType  # 1
+    """CRC32 (IEEE 802.3), S3's `x-amz-checksum-crc32`: what AWS SDKs send by default."""
+    CHECKSUM_ALGORITHM_SHA256: _ChecksumAlgorithm.ValueType  # 2
+    """SHA-256, S3's `x-amz-checksum-sha256`: several times the CPU of CRC32, on storage too."""
+
+class ChecksumAlgorithm(_ChecksumAlgorithm, metaclass=_ChecksumAlgorithmEnumTypeWrapper):
+    """The checksum every part of a multipart upload carries, verified by storage."""
+
+CHECKSUM_ALGORITHM_UNSPECIFIED: ChecksumAlgorithm.ValueType  # 0
+"""Parts carry no checksum."""
+CHECKSUM_ALGORITHM_CRC32: ChecksumAlgorithm.ValueType  # 1
+"""CRC32 (IEEE 802.3), S3's `x-amz-checksum-crc32`: what AWS SDKs send by default."""
+CHECKSUM_ALGORITHM_SHA256: ChecksumAlgorithm.ValueType  # 2
+"""SHA-256, S3's `x-amz-checksum-sha256`: several times the CPU of CRC32, on storage too."""
+Global___ChecksumAlgorithm: _TypeAlias = ChecksumAlgorithm  # noqa: Y015
+
 class _UploadState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -523,6 +547,7 @@ class Upload(_message.Message):
     REQUEST_FIELD_NUMBER: _builtins.int
     PART_URLS_FIELD_NUMBER: _builtins.int
     UPLOADED_PARTS_FIELD_NUMBER: _builtins.int
+    PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque id. Output only."""
     file_id: _builtins.str
@@ -537,6 +562,8 @@ class Upload(_message.Message):
     """Multipart only: size of every part but the last (5 MiB <= part_size <= 5 GiB). Output only."""
     part_count: _builtins.int
     """Multipart only: number of parts (at most 10,000). Output only."""
+    part_checksum_algorithm: Global___ChecksumAlgorithm.ValueType
+    """MULTIPART: the checksum every part must be signed with (see CreateUploadRequest). Output only."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """The session stops accepting bytes after this time and is reaped. Output only."""
@@ -567,10 +594,11 @@ class Upload(_message.Message):
         request: Global___PresignedRequest | None = ...,
         part_urls: _abc.Iterable[Global___PartUrl] | None = ...,
         uploaded_parts: _abc.Iterable[Global___UploadedPart] | None = ...,
+        part_checksum_algorithm: Global___ChecksumAlgorithm.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file_id", b"file_id", "id", b"id", "kind", b"kind", "part_count", b"part_count", "part_size", b"part_size", "part_urls", b"part_urls", "request", b"request", "size", b"size", "state", b"state", "uploaded_parts", b"uploaded_parts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file_id", b"file_id", "id", b"id", "kind", b"kind", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "part_urls", b"part_urls", "request", b"request", "size", b"size", "state", b"state", "uploaded_parts", b"uploaded_parts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -55,6 +55,7 @@ class CreateUploadRequest(_message.Message):
     PART_SIZE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Display name of the file (metadata only)."""
     size: _builtins.int
@@ -75,6 +76,13 @@ class CreateUploadRequest(_message.Message):
     """
     request_id: _builtins.str
     """Optional idempotency key (a UUID). A retry with the same key returns the same upload."""
+    part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType
+    """Optional, MULTIPART only (ignored otherwise): the checksum every part will carry. Storage is
+    told when the multipart upload is created (S3 refuses a part checksum the upload was not
+    created for, and then requires one on every part), so each part URL must come from SignParts
+    with that part's checksum, the answer's `part_urls` is empty, and CompleteUpload needs every
+    part's checksum (from storage's part list, or `part_checksums`). Unspecified: parts carry none.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Optional user labels for the file (same limits as File.labels)."""
@@ -90,10 +98,11 @@ class CreateUploadRequest(_message.Message):
         part_size: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
+        part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "kind", b"kind", "labels", b"labels", "name", b"name", "part_size", b"part_size", "request_id", b"request_id", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "kind", b"kind", "labels", b"labels", "name", b"name", "part_checksum_algorithm", b"part_checksum_algorithm", "part_size", b"part_size", "request_id", b"request_id", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,16 +218,16 @@ class SignPartsRequest(_message.Message):
 
     @_builtins.property
     def part_sha256(self) -> _containers.ScalarMap[_builtins.int, _builtins.str]:
-        """Optional per-part lower-case hex SHA-256, keyed by part number: signed into the part URL so
-        storage refuses a part with other content.
+        """Per-part lower-case hex SHA-256, keyed by part number, for an upload created with
+        CHECKSUM_ALGORITHM_SHA256 (required for every part signed): signed into the part URL so storage
+        refuses a part with other content.
         """
 
     @_builtins.property
     def part_crc32(self) -> _containers.ScalarMap[_builtins.int, _builtins.str]:
-        """Optional per-part CRC32 (IEEE 802.3, the checksum of S3's `x-amz-checksum-crc32`) as 8
-        lower-case hex digits, keyed by part number: signed into the part URL like `part_sha256`, for
-        a fraction of the CPU on both sides (what AWS SDKs send by default). A part takes at most one
-        of the two.
+        """Per-part CRC32 (IEEE 802.3, as S3's `x-amz-checksum-crc32`) as 8 lower-case hex digits, keyed
+        by part number, for an upload created with CHECKSUM_ALGORITHM_CRC32 (required for every part
+        signed), signed like `part_sha256`.
         """
 
     def __init__(
@@ -267,21 +276,51 @@ class CompleteUploadRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class PartChecksumsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PART_CHECKSUMS_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     """The upload id."""
     request_id: _builtins.str
     """Optional idempotency key (a UUID)."""
+    @_builtins.property
+    def part_checksums(self) -> _containers.ScalarMap[_builtins.int, _builtins.str]:
+        """For a multipart upload created with a part checksum algorithm: each part's checksum (lower-case
+        hex, keyed by part number), which S3 requires to assemble the object. Only needed for parts
+        whose checksum storage's part list does not report (SeaweedFS reports none; AWS S3 all);
+        storage refuses the completion if one differs from what it stored.
+        """
+
     def __init__(
         self,
         *,
         upload_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        part_checksums: _abc.Mapping[_builtins.int, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["part_checksums", b"part_checksums", "request_id", b"request_id", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -52,7 +52,8 @@ class UploadServiceStub:
 
     Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (also above 5 TiB, or above 5 GiB for
     SINGLE and POST_POLICY), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,
-    `INVALID_UPLOAD_KIND`, `INVALID_PART_SIZE` (also a part size with SINGLE or POST_POLICY)),
+    `INVALID_UPLOAD_KIND`, `INVALID_PART_SIZE` (also a part size with SINGLE or POST_POLICY),
+    `INVALID_CHECKSUM_ALGORITHM`),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
     ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
     UNAVAILABLE (retryable). Retry with the same `request_id` to get the same upload.
@@ -70,7 +71,9 @@ class UploadServiceStub:
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), INVALID_ARGUMENT (`INVALID_PART_NUMBER`, also for a
     `part_sha256` or `part_crc32` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`,
-    `INVALID_CRC32`, `CONFLICTING_CHECKSUMS` for a part given both), FAILED_PRECONDITION
+    `INVALID_CRC32`, `PART_CHECKSUM_REQUIRED` (metadata `part_number`) for a part without the
+    checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
+    algorithm or on an upload created without one), FAILED_PRECONDITION
     (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
     (retryable).
     """
@@ -83,7 +86,9 @@ class UploadServiceStub:
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_ABORTED`, `UPLOAD_EXPIRED`
     (also OPEN past expiry), `OBJECT_MISSING`, `PARTS_MISSING`, `SIZE_MISMATCH` (metadata
-    `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH`), UNAVAILABLE (retryable).
+    `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH` (also a part checksum storage
+    did not store)), INVALID_ARGUMENT (`PART_CHECKSUM_REQUIRED`: metadata `missing_count` and
+    `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable).
     """
     AbortUpload: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.AbortUploadRequest, _upload_service_pb2.AbortUploadResponse]
     """Aborts an OPEN upload: aborts the multipart upload in storage, deletes partial objects, releases
@@ -115,7 +120,8 @@ class UploadServiceAsyncStub(UploadServiceStub):
 
     Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (also above 5 TiB, or above 5 GiB for
     SINGLE and POST_POLICY), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,
-    `INVALID_UPLOAD_KIND`, `INVALID_PART_SIZE` (also a part size with SINGLE or POST_POLICY)),
+    `INVALID_UPLOAD_KIND`, `INVALID_PART_SIZE` (also a part size with SINGLE or POST_POLICY),
+    `INVALID_CHECKSUM_ALGORITHM`),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
     ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
     UNAVAILABLE (retryable). Retry with the same `request_id` to get the same upload.
@@ -133,7 +139,9 @@ class UploadServiceAsyncStub(UploadServiceStub):
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), INVALID_ARGUMENT (`INVALID_PART_NUMBER`, also for a
     `part_sha256` or `part_crc32` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`,
-    `INVALID_CRC32`, `CONFLICTING_CHECKSUMS` for a part given both), FAILED_PRECONDITION
+    `INVALID_CRC32`, `PART_CHECKSUM_REQUIRED` (metadata `part_number`) for a part without the
+    checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
+    algorithm or on an upload created without one), FAILED_PRECONDITION
     (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
     (retryable).
     """
@@ -146,7 +154,9 @@ class UploadServiceAsyncStub(UploadServiceStub):
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_ABORTED`, `UPLOAD_EXPIRED`
     (also OPEN past expiry), `OBJECT_MISSING`, `PARTS_MISSING`, `SIZE_MISMATCH` (metadata
-    `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH`), UNAVAILABLE (retryable).
+    `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH` (also a part checksum storage
+    did not store)), INVALID_ARGUMENT (`PART_CHECKSUM_REQUIRED`: metadata `missing_count` and
+    `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable).
     """
     AbortUpload: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.AbortUploadRequest, _upload_service_pb2.AbortUploadResponse]  # type: ignore[assignment]
     """Aborts an OPEN upload: aborts the multipart upload in storage, deletes partial objects, releases
@@ -181,7 +191,8 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (also above 5 TiB, or above 5 GiB for
         SINGLE and POST_POLICY), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,
-        `INVALID_UPLOAD_KIND`, `INVALID_PART_SIZE` (also a part size with SINGLE or POST_POLICY)),
+        `INVALID_UPLOAD_KIND`, `INVALID_PART_SIZE` (also a part size with SINGLE or POST_POLICY),
+        `INVALID_CHECKSUM_ALGORITHM`),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
         ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
         UNAVAILABLE (retryable). Retry with the same `request_id` to get the same upload.
@@ -211,7 +222,9 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), INVALID_ARGUMENT (`INVALID_PART_NUMBER`, also for a
         `part_sha256` or `part_crc32` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`,
-        `INVALID_CRC32`, `CONFLICTING_CHECKSUMS` for a part given both), FAILED_PRECONDITION
+        `INVALID_CRC32`, `PART_CHECKSUM_REQUIRED` (metadata `part_number`) for a part without the
+        checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
+        algorithm or on an upload created without one), FAILED_PRECONDITION
         (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
         (retryable).
         """
@@ -230,7 +243,9 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_ABORTED`, `UPLOAD_EXPIRED`
         (also OPEN past expiry), `OBJECT_MISSING`, `PARTS_MISSING`, `SIZE_MISMATCH` (metadata
-        `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH`), UNAVAILABLE (retryable).
+        `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH` (also a part checksum storage
+        did not store)), INVALID_ARGUMENT (`PART_CHECKSUM_REQUIRED`: metadata `missing_count` and
+        `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable).
         """
 
     @_abc_1.abstractmethod

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.errors import InvalidArgument
 from filestore.metadata.db import models, store
 from filestore.v1 import metadata_service_pb2, resources_pb2
+
+E = TypeVar("E", bound=enum.StrEnum)
 
 
 def timestamp(moment: datetime) -> Timestamp:
@@ -21,22 +25,44 @@ def from_timestamp(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
+def _member(wrapper: Any, number: int, prefix: str, model: type[E]) -> E | None:
+    """The model's member named like value ``number`` of the generated proto enum ``wrapper`` (typed
+    loosely: each generated enum has its own wrapper class); None for a number this build does not
+    know (a newer client's, or garbage) and for names the model lacks (UNSPECIFIED)."""
+    if number not in wrapper.values():
+        return None
+    return model.__members__.get(wrapper.Name(number).removeprefix(prefix))
+
+
 def file_status(status: models.FileStatus) -> resources_pb2.FileStatus.ValueType:
     return resources_pb2.FileStatus.Value(f"FILE_STATUS_{status.name}")
 
 
 def file_status_from_proto(status: resources_pb2.FileStatus.ValueType) -> models.FileStatus | None:
-    name = resources_pb2.FileStatus.Name(status).removeprefix("FILE_STATUS_")
-    return models.FileStatus.__members__.get(name)
+    return _member(resources_pb2.FileStatus, status, "FILE_STATUS_", models.FileStatus)
 
 
 def upload_kind(kind: models.UploadKind) -> resources_pb2.UploadKind.ValueType:
     return resources_pb2.UploadKind.Value(f"UPLOAD_KIND_{kind.name}")
 
 
+def part_checksum(checksum: models.PartChecksum) -> resources_pb2.ChecksumAlgorithm.ValueType:
+    if checksum is models.PartChecksum.NONE:
+        return resources_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED
+    return resources_pb2.ChecksumAlgorithm.Value(f"CHECKSUM_ALGORITHM_{checksum.name}")
+
+
+def part_checksum_from_proto(
+    algorithm: resources_pb2.ChecksumAlgorithm.ValueType,
+) -> models.PartChecksum | None:
+    """The model value; None for a number this service does not know (a newer client's)."""
+    if algorithm == resources_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED:
+        return models.PartChecksum.NONE
+    return _member(resources_pb2.ChecksumAlgorithm, algorithm, "CHECKSUM_ALGORITHM_", models.PartChecksum)
+
+
 def upload_kind_from_proto(kind: resources_pb2.UploadKind.ValueType) -> models.UploadKind | None:
-    name = resources_pb2.UploadKind.Name(kind).removeprefix("UPLOAD_KIND_")
-    return models.UploadKind.__members__.get(name)
+    return _member(resources_pb2.UploadKind, kind, "UPLOAD_KIND_", models.UploadKind)
 
 
 def upload_state(state: models.UploadState) -> resources_pb2.UploadState.ValueType:
@@ -48,8 +74,7 @@ def step_outcome(outcome: models.ProcessingOutcome) -> resources_pb2.StepOutcome
 
 
 def step_outcome_from_proto(outcome: resources_pb2.StepOutcome.ValueType) -> models.ProcessingOutcome | None:
-    name = resources_pb2.StepOutcome.Name(outcome).removeprefix("STEP_OUTCOME_")
-    return models.ProcessingOutcome.__members__.get(name)
+    return _member(resources_pb2.StepOutcome, outcome, "STEP_OUTCOME_", models.ProcessingOutcome)
 
 
 def file_message(row: models.File) -> resources_pb2.File:
@@ -92,6 +117,7 @@ def upload_record(upload: models.Upload, file: models.File) -> metadata_service_
         storage_upload_id=upload.storage_upload_id or "",
         part_size=upload.part_size,
         part_count=upload.part_count,
+        part_checksum_algorithm=part_checksum(upload.part_checksum),
         reserved_bytes=upload.reserved_bytes,
         expire_time=timestamp(upload.expires_at),
         create_time=timestamp(upload.created_at),
@@ -116,8 +142,7 @@ def visibility_from_proto(visibility: resources_pb2.Visibility.ValueType) -> mod
 
 
 def permission_from_proto(permission: resources_pb2.Permission.ValueType) -> models.Permission:
-    name = resources_pb2.Permission.Name(permission).removeprefix("PERMISSION_")
-    converted = models.Permission.__members__.get(name)
+    converted = _member(resources_pb2.Permission, permission, "PERMISSION_", models.Permission)
     if converted is None:
         raise InvalidArgument("permission must be READ or WRITE", reason="INVALID_PERMISSION")
     return converted

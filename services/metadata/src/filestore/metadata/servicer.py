@@ -383,6 +383,14 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             )
         if not request.HasField("expire_time"):
             raise InvalidArgument("expire_time is required", reason="INVALID_EXPIRY")
+        part_checksum = convert.part_checksum_from_proto(request.part_checksum_algorithm)
+        if part_checksum is None or (
+            part_checksum is not models.PartChecksum.NONE and kind is not models.UploadKind.MULTIPART
+        ):
+            raise InvalidArgument(
+                "part_checksum_algorithm must be CRC32 or SHA256, and only for MULTIPART",
+                reason="INVALID_CHECKSUM_ALGORITHM",
+            )
         size = request.file.size
         if size <= 0:
             raise InvalidArgument("size must be a positive number of bytes", reason="INVALID_SIZE")
@@ -413,6 +421,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 part_count=0 if dedup else request.part_count,
                 expires_at=expires,
                 reserved_bytes=size,
+                part_checksum=models.PartChecksum.NONE if dedup else part_checksum,
             )
             if dedup:
                 # Verified content of this tenant already holds these bytes: no transfer, the upload is

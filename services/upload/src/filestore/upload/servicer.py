@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
 from filestore.core.clients import translated_errors
 from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from filestore.core.sigv4 import PartChecksum, SigV4Presigner
+from filestore.core.sigv4 import ChecksumName, PartChecksum, SigV4Presigner
 from filestore.upload import validation
 from filestore.upload.plan import PartPlan, plan_parts
 from filestore.upload.reaper import discard_upload_bytes
@@ -50,6 +51,11 @@ MAX_PARTS_PER_SIGN = 1000
 _PUT_URLS = metrics.PRESIGNED_URLS.labels("put")
 _POST_POLICIES = metrics.PRESIGNED_URLS.labels("post_policy")
 _PART_URLS = metrics.PRESIGNED_URLS.labels("part")
+#: The storage checksum each part carries, by the upload's declared algorithm (none when unset).
+_PART_CHECKSUMS: dict[int, ChecksumName] = {
+    resources_pb2.CHECKSUM_ALGORITHM_CRC32: "crc32",
+    resources_pb2.CHECKSUM_ALGORITHM_SHA256: "sha256",
+}
 _ENDED_REASONS = {State.UPLOAD_STATE_ABORTED: "UPLOAD_ABORTED", State.UPLOAD_STATE_EXPIRED: "UPLOAD_EXPIRED"}
 
 
@@ -121,6 +127,11 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         content_type = validation.check_content_type(request.content_type, allowed=type_lists)
         sha256 = validation.check_sha256(request.sha256)
         kind, plan = self._choose_kind(request)
+        checksum_algorithm = request.part_checksum_algorithm
+        if checksum_algorithm and checksum_algorithm not in _PART_CHECKSUMS:
+            raise InvalidArgument(
+                "part_checksum_algorithm must be CRC32 or SHA256", reason="INVALID_CHECKSUM_ALGORITHM"
+            )
         expires = datetime.now(UTC) + timedelta(seconds=self._settings.upload_ttl_s)
         begin = metadata_service_pb2.BeginUploadRequest(
             file=resources_pb2.File(
@@ -137,6 +148,11 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             part_count=plan.part_count if plan else 0,
             expire_time=_timestamp(expires),
             request_id=request.request_id,
+            part_checksum_algorithm=(
+                checksum_algorithm
+                if kind == Kind.UPLOAD_KIND_MULTIPART
+                else resources_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED
+            ),
         )
         with translated_errors():
             began = await self._metadata.BeginUpload(begin)
@@ -153,7 +169,13 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             kind=Kind.Name(record.kind),
         )
         upload = self._client_view(record)
-        if record.kind == Kind.UPLOAD_KIND_MULTIPART and record.state == State.UPLOAD_STATE_OPEN:
+        if (
+            record.kind == Kind.UPLOAD_KIND_MULTIPART
+            and record.state == State.UPLOAD_STATE_OPEN
+            and record.part_checksum_algorithm not in _PART_CHECKSUMS
+        ):
+            # Without a declared checksum a part URL needs nothing from the client: a first batch
+            # saves it a round trip. With one, every URL must carry its part's checksum.
             first = range(1, min(record.part_count, self._settings.first_part_urls) + 1)
             upload.part_urls.extend(self._sign_parts(record, first, {}))
         return upload_service_pb2.CreateUploadResponse(upload=upload, file=began.file)
@@ -195,7 +217,12 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         plan = _plan_of(record)
         for number in numbers:
             plan.part_length(number)  # refuses numbers outside 1..part_count
-        checksums = validation.part_checksums(numbers, request.part_sha256, request.part_crc32)
+        checksums = validation.part_checksums(
+            numbers,
+            request.part_sha256,
+            request.part_crc32,
+            algorithm=_PART_CHECKSUMS.get(record.part_checksum_algorithm),
+        )
         if not record.storage_upload_id:
             record = await self._ensure_storage_upload(record)
         return upload_service_pb2.SignPartsResponse(part_urls=self._sign_parts(record, numbers, checksums))
@@ -217,7 +244,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         if record.state == State.UPLOAD_STATE_OPEN and _past_expiry(record):
             raise FailedPrecondition("the upload expired before completion", reason="UPLOAD_EXPIRED")
         if record.kind == Kind.UPLOAD_KIND_MULTIPART and record.state == State.UPLOAD_STATE_OPEN:
-            head = await self._complete_in_storage(record)
+            head = await self._complete_in_storage(record, request.part_checksums)
         else:
             found = await self._store.head(record.storage_key)
             if found is None:
@@ -325,7 +352,9 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             log.info("storage_upload_adopted", upload_id=record.id, leftovers=len(existing) - 1)
         else:
             storage_upload_id = await self._store.create_multipart(
-                record.storage_key, content_type=record.content_type
+                record.storage_key,
+                content_type=record.content_type,
+                checksum_algorithm=_PART_CHECKSUMS.get(record.part_checksum_algorithm),
             )
         try:
             with translated_errors():
@@ -351,9 +380,10 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 await self._store.abort_multipart(record.storage_key, leftover)
         return attached
 
-    async def _complete_in_storage(self, record: Record) -> ObjectHead:
+    async def _complete_in_storage(self, record: Record, given: Mapping[int, str]) -> ObjectHead:
         """Complete the multipart upload from storage's own part list, after checking that every
-        planned part is there with its planned size. Nothing changes when a check fails."""
+        planned part is there with its planned size (and, for an upload created with a checksum
+        algorithm, that each part's checksum is known). Nothing changes when a check fails."""
         parts = (
             await self._store.list_parts(record.storage_key, record.storage_upload_id)
             if record.storage_upload_id
@@ -363,7 +393,10 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             current = _current_parts(record, parts)
             self._check_parts(record, current)
             chosen = [current[number] for number in sorted(current)]
-            if await self._store.complete_multipart(record.storage_key, record.storage_upload_id, chosen):
+            checksums = self._part_checksums(record, chosen, given)
+            if await self._store.complete_multipart(
+                record.storage_key, record.storage_upload_id, chosen, checksums
+            ):
                 head = await self._store.head(record.storage_key)
                 if head is None:
                     raise Unavailable(
@@ -376,6 +409,34 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         if head is None:
             raise FailedPrecondition("storage holds none of the parts", reason="PARTS_MISSING")
         return head
+
+    @staticmethod
+    def _part_checksums(
+        record: Record, parts: list[StoredPart], given: Mapping[int, str]
+    ) -> dict[int, PartChecksum]:
+        """Each part's checksum for the completion: storage's own where its part list has one,
+        else the client's (storage checks those against the parts it holds)."""
+        algorithm = _PART_CHECKSUMS.get(record.part_checksum_algorithm)
+        if algorithm is None:
+            return {}
+        checksums: dict[int, PartChecksum] = {}
+        missing: list[int] = []
+        for part in parts:
+            if part.checksum is not None and part.checksum.algorithm == algorithm:
+                checksums[part.part_number] = part.checksum
+            elif part.part_number in given:
+                checksums[part.part_number] = validation.part_checksum(
+                    algorithm, part.part_number, given[part.part_number]
+                )
+            else:
+                missing.append(part.part_number)
+        if missing:
+            raise InvalidArgument(
+                f"{len(missing)} parts need their {algorithm.upper()} in part_checksums (storage lists none)",
+                reason="PART_CHECKSUM_REQUIRED",
+                metadata={"missing_count": str(len(missing)), "first_part_number": str(missing[0])},
+            )
+        return checksums
 
     @staticmethod
     def _check_parts(record: Record, by_number: dict[int, StoredPart]) -> None:
@@ -438,6 +499,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             part_size=record.part_size,
             part_count=record.part_count,
             expire_time=record.expire_time,
+            part_checksum_algorithm=record.part_checksum_algorithm,
         )
         if record.state == State.UPLOAD_STATE_OPEN and not _past_expiry(record):
             if record.kind == Kind.UPLOAD_KIND_SINGLE:

@@ -8,13 +8,14 @@ running boto3's blocking calls in worker threads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from filestore.core.errors import Unavailable
+from filestore.core.errors import FailedPrecondition, Unavailable
+from filestore.core.sigv4 import ChecksumName, PartChecksum
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -24,6 +25,9 @@ __all__ = ["CORS_DENY_ALL_ORIGIN", "ObjectHead", "ObjectStore", "S3ObjectStore",
 
 _MISSING_OBJECT = frozenset({"404", "NoSuchKey", "NotFound"})
 _MISSING_UPLOAD = frozenset({"NoSuchUpload", "404"})
+#: How S3 stores refuse a completion whose part checksums differ from the stored parts' (AWS S3:
+#: InvalidPart; SeaweedFS: BadDigest).
+_CHECKSUM_REFUSED = frozenset({"BadDigest", "InvalidPart"})
 #: An origin no browser can have (RFC 2606 reserves ``.invalid``). Used as the only allowed origin
 #: when none is configured: SeaweedFS answers buckets *without* CORS rules from its process-wide
 #: ``-s3.allowedOrigins``, which defaults to ``*``, so "no rules" would mean "every origin".
@@ -39,6 +43,9 @@ class StoredPart:
     etag: str
     #: When storage received it (seconds since the epoch); orders re-sent copies of a part.
     last_modified: float = 0.0
+    #: The part's checksum as storage reports it, when it reports one (AWS S3 lists them for
+    #: uploads created with a checksum algorithm; SeaweedFS does not).
+    checksum: PartChecksum | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +60,24 @@ class ObjectHead:
 class ObjectStore(Protocol):
     async def head(self, key: str) -> ObjectHead | None: ...
     async def delete(self, key: str) -> None: ...
-    async def create_multipart(self, key: str, *, content_type: str) -> str: ...
+    async def create_multipart(
+        self, key: str, *, content_type: str, checksum_algorithm: ChecksumName | None = None
+    ) -> str: ...
     async def multipart_uploads(self, key: str) -> list[str]: ...
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None: ...
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> bool: ...
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], checksums: Mapping[int, PartChecksum]
+    ) -> bool: ...
     async def abort_multipart(self, key: str, upload_id: str) -> None: ...
     async def apply_cors(self, origins: Sequence[str]) -> None: ...
+
+
+def _listed_checksum(part: Any) -> PartChecksum | None:
+    for algorithm in ("crc32", "sha256"):
+        listed = part.get(f"Checksum{algorithm.upper()}")
+        if listed:
+            return PartChecksum.from_base64(algorithm, str(listed))
+    return None
 
 
 def cors_rules(origins: Sequence[str]) -> list[CORSRuleTypeDef]:
@@ -118,9 +137,14 @@ class S3ObjectStore:
             if _code(error) not in _MISSING_OBJECT:
                 raise self._unavailable(error) from error
 
-    async def create_multipart(self, key: str, *, content_type: str) -> str:
+    async def create_multipart(
+        self, key: str, *, content_type: str, checksum_algorithm: ChecksumName | None = None
+    ) -> str:
+        """A new multipart upload; with ``checksum_algorithm``, storage expects that checksum on
+        every part and at completion (S3 refuses part checksums of an upload created without)."""
+        extra = {"ChecksumAlgorithm": checksum_algorithm.upper()} if checksum_algorithm else {}
         try:
-            created = await self._call("create_multipart_upload", Key=key, ContentType=content_type)
+            created = await self._call("create_multipart_upload", Key=key, ContentType=content_type, **extra)
         except ClientError as error:
             raise self._unavailable(error) from error
         return str(created["UploadId"])
@@ -166,25 +190,39 @@ class S3ObjectStore:
                         size=int(part["Size"]),
                         etag=str(part["ETag"]),
                         last_modified=part["LastModified"].timestamp() if "LastModified" in part else 0.0,
+                        checksum=_listed_checksum(part),
                     )
                 )
             if not page.get("IsTruncated"):
                 return parts
             marker = int(page["NextPartNumberMarker"])
 
-    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> bool:
-        """Assemble the object; False when storage no longer knows the upload (completed by a
-        concurrent call, or aborted)."""
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], checksums: Mapping[int, PartChecksum]
+    ) -> bool:
+        """Assemble the object, giving each part's checksum where ``checksums`` has one (an upload
+        created with a checksum algorithm needs them all); False when storage no longer knows the
+        upload (completed by a concurrent call, or aborted)."""
+        listed: list[Any] = []
+        for part in parts:
+            entry: dict[str, Any] = {"PartNumber": part.part_number, "ETag": part.etag}
+            checksum = checksums.get(part.part_number)
+            if checksum is not None:
+                entry[f"Checksum{checksum.algorithm.upper()}"] = checksum.base64()
+            listed.append(entry)
         try:
             await self._call(
-                "complete_multipart_upload",
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": p.part_number, "ETag": p.etag} for p in parts]},
+                "complete_multipart_upload", Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}
             )
         except ClientError as error:
-            if _code(error) in _MISSING_UPLOAD:
+            code = _code(error)
+            if code in _MISSING_UPLOAD:
                 return False
+            if code in _CHECKSUM_REFUSED:
+                raise FailedPrecondition(
+                    "storage holds parts whose checksums differ from the ones given",
+                    reason="CHECKSUM_MISMATCH",
+                ) from error
             raise self._unavailable(error) from error
         return True
 

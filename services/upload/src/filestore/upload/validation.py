@@ -5,13 +5,19 @@ never reaches storage; names are metadata only and never part of a key."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Literal
 
 from filestore.core import validation as shared
 from filestore.core.errors import InvalidArgument, ResourceExhausted
-from filestore.core.sigv4 import PartChecksum
+from filestore.core.sigv4 import ChecksumName, PartChecksum
 
-__all__ = ["check_content_type", "check_sha256", "check_size", "clean_name", "part_checksums"]
+__all__ = [
+    "check_content_type",
+    "check_sha256",
+    "check_size",
+    "clean_name",
+    "part_checksum",
+    "part_checksums",
+]
 
 clean_name = shared.clean_name
 check_sha256 = shared.check_sha256
@@ -37,37 +43,54 @@ def check_content_type(content_type: str, *, allowed: tuple[tuple[str, ...], ...
 
 
 def part_checksums(
-    numbers: Collection[int], sha256: Mapping[int, str], crc32: Mapping[int, str]
+    numbers: Collection[int],
+    sha256: Mapping[int, str],
+    crc32: Mapping[int, str],
+    *,
+    algorithm: ChecksumName | None,
 ) -> dict[int, PartChecksum]:
     """The checksum to sign into each part's URL, from SignParts' ``part_sha256`` and ``part_crc32``:
-    only for parts being signed, well-formed, and at most one per part."""
+    every part signed carries one, of the ``algorithm`` the upload was created with; an upload
+    created without one takes none (S3 refuses a part checksum the upload was not created for)."""
+    given: dict[ChecksumName, Mapping[int, str]] = {"sha256": sha256, "crc32": crc32}
+    for other, digests in given.items():
+        if other != algorithm and digests:
+            expected = f"{algorithm.upper()} part checksums" if algorithm else "no part checksums"
+            raise InvalidArgument(
+                f"this upload was created for {expected}; part_{other} cannot be used",
+                reason="CHECKSUM_ALGORITHM_MISMATCH",
+                metadata={"expected": algorithm or "none"},
+            )
+    if algorithm is None:
+        return {}
+    digests = given[algorithm]
+    for number in digests:
+        if number not in numbers:
+            raise InvalidArgument(
+                f"part_{algorithm} names part {number}, which is not in part_numbers",
+                reason="INVALID_PART_NUMBER",
+                metadata={"part_number": str(number)},
+            )
     checksums: dict[int, PartChecksum] = {}
-    given: tuple[tuple[Literal["sha256", "crc32"], Mapping[int, str]], ...] = (
-        ("sha256", sha256),
-        ("crc32", crc32),
-    )
-    for algorithm, digests in given:
-        for number, digest in digests.items():
-            where = {"part_number": str(number)}
-            if number not in numbers:
-                raise InvalidArgument(
-                    f"part_{algorithm} names part {number}, which is not in part_numbers",
-                    reason="INVALID_PART_NUMBER",
-                    metadata=where,
-                )
-            if number in checksums:
-                raise InvalidArgument(
-                    f"part {number} has both a SHA-256 and a CRC32; give one",
-                    reason="CONFLICTING_CHECKSUMS",
-                    metadata=where,
-                )
-            try:
-                valid = shared.check_crc32(digest) if algorithm == "crc32" else _declared_sha256(digest)
-            except InvalidArgument as error:
-                error.metadata.update(where)
-                raise
-            checksums[number] = PartChecksum(algorithm, valid)
+    for number in numbers:
+        if number not in digests:
+            raise InvalidArgument(
+                f"part {number} needs its {algorithm.upper()}: the upload was created for them",
+                reason="PART_CHECKSUM_REQUIRED",
+                metadata={"part_number": str(number)},
+            )
+        checksums[number] = part_checksum(algorithm, number, digests[number])
     return checksums
+
+
+def part_checksum(algorithm: ChecksumName, part_number: int, digest: str) -> PartChecksum:
+    """One part's checksum, checked for shape (8 or 64 lower-case hex digits)."""
+    try:
+        valid = shared.check_crc32(digest) if algorithm == "crc32" else _declared_sha256(digest)
+    except InvalidArgument as error:
+        error.metadata["part_number"] = str(part_number)
+        raise
+    return PartChecksum(algorithm, valid)
 
 
 def _declared_sha256(sha256: str) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "FileStatus",
     "Grant",
     "IdempotencyKey",
+    "PartChecksum",
     "Permission",
     "ProcessingOutcome",
     "ProcessingResult",
@@ -158,6 +159,14 @@ class UploadKind(enum.StrEnum):
     DEDUP = "DEDUP"
 
 
+class PartChecksum(enum.StrEnum):
+    """The checksum every part of a multipart upload carries (storage is told at creation)."""
+
+    NONE = "NONE"
+    CRC32 = "CRC32"
+    SHA256 = "SHA256"
+
+
 class UploadState(enum.StrEnum):
     OPEN = "OPEN"
     COMPLETED = "COMPLETED"
@@ -266,6 +275,7 @@ class Upload(Base):
     __table_args__ = (
         _enum_check("kind", UploadKind, "kind"),
         _enum_check("state", UploadState, "state"),
+        _enum_check("part_checksum", PartChecksum, "part_checksum"),
         Index("ix_uploads_file_id", "file_id"),
         # The reaper scans open uploads by expiry.
         Index("ix_uploads_state_expires_at", "state", "expires_at"),
@@ -278,6 +288,9 @@ class Upload(Base):
     storage_upload_id: Mapped[str | None] = mapped_column(String(1024))
     part_size: Mapped[int] = mapped_column(BigInteger)
     part_count: Mapped[int] = mapped_column(Integer)
+    part_checksum: Mapped[PartChecksum] = mapped_column(
+        StrEnumType(PartChecksum), default=PartChecksum.NONE, server_default=PartChecksum.NONE.value
+    )
     state: Mapped[UploadState] = mapped_column(StrEnumType(UploadState), default=UploadState.OPEN)
     expires_at: Mapped[datetime] = mapped_column()
     reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -57,6 +57,7 @@ from filestore.metadata.db.models import (
     FileStatus,
     Grant,
     IdempotencyKey,
+    PartChecksum,
     Permission,
     ProcessingOutcome,
     ProcessingResult,
@@ -814,6 +815,7 @@ async def record_upload(
     expires_at: datetime,
     reserved_bytes: int = 0,
     storage_upload_id: str | None = None,
+    part_checksum: PartChecksum = PartChecksum.NONE,
 ) -> Upload:
     """A new OPEN upload session for ``file_id`` (which must be a live file of ``tenant``)."""
     _check_non_negative(part_size, "part_size")
@@ -833,6 +835,7 @@ async def record_upload(
         storage_upload_id=storage_upload_id,
         part_size=part_size,
         part_count=part_count,
+        part_checksum=part_checksum,
         state=UploadState.OPEN,
         expires_at=expires_at,
         reserved_bytes=reserved_bytes,
