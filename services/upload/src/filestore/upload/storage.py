@@ -26,7 +26,8 @@ __all__ = ["CORS_DENY_ALL_ORIGIN", "ObjectHead", "ObjectStore", "S3ObjectStore",
 _MISSING_OBJECT = frozenset({"404", "NoSuchKey", "NotFound"})
 _MISSING_UPLOAD = frozenset({"NoSuchUpload", "404"})
 #: How S3 stores refuse a completion whose part checksums differ from the stored parts' (AWS S3:
-#: InvalidPart; SeaweedFS: BadDigest).
+#: InvalidPart, which also covers a part replaced between our listing and the completion;
+#: SeaweedFS: BadDigest). Either way completing again, with the right checksums, is the remedy.
 _CHECKSUM_REFUSED = frozenset({"BadDigest", "InvalidPart"})
 #: An origin no browser can have (RFC 2606 reserves ``.invalid``). Used as the only allowed origin
 #: when none is configured: SeaweedFS answers buckets *without* CORS rules from its process-wide
@@ -220,7 +221,8 @@ class S3ObjectStore:
                 return False
             if code in _CHECKSUM_REFUSED:
                 raise FailedPrecondition(
-                    "storage holds parts whose checksums differ from the ones given",
+                    "storage refused the parts: a checksum given differs from the stored part's"
+                    " (or a part was sent again meanwhile)",
                     reason="CHECKSUM_MISMATCH",
                 ) from error
             raise self._unavailable(error) from error
