@@ -175,3 +175,44 @@ async def test_multipart_parts_and_directories_are_not_announced(
     assert event.size == size
     assert not [k for k in created.by_key if ".uploads" in k or k.endswith("/")]
     assert set(created.by_key) == {key, sentinel}
+
+
+async def test_a_deleted_object_is_announced_once_with_its_file(
+    bridge_stack: Stack, created: CreatedEvents, storage: S3Client
+) -> None:
+    bucket = bridge_stack.endpoints.bucket
+    tenant, file_id = f"t{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    key = f"originals/{tenant}/{file_id}"
+    connection = await nats.connect(bridge_stack.endpoints.nats_url)
+    deletions: asyncio.Queue[tuple[events_pb2.ObjectDeleted, str]] = asyncio.Queue()
+
+    async def on_deletion(message: Msg) -> None:
+        msg_id = (message.headers or {}).get("Nats-Msg-Id", "")
+        await deletions.put((events_pb2.ObjectDeleted.FromString(message.data), msg_id))
+
+    subscription = await connection.jetstream().subscribe(
+        events.Subjects("files").object_deleted,
+        cb=on_deletion,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.NEW,
+    )
+    try:
+        await _put(storage, bucket, key, b"soon gone")
+        await created.wait_for([key])
+        await asyncio.to_thread(storage.delete_object, Bucket=bucket, Key=key)
+        event, msg_id = await asyncio.wait_for(deletions.get(), EVENT_TIMEOUT_S)
+        assert (event.bucket, event.key, event.tenant, event.file_id) == (bucket, key, tenant, file_id)
+        assert event.source == events_pb2.EVENT_SOURCE_SEAWEEDFS
+        assert msg_id == events.object_deleted_msg_id(event)
+        # Overwriting is not deleting: once the bridge has announced an object PUT after the
+        # overwrite (it follows the filer's log in order), no other deletion has arrived.
+        overwritten, last = f"originals/{tenant}/overwritten", f"originals/{tenant}/last"
+        await _put(storage, bucket, overwritten, b"one")
+        await _put(storage, bucket, overwritten, b"two")
+        await _put(storage, bucket, last, b"last")
+        await created.wait_for([last])
+        assert len(created.by_key[overwritten]) == 2
+        assert deletions.empty()
+    finally:
+        await subscription.unsubscribe()
+        await connection.close()

@@ -13,7 +13,12 @@ import pytest
 from google.protobuf import json_format
 
 from filestore.core import events
-from filestore.processor.bridge import FilerLayout, entry_etag, object_created_from_filer
+from filestore.processor.bridge import (
+    FilerLayout,
+    entry_etag,
+    object_created_from_filer,
+    object_deleted_from_filer,
+)
 from filestore.processor.bridge._filer import filer_pb2
 from filestore.v1 import events_pb2
 
@@ -55,6 +60,24 @@ def test_only_object_versions_become_events(recording: dict[str, Any]) -> None:
         "originals/acme/copy",
         "derivatives/acme/f1/thumb",
     ]
+
+
+def test_only_the_deleted_object_becomes_a_deletion(recording: dict[str, Any]) -> None:
+    # The recording deletes `empty`; the multipart parts and their folder, removed once `multi` was
+    # assembled, are storage's housekeeping, not deletions of objects.
+    layout = _layout(recording)
+    deletions = [d for r in _responses(recording) if (d := object_deleted_from_filer(r, layout)) is not None]
+    assert [(d.key, d.tenant, d.file_id) for d in deletions] == [("originals/acme/empty", "acme", "empty")]
+    deleted = deletions[0]
+    assert (deleted.bucket, deleted.source) == (recording["bucket"], events_pb2.EVENT_SOURCE_SEAWEEDFS)
+    assert deleted.mtime_ns > 0
+    assert deleted.event_time.ToNanoseconds() == deleted.mtime_ns
+    # One id per deletion: the same notification replayed gives the same id, another time another.
+    later = events_pb2.ObjectDeleted()
+    later.CopyFrom(deleted)
+    later.mtime_ns += 1
+    assert events.object_deleted_msg_id(deleted) == events.object_deleted_msg_id(deleted)
+    assert events.object_deleted_msg_id(later) != events.object_deleted_msg_id(deleted)
 
 
 def test_etags_equal_what_s3_head_answers(recording: dict[str, Any]) -> None:

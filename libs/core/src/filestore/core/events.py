@@ -31,6 +31,7 @@ __all__ = [
     "ensure_consumer",
     "ensure_stream",
     "object_created_msg_id",
+    "object_deleted_msg_id",
     "publish",
     "trace_context_of",
 ]
@@ -159,6 +160,11 @@ def object_created_msg_id(event: events_pb2.ObjectCreated) -> str:
     """The deduplication id of an object version: the same for the bridge's and the broker's event."""
     version = event.etag or str(event.mtime_ns)
     return hashlib.sha256(f"{event.bucket}\0{event.key}\0{version}".encode()).hexdigest()
+
+
+def object_deleted_msg_id(event: events_pb2.ObjectDeleted) -> str:
+    """The deduplication id of a deletion: one per key and deletion time."""
+    return hashlib.sha256(f"{event.bucket}\0{event.key}\0deleted\0{event.mtime_ns}".encode()).hexdigest()
 
 
 async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str) -> bool:

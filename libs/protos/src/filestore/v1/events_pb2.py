@@ -26,23 +26,23 @@ from filestore.v1 import resources_pb2 as filestore_dot_v1_dot_resources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66ilestore/v1/events.proto\x12\x0c\x66ilestore.v1\x1a\x1c\x66ilestore/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\x81\x02\n\rObjectCreated\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x10\n\x08mtime_ns\x18\x05 \x01(\x03\x12\x0f\n\x07\x66ile_id\x18\x06 \x01(\t\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12)\n\x06source\x18\x08 \x01(\x0e\x32\x19.filestore.v1.EventSource\x12.\n\nevent_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05trace\x18\n \x01(\x0b\x32\x1a.filestore.v1.TraceContext\"\x87\x01\n\rObjectDeleted\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12)\n\x06source\x18\x03 \x01(\x0e\x32\x19.filestore.v1.EventSource\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc9\x01\n\x11\x46ileStatusChanged\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.filestore.v1.FileStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05trace\x18\x06 \x01(\x0b\x32\x1a.filestore.v1.TraceContext\"\xbe\x01\n\x0e\x46ileDownloaded\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x17\n\x0f\x64\x65rivative_kind\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xad\x01\n\x0b\x45ventSource\x12\x1c\n\x18\x45VENT_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_SOURCE_BROKER\x10\x01\x12\x1a\n\x16\x45VENT_SOURCE_SEAWEEDFS\x10\x02\x12\x16\n\x12\x45VENT_SOURCE_MINIO\x10\x03\x12\x17\n\x13\x45VENT_SOURCE_AWS_S3\x10\x04\x12\x1a\n\x16\x45VENT_SOURCE_REPROCESS\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66ilestore/v1/events.proto\x12\x0c\x66ilestore.v1\x1a\x1c\x66ilestore/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\x81\x02\n\rObjectCreated\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x10\n\x08mtime_ns\x18\x05 \x01(\x03\x12\x0f\n\x07\x66ile_id\x18\x06 \x01(\t\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12)\n\x06source\x18\x08 \x01(\x0e\x32\x19.filestore.v1.EventSource\x12.\n\nevent_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05trace\x18\n \x01(\x0b\x32\x1a.filestore.v1.TraceContext\"\xba\x01\n\rObjectDeleted\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12)\n\x06source\x18\x03 \x01(\x0e\x32\x19.filestore.v1.EventSource\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x06 \x01(\t\x12\x10\n\x08mtime_ns\x18\x07 \x01(\x03\"\xc9\x01\n\x11\x46ileStatusChanged\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.filestore.v1.FileStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05trace\x18\x06 \x01(\x0b\x32\x1a.filestore.v1.TraceContext\"\xbe\x01\n\x0e\x46ileDownloaded\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x17\n\x0f\x64\x65rivative_kind\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xad\x01\n\x0b\x45ventSource\x12\x1c\n\x18\x45VENT_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_SOURCE_BROKER\x10\x01\x12\x1a\n\x16\x45VENT_SOURCE_SEAWEEDFS\x10\x02\x12\x16\n\x12\x45VENT_SOURCE_MINIO\x10\x03\x12\x17\n\x13\x45VENT_SOURCE_AWS_S3\x10\x04\x12\x1a\n\x16\x45VENT_SOURCE_REPROCESS\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'filestore.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTSOURCE']._serialized_start=959
-  _globals['_EVENTSOURCE']._serialized_end=1132
+  _globals['_EVENTSOURCE']._serialized_start=1010
+  _globals['_EVENTSOURCE']._serialized_end=1183
   _globals['_TRACECONTEXT']._serialized_start=106
   _globals['_TRACECONTEXT']._serialized_end=161
   _globals['_OBJECTCREATED']._serialized_start=164
   _globals['_OBJECTCREATED']._serialized_end=421
   _globals['_OBJECTDELETED']._serialized_start=424
-  _globals['_OBJECTDELETED']._serialized_end=559
-  _globals['_FILESTATUSCHANGED']._serialized_start=562
-  _globals['_FILESTATUSCHANGED']._serialized_end=763
-  _globals['_FILEDOWNLOADED']._serialized_start=766
-  _globals['_FILEDOWNLOADED']._serialized_end=956
+  _globals['_OBJECTDELETED']._serialized_end=610
+  _globals['_FILESTATUSCHANGED']._serialized_start=613
+  _globals['_FILESTATUSCHANGED']._serialized_end=814
+  _globals['_FILEDOWNLOADED']._serialized_start=817
+  _globals['_FILEDOWNLOADED']._serialized_end=1007
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ Events carried on NATS JetStream. Each is published as the serialized message (c
 
 Subjects (prefix `files` by default), all in one stream (`FILES` by default):
 * `files.object.created`: ObjectCreated, from the storage-event bridge and from CompleteUpload.
-* `files.object.deleted`: ObjectDeleted.
+* `files.object.deleted`: ObjectDeleted, from the storage-event bridge (SeaweedFS).
 * `files.file.ready`: FileStatusChanged when a file reaches READY, QUARANTINED or FAILED.
 * `files.file.downloaded`: FileDownloaded, one per download URL answered (audit).
 * `files.file.enrich`: ObjectCreated of a READY file whose optional steps (thumbnails, OCR) are still
@@ -160,7 +160,9 @@ Global___ObjectCreated: _TypeAlias = ObjectCreated  # noqa: Y015
 
 @_typing.final
 class ObjectDeleted(_message.Message):
-    """An object was deleted from storage."""
+    """An object was deleted from storage (by Filestore itself: a deleted file's last reference, the
+    reaper, `filestore fsck --repair`; or by anyone else with access to the bucket).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -168,15 +170,26 @@ class ObjectDeleted(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     EVENT_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    MTIME_NS_FIELD_NUMBER: _builtins.int
     bucket: _builtins.str
     """The bucket."""
     key: _builtins.str
     """The object key."""
     source: Global___EventSource.ValueType
     """Who published the event."""
+    tenant: _builtins.str
+    """For an original (`originals/{tenant}/{file_id}`): its tenant; empty otherwise."""
+    file_id: _builtins.str
+    """For an original: the file id; empty otherwise."""
+    mtime_ns: _builtins.int
+    """Storage's time of the deletion in nanoseconds (the filer's log time for SeaweedFS): with the
+    bucket and key it makes the event's `Nats-Msg-Id`, so a replayed notification is dropped.
+    """
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
-        """When the event was published."""
+        """When storage deleted the object."""
 
     def __init__(
         self,
@@ -185,10 +198,13 @@ class ObjectDeleted(_message.Message):
         key: _builtins.str = ...,
         source: Global___EventSource.ValueType = ...,
         event_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant: _builtins.str = ...,
+        file_id: _builtins.str = ...,
+        mtime_ns: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "event_time", b"event_time", "key", b"key", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "event_time", b"event_time", "file_id", b"file_id", "key", b"key", "mtime_ns", b"mtime_ns", "source", b"source", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,7 +7,7 @@ Events carried on NATS JetStream. Each is published as the serialized message (c
 
 Subjects (prefix `files` by default), all in one stream (`FILES` by default):
 * `files.object.created`: ObjectCreated, from the storage-event bridge and from CompleteUpload.
-* `files.object.deleted`: ObjectDeleted.
+* `files.object.deleted`: ObjectDeleted, from the storage-event bridge (SeaweedFS).
 * `files.file.ready`: FileStatusChanged when a file reaches READY, QUARANTINED or FAILED.
 * `files.file.downloaded`: FileDownloaded, one per download URL answered (audit).
 * `files.file.enrich`: ObjectCreated of a READY file whose optional steps (thumbnails, OCR) are still

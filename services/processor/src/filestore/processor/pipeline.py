@@ -107,7 +107,7 @@ def skipped(reason: str, **details: str) -> StepResult:
     return StepResult(Outcome.STEP_OUTCOME_SKIPPED, {"reason": reason, **details})
 
 
-def file_ref(event: events_pb2.ObjectCreated) -> tuple[str, str] | None:
+def file_ref(event: events_pb2.ObjectCreated | events_pb2.ObjectDeleted) -> tuple[str, str] | None:
     """(tenant, file_id) of an event: from the event, else from an ``originals/{tenant}/{id}`` key.
     Objects elsewhere (derivatives, foreign keys) are not ours to process."""
     if event.file_id and event.tenant:

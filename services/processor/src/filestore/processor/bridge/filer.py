@@ -17,7 +17,7 @@ from filestore.processor.bridge._filer import filer_pb2
 from filestore.processor.pipeline import file_ref
 from filestore.v1 import events_pb2
 
-__all__ = ["FilerLayout", "entry_etag", "object_created_from_filer"]
+__all__ = ["FilerLayout", "entry_etag", "object_created_from_filer", "object_deleted_from_filer"]
 
 #: Where the S3 gateway stores the ETag it answers HEAD with (quoted or not, depending on version).
 S3_ETAG_ATTRIBUTE = "Seaweed-X-Amz-ETag"
@@ -121,6 +121,30 @@ def object_created_from_filer(
         # The filer's log time: nanosecond precision (attributes.mtime has seconds only).
         mtime_ns=response.ts_ns,
         source=events_pb2.EVENT_SOURCE_SEAWEEDFS,
+    )
+    event.event_time.FromNanoseconds(response.ts_ns)
+    ref = file_ref(event)
+    if ref is not None:
+        event.tenant, event.file_id = ref
+    return event
+
+
+def object_deleted_from_filer(
+    response: filer_pb2.SubscribeMetadataResponse, layout: FilerLayout
+) -> events_pb2.ObjectDeleted | None:
+    """The ``ObjectDeleted`` a filer notification stands for, or None (creations and updates,
+    directories, multipart parts cleaned up after completion or abort, other buckets)."""
+    notification = response.event_notification
+    if notification.HasField("new_entry") or not notification.HasField("old_entry"):
+        return None
+    entry = notification.old_entry
+    if entry.is_directory:
+        return None
+    key = layout.key_of(f"{response.directory.rstrip('/')}/{entry.name}")
+    if key is None:
+        return None
+    event = events_pb2.ObjectDeleted(
+        bucket=layout.bucket, key=key, mtime_ns=response.ts_ns, source=events_pb2.EVENT_SOURCE_SEAWEEDFS
     )
     event.event_time.FromNanoseconds(response.ts_ns)
     ref = file_ref(event)

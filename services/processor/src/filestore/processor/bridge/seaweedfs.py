@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from filestore.core import events
 from filestore.core.errors import Unavailable
 from filestore.processor.bridge._filer import filer_pb2, filer_pb2_grpc
-from filestore.processor.bridge.filer import FilerLayout, object_created_from_filer
+from filestore.processor.bridge.filer import FilerLayout, object_created_from_filer, object_deleted_from_filer
 from filestore.processor.bridge.state import CURSOR_BUCKET, LEASE_BUCKET, Cursor, Lease, key_value
 
 __all__ = ["SeaweedBridge"]
@@ -52,7 +52,7 @@ class SeaweedBridge:
         self._filer_address = filer_address
         self._bucket = bucket
         self._js = jetstream
-        self._subject = events.Subjects(subject_prefix).object_created
+        self._subjects = events.Subjects(subject_prefix)
         self._lease_ttl_s = lease_ttl_s
         # Identifies our stream to the filer; a re-subscription with a higher epoch replaces the old.
         self._client_id = random.randint(1, 2**31 - 1)
@@ -64,7 +64,7 @@ class SeaweedBridge:
         #: ts_ns handled but not yet saved, and when the cursor was last saved.
         self._pending_ts: int | None = None
         self._saved_at = 0.0
-        #: ObjectCreated events published by this bridge (logged at stop).
+        #: ObjectCreated and ObjectDeleted events published by this bridge (logged at stop).
         self.published = 0
 
     async def start(self) -> None:
@@ -159,17 +159,37 @@ class SeaweedBridge:
         raise Unavailable("the filer ended the metadata subscription", reason="FILER_STREAM_ENDED")
 
     async def _handle(self, response: filer_pb2.SubscribeMetadataResponse, layout: FilerLayout) -> None:
-        event = object_created_from_filer(response, layout)
-        if event is None:
-            self._pending_ts = response.ts_ns
-            if time.monotonic() - self._saved_at >= IDLE_SAVE_INTERVAL_S:
-                await self._flush_cursor()
-            return
-        await events.publish(self._js, self._subject, event, msg_id=events.object_created_msg_id(event))
-        self.published += 1
-        log.info("bridge_published", key=event.key, etag=event.etag, size=event.size, ts_ns=response.ts_ns)
         self._pending_ts = response.ts_ns
-        await self._flush_cursor()
+        # The cursor is saved right after an announcement (a restart then does not repeat it, though
+        # JetStream would drop the duplicate); notifications of nothing move it now and then.
+        if (
+            await self._announce(response, layout)
+            or time.monotonic() - self._saved_at >= IDLE_SAVE_INTERVAL_S
+        ):
+            await self._flush_cursor()
+
+    async def _announce(self, response: filer_pb2.SubscribeMetadataResponse, layout: FilerLayout) -> bool:
+        """Publish the event the notification stands for, if any; True when one was published."""
+        created = object_created_from_filer(response, layout)
+        if created is not None:
+            msg_id = events.object_created_msg_id(created)
+            await events.publish(self._js, self._subjects.object_created, created, msg_id=msg_id)
+            log.info(
+                "bridge_published",
+                key=created.key,
+                etag=created.etag,
+                size=created.size,
+                ts_ns=response.ts_ns,
+            )
+        else:
+            deleted = object_deleted_from_filer(response, layout)
+            if deleted is None:
+                return False
+            msg_id = events.object_deleted_msg_id(deleted)
+            await events.publish(self._js, self._subjects.object_deleted, deleted, msg_id=msg_id)
+            log.info("bridge_published_deletion", key=deleted.key, ts_ns=response.ts_ns)
+        self.published += 1
+        return True
 
     async def _flush_cursor(self) -> None:
         if self._pending_ts is None or self._cursor is None:
