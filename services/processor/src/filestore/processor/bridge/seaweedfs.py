@@ -159,13 +159,12 @@ class SeaweedBridge:
         raise Unavailable("the filer ended the metadata subscription", reason="FILER_STREAM_ENDED")
 
     async def _handle(self, response: filer_pb2.SubscribeMetadataResponse, layout: FilerLayout) -> None:
+        announced = await self._announce(response, layout)
+        # Only past a notification handled: a publish that failed leaves the cursor before it.
         self._pending_ts = response.ts_ns
         # The cursor is saved right after an announcement (a restart then does not repeat it, though
         # JetStream would drop the duplicate); notifications of nothing move it now and then.
-        if (
-            await self._announce(response, layout)
-            or time.monotonic() - self._saved_at >= IDLE_SAVE_INTERVAL_S
-        ):
+        if announced or time.monotonic() - self._saved_at >= IDLE_SAVE_INTERVAL_S:
             await self._flush_cursor()
 
     async def _announce(self, response: filer_pb2.SubscribeMetadataResponse, layout: FilerLayout) -> bool:
