@@ -118,7 +118,12 @@ CASES: list[Case] = [
     Case("256-character name", lambda w: _upload(w, name="n" * 256), C.INVALID_ARGUMENT, "INVALID_NAME"),
     # Sizes.
     Case("negative size", lambda w: _upload(w, size=-1), C.INVALID_ARGUMENT, "INVALID_SIZE"),
-    Case("zero size", lambda w: _upload(w, size=0), C.INVALID_ARGUMENT, "INVALID_SIZE"),
+    Case(
+        "empty multipart",
+        lambda w: _upload(w, size=0, kind=resources_pb2.UPLOAD_KIND_MULTIPART),
+        C.INVALID_ARGUMENT,
+        "INVALID_SIZE",
+    ),
     Case("2^62 bytes", lambda w: _upload(w, size=2**62), C.INVALID_ARGUMENT, "INVALID_SIZE"),
     Case("int64 max", lambda w: _upload(w, size=2**63 - 1), C.INVALID_ARGUMENT, "INVALID_SIZE"),
     # Content types and digests.

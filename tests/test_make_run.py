@@ -1,5 +1,6 @@
 """`make run`'s command, as a user runs it: `filestore-stack run` in the foreground, every service
-SERVING, stack.json written, and Ctrl-C/SIGTERM stopping every process it started within 15 s."""
+SERVING, stack.json written, a crashed service and a crashed NATS started again, and Ctrl-C/SIGTERM
+stopping every process it started within 15 s."""
 
 from __future__ import annotations
 
@@ -38,15 +39,17 @@ def _wait_for_file(path: Path, process: subprocess.Popen[str]) -> dict[str, obje
     raise AssertionError(f"{path} did not appear within {START_TIMEOUT_S} s")
 
 
-def test_run_starts_everything_writes_stack_json_and_stops_cleanly(tmp_path: Path) -> None:
+def test_run_starts_everything_restarts_what_crashes_and_stops_cleanly(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    process = subprocess.Popen(
-        [STACK, "run"],
-        env=_environment(home, StackPorts.free()),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [STACK, "run"],
+            env=_environment(home, StackPorts.free()),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
         info = _wait_for_file(home / "stack.json", process)
         for service in ("metadata", "upload", "processor", "download"):
@@ -56,6 +59,25 @@ def test_run_starts_everything_writes_stack_json_and_stops_cleanly(tmp_path: Pat
         assert os.stat(str(info["auth_secret_file"])).st_mode & 0o077 == 0
         pids = dict(info["pids"])  # type: ignore[call-overload]
         assert set(pids) >= {"seaweedfs", "nats", "metadata", "upload", "processor", "download"}
+
+        # A crashed service and a crashed NATS are started again, each announced in one line; the
+        # others keep their processes.
+        for crashed in ("upload", "nats"):
+            os.kill(int(pids[crashed]), signal.SIGKILL)
+        restarted = _wait_for_restart(home, stderr_path, process, ("upload", "nats"))
+        assert restarted["upload"] != pids["upload"]
+        assert restarted["nats"] != pids["nats"]
+        assert check(str(info["upload_addr"])), "upload is not SERVING again"
+        assert {n: p for n, p in restarted.items() if n not in ("upload", "nats")} == {
+            n: p for n, p in pids.items() if n not in ("upload", "nats")
+        }
+        notices = stderr_path.read_text().splitlines()
+        for crashed in ("upload", "nats"):
+            assert (
+                f"filestore-stack: {crashed} (pid {pids[crashed]}) was killed by SIGKILL; restarting it in "
+                f"1s (crash 1 within 300s; the stack gives up at 5); log: {home / 'logs' / crashed}.log"
+            ) in notices
+        pids = restarted
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -69,6 +91,23 @@ def test_run_starts_everything_writes_stack_json_and_stops_cleanly(tmp_path: Pat
             process.wait()
     # State survives: the database and the object store stay under FILESTORE_HOME for the next run.
     assert (home / "metadata.db").exists()
+
+
+def _wait_for_restart(
+    home: Path, stderr: Path, process: subprocess.Popen[str], crashed: tuple[str, ...]
+) -> dict[str, int]:
+    """The pids in stack.json once the runner said each component in ``crashed`` is back (ready)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"filestore-stack exited: {stderr.read_text()[-2000:]}"
+        said = stderr.read_text()
+        if all(f"filestore-stack: {name} is back (pid " in said for name in crashed):
+            pids: dict[str, int] = json.loads((home / "stack.json").read_text())["pids"]
+            for name in crashed:
+                assert f"filestore-stack: {name} is back (pid {pids[name]})" in said.splitlines()
+            return pids
+        time.sleep(0.2)
+    raise AssertionError(f"{', '.join(crashed)} did not come back within {START_TIMEOUT_S} s")
 
 
 def test_a_port_in_use_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:

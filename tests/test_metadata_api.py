@@ -859,6 +859,14 @@ def _begin_with_checksum(
     return request
 
 
+def _begin_empty_multipart(tenant: str) -> pb.BeginUploadRequest:
+    """0 bytes in parts: storage completes a multipart upload from one part at least."""
+    request = _begin(tenant, "alice", 0)
+    request.kind = resources_pb2.UPLOAD_KIND_MULTIPART
+    request.part_size, request.part_count = 5 * 1024 * 1024, 1
+    return request
+
+
 async def _quota(stub: MetadataStub, tenant: str = "", owner: str = "") -> tuple[int, int, int]:
     quota = await stub.GetQuota(pb.GetQuotaRequest(tenant=tenant, owner=owner))
     return quota.limit_bytes, quota.used_bytes, quota.reserved_bytes
@@ -1433,8 +1441,14 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
         "ILLEGAL_TRANSITION",
     ),
     (
-        "begin-zero-size",
-        lambda s: s.service.BeginUpload(_begin(s.tenant, "alice", 0)),
+        "begin-negative-size",
+        lambda s: s.service.BeginUpload(_begin(s.tenant, "alice", -1)),
+        Code.INVALID_ARGUMENT,
+        "INVALID_SIZE",
+    ),
+    (
+        "begin-empty-multipart",
+        lambda s: s.service.BeginUpload(_begin_empty_multipart(s.tenant)),
         Code.INVALID_ARGUMENT,
         "INVALID_SIZE",
     ),

@@ -1,12 +1,15 @@
 """A stand-in for a Filestore service: serves grpc.health.v1 on $FILESTORE_LISTEN, nothing else.
 
 Test switches (environment): FAKE_ENV_DUMP=<path> writes the FILESTORE_* variables it got as JSON;
-FAKE_EXIT_AT_START=<status> logs a line and exits at once; FAKE_NOT_SERVING=1 never turns SERVING.
+FAKE_EXIT_AT_START=<status> logs a line and exits at once; FAKE_NOT_SERVING=1 never turns SERVING;
+FAKE_CRASH_WHEN_EXISTS=<path> exits with status 3, as a crash would (no clean stop), as soon as that
+file exists, checking from the moment it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +18,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+CRASH_STATUS = 3
 
 
 def log(event: str, **fields: object) -> None:
@@ -50,6 +55,13 @@ async def serve() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    if crash_file := os.environ.get("FAKE_CRASH_WHEN_EXISTS"):
+        while not stopping.is_set() and not await asyncio.to_thread(Path(crash_file).exists):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 0.05)
+        if not stopping.is_set():
+            log("fake_service_crashing", reason="FAKE_CRASH_WHEN_EXISTS")
+            os._exit(CRASH_STATUS)
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(1.0)

@@ -1,4 +1,5 @@
-"""Supervision of services, with a fake health-serving script instead of the real services."""
+"""Supervision of services, with a fake health-serving script instead of the real services: start-up,
+kill and restart by hand, and `filestore-stack run` restarting what crashes until it keeps crashing."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from filestore.stack import (
+    RestartPolicy,
     Stack,
     StackConfig,
     StackConfigError,
     StackPortInUseError,
     StackStartError,
+    load_stack_json,
     pid_alive,
 )
 from filestore.stack.probes import probe_grpc_health
@@ -171,3 +174,114 @@ def test_children_die_with_a_killed_parent(tmp_path: Path, fake_command: list[st
     while pid_alive(pids["metadata"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not pid_alive(pids["metadata"])
+
+
+class ForegroundRun:
+    """``filestore-stack run`` (its ``run_in_foreground``) in a process of its own, with fake services
+    (the command line cannot swap commands), its stderr in a file the test reads as it grows."""
+
+    def __init__(self, tmp_path: Path, fake_command: list[str], policy: RestartPolicy) -> None:
+        self.home = tmp_path / "home"
+        self.crash_file = tmp_path / "crash-now"
+        self.stderr_path = tmp_path / "stderr.txt"
+        script = tmp_path / "run.py"
+        script.write_text(
+            textwrap.dedent(
+                f"""
+                import asyncio, sys
+                from pathlib import Path
+                from filestore.stack import RestartPolicy, StackConfig, StackPorts
+                from filestore.stack.__main__ import run_in_foreground
+
+                config = StackConfig(
+                    home=Path({str(self.home)!r}), ports=StackPorts.free(),
+                    components=("metadata", "upload"),
+                    commands={{"metadata": {fake_command!r}, "upload": {fake_command!r}}},
+                    extra_env={{"upload": {{"FAKE_CRASH_WHEN_EXISTS": {str(self.crash_file)!r}}}}},
+                    restart={policy!r},
+                )
+                sys.exit(asyncio.run(run_in_foreground(config)))
+                """
+            )
+        )
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=stderr
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def until(self, condition: Callable[[], bool], what: str, within_s: float = 30.0) -> None:
+        """Wait for ``condition`` while the runner runs (the runner's files announce nothing)."""
+        deadline = time.monotonic() + within_s
+        while not condition():
+            assert self.process.poll() is None, f"the runner exited early: {self.stderr}"
+            assert time.monotonic() < deadline, f"{what} did not happen within {within_s}s: {self.stderr}"
+            time.sleep(0.05)
+
+    def pids(self) -> dict[str, int]:
+        try:
+            return load_stack_json(self.home / "stack.json").pids
+        except StackConfigError:  # not written yet
+            return {}
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+async def test_run_restarts_a_killed_service_and_says_so_in_one_line(
+    tmp_path: Path, fake_command: list[str]
+) -> None:
+    run = ForegroundRun(tmp_path, fake_command, RestartPolicy())
+    try:
+        run.until(lambda: set(run.pids()) == {"metadata", "upload"}, "start-up")
+        before = run.pids()
+        os.kill(before["upload"], signal.SIGKILL)
+
+        run.until(lambda: run.pids().get("upload", before["upload"]) != before["upload"], "the restart")
+        after = run.pids()
+        info = load_stack_json(run.home / "stack.json")
+        assert await probe_grpc_health(info.endpoints.upload_addr) == (True, "health: SERVING")
+        assert after["metadata"] == before["metadata"]  # the others were left alone
+        assert pid_alive(after["metadata"])
+        log = run.home / "logs" / "upload.log"
+        lines = run.stderr.splitlines()
+        assert (
+            f"filestore-stack: upload (pid {before['upload']}) was killed by SIGKILL; restarting it in 1s "
+            f"(crash 1 within 300s; the stack gives up at 5); log: {log}"
+        ) in lines
+        assert f"filestore-stack: upload is back (pid {after['upload']})" in lines
+    finally:
+        status = run.stop()
+    assert status == 0
+    assert not any(pid_alive(pid) for pid in after.values())
+
+
+async def test_run_gives_up_on_a_service_that_keeps_crashing(tmp_path: Path, fake_command: list[str]) -> None:
+    policy = RestartPolicy(max_crashes=3, window_s=60.0, first_delay_s=0.1, max_delay_s=0.2)
+    run = ForegroundRun(tmp_path, fake_command, policy)
+    try:
+        run.until(lambda: set(run.pids()) == {"metadata", "upload"}, "start-up")
+        started = run.pids()
+        # From now on every upload process crashes as soon as it serves.
+        run.crash_file.touch()
+        status = run.process.wait(timeout=60)
+    finally:
+        run.stop()
+    assert status == 1
+    stderr = run.stderr
+    assert stderr.count("; restarting it in") == 2
+    log = run.home / "logs" / "upload.log"
+    giving_up = [line for line in stderr.splitlines() if "giving up" in line]
+    assert len(giving_up) == 1
+    assert giving_up[0].startswith("filestore-stack: upload ")
+    assert giving_up[0].endswith(
+        f": 3 crashes within 60s; giving up and stopping the stack; last lines of {log}:"
+    )
+    assert "fake_service_crashing" in stderr  # the tail of its log follows
+    assert not pid_alive(started["metadata"])
+    assert not (run.home / "stack.json").exists()

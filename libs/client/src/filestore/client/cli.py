@@ -262,7 +262,9 @@ def _endpoints(args: argparse.Namespace) -> Endpoints:
 
 
 def _to_json(message: Message) -> dict[str, Any]:
-    return MessageToDict(message, preserving_proto_field_name=True)
+    # Every field, zeros and empty strings included: a script reads "size": "0" for an empty file
+    # rather than finding the key missing.
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 def _status(file: resources_pb2.File) -> str:

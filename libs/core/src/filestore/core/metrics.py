@@ -64,7 +64,7 @@ EVENTS_PUBLISHED = Counter(
 EVENTS_CONSUMED = Counter(
     "filestore_events_consumed",
     "Events taken from JetStream, by subject and what became of them "
-    "(acked, set_aside, retried, rejected, dead_lettered, undecodable, error).",
+    "(acked, set_aside, retried, rejected, dead_lettered, requeued, malformed, error).",
     ["subject", "result"],
 )
 PIPELINE_STEP_DURATION = Histogram(

@@ -12,7 +12,10 @@ Subjects (prefix `files` by default), all in one stream (`FILES` by default):
 * `files.file.downloaded`: FileDownloaded, one per download URL answered (audit).
 * `files.file.enrich`: ObjectCreated of a READY file whose optional steps (thumbnails, OCR) are still
   to run; the processor's own queue, so that those never hold up another file's way to READY.
-* `files.dead.<subject>`: an event that exhausted its deliveries.
+* `files.dead.<subject>`: an event that exhausted its deliveries, or a message on a subject the
+  processor consumes (`files.object.created`, `files.file.enrich`) that is not a valid event,
+  as it was received, with the header `Filestore-Reason` (`MALFORMED_EVENT` for the latter, and
+  `Filestore-Detail` saying why).
 """
 
 from filestore.v1 import resources_pb2 as _resources_pb2
@@ -98,6 +101,12 @@ class ObjectCreated(_message.Message):
     """An object was written to storage. The same object may be announced more than once (by the
     bridge and by the broker, or after a redelivery): consumers deduplicate by `Nats-Msg-Id`, built
     from bucket, key and etag (or mtime_ns), and every step is idempotent.
+
+    A valid event decodes as this message, has no field this message does not define, a `key` of 1
+    to 1,024 bytes, a `size` of 0 or more and a defined `source`. The processor dead-letters anything
+    else on its subjects at once (reason `MALFORMED_EVENT`). So a new field must reach every processor
+    before any publisher sends it; an event sent earlier is dead-lettered, and replayable after the
+    upgrade.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -94,8 +94,9 @@ class MetadataServiceStub:
     BeginUpload: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
     a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
-    Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
-    RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+    Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART;
+    `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
+    ALREADY_EXISTS (`REQUEST_ID_REUSED`).
     """
     GetUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
@@ -214,8 +215,9 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     BeginUpload: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]  # type: ignore[assignment]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
     a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
-    Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
-    RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+    Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART;
+    `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
+    ALREADY_EXISTS (`REQUEST_ID_REUSED`).
     """
     GetUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]  # type: ignore[assignment]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
@@ -385,8 +387,9 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.BeginUploadResponse, _abc.Awaitable[_metadata_service_pb2.BeginUploadResponse]]:
         """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
         a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
-        Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
-        RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+        Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART;
+        `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
+        ALREADY_EXISTS (`REQUEST_ID_REUSED`).
         """
 
     @_abc_1.abstractmethod

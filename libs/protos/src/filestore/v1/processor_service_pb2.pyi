@@ -137,7 +137,7 @@ Global___ReprocessFileResponse: _TypeAlias = ReprocessFileResponse  # noqa: Y015
 
 @_typing.final
 class DeadLetter(_message.Message):
-    """An event that exhausted its deliveries."""
+    """An event that exhausted its deliveries, or a message that is not a valid event."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -147,17 +147,28 @@ class DeadLetter(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     DELIVERIES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    PAYLOAD_SIZE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque id (the dead-letter stream sequence)."""
     subject: _builtins.str
     """The subject the event was published on."""
     reason: _builtins.str
-    """The last error, as an UPPER_SNAKE reason."""
+    """The last error, as an UPPER_SNAKE reason; `MALFORMED_EVENT` for a message that is not a valid
+    event (never retried: the same bytes would never parse).
+    """
     deliveries: _builtins.int
     """How many deliveries were made."""
+    payload: _builtins.bytes
+    """For a message that is not a valid event: its first 1,024 bytes, as received. Empty otherwise."""
+    payload_size: _builtins.int
+    """For a message that is not a valid event: its whole size in bytes (`payload` may hold less)."""
+    detail: _builtins.str
+    """For reason `MALFORMED_EVENT`: what is wrong with the message, in a short sentence. Empty otherwise."""
     @_builtins.property
     def event(self) -> _events_pb2.ObjectCreated:
-        """The event."""
+        """The event; unset when the message is not a valid event (see `payload`)."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -172,10 +183,13 @@ class DeadLetter(_message.Message):
         reason: _builtins.str = ...,
         deliveries: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        payload: _builtins.bytes = ...,
+        payload_size: _builtins.int = ...,
+        detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deliveries", b"deliveries", "event", b"event", "id", b"id", "reason", b"reason", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deliveries", b"deliveries", "detail", b"detail", "event", b"event", "id", b"id", "payload", b"payload", "payload_size", b"payload_size", "reason", b"reason", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -85,8 +85,10 @@ class ProcessorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDeadLetters(self, request, context):
-        """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
-        `page_size` 0 means 50; the maximum is 500. Operators only: callers need the `service` role.
+        """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first,
+        and messages that are not valid events (reason `MALFORMED_EVENT`, dead-lettered at their first
+        delivery: see `ObjectCreated`). `page_size` 0 means 50; the maximum is 500. Operators only:
+        callers need the `service` role.
         Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
         (`SERVICE_ROLE_REQUIRED`).
         """
@@ -96,9 +98,12 @@ class ProcessorServiceServicer:
 
     def ReplayDeadLetter(self, request, context):
         """Publishes a dead letter's event again on its original subject and removes the dead letter.
-        Operators only: callers need the `service` role.
-        Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`),
-        UNAVAILABLE (retryable).
+        Operators only: callers need the `service` role. A dead letter whose message is not a valid event
+        by this processor's rules is refused and stays listed (replayed, it would only be dead-lettered
+        again; the stream's retention, 7 days, removes it); one that a newer publisher's field made
+        malformed is replayable once the processors know that field.
+        Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), FAILED_PRECONDITION (`DEAD_LETTER_MALFORMED`),
+        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), UNAVAILABLE (retryable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

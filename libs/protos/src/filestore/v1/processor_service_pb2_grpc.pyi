@@ -51,16 +51,21 @@ class ProcessorServiceStub:
     (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
     """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]
-    """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
-    `page_size` 0 means 50; the maximum is 500. Operators only: callers need the `service` role.
+    """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first,
+    and messages that are not valid events (reason `MALFORMED_EVENT`, dead-lettered at their first
+    delivery: see `ObjectCreated`). `page_size` 0 means 50; the maximum is 500. Operators only:
+    callers need the `service` role.
     Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
     (`SERVICE_ROLE_REQUIRED`).
     """
     ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.ReplayDeadLetterRequest, _processor_service_pb2.ReplayDeadLetterResponse]
     """Publishes a dead letter's event again on its original subject and removes the dead letter.
-    Operators only: callers need the `service` role.
-    Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`),
-    UNAVAILABLE (retryable).
+    Operators only: callers need the `service` role. A dead letter whose message is not a valid event
+    by this processor's rules is refused and stays listed (replayed, it would only be dead-lettered
+    again; the stream's retention, 7 days, removes it); one that a newer publisher's field made
+    malformed is replayable once the processors know that field.
+    Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), FAILED_PRECONDITION (`DEAD_LETTER_MALFORMED`),
+    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), UNAVAILABLE (retryable).
     """
 
 @_typing.type_check_only
@@ -84,16 +89,21 @@ class ProcessorServiceAsyncStub(ProcessorServiceStub):
     (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
     """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
-    """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
-    `page_size` 0 means 50; the maximum is 500. Operators only: callers need the `service` role.
+    """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first,
+    and messages that are not valid events (reason `MALFORMED_EVENT`, dead-lettered at their first
+    delivery: see `ObjectCreated`). `page_size` 0 means 50; the maximum is 500. Operators only:
+    callers need the `service` role.
     Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
     (`SERVICE_ROLE_REQUIRED`).
     """
     ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.ReplayDeadLetterRequest, _processor_service_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
     """Publishes a dead letter's event again on its original subject and removes the dead letter.
-    Operators only: callers need the `service` role.
-    Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`),
-    UNAVAILABLE (retryable).
+    Operators only: callers need the `service` role. A dead letter whose message is not a valid event
+    by this processor's rules is refused and stays listed (replayed, it would only be dead-lettered
+    again; the stream's retention, 7 days, removes it); one that a newer publisher's field made
+    malformed is replayable once the processors know that field.
+    Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), FAILED_PRECONDITION (`DEAD_LETTER_MALFORMED`),
+    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), UNAVAILABLE (retryable).
     """
 
 class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -132,8 +142,10 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _processor_service_pb2.ListDeadLettersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_processor_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_processor_service_pb2.ListDeadLettersResponse]]:
-        """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first.
-        `page_size` 0 means 50; the maximum is 500. Operators only: callers need the `service` role.
+        """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first,
+        and messages that are not valid events (reason `MALFORMED_EVENT`, dead-lettered at their first
+        delivery: see `ObjectCreated`). `page_size` 0 means 50; the maximum is 500. Operators only:
+        callers need the `service` role.
         Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
         (`SERVICE_ROLE_REQUIRED`).
         """
@@ -145,9 +157,12 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_processor_service_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_processor_service_pb2.ReplayDeadLetterResponse]]:
         """Publishes a dead letter's event again on its original subject and removes the dead letter.
-        Operators only: callers need the `service` role.
-        Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`),
-        UNAVAILABLE (retryable).
+        Operators only: callers need the `service` role. A dead letter whose message is not a valid event
+        by this processor's rules is refused and stays listed (replayed, it would only be dead-lettered
+        again; the stream's retention, 7 days, removes it); one that a newer publisher's field made
+        malformed is replayable once the processors know that field.
+        Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), FAILED_PRECONDITION (`DEAD_LETTER_MALFORMED`),
+        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), UNAVAILABLE (retryable).
         """
 
 def add_ProcessorServiceServicer_to_server(servicer: ProcessorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -119,7 +119,9 @@ class _UploadKind:
 class _UploadKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UploadKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     UPLOAD_KIND_UNSPECIFIED: _UploadKind.ValueType  # 0
-    """Not set: the broker chooses SINGLE or MULTIPART from the declared size."""
+    """Not set: the broker chooses SINGLE or MULTIPART from the declared size (SINGLE for an empty file,
+    MULTIPART above the multipart threshold or when a part size is asked for).
+    """
     UPLOAD_KIND_SINGLE: _UploadKind.ValueType  # 1
     """One presigned PUT."""
     UPLOAD_KIND_POST_POLICY: _UploadKind.ValueType  # 2
@@ -127,7 +129,7 @@ class _UploadKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UploadKind
     the SHA-256, which the processor verifies).
     """
     UPLOAD_KIND_MULTIPART: _UploadKind.ValueType  # 3
-    """An S3 multipart upload with one presigned URL per part."""
+    """An S3 multipart upload with one presigned URL per part; never for 0 bytes."""
     UPLOAD_KIND_DEDUP: _UploadKind.ValueType  # 4
     """No bytes move: the tenant already holds verified content with the declared SHA-256."""
 
@@ -135,7 +137,9 @@ class UploadKind(_UploadKind, metaclass=_UploadKindEnumTypeWrapper):
     """How the bytes of an upload travel to storage."""
 
 UPLOAD_KIND_UNSPECIFIED: UploadKind.ValueType  # 0
-"""Not set: the broker chooses SINGLE or MULTIPART from the declared size."""
+"""Not set: the broker chooses SINGLE or MULTIPART from the declared size (SINGLE for an empty file,
+MULTIPART above the multipart threshold or when a part size is asked for).
+"""
 UPLOAD_KIND_SINGLE: UploadKind.ValueType  # 1
 """One presigned PUT."""
 UPLOAD_KIND_POST_POLICY: UploadKind.ValueType  # 2
@@ -143,7 +147,7 @@ UPLOAD_KIND_POST_POLICY: UploadKind.ValueType  # 2
 the SHA-256, which the processor verifies).
 """
 UPLOAD_KIND_MULTIPART: UploadKind.ValueType  # 3
-"""An S3 multipart upload with one presigned URL per part."""
+"""An S3 multipart upload with one presigned URL per part; never for 0 bytes."""
 UPLOAD_KIND_DEDUP: UploadKind.ValueType  # 4
 """No bytes move: the tenant already holds verified content with the declared SHA-256."""
 Global___UploadKind: _TypeAlias = UploadKind  # noqa: Y015
@@ -326,7 +330,7 @@ class File(_message.Message):
     sniffed_content_type: _builtins.str
     """Content type sniffed from the bytes by the processor; empty until sniffed. Output only."""
     size: _builtins.int
-    """Size in bytes as declared at upload creation and verified at completion."""
+    """Size in bytes as declared at upload creation and verified at completion; 0 for an empty file."""
     sha256: _builtins.str
     """Lower-case hex SHA-256 of the content: as declared by the client, or as computed by the processor."""
     status: Global___FileStatus.ValueType

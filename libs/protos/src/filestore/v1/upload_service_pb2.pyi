@@ -59,7 +59,9 @@ class CreateUploadRequest(_message.Message):
     name: _builtins.str
     """Display name of the file (metadata only)."""
     size: _builtins.int
-    """Exact size in bytes; storage refuses a body of any other size."""
+    """Exact size in bytes, 0 or more (0 for an empty file, which MULTIPART cannot carry); storage
+    refuses a body of any other size.
+    """
     content_type: _builtins.str
     """Content type, `type/subtype`; must be allowed by the tenant's policy. Signed into the URL."""
     sha256: _builtins.str

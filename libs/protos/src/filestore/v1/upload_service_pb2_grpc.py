@@ -30,9 +30,11 @@ class UploadServiceStub:
     """UploadService creates, resumes, completes and aborts uploads.
 
     Limits (defaults; operators may lower them per tenant):
-    * `size`: 0 < size <= 5 TiB (the S3 object limit), and at most the configured maximum.
+    * `size`: 0 <= size <= 5 TiB (the S3 object limit), and at most the configured maximum. An empty
+    file (0 bytes) is a file like any other: uploaded, verified, scanned and downloaded.
     * SINGLE and POST_POLICY uploads: size <= 5 GiB (the S3 single PUT limit).
-    * MULTIPART: 5 MiB <= part_size <= 5 GiB, at most 10,000 parts, every part but the last equal.
+    * MULTIPART: 5 MiB <= part_size <= 5 GiB, at most 10,000 parts, every part but the last equal;
+    size >= 1 (storage completes a multipart upload from one part at least).
     * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
     for the upload TTL (24 hours by default) and is then reaped.
@@ -75,9 +77,11 @@ class UploadServiceServicer:
     """UploadService creates, resumes, completes and aborts uploads.
 
     Limits (defaults; operators may lower them per tenant):
-    * `size`: 0 < size <= 5 TiB (the S3 object limit), and at most the configured maximum.
+    * `size`: 0 <= size <= 5 TiB (the S3 object limit), and at most the configured maximum. An empty
+    file (0 bytes) is a file like any other: uploaded, verified, scanned and downloaded.
     * SINGLE and POST_POLICY uploads: size <= 5 GiB (the S3 single PUT limit).
-    * MULTIPART: 5 MiB <= part_size <= 5 GiB, at most 10,000 parts, every part but the last equal.
+    * MULTIPART: 5 MiB <= part_size <= 5 GiB, at most 10,000 parts, every part but the last equal;
+    size >= 1 (storage completes a multipart upload from one part at least).
     * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
     for the upload TTL (24 hours by default) and is then reaped.
@@ -88,8 +92,8 @@ class UploadServiceServicer:
         With `sha256` set and verified content of that digest already in the tenant, answers kind DEDUP:
         the file exists at once and no bytes move.
 
-        Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (also above 5 TiB, or above 5 GiB for
-        SINGLE and POST_POLICY), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,
+        Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (negative, above 5 TiB, above 5 GiB for
+        SINGLE and POST_POLICY, or 0 for MULTIPART), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,
         `INVALID_UPLOAD_KIND`, `INVALID_PART_SIZE` (also a part size with SINGLE or POST_POLICY),
         `INVALID_CHECKSUM_ALGORITHM`),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
@@ -196,9 +200,11 @@ class UploadService:
     """UploadService creates, resumes, completes and aborts uploads.
 
     Limits (defaults; operators may lower them per tenant):
-    * `size`: 0 < size <= 5 TiB (the S3 object limit), and at most the configured maximum.
+    * `size`: 0 <= size <= 5 TiB (the S3 object limit), and at most the configured maximum. An empty
+    file (0 bytes) is a file like any other: uploaded, verified, scanned and downloaded.
     * SINGLE and POST_POLICY uploads: size <= 5 GiB (the S3 single PUT limit).
-    * MULTIPART: 5 MiB <= part_size <= 5 GiB, at most 10,000 parts, every part but the last equal.
+    * MULTIPART: 5 MiB <= part_size <= 5 GiB, at most 10,000 parts, every part but the last equal;
+    size >= 1 (storage completes a multipart upload from one part at least).
     * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
     for the upload TTL (24 hours by default) and is then reaped.

@@ -15,6 +15,7 @@ from filestore.stack.config import (
     ALL_COMPONENTS,
     INFRASTRUCTURE,
     SERVICES,
+    RestartPolicy,
     StackConfig,
     StackPaths,
     StackPorts,
@@ -22,7 +23,13 @@ from filestore.stack.config import (
 )
 from filestore.stack.credentials import StackCredentials
 from filestore.stack.endpoints import StackEndpoints, StackInfo, check_health, load_stack_json
-from filestore.stack.errors import StackConfigError, StackError, StackPortInUseError, StackStartError
+from filestore.stack.errors import (
+    StackConfigError,
+    StackCrashLoopError,
+    StackError,
+    StackPortInUseError,
+    StackStartError,
+)
 from filestore.stack.process import ManagedProcess, find_executable, pid_alive
 from filestore.stack.stack import Stack
 
@@ -31,9 +38,11 @@ __all__ = [
     "INFRASTRUCTURE",
     "SERVICES",
     "ManagedProcess",
+    "RestartPolicy",
     "Stack",
     "StackConfig",
     "StackConfigError",
+    "StackCrashLoopError",
     "StackCredentials",
     "StackEndpoints",
     "StackError",

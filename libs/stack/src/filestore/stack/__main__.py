@@ -1,7 +1,11 @@
 """``filestore-stack``: run the embedded stack in the foreground, or report on a running one.
 
-Exit status: 0 ok, 1 failure (a component died, did not get ready, or is unhealthy), 2 configuration
-error (including a port already in use).
+While ``run`` runs, a component that exits is restarted with backoff (one line on stderr says which,
+how it ended and where its log is); one that keeps crashing ends the stack (see
+:mod:`filestore.stack.supervisor`).
+
+Exit status: 0 ok, 1 failure (a component kept crashing, did not get ready, or is unhealthy), 2
+configuration error (including a port already in use).
 """
 
 from __future__ import annotations
@@ -19,15 +23,15 @@ from pathlib import Path
 
 from filestore.stack.config import StackConfig
 from filestore.stack.endpoints import StackInfo, check_health, load_stack_json
-from filestore.stack.errors import StackConfigError, StackError
-from filestore.stack.process import pid_alive, tail
+from filestore.stack.errors import StackConfigError, StackCrashLoopError, StackError
+from filestore.stack.process import pid_alive
 from filestore.stack.stack import Stack
+from filestore.stack.supervisor import supervise
 
-__all__ = ["main"]
+__all__ = ["main", "run_in_foreground"]
 
 PROG = "filestore-stack"
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
-_WATCH_INTERVAL_S = 0.5
 
 
 def _say(message: str) -> None:
@@ -63,7 +67,8 @@ def _describe(info: StackInfo, stack_json: Path) -> str:
     return "\n".join(f"  {name:<12}{value}" for name, value in rows)
 
 
-async def _run(config: StackConfig) -> int:
+async def run_in_foreground(config: StackConfig) -> int:
+    """``filestore-stack run``: start, supervise until SIGINT or SIGTERM, stop; the exit status."""
     stack = Stack(config)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,24 +95,30 @@ async def _run(config: StackConfig) -> int:
         return EXIT_FAILURE
 
     status = EXIT_OK
+    supervising: asyncio.Task[None] | None = None
     try:
         stack_json = stack.write_stack_json()
         print(f"{PROG}: ready\n{_describe(stack.info(), stack_json)}", flush=True)
         _say("running; Ctrl-C or SIGTERM stops everything")
-        while not stop_requested.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop_requested.wait(), _WATCH_INTERVAL_S)
-            died = [name for name in config.components if not stack.process(name).running]
-            if died and not stop_requested.is_set():
-                for name in died:
-                    proc = stack.process(name)
-                    _say(
-                        f"{name} exited unexpectedly with status {proc.returncode}; last lines of "
-                        f"{proc.log_path}:\n{tail(proc.log_path)}"
-                    )
+        # A restarted component has a new pid: stack.json follows, so `status` checks the live one.
+        supervising = asyncio.create_task(
+            supervise(stack, say=_say, restarted=lambda _: stack.write_stack_json(stack_json))
+        )
+        waiting = asyncio.create_task(stop_requested.wait())
+        await asyncio.wait({supervising, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if supervising.done():
+            try:
+                supervising.result()
+            except StackCrashLoopError as exc:
+                _say(str(exc))
                 status = EXIT_FAILURE
-                break
     finally:
+        if supervising is not None and not supervising.done():
+            # Before anything stops: a component stopped below must not look like a crash.
+            supervising.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervising
         _say("stopping")
         stack.paths.stack_json.unlink(missing_ok=True)
         await stack.stop()
@@ -153,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"configuration error: {exc}")
         return EXIT_CONFIG
     if args.command == "run":
-        return asyncio.run(_run(config))
+        return asyncio.run(run_in_foreground(config))
     return asyncio.run(_status(args.file or config.paths.stack_json, as_json=args.json))
 
 

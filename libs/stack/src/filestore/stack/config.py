@@ -22,6 +22,7 @@ __all__ = [
     "ALL_COMPONENTS",
     "INFRASTRUCTURE",
     "SERVICES",
+    "RestartPolicy",
     "StackConfig",
     "StackPaths",
     "StackPorts",
@@ -221,6 +222,33 @@ class StackPaths:
         return self.logs / f"{component}.log"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartPolicy:
+    """How ``filestore-stack run`` treats a component that exits while the stack runs.
+
+    It is started again after ``first_delay_s``, doubled for each earlier crash of the same component
+    within ``window_s`` (up to ``max_delay_s``): 1, 2, 4, 8 s by default. The ``max_crashes``-th crash
+    within the window ends the stack instead: a component that dies five times in five minutes is
+    broken, not unlucky, and restarting it for ever would hide that behind a stack that looks up. A
+    failed restart (the process died or was not ready in time) counts as a crash.
+    """
+
+    max_crashes: int = 5
+    window_s: float = 300.0
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_crashes < 1:
+            raise StackConfigError("max_crashes must be at least 1")
+        if self.window_s <= 0 or self.first_delay_s < 0 or self.max_delay_s < self.first_delay_s:
+            raise StackConfigError("window_s must be positive and 0 <= first_delay_s <= max_delay_s")
+
+    def delay_s(self, crashes: int) -> float:
+        """The wait before restarting a component that crashed ``crashes`` times within the window."""
+        return float(min(self.first_delay_s * 2 ** max(0, crashes - 1), self.max_delay_s))
+
+
 @dataclass(frozen=True, kw_only=True)
 class StackConfig:
     """What to run and where.
@@ -230,6 +258,8 @@ class StackConfig:
     only the services against fakes. ``extra_env`` adds or overrides environment variables per
     component (``{"upload": {"FILESTORE_UPLOAD_TTL_S": "5"}}``). ``commands`` replaces the argv of
     a service (tests use it to run a fake); by default each service runs its console script.
+    ``restart`` is what ``filestore-stack run`` does when a component exits while the stack runs
+    (a :class:`Stack` used directly, as in the test fixtures, restarts nothing by itself).
     """
 
     home: Path
@@ -244,6 +274,7 @@ class StackConfig:
     commands: Mapping[str, Sequence[str]] = field(default_factory=dict)
     ready_timeout_s: float = 60.0
     stop_timeout_s: float = 12.0
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
     def __post_init__(self) -> None:
         # A relative home would silently change meaning for children started with another cwd.

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["StackConfigError", "StackError", "StackPortInUseError", "StackStartError"]
+__all__ = [
+    "StackConfigError",
+    "StackCrashLoopError",
+    "StackError",
+    "StackPortInUseError",
+    "StackStartError",
+]
 
 
 class StackError(Exception):
@@ -26,6 +32,16 @@ class StackPortInUseError(StackConfigError):
 
 class StackStartError(StackError):
     """A component died or did not become ready during start-up (or restart)."""
+
+    def __init__(self, component: str, message: str, *, cause: str = "") -> None:
+        self.component = component
+        #: What happened, in a few words ("exited with status 3 during start-up"); the message has more.
+        self.cause = cause or message
+        super().__init__(message)
+
+
+class StackCrashLoopError(StackError):
+    """A component kept exiting while the stack ran (see :class:`RestartPolicy`): the stack gives up."""
 
     def __init__(self, component: str, message: str) -> None:
         self.component = component

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-__all__ = ["ManagedProcess", "find_executable", "pid_alive", "tail"]
+__all__ = ["ManagedProcess", "exit_description", "find_executable", "pid_alive", "tail"]
 
 log = logging.getLogger("filestore.stack")
 
@@ -60,6 +60,17 @@ def pid_alive(pid: int) -> bool:
         return True
     # The state letter follows the parenthesised command name, which may itself contain ")".
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def exit_description(returncode: int) -> str:
+    """How a process ended, as a user reads it: "exited with status 3", "was killed by SIGKILL"."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name}"
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -146,15 +157,16 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, sig)
 
-    async def wait(self, within_s: float | None = None) -> int | None:
-        """The exit status, or None if still running after ``within_s`` seconds."""
+    async def wait(self, within_s: float | None = None, *, poll_s: float = _POLL_S) -> int | None:
+        """The exit status, or None if still running after ``within_s`` seconds (looking every
+        ``poll_s``: a long watch can afford to look less often)."""
         if self._popen is None:
             return None
         deadline = None if within_s is None else time.monotonic() + within_s
         while (code := self._popen.poll()) is None:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
-            await asyncio.sleep(_POLL_S)
+            await asyncio.sleep(poll_s)
         self._reaped()
         return code
 

@@ -37,7 +37,7 @@ from filestore.stack.credentials import StackCredentials, load_or_create_credent
 from filestore.stack.endpoints import StackEndpoints, StackInfo, check_health
 from filestore.stack.errors import StackConfigError, StackError, StackPortInUseError, StackStartError
 from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_nats, probe_s3
-from filestore.stack.process import ManagedProcess, find_executable, tail
+from filestore.stack.process import ManagedProcess, exit_description, find_executable, tail
 
 __all__ = ["Stack"]
 
@@ -244,20 +244,24 @@ class Stack:
         while True:
             if (code := proc.returncode) is not None:
                 await proc.wait()
+                cause = f"{exit_description(code)} during start-up"
                 raise StackStartError(
                     proc.name,
-                    f"{proc.name} exited with status {code} during start-up; last lines of "
+                    f"{proc.name} {cause}; last lines of "
                     f"{proc.log_path}:\n{tail(proc.log_path, _LOG_TAIL_LINES)}",
+                    cause=cause,
                 )
             ok, detail = await probe()
             if ok:
                 return
             if time.monotonic() >= deadline:
                 await proc.stop(self.config.stop_timeout_s / 2)
+                cause = f"was not ready after {timeout:g}s ({detail})"
                 raise StackStartError(
                     proc.name,
-                    f"{proc.name} was not ready after {timeout:g}s ({detail}); last lines of "
+                    f"{proc.name} {cause}; last lines of "
                     f"{proc.log_path}:\n{tail(proc.log_path, _LOG_TAIL_LINES)}",
+                    cause=cause,
                 )
             await asyncio.sleep(_PROBE_INTERVAL_S)
 

@@ -392,8 +392,11 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 reason="INVALID_CHECKSUM_ALGORITHM",
             )
         size = request.file.size
-        if size <= 0:
-            raise InvalidArgument("size must be a positive number of bytes", reason="INVALID_SIZE")
+        if size < 0:
+            raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
+        if size == 0 and kind is models.UploadKind.MULTIPART:
+            # Storage completes a multipart upload from one part at least; an empty file is SINGLE.
+            raise InvalidArgument("a MULTIPART upload cannot be empty", reason="INVALID_SIZE")
         name, content_type, sha256, labels = self._declared(request.file)
         expires = convert.from_timestamp(request.expire_time)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
-from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
@@ -26,7 +24,13 @@ from filestore.core.errors import (
 )
 from filestore.core.pagetokens import PageTokens, request_fingerprint
 from filestore.core.settings import NatsSettings
-from filestore.processor.worker import DEAD_LETTER_DELIVERIES, DEAD_LETTER_REASON
+from filestore.processor.worker import (
+    DEAD_LETTER_DELIVERIES,
+    DEAD_LETTER_DETAIL,
+    DEAD_LETTER_REASON,
+    MalformedEvent,
+    parse_event,
+)
 from filestore.v1 import (
     events_pb2,
     metadata_service_pb2,
@@ -44,6 +48,9 @@ Status = resources_pb2.FileStatus
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+#: How much of a malformed message a dead letter shows: enough to tell what it is, while a page of
+#: 500 letters stays far below gRPC's 4 MiB message limit.
+MAX_PAYLOAD_BYTES = 1024
 #: Where a run of the pipeline ends; ReprocessFile takes a file from any of them back to UPLOADED.
 OUTCOMES = frozenset({Status.FILE_STATUS_READY, Status.FILE_STATUS_QUARANTINED, Status.FILE_STATUS_FAILED})
 
@@ -209,6 +216,16 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
         raw = await self._next_dead_letter(sequence)
         if raw is None or raw.seq != sequence:
             raise NotFound("no such dead letter", reason="DEAD_LETTER_NOT_FOUND")
+        try:
+            parse_event(raw.data or b"")
+        except MalformedEvent as malformed:
+            # Checked against this version's idea of an event, so the dead letter of an event from a
+            # newer publisher is replayable once the processors are upgraded; garbage never is.
+            raise FailedPrecondition(
+                f"the dead letter is not a valid event ({malformed}); replayed, it would only come back",
+                reason="DEAD_LETTER_MALFORMED",
+                metadata={"dead_letter_id": request.dead_letter_id},
+            ) from None
         original = (raw.subject or "").removeprefix(self._subjects.dead_letter(""))
         # A fresh message id: the original one may still sit in the duplicate window.
         await self._js.publish(
@@ -229,17 +246,23 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
 
     def _dead_letter(self, raw: RawStreamMsg) -> processor_service_pb2.DeadLetter:
         headers = raw.headers or {}
-        event = events_pb2.ObjectCreated()
-        with contextlib.suppress(DecodeError):
-            event.ParseFromString(raw.data or b"")
+        data = raw.data or b""
         created = Timestamp()
         if raw.time is not None:
             created.FromDatetime(raw.time)
-        return processor_service_pb2.DeadLetter(
+        letter = processor_service_pb2.DeadLetter(
             id=str(raw.seq),
             subject=(raw.subject or "").removeprefix(self._subjects.dead_letter("")),
-            event=event,
             reason=headers.get(DEAD_LETTER_REASON, ""),
             deliveries=int(headers.get(DEAD_LETTER_DELIVERIES, "0") or 0),
             create_time=created,
+            detail=headers.get(DEAD_LETTER_DETAIL, ""),
         )
+        try:
+            letter.event.CopyFrom(parse_event(data))
+        except MalformedEvent:
+            # Bytes that are not an event: shown as they are, never as the partial event protobuf
+            # would make of them.
+            letter.payload = data[:MAX_PAYLOAD_BYTES]
+            letter.payload_size = len(data)
+        return letter

@@ -1,7 +1,9 @@
 """The worker: a durable pull consumer shared by every processor process, with bounded concurrency.
 
 Acknowledgement rules: ack when the pipeline finished (or the event is not ours, or its file is still
-PENDING: the broker announces the completed upload again); nak with a growing
+PENDING: the broker announces the completed upload again); a message that is not a well-formed event
+(see :func:`parse_event`) goes to the dead-letter subject at once, as received, and is acked: the same
+bytes will never parse, so retrying them only delays the trace an operator needs; nak with a growing
 delay on a transient failure; on the last allowed delivery, publish the event to the dead-letter
 subject, mark the file FAILED, and ack. When that last delivery failed only because a dependency could
 not be reached (metadata, storage, clamd or NATS down), the event is published again as a new message
@@ -39,6 +41,11 @@ DURABLE = "processor-pipeline"
 ENRICH_DURABLE = "processor-enrich"
 DEAD_LETTER_REASON = "Filestore-Reason"
 DEAD_LETTER_DELIVERIES = "Filestore-Deliveries"
+#: Why a message was malformed, in a short sentence (dead letters of reason MALFORMED_EVENT only).
+DEAD_LETTER_DETAIL = "Filestore-Detail"
+MALFORMED_EVENT = "MALFORMED_EVENT"
+#: S3's longest object key, in bytes of UTF-8.
+MAX_KEY_BYTES = 1024
 #: Redelivery delays after a transient failure; the last one repeats.
 NAK_DELAYS_S = (1.0, 5.0, 15.0, 30.0)
 #: How often the consumer's lag is read from JetStream (one small request per process).
@@ -52,6 +59,47 @@ _STORAGE_OUTAGES = (
     botocore.exceptions.ConnectTimeoutError,
     botocore.exceptions.ReadTimeoutError,
 )
+
+
+class MalformedEvent(Exception):
+    """A message is not a well-formed ``ObjectCreated``; the text says why, in a short sentence."""
+
+
+def parse_event(data: bytes) -> events_pb2.ObjectCreated:
+    """The ``ObjectCreated`` in ``data``, or :class:`MalformedEvent` when it is not a well-formed one.
+
+    Protobuf is lenient: most bytes that are not an ``ObjectCreated`` (text, JSON, another message
+    type, a truncated event) either fail to decode or decode into fields this version does not know,
+    or into an event with nothing in it. So an event is well-formed when it decodes, has no unknown
+    fields (at any depth), names a key (1 to 1,024 bytes, S3's limit), has a size that is not
+    negative and a source that ``EventSource`` defines. The bucket may be empty: ReprocessFile's
+    events name none, and mean the processor's own bucket. A well-formed event need not be ours
+    (a derivative, a key outside ``originals/``): the pipeline acks those silently, as storage
+    announces every object.
+
+    Unknown fields are refused although protobuf would ignore them, because every publisher of these
+    subjects is Filestore itself: such a message is far more likely something else than an event from
+    a newer publisher. Should it be the latter (a new field published before every processor was
+    upgraded), its dead letter is replayable once the processors know the field.
+    """
+    try:
+        event = events_pb2.ObjectCreated.FromString(data)
+    except DecodeError:
+        raise MalformedEvent("the message does not decode as a protobuf ObjectCreated") from None
+    known_only = events_pb2.ObjectCreated()
+    known_only.CopyFrom(event)
+    known_only.DiscardUnknownFields()
+    if known_only.ByteSize() != event.ByteSize():
+        raise MalformedEvent("the message has fields an ObjectCreated does not define")
+    if not event.key:
+        raise MalformedEvent("the event names no object key")
+    if len(event.key.encode()) > MAX_KEY_BYTES:
+        raise MalformedEvent(f"the object key is longer than {MAX_KEY_BYTES} bytes")
+    if event.size < 0:
+        raise MalformedEvent("the event has a negative size")
+    if event.source not in events_pb2.EventSource.values():
+        raise MalformedEvent(f"the event names an unknown source ({event.source})")
+    return event
 
 
 def is_outage(error: BaseException) -> bool:
@@ -194,11 +242,18 @@ class Worker:
         """Handle one delivery; answers what became of it (the result label of the consumed count)."""
         deliveries = message.metadata.num_delivered
         try:
-            event = events_pb2.ObjectCreated.FromString(message.data)
-        except DecodeError:
-            log.warning("undecodable_event", subject=message.subject)
-            await message.term()
-            return "undecodable"
+            event = parse_event(message.data)
+        except MalformedEvent as malformed:
+            await self._publish_dead_letter(message, MALFORMED_EVENT, detail=str(malformed))
+            log.warning(
+                "event_malformed",
+                subject=message.subject,
+                detail=str(malformed),
+                size=len(message.data),
+                stream_sequence=message.metadata.sequence.stream,
+            )
+            await message.ack()
+            return "malformed"
         structlog.contextvars.bind_contextvars(key=event.key, delivery=deliveries)
         with tracing.span(
             f"{message.subject} process",
@@ -272,14 +327,18 @@ class Worker:
 
     async def _dead_letter(self, message: Msg, event: events_pb2.ObjectCreated, reason: str) -> None:
         log.warning("event_dead_lettered", reason=reason)
-        await self._js.publish(
-            self._subjects.dead_letter(message.subject),
-            message.data,
-            headers={
-                DEAD_LETTER_REASON: reason,
-                DEAD_LETTER_DELIVERIES: str(message.metadata.num_delivered),
-                "Nats-Msg-Id": f"dead:{message.metadata.sequence.stream}",
-            },
-        )
+        await self._publish_dead_letter(message, reason)
         await self._pipeline.fail(event, reason=reason)
         await message.ack()
+
+    async def _publish_dead_letter(self, message: Msg, reason: str, *, detail: str = "") -> None:
+        """The message as received, on the dead-letter subject. The message id names this stream
+        sequence, so a delivery that dies before its ack and comes back does not publish it twice."""
+        headers = {
+            DEAD_LETTER_REASON: reason,
+            DEAD_LETTER_DELIVERIES: str(message.metadata.num_delivered),
+            "Nats-Msg-Id": f"dead:{message.metadata.sequence.stream}",
+        }
+        if detail:
+            headers[DEAD_LETTER_DETAIL] = detail
+        await self._js.publish(self._subjects.dead_letter(message.subject), message.data, headers=headers)

@@ -311,6 +311,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             wants_parts = request.part_size > 0 or request.size > self._settings.multipart_threshold_bytes
             kind = Kind.UPLOAD_KIND_MULTIPART if wants_parts else Kind.UPLOAD_KIND_SINGLE
         if kind == Kind.UPLOAD_KIND_MULTIPART:
+            validation.check_multipart_size(request.size)
             return kind, plan_parts(request.size, requested_part_size=request.part_size)
         if kind not in (Kind.UPLOAD_KIND_SINGLE, Kind.UPLOAD_KIND_POST_POLICY):
             raise InvalidArgument(

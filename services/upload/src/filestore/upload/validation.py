@@ -12,6 +12,7 @@ from filestore.core.sigv4 import ChecksumName, PartChecksum
 
 __all__ = [
     "check_content_type",
+    "check_multipart_size",
     "check_sha256",
     "check_size",
     "clean_name",
@@ -24,13 +25,26 @@ check_sha256 = shared.check_sha256
 
 
 def check_size(size: int, *, maximum: int) -> None:
-    if size <= 0:
-        raise InvalidArgument("size must be a positive number of bytes", reason="INVALID_SIZE")
+    """0 bytes is a size like any other: an empty file is a legal file (placeholders, `.keep`, empty
+    logs). Only MULTIPART refuses it (see ``check_multipart_size``)."""
+    if size < 0:
+        raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
     if size > maximum:
         raise ResourceExhausted(
             f"size {size} exceeds the limit of {maximum} bytes",
             reason="FILE_TOO_LARGE",
             metadata={"max_bytes": str(maximum)},
+        )
+
+
+def check_multipart_size(size: int) -> None:
+    """Storage completes a multipart upload only from at least one part, and a part of 0 bytes is no
+    content: an empty file goes in one request."""
+    if size == 0:
+        raise InvalidArgument(
+            "a MULTIPART upload cannot be empty; send 0 bytes as SINGLE or POST_POLICY "
+            "(an unspecified kind without part_size chooses SINGLE)",
+            reason="INVALID_SIZE",
         )
 
 
