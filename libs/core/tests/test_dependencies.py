@@ -63,10 +63,10 @@ async def hanging() -> AsyncIterator[ServerHandle]:
     await handle.stop(0)
 
 
-async def _call(channel: grpc.aio.Channel, *, timeout: float | None = None) -> bytes:
+async def _call(channel: grpc.aio.Channel, *, deadline_s: float | None = None) -> bytes:
     method = channel.unary_unary(f"/{SERVICE}/Call")
     with translated_errors():
-        answer: bytes = await method(b"", timeout=timeout)
+        answer: bytes = await method(b"", timeout=deadline_s)
         return answer
 
 
@@ -173,7 +173,7 @@ async def test_a_call_made_while_serving_ends_before_the_callers_deadline(hangin
     front = await _serve(front_behaviour)
     try:
         async with insecure_channel(f"127.0.0.1:{front.port}", token=_token) as channel:
-            error = await _failure(_call(channel, timeout=2.0))
+            error = await _failure(_call(channel, deadline_s=2.0))
     finally:
         await front.stop(0)
         await behind.close()
@@ -230,7 +230,7 @@ async def test_a_storage_call_made_while_serving_ends_before_the_callers_deadlin
     front = await _serve(front_behaviour)
     try:
         async with insecure_channel(f"127.0.0.1:{front.port}", token=_token) as channel:
-            error = await _failure(_call(channel, timeout=2.0))
+            error = await _failure(_call(channel, deadline_s=2.0))
     finally:
         await front.stop(0)
     assert error.code is grpc.StatusCode.UNAVAILABLE

@@ -231,7 +231,12 @@ class _JetStream:
         self.published: list[tuple[str, bytes, dict[str, str]]] = []
 
     async def publish(
-        self, subject: str, payload: bytes, *, headers: dict[str, str], timeout: float | None = None
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str],
+        timeout: float | None = None,  # noqa: ASYNC109 (JetStreamContext.publish's own signature)
     ) -> Any:
         duplicate = any(h["Nats-Msg-Id"] == headers["Nats-Msg-Id"] for _, _, h in self.published)
         self.published.append((subject, payload, headers))
