@@ -1,8 +1,9 @@
 """Deletes objects that no file needs any more, after the transaction that orphaned them commits.
 
 The RPC that orphaned them waits for the deletions a short while, so that in the usual case the objects
-are gone when it answers, but never past ``wait_s`` nor past what the RPC has left: its own work (the
-record) is done, and a stopped or slow store must not hold up its answer. What is not deleted by then
+are gone when it answers, but never longer than one attempt of a storage control call
+(``FILESTORE_S3_CONTROL_TIMEOUT_S``) nor past what the RPC has left: its own work (the record) is
+done, and a stopped or slow store must not hold up its answer. What is not deleted by then
 goes on in the background, tried again while storage does not answer. A delete that still fails only
 leaves garbage (never loses data): it is logged with the key, and the reconciler finds such objects
 later (as it does when the process stops with deletions pending).
