@@ -230,7 +230,14 @@ class _JetStream:
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, dict[str, str]]] = []
 
-    async def publish(self, subject: str, payload: bytes, *, headers: dict[str, str]) -> Any:
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str],
+        timeout: float | None = None,  # noqa: ASYNC109 (JetStreamContext.publish's own signature)
+    ) -> Any:
         duplicate = any(h["Nats-Msg-Id"] == headers["Nats-Msg-Id"] for _, _, h in self.published)
         self.published.append((subject, payload, headers))
         return type("Ack", (), {"duplicate": duplicate})()

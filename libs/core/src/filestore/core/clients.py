@@ -1,23 +1,48 @@
 """Channels to Filestore services: the caller's identity and trace context on every call, errors made
-typed again."""
+typed again.
+
+A channel a service opens to another (its *dependency*, for example the metadata service) also gives
+every call a deadline (:mod:`filestore.core.deadlines`: the channel's timeout, cut to what the RPC being
+served has left) and reports a call that failed in transport (the callee down, stopped, or too slow for
+that deadline) as UNAVAILABLE with a reason naming the dependency, ``METADATA_UNAVAILABLE``, instead of
+a bare UNAVAILABLE or DEADLINE_EXCEEDED that says nothing about who did not answer.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 import grpc
 import structlog
 
-from filestore.core import tracing
+from filestore.core import deadlines, tracing
 from filestore.core.auth import AUTHORIZATION_KEY
-from filestore.core.errors import error_from_rpc
-from filestore.core.settings import TlsSettings
+from filestore.core.errors import STATUS_DETAILS_KEY, Unavailable, error_from_rpc, to_rpc_status
+from filestore.core.settings import DEFAULT_CALL_TIMEOUT_S, TlsSettings
 
-__all__ = ["insecure_channel", "service_channel", "translated_errors"]
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT_S",
+    "METADATA",
+    "insecure_channel",
+    "service_channel",
+    "translated_errors",
+    "unavailable_reason",
+]
 
 REQUEST_ID_KEY = "x-request-id"
+#: The metadata service, as the broker, the download signer and the processor depend on it.
+METADATA: Final = "metadata"
+#: Statuses the gRPC library itself gives a call whose callee did not answer: connection refused or
+#: lost (UNAVAILABLE), or the deadline passed (DEADLINE_EXCEEDED). A callee that answers one of them
+#: itself sends an ErrorInfo along; these come without.
+_TRANSPORT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def unavailable_reason(dependency: str) -> str:
+    """The ErrorInfo reason of a call to ``dependency`` that failed in transport (retryable)."""
+    return f"{dependency.upper()}_UNAVAILABLE"
 
 
 class _IdentityInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -41,12 +66,61 @@ class _IdentityInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(details._replace(metadata=metadata), request)
 
 
+class _DependencyInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Every call gets a deadline; a call that fails in transport fails as the dependency being
+    unavailable, with an ErrorInfo that :func:`translated_errors` turns into ``Unavailable``."""
+
+    def __init__(self, dependency: str, timeout_s: float) -> None:
+        self._dependency = dependency
+        self._timeout_s = timeout_s
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        # A timeout given on the call itself replaces the channel's; the RPC being served cuts either.
+        own = self._timeout_s if details.timeout is None else details.timeout
+        call = await continuation(details._replace(timeout=deadlines.call_timeout(own)), request)
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in _TRANSPORT_CODES or _has_status_details(error):
+                raise
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+        message = f"{self._dependency} did not answer ({error.code().name}); retry"
+        # No domain: the service that answers its own caller with this error is the one to name.
+        status = to_rpc_status(Unavailable(message, reason=unavailable_reason(self._dependency)), domain="")
+        return grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            initial_metadata=grpc.aio.Metadata(),
+            trailing_metadata=grpc.aio.Metadata((STATUS_DETAILS_KEY, status.SerializeToString())),
+            details=message,
+            debug_error_string=error.debug_error_string(),
+        )
+
+
+def _has_status_details(error: grpc.aio.AioRpcError) -> bool:
+    return any(key == STATUS_DETAILS_KEY for key, _ in error.trailing_metadata() or ())
+
+
 def service_channel(
-    address: str, *, token: Callable[[], str], tls: TlsSettings | None = None
+    address: str,
+    *,
+    token: Callable[[], str],
+    tls: TlsSettings | None = None,
+    dependency: str | None = None,
+    timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
 ) -> grpc.aio.Channel:
     """A channel to ``address`` that authenticates every call with ``token()``; over TLS when ``tls``
-    names a CA (and, for mutual TLS, presents the client certificate), else plaintext."""
-    interceptors = [_IdentityInterceptor(token)]
+    names a CA (and, for mutual TLS, presents the client certificate), else plaintext.
+
+    A service opening a channel to another names it as its ``dependency``: every call then has a
+    deadline (``timeout_s`` unless the call gives its own, cut to what the RPC being served has left),
+    and a call that fails in transport is UNAVAILABLE with reason :func:`unavailable_reason` of it.
+    Without a dependency (the SDK, tests) calls keep whatever deadline the caller gives them.
+    """
+    interceptors: list[grpc.aio.ClientInterceptor] = [_IdentityInterceptor(token)]
+    if dependency is not None:
+        interceptors.append(_DependencyInterceptor(dependency, timeout_s))
     if tls is None or (tls.ca_file is None and tls.client_cert_file is None):
         return grpc.aio.insecure_channel(address, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(

@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import NotFoundError
 from opentelemetry import context as otel_context
 
-from filestore.core import metrics, tracing
+from filestore.core import deadlines, metrics, tracing
 from filestore.core.settings import NatsSettings
 from filestore.v1 import events_pb2
 
@@ -43,6 +43,9 @@ TRACEPARENT_HEADER = tracing.TRACEPARENT
 #: JetStream drops a second message with the same Nats-Msg-Id within this window.
 DUPLICATE_WINDOW_S = 600
 STREAM_MAX_AGE_S = 7 * 24 * 3600
+#: How long a publish waits for JetStream's acknowledgement (less when the RPC being served has less
+#: time left). A NATS server that is down or stopped costs a publish this long, then it fails.
+PUBLISH_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +191,12 @@ async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_i
             trace_field.tracestate = headers.get(tracing.TRACESTATE, "")
             message = traced
         try:
-            ack = await js.publish(subject, message.SerializeToString(), headers=headers)
+            ack = await js.publish(
+                subject,
+                message.SerializeToString(),
+                headers=headers,
+                timeout=deadlines.call_timeout(PUBLISH_TIMEOUT_S),
+            )
         except Exception:
             metrics.EVENTS_PUBLISHED.labels(subject, "error").inc()
             raise

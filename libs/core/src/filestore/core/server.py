@@ -24,7 +24,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from filestore.core import auth, metrics, tracing
+from filestore.core import auth, deadlines, metrics, tracing
 from filestore.core.errors import (
     STATUS_DETAILS_KEY,
     FilestoreError,
@@ -92,6 +92,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):
                 structlog.contextvars.bind_contextvars(
                     rpc_method=details.method, request_id=request_id, peer=context.peer()
                 )
+                deadlines.serving(context.time_remaining())  # bounds the calls made to dependencies
                 started = time.perf_counter()
                 raised = False
                 try:

@@ -25,6 +25,7 @@ __all__ = [
     "SettingsError",
     "TlsSettings",
     "exit_on_settings_error",
+    "metadata_timeout_from_env",
 ]
 
 T = TypeVar("T")
@@ -197,6 +198,10 @@ class S3Settings:
 
     ``public_endpoint`` is the address clients use in presigned URLs when it differs from the
     address services reach storage at (a container network, a load balancer).
+
+    ``control_timeout_s`` bounds each attempt of a control call (HEAD, multipart bookkeeping, deletes,
+    listings: storage answers them in milliseconds) and every connect; ``read_timeout_s`` is how long a
+    streaming read of an object's bytes may wait for the next ones (see :mod:`filestore.core.s3`).
     """
 
     endpoint: str
@@ -205,6 +210,8 @@ class S3Settings:
     access_key: str
     secret_key: str
     bucket: str
+    control_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Env) -> S3Settings:
@@ -216,7 +223,19 @@ class S3Settings:
             access_key=env.string(f"{PREFIX}S3_ACCESS_KEY"),
             secret_key=env.string(f"{PREFIX}S3_SECRET_KEY"),
             bucket=env.string(f"{PREFIX}S3_BUCKET", "filestore"),
+            control_timeout_s=env.number(f"{PREFIX}S3_CONTROL_TIMEOUT_S", 5.0, minimum=0.1),
+            read_timeout_s=env.number(f"{PREFIX}S3_READ_TIMEOUT_S", 60.0, minimum=0.1),
         )
+
+
+#: How long a call to another Filestore service may take, unless the RPC being served has less time left.
+DEFAULT_CALL_TIMEOUT_S = 10.0
+
+
+def metadata_timeout_from_env(env: Env) -> float:
+    """``FILESTORE_METADATA_TIMEOUT_S``: the deadline of a call to the metadata service (cut to what
+    the RPC being served has left, see :mod:`filestore.core.deadlines`)."""
+    return env.number(f"{PREFIX}METADATA_TIMEOUT_S", DEFAULT_CALL_TIMEOUT_S, minimum=0.1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -69,7 +69,9 @@ class DownloadServiceServicer:
 
         Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
         FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-        `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable).
+        `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+        when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
+        published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,9 @@ class DownloadServiceStub:
 
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
     FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-    `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable).
+    `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+    when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
+    published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
     """
     BatchGetDownloadUrls: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.BatchGetDownloadUrlsRequest, _download_service_pb2.BatchGetDownloadUrlsResponse]
     """Signs GET URLs for up to 100 files; each entry succeeds or fails on its own.
@@ -71,7 +73,9 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
 
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
     FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-    `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable).
+    `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+    when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
+    published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
     """
     BatchGetDownloadUrls: _aio.UnaryUnaryMultiCallable[_download_service_pb2.BatchGetDownloadUrlsRequest, _download_service_pb2.BatchGetDownloadUrlsResponse]  # type: ignore[assignment]
     """Signs GET URLs for up to 100 files; each entry succeeds or fails on its own.
@@ -100,7 +104,9 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
         FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-        `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable).
+        `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+        when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
+        published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
         """
 
     @_abc_1.abstractmethod

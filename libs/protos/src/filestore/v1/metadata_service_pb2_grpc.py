@@ -214,6 +214,9 @@ class MetadataServiceServicer:
     def DeleteFile(self, request, context):
         """Soft-deletes a file: status DELETED, the blob's reference released, and its object deleted from
         storage when no other file references it. Deleting a deleted file is a no-op.
+        The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
+        the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
+        and its object goes later, deleted in the background or found by the reconciler.
         Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -67,6 +67,9 @@ class MetadataServiceStub:
     DeleteFile: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.DeleteFileRequest, _resources_pb2.File]
     """Soft-deletes a file: status DELETED, the blob's reference released, and its object deleted from
     storage when no other file references it. Deleting a deleted file is a no-op.
+    The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
+    the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
+    and its object goes later, deleted in the background or found by the reconciler.
     Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
     """
     TransitionFile: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.TransitionFileRequest, _resources_pb2.File]
@@ -188,6 +191,9 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     DeleteFile: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.DeleteFileRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Soft-deletes a file: status DELETED, the blob's reference released, and its object deleted from
     storage when no other file references it. Deleting a deleted file is a no-op.
+    The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
+    the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
+    and its object goes later, deleted in the background or found by the reconciler.
     Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
     """
     TransitionFile: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.TransitionFileRequest, _resources_pb2.File]  # type: ignore[assignment]
@@ -336,6 +342,9 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
         """Soft-deletes a file: status DELETED, the blob's reference released, and its object deleted from
         storage when no other file references it. Deleting a deleted file is a no-op.
+        The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
+        the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
+        and its object goes later, deleted in the background or found by the reconciler.
         Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
         """
 

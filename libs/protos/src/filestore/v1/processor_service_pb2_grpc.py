@@ -63,7 +63,7 @@ class ProcessorServiceServicer:
 
     def GetProcessingStatus(self, request, context):
         """Returns the processing status of a file: its state and each step's outcome and attempts.
-        Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable).
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,7 +78,8 @@ class ProcessorServiceServicer:
         A retry with the same `request_id` is answered without queueing the file again.
         Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), PERMISSION_DENIED
         (`NOT_FILE_OWNER`: a grant to read is not one to reprocess), FAILED_PRECONDITION
-        (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
+        (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+        `EVENT_PUBLISH_FAILED`: the file could not be queued, call again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

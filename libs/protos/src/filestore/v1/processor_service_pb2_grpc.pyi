@@ -37,7 +37,7 @@ class ProcessorServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ProcessorServiceAsyncStub: ...
     GetProcessingStatus: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.GetProcessingStatusRequest, _processor_service_pb2.ProcessingStatus]
     """Returns the processing status of a file: its state and each step's outcome and attempts.
-    Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable).
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`).
     """
     ReprocessFile: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.ReprocessFileRequest, _processor_service_pb2.ReprocessFileResponse]
     """Runs the pipeline again for a stored file, for example after a scanner signature update or a
@@ -48,7 +48,8 @@ class ProcessorServiceStub:
     A retry with the same `request_id` is answered without queueing the file again.
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), PERMISSION_DENIED
     (`NOT_FILE_OWNER`: a grant to read is not one to reprocess), FAILED_PRECONDITION
-    (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
+    (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+    `EVENT_PUBLISH_FAILED`: the file could not be queued, call again).
     """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]
     """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first,
@@ -75,7 +76,7 @@ class ProcessorServiceAsyncStub(ProcessorServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetProcessingStatus: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.GetProcessingStatusRequest, _processor_service_pb2.ProcessingStatus]  # type: ignore[assignment]
     """Returns the processing status of a file: its state and each step's outcome and attempts.
-    Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable).
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`).
     """
     ReprocessFile: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.ReprocessFileRequest, _processor_service_pb2.ReprocessFileResponse]  # type: ignore[assignment]
     """Runs the pipeline again for a stored file, for example after a scanner signature update or a
@@ -86,7 +87,8 @@ class ProcessorServiceAsyncStub(ProcessorServiceStub):
     A retry with the same `request_id` is answered without queueing the file again.
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), PERMISSION_DENIED
     (`NOT_FILE_OWNER`: a grant to read is not one to reprocess), FAILED_PRECONDITION
-    (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
+    (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+    `EVENT_PUBLISH_FAILED`: the file could not be queued, call again).
     """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first,
@@ -116,7 +118,7 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_processor_service_pb2.ProcessingStatus, _abc.Awaitable[_processor_service_pb2.ProcessingStatus]]:
         """Returns the processing status of a file: its state and each step's outcome and attempts.
-        Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable).
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`).
         """
 
     @_abc_1.abstractmethod
@@ -133,7 +135,8 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
         A retry with the same `request_id` is answered without queueing the file again.
         Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), PERMISSION_DENIED
         (`NOT_FILE_OWNER`: a grant to read is not one to reprocess), FAILED_PRECONDITION
-        (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable).
+        (`FILE_NOT_STORED`: the upload has not completed), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+        `EVENT_PUBLISH_FAILED`: the file could not be queued, call again).
         """
 
     @_abc_1.abstractmethod

@@ -38,6 +38,10 @@ class UploadServiceStub:
     * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
     for the upload TTL (24 hours by default) and is then reaped.
+
+    Every RPC may answer UNAVAILABLE (retryable) with `METADATA_UNAVAILABLE` when the metadata service
+    does not answer; those that call storage, with `STORAGE_UNAVAILABLE` when storage does not answer
+    (or refuses a control call); both before the caller's deadline (see resources.proto, Dependencies).
     """
 
     def __init__(self, channel):
@@ -85,6 +89,10 @@ class UploadServiceServicer:
     * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
     for the upload TTL (24 hours by default) and is then reaped.
+
+    Every RPC may answer UNAVAILABLE (retryable) with `METADATA_UNAVAILABLE` when the metadata service
+    does not answer; those that call storage, with `STORAGE_UNAVAILABLE` when storage does not answer
+    (or refuses a control call); both before the caller's deadline (see resources.proto, Dependencies).
     """
 
     def CreateUpload(self, request, context):
@@ -98,7 +106,9 @@ class UploadServiceServicer:
         `INVALID_CHECKSUM_ALGORITHM`),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
         ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
-        UNAVAILABLE (retryable). Retry with the same `request_id` to get the same upload.
+        UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` for MULTIPART, when
+        storage did not create the multipart upload; `EVENT_PUBLISH_FAILED` for DEDUP). Retry with the
+        same `request_id` to get the same upload.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,7 +119,8 @@ class UploadServiceServicer:
         For SINGLE and POST_POLICY uploads that are still OPEN the request is signed again; MULTIPART
         uploads list their uploaded parts but no part URLs (use SignParts).
 
-        Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable).
+        Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+        `STORAGE_UNAVAILABLE` for an OPEN multipart upload, whose parts storage lists).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,7 +136,8 @@ class UploadServiceServicer:
         checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
         algorithm or on an upload created without one), FAILED_PRECONDITION
         (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
-        (retryable).
+        (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` when storage did not create the
+        multipart upload yet).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,7 +154,9 @@ class UploadServiceServicer:
         (also OPEN past expiry), `OBJECT_MISSING`, `PARTS_MISSING`, `SIZE_MISMATCH` (metadata
         `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH` (also a part checksum storage
         did not store)), INVALID_ARGUMENT (`PART_CHECKSUM_REQUIRED`: metadata `missing_count` and
-        `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable).
+        `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable:
+        `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`; `EVENT_PUBLISH_FAILED`: the upload is complete but
+        its event was not published, complete again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,7 +168,8 @@ class UploadServiceServicer:
         it unchanged.
 
         Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_COMPLETED`),
-        UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup).
+        UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup.
+        `METADATA_UNAVAILABLE`: nothing changed; retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,6 +223,10 @@ class UploadService:
     * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
     for the upload TTL (24 hours by default) and is then reaped.
+
+    Every RPC may answer UNAVAILABLE (retryable) with `METADATA_UNAVAILABLE` when the metadata service
+    does not answer; those that call storage, with `STORAGE_UNAVAILABLE` when storage does not answer
+    (or refuses a control call); both before the caller's deadline (see resources.proto, Dependencies).
     """
 
     @staticmethod

@@ -41,6 +41,10 @@ class UploadServiceStub:
     * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
       for the upload TTL (24 hours by default) and is then reaped.
+
+    Every RPC may answer UNAVAILABLE (retryable) with `METADATA_UNAVAILABLE` when the metadata service
+    does not answer; those that call storage, with `STORAGE_UNAVAILABLE` when storage does not answer
+    (or refuses a control call); both before the caller's deadline (see resources.proto, Dependencies).
     """
 
     @_typing.overload
@@ -58,14 +62,17 @@ class UploadServiceStub:
     `INVALID_CHECKSUM_ALGORITHM`),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
     ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
-    UNAVAILABLE (retryable). Retry with the same `request_id` to get the same upload.
+    UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` for MULTIPART, when
+    storage did not create the multipart upload; `EVENT_PUBLISH_FAILED` for DEDUP). Retry with the
+    same `request_id` to get the same upload.
     """
     GetUpload: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.GetUploadRequest, _resources_pb2.Upload]
     """Returns an upload with the parts storage already holds, so any client on any device can resume.
     For SINGLE and POST_POLICY uploads that are still OPEN the request is signed again; MULTIPART
     uploads list their uploaded parts but no part URLs (use SignParts).
 
-    Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable).
+    Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+    `STORAGE_UNAVAILABLE` for an OPEN multipart upload, whose parts storage lists).
     """
     SignParts: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.SignPartsRequest, _upload_service_pb2.SignPartsResponse]
     """Signs (again) the URLs of any parts of an OPEN multipart upload: for parts beyond the first
@@ -77,7 +84,8 @@ class UploadServiceStub:
     checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
     algorithm or on an upload created without one), FAILED_PRECONDITION
     (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
-    (retryable).
+    (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` when storage did not create the
+    multipart upload yet).
     """
     CompleteUpload: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.CompleteUploadRequest, _upload_service_pb2.CompleteUploadResponse]
     """Completes an upload: checks with storage that the object (or every part) is there with the
@@ -90,7 +98,9 @@ class UploadServiceStub:
     (also OPEN past expiry), `OBJECT_MISSING`, `PARTS_MISSING`, `SIZE_MISMATCH` (metadata
     `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH` (also a part checksum storage
     did not store)), INVALID_ARGUMENT (`PART_CHECKSUM_REQUIRED`: metadata `missing_count` and
-    `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable).
+    `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable:
+    `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`; `EVENT_PUBLISH_FAILED`: the upload is complete but
+    its event was not published, complete again).
     """
     AbortUpload: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.AbortUploadRequest, _upload_service_pb2.AbortUploadResponse]
     """Aborts an OPEN upload: aborts the multipart upload in storage, deletes partial objects, releases
@@ -98,7 +108,8 @@ class UploadServiceStub:
     it unchanged.
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_COMPLETED`),
-    UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup).
+    UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup.
+    `METADATA_UNAVAILABLE`: nothing changed; retry).
     """
 
 @_typing.type_check_only
@@ -114,6 +125,10 @@ class UploadServiceAsyncStub(UploadServiceStub):
     * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
       for the upload TTL (24 hours by default) and is then reaped.
+
+    Every RPC may answer UNAVAILABLE (retryable) with `METADATA_UNAVAILABLE` when the metadata service
+    does not answer; those that call storage, with `STORAGE_UNAVAILABLE` when storage does not answer
+    (or refuses a control call); both before the caller's deadline (see resources.proto, Dependencies).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -128,14 +143,17 @@ class UploadServiceAsyncStub(UploadServiceStub):
     `INVALID_CHECKSUM_ALGORITHM`),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
     ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
-    UNAVAILABLE (retryable). Retry with the same `request_id` to get the same upload.
+    UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` for MULTIPART, when
+    storage did not create the multipart upload; `EVENT_PUBLISH_FAILED` for DEDUP). Retry with the
+    same `request_id` to get the same upload.
     """
     GetUpload: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.GetUploadRequest, _resources_pb2.Upload]  # type: ignore[assignment]
     """Returns an upload with the parts storage already holds, so any client on any device can resume.
     For SINGLE and POST_POLICY uploads that are still OPEN the request is signed again; MULTIPART
     uploads list their uploaded parts but no part URLs (use SignParts).
 
-    Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable).
+    Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+    `STORAGE_UNAVAILABLE` for an OPEN multipart upload, whose parts storage lists).
     """
     SignParts: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.SignPartsRequest, _upload_service_pb2.SignPartsResponse]  # type: ignore[assignment]
     """Signs (again) the URLs of any parts of an OPEN multipart upload: for parts beyond the first
@@ -147,7 +165,8 @@ class UploadServiceAsyncStub(UploadServiceStub):
     checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
     algorithm or on an upload created without one), FAILED_PRECONDITION
     (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
-    (retryable).
+    (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` when storage did not create the
+    multipart upload yet).
     """
     CompleteUpload: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.CompleteUploadRequest, _upload_service_pb2.CompleteUploadResponse]  # type: ignore[assignment]
     """Completes an upload: checks with storage that the object (or every part) is there with the
@@ -160,7 +179,9 @@ class UploadServiceAsyncStub(UploadServiceStub):
     (also OPEN past expiry), `OBJECT_MISSING`, `PARTS_MISSING`, `SIZE_MISMATCH` (metadata
     `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH` (also a part checksum storage
     did not store)), INVALID_ARGUMENT (`PART_CHECKSUM_REQUIRED`: metadata `missing_count` and
-    `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable).
+    `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable:
+    `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`; `EVENT_PUBLISH_FAILED`: the upload is complete but
+    its event was not published, complete again).
     """
     AbortUpload: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.AbortUploadRequest, _upload_service_pb2.AbortUploadResponse]  # type: ignore[assignment]
     """Aborts an OPEN upload: aborts the multipart upload in storage, deletes partial objects, releases
@@ -168,7 +189,8 @@ class UploadServiceAsyncStub(UploadServiceStub):
     it unchanged.
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_COMPLETED`),
-    UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup).
+    UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup.
+    `METADATA_UNAVAILABLE`: nothing changed; retry).
     """
 
 class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -183,6 +205,10 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
     * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
       for the upload TTL (24 hours by default) and is then reaped.
+
+    Every RPC may answer UNAVAILABLE (retryable) with `METADATA_UNAVAILABLE` when the metadata service
+    does not answer; those that call storage, with `STORAGE_UNAVAILABLE` when storage does not answer
+    (or refuses a control call); both before the caller's deadline (see resources.proto, Dependencies).
     """
 
     @_abc_1.abstractmethod
@@ -201,7 +227,9 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         `INVALID_CHECKSUM_ALGORITHM`),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
         ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
-        UNAVAILABLE (retryable). Retry with the same `request_id` to get the same upload.
+        UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` for MULTIPART, when
+        storage did not create the multipart upload; `EVENT_PUBLISH_FAILED` for DEDUP). Retry with the
+        same `request_id` to get the same upload.
         """
 
     @_abc_1.abstractmethod
@@ -214,7 +242,8 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         For SINGLE and POST_POLICY uploads that are still OPEN the request is signed again; MULTIPART
         uploads list their uploaded parts but no part URLs (use SignParts).
 
-        Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable).
+        Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+        `STORAGE_UNAVAILABLE` for an OPEN multipart upload, whose parts storage lists).
         """
 
     @_abc_1.abstractmethod
@@ -232,7 +261,8 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
         algorithm or on an upload created without one), FAILED_PRECONDITION
         (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
-        (retryable).
+        (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` when storage did not create the
+        multipart upload yet).
         """
 
     @_abc_1.abstractmethod
@@ -251,7 +281,9 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         (also OPEN past expiry), `OBJECT_MISSING`, `PARTS_MISSING`, `SIZE_MISMATCH` (metadata
         `part_number` for a part of the wrong size), `CHECKSUM_MISMATCH` (also a part checksum storage
         did not store)), INVALID_ARGUMENT (`PART_CHECKSUM_REQUIRED`: metadata `missing_count` and
-        `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable).
+        `first_part_number`; `INVALID_CRC32`, `INVALID_SHA256`), UNAVAILABLE (retryable:
+        `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`; `EVENT_PUBLISH_FAILED`: the upload is complete but
+        its event was not published, complete again).
         """
 
     @_abc_1.abstractmethod
@@ -265,7 +297,8 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         it unchanged.
 
         Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_COMPLETED`),
-        UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup).
+        UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup.
+        `METADATA_UNAVAILABLE`: nothing changed; retry).
         """
 
 def add_UploadServiceServicer_to_server(servicer: UploadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

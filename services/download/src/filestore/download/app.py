@@ -6,7 +6,7 @@ import grpc
 
 from filestore.core import events, s3
 from filestore.core.auth import ServiceIdentity, TokenVerifier
-from filestore.core.clients import service_channel
+from filestore.core.clients import METADATA, service_channel
 from filestore.core.server import ServerHandle, create_server
 from filestore.download.cdn import CdnUrls, CloudFrontUrls, NginxSecureLinkUrls, UnsignedCdnUrls
 from filestore.download.servicer import DownloadServicer
@@ -33,7 +33,13 @@ def cdn_urls(settings: CdnSettings | None) -> CdnUrls | None:
 
 async def build(settings: DownloadSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="download")
-    channel = service_channel(settings.metadata_address, token=identity.token, tls=settings.server.tls)
+    channel = service_channel(
+        settings.metadata_address,
+        token=identity.token,
+        tls=settings.server.tls,
+        dependency=METADATA,
+        timeout_s=settings.metadata_timeout_s,
+    )
     nats_client = None
     jetstream = None
     if settings.nats is not None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filestore.core.settings import (
+    DEFAULT_CALL_TIMEOUT_S,
     PREFIX,
     AuthSettings,
     Env,
@@ -13,6 +14,7 @@ from filestore.core.settings import (
     NatsSettings,
     S3Settings,
     SettingsError,
+    metadata_timeout_from_env,
 )
 
 CDN_SIGNING = ("none", "cloudfront", "cloudfront-custom", "nginx")
@@ -65,6 +67,8 @@ class DownloadSettings:
     #: For the audit events (files.file.downloaded); without it no audit events are published.
     nats: NatsSettings | None
     metadata_address: str
+    #: Deadline of a call to the metadata service (less when the RPC being served has less time left).
+    metadata_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
     #: URL lifetime when the caller asks for none.
     default_ttl_s: int
     #: Bounds every asked lifetime is clamped to.
@@ -89,6 +93,7 @@ class DownloadSettings:
             s3=S3Settings.from_env(env),
             nats=NatsSettings.from_env(env) if env.optional_str(f"{PREFIX}NATS_URL") else None,
             metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
+            metadata_timeout_s=metadata_timeout_from_env(env),
             default_ttl_s=default_ttl,
             min_ttl_s=min_ttl,
             max_ttl_s=max_ttl,

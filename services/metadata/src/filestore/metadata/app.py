@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 
-from filestore.core import s3
 from filestore.core.auth import TokenVerifier
 from filestore.core.server import ServerHandle, create_server
 from filestore.metadata.db.engine import create_engine, session_factory
@@ -21,10 +20,10 @@ async def build(settings: MetadataSettings) -> ServerHandle:
     if settings.migrate_on_start:
         await upgrade_to_head(settings.database_url)
     engine = create_engine(settings.database_url)
-    storage = s3.storage_client(settings.s3) if settings.s3 is not None else None
+    janitor = ObjectJanitor(settings.s3)
     servicer = MetadataServicer(
         session_factory(engine),
-        objects=ObjectJanitor(storage, settings.s3.bucket if settings.s3 is not None else ""),
+        objects=janitor,
         page_token_secret=settings.auth.secret,
     )
 
@@ -40,4 +39,5 @@ async def build(settings: MetadataSettings) -> ServerHandle:
         register=register,
     )
     handle.on_shutdown.append(engine.dispose)
+    handle.on_shutdown.append(janitor.close)
     return handle

@@ -6,7 +6,7 @@ import grpc
 
 from filestore.core import events, s3
 from filestore.core.auth import ServiceIdentity, TokenVerifier
-from filestore.core.clients import service_channel
+from filestore.core.clients import METADATA, service_channel
 from filestore.core.server import ServerHandle, create_server
 from filestore.processor.bridge import SeaweedBridge
 from filestore.processor.pipeline import Pipeline
@@ -20,13 +20,23 @@ DOMAIN = "processor.filestore.v1"
 
 async def build(settings: ProcessorSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="processor")
-    channel = service_channel(settings.metadata_address, token=identity.token, tls=settings.server.tls)
+    channel = service_channel(
+        settings.metadata_address,
+        token=identity.token,
+        tls=settings.server.tls,
+        dependency=METADATA,
+        timeout_s=settings.metadata_timeout_s,
+    )
     metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
     nats_client = await events.connect(settings.nats, name="filestore-processor")
     jetstream = nats_client.jetstream()
     await events.ensure_stream(jetstream, settings.nats)
     pipeline = Pipeline(
-        settings, metadata=metadata, storage=s3.storage_client(settings.s3), jetstream=jetstream
+        settings,
+        metadata=metadata,
+        storage=s3.storage_client(settings.s3),
+        streaming_storage=s3.streaming_client(settings.s3),
+        jetstream=jetstream,
     )
     worker = Worker(settings, jetstream=jetstream, pipeline=pipeline)
     servicer = ProcessorServicer(

@@ -148,13 +148,16 @@ class Pipeline:
         *,
         metadata: MetadataServiceAsyncStub,
         storage: S3Client,
+        streaming_storage: S3Client,
         jetstream: JetStreamContext,
         scanner: Scanner | None = None,
     ) -> None:
         self._settings = settings
         self._config = settings.pipeline
         self._metadata = metadata
-        self._objects = ObjectStore(storage, chunk_bytes=settings.read_chunk_bytes)
+        self._objects = ObjectStore(
+            storage, streaming=streaming_storage, chunk_bytes=settings.read_chunk_bytes
+        )
         self._scanner = scanner or ClamdScanner(
             self._config.clamd_address,
             timeout_s=self._config.scan_timeout_s,

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from filestore.core.settings import PREFIX, AuthSettings, Env, GrpcServerSettings, NatsSettings, S3Settings
+from filestore.core.settings import (
+    DEFAULT_CALL_TIMEOUT_S,
+    PREFIX,
+    AuthSettings,
+    Env,
+    GrpcServerSettings,
+    NatsSettings,
+    S3Settings,
+    metadata_timeout_from_env,
+)
 from filestore.processor.pipeline_config import PipelineSettings
 
 
@@ -15,6 +24,8 @@ class ProcessorSettings:
     s3: S3Settings
     nats: NatsSettings
     metadata_address: str
+    #: Deadline of a call to the metadata service (less when the RPC being served has less time left).
+    metadata_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
     #: Files taken towards READY at once by this process.
     concurrency: int
     #: READY files whose optional steps (thumbnails, OCR) run at once; a queue of their own, so
@@ -40,6 +51,7 @@ class ProcessorSettings:
             s3=S3Settings.from_env(env),
             nats=NatsSettings.from_env(env),
             metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
+            metadata_timeout_s=metadata_timeout_from_env(env),
             concurrency=env.integer(f"{PREFIX}WORKER_CONCURRENCY", 4, minimum=1, maximum=256),
             enrich_concurrency=env.integer(f"{PREFIX}WORKER_ENRICH_CONCURRENCY", 2, minimum=1, maximum=256),
             max_deliver=env.integer(f"{PREFIX}WORKER_MAX_DELIVER", 5, minimum=1, maximum=100),

@@ -1,5 +1,11 @@
 """Blocking object-store access for the pipeline (run in worker threads): streaming reads, Range reads,
-bounded spooling to a temp file, derivative writes. Nothing here holds a whole object in memory."""
+bounded spooling to a temp file, derivative writes. Nothing here holds a whole object in memory.
+
+Two clients (:mod:`filestore.core.s3`): HEADs, writes and signing go through the control client (short
+timeouts), reads of an object's bytes through the streaming one (a longer wait between reads). Either
+way a store that does not answer ends the call with ``Unavailable(reason="STORAGE_UNAVAILABLE")``,
+and the event is retried.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import IO, TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from filestore.core import s3
 from filestore.core.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -33,13 +40,18 @@ class TooLarge(Exception):
 def _storage_errors(key: str) -> Iterator[None]:
     try:
         yield
-    except (ClientError, BotoCoreError) as error:
-        raise Unavailable(f"cannot access {key} in storage: {error}", reason="STORAGE_UNAVAILABLE") from error
+    except ClientError as error:
+        raise Unavailable(
+            f"cannot access {key} in storage: {error}", reason=s3.STORAGE_UNAVAILABLE
+        ) from error
+    except BotoCoreError as error:
+        raise s3.storage_unavailable(error, key=key) from error
 
 
 class ObjectStore:
-    def __init__(self, client: S3Client, *, chunk_bytes: int) -> None:
+    def __init__(self, client: S3Client, *, streaming: S3Client, chunk_bytes: int) -> None:
         self._client = client
+        self._streaming = streaming
         self._chunk_bytes = chunk_bytes
 
     def head(self, bucket: str, key: str) -> int:
@@ -55,7 +67,7 @@ class ObjectStore:
         """The first ``size`` bytes (one Range request)."""
         with _storage_errors(key):
             try:
-                body = self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{size - 1}")["Body"]
+                body = self._streaming.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{size - 1}")["Body"]
             except ClientError as error:
                 # An empty object has no byte 0: a Range on it is unsatisfiable.
                 if error.response.get("Error", {}).get("Code") == "InvalidRange":
@@ -69,7 +81,7 @@ class ObjectStore:
     def chunks(self, bucket: str, key: str) -> Iterator[bytes]:
         """The object in ``chunk_bytes`` pieces; the connection closes when the iterator does."""
         with _storage_errors(key):
-            body = self._client.get_object(Bucket=bucket, Key=key)["Body"]
+            body = self._streaming.get_object(Bucket=bucket, Key=key)["Body"]
             try:
                 yield from body.iter_chunks(self._chunk_bytes)
             finally:

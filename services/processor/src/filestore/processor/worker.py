@@ -29,7 +29,8 @@ from nats.errors import ConnectionClosedError, NoRespondersError, StaleConnectio
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
-from filestore.core import events, metrics, tracing
+from filestore.core import events, metrics, s3, tracing
+from filestore.core.clients import METADATA, unavailable_reason
 from filestore.core.errors import DeadlineExceeded, FilestoreError, Unavailable
 from filestore.processor.pipeline import NotYetUploaded, Pipeline, Stage
 from filestore.processor.settings import ProcessorSettings
@@ -52,13 +53,9 @@ NAK_DELAYS_S = (1.0, 5.0, 15.0, 30.0)
 LAG_SAMPLE_INTERVAL_S = 5.0
 #: Failures to reach NATS itself (the READY announcement, a dead letter) while it restarts.
 _NATS_OUTAGES = (ConnectionClosedError, NatsTimeoutError, NoRespondersError, StaleConnectionError)
-#: What botocore raises when storage cannot be reached at all (not when it refuses a request).
-_STORAGE_OUTAGES = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ConnectTimeoutError,
-    botocore.exceptions.ReadTimeoutError,
-)
+#: Reasons of a call to another service that failed in transport: the callee did not answer. The
+#: metadata channel names itself (filestore.core.clients); a bare UNAVAILABLE is a channel without.
+_UNANSWERED_CALLS = frozenset({Unavailable.default_reason, unavailable_reason(METADATA)})
 
 
 class MalformedEvent(Exception):
@@ -105,22 +102,23 @@ def parse_event(data: bytes) -> events_pb2.ObjectCreated:
 def is_outage(error: BaseException) -> bool:
     """Whether ``error`` only says that a dependency could not be reached, nothing about the event.
 
-    A metadata call that failed in transport (UNAVAILABLE with no ErrorInfo of the service's, or
-    DEADLINE_EXCEEDED), storage or clamd unreachable (the cause of the Unavailable the adapters raise),
-    storage answering 5xx, or NATS disconnected. A missing object, a refused request or a scanner
-    verdict it could not give are not outages: those keep the dead-letter budget.
+    A metadata call that failed in transport (``METADATA_UNAVAILABLE`` from the channel, a bare
+    UNAVAILABLE, or DEADLINE_EXCEEDED), storage or clamd unreachable or silent (the cause of the
+    Unavailable the adapters raise), storage answering 5xx, or NATS disconnected. A missing object, a
+    refused request or a scanner verdict it could not give are not outages: those keep the
+    dead-letter budget.
     """
     if isinstance(error, DeadlineExceeded):
         return True
     if isinstance(error, Unavailable):
-        if error.reason == Unavailable.default_reason:
-            return True  # the gRPC transport's own UNAVAILABLE: the callee did not answer
+        if error.reason in _UNANSWERED_CALLS:
+            return True
         cause = error.__cause__
         if isinstance(cause, botocore.exceptions.ClientError):
             status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             return status >= 500
         return cause is not None and is_outage(cause)
-    return isinstance(error, (*_NATS_OUTAGES, *_STORAGE_OUTAGES, ConnectionError))
+    return isinstance(error, (*_NATS_OUTAGES, *s3.TRANSPORT_ERRORS, ConnectionError))
 
 
 @dataclass

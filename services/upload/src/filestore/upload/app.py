@@ -9,7 +9,7 @@ import structlog
 
 from filestore.core import events, s3
 from filestore.core.auth import ServiceIdentity, TokenVerifier
-from filestore.core.clients import service_channel
+from filestore.core.clients import METADATA, service_channel
 from filestore.core.server import ServerHandle, create_server
 from filestore.upload.reaper import Reaper
 from filestore.upload.servicer import UploadServicer
@@ -24,13 +24,18 @@ log = structlog.get_logger("filestore.upload")
 
 async def build(settings: UploadSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="upload")
-    channel = service_channel(settings.metadata_address, token=identity.token, tls=settings.server.tls)
+    channel = service_channel(
+        settings.metadata_address,
+        token=identity.token,
+        tls=settings.server.tls,
+        dependency=METADATA,
+        timeout_s=settings.metadata_timeout_s,
+    )
     nats_client = await events.connect(settings.nats, name="filestore-upload")
     jetstream = nats_client.jetstream()
     await events.ensure_stream(jetstream, settings.nats)
-    client = s3.storage_client(settings.s3)
-    await asyncio.to_thread(client.head_bucket, Bucket=settings.s3.bucket)
-    store = S3ObjectStore(client, settings.s3.bucket)
+    store = S3ObjectStore(s3.storage_client(settings.s3), settings.s3.bucket)
+    await store.check_bucket()
     # The broker owns the bucket's CORS rules: applied at every start, so the settings are the
     # single source of truth (an edit made by hand in storage is undone on the next start).
     await store.apply_cors(settings.cors_origins)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from filestore.core.settings import (
+    DEFAULT_CALL_TIMEOUT_S,
     PREFIX,
     AuthSettings,
     Env,
@@ -15,6 +16,7 @@ from filestore.core.settings import (
     NatsSettings,
     S3Settings,
     SettingsError,
+    metadata_timeout_from_env,
 )
 
 __all__ = ["MAX_OBJECT_BYTES", "SINGLE_PUT_LIMIT", "TenantLimits", "UploadSettings"]
@@ -43,6 +45,8 @@ class UploadSettings:
     s3: S3Settings
     nats: NatsSettings
     metadata_address: str
+    #: Deadline of a call to the metadata service (less when the RPC being served has less time left).
+    metadata_timeout_s: float = DEFAULT_CALL_TIMEOUT_S
     #: Lifetime of a presigned URL.
     presign_ttl_s: int
     #: Lifetime of an upload session before the reaper may end it.
@@ -75,6 +79,7 @@ class UploadSettings:
             s3=S3Settings.from_env(env),
             nats=NatsSettings.from_env(env),
             metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
+            metadata_timeout_s=metadata_timeout_from_env(env),
             presign_ttl_s=env.integer(f"{PREFIX}PRESIGN_TTL_S", 900, minimum=1, maximum=7 * 24 * 3600),
             upload_ttl_s=env.integer(f"{PREFIX}UPLOAD_TTL_S", 24 * 3600, minimum=60),
             max_upload_bytes=env.integer(

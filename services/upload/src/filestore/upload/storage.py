@@ -2,18 +2,20 @@
 delete, bucket CORS). No method here ever carries file content.
 
 ``ObjectStore`` is the port; ``S3ObjectStore`` the adapter for any S3 API (SeaweedFS, MinIO, AWS),
-running boto3's blocking calls in worker threads.
+running boto3's blocking calls in worker threads. Every call is bounded
+(:func:`filestore.core.s3.control_call`): storage that does not answer is
+``Unavailable(reason="STORAGE_UNAVAILABLE")``, before the caller's deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from filestore.core import s3
 from filestore.core.errors import FailedPrecondition, Unavailable
 from filestore.core.sigv4 import ChecksumName, PartChecksum
 
@@ -106,17 +108,21 @@ class S3ObjectStore:
         self._bucket = bucket
 
     async def _call(self, name: str, **kwargs: Any) -> dict[str, Any]:
-        method = getattr(self._client, name)
-        try:
-            return dict(await asyncio.to_thread(method, Bucket=self._bucket, **kwargs))
-        except ClientError:
-            raise  # the caller decides which codes mean "missing"
-        except BotoCoreError as error:
-            raise Unavailable(f"storage did not answer: {error}", reason="STORAGE_UNAVAILABLE") from error
+        """A ``ClientError`` (storage refused) goes to the caller, who decides which codes mean
+        "missing"; no answer is STORAGE_UNAVAILABLE."""
+        return dict(await s3.control_call(getattr(self._client, name), Bucket=self._bucket, **kwargs))
 
     @staticmethod
     def _unavailable(error: ClientError) -> Unavailable:
-        return Unavailable(f"storage refused a control call: {_code(error)}", reason="STORAGE_UNAVAILABLE")
+        return Unavailable(f"storage refused a control call: {_code(error)}", reason=s3.STORAGE_UNAVAILABLE)
+
+    async def check_bucket(self) -> None:
+        """That the bucket is there and ours to use (at start: a service that cannot reach its
+        bucket should not start serving)."""
+        try:
+            await self._call("head_bucket")
+        except ClientError as error:
+            raise self._unavailable(error) from error
 
     async def head(self, key: str) -> ObjectHead | None:
         try:
