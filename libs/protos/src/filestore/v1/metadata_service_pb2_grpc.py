@@ -112,6 +112,11 @@ class MetadataServiceStub:
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsResponse.FromString,
                 _registered_method=True)
+        self.FindAttachedStorageUploads = channel.unary_unary(
+                '/filestore.v1.MetadataService/FindAttachedStorageUploads',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsResponse.FromString,
+                _registered_method=True)
         self.AuthorizeRead = channel.unary_unary(
                 '/filestore.v1.MetadataService/AuthorizeRead',
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.AuthorizeReadRequest.SerializeToString,
@@ -257,6 +262,8 @@ class MetadataServiceServicer:
     def BeginUpload(self, request, context):
         """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
         a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+        A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
+        with the storage upload attached since, or completed.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
         """
@@ -301,6 +308,18 @@ class MetadataServiceServicer:
         """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
         only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindAttachedStorageUploads(self, request, context):
+        """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
+        AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
+        on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
+        the storage upload and died before attaching it (no part URL was ever signed for those).
+        At most 1,000 uploads per call. Service role only.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -455,6 +474,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.ClaimExpiredUploads,
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsResponse.SerializeToString,
+            ),
+            'FindAttachedStorageUploads': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindAttachedStorageUploads,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsResponse.SerializeToString,
             ),
             'AuthorizeRead': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthorizeRead,
@@ -892,6 +916,33 @@ class MetadataService:
             '/filestore.v1.MetadataService/ClaimExpiredUploads',
             filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsRequest.SerializeToString,
             filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindAttachedStorageUploads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/FindAttachedStorageUploads',
+            filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -94,6 +94,8 @@ class MetadataServiceStub:
     BeginUpload: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
     a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+    A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
+    with the storage upload attached since, or completed.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
     """
@@ -117,6 +119,14 @@ class MetadataServiceStub:
     """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
     only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+    """
+    FindAttachedStorageUploads: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.FindAttachedStorageUploadsRequest, _metadata_service_pb2.FindAttachedStorageUploadsResponse]
+    """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
+    AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
+    on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
+    the storage upload and died before attaching it (no part URL was ever signed for those).
+    At most 1,000 uploads per call. Service role only.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
     """
     AuthorizeRead: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
@@ -214,6 +224,8 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     BeginUpload: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]  # type: ignore[assignment]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
     a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+    A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
+    with the storage upload attached since, or completed.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
     """
@@ -237,6 +249,14 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
     only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+    """
+    FindAttachedStorageUploads: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.FindAttachedStorageUploadsRequest, _metadata_service_pb2.FindAttachedStorageUploadsResponse]  # type: ignore[assignment]
+    """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
+    AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
+    on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
+    the storage upload and died before attaching it (no part URL was ever signed for those).
+    At most 1,000 uploads per call. Service role only.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
     """
     AuthorizeRead: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]  # type: ignore[assignment]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
@@ -385,6 +405,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.BeginUploadResponse, _abc.Awaitable[_metadata_service_pb2.BeginUploadResponse]]:
         """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
         a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+        A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
+        with the storage upload attached since, or completed.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
         """
@@ -438,6 +460,20 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
         only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+        """
+
+    @_abc_1.abstractmethod
+    def FindAttachedStorageUploads(
+        self,
+        request: _metadata_service_pb2.FindAttachedStorageUploadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.FindAttachedStorageUploadsResponse, _abc.Awaitable[_metadata_service_pb2.FindAttachedStorageUploadsResponse]]:
+        """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
+        AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
+        on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
+        the storage upload and died before attaching it (no part URL was ever signed for those).
+        At most 1,000 uploads per call. Service role only.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
         """
 
     @_abc_1.abstractmethod

@@ -75,7 +75,9 @@ class CreateUploadRequest(_message.Message):
     the upload fits in 10,000 parts.
     """
     request_id: _builtins.str
-    """Optional idempotency key (a UUID). A retry with the same key returns the same upload."""
+    """Optional idempotency key (a UUID). A retry with the same key returns the same upload, as it is
+    now (a multipart upload with the storage upload it got, a completed one completed).
+    """
     part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType
     """Optional, MULTIPART only (ignored otherwise): the checksum every part will carry. Storage is
     told when the multipart upload is created (S3 refuses a part checksum the upload was not

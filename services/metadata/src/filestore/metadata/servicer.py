@@ -36,6 +36,8 @@ M = TypeVar("M", bound=Message)
 DEFAULT_PAGE_SIZE = 50
 UPDATABLE_FILE_FIELDS = frozenset({"name", "labels", "visibility"})
 DERIVATIVE_KIND = re.compile(r"^[a-z0-9_]{1,64}$")
+#: FindAttachedStorageUploads looks up at most this many (a page of ListMultipartUploads).
+MAX_STORAGE_UPLOADS_PER_CALL = 1000
 
 
 class _Replayed(Exception):
@@ -70,12 +72,15 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         response_type: type[M],
         run: Callable[[AsyncSession], Awaitable[M]],
         fingerprint: Message | None = None,
+        replayed: Callable[[AsyncSession, M], Awaitable[M]] | None = None,
     ) -> M:
         """Run ``run`` in one transaction; with a request_id, a replay answers the stored first answer
         and a different request under the same id is ALREADY_EXISTS (REQUEST_ID_REUSED).
 
         ``fingerprint`` (default: the request) is what "the same request" means; fields a caller
         derives afresh on every retry, such as an expiry computed from the current time, stay out.
+        ``replayed``, when given, turns the first answer into the answer a replay gets (the resource
+        as it is now rather than as it was created).
         """
         async with self._sessions() as session:
             if not request_id:
@@ -93,7 +98,8 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                         request_hash=request_hash,
                     )
                     if stored is not None:
-                        return response_type.FromString(stored.response)
+                        first = response_type.FromString(stored.response)
+                        return await replayed(session, first) if replayed else first
                     response = await run(session)
                     saved = await store.save_idempotent(
                         session,
@@ -107,8 +113,12 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                         # A concurrent twin committed first: undo our work, answer its answer.
                         raise _Replayed(saved.record.response)
                     return response
-            except _Replayed as replayed:
-                return response_type.FromString(replayed.response)
+            except _Replayed as twin:
+                first = response_type.FromString(twin.response)
+                if replayed is None:
+                    return first
+                async with session.begin():
+                    return await replayed(session, first)
 
     @staticmethod
     def _tenant(principal: Principal, requested: str) -> str | None:
@@ -434,6 +444,16 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 file=convert.file_message(file), upload=convert.upload_record(upload, file)
             )
 
+        async def as_it_is_now(
+            session: AsyncSession, first: pb.BeginUploadResponse
+        ) -> pb.BeginUploadResponse:
+            # A retry must see what happened since the first answer: the broker finds the storage
+            # upload it attached there, instead of searching storage for it.
+            upload, file = await self._upload_and_file(session, principal, tenant, first.upload.id)
+            return pb.BeginUploadResponse(
+                file=convert.file_message(file), upload=convert.upload_record(upload, file)
+            )
+
         # The expiry is computed afresh by the broker on every retry: not part of "the same request".
         fingerprint = pb.BeginUploadRequest()
         fingerprint.CopyFrom(request)
@@ -447,6 +467,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             response_type=pb.BeginUploadResponse,
             run=run,
             fingerprint=fingerprint,
+            replayed=as_it_is_now,
         )
 
     async def GetUploadRecord(self, request: pb.GetUploadRecordRequest, context: Context) -> pb.UploadRecord:
@@ -548,6 +569,24 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 )
                 records.append(convert.upload_record(upload, file))
             return pb.ClaimExpiredUploadsResponse(uploads=records)
+
+    async def FindAttachedStorageUploads(
+        self, request: pb.FindAttachedStorageUploadsRequest, context: Context
+    ) -> pb.FindAttachedStorageUploadsResponse:
+        require_service()
+        if len(request.uploads) > MAX_STORAGE_UPLOADS_PER_CALL:
+            raise InvalidArgument(
+                f"at most {MAX_STORAGE_UPLOADS_PER_CALL} uploads per call",
+                reason="TOO_MANY_UPLOADS",
+                metadata={"max_uploads": str(MAX_STORAGE_UPLOADS_PER_CALL)},
+            )
+        async with self._sessions() as session, session.begin():
+            held = await store.attached_storage_uploads(
+                session, ((upload.key, upload.storage_upload_id) for upload in request.uploads)
+            )
+        return pb.FindAttachedStorageUploadsResponse(
+            uploads=[upload for upload in request.uploads if (upload.key, upload.storage_upload_id) in held]
+        )
 
     async def _upload_and_file(
         self, session: AsyncSession, principal: Principal, scope: str | None, upload_id: str

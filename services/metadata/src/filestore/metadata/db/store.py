@@ -82,6 +82,7 @@ __all__ = [
     "add_derivative",
     "allowed_sources",
     "attach_storage_upload",
+    "attached_storage_uploads",
     "claim_expired_uploads",
     "complete_upload",
     "create_file",
@@ -943,6 +944,29 @@ async def attach_storage_upload(
         reason="UPLOAD_NOT_OPEN",
         metadata={"upload_id": upload_id, "state": str(upload.state)},
     )
+
+
+async def attached_storage_uploads(
+    session: AsyncSession, uploads: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these (object key, storage upload id) pairs an OPEN upload record holds.
+
+    A multipart upload's key is its file's original key, so the file id (the key's last segment) finds
+    the candidates by index; the key rebuilt from each candidate must then match exactly.
+    """
+    asked = set(uploads)
+    file_ids = sorted({key.rpartition("/")[2] for key, _ in asked})
+    if not file_ids:
+        return set()
+    rows = await session.execute(
+        select(Upload.tenant, Upload.file_id, Upload.storage_upload_id).where(
+            Upload.file_id.in_(file_ids),
+            Upload.state == UploadState.OPEN,
+            Upload.storage_upload_id.is_not(None),
+        )
+    )
+    held = {(original_storage_key(tenant, file_id), storage_id) for tenant, file_id, storage_id in rows}
+    return asked & held
 
 
 @dataclass(frozen=True, slots=True)
