@@ -420,7 +420,9 @@ class UploadRecord(_message.Message):
     sha256: _builtins.str
     """Declared SHA-256, lower-case hex; empty when none was declared."""
     storage_key: _builtins.str
-    """The object key the bytes go to."""
+    """The object key the bytes go to (for a completed upload whose content was deduplicated since,
+    the shared object's: where the file's bytes are).
+    """
     storage_upload_id: _builtins.str
     """Storage's multipart upload id (MULTIPART only, once attached)."""
     part_size: _builtins.int
@@ -865,7 +867,9 @@ class AuthorizeReadResponse(_message.Message):
     FILE_FIELD_NUMBER: _builtins.int
     STORAGE_KEY_FIELD_NUMBER: _builtins.int
     storage_key: _builtins.str
-    """The object key of the file's content (its own, or the shared blob's when deduplicated)."""
+    """The object key of the file's content (its own, or the shared blob's when deduplicated), for
+    service callers reading the bytes.
+    """
     @_builtins.property
     def file(self) -> _resources_pb2.File:
         """The file the principal may read."""

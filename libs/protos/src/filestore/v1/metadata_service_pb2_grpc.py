@@ -238,7 +238,10 @@ class MetadataServiceServicer:
     def RecordVerifiedContent(self, request, context):
         """Records the digest and size the processor computed from the stored bytes. A digest that matches
         the declared one (or none was declared) makes the content a verified blob (a dedup target); a
-        mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
+        mismatch quarantines the file with reason `CHECKSUM_MISMATCH`. When the tenant already holds a
+        verified blob of that digest in another object, the file is deduplicated: it references that
+        blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
+        object is deleted after the commit. Its size still counts against its owner's quota.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -261,7 +264,9 @@ class MetadataServiceServicer:
 
     def BeginUpload(self, request, context):
         """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
-        a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+        the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
+        file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
+        digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
         A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
         with the storage upload attached since, or completed.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),

@@ -78,7 +78,10 @@ class MetadataServiceStub:
     RecordVerifiedContent: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
     the declared one (or none was declared) makes the content a verified blob (a dedup target); a
-    mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
+    mismatch quarantines the file with reason `CHECKSUM_MISMATCH`. When the tenant already holds a
+    verified blob of that digest in another object, the file is deduplicated: it references that
+    blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
+    object is deleted after the commit. Its size still counts against its owner's quota.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
     """
     RecordFileFacts: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordFileFactsRequest, _resources_pb2.File]
@@ -93,7 +96,9 @@ class MetadataServiceStub:
     """
     BeginUpload: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
-    a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+    the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
+    file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
+    digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
     A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
     with the storage upload attached since, or completed.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
@@ -208,7 +213,10 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     RecordVerifiedContent: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
     the declared one (or none was declared) makes the content a verified blob (a dedup target); a
-    mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
+    mismatch quarantines the file with reason `CHECKSUM_MISMATCH`. When the tenant already holds a
+    verified blob of that digest in another object, the file is deduplicated: it references that
+    blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
+    object is deleted after the commit. Its size still counts against its owner's quota.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
     """
     RecordFileFacts: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordFileFactsRequest, _resources_pb2.File]  # type: ignore[assignment]
@@ -223,7 +231,9 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """
     BeginUpload: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]  # type: ignore[assignment]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
-    a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+    the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
+    file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
+    digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
     A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
     with the storage upload attached since, or completed.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
@@ -377,7 +387,10 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
         """Records the digest and size the processor computed from the stored bytes. A digest that matches
         the declared one (or none was declared) makes the content a verified blob (a dedup target); a
-        mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
+        mismatch quarantines the file with reason `CHECKSUM_MISMATCH`. When the tenant already holds a
+        verified blob of that digest in another object, the file is deduplicated: it references that
+        blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
+        object is deleted after the commit. Its size still counts against its owner's quota.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
         """
 
@@ -404,7 +417,9 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_service_pb2.BeginUploadResponse, _abc.Awaitable[_metadata_service_pb2.BeginUploadResponse]]:
         """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
-        a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+        the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
+        file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
+        digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
         A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
         with the storage upload attached since, or completed.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),

@@ -64,7 +64,8 @@ class CreateUploadRequest(_message.Message):
     """Content type, `type/subtype`; must be allowed by the tenant's policy. Signed into the URL."""
     sha256: _builtins.str
     """Optional lower-case hex SHA-256 of the whole content. When set, storage refuses a body with any
-    other digest (single uploads), the broker checks it at completion, and dedup may apply.
+    other digest (single uploads), the broker checks it at completion, the processor verifies it,
+    and an owner of that content gets DEDUP (see CreateUpload).
     """
     kind: _resources_pb2.UploadKind.ValueType
     """Optional: how to send the bytes. Unspecified chooses SINGLE up to the multipart threshold
@@ -124,7 +125,7 @@ class CreateUploadResponse(_message.Message):
 
     @_builtins.property
     def file(self) -> _resources_pb2.File:
-        """The PENDING file (READY or UPLOADED at once for DEDUP)."""
+        """The PENDING file (UPLOADED at once for DEDUP; READY on a retry once processed)."""
 
     def __init__(
         self,

@@ -344,6 +344,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if len(request.sha256) != 64 or any(c not in "0123456789abcdef" for c in request.sha256):
             raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason="INVALID_SHA256")
         scope = self._tenant(principal, request.tenant)
+        superseded: list[str] = []
         async with self._sessions() as session, session.begin():
             try:
                 file = await store.get_file(
@@ -356,7 +357,8 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 session, tenant=scope, file_id=file.id, verified_sha256=request.sha256
             )
             if matches and file.blob_id is None:
-                # Verified content becomes a dedup target for its tenant; a mismatch never does.
+                # Verified content becomes a dedup target for its tenant; a mismatch never does. When
+                # the tenant already holds it, the file shares that copy and its own becomes garbage.
                 blob = await store.register_blob(
                     session,
                     tenant=file.tenant,
@@ -364,9 +366,11 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     size=request.size,
                     storage_key=file.storage_key,
                 )
-                file = await store.link_file_blob(
+                link = await store.link_file_blob(
                     session, tenant=file.tenant, file_id=file.id, blob_id=blob.id
                 )
+                file = link.file
+                superseded.extend(link.orphaned_storage_keys)
             elif not matches and file.status == models.FileStatus.PROCESSING:
                 reason = "CHECKSUM_MISMATCH" if file.sha256 != request.sha256 else "SIZE_MISMATCH"
                 file = await store.transition_file(
@@ -376,7 +380,10 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     to_status=models.FileStatus.QUARANTINED,
                     reason=reason,
                 )
-            return convert.file_message(file)
+            answer = convert.file_message(file)
+        # After the commit, as DeleteFile does: were the transaction to fail, the bytes would be lost.
+        await self._objects.delete(superseded)
+        return answer
 
     # ------------------------------------------------------------------------------ uploads
 
@@ -409,7 +416,14 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
 
         async def run(session: AsyncSession) -> pb.BeginUploadResponse:
             await store.reserve_quota(session, tenant=tenant, owner=owner, nbytes=size)
-            blob = await store.find_dedup_blob(session, tenant=tenant, sha256=sha256) if sha256 else None
+            # A digest proves nothing (anyone may have learnt it), so only the owner of content the
+            # tenant holds gets it without sending it; everyone else uploads, and dedup happens
+            # once the processor has verified the bytes (RecordVerifiedContent).
+            blob = (
+                await store.find_dedup_blob(session, tenant=tenant, owner=owner, sha256=sha256)
+                if sha256
+                else None
+            )
             dedup = blob is not None and blob.size == size
             file = await store.create_file(
                 session,
