@@ -7,26 +7,28 @@ CPU at 3,000), so a create that lists first gets slower as uploads accumulate; o
 storage to create the upload does not.
 
 The broker runs in this process on a throwaway stack (SeaweedFS, NATS, metadata on SQLite), its
-reaper off. The phases, one after the other:
+reaper off. The phases alternate, ``ROUNDS`` times, then once more empty:
 
-1. multipart creates with no upload open in the bucket;
-2. 3,000 multipart uploads opened in storage directly (under ``originals/bench-fill/``: to storage
-   they are like any other upload), then the same number of creates;
-3. every open upload aborted, and the creates measured on the empty bucket again.
+* empty: every open upload aborted, then multipart creates;
+* busy: 3,000 multipart uploads opened in storage directly (under ``originals/bench-fill/``: to
+  storage they are like any other upload), then the same number of creates.
 
-The baseline is the mean of phases 1 and 3, so drift in machine load during the run favours neither
-side. Each phase's creates stay open until the next phase starts, so the count only ever grows
-within a phase by the phase's own creates (a few hundred). Storage's CPU per create (its process's
-user+system time over the phase) is printed beside each rate.
+Each side's rate is the mean over its phases, and the empty phases bracket the busy ones, so drift in
+machine load during the run (it may be shared) favours neither side. Before each phase storage is let
+settle (aborting thousands of uploads leaves it cleaning up for seconds). A phase's creates stay open
+until the next phase starts, so the count only grows within a phase by its own creates (a few
+hundred). Storage's CPU per create (its process's user+system time over the phase) is printed beside
+each rate: unlike the rates, it does not depend on what else the machine runs.
 
 Ends with: RESULT create_rate_3000_open_vs_empty=<ratio> creates_per_s_empty=<r>
-creates_per_s_3000_open=<r>
+creates_per_s_3000_open=<r> storage_cpu_ms_empty=<ms> storage_cpu_ms_3000_open=<ms>
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,11 +49,17 @@ if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
 OPEN_UPLOADS = 3000
+ROUNDS = 2
 CREATES = 300
 WARMUP = 30
 IN_FLIGHT = 16
 #: Threads opening and aborting the background uploads: setup only, not measured.
 SETUP_THREADS = 16
+#: Storage is settled when it used less than this share of a CPU over SETTLE_WINDOW_S: aborts leave
+#: it cleaning up in the background for a while, which must not be billed to the next phase.
+SETTLE_CPU_SHARE = 0.05
+SETTLE_WINDOW_S = 1.0
+SETTLE_LIMIT_S = 60.0
 SIZE = 6 * 1024**2  # two parts of 5 MiB (S3's smallest part)
 FILL_PREFIX = "originals/bench-fill/"
 
@@ -60,6 +68,16 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (``/proc/<pid>/stat``, fields 14 and 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _settle(pid: int) -> None:
+    """Wait until storage is idle (or SETTLE_LIMIT_S has passed)."""
+    deadline = time.monotonic() + SETTLE_LIMIT_S
+    while time.monotonic() < deadline:
+        used = _cpu_seconds(pid)
+        await asyncio.sleep(SETTLE_WINDOW_S)
+        if _cpu_seconds(pid) - used < SETTLE_CPU_SHARE * SETTLE_WINDOW_S:
+            return
 
 
 def _open_uploads(client: S3Client, bucket: str) -> list[tuple[str, str]]:
@@ -92,6 +110,10 @@ def _fill(client: S3Client, bucket: str, count: int) -> None:
                 range(count),
             )
         )
+
+
+def _means(phases: list[tuple[float, float]]) -> tuple[float, float]:
+    return sum(rate for rate, _ in phases) / len(phases), sum(ms for _, ms in phases) / len(phases)
 
 
 async def main() -> None:
@@ -141,30 +163,36 @@ async def _run(stack: Stack) -> None:
             assert created.upload.kind == resources_pb2.UPLOAD_KIND_MULTIPART
             return created
 
-        async def phase(name: str) -> float:
+        async def phase(name: str) -> tuple[float, float]:
+            """Creates per second, and storage's CPU milliseconds per create."""
             present = len(await asyncio.to_thread(_open_uploads, admin, bucket))
+            await _settle(storage_pid)
             cpu_before = _cpu_seconds(storage_pid)
             result = await measure(name, call_create, calls=CREATES, in_flight=IN_FLIGHT, warmup=WARMUP)
             storage_ms = (_cpu_seconds(storage_pid) - cpu_before) * 1000 / (CREATES + WARMUP)
             print(f"{'':<22} {present} uploads open at the start; storage CPU {storage_ms:.1f} ms per create")
-            return result.rate
+            return result.rate, storage_ms
 
         print(f"{CREATES} multipart creates per phase (+{WARMUP} warm-up), {IN_FLIGHT} in flight, same run")
         print(f"load average before: {load_average()}")
+        empty: list[tuple[float, float]] = []
+        busy: list[tuple[float, float]] = []
+        for _ in range(ROUNDS):
+            await asyncio.to_thread(_abort_all, admin, bucket)
+            empty.append(await phase("empty bucket"))
+            await asyncio.to_thread(_abort_all, admin, bucket)
+            await asyncio.to_thread(_fill, admin, bucket, OPEN_UPLOADS)
+            busy.append(await phase(f"{OPEN_UPLOADS} open"))
         await asyncio.to_thread(_abort_all, admin, bucket)
-        empty = await phase("empty bucket")
-        await asyncio.to_thread(_abort_all, admin, bucket)
-        await asyncio.to_thread(_fill, admin, bucket, OPEN_UPLOADS)
-        busy = await phase(f"{OPEN_UPLOADS} open")
-        await asyncio.to_thread(_abort_all, admin, bucket)
-        empty_again = await phase("empty bucket (again)")
-        baseline = (empty + empty_again) / 2
-        ratio = busy / baseline
+        empty.append(await phase("empty bucket"))
+        (empty_rate, empty_ms), (busy_rate, busy_ms) = _means(empty), _means(busy)
+        ratio = busy_rate / empty_rate
         print(f"creates/s with {OPEN_UPLOADS} open / creates/s with none: {ratio:.2f}")
         print(f"load average after: {load_average()}")
         print(
-            f"RESULT create_rate_3000_open_vs_empty={ratio:.2f} creates_per_s_empty={baseline:.0f}"
-            f" creates_per_s_3000_open={busy:.0f}"
+            f"RESULT create_rate_3000_open_vs_empty={ratio:.2f} creates_per_s_empty={empty_rate:.0f}"
+            f" creates_per_s_3000_open={busy_rate:.0f} storage_cpu_ms_empty={empty_ms:.1f}"
+            f" storage_cpu_ms_3000_open={busy_ms:.1f}"
         )
     finally:
         await channel.close()
