@@ -53,7 +53,8 @@ async def discard_upload_bytes(store: ObjectStore, record: metadata_service_pb2.
 
     The object is deleted for every kind: a multipart upload completed in storage by a call that
     then lost the race against the abort leaves an object too. The key is the file's own
-    (``originals/{tenant}/{file_id}``), never shared, so deleting it cannot touch another file.
+    (``originals/{tenant}/{file_id}``), never shared, so deleting it cannot touch another file: only a
+    completed upload's file can come to share another's object (dedup after verification).
     """
     if record.kind == resources_pb2.UPLOAD_KIND_DEDUP:
         return  # no bytes of its own: the file references a shared blob
