@@ -124,6 +124,11 @@ bench-proxy: env
 bench-download: env
 	$(PY) -m benchmarks.bench_download
 
+# Multipart CreateUpload with 3,000 multipart uploads open in the bucket vs none, same run.
+.PHONY: bench-creates
+bench-creates: env
+	$(PY) -m benchmarks.bench_creates
+
 # Every bench-* target in turn (long: run it on a quiet machine); writes docs/benchmarks.md and the
 # results block of README.md from their RESULT lines.
 .PHONY: bench

@@ -35,6 +35,7 @@ BENCHMARKS = (
     "bench-sdk",
     "bench-proxy",
     "bench-download",
+    "bench-creates",
 )
 README_START = "<!-- bench-results:start (written by benchmarks/report.py) -->"
 README_END = "<!-- bench-results:end -->"
@@ -75,6 +76,9 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     ),
     "bench-download": (
         Target("get_download_url_vs_echo", "get_download_url_vs_echo ≥ 0.6", lambda v: v >= 0.6),
+    ),
+    "bench-creates": (
+        Target("create_rate_3000_open_vs_empty", "create_rate_3000_open_vs_empty ≥ 0.9", lambda v: v >= 0.9),
     ),
 }
 

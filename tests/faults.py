@@ -46,6 +46,8 @@ from filestore.metadata.fsck import FsckOptions, FsckReport, run
 from filestore.stack import Stack
 from filestore.stack.probes import probe_grpc_health
 from filestore.stack.process import ManagedProcess
+from filestore.upload.reaper import Reaper
+from filestore.upload.storage import S3ObjectStore
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,
@@ -484,6 +486,17 @@ class World:
         ):
             count += len(page.get("Uploads", []))
         return count
+
+    async def sweep_unattached_storage_uploads(self) -> list[str]:
+        """The broker reaper's sweep as it runs once its grace has passed: aborts the multipart uploads
+        storage holds that no OPEN upload record holds (a CreateUpload killed between storage's
+        create and the attach leaves one). Answers the storage upload ids it aborted."""
+        reaper = Reaper(
+            metadata=self.service_metadata,
+            store=S3ObjectStore(self.storage, self.bucket),
+            unattached_grace=timedelta(0),
+        )
+        return await reaper.sweep_unattached()
 
     async def fsck(self) -> FsckReport:
         return await run(

@@ -1050,6 +1050,19 @@ async def test_request_id_replays_answer_the_first_answer(
     await refused_without_change(
         stack, (tenant,), service.BeginUpload(begin), Code.ALREADY_EXISTS, "REQUEST_ID_REUSED"
     )
+    # It answers the upload as it is now, not its first answer: a broker retrying a multipart create
+    # finds the storage upload it attached (never by listing storage), concurrent twins included.
+    multipart = _begin(tenant, "alice", 6 * 1024 * 1024, request_id=str(uuid.uuid4()))
+    multipart.kind = resources_pb2.UPLOAD_KIND_MULTIPART
+    multipart.part_size, multipart.part_count = 5 * 1024 * 1024, 2
+    twins = await asyncio.gather(*(service.BeginUpload(multipart) for _ in range(8)))
+    assert {twin.upload.id for twin in twins} == {twins[0].upload.id}
+    assert not twins[0].upload.storage_upload_id
+    await service.AttachStorageUpload(
+        pb.AttachStorageUploadRequest(upload_id=twins[0].upload.id, tenant=tenant, storage_upload_id="s3-id")
+    )
+    replays = await asyncio.gather(*(service.BeginUpload(multipart) for _ in range(4)))
+    assert {(r.upload.id, r.upload.storage_upload_id) for r in replays} == {(twins[0].upload.id, "s3-id")}
 
     delete = pb.DeleteFileRequest(file_id=first.id, request_id=str(uuid.uuid4()))
     deleted = await alice.metadata.DeleteFile(delete)

@@ -4,10 +4,14 @@ from storage's own part list, per-part SHA-256 enforced by storage, completion c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
+import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any, ClassVar
 
 import grpc
 import httpx
@@ -15,10 +19,23 @@ import pytest
 from botocore.exceptions import ClientError
 
 from filestore.core import s3
+from filestore.core.auth import mint_token
+from filestore.core.clients import insecure_channel
 from filestore.core.errors import FailedPrecondition, InvalidArgument
 from filestore.stack import Stack
-from filestore.v1 import metadata_service_pb2, resources_pb2, upload_service_pb2
+from filestore.upload import app as upload_app
+from filestore.upload.reaper import Reaper
+from filestore.upload.settings import UploadSettings
+from filestore.upload.storage import S3ObjectStore
+from filestore.v1 import (
+    metadata_service_pb2,
+    metadata_service_pb2_grpc,
+    resources_pb2,
+    upload_service_pb2,
+    upload_service_pb2_grpc,
+)
 from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
+from tests.test_upload_forms_limits import broker_env
 
 MIB = 1024**2
 PART = 5 * MIB
@@ -420,3 +437,135 @@ async def test_part_sizes_out_of_bounds_are_refused(
     refused = await rpc_error(create_multipart(client_for(), os.urandom(16), part_size=part_size))
     assert (type(refused), refused.reason) == (InvalidArgument, reason)
     assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# ------------------------------------------------------------------ creates cost the same, always
+
+
+class CountingS3ObjectStore(S3ObjectStore):
+    """The broker's storage adapter, recording every S3 request it makes (pages of a listing too)."""
+
+    calls: ClassVar[list[str]] = []
+
+    async def _call(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(name)
+        return await super()._call(name, **kwargs)
+
+
+@pytest.fixture
+async def counting_broker(
+    stack: Stack, client_for: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Callable[[str, str], Client]]:
+    """A broker of its own, built as the service builds it, whose storage requests are counted;
+    ``make(subject, tenant)`` is a Client whose uploads go through it."""
+    monkeypatch.setattr(upload_app, "S3ObjectStore", CountingS3ObjectStore)
+    handle = await upload_app.build(UploadSettings.from_env(broker_env(stack)))
+    await handle.start()
+    channels: list[grpc.aio.Channel] = []
+
+    def make(subject: str, tenant: str) -> Client:
+        token = mint_token(stack.endpoints.auth_secret, subject=subject, tenant=tenant)
+        channel = insecure_channel(f"127.0.0.1:{handle.port}", token=lambda: token)
+        channels.append(channel)
+        return dataclasses.replace(
+            client_for(subject, tenant), upload=upload_service_pb2_grpc.UploadServiceStub(channel)
+        )
+
+    yield make
+    for channel in channels:
+        await channel.close()
+    await handle.stop(0)
+
+
+async def test_a_multipart_create_makes_one_storage_call_however_many_uploads_are_open(
+    counting_broker: Callable[[str, str], Client], stack: Stack
+) -> None:
+    # Storage answers a listing of multipart uploads in time proportional to every upload open in
+    # the bucket: a create that listed first got slower as uploads accumulated. It makes one call.
+    client = counting_broker("alice", f"count-{uuid.uuid4().hex[:10]}")
+    client_s3 = storage(stack)
+    bucket = stack.endpoints.bucket
+    opened: list[tuple[str, str]] = []
+    calls_per_create: list[list[str]] = []
+    for open_beforehand in (0, 25):
+        for index in range(open_beforehand):
+            key = f"originals/{client.tenant}/elsewhere-{len(opened)}-{index}"
+            started = await asyncio.to_thread(
+                client_s3.create_multipart_upload,  # type: ignore[attr-defined]
+                Bucket=bucket,
+                Key=key,
+            )
+            opened.append((key, started["UploadId"]))
+        CountingS3ObjectStore.calls.clear()
+        await create_multipart(client, os.urandom(PART + 1))
+        calls_per_create.append(list(CountingS3ObjectStore.calls))
+    assert calls_per_create == [["create_multipart_upload"], ["create_multipart_upload"]]
+
+    # A retried create finds the storage upload in the catalogue: no storage call at all.
+    request_id = str(uuid.uuid4())
+    body = os.urandom(PART + 1)
+    first = await create_multipart(client, body, request_id=request_id)
+    CountingS3ObjectStore.calls.clear()
+    again = await create_multipart(client, body, request_id=request_id)
+    assert CountingS3ObjectStore.calls == []
+    assert _storage_upload_id(again.upload.part_urls[0].request.url) == _storage_upload_id(
+        first.upload.part_urls[0].request.url
+    )
+    for key, upload_id in opened:
+        await asyncio.to_thread(
+            client_s3.abort_multipart_upload,  # type: ignore[attr-defined]
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+        )
+
+
+async def test_a_storage_upload_a_dead_attempt_never_attached_is_swept_and_no_other(
+    client_for: ClientFactory, stack: Stack, status_events: StatusEvents
+) -> None:
+    # The broker creates the storage upload, then records its id; an attempt that died in between
+    # (broker killed, metadata's answer lost) leaves one under the upload's key that nothing knows.
+    # No part URL was ever signed for it, so it holds nothing, and the reaper's sweep aborts it.
+    client = client_for("alice", f"sweep-{uuid.uuid4().hex[:10]}")
+    client_s3 = storage(stack)
+    bucket = stack.endpoints.bucket
+    body = os.urandom(PART + 5)
+    created = await create_multipart(client, body)
+    key = f"originals/{client.tenant}/{created.file.id}"
+    attached = _storage_upload_id(created.upload.part_urls[0].request.url)
+    left = await asyncio.to_thread(
+        client_s3.create_multipart_upload,  # type: ignore[attr-defined]
+        Bucket=bucket,
+        Key=key,
+    )
+    assert await _open_upload_ids(stack, key) == {attached, left["UploadId"]}
+
+    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+        metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
+        store = S3ObjectStore(client_s3, bucket)  # type: ignore[arg-type]
+        # Younger than the grace: a create may still be on its way to attaching it.
+        patient = Reaper(metadata=metadata, store=store)
+        assert left["UploadId"] not in await patient.sweep_unattached()
+        assert await _open_upload_ids(stack, key) == {attached, left["UploadId"]}
+        swept = await Reaper(metadata=metadata, store=store, unattached_grace=timedelta(0)).sweep_unattached()
+    assert left["UploadId"] in swept
+    assert attached not in swept
+    assert await _open_upload_ids(stack, key) == {attached}
+
+    # The attached upload was never touched: it completes as usual.
+    parts = created.upload.part_urls
+    for part in parts:
+        assert (await put_part(part, chunk(body, created.upload, part.part_number))).status_code == 200
+    await complete(client, created.upload.id)
+    assert (await status_events.wait_for(created.file.id)).status == FStatus.FILE_STATUS_READY
+    assert await _open_upload_ids(stack, key) == set()
+
+
+async def _open_upload_ids(stack: Stack, key: str) -> set[str]:
+    listed = await asyncio.to_thread(
+        storage(stack).list_multipart_uploads,  # type: ignore[attr-defined]
+        Bucket=stack.endpoints.bucket,
+        Prefix=key,
+    )
+    return {upload["UploadId"] for upload in listed.get("Uploads", []) if upload["Key"] == key}

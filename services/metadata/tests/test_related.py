@@ -200,9 +200,14 @@ async def test_delete_reports_objects_nobody_needs(sessions: Sessions, tenant: s
         blob = await store.register_blob(
             session, tenant=tenant, sha256=DIGEST, size=5, storage_key=first.storage_key
         )
-        await store.link_file_blob(session, tenant=tenant, file_id=first.id, blob_id=blob.id)
-        # Verified later with the same digest: shares the blob but still has its own bytes.
-        await store.link_file_blob(session, tenant=tenant, file_id=second.id, blob_id=blob.id)
+        linked = await store.link_file_blob(session, tenant=tenant, file_id=first.id, blob_id=blob.id)
+        assert linked.orphaned_storage_keys == []  # the blob's bytes are its own
+        # Verified later with the same digest: moves onto the blob's object; its own copy is garbage.
+        moved = await store.link_file_blob(session, tenant=tenant, file_id=second.id, blob_id=blob.id)
+        assert moved.file.storage_key == first.storage_key
+        assert moved.orphaned_storage_keys == [second.storage_key]
+        again = await store.link_file_blob(session, tenant=tenant, file_id=second.id, blob_id=blob.id)
+        assert again.orphaned_storage_keys == []  # reported once
     copy = await _new_file(sessions, tenant, blob_id=blob.id)
     deletions: dict[str, list[str]] = {}
     for file in (plain, first, second, copy):
@@ -211,12 +216,12 @@ async def test_delete_reports_objects_nobody_needs(sessions: Sessions, tenant: s
             deletions[file.id] = deletion.orphaned_storage_keys
     assert deletions[plain.id] == [plain.storage_key]
     assert deletions[first.id] == []  # the blob still needs these bytes
-    assert deletions[second.id] == [second.storage_key]
+    assert deletions[second.id] == []
     assert deletions[copy.id] == [first.storage_key]  # last reference gone
     async with sessions() as session, session.begin():
         with pytest.raises(NotFound):
             await store.get_blob(session, tenant=tenant, blob_id=blob.id)
-        assert await store.find_dedup_blob(session, tenant=tenant, sha256=DIGEST) is None
+        assert await store.find_dedup_blob(session, tenant=tenant, owner="alice", sha256=DIGEST) is None
         again = await store.delete_file(session, tenant=tenant, file_id=plain.id)
         assert again.orphaned_storage_keys == []
 
@@ -328,7 +333,7 @@ async def test_grants_and_permissions(sessions: Sessions, tenant: str) -> None:
 async def test_dedup_shares_a_verified_blob(sessions: Sessions, tenant: str) -> None:
     original = await _new_file(sessions, tenant, sha256=DIGEST)
     async with sessions() as session, session.begin():
-        assert await store.find_dedup_blob(session, tenant=tenant, sha256=DIGEST) is None
+        assert await store.find_dedup_blob(session, tenant=tenant, owner="alice", sha256=DIGEST) is None
         blob = await store.register_blob(
             session, tenant=tenant, sha256=DIGEST, size=5, storage_key=original.storage_key
         )
@@ -338,12 +343,14 @@ async def test_dedup_shares_a_verified_blob(sessions: Sessions, tenant: str) -> 
         assert again.id == blob.id
         assert again.storage_key == original.storage_key  # the first registration wins
         linked = await store.link_file_blob(session, tenant=None, file_id=original.id, blob_id=blob.id)
-        assert linked.blob_id == blob.id
+        assert linked.file.blob_id == blob.id
         await store.link_file_blob(session, tenant=None, file_id=original.id, blob_id=blob.id)  # idempotent
-        assert await store.find_dedup_blob(session, tenant="other", sha256=DIGEST) is None
-        found = await store.find_dedup_blob(session, tenant=tenant, sha256=DIGEST)
+        assert await store.find_dedup_blob(session, tenant="other", owner="alice", sha256=DIGEST) is None
+        found = await store.find_dedup_blob(session, tenant=tenant, owner="alice", sha256=DIGEST)
         assert found is not None
         assert found.id == blob.id
+        # Offered to the content's owner only: knowing the digest proves nothing.
+        assert await store.find_dedup_blob(session, tenant=tenant, owner="bob", sha256=DIGEST) is None
 
     copy = await _new_file(sessions, tenant, sha256=DIGEST, blob_id=blob.id)
     assert copy.storage_key == original.storage_key
@@ -375,12 +382,33 @@ async def test_dedup_shares_a_verified_blob(sessions: Sessions, tenant: str) -> 
         assert (await store.get_blob(session, tenant=tenant, blob_id=blob.id)).ref_count == 1
 
 
+async def test_dedup_is_offered_to_owners_of_a_live_file_of_the_content(
+    sessions: Sessions, tenant: str
+) -> None:
+    alices = await _new_file(sessions, tenant, sha256=DIGEST)
+    bobs = await _new_file(sessions, tenant, owner="bob")
+    async with sessions() as session, session.begin():
+        blob = await store.register_blob(
+            session, tenant=tenant, sha256=DIGEST, size=5, storage_key=alices.storage_key
+        )
+        await store.link_file_blob(session, tenant=tenant, file_id=alices.id, blob_id=blob.id)
+        assert await store.find_dedup_blob(session, tenant=tenant, owner="bob", sha256=DIGEST) is None
+        # Bob sent the bytes, and they were verified: now he holds the content too.
+        await store.link_file_blob(session, tenant=tenant, file_id=bobs.id, blob_id=blob.id)
+        assert await store.find_dedup_blob(session, tenant=tenant, owner="bob", sha256=DIGEST) is not None
+    async with sessions() as session, session.begin():
+        await store.delete_file(session, tenant=tenant, file_id=bobs.id)
+        # A deleted file proves nothing any more, though the content is still in the tenant.
+        assert await store.find_dedup_blob(session, tenant=tenant, owner="bob", sha256=DIGEST) is None
+        assert await store.find_dedup_blob(session, tenant=tenant, owner="alice", sha256=DIGEST) is not None
+
+
 async def test_unverified_blob_is_not_a_dedup_target(sessions: Sessions, tenant: str) -> None:
     async with sessions() as session, session.begin():
         blob = await store.register_blob(
             session, tenant=tenant, sha256=DIGEST, size=5, storage_key="k", verified=False
         )
-        assert await store.find_dedup_blob(session, tenant=tenant, sha256=DIGEST) is None
+        assert await store.find_dedup_blob(session, tenant=tenant, owner="alice", sha256=DIGEST) is None
         with pytest.raises(FailedPrecondition) as refused:
             await store.create_file(
                 session,

@@ -420,7 +420,9 @@ class UploadRecord(_message.Message):
     sha256: _builtins.str
     """Declared SHA-256, lower-case hex; empty when none was declared."""
     storage_key: _builtins.str
-    """The object key the bytes go to."""
+    """The object key the bytes go to (for a completed upload whose content was deduplicated since,
+    the shared object's: where the file's bytes are).
+    """
     storage_upload_id: _builtins.str
     """Storage's multipart upload id (MULTIPART only, once attached)."""
     part_size: _builtins.int
@@ -753,6 +755,80 @@ class ClaimExpiredUploadsResponse(_message.Message):
 Global___ClaimExpiredUploadsResponse: _TypeAlias = ClaimExpiredUploadsResponse  # noqa: Y015
 
 @_typing.final
+class StorageUpload(_message.Message):
+    """A multipart upload as storage lists it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    STORAGE_UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The object key it assembles."""
+    storage_upload_id: _builtins.str
+    """Storage's id of the multipart upload."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        storage_upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "storage_upload_id", b"storage_upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StorageUpload: _TypeAlias = StorageUpload  # noqa: Y015
+
+@_typing.final
+class FindAttachedStorageUploadsRequest(_message.Message):
+    """Request for FindAttachedStorageUploads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOADS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def uploads(self) -> _containers.RepeatedCompositeFieldContainer[Global___StorageUpload]:
+        """The storage uploads to look up, at most 1,000."""
+
+    def __init__(
+        self,
+        *,
+        uploads: _abc.Iterable[Global___StorageUpload] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["uploads", b"uploads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindAttachedStorageUploadsRequest: _TypeAlias = FindAttachedStorageUploadsRequest  # noqa: Y015
+
+@_typing.final
+class FindAttachedStorageUploadsResponse(_message.Message):
+    """Response for FindAttachedStorageUploads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOADS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def uploads(self) -> _containers.RepeatedCompositeFieldContainer[Global___StorageUpload]:
+        """Those of the uploads asked about that an OPEN upload record holds for that key."""
+
+    def __init__(
+        self,
+        *,
+        uploads: _abc.Iterable[Global___StorageUpload] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["uploads", b"uploads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindAttachedStorageUploadsResponse: _TypeAlias = FindAttachedStorageUploadsResponse  # noqa: Y015
+
+@_typing.final
 class AuthorizeReadRequest(_message.Message):
     """Request for AuthorizeRead."""
 
@@ -791,7 +867,9 @@ class AuthorizeReadResponse(_message.Message):
     FILE_FIELD_NUMBER: _builtins.int
     STORAGE_KEY_FIELD_NUMBER: _builtins.int
     storage_key: _builtins.str
-    """The object key of the file's content (its own, or the shared blob's when deduplicated)."""
+    """The object key of the file's content (its own, or the shared blob's when deduplicated), for
+    service callers reading the bytes.
+    """
     @_builtins.property
     def file(self) -> _resources_pb2.File:
         """The file the principal may read."""

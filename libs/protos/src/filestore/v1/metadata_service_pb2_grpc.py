@@ -112,6 +112,11 @@ class MetadataServiceStub:
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsResponse.FromString,
                 _registered_method=True)
+        self.FindAttachedStorageUploads = channel.unary_unary(
+                '/filestore.v1.MetadataService/FindAttachedStorageUploads',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsResponse.FromString,
+                _registered_method=True)
         self.AuthorizeRead = channel.unary_unary(
                 '/filestore.v1.MetadataService/AuthorizeRead',
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.AuthorizeReadRequest.SerializeToString,
@@ -236,7 +241,10 @@ class MetadataServiceServicer:
     def RecordVerifiedContent(self, request, context):
         """Records the digest and size the processor computed from the stored bytes. A digest that matches
         the declared one (or none was declared) makes the content a verified blob (a dedup target); a
-        mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
+        mismatch quarantines the file with reason `CHECKSUM_MISMATCH`. When the tenant already holds a
+        verified blob of that digest in another object, the file is deduplicated: it references that
+        blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
+        object is deleted after the commit. Its size still counts against its owner's quota.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -259,7 +267,11 @@ class MetadataServiceServicer:
 
     def BeginUpload(self, request, context):
         """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
-        a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+        the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
+        file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
+        digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
+        A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
+        with the storage upload attached since, or completed.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART;
         `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
         ALREADY_EXISTS (`REQUEST_ID_REUSED`).
@@ -305,6 +317,18 @@ class MetadataServiceServicer:
         """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
         only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindAttachedStorageUploads(self, request, context):
+        """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
+        AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
+        on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
+        the storage upload and died before attaching it (no part URL was ever signed for those).
+        At most 1,000 uploads per call. Service role only.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -459,6 +483,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.ClaimExpiredUploads,
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsResponse.SerializeToString,
+            ),
+            'FindAttachedStorageUploads': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindAttachedStorageUploads,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsResponse.SerializeToString,
             ),
             'AuthorizeRead': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthorizeRead,
@@ -896,6 +925,33 @@ class MetadataService:
             '/filestore.v1.MetadataService/ClaimExpiredUploads',
             filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsRequest.SerializeToString,
             filestore_dot_v1_dot_metadata__service__pb2.ClaimExpiredUploadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindAttachedStorageUploads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/FindAttachedStorageUploads',
+            filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

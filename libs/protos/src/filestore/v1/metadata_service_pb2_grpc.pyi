@@ -81,7 +81,10 @@ class MetadataServiceStub:
     RecordVerifiedContent: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
     the declared one (or none was declared) makes the content a verified blob (a dedup target); a
-    mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
+    mismatch quarantines the file with reason `CHECKSUM_MISMATCH`. When the tenant already holds a
+    verified blob of that digest in another object, the file is deduplicated: it references that
+    blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
+    object is deleted after the commit. Its size still counts against its owner's quota.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
     """
     RecordFileFacts: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordFileFactsRequest, _resources_pb2.File]
@@ -96,7 +99,11 @@ class MetadataServiceStub:
     """
     BeginUpload: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
-    a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+    the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
+    file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
+    digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
+    A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
+    with the storage upload attached since, or completed.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART;
     `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
     ALREADY_EXISTS (`REQUEST_ID_REUSED`).
@@ -121,6 +128,14 @@ class MetadataServiceStub:
     """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
     only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+    """
+    FindAttachedStorageUploads: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.FindAttachedStorageUploadsRequest, _metadata_service_pb2.FindAttachedStorageUploadsResponse]
+    """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
+    AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
+    on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
+    the storage upload and died before attaching it (no part URL was ever signed for those).
+    At most 1,000 uploads per call. Service role only.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
     """
     AuthorizeRead: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
@@ -205,7 +220,10 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     RecordVerifiedContent: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
     the declared one (or none was declared) makes the content a verified blob (a dedup target); a
-    mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
+    mismatch quarantines the file with reason `CHECKSUM_MISMATCH`. When the tenant already holds a
+    verified blob of that digest in another object, the file is deduplicated: it references that
+    blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
+    object is deleted after the commit. Its size still counts against its owner's quota.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
     """
     RecordFileFacts: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordFileFactsRequest, _resources_pb2.File]  # type: ignore[assignment]
@@ -220,7 +238,11 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """
     BeginUpload: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]  # type: ignore[assignment]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
-    a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+    the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
+    file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
+    digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
+    A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
+    with the storage upload attached since, or completed.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART;
     `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
     ALREADY_EXISTS (`REQUEST_ID_REUSED`).
@@ -245,6 +267,14 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
     only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+    """
+    FindAttachedStorageUploads: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.FindAttachedStorageUploadsRequest, _metadata_service_pb2.FindAttachedStorageUploadsResponse]  # type: ignore[assignment]
+    """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
+    AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
+    on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
+    the storage upload and died before attaching it (no part URL was ever signed for those).
+    At most 1,000 uploads per call. Service role only.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
     """
     AuthorizeRead: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]  # type: ignore[assignment]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
@@ -368,7 +398,10 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
         """Records the digest and size the processor computed from the stored bytes. A digest that matches
         the declared one (or none was declared) makes the content a verified blob (a dedup target); a
-        mismatch quarantines the file with reason `CHECKSUM_MISMATCH`.
+        mismatch quarantines the file with reason `CHECKSUM_MISMATCH`. When the tenant already holds a
+        verified blob of that digest in another object, the file is deduplicated: it references that
+        blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
+        object is deleted after the commit. Its size still counts against its owner's quota.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
         """
 
@@ -395,7 +428,11 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_service_pb2.BeginUploadResponse, _abc.Awaitable[_metadata_service_pb2.BeginUploadResponse]]:
         """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
-        a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
+        the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
+        file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
+        digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
+        A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
+        with the storage upload attached since, or completed.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART;
         `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
         ALREADY_EXISTS (`REQUEST_ID_REUSED`).
@@ -450,6 +487,20 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
         only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+        """
+
+    @_abc_1.abstractmethod
+    def FindAttachedStorageUploads(
+        self,
+        request: _metadata_service_pb2.FindAttachedStorageUploadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.FindAttachedStorageUploadsResponse, _abc.Awaitable[_metadata_service_pb2.FindAttachedStorageUploadsResponse]]:
+        """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
+        AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
+        on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
+        the storage upload and died before attaching it (no part URL was ever signed for those).
+        At most 1,000 uploads per call. Service role only.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
         """
 
     @_abc_1.abstractmethod

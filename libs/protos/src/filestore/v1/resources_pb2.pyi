@@ -139,7 +139,9 @@ class _UploadKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UploadKind
     UPLOAD_KIND_MULTIPART: _UploadKind.ValueType  # 3
     """An S3 multipart upload with one presigned URL per part; never for 0 bytes."""
     UPLOAD_KIND_DEDUP: _UploadKind.ValueType  # 4
-    """No bytes move: the tenant already holds verified content with the declared SHA-256."""
+    """No bytes move: the caller already owns a file of the tenant's verified content with the declared
+    SHA-256 (only owners get this; see UploadService.CreateUpload).
+    """
 
 class UploadKind(_UploadKind, metaclass=_UploadKindEnumTypeWrapper):
     """How the bytes of an upload travel to storage."""
@@ -157,7 +159,9 @@ the SHA-256, which the processor verifies).
 UPLOAD_KIND_MULTIPART: UploadKind.ValueType  # 3
 """An S3 multipart upload with one presigned URL per part; never for 0 bytes."""
 UPLOAD_KIND_DEDUP: UploadKind.ValueType  # 4
-"""No bytes move: the tenant already holds verified content with the declared SHA-256."""
+"""No bytes move: the caller already owns a file of the tenant's verified content with the declared
+SHA-256 (only owners get this; see UploadService.CreateUpload).
+"""
 Global___UploadKind: _TypeAlias = UploadKind  # noqa: Y015
 
 class _ChecksumAlgorithm:
@@ -350,7 +354,11 @@ class File(_message.Message):
     etag: _builtins.str
     """Changes on every update; send it back in UpdateFile to detect concurrent changes (AIP-154)."""
     deduplicated: _builtins.bool
-    """Whether the content is shared with other files of the tenant through dedup. Output only."""
+    """Whether the file reads a copy of its content the tenant held before it: answered DEDUP at
+    creation, or uploaded and found, once verified, to be content the tenant already stored (its
+    own upload is then deleted). An uploader thus learns that the tenant held the bytes it sent,
+    never anything about content it did not send. Output only.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """User labels: at most 64 entries; keys 1-63 characters of [a-z0-9_-], values at most 255 characters."""

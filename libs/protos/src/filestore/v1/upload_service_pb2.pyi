@@ -66,7 +66,8 @@ class CreateUploadRequest(_message.Message):
     """Content type, `type/subtype`; must be allowed by the tenant's policy. Signed into the URL."""
     sha256: _builtins.str
     """Optional lower-case hex SHA-256 of the whole content. When set, storage refuses a body with any
-    other digest (single uploads), the broker checks it at completion, and dedup may apply.
+    other digest (single uploads), the broker checks it at completion, the processor verifies it,
+    and an owner of that content gets DEDUP (see CreateUpload).
     """
     kind: _resources_pb2.UploadKind.ValueType
     """Optional: how to send the bytes. Unspecified chooses SINGLE up to the multipart threshold
@@ -77,7 +78,9 @@ class CreateUploadRequest(_message.Message):
     the upload fits in 10,000 parts.
     """
     request_id: _builtins.str
-    """Optional idempotency key (a UUID). A retry with the same key returns the same upload."""
+    """Optional idempotency key (a UUID). A retry with the same key returns the same upload, as it is
+    now (a multipart upload with the storage upload it got, a completed one completed).
+    """
     part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType
     """Optional, MULTIPART only (ignored otherwise): the checksum every part will carry. Storage is
     told when the multipart upload is created (S3 refuses a part checksum the upload was not
@@ -124,7 +127,7 @@ class CreateUploadResponse(_message.Message):
 
     @_builtins.property
     def file(self) -> _resources_pb2.File:
-        """The PENDING file (READY or UPLOADED at once for DEDUP)."""
+        """The PENDING file (UPLOADED at once for DEDUP; READY on a retry once processed)."""
 
     def __init__(
         self,

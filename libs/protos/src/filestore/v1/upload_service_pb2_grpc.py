@@ -97,8 +97,12 @@ class UploadServiceServicer:
 
     def CreateUpload(self, request, context):
         """Starts an upload: reserves quota, creates the PENDING file and answers how to send the bytes.
-        With `sha256` set and verified content of that digest already in the tenant, answers kind DEDUP:
-        the file exists at once and no bytes move.
+        With `sha256` set, and when the caller already owns a live file of verified content with that
+        digest, answers kind DEDUP: the file exists at once and no bytes move. A digest proves nothing
+        (anyone may have learnt it), so every other caller gets an ordinary upload, the same answer as
+        for content nobody holds, and must send the bytes (storage refuses others for a single PUT). Dedup
+        still saves the storage: once the processor has verified the bytes, a file whose content the
+        tenant already held shares that copy and its own is deleted (its `deduplicated` turns true).
 
         Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (negative, above 5 TiB, above 5 GiB for
         SINGLE and POST_POLICY, or 0 for MULTIPART), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,

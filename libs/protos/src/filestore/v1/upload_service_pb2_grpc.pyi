@@ -53,8 +53,12 @@ class UploadServiceStub:
     def __new__(cls, channel: _aio.Channel) -> UploadServiceAsyncStub: ...
     CreateUpload: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.CreateUploadRequest, _upload_service_pb2.CreateUploadResponse]
     """Starts an upload: reserves quota, creates the PENDING file and answers how to send the bytes.
-    With `sha256` set and verified content of that digest already in the tenant, answers kind DEDUP:
-    the file exists at once and no bytes move.
+    With `sha256` set, and when the caller already owns a live file of verified content with that
+    digest, answers kind DEDUP: the file exists at once and no bytes move. A digest proves nothing
+    (anyone may have learnt it), so every other caller gets an ordinary upload, the same answer as
+    for content nobody holds, and must send the bytes (storage refuses others for a single PUT). Dedup
+    still saves the storage: once the processor has verified the bytes, a file whose content the
+    tenant already held shares that copy and its own is deleted (its `deduplicated` turns true).
 
     Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (negative, above 5 TiB, above 5 GiB for
     SINGLE and POST_POLICY, or 0 for MULTIPART), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,
@@ -134,8 +138,12 @@ class UploadServiceAsyncStub(UploadServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateUpload: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.CreateUploadRequest, _upload_service_pb2.CreateUploadResponse]  # type: ignore[assignment]
     """Starts an upload: reserves quota, creates the PENDING file and answers how to send the bytes.
-    With `sha256` set and verified content of that digest already in the tenant, answers kind DEDUP:
-    the file exists at once and no bytes move.
+    With `sha256` set, and when the caller already owns a live file of verified content with that
+    digest, answers kind DEDUP: the file exists at once and no bytes move. A digest proves nothing
+    (anyone may have learnt it), so every other caller gets an ordinary upload, the same answer as
+    for content nobody holds, and must send the bytes (storage refuses others for a single PUT). Dedup
+    still saves the storage: once the processor has verified the bytes, a file whose content the
+    tenant already held shares that copy and its own is deleted (its `deduplicated` turns true).
 
     Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (negative, above 5 TiB, above 5 GiB for
     SINGLE and POST_POLICY, or 0 for MULTIPART), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,
@@ -218,8 +226,12 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_upload_service_pb2.CreateUploadResponse, _abc.Awaitable[_upload_service_pb2.CreateUploadResponse]]:
         """Starts an upload: reserves quota, creates the PENDING file and answers how to send the bytes.
-        With `sha256` set and verified content of that digest already in the tenant, answers kind DEDUP:
-        the file exists at once and no bytes move.
+        With `sha256` set, and when the caller already owns a live file of verified content with that
+        digest, answers kind DEDUP: the file exists at once and no bytes move. A digest proves nothing
+        (anyone may have learnt it), so every other caller gets an ordinary upload, the same answer as
+        for content nobody holds, and must send the bytes (storage refuses others for a single PUT). Dedup
+        still saves the storage: once the processor has verified the bytes, a file whose content the
+        tenant already held shares that copy and its own is deleted (its `deduplicated` turns true).
 
         Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE` (negative, above 5 TiB, above 5 GiB for
         SINGLE and POST_POLICY, or 0 for MULTIPART), `INVALID_CONTENT_TYPE`, `CONTENT_TYPE_NOT_ALLOWED`, `INVALID_SHA256`,

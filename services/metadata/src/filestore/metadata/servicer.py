@@ -36,6 +36,8 @@ M = TypeVar("M", bound=Message)
 DEFAULT_PAGE_SIZE = 50
 UPDATABLE_FILE_FIELDS = frozenset({"name", "labels", "visibility"})
 DERIVATIVE_KIND = re.compile(r"^[a-z0-9_]{1,64}$")
+#: FindAttachedStorageUploads looks up at most this many (a page of ListMultipartUploads).
+MAX_STORAGE_UPLOADS_PER_CALL = 1000
 
 
 class _Replayed(Exception):
@@ -70,12 +72,15 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         response_type: type[M],
         run: Callable[[AsyncSession], Awaitable[M]],
         fingerprint: Message | None = None,
+        replayed: Callable[[AsyncSession, M], Awaitable[M]] | None = None,
     ) -> M:
         """Run ``run`` in one transaction; with a request_id, a replay answers the stored first answer
         and a different request under the same id is ALREADY_EXISTS (REQUEST_ID_REUSED).
 
         ``fingerprint`` (default: the request) is what "the same request" means; fields a caller
         derives afresh on every retry, such as an expiry computed from the current time, stay out.
+        ``replayed``, when given, turns the first answer into the answer a replay gets (the resource
+        as it is now rather than as it was created).
         """
         async with self._sessions() as session:
             if not request_id:
@@ -93,7 +98,8 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                         request_hash=request_hash,
                     )
                     if stored is not None:
-                        return response_type.FromString(stored.response)
+                        first = response_type.FromString(stored.response)
+                        return await replayed(session, first) if replayed else first
                     response = await run(session)
                     saved = await store.save_idempotent(
                         session,
@@ -107,8 +113,12 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                         # A concurrent twin committed first: undo our work, answer its answer.
                         raise _Replayed(saved.record.response)
                     return response
-            except _Replayed as replayed:
-                return response_type.FromString(replayed.response)
+            except _Replayed as twin:
+                first = response_type.FromString(twin.response)
+                if replayed is None:
+                    return first
+                async with session.begin():
+                    return await replayed(session, first)
 
     @staticmethod
     def _tenant(principal: Principal, requested: str) -> str | None:
@@ -334,6 +344,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if len(request.sha256) != 64 or any(c not in "0123456789abcdef" for c in request.sha256):
             raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason="INVALID_SHA256")
         scope = self._tenant(principal, request.tenant)
+        superseded: list[str] = []
         async with self._sessions() as session, session.begin():
             try:
                 file = await store.get_file(
@@ -346,7 +357,8 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 session, tenant=scope, file_id=file.id, verified_sha256=request.sha256
             )
             if matches and file.blob_id is None:
-                # Verified content becomes a dedup target for its tenant; a mismatch never does.
+                # Verified content becomes a dedup target for its tenant; a mismatch never does. When
+                # the tenant already holds it, the file shares that copy and its own becomes garbage.
                 blob = await store.register_blob(
                     session,
                     tenant=file.tenant,
@@ -354,9 +366,11 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     size=request.size,
                     storage_key=file.storage_key,
                 )
-                file = await store.link_file_blob(
+                link = await store.link_file_blob(
                     session, tenant=file.tenant, file_id=file.id, blob_id=blob.id
                 )
+                file = link.file
+                superseded.extend(link.orphaned_storage_keys)
             elif not matches and file.status == models.FileStatus.PROCESSING:
                 reason = "CHECKSUM_MISMATCH" if file.sha256 != request.sha256 else "SIZE_MISMATCH"
                 file = await store.transition_file(
@@ -366,7 +380,10 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     to_status=models.FileStatus.QUARANTINED,
                     reason=reason,
                 )
-            return convert.file_message(file)
+            answer = convert.file_message(file)
+        # After the commit, as DeleteFile does: were the transaction to fail, the bytes would be lost.
+        await self._objects.delete(superseded)
+        return answer
 
     # ------------------------------------------------------------------------------ uploads
 
@@ -402,7 +419,14 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
 
         async def run(session: AsyncSession) -> pb.BeginUploadResponse:
             await store.reserve_quota(session, tenant=tenant, owner=owner, nbytes=size)
-            blob = await store.find_dedup_blob(session, tenant=tenant, sha256=sha256) if sha256 else None
+            # A digest proves nothing (anyone may have learnt it), so only the owner of content the
+            # tenant holds gets it without sending it; everyone else uploads, and dedup happens
+            # once the processor has verified the bytes (RecordVerifiedContent).
+            blob = (
+                await store.find_dedup_blob(session, tenant=tenant, owner=owner, sha256=sha256)
+                if sha256
+                else None
+            )
             dedup = blob is not None and blob.size == size
             file = await store.create_file(
                 session,
@@ -437,6 +461,16 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 file=convert.file_message(file), upload=convert.upload_record(upload, file)
             )
 
+        async def as_it_is_now(
+            session: AsyncSession, first: pb.BeginUploadResponse
+        ) -> pb.BeginUploadResponse:
+            # A retry must see what happened since the first answer: the broker finds the storage
+            # upload it attached there, instead of searching storage for it.
+            upload, file = await self._upload_and_file(session, principal, tenant, first.upload.id)
+            return pb.BeginUploadResponse(
+                file=convert.file_message(file), upload=convert.upload_record(upload, file)
+            )
+
         # The expiry is computed afresh by the broker on every retry: not part of "the same request".
         fingerprint = pb.BeginUploadRequest()
         fingerprint.CopyFrom(request)
@@ -450,6 +484,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             response_type=pb.BeginUploadResponse,
             run=run,
             fingerprint=fingerprint,
+            replayed=as_it_is_now,
         )
 
     async def GetUploadRecord(self, request: pb.GetUploadRecordRequest, context: Context) -> pb.UploadRecord:
@@ -551,6 +586,24 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 )
                 records.append(convert.upload_record(upload, file))
             return pb.ClaimExpiredUploadsResponse(uploads=records)
+
+    async def FindAttachedStorageUploads(
+        self, request: pb.FindAttachedStorageUploadsRequest, context: Context
+    ) -> pb.FindAttachedStorageUploadsResponse:
+        require_service()
+        if len(request.uploads) > MAX_STORAGE_UPLOADS_PER_CALL:
+            raise InvalidArgument(
+                f"at most {MAX_STORAGE_UPLOADS_PER_CALL} uploads per call",
+                reason="TOO_MANY_UPLOADS",
+                metadata={"max_uploads": str(MAX_STORAGE_UPLOADS_PER_CALL)},
+            )
+        async with self._sessions() as session, session.begin():
+            held = await store.attached_storage_uploads(
+                session, ((upload.key, upload.storage_upload_id) for upload in request.uploads)
+            )
+        return pb.FindAttachedStorageUploadsResponse(
+            uploads=[upload for upload in request.uploads if (upload.key, upload.storage_upload_id) in held]
+        )
 
     async def _upload_and_file(
         self, session: AsyncSession, principal: Principal, scope: str | None, upload_id: str

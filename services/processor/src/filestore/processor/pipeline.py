@@ -119,6 +119,11 @@ def file_ref(event: events_pb2.ObjectCreated | events_pb2.ObjectDeleted) -> tupl
     return None
 
 
+def _own_key(tenant: str, file_id: str) -> str:
+    """The object a file's upload writes (the metadata service builds it the same way)."""
+    return f"{ORIGINALS_PREFIX}{tenant}/{file_id}"
+
+
 def truncate_utf8(text: str, limit: int = MAX_TEXT_BYTES) -> str:
     """At most ``limit`` bytes of UTF-8, cut at a character boundary."""
     encoded = text.encode("utf-8")
@@ -134,9 +139,12 @@ class _Run:
     tenant: str
     file_id: str
     bucket: str
+    #: The object holding the file's bytes (see ``Pipeline._content_key``).
     key: str
     heartbeat: Heartbeat
     sniffed: str = ""
+    #: The object's ETag when the run started reading it (see ``Pipeline.process``).
+    etag: str = ""
     scratch: Path | None = None
     spooled: Path | None = None
 
@@ -209,7 +217,7 @@ class Pipeline:
                 log.info("enrichment_skipped", status=Status.Name(file.status))
                 return
             with contextlib.ExitStack() as cleanup:
-                run = self._run_for(event, tenant, file, heartbeat)
+                run = await self._run_for(event, tenant, file, heartbeat)
                 run.scratch = cleanup.enter_context(scratch_directory())
                 await self._enrich(run, file, await self._settled_steps(tenant, file_id))
             return
@@ -221,10 +229,16 @@ class Pipeline:
         if file.status == Status.FILE_STATUS_PENDING:
             raise NotYetUploaded(file_id)
         if file.status == Status.FILE_STATUS_READY:
-            if event.source in STORAGE_SOURCES and event.key == f"{ORIGINALS_PREFIX}{tenant}/{file_id}":
-                file = await self._recheck(event, tenant, file, heartbeat)
-                if file.status != Status.FILE_STATUS_READY:
-                    return
+            if event.source in STORAGE_SOURCES and event.key == _own_key(tenant, file_id):
+                if file.deduplicated:
+                    # Its bytes were verified to be content the tenant held, and it reads that copy:
+                    # this object (the upload announced late, or a form submitted again) is none of
+                    # the file's. Nothing serves it; the reconciler reports it as an orphan.
+                    log.info("superseded_object_written", key=event.key)
+                else:
+                    file = await self._recheck(event, tenant, file, heartbeat)
+                    if file.status != Status.FILE_STATUS_READY:
+                        return
             if redelivered:
                 await self._announce(file, event)
         else:
@@ -238,14 +252,14 @@ class Pipeline:
                 log.info("claimed_elsewhere")
                 return
             with contextlib.ExitStack() as cleanup:
-                run = self._run_for(event, tenant, file, heartbeat)
+                run = await self._run_for(event, tenant, file, heartbeat)
                 run.scratch = cleanup.enter_context(scratch_directory())
                 # Each step reads the object anew. Storage's announcement of a replacement that lands
                 # meanwhile finds the file claimed and is dropped, so compare the object before and
                 # after instead: a change means the steps may have seen different bytes.
-                etag_before = await self._blocking(run, self._objects.etag, run.bucket, run.key)
+                run.etag = await self._blocking(run, self._objects.etag, run.bucket, run.key)
                 file = await self._gate(run, file, await self._settled_steps(tenant, file_id))
-                if file.status == Status.FILE_STATUS_READY and etag_before != await self._blocking(
+                if file.status == Status.FILE_STATUS_READY and run.etag != await self._blocking(
                     run, self._objects.etag, run.bucket, run.key
                 ):
                     file = await self._recheck(event, tenant, file, heartbeat)
@@ -265,7 +279,7 @@ class Pipeline:
         arriving late); if not, the object was replaced after verification (a browser form may be
         submitted again until its policy expires), and the file is quarantined, which stops its
         downloads, rather than serving bytes nobody checked."""
-        run = self._run_for(event, tenant, file, heartbeat)
+        run = await self._run_for(event, tenant, file, heartbeat)
         digest = await self._blocking(run, self._stream_digest, run.bucket, run.key)
         if (digest.sha256, digest.size) == (file.sha256, file.size):
             log.info("content_unchanged")
@@ -277,20 +291,38 @@ class Pipeline:
         await self._announce(file, event)
         return file
 
-    def _run_for(
+    async def _run_for(
         self, event: events_pb2.ObjectCreated, tenant: str, file: resources_pb2.File, heartbeat: Heartbeat
     ) -> _Run:
         return _Run(
             tenant=tenant,
             file_id=file.id,
             bucket=event.bucket or self._settings.s3.bucket,
-            key=event.key,
+            key=await self._content_key(event.key, tenant, file),
             heartbeat=heartbeat,
             sniffed=file.sniffed_content_type,
         )
 
+    async def _content_key(self, key: str, tenant: str, file: resources_pb2.File) -> str:
+        """The object holding the file's bytes, given the object an event names.
+
+        They are the same, except for a file deduplicated after verification: its own object
+        (``originals/{tenant}/{id}``, which the upload's events name) was deleted then, and it reads
+        the copy the tenant already held, which the catalogue knows.
+        """
+        if not file.deduplicated or key != _own_key(tenant, file.id):
+            return key
+        with translated_errors():
+            authorized = await self._metadata.AuthorizeRead(
+                metadata_service_pb2.AuthorizeReadRequest(
+                    file_id=file.id, tenant=tenant, principal=file.owner
+                )
+            )
+        return authorized.storage_key
+
     async def _queue_enrichment(self, file: resources_pb2.File, cause: events_pb2.ObjectCreated) -> None:
-        """Queue the optional steps of a READY file, if its type has any."""
+        """Queue the optional steps of a READY file, if its type has any. The event queued names the
+        object holding the file's bytes, so the enrichment reads that."""
         optional = [
             step
             for step in self._config.steps_for(file.sniffed_content_type)
@@ -298,9 +330,12 @@ class Pipeline:
         ]
         if file.sniffed_content_type and not optional:
             return
+        queued = events_pb2.ObjectCreated()
+        queued.CopyFrom(cause)
+        queued.key = await self._content_key(cause.key, file.tenant, file)
         # Per file version: a reprocessed file is enriched again, a redelivered gate is not twice.
         await events.publish(
-            self._js, self._subjects.file_enrich, cause, msg_id=f"enrich:{file.id}:{file.etag}"
+            self._js, self._subjects.file_enrich, queued, msg_id=f"enrich:{file.id}:{file.etag}"
         )
 
     async def fail(self, event: events_pb2.ObjectCreated, reason: str) -> None:
@@ -397,6 +432,14 @@ class Pipeline:
             return file, StepResult(
                 Outcome.STEP_OUTCOME_FAILED, details, stop=(file.status, file.status_reason)
             )
+        content_key = await self._content_key(run.key, run.tenant, file)
+        if content_key != run.key:
+            # The tenant held these bytes already: the file now shares that copy, and its own object
+            # is being deleted. The remaining steps read the shared one; its ETag is their baseline.
+            log.info("content_deduplicated", key=content_key)
+            run.key = content_key
+            run.etag = await self._blocking(run, self._objects.etag, run.bucket, run.key)
+            details["deduplicated"] = "true"
         return file, passed(**details)
 
     def _stream_digest(self, bucket: str, key: str) -> Digest:

@@ -7,12 +7,19 @@ storage (aborts the multipart upload, deletes any object at the key), then ends 
 EXPIRED, which releases the quota reservation and deletes the PENDING file. Storage first: if the
 record were ended first and the storage call then failed, nothing would ever claim the upload
 again and its parts would stay in storage for ever.
+
+Every ``sweep_interval_s`` (and at start) the reaper also sweeps storage for multipart uploads that no
+upload record holds: a CreateUpload creates the storage upload and then attaches its id to the record,
+and an attempt that dies in between leaves one behind that nothing else knows of. Listing storage is
+slow in a busy bucket, which is why this happens here, in the background, and never on a request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -23,7 +30,7 @@ from filestore.core.errors import FilestoreError
 from filestore.upload.storage import ObjectStore
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
-__all__ = ["Reaper", "discard_upload_bytes"]
+__all__ = ["SWEEP_INTERVAL_S", "UNATTACHED_GRACE", "Reaper", "discard_upload_bytes"]
 
 if TYPE_CHECKING:
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub
@@ -31,6 +38,14 @@ if TYPE_CHECKING:
 log = structlog.get_logger("filestore.upload.reaper")
 
 State = resources_pb2.UploadState
+#: How often storage is swept for multipart uploads no record holds. Leftovers of dead attempts hold
+#: no parts (no part URL is signed before the attach), so they cost storage a listing entry only.
+SWEEP_INTERVAL_S = 600.0
+#: How old an unattached storage upload must be to be aborted: a younger one may belong to a
+#: CreateUpload still on its way to attaching it (which takes one metadata call).
+UNATTACHED_GRACE = timedelta(minutes=10)
+#: Where the broker creates multipart uploads (``originals/{tenant}/{file_id}``).
+ORIGINALS_PREFIX = "originals/"
 
 
 async def discard_upload_bytes(store: ObjectStore, record: metadata_service_pb2.UploadRecord) -> None:
@@ -38,7 +53,8 @@ async def discard_upload_bytes(store: ObjectStore, record: metadata_service_pb2.
 
     The object is deleted for every kind: a multipart upload completed in storage by a call that
     then lost the race against the abort leaves an object too. The key is the file's own
-    (``originals/{tenant}/{file_id}``), never shared, so deleting it cannot touch another file.
+    (``originals/{tenant}/{file_id}``), never shared, so deleting it cannot touch another file: only a
+    completed upload's file can come to share another's object (dedup after verification).
     """
     if record.kind == resources_pb2.UPLOAD_KIND_DEDUP:
         return  # no bytes of its own: the file references a shared blob
@@ -55,11 +71,15 @@ class Reaper:
         store: ObjectStore,
         batch: int = 100,
         lease_s: int = 300,
+        sweep_interval_s: float = SWEEP_INTERVAL_S,
+        unattached_grace: timedelta = UNATTACHED_GRACE,
     ) -> None:
         self._metadata = metadata
         self._store = store
         self._batch = batch
         self._lease_s = lease_s
+        self._sweep_interval_s = sweep_interval_s
+        self._unattached_grace = unattached_grace
 
     async def reap_once(self) -> list[str]:
         """One pass: claims up to ``batch`` expired uploads and reaps them; answers the ids this
@@ -89,9 +109,56 @@ class Reaper:
             reaped.append(record.id)
         return reaped
 
+    async def sweep_unattached(self, *, now: datetime | None = None) -> list[str]:
+        """One sweep: abort the multipart uploads open in storage under ``originals/`` that are older
+        than the grace and that no OPEN upload record holds; answers the storage ids it aborted.
+
+        Uploads attached to an OPEN record are never touched, expired or not (those are the reaper's
+        own business, and it releases their quota too). An abort that fails is left to the next sweep.
+        """
+        cutoff = (now or datetime.now(UTC)) - self._unattached_grace
+        aborted: list[str] = []
+        async for page in self._store.open_multipart_uploads(ORIGINALS_PREFIX):
+            old = [upload for upload in page if upload.initiated <= cutoff]
+            if not old:
+                continue
+            with translated_errors():
+                found = await self._metadata.FindAttachedStorageUploads(
+                    metadata_service_pb2.FindAttachedStorageUploadsRequest(
+                        uploads=[
+                            metadata_service_pb2.StorageUpload(
+                                key=upload.key, storage_upload_id=upload.upload_id
+                            )
+                            for upload in old
+                        ]
+                    )
+                )
+            held = {(upload.key, upload.storage_upload_id) for upload in found.uploads}
+            for upload in old:
+                if (upload.key, upload.upload_id) in held:
+                    continue
+                try:
+                    await self._store.abort_multipart(upload.key, upload.upload_id)
+                except FilestoreError as error:
+                    log.warning("unattached_storage_upload_abort_failed", key=upload.key, reason=error.reason)
+                    continue
+                log.info(
+                    "unattached_storage_upload_aborted",
+                    key=upload.key,
+                    storage_upload_id=upload.upload_id,
+                    initiated=upload.initiated.isoformat(),
+                )
+                aborted.append(upload.upload_id)
+        return aborted
+
     async def run(self, interval_s: float) -> None:
-        """Pass after pass until cancelled; a failed pass (metadata down) is logged and retried."""
+        """Pass after pass until cancelled, with a sweep at start and every ``sweep_interval_s``; a
+        failed pass or sweep (metadata or storage down) is logged and retried."""
+        next_sweep = time.monotonic()
         while True:
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self._sweep_interval_s
+                await self._sweep_logged()
             try:
                 reaped = await self.reap_once()
             except FilestoreError as error:
@@ -105,6 +172,17 @@ class Reaper:
                 if len(reaped) == self._batch:
                     continue  # a backlog: keep going without waiting
             await asyncio.sleep(interval_s)
+
+    async def _sweep_logged(self) -> None:
+        try:
+            aborted = await self.sweep_unattached()
+        except FilestoreError as error:
+            log.warning("storage_sweep_failed", reason=error.reason)
+        except Exception:
+            log.exception("storage_sweep_crashed")
+        else:
+            if aborted:
+                log.info("storage_sweep_done", aborted=len(aborted))
 
     @staticmethod
     async def stop(task: asyncio.Task[None]) -> None:

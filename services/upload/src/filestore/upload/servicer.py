@@ -329,34 +329,25 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         return kind, None
 
     async def _ensure_storage_upload(self, record: Record) -> Record:
-        """The storage multipart upload of ``record``, created on first need.
+        """The storage multipart upload of ``record``, created on first need: one storage call,
+        whatever else storage holds.
 
-        A replayed CreateUpload (same request_id) gets the first BeginUpload answer, from before
-        the storage upload was attached, so the current record is read before creating one.
+        The record is the catalogue's current one (a replayed BeginUpload answers the upload as it
+        now is), so an upload attached by an earlier attempt is found there, never by listing
+        storage, whose listings cost time in proportion to every upload open in the bucket.
 
-        Creating the storage upload and attaching it to the record are two calls to two systems, and
-        the broker can die, or lose metadata's answer, between them; the client then retries. The key
-        belongs to this upload alone, so a multipart upload storage already holds under it can only be
-        an earlier attempt's: it is adopted rather than leaked beside a new one, and once one upload
-        is attached every other one under the key is aborted.
+        Creating the storage upload and attaching it are two calls to two systems, and the broker can
+        die, or lose metadata's answer, between them; the retry then creates another. The one left
+        behind was never attached, so no part URL was ever signed for it and it holds nothing: the
+        reaper's sweep aborts it once it is old enough (:meth:`Reaper.sweep_unattached`).
         """
-        if not record.storage_upload_id:
-            with translated_errors():
-                record = await self._metadata.GetUploadRecord(
-                    metadata_service_pb2.GetUploadRecordRequest(upload_id=record.id, tenant=record.tenant)
-                )
         if record.storage_upload_id:
             return record
-        existing = await self._store.multipart_uploads(record.storage_key)
-        if existing:
-            storage_upload_id = existing[0]
-            log.info("storage_upload_adopted", upload_id=record.id, leftovers=len(existing) - 1)
-        else:
-            storage_upload_id = await self._store.create_multipart(
-                record.storage_key,
-                content_type=record.content_type,
-                checksum_algorithm=_PART_CHECKSUMS.get(record.part_checksum_algorithm),
-            )
+        storage_upload_id = await self._store.create_multipart(
+            record.storage_key,
+            content_type=record.content_type,
+            checksum_algorithm=_PART_CHECKSUMS.get(record.part_checksum_algorithm),
+        )
         try:
             with translated_errors():
                 attached = await self._metadata.AttachStorageUpload(
@@ -376,9 +367,6 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             if current.state == State.UPLOAD_STATE_OPEN and not current.storage_upload_id:
                 raise
             return current
-        for leftover in existing:
-            if leftover != attached.storage_upload_id:
-                await self._store.abort_multipart(record.storage_key, leftover)
         return attached
 
     async def _complete_in_storage(self, record: Record, given: Mapping[int, str]) -> ObjectHead:

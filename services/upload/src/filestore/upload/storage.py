@@ -9,8 +9,9 @@ running boto3's blocking calls in worker threads. Every call is bounded
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from botocore.exceptions import ClientError
@@ -23,7 +24,15 @@ if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
     from types_boto3_s3.type_defs import CORSRuleTypeDef
 
-__all__ = ["CORS_DENY_ALL_ORIGIN", "ObjectHead", "ObjectStore", "S3ObjectStore", "StoredPart", "cors_rules"]
+__all__ = [
+    "CORS_DENY_ALL_ORIGIN",
+    "ObjectHead",
+    "ObjectStore",
+    "OpenMultipartUpload",
+    "S3ObjectStore",
+    "StoredPart",
+    "cors_rules",
+]
 
 _MISSING_OBJECT = frozenset({"404", "NoSuchKey", "NotFound"})
 _MISSING_UPLOAD = frozenset({"NoSuchUpload", "404"})
@@ -52,6 +61,16 @@ class StoredPart:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenMultipartUpload:
+    """A multipart upload storage holds open (neither completed nor aborted)."""
+
+    key: str
+    upload_id: str
+    #: When storage created it (timezone-aware).
+    initiated: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectHead:
     size: int
     etag: str
@@ -66,7 +85,7 @@ class ObjectStore(Protocol):
     async def create_multipart(
         self, key: str, *, content_type: str, checksum_algorithm: ChecksumName | None = None
     ) -> str: ...
-    async def multipart_uploads(self, key: str) -> list[str]: ...
+    def open_multipart_uploads(self, prefix: str) -> AsyncIterator[list[OpenMultipartUpload]]: ...
     async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None: ...
     async def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[StoredPart], checksums: Mapping[int, PartChecksum]
@@ -156,21 +175,27 @@ class S3ObjectStore:
             raise self._unavailable(error) from error
         return str(created["UploadId"])
 
-    async def multipart_uploads(self, key: str) -> list[str]:
-        """The ids of the multipart uploads storage holds open for exactly ``key``, oldest first."""
-        found: list[tuple[str, str]] = []
+    async def open_multipart_uploads(self, prefix: str) -> AsyncIterator[list[OpenMultipartUpload]]:
+        """The multipart uploads open under ``prefix``, a page (up to 1,000) at a time.
+
+        Storage may answer this in time proportional to every upload open in the bucket (SeaweedFS
+        does), whatever the prefix: for background sweeps, never for a request's path.
+        """
         markers: dict[str, str] = {}
         while True:
             try:
-                page = await self._call("list_multipart_uploads", Prefix=key, MaxUploads=1000, **markers)
+                page = await self._call("list_multipart_uploads", Prefix=prefix, MaxUploads=1000, **markers)
             except ClientError as error:
                 raise self._unavailable(error) from error
-            for upload in page.get("Uploads", []):
-                if upload.get("Key") == key and upload.get("UploadId"):
-                    initiated = upload.get("Initiated")
-                    found.append((initiated.isoformat() if initiated else "", str(upload["UploadId"])))
-            if not page.get("IsTruncated"):
-                return [upload_id for _, upload_id in sorted(found)]
+            yield [
+                OpenMultipartUpload(
+                    key=str(upload["Key"]), upload_id=str(upload["UploadId"]), initiated=upload["Initiated"]
+                )
+                for upload in page.get("Uploads", [])
+                if str(upload.get("Key", "")).startswith(prefix) and upload.get("UploadId")
+            ]
+            if not page.get("IsTruncated") or not page.get("NextKeyMarker"):
+                return
             markers = {
                 "KeyMarker": str(page.get("NextKeyMarker", "")),
                 "UploadIdMarker": str(page.get("NextUploadIdMarker", "")),

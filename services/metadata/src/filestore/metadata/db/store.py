@@ -73,6 +73,7 @@ from filestore.metadata.db.models import (
 __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_PAGE_SIZE",
+    "BlobLink",
     "FileCursor",
     "FileDeletion",
     "FileFilter",
@@ -82,6 +83,7 @@ __all__ = [
     "add_derivative",
     "allowed_sources",
     "attach_storage_upload",
+    "attached_storage_uploads",
     "claim_expired_uploads",
     "complete_upload",
     "create_file",
@@ -619,7 +621,7 @@ async def _release_blob(session: AsyncSession, file: File) -> list[str]:
     if released is None:
         return []
     ref_count, blob_key = released
-    # A file verified after another with the same digest keeps its own copy of the bytes.
+    # Files linked before link_file_blob moved them onto the blob's object kept a copy of their own.
     orphaned = [file.storage_key] if file.storage_key != blob_key else []
     if ref_count == 0:
         # The row lock taken by the decrement makes a concurrent dedup wait and then find no blob.
@@ -707,10 +709,25 @@ async def get_blob(session: AsyncSession, *, tenant: str | None, blob_id: str) -
     return blob
 
 
-async def find_dedup_blob(session: AsyncSession, *, tenant: str, sha256: str) -> Blob | None:
-    """The tenant's verified blob with this digest, if any. Dedup never crosses tenants."""
+async def find_dedup_blob(session: AsyncSession, *, tenant: str, owner: str, sha256: str) -> Blob | None:
+    """The tenant's verified blob with this digest, if ``owner`` already owns a live file of it.
+
+    Knowing a digest is no proof of holding the content, so a blob is offered only to whoever
+    already has it; everyone else uploads, and :func:`link_file_blob` shares the bytes once they
+    are verified. Dedup never crosses tenants.
+    """
     _check_sha256(sha256)
-    stmt = select(Blob).where(Blob.tenant == tenant, Blob.sha256 == sha256, Blob.verified.is_(True))
+    owned = (
+        select(File.id)
+        .where(
+            File.blob_id == Blob.id,
+            File.tenant == tenant,
+            File.owner == owner,
+            File.status != FileStatus.DELETED,
+        )
+        .exists()
+    )
+    stmt = select(Blob).where(Blob.tenant == tenant, Blob.sha256 == sha256, Blob.verified.is_(True), owned)
     return await session.scalar(stmt.execution_options(populate_existing=True))
 
 
@@ -769,11 +786,26 @@ async def _reference_blob(session: AsyncSession, blob: Blob) -> None:
         )
 
 
-async def link_file_blob(session: AsyncSession, *, tenant: str | None, file_id: str, blob_id: str) -> File:
-    """Point a file at the blob holding its (verified) bytes, taking one reference; idempotent."""
+@dataclass(frozen=True, slots=True)
+class BlobLink:
+    file: File
+    #: The file's own copy of the bytes when the blob keeps them elsewhere: delete it from storage
+    #: after the commit. Empty when the file's object is the blob's, or the file was linked before.
+    orphaned_storage_keys: list[str]
+
+
+async def link_file_blob(
+    session: AsyncSession, *, tenant: str | None, file_id: str, blob_id: str
+) -> BlobLink:
+    """Point a file at the blob holding its (verified) bytes, taking one reference; idempotent.
+
+    When the blob's bytes are in another object (the tenant held the content before this file was
+    uploaded), the file's ``storage_key`` moves to that object, so storage keeps one copy: a file's
+    ``storage_key`` is always where its bytes are read from.
+    """
     file = await _load_file(session, tenant=tenant, file_id=file_id, include_deleted=False)
     if file.blob_id == blob_id:
-        return file
+        return BlobLink(file=file, orphaned_storage_keys=[])
     if file.blob_id is not None:
         raise FailedPrecondition(
             "file already points at another blob",
@@ -781,10 +813,11 @@ async def link_file_blob(session: AsyncSession, *, tenant: str | None, file_id: 
             metadata={"file_id": file_id, "blob_id": file.blob_id},
         )
     blob = await get_blob(session, tenant=file.tenant, blob_id=blob_id)
+    own_key = file.storage_key
     stmt = (
         update(File)
         .where(File.id == file.id, File.blob_id.is_(None))
-        .values(blob_id=blob.id, version=File.version + 1, updated_at=utcnow())
+        .values(blob_id=blob.id, storage_key=blob.storage_key, version=File.version + 1, updated_at=utcnow())
         .returning(File)
         .execution_options(populate_existing=True)
     )
@@ -798,7 +831,7 @@ async def link_file_blob(session: AsyncSession, *, tenant: str | None, file_id: 
         .values(ref_count=Blob.ref_count + 1)
         .execution_options(synchronize_session=False)
     )
-    return linked
+    return BlobLink(file=linked, orphaned_storage_keys=[own_key] if own_key != blob.storage_key else [])
 
 
 # ----------------------------------------------------------------------------------- uploads
@@ -943,6 +976,29 @@ async def attach_storage_upload(
         reason="UPLOAD_NOT_OPEN",
         metadata={"upload_id": upload_id, "state": str(upload.state)},
     )
+
+
+async def attached_storage_uploads(
+    session: AsyncSession, uploads: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these (object key, storage upload id) pairs an OPEN upload record holds.
+
+    A multipart upload's key is its file's original key, so the file id (the key's last segment) finds
+    the candidates by index; the key rebuilt from each candidate must then match exactly.
+    """
+    asked = set(uploads)
+    file_ids = sorted({key.rpartition("/")[2] for key, _ in asked})
+    if not file_ids:
+        return set()
+    rows = await session.execute(
+        select(Upload.tenant, Upload.file_id, Upload.storage_upload_id).where(
+            Upload.file_id.in_(file_ids),
+            Upload.state == UploadState.OPEN,
+            Upload.storage_upload_id.is_not(None),
+        )
+    )
+    held = {(original_storage_key(tenant, file_id), storage_id) for tenant, file_id, storage_id in rows}
+    return asked & held
 
 
 @dataclass(frozen=True, slots=True)
