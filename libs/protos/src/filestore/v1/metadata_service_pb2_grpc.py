@@ -257,7 +257,7 @@ class MetadataServiceServicer:
     def BeginUpload(self, request, context):
         """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
         a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
-        Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
+        Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -94,7 +94,7 @@ class MetadataServiceStub:
     BeginUpload: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
     a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
-    Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
+    Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
     """
     GetUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]
@@ -214,7 +214,7 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     BeginUpload: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]  # type: ignore[assignment]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
     a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
-    Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
+    Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
     """
     GetUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]  # type: ignore[assignment]
@@ -385,7 +385,7 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.BeginUploadResponse, _abc.Awaitable[_metadata_service_pb2.BeginUploadResponse]]:
         """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
         a verified blob of the tenant has `sha256`, a deduplicated file referencing it.
-        Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART),
+        Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
         """
 
