@@ -50,6 +50,7 @@ from filestore.core.errors import (
     NotFound,
     ResourceExhausted,
 )
+from filestore.core.identity import is_key_segment, is_tenant
 from filestore.metadata.db.models import (
     Blob,
     Derivative,
@@ -155,11 +156,26 @@ _COUNTED_STATES = _LIVE_STATES - {FileStatus.PENDING}
 
 def original_storage_key(tenant: str, file_id: str) -> str:
     """Where a file's uploaded bytes live: built from ids only, never from the client's file name."""
-    return f"originals/{tenant}/{file_id}"
+    return f"originals/{_key_tenant(tenant)}/{_key_segment(file_id)}"
 
 
 def derivative_storage_key(tenant: str, file_id: str, kind: str) -> str:
-    return f"derivatives/{tenant}/{file_id}/{kind}"
+    return f"derivatives/{_key_tenant(tenant)}/{_key_segment(file_id)}/{_key_segment(kind)}"
+
+
+# Tenants and ids were checked at the edge (the token's claims, the request's fields); these checks
+# are the last line, so that no path through the code can build a key whose shape a value changed
+# ("originals/x/y/<id>" inside another tenant's prefix, "originals/../<id>"). A refusal here is a bug.
+def _key_tenant(tenant: str) -> str:
+    if not is_tenant(tenant):
+        raise ValueError(f"not a tenant, refused in a storage key: {tenant[:80]!r}")
+    return tenant
+
+
+def _key_segment(value: str) -> str:
+    if not is_key_segment(value):
+        raise ValueError(f"not a key segment, refused in a storage key: {value[:80]!r}")
+    return value
 
 
 # ----------------------------------------------------------------------------------- helpers
