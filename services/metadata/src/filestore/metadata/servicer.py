@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -848,7 +849,8 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             created_after=created_after,
             created_before=created_before,
             labels=dict(request.labels) or None,
-            name_prefix=request.name_prefix or None,
+            # Names are stored in NFC (clean_name): a prefix typed in another form finds them too.
+            name_prefix=unicodedata.normalize("NFC", request.name_prefix) or None,
             text_contains=request.text_contains or None,
         )
 
