@@ -36,7 +36,9 @@ M = TypeVar("M", bound=Message)
 
 DEFAULT_PAGE_SIZE = 50
 UPDATABLE_FILE_FIELDS = frozenset({"name", "labels", "visibility"})
-DERIVATIVE_KIND = re.compile(r"^[a-z0-9_]{1,64}$")
+# Matched whole (fullmatch): `$` would also accept a trailing newline.
+DERIVATIVE_KIND = re.compile(r"[a-z0-9_]{1,64}")
+PIPELINE_STEP = re.compile(r"[a-z0-9_]{1,64}")
 
 
 class _Replayed(Exception):
@@ -648,9 +650,11 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> resources_pb2.Derivative:
         principal = require_service()
         derivative = request.derivative
-        if not DERIVATIVE_KIND.match(derivative.kind):
+        if not DERIVATIVE_KIND.fullmatch(derivative.kind):
             raise InvalidArgument("kind must be [a-z0-9_]{1,64}", reason="INVALID_KIND")
         content_type = check_content_type(derivative.content_type.split(";")[0])
+        if len(derivative.content_type) > 255:
+            raise InvalidArgument("content_type is longer than 255 characters", reason="INVALID_CONTENT_TYPE")
         if derivative.size < 0:
             raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
         scope = self._tenant(principal, request.tenant)
@@ -692,6 +696,8 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         outcome = convert.step_outcome_from_proto(request.result.outcome)
         if outcome is None:
             raise InvalidArgument("outcome must be set", reason="INVALID_OUTCOME")
+        if not PIPELINE_STEP.fullmatch(request.result.step):
+            raise InvalidArgument("step must be [a-z0-9_]{1,64}", reason="INVALID_STEP")
         scope = self._tenant(principal, request.tenant)
         async with self._sessions() as session, session.begin():
             try:
@@ -756,7 +762,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     def _etag(etag: str) -> int | None:
         if not etag:
             return None
-        if not etag.isdigit():
+        if not (etag.isascii() and etag.isdigit()):  # isdigit alone takes other scripts' digits
             raise InvalidArgument("etag is not one this service issued", reason="INVALID_ETAG")
         return int(etag)
 

@@ -15,6 +15,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -1500,6 +1501,18 @@ _SAVE_IDEMPOTENT = {
 }
 
 
+#: The width of ``idempotency_keys.method``.
+_METHOD_KEY_CHARS = 255
+
+
+def _method_key(method: str) -> str:
+    """``method`` as stored: callers scope it by principal (``UpdateFile:<subject>``), and a subject
+    may have 255 characters of its own, so a longer key keeps its start and a digest of the whole."""
+    if len(method) <= _METHOD_KEY_CHARS:
+        return method
+    return f"{method[:128]}#sha256:{hashlib.sha256(method.encode()).hexdigest()}"
+
+
 async def get_idempotent(
     session: AsyncSession, *, tenant: str, method: str, request_id: str, request_hash: str | None = None
 ) -> IdempotencyKey | None:
@@ -1510,7 +1523,7 @@ async def get_idempotent(
     """
     row = (
         await session.execute(
-            _IDEMPOTENCY_KEY, {"tenant": tenant, "method": method, "request_id": request_id}
+            _IDEMPOTENCY_KEY, {"tenant": tenant, "method": _method_key(method), "request_id": request_id}
         )
     ).first()
     record = IdempotencyKey(**row._mapping) if row is not None else None
@@ -1537,7 +1550,7 @@ async def save_idempotent(
     _require(request_id, "request_id")
     values = {
         "tenant": tenant,
-        "method": method,
+        "method": _method_key(method),
         "request_id": request_id,
         "request_hash": request_hash,
         "response": response,
