@@ -95,12 +95,12 @@ CASES: list[Case] = [
     # Names: refused, never silently rewritten, never a key.
     Case("empty name", lambda w: _upload(w, name=""), C.INVALID_ARGUMENT, "INVALID_NAME"),
     Case("blank name", lambda w: _upload(w, name="   "), C.INVALID_ARGUMENT, "INVALID_NAME"),
-    Case("NUL in name", lambda w: _upload(w, name="a\x00.txt"), C.INVALID_ARGUMENT, "INVALID_NAME"),
+    Case("NUL in name", lambda w: _upload(w, name="a\x00.txt"), C.INVALID_ARGUMENT, "INVALID_STRING"),
     Case(
         "traversal with NUL",
         lambda w: _upload(w, name="../../etc/passwd\x00.png"),
         C.INVALID_ARGUMENT,
-        "INVALID_NAME",
+        "INVALID_STRING",
     ),
     Case("bell in name", lambda w: _upload(w, name="a\x07.txt"), C.INVALID_ARGUMENT, "INVALID_NAME"),
     Case("newline in name", lambda w: _upload(w, name="a\nb.txt"), C.INVALID_ARGUMENT, "INVALID_NAME"),

@@ -1321,7 +1321,7 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
         "create-label-value-nul",
         lambda s: s.alice.metadata.CreateFile(_new(labels={"k": "a\x00b"})),
         Code.INVALID_ARGUMENT,
-        "INVALID_LABELS",
+        "INVALID_STRING",
     ),
     (
         "update-65-labels",
@@ -1386,7 +1386,7 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
             _begin_with_checksum(42, resources_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED)  # type: ignore[arg-type]
         ),
         Code.INVALID_ARGUMENT,
-        "INVALID_UPLOAD_KIND",
+        "INVALID_ENUM_VALUE",
     ),
     (
         "begin-unknown-part-checksum",
@@ -1394,7 +1394,7 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
             _begin_with_checksum(resources_pb2.UPLOAD_KIND_MULTIPART, 9)  # type: ignore[arg-type]
         ),
         Code.INVALID_ARGUMENT,
-        "INVALID_CHECKSUM_ALGORITHM",
+        "INVALID_ENUM_VALUE",
     ),
     (
         "grant-past-expiry",
@@ -1427,7 +1427,7 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
             )
         ),
         Code.INVALID_ARGUMENT,
-        "INVALID_PERMISSION",
+        "INVALID_ENUM_VALUE",
     ),
     (
         "grant-no-principal",

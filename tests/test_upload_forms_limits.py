@@ -244,7 +244,7 @@ async def test_dedup_within_a_tenant_only_and_only_for_verified_content(
         ({"size": 5 * 1024**3 + 1}, grpc.StatusCode.RESOURCE_EXHAUSTED, "FILE_TOO_LARGE"),
         ({"size": -(2**62)}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SIZE"),
         ({"kind": Kind.UPLOAD_KIND_DEDUP}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_UPLOAD_KIND"),
-        ({"kind": 99}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_UPLOAD_KIND"),
+        ({"kind": 99}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ENUM_VALUE"),
         (
             {"part_size": 8 * 1024**2, "kind": Kind.UPLOAD_KIND_SINGLE},
             grpc.StatusCode.INVALID_ARGUMENT,

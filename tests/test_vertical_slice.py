@@ -169,7 +169,7 @@ async def test_a_retried_create_with_the_same_request_id_returns_the_same_upload
     ("change", "reason"),
     [
         ({"name": ""}, "INVALID_NAME"),
-        ({"name": "../../etc/passwd\x00"}, "INVALID_NAME"),
+        ({"name": "../../etc/passwd\x00"}, "INVALID_STRING"),
         ({"name": "invoice\u202efdp.exe"}, "INVALID_NAME"),
         ({"name": "x" * 10_000}, "INVALID_NAME"),
         ({"size": -1}, "INVALID_SIZE"),

@@ -4,6 +4,8 @@ import time
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from filestore.core.auth import ServiceIdentity, TokenVerifier, mint_token
 from filestore.core.errors import Unauthenticated
@@ -75,3 +77,96 @@ def test_what_is_remembered_is_the_whole_signed_token() -> None:
     with pytest.raises(Unauthenticated) as caught:
         verifier.verify(forged)
     assert caught.value.reason == "TOKEN_INVALID"
+
+
+# Claims outside the grammar of filestore.core.identity: a tenant becomes part of object keys.
+BAD_TENANTS = [
+    "x/y",
+    "..",
+    ".",
+    "../acme",
+    "a\x00b",
+    "t" * 64,
+    " acme",
+    "acme\n",
+    "ac me",
+    "-acme",
+    "café",
+    "*",  # the service tokens' tenant, for a token without the service role
+]
+BAD_SUBJECTS = ["s" * 256, "ann\x00", "ann\n", "ev\u202eil", "a\u2028b", "zero\u200bwidth", "\ud800"]
+
+
+@pytest.mark.parametrize("tenant", BAD_TENANTS)
+def test_a_tenant_claim_outside_the_grammar_is_refused(tenant: str) -> None:
+    with pytest.raises(Unauthenticated) as caught:
+        TokenVerifier(SECRET).verify(mint_token(SECRET, subject="ann", tenant=tenant))
+    assert (caught.value.reason, caught.value.metadata) == ("TOKEN_CLAIM_INVALID", {"claim": "tenant"})
+
+
+@pytest.mark.parametrize("subject", BAD_SUBJECTS)
+def test_a_subject_claim_outside_the_grammar_is_refused(subject: str) -> None:
+    with pytest.raises(Unauthenticated) as caught:
+        TokenVerifier(SECRET).verify(mint_token(SECRET, subject=subject, tenant="acme"))
+    assert (caught.value.reason, caught.value.metadata) == ("TOKEN_CLAIM_INVALID", {"claim": "sub"})
+
+
+@pytest.mark.parametrize(
+    ("subject", "tenant"),
+    [
+        ("ann", "a"),
+        ("ann", "t" * 63),
+        ("ann@example.com", "A.b_c-9"),
+        ("auth0|5f7c", "a..b"),
+        ("s" * 255, "acme"),
+    ],
+)
+def test_claims_inside_the_grammar_are_accepted(subject: str, tenant: str) -> None:
+    principal = TokenVerifier(SECRET).verify(mint_token(SECRET, subject=subject, tenant=tenant))
+    assert (principal.subject, principal.tenant) == (subject, tenant)
+
+
+def test_only_a_service_token_may_name_every_tenant() -> None:
+    verifier = TokenVerifier(SECRET)
+    assert verifier.verify(mint_token(SECRET, subject="service:x", tenant="*", roles=["service"])).is_service
+    with pytest.raises(Unauthenticated) as caught:
+        verifier.verify(mint_token(SECRET, subject="ann", tenant="*", roles=["reader"]))
+    assert caught.value.reason == "TOKEN_CLAIM_INVALID"
+
+
+def test_a_refused_claim_is_not_remembered() -> None:
+    """The verifier remembers only tokens it accepted, keyed by the whole token."""
+    verifier = TokenVerifier(SECRET)
+    token = mint_token(SECRET, subject="ann", tenant="x/y")
+    for _ in range(2):
+        with pytest.raises(Unauthenticated) as caught:
+            verifier.verify(token)
+        assert caught.value.reason == "TOKEN_CLAIM_INVALID"
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_identity_provider_tokens_have_the_same_grammar(algorithm: str) -> None:
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if algorithm == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    verifier = TokenVerifier(SECRET, public_key_pem=public)
+
+    def token(**claims: str) -> str:
+        return jwt.encode(
+            {"sub": "bob", "tenant": "acme", "exp": int(time.time()) + 600, **claims}, key, algorithm
+        )
+
+    assert verifier.verify(token()).tenant == "acme"
+    for claims, claim in (
+        ({"tenant": "acme/other"}, "tenant"),
+        ({"tenant": "*"}, "tenant"),
+        ({"sub": "b\x00b"}, "sub"),
+    ):
+        with pytest.raises(Unauthenticated) as caught:
+            verifier.verify(token(**claims))
+        assert (caught.value.reason, caught.value.metadata) == ("TOKEN_CLAIM_INVALID", {"claim": claim})

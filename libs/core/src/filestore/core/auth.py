@@ -2,7 +2,9 @@
 
 Clients send ``authorization: Bearer <token>``. The token's ``sub`` is the principal, ``tenant`` its
 tenant, ``roles`` a list of roles. Services call each other with a token of their own carrying the
-``service`` role, which lets them act for any tenant named in the request.
+``service`` role and the tenant ``*``, which lets them act for any tenant named in the request.
+Every token's claims are checked against the grammar of :mod:`filestore.core.identity` (a tenant
+becomes part of object keys): a token that breaks it is refused as ``TOKEN_CLAIM_INVALID``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import jwt
 
 from filestore.core.errors import PermissionDenied, Unauthenticated
+from filestore.core.identity import ANY_TENANT, is_subject, is_tenant
 from filestore.core.settings import AuthSettings
 
 __all__ = [
@@ -198,7 +201,24 @@ class TokenVerifier:
         if external and SERVICE_ROLE in roles:
             # The service role is ours to give: only tokens signed with the shared secret carry it.
             raise Unauthenticated("an external token cannot carry the service role", reason="TOKEN_INVALID")
+        _check_claims(subject=subject, tenant=tenant, service=SERVICE_ROLE in roles)
         return Principal(subject=subject, tenant=tenant, roles=frozenset(roles)), float(claims["exp"])
+
+
+def _check_claims(*, subject: str, tenant: str, service: bool) -> None:
+    """Refuse identity claims outside their grammar. The value is never echoed: it is the caller's
+    and may be anything. ``*`` (any tenant) is the service tokens' own tenant, and ``service`` is
+    only true here for tokens signed with the shared secret."""
+    if not (is_tenant(tenant) or (tenant == ANY_TENANT and service)):
+        raise _claim_invalid("tenant", "[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+    if not is_subject(subject):
+        raise _claim_invalid("sub", "1-255 characters without control or format characters")
+
+
+def _claim_invalid(claim: str, grammar: str) -> Unauthenticated:
+    return Unauthenticated(
+        f"the token's {claim} claim is not {grammar}", reason="TOKEN_CLAIM_INVALID", metadata={"claim": claim}
+    )
 
 
 def mint_token(

@@ -1,9 +1,11 @@
 """The one gRPC asyncio server bootstrap shared by every Filestore service.
 
-``create_server`` builds a server with health checking, reflection and four interceptors (outermost
+``create_server`` builds a server with health checking, reflection and five interceptors (outermost
 first): logging (binds the RPC's context and logs one line per call), telemetry (the RPC's metrics, and
 its span in the caller's trace), errors (typed domain errors to a ``google.rpc.Status`` with one
-``ErrorInfo``) and authentication (the bearer token to a principal).
+``ErrorInfo``), authentication (the bearer token to a principal) and the request edge (decodes the
+request and runs :func:`filestore.core.request_checks.check_request` on it), so that a request that
+does not decode or breaks a rule every request follows is refused like any other bad input.
 ``run_server`` serves until SIGTERM or SIGINT, then shuts down gracefully: health NOT_SERVING, stop
 accepting and drain in-flight RPCs within the grace period, then the service's own cleanup.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -29,9 +32,11 @@ from filestore.core.errors import (
     STATUS_DETAILS_KEY,
     FilestoreError,
     Internal,
+    InvalidArgument,
     Unimplemented,
     to_rpc_status,
 )
+from filestore.core.request_checks import check_request
 from filestore.core.settings import TlsSettings
 
 __all__ = ["ServerHandle", "create_server", "run_server"]
@@ -41,6 +46,11 @@ log = structlog.get_logger("filestore.server")
 #: Methods anyone may call without a token: load balancers and operators probe them.
 PUBLIC_SERVICE_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 REQUEST_ID_KEY = "x-request-id"
+#: Longest status message and ErrorInfo metadata value an error carries back. Both may quote the
+#: request (an id that was not found), and a client refuses trailers beyond 8-16 KiB: an error
+#: about a 100 KB id must still arrive as that error.
+MAX_ERROR_MESSAGE_CHARS = 1024
+MAX_ERROR_METADATA_CHARS = 256
 
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
@@ -206,6 +216,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return _wrap_unary(handler, details, wrapper)
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], error: FilestoreError) -> None:
+        error = _clipped(error)
         status = to_rpc_status(error, domain=self._domain)
         log.info("rpc_error", reason=error.reason, error_message=error.message)
         await context.abort(
@@ -213,6 +224,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             error.message,
             trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
         )
+
+
+def _clipped(error: FilestoreError) -> FilestoreError:
+    """``error`` with its message and metadata values cut to what a trailer can carry."""
+    message = _clip(error.message, MAX_ERROR_MESSAGE_CHARS)
+    metadata = {key: _clip(value, MAX_ERROR_METADATA_CHARS) for key, value in error.metadata.items()}
+    if message == error.message and metadata == error.metadata:
+        return error
+    return type(error)(message, reason=error.reason, metadata=metadata, domain=error.domain)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -239,6 +263,50 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return authenticated
 
         return _wrap_unary(handler, details, wrapper)
+
+
+class RequestEdgeInterceptor(grpc.aio.ServerInterceptor):
+    """Decodes the request itself and checks it before the servicer runs.
+
+    gRPC would decode the request before any interceptor runs and answer a failure as UNKNOWN
+    "Unexpected DecodeError", with no ErrorInfo. This handler takes the raw bytes instead (its
+    deserializer is ``None``, which every interceptor outside it passes on), so a request that does
+    not decode is INVALID_ARGUMENT ``MALFORMED_REQUEST`` through the error interceptor like any
+    other refusal; a decoded one must then pass :func:`check_request`. It runs inside the
+    authentication interceptor: an unauthenticated caller learns nothing about its request.
+    """
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if (
+            details.method.startswith(PUBLIC_SERVICE_PREFIXES)
+            or handler is None
+            or handler.request_streaming
+            or handler.response_streaming
+            or handler.request_deserializer is None  # a handler of raw bytes: nothing to decode
+        ):
+            return handler
+        behavior: UnaryBehavior = handler.unary_unary
+        deserialize: Callable[[bytes], Any] = handler.request_deserializer
+        method = details.method
+
+        async def checked(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                request = deserialize(raw)
+            except DecodeError:
+                raise InvalidArgument(
+                    f"the request of {method} could not be decoded (malformed protobuf or a string "
+                    "that is not UTF-8)",
+                    reason="MALFORMED_REQUEST",
+                ) from None
+            check_request(request)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            checked,
+            request_deserializer=None,
+            response_serializer=handler.response_serializer,
+        )
 
 
 @dataclass(slots=True)
@@ -286,6 +354,7 @@ def create_server(
             TelemetryInterceptor(),
             ErrorInterceptor(domain),
             AuthInterceptor(verifier),
+            RequestEdgeInterceptor(),
         ],
         options=[("grpc.so_reuseport", 0)],
     )

@@ -7,6 +7,8 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
+import regex
+
 from filestore.core.errors import InvalidArgument
 
 __all__ = [
@@ -22,20 +24,41 @@ __all__ = [
 MAX_NAME_CHARS = 255
 MAX_LABELS = 64
 MAX_LABEL_VALUE_CHARS = 255
-_LABEL_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Each is matched whole (fullmatch): `$` would also accept a trailing newline.
+_LABEL_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 # RFC 6838 restricted-name characters for type and subtype; parameters are not accepted here.
-_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CRC32 = re.compile(r"^[0-9a-f]{8}$")
-# Bidirectional overrides and isolates make "evil\u202egnp.exe" display as "evilexe.png".
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CRC32 = re.compile(r"[0-9a-f]{8}")
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+# In names: those categories and every default-ignorable code point (zero-width characters, variation
+# selectors, Hangul fillers, tags), which render as nothing and can disguise a name. Bidirectional
+# controls are format characters: overrides and isolates make "evil\u202egnp.exe" display as
+# "evilexe.png". The Unicode data is the `regex` module's, newer than the interpreter's, so that
+# this year's emoji are not "unassigned".
+_INVISIBLE_IN_NAMES = regex.compile(r"[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Default_Ignorable_Code_Point}]")
+# Emoji are made of three of those (Unicode TS #51), accepted where they bind an emoji sequence:
+# the zero-width joiner between two emoji (woman U+200D laptop: a woman technologist), a variation
+# selector after a character it can modify (U+2764 U+FE0F: a red heart), and tag characters in a
+# flag's tag sequence (U+1F3F4, tags spelling "gbsct", U+E007F: the flag of Scotland).
+_ZWJ = "\u200d"
+_EMOJI_VARIATION_SELECTORS = frozenset({"\ufe0e", "\ufe0f"})
+_EXTENDED_PICTOGRAPHIC = regex.compile(r"\p{Extended_Pictographic}")
+_EMOJI = regex.compile(r"\p{Emoji}")
+_VARIATION_SELECTOR = regex.compile(r"\p{Variation_Selector}")
+# Other variation selectors (ideographic and standardized variants) modify a letter or a symbol.
+_LETTER_OR_SYMBOL = regex.compile(r"[\p{L}\p{S}]")
+_SKIN_TONE_MODIFIERS = frozenset(chr(code) for code in range(0x1F3FB, 0x1F400))
+_BLACK_FLAG = "\U0001f3f4"
+_CANCEL_TAG = "\U000e007f"
 
 
 def clean_name(name: str) -> str:
     """The display name to store: NFC-normalized and trimmed. Control and format characters
-    (bidirectional overrides among them), empty and over-long names are refused rather than silently
-    altered, so what users see is what was sent. Path separators are harmless: keys never hold names."""
+    (bidirectional overrides among them) and other invisible characters, empty and over-long names
+    are refused rather than silently altered, so what users see is what was sent; the joiners,
+    variation selectors and tags of emoji sequences are accepted where they bind one. Path
+    separators are harmless: keys never hold names."""
     normalized = unicodedata.normalize("NFC", name).strip()
     if not normalized:
         raise InvalidArgument("name must not be empty", reason="INVALID_NAME")
@@ -45,18 +68,55 @@ def clean_name(name: str) -> str:
             reason="INVALID_NAME",
             metadata={"max_chars": str(MAX_NAME_CHARS)},
         )
-    for char in normalized:
-        if char in _BIDI_CONTROLS or unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+    binding = _emoji_binding_positions(normalized)
+    for position, char in enumerate(normalized):
+        if position not in binding and _INVISIBLE_IN_NAMES.match(char):
             raise InvalidArgument(
                 f"name contains the forbidden character U+{ord(char):04X}", reason="INVALID_NAME"
             )
     return normalized
 
 
+def _emoji_binding_positions(name: str) -> set[int]:
+    """Positions of the invisible characters in ``name`` that bind an emoji sequence."""
+    binding: set[int] = set()
+    for position, char in enumerate(name):
+        before = name[position - 1] if position > 0 else ""
+        if char == _ZWJ:
+            following = name[position + 1 : position + 2]
+            if _ends_emoji(name, position) and following and _EXTENDED_PICTOGRAPHIC.match(following):
+                binding.add(position)
+        elif char in _EMOJI_VARIATION_SELECTORS:
+            if before and _EMOJI.match(before):
+                binding.add(position)
+        elif _VARIATION_SELECTOR.match(char):
+            if before and _LETTER_OR_SYMBOL.match(before):
+                binding.add(position)
+        elif char == _BLACK_FLAG:
+            # A subdivision flag: the black flag, tag characters U+E0020-E007E, then CANCEL TAG.
+            end = position + 1
+            while end < len(name) and 0xE0020 <= ord(name[end]) <= 0xE007E:
+                end += 1
+            if end > position + 1 and name[end : end + 1] == _CANCEL_TAG:
+                binding.update(range(position + 1, end + 1))
+    return binding
+
+
+def _ends_emoji(name: str, joiner: int) -> bool:
+    """Whether the character before position ``joiner`` ends an emoji: a pictograph, possibly with
+    its skin tone and presentation selector."""
+    position = joiner - 1
+    while position > 0 and (
+        name[position] in _SKIN_TONE_MODIFIERS or name[position] in _EMOJI_VARIATION_SELECTORS
+    ):
+        position -= 1
+    return position >= 0 and _EXTENDED_PICTOGRAPHIC.match(name[position]) is not None
+
+
 def check_content_type(content_type: str, *, allowed: tuple[str, ...] = ()) -> str:
     """``type/subtype`` in lower case; with ``allowed``, one of those (``image/*`` wildcards work)."""
     normalized = content_type.strip().lower()
-    if not _CONTENT_TYPE.match(normalized):
+    if not _CONTENT_TYPE.fullmatch(normalized):
         raise InvalidArgument("content_type must be type/subtype", reason="INVALID_CONTENT_TYPE")
     if allowed and not any(
         normalized == rule or (rule.endswith("/*") and normalized.startswith(rule[:-1])) for rule in allowed
@@ -67,14 +127,14 @@ def check_content_type(content_type: str, *, allowed: tuple[str, ...] = ()) -> s
 
 def check_sha256(sha256: str) -> str:
     """Empty (not declared) or 64 lower-case hex characters."""
-    if sha256 and not _SHA256.match(sha256):
+    if sha256 and not _SHA256.fullmatch(sha256):
         raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason="INVALID_SHA256")
     return sha256
 
 
 def check_crc32(crc32: str) -> str:
     """8 lower-case hex characters: a CRC32, big-endian, as S3's ``x-amz-checksum-crc32`` holds it."""
-    if not _CRC32.match(crc32):
+    if not _CRC32.fullmatch(crc32):
         raise InvalidArgument("crc32 must be 8 lower-case hex characters", reason="INVALID_CRC32")
     return crc32
 
@@ -86,7 +146,7 @@ def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
             f"at most {MAX_LABELS} labels", reason="INVALID_LABELS", metadata={"max_labels": str(MAX_LABELS)}
         )
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             raise InvalidArgument(
                 f"label key {key[:64]!r} is not [a-z0-9_-]{{1,63}}", reason="INVALID_LABELS"
             )

@@ -129,7 +129,7 @@ class BatchGetDownloadUrlsRequest(_message.Message):
     REQUESTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___GetDownloadUrlRequest]:
-        """One request per file, at most 100."""
+        """One request per file, at most 100 (`TOO_MANY_FILES` beyond)."""
 
     def __init__(
         self,

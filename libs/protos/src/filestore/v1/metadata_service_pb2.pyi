@@ -98,16 +98,22 @@ class ListFilesRequest(_message.Message):
     owner: _builtins.str
     """Only files of this owner."""
     content_type_prefix: _builtins.str
-    """Only files whose (sniffed, else declared) content type starts with this, e.g. `image/`."""
+    """Only files whose (sniffed, else declared) content type starts with this, e.g. `image/`. Every
+    character matches itself.
+    """
     name_prefix: _builtins.str
-    """Only files whose name starts with this (case-sensitive)."""
+    """Only files whose name starts with this (case-sensitive, compared in NFC as names are stored); at
+    most 255 characters. Every character matches itself (`%` and `_` are no wildcards).
+    """
     text_contains: _builtins.str
-    """Only files whose extracted (OCR) text contains this word (case-insensitive)."""
+    """Only files whose extracted (OCR) text contains this word (case-insensitive); at most 256
+    characters. Every character matches itself (`%` and `_` are no wildcards).
+    """
     tenant: _builtins.str
     """Service callers: the tenant to list."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[_resources_pb2.FileStatus.ValueType]:
-        """Only files in these states (any of them). Empty means every state but DELETED."""
+        """Only files in these states (any of them), at most 7 entries. Empty means every state but DELETED."""
 
     @_builtins.property
     def created_after(self) -> _timestamp_pb2.Timestamp:
@@ -119,7 +125,7 @@ class ListFilesRequest(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Only files carrying all of these labels with these values."""
+        """Only files carrying all of these labels with these values; at most 64 entries."""
 
     def __init__(
         self,

@@ -272,7 +272,7 @@ class MetadataServiceServicer:
         digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
         A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
         with the storage upload attached since, or completed.
-        Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: unknown, or not MULTIPART;
+        Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART;
         `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
         ALREADY_EXISTS (`REQUEST_ID_REUSED`).
         """

@@ -8,6 +8,30 @@ Conventions that hold for every RPC in package filestore.v1:
 * Authentication: each call carries `authorization: Bearer <JWT>` in its gRPC metadata. The token's
   `sub` claim is the principal, its `tenant` claim the tenant. A missing, expired or forged token is
   UNAUTHENTICATED with ErrorInfo reason `TOKEN_MISSING`, `TOKEN_EXPIRED` or `TOKEN_INVALID`.
+* Identities: a tenant is `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`: 1-63 ASCII letters, digits, `.`, `_`
+  and `-`, starting with a letter or digit (so never `.` or `..`, and never `/`, NUL or whitespace:
+  a tenant is part of object keys). A subject is 1-255 characters, none of them a control, format
+  or surrogate character or a line or paragraph separator. A token whose `tenant` or `sub` claim
+  breaks this is UNAUTHENTICATED `TOKEN_CLAIM_INVALID` (ErrorInfo metadata `claim`). Tokens of
+  Filestore services carry the `service` role and the tenant `*`; no other token may carry `*`.
+* Requests: every RPC checks its request, once the token is verified and before anything else.
+  Each refusal is INVALID_ARGUMENT, names the offending field's path in ErrorInfo metadata `field`
+  (`file.visibility`, `requests[3].disposition`, `labels["k"]`) and changes nothing:
+  - bytes that do not decode (malformed protobuf, a string that is not UTF-8): `MALFORMED_REQUEST`
+    (no `field`);
+  - an enum number that names no value of its enum: `INVALID_ENUM_VALUE` (metadata `value` too);
+  - a Timestamp outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59Z or with nanos outside
+    0..999,999,999: `INVALID_TIMESTAMP`;
+  - a repeated or map field with more values than its limit: `TOO_MANY_VALUES` (metadata
+    `max_values`), or the reason its comment names. A field's comment states its limit; a field
+    that states none holds at most 1,000 values;
+  - a string holding U+0000 (NUL): `INVALID_STRING`;
+  - a field named `tenant` (the tenant grammar above; empty when not named), `owner` or `principal`
+    (the subject grammar), or `request_id` (1-64 printable ASCII characters; a UUID is the
+    convention), set to a value outside its grammar: `INVALID_TENANT`, `INVALID_OWNER`,
+    `INVALID_PRINCIPAL`, `INVALID_REQUEST_ID`.
+  What a value means (UNSPECIFIED where a value is required, a state a caller may not set) is
+  checked by each RPC, with the reasons its comment lists.
 * Errors: a failed call carries a `google.rpc.Status` in the `grpc-status-details-bin` trailer with
   exactly one `google.rpc.ErrorInfo`. Its `domain` names the answering service (for example
   `upload.filestore.v1`), its `reason` is a stable UPPER_SNAKE identifier clients may switch on.
@@ -335,7 +359,10 @@ class File(_message.Message):
     """
     name: _builtins.str
     """Display name given by the client: metadata only, never part of a storage key. At most 255
-    characters after sanitizing; control characters and bidirectional overrides are refused.
+    characters after sanitizing (NFC); control, format and other invisible characters (bidirectional
+    overrides, zero-width spaces) are refused, except where they bind an emoji sequence: the
+    zero-width joiner between two emoji, a variation selector after a character it modifies, the
+    tags of a subdivision flag.
     """
     declared_content_type: _builtins.str
     """Content type declared by the client, e.g. `image/png`."""
@@ -361,7 +388,9 @@ class File(_message.Message):
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """User labels: at most 64 entries; keys 1-63 characters of [a-z0-9_-], values at most 255 characters."""
+        """User labels: at most 64 entries (`INVALID_LABELS` beyond); keys 1-63 characters of [a-z0-9_-],
+        values at most 255 characters.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -756,7 +785,9 @@ class ProcessingResult(_message.Message):
     """How many times the step ran."""
     @_builtins.property
     def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Step-specific details, e.g. `{"sha256": "..."}` or `{"signature": "Eicar-Test-Signature"}`."""
+        """Step-specific details, e.g. `{"sha256": "..."}` or `{"signature": "Eicar-Test-Signature"}`; at
+        most 64 entries.
+        """
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:

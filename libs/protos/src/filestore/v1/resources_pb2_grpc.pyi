@@ -8,6 +8,30 @@ Conventions that hold for every RPC in package filestore.v1:
 * Authentication: each call carries `authorization: Bearer <JWT>` in its gRPC metadata. The token's
   `sub` claim is the principal, its `tenant` claim the tenant. A missing, expired or forged token is
   UNAUTHENTICATED with ErrorInfo reason `TOKEN_MISSING`, `TOKEN_EXPIRED` or `TOKEN_INVALID`.
+* Identities: a tenant is `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`: 1-63 ASCII letters, digits, `.`, `_`
+  and `-`, starting with a letter or digit (so never `.` or `..`, and never `/`, NUL or whitespace:
+  a tenant is part of object keys). A subject is 1-255 characters, none of them a control, format
+  or surrogate character or a line or paragraph separator. A token whose `tenant` or `sub` claim
+  breaks this is UNAUTHENTICATED `TOKEN_CLAIM_INVALID` (ErrorInfo metadata `claim`). Tokens of
+  Filestore services carry the `service` role and the tenant `*`; no other token may carry `*`.
+* Requests: every RPC checks its request, once the token is verified and before anything else.
+  Each refusal is INVALID_ARGUMENT, names the offending field's path in ErrorInfo metadata `field`
+  (`file.visibility`, `requests[3].disposition`, `labels["k"]`) and changes nothing:
+  - bytes that do not decode (malformed protobuf, a string that is not UTF-8): `MALFORMED_REQUEST`
+    (no `field`);
+  - an enum number that names no value of its enum: `INVALID_ENUM_VALUE` (metadata `value` too);
+  - a Timestamp outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59Z or with nanos outside
+    0..999,999,999: `INVALID_TIMESTAMP`;
+  - a repeated or map field with more values than its limit: `TOO_MANY_VALUES` (metadata
+    `max_values`), or the reason its comment names. A field's comment states its limit; a field
+    that states none holds at most 1,000 values;
+  - a string holding U+0000 (NUL): `INVALID_STRING`;
+  - a field named `tenant` (the tenant grammar above; empty when not named), `owner` or `principal`
+    (the subject grammar), or `request_id` (1-64 printable ASCII characters; a UUID is the
+    convention), set to a value outside its grammar: `INVALID_TENANT`, `INVALID_OWNER`,
+    `INVALID_PRINCIPAL`, `INVALID_REQUEST_ID`.
+  What a value means (UNSPECIFIED where a value is required, a state a caller may not set) is
+  checked by each RPC, with the reasons its comment lists.
 * Errors: a failed call carries a `google.rpc.Status` in the `grpc-status-details-bin` trailer with
   exactly one `google.rpc.ErrorInfo`. Its `domain` names the answering service (for example
   `upload.filestore.v1`), its `reason` is a stable UPPER_SNAKE identifier clients may switch on.

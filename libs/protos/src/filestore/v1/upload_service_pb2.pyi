@@ -90,7 +90,9 @@ class CreateUploadRequest(_message.Message):
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Optional user labels for the file (same limits as File.labels)."""
+        """Optional user labels for the file: at most 64 entries (`INVALID_LABELS` beyond), with the limits
+        of File.labels.
+        """
 
     def __init__(
         self,
@@ -219,20 +221,20 @@ class SignPartsRequest(_message.Message):
     """The upload id."""
     @_builtins.property
     def part_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Part numbers to sign, 1..part_count, at most 1,000 per call."""
+        """Part numbers to sign, 1..part_count, at most 1,000 per call (`TOO_MANY_PARTS` beyond)."""
 
     @_builtins.property
     def part_sha256(self) -> _containers.ScalarMap[_builtins.int, _builtins.str]:
         """Per-part lower-case hex SHA-256, keyed by part number, for an upload created with
         CHECKSUM_ALGORITHM_SHA256 (required for every part signed): signed into the part URL so storage
-        refuses a part with other content.
+        refuses a part with other content. At most 1,000 entries (`TOO_MANY_PARTS` beyond).
         """
 
     @_builtins.property
     def part_crc32(self) -> _containers.ScalarMap[_builtins.int, _builtins.str]:
         """Per-part CRC32 (IEEE 802.3, as S3's `x-amz-checksum-crc32`) as 8 lower-case hex digits, keyed
         by part number, for an upload created with CHECKSUM_ALGORITHM_CRC32 (required for every part
-        signed), signed like `part_sha256`.
+        signed), signed like `part_sha256`. At most 1,000 entries (`TOO_MANY_PARTS` beyond).
         """
 
     def __init__(
@@ -313,7 +315,8 @@ class CompleteUploadRequest(_message.Message):
         """For a multipart upload created with a part checksum algorithm: each part's checksum (lower-case
         hex, keyed by part number), which S3 requires to assemble the object. Only needed for parts
         whose checksum storage's part list does not report (SeaweedFS reports none; AWS S3 all);
-        storage refuses the completion if one differs from what it stored.
+        storage refuses the completion if one differs from what it stored. At most 10,000 entries (one
+        per part).
         """
 
     def __init__(

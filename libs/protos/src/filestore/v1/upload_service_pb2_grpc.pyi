@@ -38,7 +38,8 @@ class UploadServiceStub:
     * SINGLE and POST_POLICY uploads: size <= 5 GiB (the S3 single PUT limit).
     * MULTIPART: 5 MiB <= part_size <= 5 GiB, at most 10,000 parts, every part but the last equal;
       size >= 1 (storage completes a multipart upload from one part at least).
-    * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
+    * `name`: 1-255 characters after sanitizing; no control, format or invisible characters (no
+      bidirectional overrides), except those that bind an emoji sequence (see File.name).
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
       for the upload TTL (24 hours by default) and is then reaped.
 
@@ -126,7 +127,8 @@ class UploadServiceAsyncStub(UploadServiceStub):
     * SINGLE and POST_POLICY uploads: size <= 5 GiB (the S3 single PUT limit).
     * MULTIPART: 5 MiB <= part_size <= 5 GiB, at most 10,000 parts, every part but the last equal;
       size >= 1 (storage completes a multipart upload from one part at least).
-    * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
+    * `name`: 1-255 characters after sanitizing; no control, format or invisible characters (no
+      bidirectional overrides), except those that bind an emoji sequence (see File.name).
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
       for the upload TTL (24 hours by default) and is then reaped.
 
@@ -210,7 +212,8 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
     * SINGLE and POST_POLICY uploads: size <= 5 GiB (the S3 single PUT limit).
     * MULTIPART: 5 MiB <= part_size <= 5 GiB, at most 10,000 parts, every part but the last equal;
       size >= 1 (storage completes a multipart upload from one part at least).
-    * `name`: 1-255 characters after sanitizing; no control characters, no bidirectional overrides.
+    * `name`: 1-255 characters after sanitizing; no control, format or invisible characters (no
+      bidirectional overrides), except those that bind an emoji sequence (see File.name).
     * Presigned URLs live for the configured TTL (15 minutes by default); an upload session lives
       for the upload TTL (24 hours by default) and is then reaped.
 

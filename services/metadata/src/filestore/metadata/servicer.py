@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -35,7 +36,9 @@ M = TypeVar("M", bound=Message)
 
 DEFAULT_PAGE_SIZE = 50
 UPDATABLE_FILE_FIELDS = frozenset({"name", "labels", "visibility"})
-DERIVATIVE_KIND = re.compile(r"^[a-z0-9_]{1,64}$")
+# Matched whole (fullmatch): `$` would also accept a trailing newline.
+DERIVATIVE_KIND = re.compile(r"[a-z0-9_]{1,64}")
+PIPELINE_STEP = re.compile(r"[a-z0-9_]{1,64}")
 #: FindAttachedStorageUploads looks up at most this many (a page of ListMultipartUploads).
 MAX_STORAGE_UPLOADS_PER_CALL = 1000
 
@@ -703,9 +706,11 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> resources_pb2.Derivative:
         principal = require_service()
         derivative = request.derivative
-        if not DERIVATIVE_KIND.match(derivative.kind):
+        if not DERIVATIVE_KIND.fullmatch(derivative.kind):
             raise InvalidArgument("kind must be [a-z0-9_]{1,64}", reason="INVALID_KIND")
         content_type = check_content_type(derivative.content_type.split(";")[0])
+        if len(derivative.content_type) > 255:
+            raise InvalidArgument("content_type is longer than 255 characters", reason="INVALID_CONTENT_TYPE")
         if derivative.size < 0:
             raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
         scope = self._tenant(principal, request.tenant)
@@ -747,6 +752,8 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         outcome = convert.step_outcome_from_proto(request.result.outcome)
         if outcome is None:
             raise InvalidArgument("outcome must be set", reason="INVALID_OUTCOME")
+        if not PIPELINE_STEP.fullmatch(request.result.step):
+            raise InvalidArgument("step must be [a-z0-9_]{1,64}", reason="INVALID_STEP")
         scope = self._tenant(principal, request.tenant)
         async with self._sessions() as session, session.begin():
             try:
@@ -811,7 +818,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     def _etag(etag: str) -> int | None:
         if not etag:
             return None
-        if not etag.isdigit():
+        if not (etag.isascii() and etag.isdigit()):  # isdigit alone takes other scripts' digits
             raise InvalidArgument("etag is not one this service issued", reason="INVALID_ETAG")
         return int(etag)
 
@@ -904,7 +911,8 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             created_after=created_after,
             created_before=created_before,
             labels=dict(request.labels) or None,
-            name_prefix=request.name_prefix or None,
+            # Names are stored in NFC (clean_name): a prefix typed in another form finds them too.
+            name_prefix=unicodedata.normalize("NFC", request.name_prefix) or None,
             text_contains=request.text_contains or None,
         )
 

@@ -210,9 +210,12 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> processor_service_pb2.ReplayDeadLetterResponse:
         require_service()
-        if not request.dead_letter_id.isdigit():
+        # Ids are stream sequences, unsigned 64-bit numbers in ASCII digits: str.isdigit alone takes
+        # other scripts' digits, and JetStream answers a larger number as a bad request.
+        given = request.dead_letter_id
+        if not (given.isascii() and given.isdigit() and len(given) <= 20 and int(given) < 2**64):
             raise NotFound("no such dead letter", reason="DEAD_LETTER_NOT_FOUND")
-        sequence = int(request.dead_letter_id)
+        sequence = int(given)
         raw = await self._next_dead_letter(sequence)
         if raw is None or raw.seq != sequence:
             raise NotFound("no such dead letter", reason="DEAD_LETTER_NOT_FOUND")

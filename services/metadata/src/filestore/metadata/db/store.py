@@ -15,6 +15,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from filestore.core.errors import (
     NotFound,
     ResourceExhausted,
 )
+from filestore.core.identity import is_key_segment, is_tenant
 from filestore.metadata.db.models import (
     Blob,
     Derivative,
@@ -157,11 +159,26 @@ _COUNTED_STATES = _LIVE_STATES - {FileStatus.PENDING}
 
 def original_storage_key(tenant: str, file_id: str) -> str:
     """Where a file's uploaded bytes live: built from ids only, never from the client's file name."""
-    return f"originals/{tenant}/{file_id}"
+    return f"originals/{_key_tenant(tenant)}/{_key_segment(file_id)}"
 
 
 def derivative_storage_key(tenant: str, file_id: str, kind: str) -> str:
-    return f"derivatives/{tenant}/{file_id}/{kind}"
+    return f"derivatives/{_key_tenant(tenant)}/{_key_segment(file_id)}/{_key_segment(kind)}"
+
+
+# Tenants and ids were checked at the edge (the token's claims, the request's fields); these checks
+# are the last line, so that no path through the code can build a key whose shape a value changed
+# ("originals/x/y/<id>" inside another tenant's prefix, "originals/../<id>"). A refusal here is a bug.
+def _key_tenant(tenant: str) -> str:
+    if not is_tenant(tenant):
+        raise ValueError(f"not a tenant, refused in a storage key: {tenant[:80]!r}")
+    return tenant
+
+
+def _key_segment(value: str) -> str:
+    if not is_key_segment(value):
+        raise ValueError(f"not a key segment, refused in a storage key: {value[:80]!r}")
+    return value
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -1540,6 +1557,18 @@ _SAVE_IDEMPOTENT = {
 }
 
 
+#: The width of ``idempotency_keys.method``.
+_METHOD_KEY_CHARS = 255
+
+
+def _method_key(method: str) -> str:
+    """``method`` as stored: callers scope it by principal (``UpdateFile:<subject>``), and a subject
+    may have 255 characters of its own, so a longer key keeps its start and a digest of the whole."""
+    if len(method) <= _METHOD_KEY_CHARS:
+        return method
+    return f"{method[:128]}#sha256:{hashlib.sha256(method.encode()).hexdigest()}"
+
+
 async def get_idempotent(
     session: AsyncSession, *, tenant: str, method: str, request_id: str, request_hash: str | None = None
 ) -> IdempotencyKey | None:
@@ -1550,7 +1579,7 @@ async def get_idempotent(
     """
     row = (
         await session.execute(
-            _IDEMPOTENCY_KEY, {"tenant": tenant, "method": method, "request_id": request_id}
+            _IDEMPOTENCY_KEY, {"tenant": tenant, "method": _method_key(method), "request_id": request_id}
         )
     ).first()
     record = IdempotencyKey(**row._mapping) if row is not None else None
@@ -1577,7 +1606,7 @@ async def save_idempotent(
     _require(request_id, "request_id")
     values = {
         "tenant": tenant,
-        "method": method,
+        "method": _method_key(method),
         "request_id": request_id,
         "request_hash": request_hash,
         "response": response,
