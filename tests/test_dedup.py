@@ -408,6 +408,36 @@ async def test_a_form_submitted_again_after_dedup_is_an_orphan_not_the_files_con
     }
 
 
+async def test_replaced_shared_content_quarantines_every_file_reading_it(
+    client_for: ClientFactory, status_events: StatusEvents, tenant: Tenant
+) -> None:
+    # Alice's browser form can be submitted again until its policy expires, and her object is the
+    # copy Bob's file was deduplicated onto. New bytes there must not reach Bob as his verified file.
+    body = os.urandom(3000)
+    alice, bob, carol = (client_for(name, tenant.name) for name in ("alice", "bob", "carol"))
+    form = await create_upload(alice, body, kind=Kind.UPLOAD_KIND_POST_POLICY)
+    await send(form, body)
+    await alice.upload.CompleteUpload(upload_service_pb2.CompleteUploadRequest(upload_id=form.upload.id))
+    assert (await status_events.wait_for(form.file.id)).status == Status.FILE_STATUS_READY
+    shared = await upload_ready(bob, body, status_events)
+    assert shared.deduplicated
+
+    await send(form, os.urandom(3000))
+
+    for file_id in (form.file.id, shared.id):
+        changed = await status_events.wait_for_status(file_id, Status.FILE_STATUS_QUARANTINED)
+        assert changed.reason == "CONTENT_CHANGED"
+    refused = await rpc_error(
+        bob.download.GetDownloadUrl(download_service_pb2.GetDownloadUrlRequest(file_id=shared.id))
+    )
+    assert refused.reason == "FILE_QUARANTINED"
+    # The replaced object is no dedup target any more: the same bytes uploaded again are a copy of
+    # their own, not a reference to an object that holds something else.
+    again = await upload_ready(carol, body, status_events)
+    assert not again.deduplicated
+    assert await download(carol, again.id) == body
+
+
 async def test_completing_again_after_dedup_answers_the_completed_upload(
     client_for: ClientFactory, status_events: StatusEvents, tenant: Tenant
 ) -> None:

@@ -351,6 +351,60 @@ class RecordVerifiedContentRequest(_message.Message):
 Global___RecordVerifiedContentRequest: _TypeAlias = RecordVerifiedContentRequest  # noqa: Y015
 
 @_typing.final
+class QuarantineContentRequest(_message.Message):
+    """Request for QuarantineContent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    STORAGE_KEY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant whose content changed."""
+    storage_key: _builtins.str
+    """The object key whose bytes changed: an original's key of that tenant (`originals/{tenant}/...`)."""
+    reason: _builtins.str
+    """Why, as an UPPER_SNAKE reason of 1-64 characters, e.g. `CONTENT_CHANGED`."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        storage_key: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "storage_key", b"storage_key", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuarantineContentRequest: _TypeAlias = QuarantineContentRequest  # noqa: Y015
+
+@_typing.final
+class QuarantineContentResponse(_message.Message):
+    """Response for QuarantineContent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.File]:
+        """The files this call quarantined."""
+
+    def __init__(
+        self,
+        *,
+        files: _abc.Iterable[_resources_pb2.File] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuarantineContentResponse: _TypeAlias = QuarantineContentResponse  # noqa: Y015
+
+@_typing.final
 class RecordFileFactsRequest(_message.Message):
     """Request for RecordFileFacts."""
 

@@ -77,6 +77,11 @@ class MetadataServiceStub:
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.RecordVerifiedContentRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_resources__pb2.File.FromString,
                 _registered_method=True)
+        self.QuarantineContent = channel.unary_unary(
+                '/filestore.v1.MetadataService/QuarantineContent',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.QuarantineContentRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.QuarantineContentResponse.FromString,
+                _registered_method=True)
         self.RecordFileFacts = channel.unary_unary(
                 '/filestore.v1.MetadataService/RecordFileFacts',
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.RecordFileFactsRequest.SerializeToString,
@@ -246,6 +251,21 @@ class MetadataServiceServicer:
         blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
         object is deleted after the commit. Its size still counts against its owner's quota.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QuarantineContent(self, request, context):
+        """The bytes at a storage key changed after they were verified (the processor read another digest
+        there, e.g. a browser form submitted again before its policy expired): in one transaction, every
+        READY or PROCESSING file of the tenant whose content is at that key becomes QUARANTINED with
+        `reason`, and the tenant's verified blob at that key is forgotten, so it is no dedup target any
+        more (an UPLOADED file reading it finds the mismatch when it is verified). Deduplicated files
+        share their content's key, so none of them goes on serving bytes nobody checked. Answers the files
+        it quarantined, so that the caller announces each; calling again answers none. Service role only.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`,
+        `INVALID_STORAGE_KEY`: not an original's key of that tenant, `INVALID_REASON`: not UPPER_SNAKE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -448,6 +468,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.RecordVerifiedContent,
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.RecordVerifiedContentRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_resources__pb2.File.SerializeToString,
+            ),
+            'QuarantineContent': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuarantineContent,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.QuarantineContentRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.QuarantineContentResponse.SerializeToString,
             ),
             'RecordFileFacts': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordFileFacts,
@@ -736,6 +761,33 @@ class MetadataService:
             '/filestore.v1.MetadataService/RecordVerifiedContent',
             filestore_dot_v1_dot_metadata__service__pb2.RecordVerifiedContentRequest.SerializeToString,
             filestore_dot_v1_dot_resources__pb2.File.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuarantineContent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/QuarantineContent',
+            filestore_dot_v1_dot_metadata__service__pb2.QuarantineContentRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.QuarantineContentResponse.FromString,
             options,
             channel_credentials,
             insecure,

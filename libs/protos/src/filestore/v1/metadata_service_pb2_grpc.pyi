@@ -87,6 +87,17 @@ class MetadataServiceStub:
     object is deleted after the commit. Its size still counts against its owner's quota.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
     """
+    QuarantineContent: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.QuarantineContentRequest, _metadata_service_pb2.QuarantineContentResponse]
+    """The bytes at a storage key changed after they were verified (the processor read another digest
+    there, e.g. a browser form submitted again before its policy expired): in one transaction, every
+    READY or PROCESSING file of the tenant whose content is at that key becomes QUARANTINED with
+    `reason`, and the tenant's verified blob at that key is forgotten, so it is no dedup target any
+    more (an UPLOADED file reading it finds the mismatch when it is verified). Deduplicated files
+    share their content's key, so none of them goes on serving bytes nobody checked. Answers the files
+    it quarantined, so that the caller announces each; calling again answers none. Service role only.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`,
+    `INVALID_STORAGE_KEY`: not an original's key of that tenant, `INVALID_REASON`: not UPPER_SNAKE).
+    """
     RecordFileFacts: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordFileFactsRequest, _resources_pb2.File]
     """Records what the processor learned from the content: the type sniffed from its first bytes and
     the text extracted from it (a PDF's text layer or OCR), which ListFiles' `text_contains` searches.
@@ -225,6 +236,17 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
     object is deleted after the commit. Its size still counts against its owner's quota.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+    """
+    QuarantineContent: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.QuarantineContentRequest, _metadata_service_pb2.QuarantineContentResponse]  # type: ignore[assignment]
+    """The bytes at a storage key changed after they were verified (the processor read another digest
+    there, e.g. a browser form submitted again before its policy expired): in one transaction, every
+    READY or PROCESSING file of the tenant whose content is at that key becomes QUARANTINED with
+    `reason`, and the tenant's verified blob at that key is forgotten, so it is no dedup target any
+    more (an UPLOADED file reading it finds the mismatch when it is verified). Deduplicated files
+    share their content's key, so none of them goes on serving bytes nobody checked. Answers the files
+    it quarantined, so that the caller announces each; calling again answers none. Service role only.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`,
+    `INVALID_STORAGE_KEY`: not an original's key of that tenant, `INVALID_REASON`: not UPPER_SNAKE).
     """
     RecordFileFacts: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordFileFactsRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Records what the processor learned from the content: the type sniffed from its first bytes and
@@ -403,6 +425,23 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
         object is deleted after the commit. Its size still counts against its owner's quota.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+        """
+
+    @_abc_1.abstractmethod
+    def QuarantineContent(
+        self,
+        request: _metadata_service_pb2.QuarantineContentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.QuarantineContentResponse, _abc.Awaitable[_metadata_service_pb2.QuarantineContentResponse]]:
+        """The bytes at a storage key changed after they were verified (the processor read another digest
+        there, e.g. a browser form submitted again before its policy expired): in one transaction, every
+        READY or PROCESSING file of the tenant whose content is at that key becomes QUARANTINED with
+        `reason`, and the tenant's verified blob at that key is forgotten, so it is no dedup target any
+        more (an UPLOADED file reading it finds the mismatch when it is verified). Deduplicated files
+        share their content's key, so none of them goes on serving bytes nobody checked. Answers the files
+        it quarantined, so that the caller announces each; calling again answers none. Service role only.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`,
+        `INVALID_STORAGE_KEY`: not an original's key of that tenant, `INVALID_REASON`: not UPPER_SNAKE).
         """
 
     @_abc_1.abstractmethod

@@ -39,6 +39,7 @@ UPDATABLE_FILE_FIELDS = frozenset({"name", "labels", "visibility"})
 # Matched whole (fullmatch): `$` would also accept a trailing newline.
 DERIVATIVE_KIND = re.compile(r"[a-z0-9_]{1,64}")
 PIPELINE_STEP = re.compile(r"[a-z0-9_]{1,64}")
+REASON = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 #: FindAttachedStorageUploads looks up at most this many (a page of ListMultipartUploads).
 MAX_STORAGE_UPLOADS_PER_CALL = 1000
 
@@ -387,6 +388,24 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         # After the commit, as DeleteFile does: were the transaction to fail, the bytes would be lost.
         await self._objects.delete(superseded)
         return answer
+
+    async def QuarantineContent(
+        self, request: pb.QuarantineContentRequest, context: Context
+    ) -> pb.QuarantineContentResponse:
+        require_service()
+        if not request.tenant:
+            raise InvalidArgument("tenant is required", reason="INVALID_TENANT")
+        if not request.storage_key.startswith(store.originals_prefix(request.tenant)):
+            raise InvalidArgument(
+                "storage_key must be an original's key of the tenant", reason="INVALID_STORAGE_KEY"
+            )
+        if not REASON.fullmatch(request.reason):
+            raise InvalidArgument("reason must be UPPER_SNAKE, 1-64 characters", reason="INVALID_REASON")
+        async with self._sessions() as session, session.begin():
+            files = await store.quarantine_content(
+                session, tenant=request.tenant, storage_key=request.storage_key, reason=request.reason
+            )
+            return pb.QuarantineContentResponse(files=[convert.file_message(file) for file in files])
 
     # ------------------------------------------------------------------------------ uploads
 

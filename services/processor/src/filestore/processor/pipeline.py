@@ -284,11 +284,22 @@ class Pipeline:
         if (digest.sha256, digest.size) == (file.sha256, file.size):
             log.info("content_unchanged")
             return file
-        log.warning("content_changed", sha256=digest.sha256, size=digest.size)
-        file = await self._transition(
-            tenant, file.id, Status.FILE_STATUS_QUARANTINED, reason="CONTENT_CHANGED"
-        )
-        await self._announce(file, event)
+        log.warning("content_changed", sha256=digest.sha256, size=digest.size, key=run.key)
+        # Every file reading this object is quarantined, not only the one the event names: files
+        # deduplicated onto it would otherwise go on serving the new, unchecked bytes.
+        with translated_errors():
+            quarantined = await self._metadata.QuarantineContent(
+                metadata_service_pb2.QuarantineContentRequest(
+                    tenant=tenant, storage_key=run.key, reason="CONTENT_CHANGED"
+                )
+            )
+        for changed in quarantined.files:
+            await self._announce(changed, event)
+            if changed.id == file.id:
+                file = changed
+        if file.status == Status.FILE_STATUS_READY:
+            # Quarantined meanwhile by another delivery's call: read what it left.
+            file = await self._get_file(tenant, file.id)
         return file
 
     async def _run_for(

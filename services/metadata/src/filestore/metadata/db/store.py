@@ -110,7 +110,9 @@ __all__ = [
     "list_processing_results",
     "list_uploads",
     "original_storage_key",
+    "originals_prefix",
     "purge_idempotency_keys",
+    "quarantine_content",
     "record_upload",
     "refund_quota",
     "register_blob",
@@ -159,7 +161,12 @@ _COUNTED_STATES = _LIVE_STATES - {FileStatus.PENDING}
 
 def original_storage_key(tenant: str, file_id: str) -> str:
     """Where a file's uploaded bytes live: built from ids only, never from the client's file name."""
-    return f"originals/{_key_tenant(tenant)}/{_key_segment(file_id)}"
+    return f"{originals_prefix(tenant)}{_key_segment(file_id)}"
+
+
+def originals_prefix(tenant: str) -> str:
+    """The prefix of every original of ``tenant`` (with its trailing slash)."""
+    return f"originals/{_key_tenant(tenant)}/"
 
 
 def derivative_storage_key(tenant: str, file_id: str, kind: str) -> str:
@@ -849,6 +856,52 @@ async def link_file_blob(
         .execution_options(synchronize_session=False)
     )
     return BlobLink(file=linked, orphaned_storage_keys=[own_key] if own_key != blob.storage_key else [])
+
+
+async def quarantine_content(
+    session: AsyncSession, *, tenant: str, storage_key: str, reason: str
+) -> list[File]:
+    """The bytes at ``storage_key`` changed after they were verified: quarantine every READY or
+    PROCESSING file of ``tenant`` reading them, and forget the blob at that key.
+
+    Deduplicated files read their content's key, so one replaced object (a browser form submitted
+    again while its policy is valid) would otherwise go on being served to every file sharing it. The
+    blob row goes (its files' ``blob_id`` is cleared by the foreign key): the key no longer holds the
+    verified digest, so it must not be offered to anyone as that content again; a later upload of the
+    original bytes makes a new blob of its own object. Answers the files moved now; files already
+    QUARANTINED are left as they are, so calling again answers none.
+    """
+    affected = (
+        await session.scalars(
+            select(File.id)
+            .where(
+                File.tenant == tenant,
+                File.storage_key == storage_key,
+                File.status.in_([FileStatus.READY, FileStatus.PROCESSING]),
+            )
+            .order_by(File.id)
+        )
+    ).all()
+    quarantined = []
+    for file_id in affected:
+        file, _ = await _transition(
+            session,
+            tenant=tenant,
+            file_id=file_id,
+            to_status=FileStatus.QUARANTINED,
+            reason=reason,
+            expected_version=None,
+        )
+        quarantined.append(file)
+    await session.execute(
+        delete(Blob)
+        .where(Blob.tenant == tenant, Blob.storage_key == storage_key)
+        .execution_options(synchronize_session=False)
+    )
+    for file in quarantined:
+        # The foreign key's ON DELETE SET NULL cleared the column in the rows; mirror it in memory.
+        set_committed_value(file, "blob_id", None)
+    return quarantined
 
 
 # ----------------------------------------------------------------------------------- uploads
