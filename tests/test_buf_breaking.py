@@ -80,7 +80,6 @@ def test_adding_a_field_is_not_breaking(proto_repo: Path) -> None:
     ("old", "new", "complaint"),
     [
         (
-            "  // Optional idempotency key (a UUID). A retry with the same key returns the same upload.\n"
             "  string request_id = 8;\n",
             "",
             r'field "8" with name "request_id" .*deleted',
