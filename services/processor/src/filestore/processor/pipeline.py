@@ -31,8 +31,9 @@ from PIL import Image
 from filestore.core import events, metrics, tracing
 from filestore.core.clients import translated_errors
 from filestore.core.errors import Aborted, NotFound
+from filestore.core.validation import MAX_EXTRACTED_TEXT_BYTES
 from filestore.processor import media
-from filestore.processor.pipeline_config import MAX_TEXT_BYTES, Step
+from filestore.processor.pipeline_config import Step
 from filestore.processor.scanner import ClamdScanner, Scanner
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.storage import ObjectStore, TooLarge, scratch_directory
@@ -124,7 +125,7 @@ def _own_key(tenant: str, file_id: str) -> str:
     return f"{ORIGINALS_PREFIX}{tenant}/{file_id}"
 
 
-def truncate_utf8(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+def truncate_utf8(text: str, limit: int = MAX_EXTRACTED_TEXT_BYTES) -> str:
     """At most ``limit`` bytes of UTF-8, cut at a character boundary."""
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:

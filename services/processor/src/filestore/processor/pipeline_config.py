@@ -13,7 +13,7 @@ from typing import Final
 
 from filestore.core.settings import PREFIX, Env, SettingsError
 
-__all__ = ["CLAMAV_MAX_BYTES", "DEFAULT_STEPS", "MAX_TEXT_BYTES", "NO_SCANNER", "PipelineSettings", "Step"]
+__all__ = ["CLAMAV_MAX_BYTES", "DEFAULT_STEPS", "NO_SCANNER", "PipelineSettings", "Step"]
 
 
 class Step(StrEnum):
@@ -49,8 +49,6 @@ CLAMAV_MAX_BYTES: Final = 2**31 - 3
 #: machine without clamd): the scan step then ends SKIPPED ``TOOL_MISSING`` and files become READY
 #: unscanned. Only this explicit value does that; an address nobody answers on is an outage, retried.
 NO_SCANNER: Final = "none"
-#: Extracted text is stored up to this many bytes of UTF-8 (the metadata service's limit).
-MAX_TEXT_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
