@@ -23,8 +23,9 @@ help:
 	@echo "make test-stack  the integration tests against a running stack (FILESTORE_STACK_JSON) or compose"
 	@echo "make test-faults  1,000 uploads while every component is killed and restarted (SQLite and PostgreSQL)"
 
+# A fresh Debian's python3 has no venv module until python3-venv is installed (as root, as below).
 $(TOOLS)/bin/uv:
-	python3 -m venv $(TOOLS)
+	python3 -m venv $(TOOLS) || { $(call apt_install,python3-venv,required) && python3 -m venv $(TOOLS); }
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
 # The one virtual environment of the workspace, exactly as uv.lock pins it.

@@ -67,6 +67,15 @@ def test_make_run_installs_the_stack_packages_before_it_starts_the_stack() -> No
     assert dry_run.index(install) < start
 
 
+def test_make_run_on_a_debian_without_python3_venv_installs_it_to_bootstrap_uv(tmp_path: Path) -> None:
+    shutil.copyfile(REPO / "Makefile", tmp_path / "Makefile")
+    dry_run = subprocess.run(
+        ["make", "-n", ".tools/bin/uv"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    assert dry_run[0].startswith('python3 -m venv .tools || { missing=""; for p in python3-venv; do')
+    assert dry_run[0].endswith("fi && python3 -m venv .tools; }")
+
+
 def _make_as_a_user(target: str, **variables: str) -> subprocess.CompletedProcess[str]:
     """``make -s target`` as a user who is not root, from a copy of the Makefile nobody else needs."""
     as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
