@@ -8,11 +8,13 @@ UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
-# Debian packages the tests need (installed when missing and running as root); nginx and its njs
-# module are the CDN edge of tests/test_cdn_nginx.py, which starts its own nginx (never the system's).
-APT_PACKAGES := libmagic1 clamav clamav-daemon tesseract-ocr tesseract-ocr-eng ffmpeg nginx libnginx-mod-http-js
+# Debian packages (installed when missing and running as root): those the stack uses (libmagic for
+# the processor's type sniffing, clamd, tesseract, ffmpeg), and those only the tests need: nginx and its
+# njs module are the CDN edge of tests/test_cdn_nginx.py, which starts its own nginx (never the system's).
+RUN_APT_PACKAGES := libmagic1 clamav clamav-daemon tesseract-ocr tesseract-ocr-eng ffmpeg
+APT_PACKAGES := $(RUN_APT_PACKAGES) nginx libnginx-mod-http-js
 
-.PHONY: help run test lint typecheck proto proto-check buf-lint pytest env node-deps system-deps clean
+.PHONY: help run test lint typecheck proto proto-check buf-lint pytest env node-deps system-deps run-deps clean
 
 help:
 	@echo "make run    start the embedded stack (SeaweedFS, NATS, the four services) under \$$FILESTORE_HOME"
@@ -21,8 +23,9 @@ help:
 	@echo "make test-stack  the integration tests against a running stack (FILESTORE_STACK_JSON) or compose"
 	@echo "make test-faults  1,000 uploads while every component is killed and restarted (SQLite and PostgreSQL)"
 
+# A fresh Debian's python3 has no venv module until python3-venv is installed (as root, as below).
 $(TOOLS)/bin/uv:
-	python3 -m venv $(TOOLS)
+	python3 -m venv $(TOOLS) || { $(call apt_install,python3-venv,required) && python3 -m venv $(TOOLS); }
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
 # The one virtual environment of the workspace, exactly as uv.lock pins it.
@@ -35,16 +38,28 @@ node-deps:
 	@if [ ! -x $(BUF) ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
 	  npm install --no-audit --no-fund --loglevel=error; fi
 
-# RUNLEVEL=1: the packages' init scripts must not start system daemons (nginx on port 80, clamd);
-# the tests start their own, on free ports.
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq $$missing; \
-	  else echo "missing Debian packages:$$missing (install them, or run as root)"; exit 1; fi; \
-	fi
+# Installs the packages of $(1) that are missing, when running as root. RUNLEVEL=1: the packages' init
+# scripts must not start system daemons (nginx on port 80, clamd); the stack and the tests start their
+# own, on free ports. When they cannot be installed (not root, offline, no apt), $(2) says `required`
+# (make test: name them and fail) or `optional` (make run: name them in one line and go on).
+define apt_install
+missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+if [ -n "$$missing" ]; then \
+  if [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq $$missing; then :; \
+  elif [ "$(2)" = optional ]; then echo "could not install the Debian packages$$missing (not root, or offline): the stack starts without what it does not find, and says what that means"; \
+  else echo "missing Debian packages:$$missing (install them, or run as root)"; exit 1; fi; \
+fi
+endef
 
-run: env
+system-deps:
+	@$(call apt_install,$(APT_PACKAGES),required)
+
+# `make run` is the first command on a fresh machine: it installs what the stack uses as `make test` does,
+# but never stops for it (without clamd the stack runs and says that files are not scanned).
+run-deps:
+	@$(call apt_install,$(RUN_APT_PACKAGES),optional)
+
+run: env run-deps
 	$(VENV)/bin/filestore-stack run
 
 proto: env

@@ -22,6 +22,14 @@ from filestore.core.request_checks import (
     VALUE_LIMITS,
     check_request,
 )
+from filestore.core.validation import (
+    MAX_CONTENT_TYPE_CHARS,
+    MAX_EXTRACTED_TEXT_BYTES,
+    MAX_LABEL_KEY_CHARS,
+    MAX_LABEL_VALUE_CHARS,
+    MAX_LABELS,
+    MAX_NAME_CHARS,
+)
 from filestore.v1 import download_service_pb2 as download
 from filestore.v1 import metadata_service_pb2 as metadata
 from filestore.v1 import resources_pb2 as resources
@@ -227,3 +235,28 @@ def test_the_default_ceiling_and_every_edge_reason_are_stated_in_the_conventions
 def test_the_statuses_filter_fits_every_state() -> None:
     states = [value for value in resources.FileStatus.values() if value != resources.FILE_STATUS_UNSPECIFIED]
     assert VALUE_LIMITS["filestore.v1.ListFilesRequest.statuses"].max_values == len(states)
+
+
+def test_the_string_limits_of_the_validation_module_are_stated_in_their_fields_proto_comments() -> None:
+    """Each limit lives once in code (filestore.core.validation) and is written where callers read it."""
+    files = _proto_files()
+    stated = {
+        "filestore.v1.File.name": f"at most {MAX_NAME_CHARS} characters",
+        "filestore.v1.CreateUploadRequest.name": f"1-{MAX_NAME_CHARS} characters",
+        "filestore.v1.ListFilesRequest.name_prefix": f"at most {MAX_NAME_CHARS} characters",
+        "filestore.v1.File.declared_content_type": f"at most {MAX_CONTENT_TYPE_CHARS} characters",
+        "filestore.v1.CreateUploadRequest.content_type": f"{MAX_CONTENT_TYPE_CHARS} in all",
+        "filestore.v1.File.labels": (
+            f"at most {MAX_LABELS} entries (`INVALID_LABELS` beyond); keys 1-{MAX_LABEL_KEY_CHARS} "
+            f"characters of [a-z0-9_-], values at most {MAX_LABEL_VALUE_CHARS} characters"
+        ),
+        "filestore.v1.RecordFileFactsRequest.extracted_text": (
+            f"up to {MAX_EXTRACTED_TEXT_BYTES // 2**20} MiB of UTF-8"
+        ),
+    }
+    missing = [
+        f"{full_name}: {text!r} not in {comment!r}"
+        for full_name, text in stated.items()
+        if text.lower() not in (comment := " ".join(_field_comment(files, full_name).split())).lower()
+    ]
+    assert missing == [], "\n".join(missing)

@@ -69,6 +69,12 @@ def test_from_env_resolves_home_and_database(tmp_path: Path) -> None:
     assert config.components == ("nats", "metadata")  # always in start order
 
 
+def test_from_env_names_the_clamd_to_run(tmp_path: Path) -> None:
+    assert StackConfig.from_env({}, cwd=tmp_path).clamd_executable == "clamd"
+    config = StackConfig.from_env({"FILESTORE_STACK_CLAMD": "/opt/clamav/sbin/clamd"}, cwd=tmp_path)
+    assert config.clamd_executable == "/opt/clamav/sbin/clamd"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

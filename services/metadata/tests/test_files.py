@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from filestore.core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from filestore.core.validation import MAX_NAME_CHARS
 from filestore.metadata.db import store
 from filestore.metadata.db.models import File, FileStatus, ProcessingOutcome, Visibility
 
@@ -189,7 +190,7 @@ async def test_update_file_fields_and_etag(sessions: Sessions, tenant: str) -> N
                 session, tenant=tenant, file_id=file.id, expected_version=file.version, name="late.pdf"
             )
         with pytest.raises(InvalidArgument) as too_long:
-            await store.update_file(session, tenant=tenant, file_id=file.id, name="x" * 1025)
+            await store.update_file(session, tenant=tenant, file_id=file.id, name="x" * (MAX_NAME_CHARS + 1))
         assert too_long.value.reason == "INVALID_NAME"
     async with sessions() as session:
         stored = await store.get_file(session, tenant=tenant, file_id=file.id)
@@ -217,6 +218,7 @@ async def test_deleted_files_are_hidden(sessions: Sessions, tenant: str) -> None
     ("override", "reason"),
     [
         ({"name": ""}, "INVALID_NAME"),
+        ({"name": "x" * (MAX_NAME_CHARS + 1)}, "INVALID_NAME"),
         ({"size": -1}, "INVALID_SIZE"),
         ({"sha256": "ABC"}, "INVALID_SHA256"),
         ({"owner": ""}, "MISSING_FIELD"),
@@ -237,6 +239,20 @@ async def test_create_file_validates_input(
         with pytest.raises(InvalidArgument) as bad:
             await store.create_file(session, **arguments)  # type: ignore[arg-type]
         assert bad.value.reason == reason
+
+
+async def test_the_store_keeps_names_to_the_contract_s_limit(sessions: Sessions, tenant: str) -> None:
+    # The limit counts characters (as the edge and the schema do), not bytes: these are 510 of UTF-8.
+    longest = "\u00e9" * MAX_NAME_CHARS
+    async with sessions() as session, session.begin():
+        file = await store.create_file(
+            session, tenant=tenant, owner="alice", name=longest, declared_content_type="text/plain", size=1
+        )
+        with pytest.raises(InvalidArgument) as too_long:
+            await store.update_file(session, tenant=tenant, file_id=file.id, name=longest + "e")
+    assert (too_long.value.reason, too_long.value.metadata) == ("INVALID_NAME", {"max_chars": "255"})
+    async with sessions() as session:
+        assert (await store.get_file(session, tenant=tenant, file_id=file.id)).name == longest
 
 
 async def test_keyset_pagination(sessions: Sessions, tenant: str) -> None:

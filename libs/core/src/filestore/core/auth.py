@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 
 from filestore.core.errors import PermissionDenied, Unauthenticated
-from filestore.core.identity import ANY_TENANT, is_subject, is_tenant
+from filestore.core.identity import ANY_TENANT, SUBJECT_GRAMMAR, TENANT_GRAMMAR, is_subject, is_tenant
 from filestore.core.settings import AuthSettings
 
 __all__ = [
@@ -210,9 +210,9 @@ def _check_claims(*, subject: str, tenant: str, service: bool) -> None:
     and may be anything. ``*`` (any tenant) is the service tokens' own tenant, and ``service`` is
     only true here for tokens signed with the shared secret."""
     if not (is_tenant(tenant) or (tenant == ANY_TENANT and service)):
-        raise _claim_invalid("tenant", "[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+        raise _claim_invalid("tenant", TENANT_GRAMMAR)
     if not is_subject(subject):
-        raise _claim_invalid("sub", "1-255 characters without control or format characters")
+        raise _claim_invalid("sub", SUBJECT_GRAMMAR)
 
 
 def _claim_invalid(claim: str, grammar: str) -> Unauthenticated:

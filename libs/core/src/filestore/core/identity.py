@@ -17,7 +17,9 @@ import unicodedata
 __all__ = [
     "ANY_TENANT",
     "KEY_SEGMENT_MAX_CHARS",
+    "SUBJECT_GRAMMAR",
     "SUBJECT_MAX_CHARS",
+    "TENANT_GRAMMAR",
     "TENANT_MAX_CHARS",
     "is_key_segment",
     "is_subject",
@@ -30,7 +32,11 @@ KEY_SEGMENT_MAX_CHARS = 128
 #: The tenant of service tokens: services act for whichever tenant a request names.
 ANY_TENANT = "*"
 
-_TENANT = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{TENANT_MAX_CHARS - 1}}}")
+#: The two grammars as error messages say them (a refused value is never echoed: it may be anything).
+TENANT_GRAMMAR = rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{TENANT_MAX_CHARS - 1}}}"
+SUBJECT_GRAMMAR = f"1-{SUBJECT_MAX_CHARS} characters without control or format characters"
+
+_TENANT = re.compile(TENANT_GRAMMAR)
 _KEY_SEGMENT = re.compile(rf"[A-Za-z0-9._-]{{1,{KEY_SEGMENT_MAX_CHARS}}}")
 #: Control, format (bidirectional overrides, zero-width characters), surrogate, and the line and
 #: paragraph separators: characters that disguise a name in a log line or a listing.

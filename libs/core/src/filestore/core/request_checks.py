@@ -35,7 +35,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.errors import InvalidArgument
-from filestore.core.identity import SUBJECT_MAX_CHARS, TENANT_MAX_CHARS, is_subject, is_tenant
+from filestore.core.identity import SUBJECT_GRAMMAR, TENANT_GRAMMAR, is_subject, is_tenant
+from filestore.core.validation import MAX_LABELS
 
 __all__ = [
     "DEFAULT_MAX_VALUES",
@@ -68,9 +69,9 @@ class ValueLimit:
 #: Repeated and map fields with a natural limit, by full field name. Each limit is stated in its
 #: field's comment in ``protos/filestore/v1`` (a test holds the two together).
 VALUE_LIMITS: Mapping[str, ValueLimit] = {
-    "filestore.v1.File.labels": ValueLimit(64, reason="INVALID_LABELS"),
-    "filestore.v1.CreateUploadRequest.labels": ValueLimit(64, reason="INVALID_LABELS"),
-    "filestore.v1.ListFilesRequest.labels": ValueLimit(64),
+    "filestore.v1.File.labels": ValueLimit(MAX_LABELS, reason="INVALID_LABELS"),
+    "filestore.v1.CreateUploadRequest.labels": ValueLimit(MAX_LABELS, reason="INVALID_LABELS"),
+    "filestore.v1.ListFilesRequest.labels": ValueLimit(MAX_LABELS),
     # One per state a file can be in (FILE_STATUS_UNSPECIFIED is no state).
     "filestore.v1.ListFilesRequest.statuses": ValueLimit(7),
     "filestore.v1.SignPartsRequest.part_numbers": ValueLimit(1000, reason="TOO_MANY_PARTS"),
@@ -101,17 +102,9 @@ class NamedStringRule:
 #: Fields that name an identity or a key: they reach SQL columns and object keys, so their shape is
 #: checked once here rather than by each servicer. Empty means "not given" and is always accepted.
 NAMED_STRING_RULES: Mapping[str, NamedStringRule] = {
-    "tenant": NamedStringRule(
-        is_tenant, "INVALID_TENANT", f"[A-Za-z0-9][A-Za-z0-9._-]{{0,{TENANT_MAX_CHARS - 1}}}"
-    ),
-    "owner": NamedStringRule(
-        is_subject, "INVALID_OWNER", f"1-{SUBJECT_MAX_CHARS} characters without control or format characters"
-    ),
-    "principal": NamedStringRule(
-        is_subject,
-        "INVALID_PRINCIPAL",
-        f"1-{SUBJECT_MAX_CHARS} characters without control or format characters",
-    ),
+    "tenant": NamedStringRule(is_tenant, "INVALID_TENANT", TENANT_GRAMMAR),
+    "owner": NamedStringRule(is_subject, "INVALID_OWNER", SUBJECT_GRAMMAR),
+    "principal": NamedStringRule(is_subject, "INVALID_PRINCIPAL", SUBJECT_GRAMMAR),
     "request_id": NamedStringRule(_is_request_id, "INVALID_REQUEST_ID", "1-64 printable ASCII characters"),
 }
 

@@ -1,5 +1,8 @@
 """Checks on what clients declare, shared by every service that accepts it. A refused value raises
-InvalidArgument with a precise reason; names are metadata only and never part of a storage key."""
+InvalidArgument with a precise reason; names are metadata only and never part of a storage key.
+
+The limits here are the contract's (the comments of ``protos/filestore/v1``) and live here once: the
+edge checks, the metadata store's last-line checks and the database schema all use these constants."""
 
 from __future__ import annotations
 
@@ -12,22 +15,36 @@ import regex
 from filestore.core.errors import InvalidArgument
 
 __all__ = [
+    "MAX_CONTENT_TYPE_CHARS",
+    "MAX_EXTRACTED_TEXT_BYTES",
     "MAX_LABELS",
+    "MAX_LABEL_KEY_CHARS",
+    "MAX_LABEL_VALUE_CHARS",
     "MAX_NAME_CHARS",
     "check_content_type",
     "check_crc32",
     "check_labels",
     "check_sha256",
     "clean_name",
+    "is_content_type",
 ]
 
+#: A file's display name, in characters after NFC normalization (File.name, CreateUploadRequest.name).
 MAX_NAME_CHARS = 255
 MAX_LABELS = 64
+MAX_LABEL_KEY_CHARS = 63
 MAX_LABEL_VALUE_CHARS = 255
+#: RFC 6838: a type and a subtype of at most 127 characters each, so 255 with the slash.
+_MAX_TYPE_PART_CHARS = 127
+MAX_CONTENT_TYPE_CHARS = 2 * _MAX_TYPE_PART_CHARS + 1
+#: Text extracted from a file (OCR, a PDF's text layer), in bytes of UTF-8: bounds the row and the
+#: ``text_contains`` scan. The processor truncates to it; the metadata service refuses more.
+MAX_EXTRACTED_TEXT_BYTES = 1024 * 1024
 # Each is matched whole (fullmatch): `$` would also accept a trailing newline.
-_LABEL_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_LABEL_KEY = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{MAX_LABEL_KEY_CHARS - 1}}}")
 # RFC 6838 restricted-name characters for type and subtype; parameters are not accepted here.
-_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_TYPE_PART = rf"[a-z0-9][a-z0-9!#$&^_.+-]{{0,{_MAX_TYPE_PART_CHARS - 1}}}"
+_CONTENT_TYPE = re.compile(rf"{_TYPE_PART}/{_TYPE_PART}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CRC32 = re.compile(r"[0-9a-f]{8}")
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
@@ -113,10 +130,16 @@ def _ends_emoji(name: str, joiner: int) -> bool:
     return position >= 0 and _EXTENDED_PICTOGRAPHIC.match(name[position]) is not None
 
 
+def is_content_type(value: str) -> bool:
+    """Whether ``value`` is a lower-case ``type/subtype`` (no parameters) of at most
+    MAX_CONTENT_TYPE_CHARS characters: what a file's content types may hold."""
+    return _CONTENT_TYPE.fullmatch(value) is not None
+
+
 def check_content_type(content_type: str, *, allowed: tuple[str, ...] = ()) -> str:
     """``type/subtype`` in lower case; with ``allowed``, one of those (``image/*`` wildcards work)."""
     normalized = content_type.strip().lower()
-    if not _CONTENT_TYPE.fullmatch(normalized):
+    if not is_content_type(normalized):
         raise InvalidArgument("content_type must be type/subtype", reason="INVALID_CONTENT_TYPE")
     if allowed and not any(
         normalized == rule or (rule.endswith("/*") and normalized.startswith(rule[:-1])) for rule in allowed
@@ -140,7 +163,8 @@ def check_crc32(crc32: str) -> str:
 
 
 def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """At most 64 labels; keys 1-63 of ``[a-z0-9_-]`` starting alphanumeric; values up to 255 chars."""
+    """At most MAX_LABELS labels; keys 1-MAX_LABEL_KEY_CHARS of ``[a-z0-9_-]`` starting alphanumeric;
+    values up to MAX_LABEL_VALUE_CHARS characters."""
     if len(labels) > MAX_LABELS:
         raise InvalidArgument(
             f"at most {MAX_LABELS} labels", reason="INVALID_LABELS", metadata={"max_labels": str(MAX_LABELS)}
@@ -148,7 +172,8 @@ def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         if not _LABEL_KEY.fullmatch(key):
             raise InvalidArgument(
-                f"label key {key[:64]!r} is not [a-z0-9_-]{{1,63}}", reason="INVALID_LABELS"
+                f"label key {key[:64]!r} is not [a-z0-9_-]{{1,{MAX_LABEL_KEY_CHARS}}}",
+                reason="INVALID_LABELS",
             )
         if len(value) > MAX_LABEL_VALUE_CHARS or any(
             unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value

@@ -362,10 +362,11 @@ class File(_message.Message):
     characters after sanitizing (NFC); control, format and other invisible characters (bidirectional
     overrides, zero-width spaces) are refused, except where they bind an emoji sequence: the
     zero-width joiner between two emoji, a variation selector after a character it modifies, the
-    tags of a subdivision flag.
+    tags of a subdivision flag. A longer name is `INVALID_NAME` (ErrorInfo metadata `max_chars`),
+    wherever it is sent; the catalogue's schema holds the same limit.
     """
     declared_content_type: _builtins.str
-    """Content type declared by the client, e.g. `image/png`."""
+    """Content type declared by the client, e.g. `image/png`: `type/subtype`, at most 255 characters."""
     sniffed_content_type: _builtins.str
     """Content type sniffed from the bytes by the processor; empty until sniffed. Output only."""
     size: _builtins.int

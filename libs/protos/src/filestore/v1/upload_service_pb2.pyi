@@ -57,13 +57,18 @@ class CreateUploadRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Display name of the file (metadata only)."""
+    """Display name of the file (metadata only): 1-255 characters after sanitizing (NFC), under the
+    rules of File.name; `INVALID_NAME` otherwise (ErrorInfo metadata `max_chars` when too long).
+    """
     size: _builtins.int
     """Exact size in bytes, 0 or more (0 for an empty file, which MULTIPART cannot carry); storage
     refuses a body of any other size.
     """
     content_type: _builtins.str
-    """Content type, `type/subtype`; must be allowed by the tenant's policy. Signed into the URL."""
+    """Content type, `type/subtype` without parameters (RFC 6838 names: at most 127 characters each, so
+    255 in all), `INVALID_CONTENT_TYPE` otherwise; must be allowed by the tenant's policy. Signed into
+    the URL.
+    """
     sha256: _builtins.str
     """Optional lower-case hex SHA-256 of the whole content. When set, storage refuses a body with any
     other digest (single uploads), the broker checks it at completion, the processor verifies it,

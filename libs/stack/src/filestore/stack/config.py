@@ -260,6 +260,8 @@ class StackConfig:
     a service (tests use it to run a fake); by default each service runs its console script.
     ``restart`` is what ``filestore-stack run`` does when a component exits while the stack runs
     (a :class:`Stack` used directly, as in the test fixtures, restarts nothing by itself).
+    ``clamd_executable`` is the clamd to run, a name looked up like the other executables or a path;
+    when there is none the stack starts without clamd (see :meth:`Stack.start`).
     """
 
     home: Path
@@ -275,6 +277,7 @@ class StackConfig:
     ready_timeout_s: float = 60.0
     stop_timeout_s: float = 12.0
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    clamd_executable: str = "clamd"
 
     def __post_init__(self) -> None:
         # A relative home would silently change meaning for children started with another cwd.
@@ -322,7 +325,8 @@ class StackConfig:
 
         ``FILESTORE_HOME`` (default ``.filestore`` in ``cwd``), ``FILESTORE_STACK_HOST``,
         ``FILESTORE_STACK_BUCKET``, ``FILESTORE_STACK_COMPONENTS`` (comma separated),
-        ``FILESTORE_DATABASE_URL``, ``FILESTORE_LOG_LEVEL`` and ``FILESTORE_STACK_<NAME>_PORT``.
+        ``FILESTORE_DATABASE_URL``, ``FILESTORE_LOG_LEVEL``, ``FILESTORE_STACK_CLAMD`` and
+        ``FILESTORE_STACK_<NAME>_PORT``.
         """
         env = os.environ if environ is None else environ
 
@@ -361,4 +365,5 @@ class StackConfig:
             database_url=get("FILESTORE_DATABASE_URL"),
             log_level=log_level,
             components=components,
+            clamd_executable=get("FILESTORE_STACK_CLAMD") or "clamd",
         )

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import time
@@ -61,6 +62,18 @@ _LOG_TAIL_LINES: Final = 30
 _TEST_SIGNATURES: Final = "filestore-test.ndb"
 _SYSTEM_CLAMAV_DB: Final = Path("/var/lib/clamav")
 _CLAMAV_DB_SUFFIXES: Final = frozenset({".cvd", ".cld", ".cud"})
+# The processor's FILESTORE_CLAMD_ADDR for "this deployment has no scanner" (its NO_SCANNER).
+_NO_SCANNER: Final = "none"
+_UNSCANNED: Final = (
+    "their scan step ends SKIPPED TOOL_MISSING and they become READY "
+    "(ReprocessFile scans them once clamd runs)"
+)
+# The tools the processor runs when it finds them on its PATH (without one, the step it serves ends
+# SKIPPED TOOL_MISSING): tool -> (Debian packages, what goes missing without it).
+_PROCESSOR_TOOLS: Final = {
+    "tesseract": ("tesseract-ocr tesseract-ocr-eng", "no OCR: the ocr step ends SKIPPED TOOL_MISSING"),
+    "ffmpeg": ("ffmpeg", "no video thumbnails: their thumbnail step ends SKIPPED TOOL_MISSING"),
+}
 
 
 class Stack:
@@ -72,6 +85,7 @@ class Stack:
         self._processes: dict[str, ManagedProcess] = {}
         self._credentials: StackCredentials | None = None
         self._lock_fd: int | None = None
+        self._components: tuple[str, ...] = config.components
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -95,6 +109,12 @@ class Stack:
         return StackEndpoints.from_config(self.config, self._credentials)
 
     @property
+    def components(self) -> tuple[str, ...]:
+        """The components this stack runs: the configured ones, less clamd when :meth:`start` found
+        none to run."""
+        return self._components
+
+    @property
     def pids(self) -> dict[str, int]:
         """Pids of the components that are running now."""
         return {
@@ -114,7 +134,7 @@ class Stack:
         return StackInfo(
             home=self.paths.home,
             endpoints=self.endpoints,
-            components=self.config.components,
+            components=self.components,
             pids=self.pids,
             s3_credentials_file=self.paths.s3_credentials,
             auth_secret_file=self.paths.auth_secret,
@@ -127,7 +147,7 @@ class Stack:
 
     async def health(self) -> dict[str, tuple[bool, str]]:
         """Probe every configured component once: {component: (healthy, detail)}."""
-        return await check_health(self.endpoints, self.config.components)
+        return await check_health(self.endpoints, self.components)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -137,22 +157,30 @@ class Stack:
         Raises :class:`StackPortInUseError` before anything starts when a port is taken, and
         :class:`StackStartError` (with the tail of the culprit's log) when a component dies or is
         not ready in time; whatever had started is stopped again before the error propagates.
+
+        What the machine lacks does not stop it (the first ``make run`` on a machine where the Debian
+        packages could not be installed must still bring the stack up): without clamd the stack
+        runs without it and the processor without a scanner, so files become READY unscanned (their
+        scan step SKIPPED ``TOOL_MISSING``); without tesseract or ffmpeg the steps they serve are
+        SKIPPED. One warning line says each, and what it means for files.
         """
         if self._lock_fd is not None:
             raise StackError("the stack is already started")
         self.paths.home.mkdir(parents=True, exist_ok=True)
         self._acquire_home_lock()
         try:
-            self._check_ports_free(self.config.components)
+            self._components = self._runnable_components()
+            self._check_ports_free(self.components)
             self._credentials = load_or_create_credentials(self.paths, bucket=self.config.bucket)
             self.paths.logs.mkdir(parents=True, exist_ok=True)
-            for component in self.config.components:
+            self._say_what_is_missing()
+            for component in self.components:
                 await self._start_component(component)
         except BaseException:
             # Includes cancellation (Ctrl-C during start-up): never leave half a stack running.
             await self.stop()
             raise
-        log.info("stack ready: %s", ", ".join(self.config.components))
+        log.info("stack ready: %s", ", ".join(self.components))
         return self.endpoints
 
     async def stop(self) -> None:
@@ -181,7 +209,7 @@ class Stack:
         """Start ``component`` again on the same ports (stopping it first if it still runs)."""
         if self._credentials is None:
             raise StackError("the stack has not been started")
-        if component not in self.config.components:
+        if component not in self.components:
             raise StackError(f"{component} is not a component of this stack")
         proc = self._processes.get(component)
         if proc is not None and proc.running:
@@ -195,6 +223,42 @@ class Stack:
             raise
 
     # ------------------------------------------------------------------------------- internals
+
+    def _runnable_components(self) -> tuple[str, ...]:
+        """The configured components, less clamd when there is none to run."""
+        components = self.config.components
+        if "clamd" in components and find_executable(self.config.clamd_executable) is None:
+            return tuple(c for c in components if c != "clamd")
+        return components
+
+    def _say_what_is_missing(self) -> None:
+        """One warning line for each thing this machine lacks, and what it means for files."""
+        if "clamd" in self.config.components and "clamd" not in self.components:
+            log.warning(
+                "%s not found (install Debian clamav-daemon, or set FILESTORE_STACK_CLAMD): starting "
+                "without it, so files are NOT virus-scanned: %s",
+                self.config.clamd_executable,
+                _UNSCANNED,
+            )
+        elif "processor" in self.components and "clamd" not in self.components:
+            log.warning(
+                "clamd is not a component of this stack, so files are NOT virus-scanned: %s", _UNSCANNED
+            )
+        if "clamd" in self.components and not self._has_a_signature_database():
+            log.warning(
+                "clamd knows only the test signatures shipped with the stack (EICAR), no real malware: "
+                "add a ClamAV database with freshclam, or copy main.cvd and daily.cvd into %s (README: "
+                "The signature database)",
+                self._clamd_database,
+            )
+        if "processor" not in self.components:
+            return
+        env = self._service_env("processor")
+        env.update(self.config.extra_env.get("processor", {}))
+        search_path = env.get("PATH", os.defpath)
+        for tool, (packages, consequence) in _PROCESSOR_TOOLS.items():
+            if shutil.which(tool, path=search_path) is None:
+                log.warning("%s not found (install Debian %s): %s", tool, packages, consequence)
 
     async def _stop_group(self, components: Iterable[str], grace_s: float) -> None:
         procs = [p for c in components if (p := self._processes.get(c)) is not None and p.running]
@@ -353,11 +417,28 @@ class Stack:
         )
         return [_require_executable("nats-server"), "--config", str(conf)]
 
+    @property
+    def _clamd_database(self) -> Path:
+        return self.paths.clamd / "db"
+
+    def _has_a_signature_database(self) -> bool:
+        """The host's database, or signature files copied into ours (the links to the host's are
+        made anew at every start; anything else there is the user's)."""
+        if _system_signature_files():
+            return True
+        if not self._clamd_database.is_dir():
+            return False
+        return any(
+            entry.name != _TEST_SIGNATURES and not entry.is_symlink()
+            for entry in self._clamd_database.iterdir()
+        )
+
     def _clamd_command(self) -> list[str]:
         """clamd in the foreground on its own TCP port, with the shipped test signatures (EICAR) and,
-        when the host has one, the system's signature database (no download is attempted)."""
+        when the host has one, the system's signature database (no download is attempted). Signature
+        files copied into the database directory are the user's: kept, and preferred to the host's."""
         root = self.paths.clamd
-        database = root / "db"
+        database = self._clamd_database
         scratch = root / "tmp"
         for directory in (database, scratch):
             directory.mkdir(parents=True, exist_ok=True)
@@ -367,10 +448,9 @@ class Stack:
         for entry in database.iterdir():
             if entry.is_symlink():
                 entry.unlink()
-        if _SYSTEM_CLAMAV_DB.is_dir():
-            for source in _SYSTEM_CLAMAV_DB.iterdir():
-                if source.suffix in _CLAMAV_DB_SUFFIXES:
-                    (database / source.name).symlink_to(source)
+        for source in _system_signature_files():
+            if not (database / source.name).exists():
+                (database / source.name).symlink_to(source)
         conf = root / "clamd.conf"
         conf.write_text(
             "# Written by filestore-stack at every start; edits are lost.\n"
@@ -392,7 +472,7 @@ class Stack:
             "SelfCheck 3600\n",
             encoding="utf-8",
         )
-        return [_require_executable("clamd"), f"--config-file={conf}"]
+        return [_require_executable(self.config.clamd_executable), f"--config-file={conf}"]
 
     def _service_env(self, service: str) -> dict[str, str]:
         endpoints = self.endpoints
@@ -423,7 +503,7 @@ class Stack:
         )
         if service == "processor":
             env["FILESTORE_FILER_GRPC"] = endpoints.filer_grpc
-            env["FILESTORE_CLAMD_ADDR"] = endpoints.clamd_addr
+            env["FILESTORE_CLAMD_ADDR"] = endpoints.clamd_addr if "clamd" in self.components else _NO_SCANNER
         return env
 
     def _socket_dir(self) -> Path:
@@ -505,6 +585,13 @@ def _port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _system_signature_files() -> list[Path]:
+    """The host's ClamAV database (what freshclam or the clamav-data package keeps up to date)."""
+    if not _SYSTEM_CLAMAV_DB.is_dir():
+        return []
+    return [source for source in _SYSTEM_CLAMAV_DB.iterdir() if source.suffix in _CLAMAV_DB_SUFFIXES]
 
 
 def _require_executable(name: str) -> str:

@@ -40,7 +40,7 @@ async def supervise(
     """
     watchers = [
         asyncio.create_task(_Watcher(stack, component, say=say, restarted=restarted).run())
-        for component in stack.config.components
+        for component in stack.components
     ]
     try:
         done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_EXCEPTION)

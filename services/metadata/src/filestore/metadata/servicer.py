@@ -19,6 +19,7 @@ from filestore.core.auth import Principal, current_principal, require_service
 from filestore.core.errors import InvalidArgument, NotFound, PermissionDenied
 from filestore.core.pagetokens import PageTokens, request_fingerprint
 from filestore.core.validation import (
+    MAX_EXTRACTED_TEXT_BYTES,
     MAX_NAME_CHARS,
     check_content_type,
     check_labels,
@@ -940,12 +941,13 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> resources_pb2.File:
         principal = require_service()
         sniffed = request.sniffed_content_type
-        if sniffed and len(sniffed) > 255:
-            raise InvalidArgument("sniffed_content_type is too long", reason="INVALID_CONTENT_TYPE")
         sniffed = check_content_type(sniffed) if sniffed else ""
-        # 1 MiB of UTF-8 bounds the row and the text_contains scan; the processor truncates before.
-        if len(request.extracted_text.encode("utf-8")) > 1024 * 1024:
-            raise InvalidArgument("extracted_text is longer than 1 MiB", reason="TEXT_TOO_LONG")
+        # Bounds the row and the text_contains scan; the processor truncates to it before.
+        if len(request.extracted_text.encode("utf-8")) > MAX_EXTRACTED_TEXT_BYTES:
+            raise InvalidArgument(
+                f"extracted_text is longer than {MAX_EXTRACTED_TEXT_BYTES} bytes of UTF-8",
+                reason="TEXT_TOO_LONG",
+            )
         scope = self._tenant(principal, request.tenant)
         async with self._sessions() as session, session.begin():
             try:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import io
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Final
 import magic
 import pypdfium2 as pdfium  # type: ignore[import-untyped]  # ships no type information
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from filestore.core.validation import is_content_type
 
 __all__ = [
     "ImageTooLarge",
@@ -59,7 +60,6 @@ EXECUTABLE_TYPES: Final = frozenset(
 GENERIC_TYPES: Final = frozenset(
     {"application/octet-stream", "text/plain", "inode/x-empty", "application/x-empty"}
 )
-_MIME: Final = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 RASTER_FORMATS: Final = frozenset({"JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"})
 
 # Pillow's own guard has a fixed limit and raises from Image.open before the size can be reported;
@@ -97,7 +97,7 @@ def sniff(head: bytes) -> str:
         # signature of a real DOS/Windows executable is evidence enough to quarantine a file.
         return "application/octet-stream"
     # Whatever libmagic says must be storable as a content type, or the file would be stuck.
-    return detected if _MIME.match(detected) else "application/octet-stream"
+    return detected if is_content_type(detected) else "application/octet-stream"
 
 
 @dataclass(frozen=True, slots=True)

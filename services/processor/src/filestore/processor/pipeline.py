@@ -31,8 +31,9 @@ from PIL import Image
 from filestore.core import events, metrics, tracing
 from filestore.core.clients import translated_errors
 from filestore.core.errors import Aborted, NotFound
+from filestore.core.validation import MAX_EXTRACTED_TEXT_BYTES
 from filestore.processor import media
-from filestore.processor.pipeline_config import MAX_TEXT_BYTES, Step
+from filestore.processor.pipeline_config import Step
 from filestore.processor.scanner import ClamdScanner, Scanner
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.storage import ObjectStore, TooLarge, scratch_directory
@@ -124,7 +125,7 @@ def _own_key(tenant: str, file_id: str) -> str:
     return f"{ORIGINALS_PREFIX}{tenant}/{file_id}"
 
 
-def truncate_utf8(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+def truncate_utf8(text: str, limit: int = MAX_EXTRACTED_TEXT_BYTES) -> str:
     """At most ``limit`` bytes of UTF-8, cut at a character boundary."""
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
@@ -166,11 +167,15 @@ class Pipeline:
         self._objects = ObjectStore(
             storage, streaming=streaming_storage, chunk_bytes=settings.read_chunk_bytes
         )
-        self._scanner = scanner or ClamdScanner(
-            self._config.clamd_address,
-            timeout_s=self._config.scan_timeout_s,
-            frame_bytes=self._config.scan_chunk_bytes,
-        )
+        self._scanner: Scanner | None = scanner
+        if scanner is None and self._config.clamd_address is not None:
+            self._scanner = ClamdScanner(
+                self._config.clamd_address,
+                timeout_s=self._config.scan_timeout_s,
+                frame_bytes=self._config.scan_chunk_bytes,
+            )
+        if self._scanner is None:
+            log.warning("scanning_off", detail="FILESTORE_CLAMD_ADDR=none: files become READY unscanned")
         self._js = jetstream
         self._subjects = events.Subjects(settings.nats.subject_prefix)
         self._heartbeat_interval_s = max(1.0, settings.ack_wait_s / 3)
@@ -483,6 +488,12 @@ class Pipeline:
         return passed(**details)
 
     async def _scan(self, run: _Run, file: resources_pb2.File) -> StepResult:
+        if self._scanner is None:
+            # The deployment says it has no scanner (FILESTORE_CLAMD_ADDR=none), as ffmpeg or
+            # tesseract may be missing: the file's record says it was not scanned, and
+            # ReprocessFile scans it once a scanner is configured.
+            return skipped("TOOL_MISSING", detail="no virus scanner is configured: the file was not scanned")
+        scanner = self._scanner
         if file.size > self._config.scan_max_bytes:
             # Fail closed: content the scanner cannot take is never served unscanned.
             return StepResult(
@@ -490,9 +501,7 @@ class Pipeline:
                 {"reason": "TOO_LARGE_TO_SCAN", "limit": str(self._config.scan_max_bytes)},
                 stop=(Status.FILE_STATUS_FAILED, "TOO_LARGE_TO_SCAN"),
             )
-        verdict = await self._blocking(
-            run, lambda: self._scanner.scan(self._objects.chunks(run.bucket, run.key))
-        )
+        verdict = await self._blocking(run, lambda: scanner.scan(self._objects.chunks(run.bucket, run.key)))
         if verdict.signature.startswith(SCAN_LIMIT_SIGNATURE):
             # clamd stopped at one of its limits: the content was not fully scanned, which is no
             # verdict on it. Fail closed, as for objects over scan_max_bytes.

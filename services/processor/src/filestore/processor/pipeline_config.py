@@ -13,7 +13,7 @@ from typing import Final
 
 from filestore.core.settings import PREFIX, Env, SettingsError
 
-__all__ = ["CLAMAV_MAX_BYTES", "DEFAULT_STEPS", "MAX_TEXT_BYTES", "PipelineSettings", "Step"]
+__all__ = ["CLAMAV_MAX_BYTES", "DEFAULT_STEPS", "NO_SCANNER", "PipelineSettings", "Step"]
 
 
 class Step(StrEnum):
@@ -45,8 +45,10 @@ DEFAULT_REQUIRED: Final = frozenset({Step.INTEGRITY, Step.SNIFF, Step.SCAN})
 #: 2147483645 bytes" in its log, whatever clamd.conf asks), and anything larger only raises
 #: Heuristics.Limits.Exceeded.MaxFileSize.
 CLAMAV_MAX_BYTES: Final = 2**31 - 3
-#: Extracted text is stored up to this many bytes of UTF-8 (the metadata service's limit).
-MAX_TEXT_BYTES: Final = 1024 * 1024
+#: ``FILESTORE_CLAMD_ADDR`` value of a deployment that has no virus scanner (the embedded stack on a
+#: machine without clamd): the scan step then ends SKIPPED ``TOOL_MISSING`` and files become READY
+#: unscanned. Only this explicit value does that; an address nobody answers on is an outage, retried.
+NO_SCANNER: Final = "none"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,8 +57,8 @@ class PipelineSettings:
     steps: tuple[tuple[str, tuple[Step, ...]], ...] = DEFAULT_STEPS
     #: Steps that gate READY.
     required: frozenset[Step] = DEFAULT_REQUIRED
-    #: clamd's TCP address.
-    clamd_address: str = "127.0.0.1:3310"
+    #: clamd's TCP address; None when the deployment has no scanner (``FILESTORE_CLAMD_ADDR=none``).
+    clamd_address: str | None = "127.0.0.1:3310"
     #: How long one scan may take before it counts as a transient failure.
     scan_timeout_s: float = 900.0
     #: Bytes sent to clamd per INSTREAM frame (must stay below clamd's StreamMaxLength).
@@ -93,7 +95,11 @@ class PipelineSettings:
                 _step(name, f"{PREFIX}PIPELINE_REQUIRED")
                 for name in env.csv(f"{PREFIX}PIPELINE_REQUIRED", tuple(DEFAULT_REQUIRED))
             ),
-            clamd_address=env.address(f"{PREFIX}CLAMD_ADDR", "127.0.0.1:3310"),
+            clamd_address=(
+                None
+                if env.optional_str(f"{PREFIX}CLAMD_ADDR") == NO_SCANNER
+                else env.address(f"{PREFIX}CLAMD_ADDR", "127.0.0.1:3310")
+            ),
             scan_timeout_s=env.number(f"{PREFIX}SCAN_TIMEOUT_S", 900.0, minimum=1.0),
             scan_max_bytes=env.integer(
                 f"{PREFIX}SCAN_MAX_BYTES", CLAMAV_MAX_BYTES, minimum=1, maximum=CLAMAV_MAX_BYTES

@@ -33,6 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from filestore.core.identity import SUBJECT_MAX_CHARS
+from filestore.core.validation import MAX_CONTENT_TYPE_CHARS, MAX_NAME_CHARS
+
 __all__ = [
     "NAMING_CONVENTION",
     "Base",
@@ -233,6 +236,8 @@ class File(Base):
         _enum_check("status", FileStatus, "status"),
         _enum_check("visibility", Visibility, "visibility"),
         CheckConstraint("size >= 0", name="size_non_negative"),
+        # The contract's limit, in the schema too: a VARCHAR's length binds PostgreSQL, not SQLite.
+        CheckConstraint(f"length(name) <= {MAX_NAME_CHARS}", name="name_length"),
         # Every listing is keyset-paginated on (created_at, id) within a tenant, optionally filtered.
         Index("ix_files_tenant_created_at_id", "tenant", "created_at", "id"),
         Index("ix_files_tenant_owner_created_at_id", "tenant", "owner", "created_at", "id"),
@@ -241,10 +246,10 @@ class File(Base):
 
     id: Mapped[str] = _id_column()
     tenant: Mapped[str] = mapped_column(String(255))
-    owner: Mapped[str] = mapped_column(String(255))
-    name: Mapped[str] = mapped_column(String(1024))
-    declared_content_type: Mapped[str] = mapped_column(String(255))
-    sniffed_content_type: Mapped[str | None] = mapped_column(String(255))
+    owner: Mapped[str] = mapped_column(String(SUBJECT_MAX_CHARS))
+    name: Mapped[str] = mapped_column(String(MAX_NAME_CHARS))
+    declared_content_type: Mapped[str] = mapped_column(String(MAX_CONTENT_TYPE_CHARS))
+    sniffed_content_type: Mapped[str | None] = mapped_column(String(MAX_CONTENT_TYPE_CHARS))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))
     verified_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -311,7 +316,7 @@ class Grant(Base):
     id: Mapped[str] = _id_column()
     file_id: Mapped[str] = _file_fk()
     tenant: Mapped[str] = mapped_column(String(255))
-    principal: Mapped[str] = mapped_column(String(255))
+    principal: Mapped[str] = mapped_column(String(SUBJECT_MAX_CHARS))
     permission: Mapped[Permission] = mapped_column(StrEnumType(Permission))
     expires_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -329,7 +334,7 @@ class Derivative(Base):
     kind: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(1024))
     size: Mapped[int] = mapped_column(BigInteger)
-    content_type: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(MAX_CONTENT_TYPE_CHARS))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -52,6 +52,7 @@ from filestore.core.errors import (
     ResourceExhausted,
 )
 from filestore.core.identity import is_key_segment, is_tenant
+from filestore.core.validation import MAX_NAME_CHARS
 from filestore.metadata.db.models import (
     Blob,
     Derivative,
@@ -73,7 +74,6 @@ from filestore.metadata.db.models import (
 )
 
 __all__ = [
-    "MAX_NAME_LENGTH",
     "MAX_PAGE_SIZE",
     "BlobLink",
     "FileCursor",
@@ -129,7 +129,6 @@ __all__ = [
     "update_file_facts",
 ]
 
-MAX_NAME_LENGTH = 1024
 MAX_PAGE_SIZE = 1000
 #: Compare-and-set attempts before giving up with ``Aborted``; each failed attempt means another
 #: transaction changed the row in between, so more than a handful means a hot row, not bad luck.
@@ -211,11 +210,11 @@ def _check_non_negative(value: int, field: str) -> None:
 
 
 def _check_name(name: str) -> None:
-    if not name or len(name) > MAX_NAME_LENGTH:
+    if not name or len(name) > MAX_NAME_CHARS:
         raise InvalidArgument(
-            f"name must be 1 to {MAX_NAME_LENGTH} characters",
+            f"name must be 1 to {MAX_NAME_CHARS} characters",
             reason="INVALID_NAME",
-            metadata={"max_length": str(MAX_NAME_LENGTH)},
+            metadata={"max_chars": str(MAX_NAME_CHARS)},
         )
 
 
