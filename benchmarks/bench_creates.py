@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks._common import BENCH_LOG_LEVEL, load_average, measure, temporary_stack
-from filestore.core import s3
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
-from filestore.core.logging import configure_logging
-from filestore.core.settings import Env
+from filestore.core.channels import insecure_channel
+from filestore.core.env import Env
+from filestore.server import s3
+from filestore.server.logging import configure_logging
 from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings

@@ -38,7 +38,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.metadata.db.migrate import upgrade_to_head
 from filestore.metadata.db.models import File
 from filestore.stack import Stack, StackConfig, StackPorts

@@ -34,7 +34,7 @@ from botocore.config import Config
 from benchmarks._common import BENCH_LOG_LEVEL, load_average, temporary_stack
 from filestore.client import AsyncClient, Endpoints, TransferOptions
 from filestore.core.auth import mint_token
-from filestore.core.logging import configure_logging
+from filestore.server.logging import configure_logging
 from filestore.stack import Stack
 
 MIB = 1024**2

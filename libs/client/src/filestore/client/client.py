@@ -39,7 +39,7 @@ from filestore.client.sources import (
 )
 from filestore.client.state import ResumeState, StateStore, default_state_dir
 from filestore.client.transfer import Signer, StorageTransfer, TransferOptions, run_pipelined
-from filestore.core.clients import service_channel
+from filestore.core.channels import service_channel
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,

@@ -19,7 +19,6 @@ import jwt
 
 from filestore.core.errors import PermissionDenied, Unauthenticated
 from filestore.core.identity import ANY_TENANT, is_subject, is_tenant
-from filestore.core.settings import AuthSettings
 
 __all__ = [
     "SERVICE_ROLE",
@@ -122,20 +121,6 @@ class TokenVerifier:
         # own work. A token refused is never cached; one cached stays good until its ``exp`` even
         # if its signing key leaves the key set, which short-lived tokens keep brief.
         self._verified: dict[str, tuple[Principal, float]] = {}
-
-    @classmethod
-    def from_settings(cls, settings: AuthSettings) -> TokenVerifier:
-        public_key = None
-        if settings.public_key_file is not None:
-            with open(settings.public_key_file, "rb") as handle:
-                public_key = handle.read()
-        return cls(
-            settings.secret,
-            public_key_pem=public_key,
-            jwks_url=settings.jwks_url,
-            issuer=settings.issuer,
-            audience=settings.audience,
-        )
 
     def verify_header(self, value: str | None) -> Principal:
         if not value:

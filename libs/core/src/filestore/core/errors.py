@@ -1,6 +1,6 @@
 """Typed domain errors and their one mapping to gRPC statuses.
 
-Servicers raise these; the error interceptor in :mod:`filestore.core.server` turns them into a
+Servicers raise these; the error interceptor in :mod:`filestore.server.bootstrap` turns them into a
 ``google.rpc.Status`` carrying exactly one ``google.rpc.ErrorInfo`` (AIP-193). Clients of our own
 services turn a failed call back into the same exception with :func:`error_from_rpc`, so a reason
 travels unchanged from the metadata service through the broker to the caller.

@@ -19,13 +19,13 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
-from filestore.core.clients import translated_errors
+from filestore.core.channels import translated_errors
 from filestore.core.errors import FailedPrecondition, FilestoreError, InvalidArgument, NotFound, Unavailable
-from filestore.core.sigv4 import SigV4Presigner
 from filestore.download.cdn import CdnUrls
 from filestore.download.settings import DownloadSettings
+from filestore.server import events, metrics
+from filestore.server.sigv4 import SigV4Presigner
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,

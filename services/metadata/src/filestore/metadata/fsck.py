@@ -59,9 +59,7 @@ from sqlalchemy import ColumnElement, Row, Select, delete, func, or_, select, un
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from filestore.core import s3
-from filestore.core.metrics import RECONCILER_FINDINGS, RECONCILER_REPAIRS
-from filestore.core.settings import PREFIX, Env, S3Settings, SettingsError
+from filestore.core.env import PREFIX, Env, SettingsError
 from filestore.metadata.db.engine import create_engine, session_factory
 from filestore.metadata.db.models import (
     Blob,
@@ -73,6 +71,9 @@ from filestore.metadata.db.models import (
     utcnow,
 )
 from filestore.metadata.settings import database_url_from_env
+from filestore.server import s3
+from filestore.server.metrics import RECONCILER_FINDINGS, RECONCILER_REPAIRS
+from filestore.server.settings import S3Settings
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.auth import Principal, current_principal, require_service
 from filestore.core.errors import InvalidArgument, NotFound, PermissionDenied
-from filestore.core.pagetokens import PageTokens, request_fingerprint
 from filestore.core.validation import (
     MAX_NAME_CHARS,
     check_content_type,
@@ -28,6 +27,7 @@ from filestore.core.validation import (
 from filestore.metadata import convert
 from filestore.metadata.db import models, store
 from filestore.metadata.janitor import ObjectJanitor
+from filestore.server.pagetokens import PageTokens, request_fingerprint
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import metadata_service_pb2_grpc, resources_pb2
 

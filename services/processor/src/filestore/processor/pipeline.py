@@ -28,14 +28,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 from PIL import Image
 
-from filestore.core import events, metrics, tracing
-from filestore.core.clients import translated_errors
+from filestore.core.channels import translated_errors
 from filestore.core.errors import Aborted, NotFound
 from filestore.processor import media
 from filestore.processor.pipeline_config import MAX_TEXT_BYTES, Step
 from filestore.processor.scanner import ClamdScanner, Scanner
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.storage import ObjectStore, TooLarge, scratch_directory
+from filestore.server import events, metrics, tracing
 from filestore.v1 import events_pb2, metadata_service_pb2, resources_pb2
 
 if TYPE_CHECKING:

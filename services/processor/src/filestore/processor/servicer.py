@@ -12,9 +12,8 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from filestore.core import events
 from filestore.core.auth import current_principal, require_service
-from filestore.core.clients import translated_errors
+from filestore.core.channels import translated_errors
 from filestore.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -22,8 +21,6 @@ from filestore.core.errors import (
     PermissionDenied,
     Unavailable,
 )
-from filestore.core.pagetokens import PageTokens, request_fingerprint
-from filestore.core.settings import NatsSettings
 from filestore.processor.worker import (
     DEAD_LETTER_DELIVERIES,
     DEAD_LETTER_DETAIL,
@@ -31,6 +28,9 @@ from filestore.processor.worker import (
     MalformedEvent,
     parse_event,
 )
+from filestore.server import events
+from filestore.server.pagetokens import PageTokens, request_fingerprint
+from filestore.server.settings import NatsSettings
 from filestore.v1 import (
     events_pb2,
     metadata_service_pb2,

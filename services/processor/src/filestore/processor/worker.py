@@ -11,7 +11,7 @@ not be reached (metadata, storage, clamd or NATS down), the event is published a
 end FAILED for it.
 
 Each event is handled in a CONSUMER span continuing the trace it was published in (see
-:mod:`filestore.core.tracing`) and counted in ``filestore_events_consumed_total`` by what became of it.
+:mod:`filestore.server.tracing`) and counted in ``filestore_events_consumed_total`` by what became of it.
 The consumer's lag (``num_pending``) is sampled from JetStream every few seconds.
 """
 
@@ -29,11 +29,11 @@ from nats.errors import ConnectionClosedError, NoRespondersError, StaleConnectio
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
-from filestore.core import events, metrics, s3, tracing
-from filestore.core.clients import METADATA, unavailable_reason
 from filestore.core.errors import DeadlineExceeded, FilestoreError, Unavailable
 from filestore.processor.pipeline import NotYetUploaded, Pipeline, Stage
 from filestore.processor.settings import ProcessorSettings
+from filestore.server import events, metrics, s3, tracing
+from filestore.server.dependencies import METADATA, unavailable_reason
 from filestore.v1 import events_pb2
 
 log = structlog.get_logger("filestore.processor.worker")
@@ -54,7 +54,7 @@ LAG_SAMPLE_INTERVAL_S = 5.0
 #: Failures to reach NATS itself (the READY announcement, a dead letter) while it restarts.
 _NATS_OUTAGES = (ConnectionClosedError, NatsTimeoutError, NoRespondersError, StaleConnectionError)
 #: Reasons of a call to another service that failed in transport: the callee did not answer. The
-#: metadata channel names itself (filestore.core.clients); a bare UNAVAILABLE is a channel without.
+#: metadata channel names itself (filestore.server.dependencies); a bare UNAVAILABLE is a channel without.
 _UNANSWERED_CALLS = frozenset({Unavailable.default_reason, unavailable_reason(METADATA)})
 
 

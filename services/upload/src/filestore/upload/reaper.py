@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from filestore.core import metrics
-from filestore.core.clients import translated_errors
+from filestore.core.channels import translated_errors
 from filestore.core.errors import FilestoreError
+from filestore.server import metrics
 from filestore.upload.storage import ObjectStore
 from filestore.v1 import metadata_service_pb2, resources_pb2
 

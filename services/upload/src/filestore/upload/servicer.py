@@ -18,11 +18,11 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
-from filestore.core.clients import translated_errors
+from filestore.core.channels import translated_errors
 from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from filestore.core.sigv4 import ChecksumName, PartChecksum, SigV4Presigner
+from filestore.server import events, metrics
+from filestore.server.sigv4 import ChecksumName, PartChecksum, SigV4Presigner
 from filestore.upload import validation
 from filestore.upload.plan import PartPlan, plan_parts
 from filestore.upload.reaper import discard_upload_bytes

@@ -3,7 +3,7 @@ delete, bucket CORS). No method here ever carries file content.
 
 ``ObjectStore`` is the port; ``S3ObjectStore`` the adapter for any S3 API (SeaweedFS, MinIO, AWS),
 running boto3's blocking calls in worker threads. Every call is bounded
-(:func:`filestore.core.s3.control_call`): storage that does not answer is
+(:func:`filestore.server.s3.control_call`): storage that does not answer is
 ``Unavailable(reason="STORAGE_UNAVAILABLE")``, before the caller's deadline.
 """
 
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from botocore.exceptions import ClientError
 
-from filestore.core import s3
 from filestore.core.errors import FailedPrecondition, Unavailable
-from filestore.core.sigv4 import ChecksumName, PartChecksum
+from filestore.server import s3
+from filestore.server.sigv4 import ChecksumName, PartChecksum
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client

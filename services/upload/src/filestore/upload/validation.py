@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping
 
 from filestore.core import validation as shared
 from filestore.core.errors import InvalidArgument, ResourceExhausted
-from filestore.core.sigv4 import ChecksumName, PartChecksum
+from filestore.server.sigv4 import ChecksumName, PartChecksum
 
 __all__ = [
     "check_content_type",

@@ -20,11 +20,11 @@ import grpc
 import structlog
 from nats.js import JetStreamContext
 
-from filestore.core import events
 from filestore.core.errors import Unavailable
 from filestore.processor.bridge._filer import filer_pb2, filer_pb2_grpc
 from filestore.processor.bridge.filer import FilerLayout, object_created_from_filer, object_deleted_from_filer
 from filestore.processor.bridge.state import CURSOR_BUCKET, LEASE_BUCKET, Cursor, Lease, key_value
+from filestore.server import events
 
 __all__ = ["SeaweedBridge"]
 

@@ -1,6 +1,6 @@
 """What every request of every Filestore RPC must be, checked once at the edge of each service.
 
-The server bootstrap (:mod:`filestore.core.server`) decodes each request itself and runs
+The server bootstrap (:mod:`filestore.server.bootstrap`) decodes each request itself and runs
 :func:`check_request` on it before the servicer sees it. The check walks the message by its
 descriptor, nested messages, repeated fields and map values included, so a new RPC or field is
 covered without anyone writing a check for it:

@@ -20,8 +20,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import NotFoundError
 from opentelemetry import context as otel_context
 
-from filestore.core import deadlines, metrics, tracing
-from filestore.core.settings import NatsSettings
+from filestore.server import deadlines, metrics, tracing
+from filestore.server.settings import NatsSettings
 from filestore.v1 import events_pb2
 
 __all__ = [

@@ -3,7 +3,7 @@ request.
 
 boto3 clients are thread-safe, so the blocking control calls (HEAD, multipart bookkeeping) run in
 worker threads through ``asyncio.to_thread``. URLs for clients are signed by
-:class:`filestore.core.sigv4.SigV4Presigner` (pure computation, inline), not by botocore.
+:class:`filestore.server.sigv4.SigV4Presigner` (pure computation, inline), not by botocore.
 
 Every call to storage is bounded, because a store that is stopped (or overloaded) still accepts TCP
 connections and then answers nothing. Two client profiles, from :class:`S3Settings`:
@@ -31,10 +31,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ConnectTimeoutError, EndpointConnectionError, HTTPClientError
 
-from filestore.core import deadlines
 from filestore.core.errors import Unavailable
-from filestore.core.settings import S3Settings
-from filestore.core.sigv4 import SigV4Presigner
+from filestore.server import deadlines
+from filestore.server.settings import S3Settings
+from filestore.server.sigv4 import SigV4Presigner
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -104,7 +104,7 @@ def storage_unavailable(error: BaseException, *, key: str | None = None) -> Unav
 
 async def control_call(method: Callable[..., T], /, **kwargs: Any) -> T:
     """``method(**kwargs)``, a blocking boto3 call, in a worker thread, within the time the RPC being
-    served has left (:func:`filestore.core.deadlines.call_timeout`). No answer is
+    served has left (:func:`filestore.server.deadlines.call_timeout`). No answer is
     :func:`storage_unavailable`; storage's refusals (``ClientError``) are the caller's to read.
 
     A call cut short by the deadline goes on in its thread until the client's own timeouts end it;

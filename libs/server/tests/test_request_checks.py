@@ -1,4 +1,4 @@
-"""The checks every request gets at the edge (filestore.core.request_checks), and the contract that
+"""The checks every request gets at the edge (filestore.server.request_checks), and the contract that
 states their limits: each limit of the table is written in its field's comment in the protos."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_tools import protoc
 
 from filestore.core.errors import InvalidArgument
-from filestore.core.request_checks import (
+from filestore.server.request_checks import (
     DEFAULT_MAX_VALUES,
     MAX_TIMESTAMP_SECONDS,
     MIN_TIMESTAMP_SECONDS,
