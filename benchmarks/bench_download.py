@@ -48,6 +48,7 @@ from benchmarks._common import (
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.core.env import Env
+from filestore.core.keys import original_key
 from filestore.download.app import build
 from filestore.download.settings import DownloadSettings
 from filestore.server import events, s3
@@ -119,7 +120,7 @@ def presign_cost_us(settings: DownloadSettings, file_id: str) -> float:
 
     def presign() -> object:
         return presigner.presign_get(
-            f"originals/{TENANT}/{file_id}",
+            original_key(TENANT, file_id),
             expires_s=settings.default_ttl_s,
             response_content_type="application/pdf",
             response_content_disposition='attachment; filename="report-0.pdf"',

@@ -23,10 +23,11 @@ import httpx
 from botocore.config import Config
 
 from benchmarks._common import best_per_call_us, temporary_stack
+from filestore.core.keys import original_key
 from filestore.server.sigv4 import SigV4Presigner
 from filestore.v1 import resources_pb2
 
-KEY = "originals/acme/0b9f1c1e-5f5e-4c1e-9c4b-2d1f0e9d8c7b"
+KEY = original_key("acme", "0b9f1c1e-5f5e-4c1e-9c4b-2d1f0e9d8c7b")
 SHA256 = hashlib.sha256(b"benchmark").hexdigest()
 REGION = "us-east-1"
 

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.errors import InvalidArgument
-from filestore.metadata.db import models, store
+from filestore.core.keys import original_key
+from filestore.metadata.db import models
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
 E = TypeVar("E", bound=enum.StrEnum)
@@ -95,7 +96,7 @@ def file_message(row: models.File) -> resources_pb2.File:
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
         # A deduplicated file reads another file's bytes: its key is not the one made from its own id.
-        deduplicated=row.storage_key != store.original_storage_key(row.tenant, row.id),
+        deduplicated=row.storage_key != original_key(row.tenant, row.id),
     )
     if row.deleted_at is not None:
         message.delete_time.CopyFrom(timestamp(row.deleted_at))

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.auth import Principal, current_principal, require_service
 from filestore.core.errors import InvalidArgument, NotFound, PermissionDenied
+from filestore.core.keys import KeyKind, derivative_key, key_prefix
 from filestore.core.validation import (
     MAX_NAME_CHARS,
     check_content_type,
@@ -395,7 +396,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         require_service()
         if not request.tenant:
             raise InvalidArgument("tenant is required", reason="INVALID_TENANT")
-        if not request.storage_key.startswith(store.originals_prefix(request.tenant)):
+        if not request.storage_key.startswith(key_prefix(KeyKind.ORIGINAL, request.tenant)):
             raise InvalidArgument(
                 "storage_key must be an original's key of the tenant", reason="INVALID_STORAGE_KEY"
             )
@@ -745,7 +746,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 tenant=file.tenant,
                 file_id=file.id,
                 kind=derivative.kind,
-                storage_key=store.derivative_storage_key(file.tenant, file.id, derivative.kind),
+                storage_key=derivative_key(file.tenant, file.id, derivative.kind),
                 size=derivative.size,
                 content_type=derivative.content_type or content_type,
             )

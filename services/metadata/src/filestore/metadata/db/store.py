@@ -51,7 +51,7 @@ from filestore.core.errors import (
     NotFound,
     ResourceExhausted,
 )
-from filestore.core.identity import is_key_segment, is_tenant
+from filestore.core.keys import KeyKind, original_key, parse_key
 from filestore.metadata.db.models import (
     Blob,
     Derivative,
@@ -91,7 +91,6 @@ __all__ = [
     "create_file",
     "create_grant",
     "delete_file",
-    "derivative_storage_key",
     "end_upload",
     "find_dedup_blob",
     "get_blob",
@@ -109,8 +108,6 @@ __all__ = [
     "list_grants",
     "list_processing_results",
     "list_uploads",
-    "original_storage_key",
-    "originals_prefix",
     "purge_idempotency_keys",
     "quarantine_content",
     "record_upload",
@@ -154,38 +151,6 @@ _SOURCES: dict[FileStatus, frozenset[FileStatus]] = {
 }
 # States in which a file's bytes have been settled into ``used_bytes`` (see ``transition_file``).
 _COUNTED_STATES = _LIVE_STATES - {FileStatus.PENDING}
-
-
-# --------------------------------------------------------------------------------------- keys
-
-
-def original_storage_key(tenant: str, file_id: str) -> str:
-    """Where a file's uploaded bytes live: built from ids only, never from the client's file name."""
-    return f"{originals_prefix(tenant)}{_key_segment(file_id)}"
-
-
-def originals_prefix(tenant: str) -> str:
-    """The prefix of every original of ``tenant`` (with its trailing slash)."""
-    return f"originals/{_key_tenant(tenant)}/"
-
-
-def derivative_storage_key(tenant: str, file_id: str, kind: str) -> str:
-    return f"derivatives/{_key_tenant(tenant)}/{_key_segment(file_id)}/{_key_segment(kind)}"
-
-
-# Tenants and ids were checked at the edge (the token's claims, the request's fields); these checks
-# are the last line, so that no path through the code can build a key whose shape a value changed
-# ("originals/x/y/<id>" inside another tenant's prefix, "originals/../<id>"). A refusal here is a bug.
-def _key_tenant(tenant: str) -> str:
-    if not is_tenant(tenant):
-        raise ValueError(f"not a tenant, refused in a storage key: {tenant[:80]!r}")
-    return tenant
-
-
-def _key_segment(value: str) -> str:
-    if not is_key_segment(value):
-        raise ValueError(f"not a key segment, refused in a storage key: {value[:80]!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -351,7 +316,7 @@ async def create_file(
     _check_non_negative(size, "size")
     _check_sha256(sha256)
     file_id = new_id()
-    storage_key = original_storage_key(tenant, file_id)
+    storage_key = original_key(tenant, file_id)
     verified_sha256: str | None = None
     if blob_id is not None:
         blob = await get_blob(session, tenant=tenant, blob_id=blob_id)
@@ -1053,11 +1018,12 @@ async def attached_storage_uploads(
 ) -> set[tuple[str, str]]:
     """Which of these (object key, storage upload id) pairs an OPEN upload record holds.
 
-    A multipart upload's key is its file's original key, so the file id (the key's last segment) finds
-    the candidates by index; the key rebuilt from each candidate must then match exactly.
+    A multipart upload's key is its file's original key, so the file id the key names finds the
+    candidates by index; the key rebuilt from each candidate must then match exactly.
     """
     asked = set(uploads)
-    file_ids = sorted({key.rpartition("/")[2] for key, _ in asked})
+    parsed = (parse_key(key) for key, _ in asked)
+    file_ids = sorted({key.file_id for key in parsed if key is not None and key.kind is KeyKind.ORIGINAL})
     if not file_ids:
         return set()
     rows = await session.execute(
@@ -1067,7 +1033,7 @@ async def attached_storage_uploads(
             Upload.storage_upload_id.is_not(None),
         )
     )
-    held = {(original_storage_key(tenant, file_id), storage_id) for tenant, file_id, storage_id in rows}
+    held = {(original_key(tenant, file_id), storage_id) for tenant, file_id, storage_id in rows}
     return asked & held
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from filestore.core.errors import InvalidArgument
-from filestore.processor.pipeline import file_ref
+from filestore.server.events import file_ref
 from filestore.v1 import events_pb2
 
 __all__ = ["from_aws_s3", "from_minio"]
