@@ -37,6 +37,7 @@ from filestore.core.errors import (
     Unimplemented,
     to_rpc_status,
 )
+from filestore.core.reasons import Reason
 from filestore.core.tls import TlsSettings
 from filestore.server import deadlines, metrics, tracing
 from filestore.server.request_checks import check_request
@@ -233,7 +234,8 @@ def _clipped(error: FilestoreError) -> FilestoreError:
     metadata = {key: _clip(value, MAX_ERROR_METADATA_CHARS) for key, value in error.metadata.items()}
     if message == error.message and metadata == error.metadata:
         return error
-    return type(error)(message, reason=error.reason, metadata=metadata, domain=error.domain)
+    # Its reason as it is: one received from another service need not be in this release's vocabulary.
+    return type(error).received(message, reason=error.reason, metadata=metadata, domain=error.domain)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -298,7 +300,7 @@ class RequestEdgeInterceptor(grpc.aio.ServerInterceptor):
                 raise InvalidArgument(
                     f"the request of {method} could not be decoded (malformed protobuf or a string "
                     "that is not UTF-8)",
-                    reason="MALFORMED_REQUEST",
+                    reason=Reason.MALFORMED_REQUEST,
                 ) from None
             check_request(request)
             return await behavior(request, context)

@@ -36,6 +36,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.errors import InvalidArgument
 from filestore.core.identity import SUBJECT_MAX_CHARS, TENANT_MAX_CHARS, is_subject, is_tenant
+from filestore.core.reasons import Reason
 
 __all__ = [
     "DEFAULT_MAX_VALUES",
@@ -62,23 +63,23 @@ class ValueLimit:
     """At most ``max_values`` values; ``reason`` keeps a reason the contract gave the field first."""
 
     max_values: int
-    reason: str = "TOO_MANY_VALUES"
+    reason: Reason = Reason.TOO_MANY_VALUES
 
 
 #: Repeated and map fields with a natural limit, by full field name. Each limit is stated in its
 #: field's comment in ``protos/filestore/v1`` (a test holds the two together).
 VALUE_LIMITS: Mapping[str, ValueLimit] = {
-    "filestore.v1.File.labels": ValueLimit(64, reason="INVALID_LABELS"),
-    "filestore.v1.CreateUploadRequest.labels": ValueLimit(64, reason="INVALID_LABELS"),
+    "filestore.v1.File.labels": ValueLimit(64, reason=Reason.INVALID_LABELS),
+    "filestore.v1.CreateUploadRequest.labels": ValueLimit(64, reason=Reason.INVALID_LABELS),
     "filestore.v1.ListFilesRequest.labels": ValueLimit(64),
     # One per state a file can be in (FILE_STATUS_UNSPECIFIED is no state).
     "filestore.v1.ListFilesRequest.statuses": ValueLimit(7),
-    "filestore.v1.SignPartsRequest.part_numbers": ValueLimit(1000, reason="TOO_MANY_PARTS"),
-    "filestore.v1.SignPartsRequest.part_sha256": ValueLimit(1000, reason="TOO_MANY_PARTS"),
-    "filestore.v1.SignPartsRequest.part_crc32": ValueLimit(1000, reason="TOO_MANY_PARTS"),
+    "filestore.v1.SignPartsRequest.part_numbers": ValueLimit(1000, reason=Reason.TOO_MANY_PARTS),
+    "filestore.v1.SignPartsRequest.part_sha256": ValueLimit(1000, reason=Reason.TOO_MANY_PARTS),
+    "filestore.v1.SignPartsRequest.part_crc32": ValueLimit(1000, reason=Reason.TOO_MANY_PARTS),
     # A multipart upload has at most 10,000 parts (the S3 limit).
     "filestore.v1.CompleteUploadRequest.part_checksums": ValueLimit(10_000),
-    "filestore.v1.BatchGetDownloadUrlsRequest.requests": ValueLimit(100, reason="TOO_MANY_FILES"),
+    "filestore.v1.BatchGetDownloadUrlsRequest.requests": ValueLimit(100, reason=Reason.TOO_MANY_FILES),
     "filestore.v1.ProcessingResult.details": ValueLimit(64),
 }
 
@@ -94,7 +95,7 @@ class NamedStringRule:
     """The grammar of every string field of a given name, wherever it appears in a request."""
 
     accepts: Callable[[str], bool]
-    reason: str
+    reason: Reason
     grammar: str
 
 
@@ -102,17 +103,21 @@ class NamedStringRule:
 #: checked once here rather than by each servicer. Empty means "not given" and is always accepted.
 NAMED_STRING_RULES: Mapping[str, NamedStringRule] = {
     "tenant": NamedStringRule(
-        is_tenant, "INVALID_TENANT", f"[A-Za-z0-9][A-Za-z0-9._-]{{0,{TENANT_MAX_CHARS - 1}}}"
+        is_tenant, Reason.INVALID_TENANT, f"[A-Za-z0-9][A-Za-z0-9._-]{{0,{TENANT_MAX_CHARS - 1}}}"
     ),
     "owner": NamedStringRule(
-        is_subject, "INVALID_OWNER", f"1-{SUBJECT_MAX_CHARS} characters without control or format characters"
+        is_subject,
+        Reason.INVALID_OWNER,
+        f"1-{SUBJECT_MAX_CHARS} characters without control or format characters",
     ),
     "principal": NamedStringRule(
         is_subject,
-        "INVALID_PRINCIPAL",
+        Reason.INVALID_PRINCIPAL,
         f"1-{SUBJECT_MAX_CHARS} characters without control or format characters",
     ),
-    "request_id": NamedStringRule(_is_request_id, "INVALID_REQUEST_ID", "1-64 printable ASCII characters"),
+    "request_id": NamedStringRule(
+        _is_request_id, Reason.INVALID_REQUEST_ID, "1-64 printable ASCII characters"
+    ),
 }
 
 
@@ -151,7 +156,7 @@ def _check_value(field: FieldDescriptor, value: Any, path: str) -> None:
         if value not in field.enum_type.values_by_number:
             raise InvalidArgument(
                 f"{path}: {value} names no value of {field.enum_type.full_name}",
-                reason="INVALID_ENUM_VALUE",
+                reason=Reason.INVALID_ENUM_VALUE,
                 metadata={"field": path, "value": str(value)},
             )
     elif field.type == FieldDescriptor.TYPE_STRING:
@@ -166,7 +171,7 @@ def _check_string(field: FieldDescriptor, value: str, path: str) -> None:
     if "\x00" in value:
         raise InvalidArgument(
             f"{path} holds U+0000 (NUL), which no Filestore string may hold",
-            reason="INVALID_STRING",
+            reason=Reason.INVALID_STRING,
             metadata={"field": path},
         )
 
@@ -187,7 +192,7 @@ def _check_timestamp(stamp: Timestamp, path: str) -> None:
     ):
         raise InvalidArgument(
             f"{path} must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z",
-            reason="INVALID_TIMESTAMP",
+            reason=Reason.INVALID_TIMESTAMP,
             metadata={"field": path},
         )
 

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.errors import InvalidArgument
 from filestore.core.keys import original_key
+from filestore.core.reasons import Reason
 from filestore.metadata.db import models
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
@@ -145,7 +146,7 @@ def visibility_from_proto(visibility: resources_pb2.Visibility.ValueType) -> mod
 def permission_from_proto(permission: resources_pb2.Permission.ValueType) -> models.Permission:
     converted = _member(resources_pb2.Permission, permission, "PERMISSION_", models.Permission)
     if converted is None:
-        raise InvalidArgument("permission must be READ or WRITE", reason="INVALID_PERMISSION")
+        raise InvalidArgument("permission must be READ or WRITE", reason=Reason.INVALID_PERMISSION)
     return converted
 
 

@@ -31,6 +31,7 @@ from PIL import Image
 from filestore.core.channels import translated_errors
 from filestore.core.errors import Aborted, NotFound
 from filestore.core.keys import derivative_key, original_key
+from filestore.core.reasons import Reason
 from filestore.processor import media
 from filestore.processor.pipeline_config import MAX_TEXT_BYTES, Step
 from filestore.processor.scanner import ClamdScanner, Scanner
@@ -681,7 +682,7 @@ class Pipeline:
             try:
                 return await self._transition(tenant, file.id, Status.FILE_STATUS_PROCESSING, etag=file.etag)
             except Aborted as error:
-                if error.reason != "ETAG_MISMATCH":
+                if error.reason != Reason.ETAG_MISMATCH:
                     raise
             # Changed since it was read: claimed by another worker, or an UPLOADED file edited
             # (renamed, relabelled), which is worth another try.

@@ -30,10 +30,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from filestore.core.errors import DeadlineExceeded, FilestoreError, Unavailable
+from filestore.core.reasons import Reason
 from filestore.processor.pipeline import NotYetUploaded, Pipeline, Stage
 from filestore.processor.settings import ProcessorSettings
 from filestore.server import events, metrics, s3, tracing
-from filestore.server.dependencies import METADATA, unavailable_reason
+from filestore.server.dependencies import METADATA
 from filestore.v1 import events_pb2
 
 log = structlog.get_logger("filestore.processor.worker")
@@ -44,7 +45,6 @@ DEAD_LETTER_REASON = "Filestore-Reason"
 DEAD_LETTER_DELIVERIES = "Filestore-Deliveries"
 #: Why a message was malformed, in a short sentence (dead letters of reason MALFORMED_EVENT only).
 DEAD_LETTER_DETAIL = "Filestore-Detail"
-MALFORMED_EVENT = "MALFORMED_EVENT"
 #: S3's longest object key, in bytes of UTF-8.
 MAX_KEY_BYTES = 1024
 #: Redelivery delays after a transient failure; the last one repeats.
@@ -55,7 +55,7 @@ LAG_SAMPLE_INTERVAL_S = 5.0
 _NATS_OUTAGES = (ConnectionClosedError, NatsTimeoutError, NoRespondersError, StaleConnectionError)
 #: Reasons of a call to another service that failed in transport: the callee did not answer. The
 #: metadata channel names itself (filestore.server.dependencies); a bare UNAVAILABLE is a channel without.
-_UNANSWERED_CALLS = frozenset({Unavailable.default_reason, unavailable_reason(METADATA)})
+_UNANSWERED_CALLS = frozenset({Unavailable.default_reason, METADATA.unavailable})
 
 
 class MalformedEvent(Exception):
@@ -242,7 +242,7 @@ class Worker:
         try:
             event = parse_event(message.data)
         except MalformedEvent as malformed:
-            await self._publish_dead_letter(message, MALFORMED_EVENT, detail=str(malformed))
+            await self._publish_dead_letter(message, Reason.MALFORMED_EVENT, detail=str(malformed))
             log.warning(
                 "event_malformed",
                 subject=message.subject,
