@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import grpc
 
 from filestore.core.auth import TokenVerifier, mint_token
-from filestore.core.clients import insecure_channel
-from filestore.core.server import ServerHandle, create_server
+from filestore.core.channels import insecure_channel
+from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.stack import Stack, StackConfig, StackPorts
 
 __all__ = [

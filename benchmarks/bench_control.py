@@ -1,5 +1,5 @@
 """make bench-control: CreateUpload (single) and GetUpload at 64 calls in flight, against an echo
-RPC on the same server bootstrap (filestore.core.server.create_server: the same interceptors,
+RPC on the same server bootstrap (filestore.server.bootstrap.create_server: the same interceptors,
 token check included), all measured in the same run.
 
 The broker runs in this process on a throwaway stack (SeaweedFS, NATS, metadata on SQLite); the
@@ -27,9 +27,9 @@ from benchmarks._common import (
     temporary_stack,
 )
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
-from filestore.core.logging import configure_logging
-from filestore.core.settings import Env
+from filestore.core.channels import insecure_channel
+from filestore.core.env import Env
+from filestore.server.logging import configure_logging
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings
 from filestore.v1 import (

@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks._common import BENCH_LOG_LEVEL, load_average, measure, temporary_stack
-from filestore.core import s3
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
-from filestore.core.logging import configure_logging
-from filestore.core.settings import Env
+from filestore.core.channels import insecure_channel
+from filestore.core.env import Env
+from filestore.core.keys import original_key
+from filestore.server import s3
+from filestore.server.logging import configure_logging
 from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings
@@ -61,7 +62,8 @@ SETTLE_CPU_SHARE = 0.05
 SETTLE_WINDOW_S = 1.0
 SETTLE_LIMIT_S = 60.0
 SIZE = 6 * 1024**2  # two parts of 5 MiB (S3's smallest part)
-FILL_PREFIX = "originals/bench-fill/"
+#: The tenant whose original keys the filler uploads are opened under.
+FILL_TENANT = "bench-fill"
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -105,7 +107,9 @@ def _fill(client: S3Client, bucket: str, count: int) -> None:
         list(
             pool.map(
                 lambda i: client.create_multipart_upload(
-                    Bucket=bucket, Key=f"{FILL_PREFIX}{i}", ContentType="application/octet-stream"
+                    Bucket=bucket,
+                    Key=original_key(FILL_TENANT, str(i)),
+                    ContentType="application/octet-stream",
                 ),
                 range(count),
             )

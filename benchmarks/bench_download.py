@@ -1,5 +1,5 @@
 """make bench-download: GetDownloadUrl at 64 calls in flight against an echo RPC on the same server
-bootstrap (filestore.core.server.create_server: same interceptors, token check included), measured in
+bootstrap (filestore.server.bootstrap.create_server: same interceptors, token check included), measured in
 the same run, with the pieces of one call measured alone beside it.
 
 The download signer runs in this process, built exactly as ``filestore-download`` builds it (audit
@@ -45,13 +45,14 @@ from benchmarks._common import (
     relayed_echo,
     temporary_stack,
 )
-from filestore.core import events, s3
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
-from filestore.core.logging import configure_logging
-from filestore.core.settings import Env
+from filestore.core.channels import insecure_channel
+from filestore.core.env import Env
+from filestore.core.keys import original_key
 from filestore.download.app import build
 from filestore.download.settings import DownloadSettings
+from filestore.server import events, s3
+from filestore.server.logging import configure_logging
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,
@@ -119,7 +120,7 @@ def presign_cost_us(settings: DownloadSettings, file_id: str) -> float:
 
     def presign() -> object:
         return presigner.presign_get(
-            f"originals/{TENANT}/{file_id}",
+            original_key(TENANT, file_id),
             expires_s=settings.default_ttl_s,
             response_content_type="application/pdf",
             response_content_disposition='attachment; filename="report-0.pdf"',

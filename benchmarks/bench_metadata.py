@@ -38,7 +38,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
+from filestore.core.keys import original_key
 from filestore.metadata.db.migrate import upgrade_to_head
 from filestore.metadata.db.models import File
 from filestore.stack import Stack, StackConfig, StackPorts
@@ -108,7 +109,7 @@ def file_rows(count: int, *, dialect: str) -> Iterator[list[tuple[Any, ...]]]:
         row[position["name"]] = f"file-{n}.bin"
         row[position["declared_content_type"]] = CONTENT_TYPES[n % len(CONTENT_TYPES)]
         row[position["size"]] = 1000 + n % 100_000
-        row[position["storage_key"]] = f"originals/{TENANT}/{file_id}"
+        row[position["storage_key"]] = original_key(TENANT, file_id)
         row[position["status"]] = status
         row[position["labels"]] = labels
         row[position["created_at"]] = row[position["updated_at"]] = created

@@ -2,7 +2,7 @@
 
 The floor is what SigV4 cannot avoid for one URL, measured here in the same run: SHA-256 of a
 canonical request, the four HMAC key derivations (date, region, service, "aws4_request") and the
-HMAC of the string to sign. The broker's signer (filestore.core.sigv4) caches the derived key
+HMAC of the string to sign. The broker's signer (filestore.server.sigv4) caches the derived key
 per day, so it can come close to (or under) that floor; botocore, the best-kept general signer, is
 printed for comparison. Before timing anything, URLs from the broker's signer are sent to a real
 SeaweedFS to show storage accepts them (and refuses a tampered one).
@@ -23,10 +23,11 @@ import httpx
 from botocore.config import Config
 
 from benchmarks._common import best_per_call_us, temporary_stack
-from filestore.core.sigv4 import SigV4Presigner
+from filestore.core.keys import original_key
+from filestore.server.sigv4 import SigV4Presigner
 from filestore.v1 import resources_pb2
 
-KEY = "originals/acme/0b9f1c1e-5f5e-4c1e-9c4b-2d1f0e9d8c7b"
+KEY = original_key("acme", "0b9f1c1e-5f5e-4c1e-9c4b-2d1f0e9d8c7b")
 SHA256 = hashlib.sha256(b"benchmark").hexdigest()
 REGION = "us-east-1"
 

@@ -30,7 +30,7 @@ from PIL import Image
 
 from benchmarks._common import percentile
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import events_pb2, resources_pb2, upload_service_pb2, upload_service_pb2_grpc
 

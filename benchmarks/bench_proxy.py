@@ -64,8 +64,9 @@ from botocore.config import Config
 
 from benchmarks._common import BENCH_LOG_LEVEL, load_average, temporary_stack
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
-from filestore.core.logging import configure_logging
+from filestore.core.channels import insecure_channel
+from filestore.core.keys import original_key
+from filestore.server.logging import configure_logging
 from filestore.stack import Stack
 from filestore.v1 import resources_pb2, upload_service_pb2, upload_service_pb2_grpc
 
@@ -266,7 +267,7 @@ async def direct_upload(
     )
     if completed.file.size != SIZE:
         raise RuntimeError(f"stored {completed.file.size} bytes, sent {SIZE}")
-    return f"originals/{completed.file.tenant}/{completed.file.id}"
+    return original_key(completed.file.tenant, completed.file.id)
 
 
 async def file_body(path: Path) -> AsyncIterator[bytes]:

@@ -34,7 +34,8 @@ from botocore.config import Config
 from benchmarks._common import BENCH_LOG_LEVEL, load_average, temporary_stack
 from filestore.client import AsyncClient, Endpoints, TransferOptions
 from filestore.core.auth import mint_token
-from filestore.core.logging import configure_logging
+from filestore.core.keys import original_key
+from filestore.server.logging import configure_logging
 from filestore.stack import Stack
 
 MIB = 1024**2
@@ -82,7 +83,7 @@ async def sdk_upload(
         result = await client.upload(path, resume=False)
         elapsed = time.perf_counter() - started
     assert result.parts_sent == SIZE // PART_SIZE, result
-    return elapsed, f"originals/bench/{result.file.id}"
+    return elapsed, original_key("bench", result.file.id)
 
 
 def boto3_upload(client: object, bucket: str, path: Path, *, sha256: bool = False) -> tuple[float, str]:

@@ -11,7 +11,7 @@ import asyncio
 import sys
 
 from benchmarks._common import BENCH_LOG_LEVEL, echo_server
-from filestore.core.logging import configure_logging
+from filestore.server.logging import configure_logging
 
 
 async def main(auth_secret: str) -> None:

@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from sqlalchemy.engine import make_url
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.core.errors import FilestoreError, error_from_rpc
 from filestore.stack import SERVICES, Stack, StackConfig, StackPorts
 from filestore.v1 import (

@@ -39,10 +39,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from PIL import Image
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.core.errors import FilestoreError, error_from_rpc
-from filestore.core.settings import S3Settings
 from filestore.metadata.fsck import FsckOptions, FsckReport, run
+from filestore.server.settings import S3Settings
 from filestore.stack import Stack
 from filestore.stack.probes import probe_grpc_health
 from filestore.stack.process import ManagedProcess
@@ -175,7 +175,7 @@ class CallStats:
     ) -> httpx.Response:
         """The same for a presigned request to storage: transport errors and "not now" statuses are
         retried, any other answer but 2xx is final. A ``write_once`` PUT URL signs ``If-None-Match: *``
-        (filestore.core.sigv4): a retry whose first attempt did store the object before its answer
+        (filestore.server.sigv4): a retry whose first attempt did store the object before its answer
         was lost gets 412, which means "already there"; CompleteUpload's HEAD then checks it."""
         deadline = time.monotonic() + CALL_DEADLINE_S
         retry = 0

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import (
     metadata_service_pb2,

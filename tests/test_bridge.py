@@ -21,7 +21,7 @@ from botocore.config import Config
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from filestore.core import events
+from filestore.server import events
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import events_pb2
 

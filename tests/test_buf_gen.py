@@ -19,6 +19,7 @@ API_FILES = {
     f"filestore/v1/{name}.proto"
     for name in (
         "resources",
+        "error_reason",
         "events",
         "upload_service",
         "metadata_service",

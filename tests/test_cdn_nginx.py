@@ -27,7 +27,7 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.download.cdn import NginxSecureLinkUrls
 from filestore.stack import ManagedProcess, Stack
 from filestore.stack.probes import probe_grpc_health

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from filestore.core.settings import Env
+from filestore.core.env import Env
 from filestore.download.settings import DownloadSettings
 from filestore.metadata.settings import MetadataSettings
 from filestore.processor.settings import ProcessorSettings

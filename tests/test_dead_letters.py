@@ -19,9 +19,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from filestore.core import events
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
+from filestore.server import events
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import (
     events_pb2,

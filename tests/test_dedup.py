@@ -23,11 +23,11 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from filestore.core import s3
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.metadata.fsck import FindingKind, FsckOptions
 from filestore.metadata.fsck import run as fsck
+from filestore.server import s3
 from filestore.stack import Stack
 from filestore.v1 import (
     download_service_pb2,

@@ -24,10 +24,10 @@ import nats
 import pytest
 from botocore.exceptions import ClientError
 
-from filestore.core import s3
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.core.errors import error_from_rpc
+from filestore.server import s3
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import (
     download_service_pb2,

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from PIL import Image
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import (
     download_service_pb2,

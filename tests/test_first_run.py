@@ -26,7 +26,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.processor.scanner import ClamdScanner
 from filestore.stack import Stack, StackConfig, StackInfo, StackPorts, load_stack_json, port_env_var
 from filestore.v1 import (

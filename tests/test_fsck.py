@@ -26,10 +26,8 @@ from botocore.exceptions import ClientError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from filestore.core import s3
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
-from filestore.core.settings import S3Settings
+from filestore.core.channels import insecure_channel
 from filestore.metadata.db.engine import create_engine, session_factory
 from filestore.metadata.db.models import Blob, Derivative, File
 from filestore.metadata.fsck import (
@@ -42,6 +40,8 @@ from filestore.metadata.fsck import (
     reconcile,
     run,
 )
+from filestore.server import s3
+from filestore.server.settings import S3Settings
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
 from tests.conftest import Client, ClientFactory, StatusEvents

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.core.errors import FilestoreError, error_from_rpc
 from filestore.stack import Stack
 from filestore.v1 import (

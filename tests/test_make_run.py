@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from filestore.core.healthcheck import check
+from filestore.server.healthcheck import check
 from filestore.stack import StackPorts, pid_alive, port_env_var
 
 STACK = str(Path(sys.executable).with_name("filestore-stack"))

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2, upload_service_pb2
 from tests.conftest import Client, ClientFactory, rpc_error

@@ -24,9 +24,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from PIL import Image, ImageDraw, ImageFont
 
-from filestore.core import events as core_events
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
+from filestore.server import events as core_events
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.stack.probes import probe_grpc_health
 from filestore.stack.process import ManagedProcess

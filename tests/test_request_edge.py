@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.auth import mint_token
 from filestore.core.errors import FilestoreError, error_from_rpc
-from filestore.core.request_checks import (
+from filestore.server.request_checks import (
     DEFAULT_MAX_VALUES,
     MAX_TIMESTAMP_SECONDS,
     NAMED_STRING_RULES,

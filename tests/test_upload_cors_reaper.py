@@ -13,8 +13,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
-from filestore.core.settings import SettingsError
+from filestore.core.channels import insecure_channel
+from filestore.core.env import SettingsError
 from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.reaper import Reaper

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
+from filestore.core.env import Env
 from filestore.core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from filestore.core.settings import Env
 from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from filestore.core import s3
 from filestore.core.auth import mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
 from filestore.core.errors import FailedPrecondition, InvalidArgument
+from filestore.server import s3
 from filestore.stack import Stack
 from filestore.upload import app as upload_app
 from filestore.upload.reaper import Reaper

@@ -8,45 +8,17 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
-from filestore.metadata.db import store
 from filestore.metadata.db.models import UploadState
 from filestore.metadata.fsck import (
     Finding,
     FindingKind,
     FsckReport,
-    KeyOwner,
     Resolution,
     is_stale_multipart,
     is_young,
     main,
     needs_refcount_repair,
-    parse_storage_key,
 )
-
-
-def test_keys_built_by_the_store_parse_back_to_their_owner() -> None:
-    assert parse_storage_key(store.original_storage_key("acme", "f-1")) == KeyOwner("acme", "f-1")
-    assert parse_storage_key(store.derivative_storage_key("acme", "f-1", "thumbnail_256")) == KeyOwner(
-        "acme", "f-1", "thumbnail_256"
-    )
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        "originals/acme",
-        "originals/acme/",
-        "originals//f-1",
-        "originals/acme/f-1/extra",
-        "derivatives/acme/f-1",
-        "blobs/sha256/ab/cd/abcd",
-        "elsewhere/acme/f-1",
-    ],
-)
-def test_keys_of_another_shape_have_no_owner(key: str) -> None:
-    assert parse_storage_key(key) is None
 
 
 def test_grace_period_boundary() -> None:
@@ -128,3 +100,12 @@ def test_a_database_it_cannot_read_exits_with_status_2(tmp_path: Path) -> None:
     assert main(["--json"], environ=environ, stdout=out, stderr=err) == 2
     assert "could not check: database" in err.getvalue()
     assert out.getvalue() == ""
+
+
+def test_a_tenant_outside_the_grammar_exits_with_status_2() -> None:
+    """It could name no key; checked before any configuration is read or any prefix is built."""
+    err = io.StringIO()
+    assert main(["--tenant", "acme", "--tenant", "x/y"], environ={}, stderr=err) == 2
+    assert err.getvalue() == (
+        "filestore-fsck: --tenant 'x/y' is not a tenant ([A-Za-z0-9][A-Za-z0-9._-]{0,62})\n"
+    )

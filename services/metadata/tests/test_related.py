@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from filestore.core.keys import derivative_key
 from filestore.metadata.db import store
 from filestore.metadata.db.models import (
     File,
@@ -228,7 +229,7 @@ async def test_delete_reports_objects_nobody_needs(sessions: Sessions, tenant: s
 
 async def test_delete_takes_the_derivatives_with_the_file(sessions: Sessions, tenant: str) -> None:
     file = await _new_file(sessions, tenant)
-    keys = [store.derivative_storage_key(tenant, file.id, kind) for kind in ("thumbnail_256", "text")]
+    keys = [derivative_key(tenant, file.id, kind) for kind in ("thumbnail_256", "text")]
     async with sessions() as session, session.begin():
         for kind, key in zip(("thumbnail_256", "text"), keys, strict=True):
             await store.add_derivative(
@@ -426,7 +427,7 @@ async def test_unverified_blob_is_not_a_dedup_target(sessions: Sessions, tenant:
 
 async def test_derivatives_upsert_per_kind(sessions: Sessions, tenant: str) -> None:
     file = await _new_file(sessions, tenant)
-    key = store.derivative_storage_key(tenant, file.id, "thumbnail_256")
+    key = derivative_key(tenant, file.id, "thumbnail_256")
     for size in (100, 120):  # a re-run of the step replaces, never duplicates
         async with sessions() as session, session.begin():
             derivative = await store.add_derivative(

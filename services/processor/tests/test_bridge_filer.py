@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from filestore.core import events
 from filestore.processor.bridge import (
     FilerLayout,
     entry_etag,
@@ -20,6 +19,7 @@ from filestore.processor.bridge import (
     object_deleted_from_filer,
 )
 from filestore.processor.bridge._filer import filer_pb2
+from filestore.server import events
 from filestore.v1 import events_pb2
 
 FIXTURES = Path(__file__).parent / "fixtures"

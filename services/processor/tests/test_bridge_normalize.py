@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from filestore.core import events
 from filestore.core.errors import InvalidArgument
 from filestore.processor.bridge import from_aws_s3, from_minio
+from filestore.server import events
 from filestore.v1 import events_pb2
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from filestore.core.settings import Env, SettingsError
+from filestore.core.env import Env, SettingsError
 from filestore.processor.settings import ProcessorSettings
 
 BASE = {

@@ -15,12 +15,13 @@ from collections.abc import Iterator
 import pytest
 from botocore.exceptions import ClientError
 
-from filestore.core import s3
-from filestore.core.clients import METADATA, service_channel, translated_errors
+from filestore.core.channels import translated_errors
 from filestore.core.errors import FilestoreError, NotFound, Unavailable
-from filestore.core.settings import S3Settings
 from filestore.processor.storage import ObjectStore
 from filestore.processor.worker import is_outage
+from filestore.server import s3
+from filestore.server.dependencies import METADATA, dependency_channel
+from filestore.server.settings import S3Settings
 
 
 def _client_error(status: int, code: str) -> ClientError:
@@ -41,7 +42,9 @@ async def test_a_metadata_call_that_failed_in_transport_is_an_outage() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{sock.getsockname()[1]}"
-    async with service_channel(address, token=lambda: "token", dependency=METADATA, timeout_s=5) as channel:
+    async with dependency_channel(
+        address, token=lambda: "token", dependency=METADATA, timeout_s=5
+    ) as channel:
         with pytest.raises(FilestoreError) as caught, translated_errors():
             await channel.unary_unary("/filestore.v1.MetadataService/GetFile")(b"")
     assert caught.value.reason == "METADATA_UNAVAILABLE"

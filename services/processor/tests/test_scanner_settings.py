@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from filestore.core.settings import Env, SettingsError
+from filestore.core.env import Env, SettingsError
 from filestore.processor.pipeline_config import PipelineSettings
 
 

@@ -13,9 +13,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from filestore.core.env import SettingsError
 from filestore.core.errors import InvalidArgument
-from filestore.core.settings import SettingsError
-from filestore.core.sigv4 import SigV4Presigner
+from filestore.server.sigv4 import SigV4Presigner
 from filestore.upload.plan import MAX_PARTS, MIB, MIN_PART_SIZE, plan_parts
 from filestore.upload.settings import parse_cors_origins, parse_tenant_limits
 

@@ -10,14 +10,14 @@
         filestore.download(uploaded.file.id, "copy.mp4")
 
 :class:`AsyncClient` is the same API for asyncio. Errors are the typed exceptions of
-:mod:`filestore.client.errors`, carrying the server's ``ErrorInfo`` reason.
+:mod:`filestore.client.errors`, carrying the server's ``ErrorInfo`` reason (a :class:`Reason`).
 """
 
 from __future__ import annotations
 
 from filestore.client.client import AsyncClient, Client, DownloadResult, FileInfo, UploadResult
 from filestore.client.connection import ConfigurationError, Endpoints
-from filestore.client.errors import FilestoreError, IntegrityError, StorageRejected
+from filestore.client.errors import FilestoreError, IntegrityError, Reason, StorageRejected
 from filestore.client.progress import Progress, ProgressCallback, TransferEvent
 from filestore.client.retry import RetryPolicy
 from filestore.client.transfer import TransferOptions
@@ -33,6 +33,7 @@ __all__ = [
     "IntegrityError",
     "Progress",
     "ProgressCallback",
+    "Reason",
     "RetryPolicy",
     "StorageRejected",
     "TransferEvent",

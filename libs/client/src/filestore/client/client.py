@@ -39,7 +39,8 @@ from filestore.client.sources import (
 )
 from filestore.client.state import ResumeState, StateStore, default_state_dir
 from filestore.client.transfer import Signer, StorageTransfer, TransferOptions, run_pipelined
-from filestore.core.clients import service_channel
+from filestore.core.channels import service_channel
+from filestore.core.reasons import Reason
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,
@@ -339,7 +340,8 @@ class AsyncClient:
     ) -> resources_pb2.File:
         if not await asyncio.to_thread(source.unchanged):
             raise FailedPrecondition(
-                "the file changed while it was being uploaded; upload it again", reason="LOCAL_FILE_CHANGED"
+                "the file changed while it was being uploaded; upload it again",
+                reason=Reason.LOCAL_FILE_CHANGED,
             )
         done = await self._call(
             self._uploads.CompleteUpload,

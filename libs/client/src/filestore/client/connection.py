@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filestore.core.auth import mint_token
-from filestore.core.settings import TlsSettings
+from filestore.core.tls import TlsSettings
 
 __all__ = ["ENV_VARS", "ConfigurationError", "Endpoints", "default_stack_json"]
 

@@ -5,7 +5,7 @@ the server's ``ErrorInfo`` reason, domain and metadata: callers switch on ``erro
 answers presigned requests with plain HTTP and no ``ErrorInfo``, so two errors of our own cover it;
 both are :class:`FilestoreError` too, so one ``except FilestoreError`` catches everything the SDK
 raises on purpose. Retries exhausted against an unavailable storage raise :class:`Unavailable` with
-reason ``STORAGE_UNAVAILABLE``.
+reason ``STORAGE_UNAVAILABLE``. :class:`Reason` names every reason (``error.reason == Reason.URL_EXPIRED``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from filestore.core.errors import (
     Unavailable,
     Unimplemented,
 )
+from filestore.core.reasons import Reason
 
 __all__ = [
     "Aborted",
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "Reason",
     "ResourceExhausted",
     "StorageRejected",
     "Unauthenticated",
@@ -55,11 +57,11 @@ class StorageRejected(FilestoreError):
     """
 
     code = grpc.StatusCode.FAILED_PRECONDITION
-    default_reason = "STORAGE_REJECTED"
+    default_reason = Reason.STORAGE_REJECTED
 
 
 class IntegrityError(FilestoreError):
     """Downloaded bytes do not match the file's recorded size or SHA-256; the partial file is removed."""
 
     code = grpc.StatusCode.DATA_LOSS
-    default_reason = "CHECKSUM_MISMATCH"
+    default_reason = Reason.CHECKSUM_MISMATCH

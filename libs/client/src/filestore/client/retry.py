@@ -15,6 +15,7 @@ from typing import TypeVar
 import grpc
 
 from filestore.core.errors import FilestoreError, ResourceExhausted, error_from_rpc
+from filestore.core.reasons import Reason
 
 __all__ = ["RetryPolicy", "call_with_retries", "is_retryable_error", "is_transient_status"]
 
@@ -58,7 +59,7 @@ def is_transient_status(status: int) -> bool:
 def is_retryable_error(error: FilestoreError) -> bool:
     """The retry rule of the API (resources.proto): UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, and
     RESOURCE_EXHAUSTED only when the reason is ``RATE_LIMITED`` (a quota will not free itself)."""
-    return error.retryable or (isinstance(error, ResourceExhausted) and error.reason == "RATE_LIMITED")
+    return error.retryable or (isinstance(error, ResourceExhausted) and error.reason == Reason.RATE_LIMITED)
 
 
 async def call_with_retries(

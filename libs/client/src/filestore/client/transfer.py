@@ -23,6 +23,7 @@ from filestore.client.errors import FailedPrecondition, IntegrityError, StorageR
 from filestore.client.progress import ProgressTracker, TransferEvent
 from filestore.client.retry import RetryPolicy, is_transient_status
 from filestore.client.sources import ByteSource
+from filestore.core.reasons import Reason
 from filestore.v1 import resources_pb2
 
 __all__ = ["MIB", "StorageTransfer", "TransferOptions", "run_bounded", "run_pipelined"]
@@ -153,7 +154,7 @@ class StorageTransfer:
                 if renewals > _MAX_RENEWALS:
                     raise StorageRejected(
                         "storage keeps refusing freshly signed URLs as expired; check the clocks",
-                        reason="URL_EXPIRED",
+                        reason=Reason.URL_EXPIRED,
                         metadata=what,
                     ) from None
                 tracker.emit(TransferEvent.URL_RENEWED, part_number=_part(what), detail=EXPIRED_AT_STORAGE)
@@ -166,7 +167,7 @@ class StorageTransfer:
                 if retries >= policy.max_attempts:
                     raise Unavailable(
                         f"storage unavailable after {retries} attempts: {failure.cause}",
-                        reason="STORAGE_UNAVAILABLE",
+                        reason=Reason.STORAGE_UNAVAILABLE,
                         metadata={**what, "cause": failure.cause},
                     ) from None
                 delay = max(policy.delay_s(retries), failure.wait_s)
@@ -322,7 +323,7 @@ class _SourceShrank(Exception):
 def _source_changed(position: int) -> Exception:
     return FailedPrecondition(
         f"the file changed while it was being uploaded (it ends at byte {position} now)",
-        reason="LOCAL_FILE_CHANGED",
+        reason=Reason.LOCAL_FILE_CHANGED,
     )
 
 

@@ -19,7 +19,7 @@ import jwt
 
 from filestore.core.errors import PermissionDenied, Unauthenticated
 from filestore.core.identity import ANY_TENANT, SUBJECT_GRAMMAR, TENANT_GRAMMAR, is_subject, is_tenant
-from filestore.core.settings import AuthSettings
+from filestore.core.reasons import Reason
 
 __all__ = [
     "SERVICE_ROLE",
@@ -71,7 +71,7 @@ def current_principal() -> Principal:
     """The principal of the RPC being served; the auth interceptor sets it before the servicer runs."""
     principal = _current.get()
     if principal is None:
-        raise Unauthenticated("no authenticated principal", reason="TOKEN_MISSING")
+        raise Unauthenticated("no authenticated principal", reason=Reason.TOKEN_MISSING)
     return principal
 
 
@@ -86,7 +86,7 @@ def reset_current_principal(token: Token[Principal | None]) -> None:
 def require_service() -> Principal:
     principal = current_principal()
     if not principal.is_service:
-        raise PermissionDenied("this method is for Filestore services", reason="SERVICE_ROLE_REQUIRED")
+        raise PermissionDenied("this method is for Filestore services", reason=Reason.SERVICE_ROLE_REQUIRED)
     return principal
 
 
@@ -123,25 +123,11 @@ class TokenVerifier:
         # if its signing key leaves the key set, which short-lived tokens keep brief.
         self._verified: dict[str, tuple[Principal, float]] = {}
 
-    @classmethod
-    def from_settings(cls, settings: AuthSettings) -> TokenVerifier:
-        public_key = None
-        if settings.public_key_file is not None:
-            with open(settings.public_key_file, "rb") as handle:
-                public_key = handle.read()
-        return cls(
-            settings.secret,
-            public_key_pem=public_key,
-            jwks_url=settings.jwks_url,
-            issuer=settings.issuer,
-            audience=settings.audience,
-        )
-
     def verify_header(self, value: str | None) -> Principal:
         if not value:
-            raise Unauthenticated("missing bearer token", reason="TOKEN_MISSING")
+            raise Unauthenticated("missing bearer token", reason=Reason.TOKEN_MISSING)
         if not value.lower().startswith(_BEARER):
-            raise Unauthenticated("authorization must be 'Bearer <token>'", reason="TOKEN_INVALID")
+            raise Unauthenticated("authorization must be 'Bearer <token>'", reason=Reason.TOKEN_INVALID)
         return self.verify(value[len(_BEARER) :].strip())
 
     def _key_for(self, token: str) -> tuple[Any, list[str], bool]:
@@ -149,7 +135,7 @@ class TokenVerifier:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
-            raise Unauthenticated("token invalid", reason="TOKEN_INVALID") from None
+            raise Unauthenticated("token invalid", reason=Reason.TOKEN_INVALID) from None
         if algorithm in HS_ALGORITHMS:
             return self._secret, list(HS_ALGORITHMS), False
         if algorithm in ASYMMETRIC_ALGORITHMS:
@@ -157,10 +143,12 @@ class TokenVerifier:
                 try:
                     return self._jwks.get_signing_key_from_jwt(token).key, [algorithm], True
                 except jwt.PyJWKClientError:
-                    raise Unauthenticated("token signed by an unknown key", reason="TOKEN_INVALID") from None
+                    raise Unauthenticated(
+                        "token signed by an unknown key", reason=Reason.TOKEN_INVALID
+                    ) from None
             if self._public_key is not None:
                 return self._public_key, [algorithm], True
-        raise Unauthenticated("token algorithm not accepted", reason="TOKEN_INVALID")
+        raise Unauthenticated("token algorithm not accepted", reason=Reason.TOKEN_INVALID)
 
     def verify(self, token: str) -> Principal:
         cached = self._verified.get(token)
@@ -169,7 +157,7 @@ class TokenVerifier:
             if time.time() <= good_until:
                 return principal
             del self._verified[token]
-            raise Unauthenticated("token expired", reason="TOKEN_EXPIRED")
+            raise Unauthenticated("token expired", reason=Reason.TOKEN_EXPIRED)
         principal, expires = self._verify_signed(token)
         if len(self._verified) >= _VERIFIED_CACHE_SIZE:
             del self._verified[next(iter(self._verified))]  # the oldest entry
@@ -190,17 +178,19 @@ class TokenVerifier:
                 audience=self._audience if external else None,
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthenticated("token expired", reason="TOKEN_EXPIRED") from None
+            raise Unauthenticated("token expired", reason=Reason.TOKEN_EXPIRED) from None
         except jwt.PyJWTError:
-            raise Unauthenticated("token invalid", reason="TOKEN_INVALID") from None
+            raise Unauthenticated("token invalid", reason=Reason.TOKEN_INVALID) from None
         subject, tenant, roles = claims["sub"], claims["tenant"], claims.get("roles", [])
         if not isinstance(subject, str) or not subject or not isinstance(tenant, str) or not tenant:
-            raise Unauthenticated("token lacks subject or tenant", reason="TOKEN_INVALID")
+            raise Unauthenticated("token lacks subject or tenant", reason=Reason.TOKEN_INVALID)
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
-            raise Unauthenticated("token roles malformed", reason="TOKEN_INVALID")
+            raise Unauthenticated("token roles malformed", reason=Reason.TOKEN_INVALID)
         if external and SERVICE_ROLE in roles:
             # The service role is ours to give: only tokens signed with the shared secret carry it.
-            raise Unauthenticated("an external token cannot carry the service role", reason="TOKEN_INVALID")
+            raise Unauthenticated(
+                "an external token cannot carry the service role", reason=Reason.TOKEN_INVALID
+            )
         _check_claims(subject=subject, tenant=tenant, service=SERVICE_ROLE in roles)
         return Principal(subject=subject, tenant=tenant, roles=frozenset(roles)), float(claims["exp"])
 
@@ -217,7 +207,9 @@ def _check_claims(*, subject: str, tenant: str, service: bool) -> None:
 
 def _claim_invalid(claim: str, grammar: str) -> Unauthenticated:
     return Unauthenticated(
-        f"the token's {claim} claim is not {grammar}", reason="TOKEN_CLAIM_INVALID", metadata={"claim": claim}
+        f"the token's {claim} claim is not {grammar}",
+        reason=Reason.TOKEN_CLAIM_INVALID,
+        metadata={"claim": claim},
     )
 
 

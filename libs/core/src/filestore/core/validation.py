@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import regex
 
 from filestore.core.errors import InvalidArgument
+from filestore.core.reasons import Reason
 
 __all__ = [
     "MAX_CONTENT_TYPE_CHARS",
@@ -78,18 +79,18 @@ def clean_name(name: str) -> str:
     separators are harmless: keys never hold names."""
     normalized = unicodedata.normalize("NFC", name).strip()
     if not normalized:
-        raise InvalidArgument("name must not be empty", reason="INVALID_NAME")
+        raise InvalidArgument("name must not be empty", reason=Reason.INVALID_NAME)
     if len(normalized) > MAX_NAME_CHARS:
         raise InvalidArgument(
             f"name is longer than {MAX_NAME_CHARS} characters",
-            reason="INVALID_NAME",
+            reason=Reason.INVALID_NAME,
             metadata={"max_chars": str(MAX_NAME_CHARS)},
         )
     binding = _emoji_binding_positions(normalized)
     for position, char in enumerate(normalized):
         if position not in binding and _INVISIBLE_IN_NAMES.match(char):
             raise InvalidArgument(
-                f"name contains the forbidden character U+{ord(char):04X}", reason="INVALID_NAME"
+                f"name contains the forbidden character U+{ord(char):04X}", reason=Reason.INVALID_NAME
             )
     return normalized
 
@@ -140,25 +141,27 @@ def check_content_type(content_type: str, *, allowed: tuple[str, ...] = ()) -> s
     """``type/subtype`` in lower case; with ``allowed``, one of those (``image/*`` wildcards work)."""
     normalized = content_type.strip().lower()
     if not is_content_type(normalized):
-        raise InvalidArgument("content_type must be type/subtype", reason="INVALID_CONTENT_TYPE")
+        raise InvalidArgument("content_type must be type/subtype", reason=Reason.INVALID_CONTENT_TYPE)
     if allowed and not any(
         normalized == rule or (rule.endswith("/*") and normalized.startswith(rule[:-1])) for rule in allowed
     ):
-        raise InvalidArgument(f"content type {normalized} is not allowed", reason="CONTENT_TYPE_NOT_ALLOWED")
+        raise InvalidArgument(
+            f"content type {normalized} is not allowed", reason=Reason.CONTENT_TYPE_NOT_ALLOWED
+        )
     return normalized
 
 
 def check_sha256(sha256: str) -> str:
     """Empty (not declared) or 64 lower-case hex characters."""
     if sha256 and not _SHA256.fullmatch(sha256):
-        raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason="INVALID_SHA256")
+        raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason=Reason.INVALID_SHA256)
     return sha256
 
 
 def check_crc32(crc32: str) -> str:
     """8 lower-case hex characters: a CRC32, big-endian, as S3's ``x-amz-checksum-crc32`` holds it."""
     if not _CRC32.fullmatch(crc32):
-        raise InvalidArgument("crc32 must be 8 lower-case hex characters", reason="INVALID_CRC32")
+        raise InvalidArgument("crc32 must be 8 lower-case hex characters", reason=Reason.INVALID_CRC32)
     return crc32
 
 
@@ -167,19 +170,21 @@ def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
     values up to MAX_LABEL_VALUE_CHARS characters."""
     if len(labels) > MAX_LABELS:
         raise InvalidArgument(
-            f"at most {MAX_LABELS} labels", reason="INVALID_LABELS", metadata={"max_labels": str(MAX_LABELS)}
+            f"at most {MAX_LABELS} labels",
+            reason=Reason.INVALID_LABELS,
+            metadata={"max_labels": str(MAX_LABELS)},
         )
     for key, value in labels.items():
         if not _LABEL_KEY.fullmatch(key):
             raise InvalidArgument(
                 f"label key {key[:64]!r} is not [a-z0-9_-]{{1,{MAX_LABEL_KEY_CHARS}}}",
-                reason="INVALID_LABELS",
+                reason=Reason.INVALID_LABELS,
             )
         if len(value) > MAX_LABEL_VALUE_CHARS or any(
             unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value
         ):
             raise InvalidArgument(
                 f"label {key!r}: value over {MAX_LABEL_VALUE_CHARS} characters or with control characters",
-                reason="INVALID_LABELS",
+                reason=Reason.INVALID_LABELS,
             )
     return dict(labels)

@@ -69,7 +69,7 @@ class DownloadServiceServicer:
 
         Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
         FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-        `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+        `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
         when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
         published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
         """

@@ -45,7 +45,7 @@ class DownloadServiceStub:
 
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
     FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-    `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+    `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
     when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
     published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
     """
@@ -73,7 +73,7 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
 
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
     FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-    `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+    `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
     when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
     published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
     """
@@ -104,7 +104,7 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
         FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-        `FILE_DELETED`), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+        `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
         when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
         published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
         """

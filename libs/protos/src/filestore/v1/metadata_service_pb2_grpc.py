@@ -197,7 +197,8 @@ class MetadataServiceServicer:
         service callers list any owner's.
         `page_size` 0 means 50; the maximum is 1,000. Page tokens are opaque and signed; a token that was
         altered, or reused with different filters, is INVALID_ARGUMENT (`INVALID_PAGE_TOKEN`).
-        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`).
+        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`;
+        `INVALID_TENANT`: a service caller named no tenant).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,7 +206,8 @@ class MetadataServiceServicer:
 
     def CreateFile(self, request, context):
         """Creates a PENDING file record without an upload session (the broker uses BeginUpload instead).
-        Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `INVALID_LABELS`).
+        Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `INVALID_LABELS`;
+        `INVALID_OWNER`: a service caller named no tenant and owner).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,8 +216,8 @@ class MetadataServiceServicer:
     def UpdateFile(self, request, context):
         """Updates the fields named in `update_mask`: `name`, `labels`, `visibility`. With `file.etag` set,
         a concurrent change answers ABORTED (`ETAG_MISMATCH`): read again, then retry.
-        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPDATE_MASK`, `INVALID_NAME`, `INVALID_LABELS`),
-        ABORTED (`ETAG_MISMATCH`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPDATE_MASK`, `INVALID_NAME`, `INVALID_LABELS`,
+        `INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -227,7 +229,7 @@ class MetadataServiceServicer:
         The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
         the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
         and its object goes later, deleted in the background or found by the reconciler.
-        Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,8 +238,8 @@ class MetadataServiceServicer:
     def TransitionFile(self, request, context):
         """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
         their own files to DELETED; every other move belongs to the services (`service` role).
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`),
-        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STATUS`, `INVALID_ETAG`), FAILED_PRECONDITION
+        (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -293,8 +295,9 @@ class MetadataServiceServicer:
         A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
         with the storage upload attached since, or completed.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART;
-        `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
-        ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+        `INVALID_SIZE`: negative, or 0 for MULTIPART; `INVALID_UPLOAD_KIND`; `INVALID_EXPIRY`: no
+        `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner), RESOURCE_EXHAUSTED
+        (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -308,8 +311,8 @@ class MetadataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AttachStorageUpload(self, request, context):
-        """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND,
-        FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
+        """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND, INVALID_ARGUMENT
+        (`INVALID_STORAGE_UPLOAD_ID`: none given), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -318,7 +321,8 @@ class MetadataServiceServicer:
     def CompleteUploadRecord(self, request, context):
         """Completes an upload in one transaction: upload COMPLETED, quota settled to the real size, file
         UPLOADED. Completing a completed upload answers it unchanged.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`UPLOAD_ABORTED`, `UPLOAD_EXPIRED`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SIZE`), FAILED_PRECONDITION (`UPLOAD_ABORTED`,
+        `UPLOAD_EXPIRED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -327,7 +331,8 @@ class MetadataServiceServicer:
     def EndUploadRecord(self, request, context):
         """Ends an OPEN upload as ABORTED or EXPIRED: reservation released, PENDING file DELETED.
         Ending an ended upload with the same state is a no-op.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`UPLOAD_COMPLETED`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPLOAD_STATE`: neither ABORTED nor EXPIRED),
+        FAILED_PRECONDITION (`UPLOAD_COMPLETED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -336,7 +341,8 @@ class MetadataServiceServicer:
     def ClaimExpiredUploads(self, request, context):
         """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
         only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
-        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`,
+        `INVALID_LEASE`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -357,7 +363,8 @@ class MetadataServiceServicer:
     def AuthorizeRead(self, request, context):
         """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
         it, holds an unexpired grant, or the file is public.
-        Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it).
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it), INVALID_ARGUMENT
+        (`INVALID_PRINCIPAL`: a service caller named no principal).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -387,7 +394,7 @@ class MetadataServiceServicer:
 
     def CreateDerivative(self, request, context):
         """Registers a derivative; one per file and kind (registering again replaces it).
-        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`, `INVALID_CONTENT_TYPE`, `INVALID_SIZE`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -402,7 +409,7 @@ class MetadataServiceServicer:
 
     def RecordProcessingResult(self, request, context):
         """Records the outcome of a pipeline step (one row per file and step; attempts counted).
-        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -417,7 +424,8 @@ class MetadataServiceServicer:
 
     def GetQuota(self, request, context):
         """Returns a quota (tenant-wide when `owner` is empty). A tenant without a quota is unlimited and
-        answers limit_bytes = -1. Errors: INVALID_ARGUMENT.
+        answers limit_bytes = -1. Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named no
+        tenant), PERMISSION_DENIED (`QUOTA_NOT_YOURS`: a user asked for another owner's quota).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,17 +52,19 @@ class MetadataServiceStub:
     service callers list any owner's.
     `page_size` 0 means 50; the maximum is 1,000. Page tokens are opaque and signed; a token that was
     altered, or reused with different filters, is INVALID_ARGUMENT (`INVALID_PAGE_TOKEN`).
-    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`).
+    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`;
+    `INVALID_TENANT`: a service caller named no tenant).
     """
     CreateFile: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.CreateFileRequest, _resources_pb2.File]
     """Creates a PENDING file record without an upload session (the broker uses BeginUpload instead).
-    Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `INVALID_LABELS`).
+    Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `INVALID_LABELS`;
+    `INVALID_OWNER`: a service caller named no tenant and owner).
     """
     UpdateFile: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.UpdateFileRequest, _resources_pb2.File]
     """Updates the fields named in `update_mask`: `name`, `labels`, `visibility`. With `file.etag` set,
     a concurrent change answers ABORTED (`ETAG_MISMATCH`): read again, then retry.
-    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPDATE_MASK`, `INVALID_NAME`, `INVALID_LABELS`),
-    ABORTED (`ETAG_MISMATCH`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPDATE_MASK`, `INVALID_NAME`, `INVALID_LABELS`,
+    `INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
     """
     DeleteFile: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.DeleteFileRequest, _resources_pb2.File]
     """Soft-deletes a file: status DELETED, the blob's reference released, and its object deleted from
@@ -70,13 +72,13 @@ class MetadataServiceStub:
     The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
     the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
     and its object goes later, deleted in the background or found by the reconciler.
-    Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
     """
     TransitionFile: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.TransitionFileRequest, _resources_pb2.File]
     """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
     their own files to DELETED; every other move belongs to the services (`service` role).
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`),
-    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STATUS`, `INVALID_ETAG`), FAILED_PRECONDITION
+    (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
     """
     RecordVerifiedContent: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
@@ -116,29 +118,33 @@ class MetadataServiceStub:
     A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
     with the storage upload attached since, or completed.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART;
-    `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
-    ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+    `INVALID_SIZE`: negative, or 0 for MULTIPART; `INVALID_UPLOAD_KIND`; `INVALID_EXPIRY`: no
+    `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner), RESOURCE_EXHAUSTED
+    (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
     """
     GetUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
     AttachStorageUpload: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AttachStorageUploadRequest, _metadata_service_pb2.UploadRecord]
-    """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND,
-    FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
+    """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND, INVALID_ARGUMENT
+    (`INVALID_STORAGE_UPLOAD_ID`: none given), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
     """
     CompleteUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.CompleteUploadRecordRequest, _metadata_service_pb2.CompleteUploadRecordResponse]
     """Completes an upload in one transaction: upload COMPLETED, quota settled to the real size, file
     UPLOADED. Completing a completed upload answers it unchanged.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`UPLOAD_ABORTED`, `UPLOAD_EXPIRED`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SIZE`), FAILED_PRECONDITION (`UPLOAD_ABORTED`,
+    `UPLOAD_EXPIRED`).
     """
     EndUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.EndUploadRecordRequest, _metadata_service_pb2.UploadRecord]
     """Ends an OPEN upload as ABORTED or EXPIRED: reservation released, PENDING file DELETED.
     Ending an ended upload with the same state is a no-op.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`UPLOAD_COMPLETED`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPLOAD_STATE`: neither ABORTED nor EXPIRED),
+    FAILED_PRECONDITION (`UPLOAD_COMPLETED`).
     """
     ClaimExpiredUploads: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ClaimExpiredUploadsRequest, _metadata_service_pb2.ClaimExpiredUploadsResponse]
     """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
     only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
-    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`,
+    `INVALID_LEASE`).
     """
     FindAttachedStorageUploads: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.FindAttachedStorageUploadsRequest, _metadata_service_pb2.FindAttachedStorageUploadsResponse]
     """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
@@ -151,7 +157,8 @@ class MetadataServiceStub:
     AuthorizeRead: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
     it, holds an unexpired grant, or the file is public.
-    Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it).
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it), INVALID_ARGUMENT
+    (`INVALID_PRINCIPAL`: a service caller named no principal).
     """
     CreateGrant: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.CreateGrantRequest, _resources_pb2.Grant]
     """Grants a principal a permission on a file. Only the owner may grant.
@@ -163,19 +170,20 @@ class MetadataServiceStub:
     """Revokes a grant. Revoking a revoked grant is a no-op. Errors: NOT_FOUND (`GRANT_NOT_FOUND`)."""
     CreateDerivative: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.CreateDerivativeRequest, _resources_pb2.Derivative]
     """Registers a derivative; one per file and kind (registering again replaces it).
-    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`, `INVALID_CONTENT_TYPE`, `INVALID_SIZE`).
     """
     ListDerivatives: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ListDerivativesRequest, _metadata_service_pb2.ListDerivativesResponse]
     """Lists a file's derivatives. Errors: NOT_FOUND."""
     RecordProcessingResult: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordProcessingResultRequest, _resources_pb2.ProcessingResult]
     """Records the outcome of a pipeline step (one row per file and step; attempts counted).
-    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`).
     """
     ListProcessingResults: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ListProcessingResultsRequest, _metadata_service_pb2.ListProcessingResultsResponse]
     """Lists the pipeline results of a file. Errors: NOT_FOUND."""
     GetQuota: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetQuotaRequest, _resources_pb2.Quota]
     """Returns a quota (tenant-wide when `owner` is empty). A tenant without a quota is unlimited and
-    answers limit_bytes = -1. Errors: INVALID_ARGUMENT.
+    answers limit_bytes = -1. Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named no
+    tenant), PERMISSION_DENIED (`QUOTA_NOT_YOURS`: a user asked for another owner's quota).
     """
     SetQuota: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.SetQuotaRequest, _resources_pb2.Quota]
     """Sets a quota's limit in bytes (>= 0; usage is kept). Service role only.
@@ -202,17 +210,19 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     service callers list any owner's.
     `page_size` 0 means 50; the maximum is 1,000. Page tokens are opaque and signed; a token that was
     altered, or reused with different filters, is INVALID_ARGUMENT (`INVALID_PAGE_TOKEN`).
-    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`).
+    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`;
+    `INVALID_TENANT`: a service caller named no tenant).
     """
     CreateFile: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.CreateFileRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Creates a PENDING file record without an upload session (the broker uses BeginUpload instead).
-    Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `INVALID_LABELS`).
+    Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `INVALID_LABELS`;
+    `INVALID_OWNER`: a service caller named no tenant and owner).
     """
     UpdateFile: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.UpdateFileRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Updates the fields named in `update_mask`: `name`, `labels`, `visibility`. With `file.etag` set,
     a concurrent change answers ABORTED (`ETAG_MISMATCH`): read again, then retry.
-    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPDATE_MASK`, `INVALID_NAME`, `INVALID_LABELS`),
-    ABORTED (`ETAG_MISMATCH`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPDATE_MASK`, `INVALID_NAME`, `INVALID_LABELS`,
+    `INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
     """
     DeleteFile: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.DeleteFileRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Soft-deletes a file: status DELETED, the blob's reference released, and its object deleted from
@@ -220,13 +230,13 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
     the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
     and its object goes later, deleted in the background or found by the reconciler.
-    Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
     """
     TransitionFile: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.TransitionFileRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
     their own files to DELETED; every other move belongs to the services (`service` role).
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`),
-    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STATUS`, `INVALID_ETAG`), FAILED_PRECONDITION
+    (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
     """
     RecordVerifiedContent: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
@@ -266,29 +276,33 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
     with the storage upload attached since, or completed.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART;
-    `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
-    ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+    `INVALID_SIZE`: negative, or 0 for MULTIPART; `INVALID_UPLOAD_KIND`; `INVALID_EXPIRY`: no
+    `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner), RESOURCE_EXHAUSTED
+    (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
     """
     GetUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]  # type: ignore[assignment]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
     AttachStorageUpload: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AttachStorageUploadRequest, _metadata_service_pb2.UploadRecord]  # type: ignore[assignment]
-    """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND,
-    FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
+    """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND, INVALID_ARGUMENT
+    (`INVALID_STORAGE_UPLOAD_ID`: none given), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
     """
     CompleteUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.CompleteUploadRecordRequest, _metadata_service_pb2.CompleteUploadRecordResponse]  # type: ignore[assignment]
     """Completes an upload in one transaction: upload COMPLETED, quota settled to the real size, file
     UPLOADED. Completing a completed upload answers it unchanged.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`UPLOAD_ABORTED`, `UPLOAD_EXPIRED`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SIZE`), FAILED_PRECONDITION (`UPLOAD_ABORTED`,
+    `UPLOAD_EXPIRED`).
     """
     EndUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.EndUploadRecordRequest, _metadata_service_pb2.UploadRecord]  # type: ignore[assignment]
     """Ends an OPEN upload as ABORTED or EXPIRED: reservation released, PENDING file DELETED.
     Ending an ended upload with the same state is a no-op.
-    Errors: NOT_FOUND, FAILED_PRECONDITION (`UPLOAD_COMPLETED`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPLOAD_STATE`: neither ABORTED nor EXPIRED),
+    FAILED_PRECONDITION (`UPLOAD_COMPLETED`).
     """
     ClaimExpiredUploads: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ClaimExpiredUploadsRequest, _metadata_service_pb2.ClaimExpiredUploadsResponse]  # type: ignore[assignment]
     """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
     only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
-    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`,
+    `INVALID_LEASE`).
     """
     FindAttachedStorageUploads: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.FindAttachedStorageUploadsRequest, _metadata_service_pb2.FindAttachedStorageUploadsResponse]  # type: ignore[assignment]
     """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
@@ -301,7 +315,8 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     AuthorizeRead: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]  # type: ignore[assignment]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
     it, holds an unexpired grant, or the file is public.
-    Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it).
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it), INVALID_ARGUMENT
+    (`INVALID_PRINCIPAL`: a service caller named no principal).
     """
     CreateGrant: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.CreateGrantRequest, _resources_pb2.Grant]  # type: ignore[assignment]
     """Grants a principal a permission on a file. Only the owner may grant.
@@ -313,19 +328,20 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """Revokes a grant. Revoking a revoked grant is a no-op. Errors: NOT_FOUND (`GRANT_NOT_FOUND`)."""
     CreateDerivative: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.CreateDerivativeRequest, _resources_pb2.Derivative]  # type: ignore[assignment]
     """Registers a derivative; one per file and kind (registering again replaces it).
-    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`, `INVALID_CONTENT_TYPE`, `INVALID_SIZE`).
     """
     ListDerivatives: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ListDerivativesRequest, _metadata_service_pb2.ListDerivativesResponse]  # type: ignore[assignment]
     """Lists a file's derivatives. Errors: NOT_FOUND."""
     RecordProcessingResult: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordProcessingResultRequest, _resources_pb2.ProcessingResult]  # type: ignore[assignment]
     """Records the outcome of a pipeline step (one row per file and step; attempts counted).
-    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`).
     """
     ListProcessingResults: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ListProcessingResultsRequest, _metadata_service_pb2.ListProcessingResultsResponse]  # type: ignore[assignment]
     """Lists the pipeline results of a file. Errors: NOT_FOUND."""
     GetQuota: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetQuotaRequest, _resources_pb2.Quota]  # type: ignore[assignment]
     """Returns a quota (tenant-wide when `owner` is empty). A tenant without a quota is unlimited and
-    answers limit_bytes = -1. Errors: INVALID_ARGUMENT.
+    answers limit_bytes = -1. Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named no
+    tenant), PERMISSION_DENIED (`QUOTA_NOT_YOURS`: a user asked for another owner's quota).
     """
     SetQuota: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.SetQuotaRequest, _resources_pb2.Quota]  # type: ignore[assignment]
     """Sets a quota's limit in bytes (>= 0; usage is kept). Service role only.
@@ -361,7 +377,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         service callers list any owner's.
         `page_size` 0 means 50; the maximum is 1,000. Page tokens are opaque and signed; a token that was
         altered, or reused with different filters, is INVALID_ARGUMENT (`INVALID_PAGE_TOKEN`).
-        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`).
+        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_FILTER`;
+        `INVALID_TENANT`: a service caller named no tenant).
         """
 
     @_abc_1.abstractmethod
@@ -371,7 +388,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
         """Creates a PENDING file record without an upload session (the broker uses BeginUpload instead).
-        Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `INVALID_LABELS`).
+        Errors: INVALID_ARGUMENT (`INVALID_NAME`, `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `INVALID_LABELS`;
+        `INVALID_OWNER`: a service caller named no tenant and owner).
         """
 
     @_abc_1.abstractmethod
@@ -382,8 +400,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
         """Updates the fields named in `update_mask`: `name`, `labels`, `visibility`. With `file.etag` set,
         a concurrent change answers ABORTED (`ETAG_MISMATCH`): read again, then retry.
-        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPDATE_MASK`, `INVALID_NAME`, `INVALID_LABELS`),
-        ABORTED (`ETAG_MISMATCH`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPDATE_MASK`, `INVALID_NAME`, `INVALID_LABELS`,
+        `INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
         """
 
     @_abc_1.abstractmethod
@@ -397,7 +415,7 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
         the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
         and its object goes later, deleted in the background or found by the reconciler.
-        Errors: NOT_FOUND, ABORTED (`ETAG_MISMATCH`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
         """
 
     @_abc_1.abstractmethod
@@ -408,8 +426,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
         """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
         their own files to DELETED; every other move belongs to the services (`service` role).
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`),
-        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STATUS`, `INVALID_ETAG`), FAILED_PRECONDITION
+        (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
         """
 
     @_abc_1.abstractmethod
@@ -473,8 +491,9 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
         with the storage upload attached since, or completed.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART;
-        `INVALID_SIZE`: negative, or 0 for MULTIPART), RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`),
-        ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+        `INVALID_SIZE`: negative, or 0 for MULTIPART; `INVALID_UPLOAD_KIND`; `INVALID_EXPIRY`: no
+        `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner), RESOURCE_EXHAUSTED
+        (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
         """
 
     @_abc_1.abstractmethod
@@ -491,8 +510,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _metadata_service_pb2.AttachStorageUploadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_service_pb2.UploadRecord, _abc.Awaitable[_metadata_service_pb2.UploadRecord]]:
-        """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND,
-        FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
+        """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND, INVALID_ARGUMENT
+        (`INVALID_STORAGE_UPLOAD_ID`: none given), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
         """
 
     @_abc_1.abstractmethod
@@ -503,7 +522,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.CompleteUploadRecordResponse, _abc.Awaitable[_metadata_service_pb2.CompleteUploadRecordResponse]]:
         """Completes an upload in one transaction: upload COMPLETED, quota settled to the real size, file
         UPLOADED. Completing a completed upload answers it unchanged.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`UPLOAD_ABORTED`, `UPLOAD_EXPIRED`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SIZE`), FAILED_PRECONDITION (`UPLOAD_ABORTED`,
+        `UPLOAD_EXPIRED`).
         """
 
     @_abc_1.abstractmethod
@@ -514,7 +534,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.UploadRecord, _abc.Awaitable[_metadata_service_pb2.UploadRecord]]:
         """Ends an OPEN upload as ABORTED or EXPIRED: reservation released, PENDING file DELETED.
         Ending an ended upload with the same state is a no-op.
-        Errors: NOT_FOUND, FAILED_PRECONDITION (`UPLOAD_COMPLETED`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_UPLOAD_STATE`: neither ABORTED nor EXPIRED),
+        FAILED_PRECONDITION (`UPLOAD_COMPLETED`).
         """
 
     @_abc_1.abstractmethod
@@ -525,7 +546,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.ClaimExpiredUploadsResponse, _abc.Awaitable[_metadata_service_pb2.ClaimExpiredUploadsResponse]]:
         """Leases up to `limit` OPEN uploads past their expiry to one reaper, so that with several brokers
         only one reaps a given upload. A lease that is not ended within `lease_seconds` lapses.
-        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`).
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`,
+        `INVALID_LEASE`).
         """
 
     @_abc_1.abstractmethod
@@ -550,7 +572,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.AuthorizeReadResponse, _abc.Awaitable[_metadata_service_pb2.AuthorizeReadResponse]]:
         """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
         it, holds an unexpired grant, or the file is public.
-        Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it).
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the principal may not read it), INVALID_ARGUMENT
+        (`INVALID_PRINCIPAL`: a service caller named no principal).
         """
 
     @_abc_1.abstractmethod
@@ -586,7 +609,7 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Derivative, _abc.Awaitable[_resources_pb2.Derivative]]:
         """Registers a derivative; one per file and kind (registering again replaces it).
-        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`, `INVALID_CONTENT_TYPE`, `INVALID_SIZE`).
         """
 
     @_abc_1.abstractmethod
@@ -604,7 +627,7 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.ProcessingResult, _abc.Awaitable[_resources_pb2.ProcessingResult]]:
         """Records the outcome of a pipeline step (one row per file and step; attempts counted).
-        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`).
         """
 
     @_abc_1.abstractmethod
@@ -622,7 +645,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Quota, _abc.Awaitable[_resources_pb2.Quota]]:
         """Returns a quota (tenant-wide when `owner` is empty). A tenant without a quota is unlimited and
-        answers limit_bytes = -1. Errors: INVALID_ARGUMENT.
+        answers limit_bytes = -1. Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named no
+        tenant), PERMISSION_DENIED (`QUOTA_NOT_YOURS`: a user asked for another owner's quota).
         """
 
     @_abc_1.abstractmethod

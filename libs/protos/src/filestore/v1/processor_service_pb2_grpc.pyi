@@ -54,8 +54,10 @@ class ProcessorServiceStub:
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]
     """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first,
     and messages that are not valid events (reason `MALFORMED_EVENT`, dead-lettered at their first
-    delivery: see `ObjectCreated`). `page_size` 0 means 50; the maximum is 500. Operators only:
-    callers need the `service` role.
+    delivery: see `ObjectCreated`). A dead letter's `reason` is otherwise the reason of its last
+    failure, for example `SCANNER_UNAVAILABLE` (the malware scanner did not answer), `SCANNER_ERROR`
+    or `SCAN_LIMIT_EXCEEDED`. `page_size` 0 means 50; the maximum is 500. Operators only: callers
+    need the `service` role.
     Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
     (`SERVICE_ROLE_REQUIRED`).
     """
@@ -93,8 +95,10 @@ class ProcessorServiceAsyncStub(ProcessorServiceStub):
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.ListDeadLettersRequest, _processor_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first,
     and messages that are not valid events (reason `MALFORMED_EVENT`, dead-lettered at their first
-    delivery: see `ObjectCreated`). `page_size` 0 means 50; the maximum is 500. Operators only:
-    callers need the `service` role.
+    delivery: see `ObjectCreated`). A dead letter's `reason` is otherwise the reason of its last
+    failure, for example `SCANNER_UNAVAILABLE` (the malware scanner did not answer), `SCANNER_ERROR`
+    or `SCAN_LIMIT_EXCEEDED`. `page_size` 0 means 50; the maximum is 500. Operators only: callers
+    need the `service` role.
     Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
     (`SERVICE_ROLE_REQUIRED`).
     """
@@ -147,8 +151,10 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_processor_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_processor_service_pb2.ListDeadLettersResponse]]:
         """Lists events that exhausted their deliveries and went to the dead-letter subject, oldest first,
         and messages that are not valid events (reason `MALFORMED_EVENT`, dead-lettered at their first
-        delivery: see `ObjectCreated`). `page_size` 0 means 50; the maximum is 500. Operators only:
-        callers need the `service` role.
+        delivery: see `ObjectCreated`). A dead letter's `reason` is otherwise the reason of its last
+        failure, for example `SCANNER_UNAVAILABLE` (the malware scanner did not answer), `SCANNER_ERROR`
+        or `SCAN_LIMIT_EXCEEDED`. `page_size` 0 means 50; the maximum is 500. Operators only: callers
+        need the `service` role.
         Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`), PERMISSION_DENIED
         (`SERVICE_ROLE_REQUIRED`).
         """

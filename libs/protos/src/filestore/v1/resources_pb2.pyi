@@ -34,7 +34,24 @@ Conventions that hold for every RPC in package filestore.v1:
   checked by each RPC, with the reasons its comment lists.
 * Errors: a failed call carries a `google.rpc.Status` in the `grpc-status-details-bin` trailer with
   exactly one `google.rpc.ErrorInfo`. Its `domain` names the answering service (for example
-  `upload.filestore.v1`), its `reason` is a stable UPPER_SNAKE identifier clients may switch on.
+  `upload.filestore.v1`), its `reason` is a stable UPPER_SNAKE identifier clients may switch on:
+  `ErrorReason` (error_reason.proto) lists every reason with its status code and the ErrorInfo
+  metadata it carries. Besides those each RPC names: an unexpected failure is INTERNAL `INTERNAL`
+  (logged, never described); an RPC a service does not implement yet is UNIMPLEMENTED
+  `NOT_IMPLEMENTED_YET`; the metadata service's last checks of what it writes (`MISSING_FIELD`,
+  `SHA256_MISMATCH`, `BLOB_NOT_FOUND`, `BLOB_NOT_VERIFIED`, `BLOB_ALREADY_LINKED`) reach a caller
+  only through a defect. A status without an ErrorInfo (from a proxy, or a call that never reached
+  a service) is reported by the SDKs with its code's name as the reason: `UNKNOWN` (also for codes
+  not listed here), `INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`, `FAILED_PRECONDITION`,
+  `ABORTED`, `RESOURCE_EXHAUSTED`, `PERMISSION_DENIED`, `UNAUTHENTICATED`, `UNAVAILABLE`,
+  `DEADLINE_EXCEEDED`.
+* Transfers: bytes go to and from storage over presigned URLs, not through an RPC; the SDKs report
+  what goes wrong there with reasons of the same vocabulary: `URL_EXPIRED` (storage keeps refusing
+  fresh URLs as expired: check the clocks), `STORAGE_REJECTED` (a final 4xx), `STORAGE_UNAVAILABLE`
+  (retries exhausted), `CHECKSUM_MISMATCH` (the downloaded bytes differ from the file's SHA-256),
+  `LOCAL_FILE_CHANGED` (the file changed while it was being uploaded). The bridge that turns
+  storage notifications into events logs `BAD_NOTIFICATION` (one it cannot read) and
+  `FILER_STREAM_ENDED` (SeaweedFS ended its subscription, which it opens again); no caller gets them.
 * Tenancy: a resource of another tenant is NOT_FOUND, never PERMISSION_DENIED, so callers learn
   nothing about other tenants' files.
 * Retries: UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED and RESOURCE_EXHAUSTED with reason `RATE_LIMITED`

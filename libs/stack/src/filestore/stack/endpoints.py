@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from filestore.core.settings import S3Settings
+from filestore.server.settings import S3Settings
 from filestore.stack.config import SERVICES, StackConfig
 from filestore.stack.credentials import (
     StackCredentials,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from filestore.core.service import main_for
 from filestore.download.app import build
 from filestore.download.settings import DownloadSettings
+from filestore.server.service import main_for
 
 main = main_for("download", DownloadSettings.from_env, build)
 

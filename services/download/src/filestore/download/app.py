@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import grpc
 
-from filestore.core import events, s3
-from filestore.core.auth import ServiceIdentity, TokenVerifier
-from filestore.core.clients import METADATA, service_channel
-from filestore.core.server import ServerHandle, create_server
+from filestore.core.auth import ServiceIdentity
 from filestore.download.cdn import CdnUrls, CloudFrontUrls, NginxSecureLinkUrls, UnsignedCdnUrls
 from filestore.download.servicer import DownloadServicer
 from filestore.download.settings import CdnSettings, DownloadSettings
+from filestore.server import events, s3
+from filestore.server.bootstrap import ServerHandle, create_server
+from filestore.server.dependencies import METADATA, dependency_channel
 from filestore.v1 import download_service_pb2, download_service_pb2_grpc, metadata_service_pb2_grpc
 
 DOMAIN = "download.filestore.v1"
@@ -33,7 +33,7 @@ def cdn_urls(settings: CdnSettings | None) -> CdnUrls | None:
 
 async def build(settings: DownloadSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="download")
-    channel = service_channel(
+    channel = dependency_channel(
         settings.metadata_address,
         token=identity.token,
         tls=settings.server.tls,
@@ -61,7 +61,7 @@ async def build(settings: DownloadSettings) -> ServerHandle:
     handle = create_server(
         listen=settings.server.listen,
         domain=DOMAIN,
-        verifier=TokenVerifier.from_settings(settings.auth),
+        verifier=settings.auth.token_verifier(),
         tls=settings.server.tls,
         register=register,
     )

@@ -19,13 +19,21 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
-from filestore.core.clients import translated_errors
-from filestore.core.errors import FailedPrecondition, FilestoreError, InvalidArgument, NotFound, Unavailable
-from filestore.core.sigv4 import SigV4Presigner
+from filestore.core.channels import translated_errors
+from filestore.core.errors import (
+    FailedPrecondition,
+    FilestoreError,
+    InvalidArgument,
+    Unavailable,
+    derivative_not_found,
+    file_not_found,
+)
+from filestore.core.reasons import Reason
 from filestore.download.cdn import CdnUrls
 from filestore.download.settings import DownloadSettings
+from filestore.server import events, metrics
+from filestore.server.sigv4 import SigV4Presigner
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,
@@ -45,12 +53,12 @@ _GET_URLS = metrics.PRESIGNED_URLS.labels("get")
 _CDN_URLS = metrics.PRESIGNED_URLS.labels("cdn")
 #: Why a file that exists and may be read is still not served, by state.
 _REFUSALS = {
-    Status.FILE_STATUS_PENDING: "FILE_PENDING",
-    Status.FILE_STATUS_UPLOADED: "FILE_PROCESSING",
-    Status.FILE_STATUS_PROCESSING: "FILE_PROCESSING",
-    Status.FILE_STATUS_QUARANTINED: "FILE_QUARANTINED",
-    Status.FILE_STATUS_FAILED: "FILE_FAILED",
-    Status.FILE_STATUS_DELETED: "FILE_DELETED",
+    Status.FILE_STATUS_PENDING: Reason.FILE_PENDING,
+    Status.FILE_STATUS_UPLOADED: Reason.FILE_PROCESSING,
+    Status.FILE_STATUS_PROCESSING: Reason.FILE_PROCESSING,
+    Status.FILE_STATUS_QUARANTINED: Reason.FILE_QUARANTINED,
+    Status.FILE_STATUS_FAILED: Reason.FILE_FAILED,
+    Status.FILE_STATUS_DELETED: Reason.FILE_DELETED,
 }
 #: Types a browser renders without executing anything; only these may be served inline or via CDN.
 SAFE_TO_RENDER = frozenset(
@@ -126,7 +134,7 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
     ) -> download_service_pb2.BatchGetDownloadUrlsResponse:
         principal = current_principal()
         if len(request.requests) > MAX_BATCH:
-            raise InvalidArgument(f"at most {MAX_BATCH} files per batch", reason="TOO_MANY_FILES")
+            raise InvalidArgument(f"at most {MAX_BATCH} files per batch", reason=Reason.TOO_MANY_FILES)
 
         async def one(
             item: download_service_pb2.GetDownloadUrlRequest,
@@ -156,7 +164,7 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
             )
         derivative = next((d for d in listed.derivatives if d.kind == request.kind), None)
         if derivative is None:
-            raise NotFound("the file has no derivative of that kind", reason="DERIVATIVE_NOT_FOUND")
+            raise derivative_not_found(request.file_id, request.kind)
         content_type = derivative.content_type.split(";")[0].strip().lower() or FALLBACK_TYPE
         inline = content_type in SAFE_TO_RENDER
         disposition = content_disposition(f"{authorized.file.name}.{request.kind}", inline=inline)
@@ -202,7 +210,7 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
 
     async def _authorize(self, principal: Principal, file_id: str) -> _Authorized:
         if not file_id:
-            raise NotFound("no such file", reason="FILE_NOT_FOUND")
+            raise file_not_found(file_id)
         with translated_errors():
             authorized = await self._metadata.AuthorizeRead(
                 metadata_service_pb2.AuthorizeReadRequest(
@@ -210,7 +218,7 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
                 )
             )
         if authorized.file.status != Status.FILE_STATUS_READY:
-            reason = _REFUSALS.get(authorized.file.status, "FILE_NOT_READY")
+            reason = _REFUSALS.get(authorized.file.status, Reason.FILE_NOT_READY)
             raise FailedPrecondition(f"the file is not ready to download ({reason})", reason=reason)
         return _Authorized(file=authorized.file, storage_key=authorized.storage_key)
 
@@ -242,12 +250,12 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
             await events.publish(self._js, self._subjects.file_downloaded, event, msg_id=str(uuid.uuid4()))
         except Exception as error:
             raise Unavailable(
-                "the download could not be audited; retry", reason="AUDIT_UNAVAILABLE"
+                "the download could not be audited; retry", reason=Reason.AUDIT_UNAVAILABLE
             ) from error
 
     def _ttl(self, asked: int) -> int:
         if asked < 0:
-            raise InvalidArgument("ttl_seconds must not be negative", reason="INVALID_TTL")
+            raise InvalidArgument("ttl_seconds must not be negative", reason=Reason.INVALID_TTL)
         if asked == 0:
             return self._settings.default_ttl_s
         return max(self._settings.min_ttl_s, min(asked, self._settings.max_ttl_s))

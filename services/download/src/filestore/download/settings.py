@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from filestore.core.settings import (
+from filestore.core.env import PREFIX, Env, SettingsError
+from filestore.server.settings import (
     DEFAULT_CALL_TIMEOUT_S,
-    PREFIX,
     AuthSettings,
-    Env,
     GrpcServerSettings,
     NatsSettings,
     S3Settings,
-    SettingsError,
     metadata_timeout_from_env,
 )
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from filestore.core.service import main_for
 from filestore.metadata.app import build
 from filestore.metadata.settings import MetadataSettings
+from filestore.server.service import main_for
 
 main = main_for("metadata", MetadataSettings.from_env, build)
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import grpc
 
-from filestore.core.auth import TokenVerifier
-from filestore.core.server import ServerHandle, create_server
 from filestore.metadata.db.engine import create_engine, session_factory
 from filestore.metadata.db.migrate import upgrade_to_head
 from filestore.metadata.janitor import ObjectJanitor
 from filestore.metadata.servicer import MetadataServicer
 from filestore.metadata.settings import MetadataSettings
+from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc
 
 DOMAIN = "metadata.filestore.v1"
@@ -34,7 +33,7 @@ async def build(settings: MetadataSettings) -> ServerHandle:
     handle = create_server(
         listen=settings.server.listen,
         domain=DOMAIN,
-        verifier=TokenVerifier.from_settings(settings.auth),
+        verifier=settings.auth.token_verifier(),
         tls=settings.server.tls,
         register=register,
     )

@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.errors import InvalidArgument
-from filestore.metadata.db import models, store
+from filestore.core.keys import original_key
+from filestore.core.reasons import Reason
+from filestore.metadata.db import models
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
 E = TypeVar("E", bound=enum.StrEnum)
@@ -95,7 +97,7 @@ def file_message(row: models.File) -> resources_pb2.File:
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
         # A deduplicated file reads another file's bytes: its key is not the one made from its own id.
-        deduplicated=row.storage_key != store.original_storage_key(row.tenant, row.id),
+        deduplicated=row.storage_key != original_key(row.tenant, row.id),
     )
     if row.deleted_at is not None:
         message.delete_time.CopyFrom(timestamp(row.deleted_at))
@@ -144,7 +146,7 @@ def visibility_from_proto(visibility: resources_pb2.Visibility.ValueType) -> mod
 def permission_from_proto(permission: resources_pb2.Permission.ValueType) -> models.Permission:
     converted = _member(resources_pb2.Permission, permission, "PERMISSION_", models.Permission)
     if converted is None:
-        raise InvalidArgument("permission must be READ or WRITE", reason="INVALID_PERMISSION")
+        raise InvalidArgument("permission must be READ or WRITE", reason=Reason.INVALID_PERMISSION)
     return converted
 
 

@@ -59,9 +59,9 @@ from sqlalchemy import ColumnElement, Row, Select, delete, func, or_, select, un
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from filestore.core import s3
-from filestore.core.metrics import RECONCILER_FINDINGS, RECONCILER_REPAIRS
-from filestore.core.settings import PREFIX, Env, S3Settings, SettingsError
+from filestore.core.env import PREFIX, Env, SettingsError
+from filestore.core.identity import is_tenant
+from filestore.core.keys import KeyKind, StorageKey, key_prefix, parse_key
 from filestore.metadata.db.engine import create_engine, session_factory
 from filestore.metadata.db.models import (
     Blob,
@@ -73,6 +73,9 @@ from filestore.metadata.db.models import (
     utcnow,
 )
 from filestore.metadata.settings import database_url_from_env
+from filestore.server import s3
+from filestore.server.metrics import RECONCILER_FINDINGS, RECONCILER_REPAIRS
+from filestore.server.settings import S3Settings
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -89,13 +92,11 @@ __all__ = [
     "FsckOptions",
     "FsckReport",
     "FsckSettings",
-    "KeyOwner",
     "Resolution",
     "is_stale_multipart",
     "is_young",
     "main",
     "needs_refcount_repair",
-    "parse_storage_key",
     "reconcile",
     "run",
 ]
@@ -104,8 +105,6 @@ PROGRAM: Final = "filestore-fsck"
 DEFAULT_GRACE: Final = timedelta(hours=1)
 #: ``status_reason`` of a file the reconciler found without its bytes.
 OBJECT_MISSING_REASON: Final = "OBJECT_MISSING"
-ORIGINALS: Final = "originals"
-DERIVATIVES: Final = "derivatives"
 #: States in which a file's bytes must be in storage: the broker saw them before UPLOADED, and nothing
 #: has set the file aside since.
 STATES_WITH_BYTES: Final = (FileStatus.UPLOADED, FileStatus.PROCESSING, FileStatus.READY)
@@ -118,33 +117,6 @@ class FsckError(Exception):
 
 
 # ------------------------------------------------------------------------------ pure logic
-
-
-@dataclass(frozen=True, slots=True)
-class KeyOwner:
-    """The file (and derivative kind) an id-built storage key belongs to."""
-
-    tenant: str
-    file_id: str
-    #: ``None`` for a file's original bytes.
-    derivative_kind: str | None = None
-
-
-def parse_storage_key(key: str) -> KeyOwner | None:
-    """``originals/{tenant}/{file_id}`` or ``derivatives/{tenant}/{file_id}/{kind}``; else ``None``.
-
-    Mirrors :func:`filestore.metadata.db.store.original_storage_key` and ``derivative_storage_key``.
-    A key of another shape is still checked, only without the shortcut its ids give.
-    """
-    area, _, rest = key.partition("/")
-    parts = rest.split("/")
-    if not all(parts):
-        return None
-    if area == ORIGINALS and len(parts) == 2:
-        return KeyOwner(tenant=parts[0], file_id=parts[1])
-    if area == DERIVATIVES and len(parts) == 3:
-        return KeyOwner(tenant=parts[0], file_id=parts[1], derivative_kind=parts[2])
-    return None
 
 
 def is_young(created: datetime, *, now: datetime, grace: timedelta) -> bool:
@@ -459,18 +431,18 @@ class _Reconciler:
 
     # ---------------------------------------------------------------------------- scoping
 
-    def _prefixes(self, area: str) -> list[str]:
+    def _prefixes(self, kind: KeyKind) -> list[str]:
         if not self._options.tenants:
-            return [f"{area}/"]
-        return [f"{area}/{tenant}/" for tenant in self._options.tenants]
+            return [key_prefix(kind)]
+        return [key_prefix(kind, tenant) for tenant in self._options.tenants]
 
     def _tenant_is(self, column: Any) -> list[ColumnElement[bool]]:
         return [column.in_(self._options.tenants)] if self._options.tenants else []
 
-    def _key_in_scope(self, column: Any, area: str) -> list[ColumnElement[bool]]:
+    def _key_in_scope(self, column: Any, kind: KeyKind) -> list[ColumnElement[bool]]:
         if not self._options.tenants:
             return []
-        return [or_(*(_has_prefix(column, prefix) for prefix in self._prefixes(area)))]
+        return [or_(*(_has_prefix(column, prefix) for prefix in self._prefixes(kind)))]
 
     # ---------------------------------------------------------------------------- helpers
 
@@ -540,7 +512,7 @@ class _Reconciler:
                 .where(
                     or_(File.id.is_(None), File.status == FileStatus.DELETED),
                     Derivative.id > after,
-                    *self._key_in_scope(Derivative.storage_key, DERIVATIVES),
+                    *self._key_in_scope(Derivative.storage_key, KeyKind.DERIVATIVE),
                 )
                 .order_by(Derivative.id)
             )
@@ -791,8 +763,8 @@ class _Reconciler:
     # ------------------------------------------------------------ objects without records
 
     async def _check_objects_have_records(self) -> None:
-        for area in (ORIGINALS, DERIVATIVES):
-            for prefix in self._prefixes(area):
+        for kind in KeyKind:
+            for prefix in self._prefixes(kind):
                 async for page in self._storage.list_objects(prefix, page_size=self._options.page_size):
                     await self._check_object_page(page)
 
@@ -804,7 +776,7 @@ class _Reconciler:
             if not is_young(stored.last_modified, now=self._now, grace=self._options.grace)
         ]
         self.report.young_skipped += len(page) - len(settled)
-        owners = {stored.key: parse_storage_key(stored.key) for stored in settled}
+        owners = {stored.key: parse_key(stored.key) for stored in settled}
         files = await self._file_facts({owner.file_id for owner in owners.values() if owner is not None})
         # The cheap pass: keys are built from ids, so the rows of the file each key names (found by
         # primary key) account for nearly every object. Only the rest get the exhaustive check.
@@ -867,7 +839,7 @@ class _Reconciler:
     # ------------------------------------------------------------------ multipart uploads
 
     async def _check_multipart_uploads(self) -> None:
-        for prefix in self._prefixes(ORIGINALS):
+        for prefix in self._prefixes(KeyKind.ORIGINAL):
             async for page in self._storage.list_multipart_uploads(prefix, page_size=self._options.page_size):
                 await self._check_multipart_page(page)
 
@@ -892,7 +864,7 @@ class _Reconciler:
             if not is_young(upload.initiated, now=self._now, grace=self._options.grace)
         ]
         self.report.young_skipped += len(page) - len(settled)
-        owners = {upload.key: parse_storage_key(upload.key) for upload in settled}
+        owners = {upload.key: parse_key(upload.key) for upload in settled}
         records = await self._upload_records({o.file_id for o in owners.values() if o is not None})
         findings: list[Finding] = []
         for upload in settled:
@@ -916,7 +888,7 @@ class _Reconciler:
             )
         await self._settle(findings)
 
-    def _stale_multipart_repair(self, upload: StoredMultipartUpload, owner: KeyOwner | None) -> Repair:
+    def _stale_multipart_repair(self, upload: StoredMultipartUpload, owner: StorageKey | None) -> Repair:
         async def repair() -> tuple[Resolution, str]:
             if owner is not None:
                 records = await self._upload_records({owner.file_id})
@@ -1020,6 +992,14 @@ def main(
     if args.grace_s is not None and args.grace_s < 0:
         print(f"{PROGRAM}: --grace-s must not be negative", file=err)
         return 2
+    for tenant in args.tenant:
+        if not is_tenant(tenant):
+            # It names no keys: every key's tenant follows the grammar.
+            print(
+                f"{PROGRAM}: --tenant {tenant[:80]!r} is not a tenant ([A-Za-z0-9][A-Za-z0-9._-]{{0,62}})",
+                file=err,
+            )
+            return 2
     try:
         settings = FsckSettings.from_env(Env(environ))
     except SettingsError as error:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Final
 import structlog
 from botocore.exceptions import ClientError
 
-from filestore.core import deadlines, s3
 from filestore.core.errors import Unavailable
-from filestore.core.settings import S3Settings
+from filestore.server import deadlines, s3
+from filestore.server.settings import S3Settings
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client

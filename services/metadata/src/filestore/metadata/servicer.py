@@ -16,8 +16,16 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.auth import Principal, current_principal, require_service
-from filestore.core.errors import InvalidArgument, NotFound, PermissionDenied
-from filestore.core.pagetokens import PageTokens, request_fingerprint
+from filestore.core.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    file_not_found,
+    grant_not_found,
+    upload_not_found,
+)
+from filestore.core.keys import KeyKind, derivative_key, key_prefix
+from filestore.core.reasons import Reason
 from filestore.core.validation import (
     MAX_EXTRACTED_TEXT_BYTES,
     MAX_NAME_CHARS,
@@ -29,6 +37,7 @@ from filestore.core.validation import (
 from filestore.metadata import convert
 from filestore.metadata.db import models, store
 from filestore.metadata.janitor import ObjectJanitor
+from filestore.server.pagetokens import PageTokens, request_fingerprint
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import metadata_service_pb2_grpc, resources_pb2
 
@@ -51,10 +60,6 @@ class _Replayed(Exception):
     def __init__(self, response: bytes) -> None:
         super().__init__("replayed")
         self.response = response
-
-
-def _file_not_found(file_id: str) -> NotFound:
-    return NotFound("no such file", reason="FILE_NOT_FOUND", metadata={"file_id": file_id})
 
 
 class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
@@ -146,12 +151,12 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 session, tenant=scope, file_id=file_id, include_deleted=include_deleted
             )
         except NotFound:
-            raise _file_not_found(file_id) from None
+            raise file_not_found(file_id) from None
         if principal.is_service and not reader:
             return file
         who = reader if principal.is_service else principal.subject
         if not await store.is_permitted(session, file=file, principal=who, permission=models.Permission.READ):
-            raise _file_not_found(file_id)
+            raise file_not_found(file_id)
         return file
 
     # ------------------------------------------------------------------------------ files
@@ -173,7 +178,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         principal = current_principal()
         tenant = request.tenant if principal.is_service else principal.tenant
         if not tenant:
-            raise InvalidArgument("service callers must name the tenant", reason="INVALID_TENANT")
+            raise InvalidArgument("service callers must name the tenant", reason=Reason.INVALID_TENANT)
         page_size = self._page_size(request.page_size)
         filters = self._file_filter(request, principal)
         fingerprint = request_fingerprint(request)
@@ -183,7 +188,9 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             try:
                 after = store.FileCursor(created_at=datetime.fromisoformat(position["c"]), id=position["i"])
             except (KeyError, ValueError):
-                raise InvalidArgument("the page token is malformed", reason="INVALID_PAGE_TOKEN") from None
+                raise InvalidArgument(
+                    "the page token is malformed", reason=Reason.INVALID_PAGE_TOKEN
+                ) from None
         async with self._sessions() as session, session.begin():
             page = await store.list_files(
                 session, tenant=tenant, filters=filters, page_size=page_size, after=after
@@ -203,10 +210,12 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         tenant = request.file.tenant if principal.is_service else principal.tenant
         owner = request.file.owner if principal.is_service else principal.subject
         if not tenant or not owner:
-            raise InvalidArgument("service callers must name the tenant and owner", reason="INVALID_OWNER")
+            raise InvalidArgument(
+                "service callers must name the tenant and owner", reason=Reason.INVALID_OWNER
+            )
         name, content_type, sha256, labels = self._declared(request.file)
         if request.file.size < 0:
-            raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
+            raise InvalidArgument("size must not be negative", reason=Reason.INVALID_SIZE)
         visibility = convert.visibility_from_proto(request.file.visibility)
 
         async def run(session: AsyncSession) -> resources_pb2.File:
@@ -238,7 +247,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if not paths or any(path not in UPDATABLE_FILE_FIELDS for path in paths):
             raise InvalidArgument(
                 f"update_mask must name some of {', '.join(sorted(UPDATABLE_FILE_FIELDS))}",
-                reason="INVALID_UPDATE_MASK",
+                reason=Reason.INVALID_UPDATE_MASK,
             )
         changes: dict[str, Any] = {}
         if "name" in paths:
@@ -303,7 +312,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         principal = current_principal()
         target = convert.file_status_from_proto(request.status)
         if target is None:
-            raise InvalidArgument("status must be set", reason="INVALID_STATUS")
+            raise InvalidArgument("status must be set", reason=Reason.INVALID_STATUS)
         expected = self._etag(request.etag)
         scope = self._tenant(principal, request.tenant)
 
@@ -316,7 +325,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 if target != models.FileStatus.DELETED:
                     raise PermissionDenied(
                         "only Filestore services move files along the pipeline",
-                        reason="SERVICE_ROLE_REQUIRED",
+                        reason=Reason.SERVICE_ROLE_REQUIRED,
                     )
             try:
                 file = await store.transition_file(
@@ -328,7 +337,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     expected_version=expected,
                 )
             except NotFound:
-                raise _file_not_found(request.file_id) from None
+                raise file_not_found(request.file_id) from None
             return convert.file_message(file)
 
         return await self._idempotent(
@@ -345,9 +354,9 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> resources_pb2.File:
         principal = current_principal()
         if not principal.is_service:
-            raise _file_not_found(request.file_id)
+            raise file_not_found(request.file_id)
         if len(request.sha256) != 64 or any(c not in "0123456789abcdef" for c in request.sha256):
-            raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason="INVALID_SHA256")
+            raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason=Reason.INVALID_SHA256)
         scope = self._tenant(principal, request.tenant)
         superseded: list[str] = []
         async with self._sessions() as session, session.begin():
@@ -356,7 +365,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     session, tenant=scope, file_id=request.file_id, include_deleted=True
                 )
             except NotFound:
-                raise _file_not_found(request.file_id) from None
+                raise file_not_found(request.file_id) from None
             matches = (not file.sha256 or file.sha256 == request.sha256) and request.size == file.size
             file = await store.update_file_facts(
                 session, tenant=scope, file_id=file.id, verified_sha256=request.sha256
@@ -395,13 +404,13 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> pb.QuarantineContentResponse:
         require_service()
         if not request.tenant:
-            raise InvalidArgument("tenant is required", reason="INVALID_TENANT")
-        if not request.storage_key.startswith(store.originals_prefix(request.tenant)):
+            raise InvalidArgument("tenant is required", reason=Reason.INVALID_TENANT)
+        if not request.storage_key.startswith(key_prefix(KeyKind.ORIGINAL, request.tenant)):
             raise InvalidArgument(
-                "storage_key must be an original's key of the tenant", reason="INVALID_STORAGE_KEY"
+                "storage_key must be an original's key of the tenant", reason=Reason.INVALID_STORAGE_KEY
             )
         if not REASON.fullmatch(request.reason):
-            raise InvalidArgument("reason must be UPPER_SNAKE, 1-64 characters", reason="INVALID_REASON")
+            raise InvalidArgument("reason must be UPPER_SNAKE, 1-64 characters", reason=Reason.INVALID_REASON)
         async with self._sessions() as session, session.begin():
             files = await store.quarantine_content(
                 session, tenant=request.tenant, storage_key=request.storage_key, reason=request.reason
@@ -415,28 +424,30 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         tenant = request.file.tenant if principal.is_service else principal.tenant
         owner = request.file.owner if principal.is_service else principal.subject
         if not tenant or not owner:
-            raise InvalidArgument("service callers must name the tenant and owner", reason="INVALID_OWNER")
+            raise InvalidArgument(
+                "service callers must name the tenant and owner", reason=Reason.INVALID_OWNER
+            )
         kind = convert.upload_kind_from_proto(request.kind)
         if kind is None or kind == models.UploadKind.DEDUP:
             raise InvalidArgument(
-                "kind must be SINGLE, POST_POLICY or MULTIPART", reason="INVALID_UPLOAD_KIND"
+                "kind must be SINGLE, POST_POLICY or MULTIPART", reason=Reason.INVALID_UPLOAD_KIND
             )
         if not request.HasField("expire_time"):
-            raise InvalidArgument("expire_time is required", reason="INVALID_EXPIRY")
+            raise InvalidArgument("expire_time is required", reason=Reason.INVALID_EXPIRY)
         part_checksum = convert.part_checksum_from_proto(request.part_checksum_algorithm)
         if part_checksum is None or (
             part_checksum is not models.PartChecksum.NONE and kind is not models.UploadKind.MULTIPART
         ):
             raise InvalidArgument(
                 "part_checksum_algorithm must be CRC32 or SHA256, and only for MULTIPART",
-                reason="INVALID_CHECKSUM_ALGORITHM",
+                reason=Reason.INVALID_CHECKSUM_ALGORITHM,
             )
         size = request.file.size
         if size < 0:
-            raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
+            raise InvalidArgument("size must not be negative", reason=Reason.INVALID_SIZE)
         if size == 0 and kind is models.UploadKind.MULTIPART:
             # Storage completes a multipart upload from one part at least; an empty file is SINGLE.
-            raise InvalidArgument("a MULTIPART upload cannot be empty", reason="INVALID_SIZE")
+            raise InvalidArgument("a MULTIPART upload cannot be empty", reason=Reason.INVALID_SIZE)
         name, content_type, sha256, labels = self._declared(request.file)
         expires = convert.from_timestamp(request.expire_time)
 
@@ -522,7 +533,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> pb.UploadRecord:
         principal = require_service()
         if not request.storage_upload_id:
-            raise InvalidArgument("storage_upload_id is required", reason="INVALID_STORAGE_UPLOAD_ID")
+            raise InvalidArgument("storage_upload_id is required", reason=Reason.INVALID_STORAGE_UPLOAD_ID)
         scope = self._tenant(principal, request.tenant)
         async with self._sessions() as session, session.begin():
             upload, file = await self._upload_and_file(session, principal, scope, request.upload_id)
@@ -540,7 +551,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         principal = current_principal()
         scope = self._tenant(principal, request.tenant)
         if request.size < 0:
-            raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
+            raise InvalidArgument("size must not be negative", reason=Reason.INVALID_SIZE)
 
         async def run(session: AsyncSession) -> pb.CompleteUploadRecordResponse:
             upload, _ = await self._upload_and_file(session, principal, scope, request.upload_id)
@@ -571,7 +582,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         }
         to_state = states.get(request.state)
         if to_state is None:
-            raise InvalidArgument("state must be ABORTED or EXPIRED", reason="INVALID_UPLOAD_STATE")
+            raise InvalidArgument("state must be ABORTED or EXPIRED", reason=Reason.INVALID_UPLOAD_STATE)
         scope = self._tenant(principal, request.tenant)
 
         async def run(session: AsyncSession) -> pb.UploadRecord:
@@ -595,9 +606,9 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> pb.ClaimExpiredUploadsResponse:
         require_service()
         if not 1 <= request.limit <= 500:
-            raise InvalidArgument("limit must be 1..500", reason="INVALID_LIMIT")
+            raise InvalidArgument("limit must be 1..500", reason=Reason.INVALID_LIMIT)
         if not 1 <= request.lease_seconds <= 3600:
-            raise InvalidArgument("lease_seconds must be 1..3600", reason="INVALID_LEASE")
+            raise InvalidArgument("lease_seconds must be 1..3600", reason=Reason.INVALID_LEASE)
         async with self._sessions() as session, session.begin():
             uploads = await store.claim_expired_uploads(
                 session, lease=timedelta(seconds=request.lease_seconds), limit=request.limit
@@ -617,7 +628,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if len(request.uploads) > MAX_STORAGE_UPLOADS_PER_CALL:
             raise InvalidArgument(
                 f"at most {MAX_STORAGE_UPLOADS_PER_CALL} uploads per call",
-                reason="TOO_MANY_UPLOADS",
+                reason=Reason.TOO_MANY_UPLOADS,
                 metadata={"max_uploads": str(MAX_STORAGE_UPLOADS_PER_CALL)},
             )
         async with self._sessions() as session, session.begin():
@@ -637,9 +648,9 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 session, tenant=upload.tenant, file_id=upload.file_id, include_deleted=True
             )
         except NotFound:
-            raise NotFound("no such upload", reason="UPLOAD_NOT_FOUND") from None
+            raise upload_not_found(upload_id) from None
         if not principal.is_service and file.owner != principal.subject:
-            raise NotFound("no such upload", reason="UPLOAD_NOT_FOUND")
+            raise upload_not_found(upload_id)
         return upload, file
 
     # ------------------------------------------------------------------------------ access
@@ -649,7 +660,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> pb.AuthorizeReadResponse:
         principal = current_principal()
         if principal.is_service and not request.principal:
-            raise InvalidArgument("service callers must name the principal", reason="INVALID_PRINCIPAL")
+            raise InvalidArgument("service callers must name the principal", reason=Reason.INVALID_PRINCIPAL)
         async with self._sessions() as session, session.begin():
             file = await self._readable_file(
                 session,
@@ -668,11 +679,11 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         principal = current_principal()
         grant = request.grant
         if not grant.principal or len(grant.principal) > 255:
-            raise InvalidArgument("principal must be 1-255 characters", reason="INVALID_PRINCIPAL")
+            raise InvalidArgument("principal must be 1-255 characters", reason=Reason.INVALID_PRINCIPAL)
         permission = convert.permission_from_proto(grant.permission)
         expires = convert.from_timestamp(grant.expire_time) if grant.HasField("expire_time") else None
         if expires is not None and expires <= datetime.now(UTC):
-            raise InvalidArgument("expire_time must be in the future", reason="INVALID_EXPIRY")
+            raise InvalidArgument("expire_time must be in the future", reason=Reason.INVALID_EXPIRY)
 
         async def run(session: AsyncSession) -> resources_pb2.Grant:
             file = await self._writable_file(
@@ -715,7 +726,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     session, principal, tenant="", file_id=grant.file_id, owner_only=True
                 )
             except NotFound:
-                raise NotFound("no such grant", reason="GRANT_NOT_FOUND") from None
+                raise grant_not_found(request.grant_id) from None
             await store.revoke_grant(session, tenant=grant.tenant, grant_id=grant.id)
         return pb.DeleteGrantResponse()
 
@@ -727,12 +738,14 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         principal = require_service()
         derivative = request.derivative
         if not DERIVATIVE_KIND.fullmatch(derivative.kind):
-            raise InvalidArgument("kind must be [a-z0-9_]{1,64}", reason="INVALID_KIND")
+            raise InvalidArgument("kind must be [a-z0-9_]{1,64}", reason=Reason.INVALID_KIND)
         content_type = check_content_type(derivative.content_type.split(";")[0])
         if len(derivative.content_type) > 255:
-            raise InvalidArgument("content_type is longer than 255 characters", reason="INVALID_CONTENT_TYPE")
+            raise InvalidArgument(
+                "content_type is longer than 255 characters", reason=Reason.INVALID_CONTENT_TYPE
+            )
         if derivative.size < 0:
-            raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
+            raise InvalidArgument("size must not be negative", reason=Reason.INVALID_SIZE)
         scope = self._tenant(principal, request.tenant)
         async with self._sessions() as session, session.begin():
             try:
@@ -740,13 +753,13 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     session, tenant=scope, file_id=derivative.file_id, include_deleted=True
                 )
             except NotFound:
-                raise _file_not_found(derivative.file_id) from None
+                raise file_not_found(derivative.file_id) from None
             row = await store.add_derivative(
                 session,
                 tenant=file.tenant,
                 file_id=file.id,
                 kind=derivative.kind,
-                storage_key=store.derivative_storage_key(file.tenant, file.id, derivative.kind),
+                storage_key=derivative_key(file.tenant, file.id, derivative.kind),
                 size=derivative.size,
                 content_type=derivative.content_type or content_type,
             )
@@ -768,12 +781,12 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> resources_pb2.ProcessingResult:
         principal = current_principal()
         if not principal.is_service:
-            raise _file_not_found(request.result.file_id)
+            raise file_not_found(request.result.file_id)
         outcome = convert.step_outcome_from_proto(request.result.outcome)
         if outcome is None:
-            raise InvalidArgument("outcome must be set", reason="INVALID_OUTCOME")
+            raise InvalidArgument("outcome must be set", reason=Reason.INVALID_OUTCOME)
         if not PIPELINE_STEP.fullmatch(request.result.step):
-            raise InvalidArgument("step must be [a-z0-9_]{1,64}", reason="INVALID_STEP")
+            raise InvalidArgument("step must be [a-z0-9_]{1,64}", reason=Reason.INVALID_STEP)
         scope = self._tenant(principal, request.tenant)
         async with self._sessions() as session, session.begin():
             try:
@@ -786,7 +799,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     details=dict(request.result.details),
                 )
             except NotFound:
-                raise _file_not_found(request.result.file_id) from None
+                raise file_not_found(request.result.file_id) from None
             return convert.processing_result(row)
 
     async def ListProcessingResults(
@@ -811,9 +824,11 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         principal = current_principal()
         tenant = request.tenant if principal.is_service else principal.tenant
         if not principal.is_service and request.owner not in ("", principal.subject):
-            raise PermissionDenied("you may read your own and your tenant's quota", reason="QUOTA_NOT_YOURS")
+            raise PermissionDenied(
+                "you may read your own and your tenant's quota", reason=Reason.QUOTA_NOT_YOURS
+            )
         if not tenant:
-            raise InvalidArgument("service callers must name the tenant", reason="INVALID_TENANT")
+            raise InvalidArgument("service callers must name the tenant", reason=Reason.INVALID_TENANT)
         async with self._sessions() as session, session.begin():
             row = await store.get_quota(session, tenant=tenant, owner=request.owner)
             if row is None:
@@ -823,9 +838,9 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
     async def SetQuota(self, request: pb.SetQuotaRequest, context: Context) -> resources_pb2.Quota:
         require_service()
         if not request.tenant:
-            raise InvalidArgument("tenant is required", reason="INVALID_TENANT")
+            raise InvalidArgument("tenant is required", reason=Reason.INVALID_TENANT)
         if request.limit_bytes < 0:
-            raise InvalidArgument("limit_bytes must not be negative", reason="INVALID_LIMIT")
+            raise InvalidArgument("limit_bytes must not be negative", reason=Reason.INVALID_LIMIT)
         async with self._sessions() as session, session.begin():
             row = await store.set_quota(
                 session, tenant=request.tenant, owner=request.owner, limit_bytes=request.limit_bytes
@@ -839,7 +854,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if not etag:
             return None
         if not (etag.isascii() and etag.isdigit()):  # isdigit alone takes other scripts' digits
-            raise InvalidArgument("etag is not one this service issued", reason="INVALID_ETAG")
+            raise InvalidArgument("etag is not one this service issued", reason=Reason.INVALID_ETAG)
         return int(etag)
 
     async def _owned_file(self, session: AsyncSession, principal: Principal, file_id: str) -> models.File:
@@ -848,9 +863,9 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 session, tenant=principal.tenant, file_id=file_id, include_deleted=True
             )
         except NotFound:
-            raise _file_not_found(file_id) from None
+            raise file_not_found(file_id) from None
         if file.owner != principal.subject:
-            raise _file_not_found(file_id)
+            raise file_not_found(file_id)
         return file
 
     async def _writable_file(
@@ -871,14 +886,14 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                 session, tenant=scope, file_id=file_id, include_deleted=include_deleted
             )
         except NotFound:
-            raise _file_not_found(file_id) from None
+            raise file_not_found(file_id) from None
         if principal.is_service or file.owner == principal.subject:
             return file
         if not owner_only and await store.is_permitted(
             session, file=file, principal=principal.subject, permission=models.Permission.WRITE
         ):
             return file
-        raise _file_not_found(file_id)
+        raise file_not_found(file_id)
 
     @staticmethod
     def _declared(file: resources_pb2.File) -> tuple[str, str, str, dict[str, str]]:
@@ -894,7 +909,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if asked < 0 or asked > store.MAX_PAGE_SIZE:
             raise InvalidArgument(
                 f"page_size must be 0..{store.MAX_PAGE_SIZE}",
-                reason="INVALID_PAGE_SIZE",
+                reason=Reason.INVALID_PAGE_SIZE,
                 metadata={"max_page_size": str(store.MAX_PAGE_SIZE)},
             )
         return asked or DEFAULT_PAGE_SIZE
@@ -905,7 +920,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         for status in request.statuses:
             converted = convert.file_status_from_proto(status)
             if converted is None:
-                raise InvalidArgument("statuses must not hold UNSPECIFIED", reason="INVALID_FILTER")
+                raise InvalidArgument("statuses must not hold UNSPECIFIED", reason=Reason.INVALID_FILTER)
             statuses.add(converted)
         created_after = (
             convert.from_timestamp(request.created_after) if request.HasField("created_after") else None
@@ -914,15 +929,15 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
             convert.from_timestamp(request.created_before) if request.HasField("created_before") else None
         )
         if created_after and created_before and created_after >= created_before:
-            raise InvalidArgument("created_after must be before created_before", reason="INVALID_FILTER")
+            raise InvalidArgument("created_after must be before created_before", reason=Reason.INVALID_FILTER)
         if len(request.text_contains) > 256 or len(request.name_prefix) > MAX_NAME_CHARS:
-            raise InvalidArgument("text or name filter too long", reason="INVALID_FILTER")
+            raise InvalidArgument("text or name filter too long", reason=Reason.INVALID_FILTER)
         owner = request.owner or None
         if not principal.is_service:
             # Listing is not grant-aware, so naming another owner would list that owner's private
             # files: a user lists their own (GetFile/AuthorizeRead answer what grants allow).
             if owner not in (None, principal.subject):
-                raise InvalidArgument("users list their own files only", reason="INVALID_FILTER")
+                raise InvalidArgument("users list their own files only", reason=Reason.INVALID_FILTER)
             owner = principal.subject
         return store.FileFilter(
             owner=owner,
@@ -946,7 +961,7 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
         if len(request.extracted_text.encode("utf-8")) > MAX_EXTRACTED_TEXT_BYTES:
             raise InvalidArgument(
                 f"extracted_text is longer than {MAX_EXTRACTED_TEXT_BYTES} bytes of UTF-8",
-                reason="TEXT_TOO_LONG",
+                reason=Reason.TEXT_TOO_LONG,
             )
         scope = self._tenant(principal, request.tenant)
         async with self._sessions() as session, session.begin():
@@ -959,5 +974,5 @@ class MetadataServicer(metadata_service_pb2_grpc.MetadataServiceServicer):
                     extracted_text=request.extracted_text or None,
                 )
             except NotFound:
-                raise _file_not_found(request.file_id) from None
+                raise file_not_found(request.file_id) from None
             return convert.file_message(file)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from filestore.core.settings import PREFIX, AuthSettings, Env, GrpcServerSettings, S3Settings
+from filestore.core.env import PREFIX, Env
+from filestore.server.settings import AuthSettings, GrpcServerSettings, S3Settings
 
 
 def database_url_from_env(env: Env) -> str:

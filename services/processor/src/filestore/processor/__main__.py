@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from filestore.core.service import main_for
 from filestore.processor.app import build
 from filestore.processor.settings import ProcessorSettings
+from filestore.server.service import main_for
 
 main = main_for("processor", ProcessorSettings.from_env, build)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import grpc
 
-from filestore.core import events, s3
-from filestore.core.auth import ServiceIdentity, TokenVerifier
-from filestore.core.clients import METADATA, service_channel
-from filestore.core.server import ServerHandle, create_server
+from filestore.core.auth import ServiceIdentity
 from filestore.processor.bridge import SeaweedBridge
 from filestore.processor.pipeline import Pipeline
 from filestore.processor.servicer import ProcessorServicer
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.worker import Worker
+from filestore.server import events, s3
+from filestore.server.bootstrap import ServerHandle, create_server
+from filestore.server.dependencies import METADATA, dependency_channel
 from filestore.v1 import metadata_service_pb2_grpc, processor_service_pb2, processor_service_pb2_grpc
 
 DOMAIN = "processor.filestore.v1"
@@ -20,7 +20,7 @@ DOMAIN = "processor.filestore.v1"
 
 async def build(settings: ProcessorSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="processor")
-    channel = service_channel(
+    channel = dependency_channel(
         settings.metadata_address,
         token=identity.token,
         tls=settings.server.tls,
@@ -50,7 +50,7 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
     handle = create_server(
         listen=settings.server.listen,
         domain=DOMAIN,
-        verifier=TokenVerifier.from_settings(settings.auth),
+        verifier=settings.auth.token_verifier(),
         tls=settings.server.tls,
         register=register,
     )

@@ -28,15 +28,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 from PIL import Image
 
-from filestore.core import events, metrics, tracing
-from filestore.core.clients import translated_errors
+from filestore.core.channels import translated_errors
 from filestore.core.errors import Aborted, NotFound
+from filestore.core.keys import derivative_key, original_key
+from filestore.core.reasons import Reason
 from filestore.core.validation import MAX_EXTRACTED_TEXT_BYTES
 from filestore.processor import media
 from filestore.processor.pipeline_config import Step
 from filestore.processor.scanner import ClamdScanner, Scanner
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.storage import ObjectStore, TooLarge, scratch_directory
+from filestore.server import events, metrics, tracing
 from filestore.v1 import events_pb2, metadata_service_pb2, resources_pb2
 
 if TYPE_CHECKING:
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub
 
-__all__ = ["Digest", "NotYetUploaded", "Pipeline", "StepResult", "file_ref", "truncate_utf8"]
+__all__ = ["Digest", "NotYetUploaded", "Pipeline", "StepResult", "truncate_utf8"]
 
 log = structlog.get_logger("filestore.processor")
 
@@ -75,7 +77,6 @@ STORAGE_SOURCES: Final = frozenset(
 )
 #: Outcomes a redelivery does not repeat; SKIPPED is "not applicable or refused by policy".
 SETTLED: Final = frozenset({Outcome.STEP_OUTCOME_PASSED, Outcome.STEP_OUTCOME_SKIPPED})
-ORIGINALS_PREFIX = "originals/"
 OCR_DPI: Final = 300
 THUMBNAIL_CONTENT_TYPE: Final = "image/webp"
 #: What clamd (with AlertExceedsMax) answers when a limit stopped the scan.
@@ -106,23 +107,6 @@ def passed(**details: str) -> StepResult:
 
 def skipped(reason: str, **details: str) -> StepResult:
     return StepResult(Outcome.STEP_OUTCOME_SKIPPED, {"reason": reason, **details})
-
-
-def file_ref(event: events_pb2.ObjectCreated | events_pb2.ObjectDeleted) -> tuple[str, str] | None:
-    """(tenant, file_id) of an event: from the event, else from an ``originals/{tenant}/{id}`` key.
-    Objects elsewhere (derivatives, foreign keys) are not ours to process."""
-    if event.file_id and event.tenant:
-        return event.tenant, event.file_id
-    if event.key.startswith(ORIGINALS_PREFIX):
-        parts = event.key[len(ORIGINALS_PREFIX) :].split("/")
-        if len(parts) == 2 and all(parts):
-            return parts[0], parts[1]
-    return None
-
-
-def _own_key(tenant: str, file_id: str) -> str:
-    """The object a file's upload writes (the metadata service builds it the same way)."""
-    return f"{ORIGINALS_PREFIX}{tenant}/{file_id}"
 
 
 def truncate_utf8(text: str, limit: int = MAX_EXTRACTED_TEXT_BYTES) -> str:
@@ -209,7 +193,7 @@ class Pipeline:
         publish did get through (redeliveries come within minutes, well inside its window). The
         enrichment is queued again for the same reason, under an id per file version.
         """
-        ref = file_ref(event)
+        ref = events.file_ref(event)
         if ref is None:
             log.info("event_ignored", key=event.key)
             return
@@ -234,7 +218,7 @@ class Pipeline:
         if file.status == Status.FILE_STATUS_PENDING:
             raise NotYetUploaded(file_id)
         if file.status == Status.FILE_STATUS_READY:
-            if event.source in STORAGE_SOURCES and event.key == _own_key(tenant, file_id):
+            if event.source in STORAGE_SOURCES and event.key == original_key(tenant, file_id):
                 if file.deduplicated:
                     # Its bytes were verified to be content the tenant held, and it reads that copy:
                     # this object (the upload announced late, or a form submitted again) is none of
@@ -326,7 +310,7 @@ class Pipeline:
         (``originals/{tenant}/{id}``, which the upload's events name) was deleted then, and it reads
         the copy the tenant already held, which the catalogue knows.
         """
-        if not file.deduplicated or key != _own_key(tenant, file.id):
+        if not file.deduplicated or key != original_key(tenant, file.id):
             return key
         with translated_errors():
             authorized = await self._metadata.AuthorizeRead(
@@ -357,7 +341,7 @@ class Pipeline:
     async def fail(self, event: events_pb2.ObjectCreated, reason: str) -> None:
         """The event exhausted its deliveries: the file ends FAILED with the reason (unless it already
         reached a terminal state, e.g. READY before an enrichment step kept failing, or is still PENDING)."""
-        ref = file_ref(event)
+        ref = events.file_ref(event)
         if ref is None:
             return
         tenant, file_id = ref
@@ -632,7 +616,7 @@ class Pipeline:
     async def _write_derivative(self, run: _Run, kind: str, data: bytes, content_type: str) -> None:
         """Write first, then register: a crash in between leaves an object that the next delivery
         overwrites, never a record pointing at nothing. Re-registering a kind replaces it."""
-        key = f"derivatives/{run.tenant}/{run.file_id}/{kind}"
+        key = derivative_key(run.tenant, run.file_id, kind)
         await self._blocking(run, self._objects.put, run.bucket, key, data, content_type=content_type)
         with translated_errors():
             derivative = await self._metadata.CreateDerivative(
@@ -707,7 +691,7 @@ class Pipeline:
             try:
                 return await self._transition(tenant, file.id, Status.FILE_STATUS_PROCESSING, etag=file.etag)
             except Aborted as error:
-                if error.reason != "ETAG_MISMATCH":
+                if error.reason != Reason.ETAG_MISMATCH:
                     raise
             # Changed since it was read: claimed by another worker, or an UPLOADED file edited
             # (renamed, relabelled), which is worth another try.

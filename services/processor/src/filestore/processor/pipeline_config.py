@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from filestore.core.settings import PREFIX, Env, SettingsError
+from filestore.core.env import PREFIX, Env, SettingsError
 
 __all__ = ["CLAMAV_MAX_BYTES", "DEFAULT_STEPS", "NO_SCANNER", "PipelineSettings", "Step"]
 

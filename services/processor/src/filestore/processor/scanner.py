@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from clamav_client.clamd import BufferTooLongError, ClamdError, ClamdNetworkSocket
 
 from filestore.core.errors import Unavailable
+from filestore.core.reasons import Reason
 
 __all__ = ["ClamdScanner", "ScanVerdict", "Scanner"]
 
@@ -72,12 +73,14 @@ class ClamdScanner:
             status, signature = client.instream_chunks(chunks, frame_bytes=self._frame_bytes)
         except BufferTooLongError as error:
             raise Unavailable(
-                f"clamd refused the stream as too long: {error}", reason="SCAN_LIMIT_EXCEEDED"
+                f"clamd refused the stream as too long: {error}", reason=Reason.SCAN_LIMIT_EXCEEDED
             ) from error
         except (ClamdError, OSError) as error:
-            raise Unavailable(f"clamd at {self._address}: {error}", reason="SCANNER_UNAVAILABLE") from error
+            raise Unavailable(
+                f"clamd at {self._address}: {error}", reason=Reason.SCANNER_UNAVAILABLE
+            ) from error
         if status == "FOUND":
             return ScanVerdict(clean=False, signature=signature or "unknown")
         if status == "OK":
             return ScanVerdict(clean=True)
-        raise Unavailable(f"clamd answered {status} {signature}", reason="SCANNER_ERROR")
+        raise Unavailable(f"clamd answered {status} {signature}", reason=Reason.SCANNER_ERROR)

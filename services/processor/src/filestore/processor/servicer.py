@@ -12,18 +12,17 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from filestore.core import events
 from filestore.core.auth import current_principal, require_service
-from filestore.core.clients import translated_errors
+from filestore.core.channels import translated_errors
 from filestore.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
+    file_not_found,
 )
-from filestore.core.pagetokens import PageTokens, request_fingerprint
-from filestore.core.settings import NatsSettings
+from filestore.core.reasons import Reason
 from filestore.processor.worker import (
     DEAD_LETTER_DELIVERIES,
     DEAD_LETTER_DETAIL,
@@ -31,6 +30,9 @@ from filestore.processor.worker import (
     MalformedEvent,
     parse_event,
 )
+from filestore.server import events
+from filestore.server.pagetokens import PageTokens, request_fingerprint
+from filestore.server.settings import NatsSettings
 from filestore.v1 import (
     events_pb2,
     metadata_service_pb2,
@@ -99,10 +101,12 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
         authorized = await self._authorize_reprocess(request)
         file = authorized.file
         if file.status == Status.FILE_STATUS_DELETED:
-            raise NotFound("no such file", reason="FILE_NOT_FOUND", metadata={"file_id": request.file_id})
+            raise file_not_found(request.file_id)
         if file.status == Status.FILE_STATUS_PENDING:
             raise FailedPrecondition(
-                "the file's upload has not completed", reason="FILE_NOT_STORED", metadata={"file_id": file.id}
+                "the file's upload has not completed",
+                reason=Reason.FILE_NOT_STORED,
+                metadata={"file_id": file.id},
             )
         with translated_errors():
             if file.status in OUTCOMES:
@@ -152,7 +156,7 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
         if authorized.file.owner != reader:
             raise PermissionDenied(
                 "only the file's owner may have it processed again",
-                reason="NOT_FILE_OWNER",
+                reason=Reason.NOT_FILE_OWNER,
                 metadata={"file_id": request.file_id},
             )
         return authorized
@@ -174,7 +178,7 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
             )
         except Exception as error:
             raise Unavailable(
-                "the file could not be queued; call again", reason="EVENT_PUBLISH_FAILED"
+                "the file could not be queued; call again", reason=Reason.EVENT_PUBLISH_FAILED
             ) from error
 
     async def ListDeadLetters(
@@ -184,7 +188,7 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
     ) -> processor_service_pb2.ListDeadLettersResponse:
         require_service()
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be 0..{MAX_PAGE_SIZE}", reason="INVALID_PAGE_SIZE")
+            raise InvalidArgument(f"page_size must be 0..{MAX_PAGE_SIZE}", reason=Reason.INVALID_PAGE_SIZE)
         page_size = request.page_size or DEFAULT_PAGE_SIZE
         fingerprint = request_fingerprint(request)
         sequence = 1
@@ -214,11 +218,11 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
         # other scripts' digits, and JetStream answers a larger number as a bad request.
         given = request.dead_letter_id
         if not (given.isascii() and given.isdigit() and len(given) <= 20 and int(given) < 2**64):
-            raise NotFound("no such dead letter", reason="DEAD_LETTER_NOT_FOUND")
+            raise NotFound("no such dead letter", reason=Reason.DEAD_LETTER_NOT_FOUND)
         sequence = int(given)
         raw = await self._next_dead_letter(sequence)
         if raw is None or raw.seq != sequence:
-            raise NotFound("no such dead letter", reason="DEAD_LETTER_NOT_FOUND")
+            raise NotFound("no such dead letter", reason=Reason.DEAD_LETTER_NOT_FOUND)
         try:
             parse_event(raw.data or b"")
         except MalformedEvent as malformed:
@@ -226,7 +230,7 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
             # newer publisher is replayable once the processors are upgraded; garbage never is.
             raise FailedPrecondition(
                 f"the dead letter is not a valid event ({malformed}); replayed, it would only come back",
-                reason="DEAD_LETTER_MALFORMED",
+                reason=Reason.DEAD_LETTER_MALFORMED,
                 metadata={"dead_letter_id": request.dead_letter_id},
             ) from None
         original = (raw.subject or "").removeprefix(self._subjects.dead_letter(""))

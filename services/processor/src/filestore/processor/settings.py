@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from filestore.core.settings import (
+from filestore.core.env import PREFIX, Env
+from filestore.processor.pipeline_config import PipelineSettings
+from filestore.server.settings import (
     DEFAULT_CALL_TIMEOUT_S,
-    PREFIX,
     AuthSettings,
-    Env,
     GrpcServerSettings,
     NatsSettings,
     S3Settings,
     metadata_timeout_from_env,
 )
-from filestore.processor.pipeline_config import PipelineSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

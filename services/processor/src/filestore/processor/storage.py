@@ -1,9 +1,9 @@
 """Blocking object-store access for the pipeline (run in worker threads): streaming reads, Range reads,
 bounded spooling to a temp file, derivative writes. Nothing here holds a whole object in memory.
 
-Two clients (:mod:`filestore.core.s3`): HEADs, writes and signing go through the control client (short
+Two clients (:mod:`filestore.server.s3`): HEADs, writes and signing go through the control client (short
 timeouts), reads of an object's bytes through the streaming one (a longer wait between reads). Either
-way a store that does not answer ends the call with ``Unavailable(reason="STORAGE_UNAVAILABLE")``,
+way a store that does not answer ends the call with ``Unavailable(reason=Reason.STORAGE_UNAVAILABLE)``,
 and the event is retried.
 """
 
@@ -18,8 +18,9 @@ from typing import IO, TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from filestore.core import s3
 from filestore.core.errors import Unavailable
+from filestore.core.reasons import Reason
+from filestore.server import s3
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -42,7 +43,7 @@ def _storage_errors(key: str) -> Iterator[None]:
         yield
     except ClientError as error:
         raise Unavailable(
-            f"cannot access {key} in storage: {error}", reason=s3.STORAGE_UNAVAILABLE
+            f"cannot access {key} in storage: {error}", reason=Reason.STORAGE_UNAVAILABLE
         ) from error
     except BotoCoreError as error:
         raise s3.storage_unavailable(error, key=key) from error

@@ -11,7 +11,7 @@ not be reached (metadata, storage, clamd or NATS down), the event is published a
 end FAILED for it.
 
 Each event is handled in a CONSUMER span continuing the trace it was published in (see
-:mod:`filestore.core.tracing`) and counted in ``filestore_events_consumed_total`` by what became of it.
+:mod:`filestore.server.tracing`) and counted in ``filestore_events_consumed_total`` by what became of it.
 The consumer's lag (``num_pending``) is sampled from JetStream every few seconds.
 """
 
@@ -29,11 +29,12 @@ from nats.errors import ConnectionClosedError, NoRespondersError, StaleConnectio
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
-from filestore.core import events, metrics, s3, tracing
-from filestore.core.clients import METADATA, unavailable_reason
 from filestore.core.errors import DeadlineExceeded, FilestoreError, Unavailable
+from filestore.core.reasons import Reason
 from filestore.processor.pipeline import NotYetUploaded, Pipeline, Stage
 from filestore.processor.settings import ProcessorSettings
+from filestore.server import events, metrics, s3, tracing
+from filestore.server.dependencies import METADATA
 from filestore.v1 import events_pb2
 
 log = structlog.get_logger("filestore.processor.worker")
@@ -44,7 +45,6 @@ DEAD_LETTER_REASON = "Filestore-Reason"
 DEAD_LETTER_DELIVERIES = "Filestore-Deliveries"
 #: Why a message was malformed, in a short sentence (dead letters of reason MALFORMED_EVENT only).
 DEAD_LETTER_DETAIL = "Filestore-Detail"
-MALFORMED_EVENT = "MALFORMED_EVENT"
 #: S3's longest object key, in bytes of UTF-8.
 MAX_KEY_BYTES = 1024
 #: Redelivery delays after a transient failure; the last one repeats.
@@ -54,8 +54,8 @@ LAG_SAMPLE_INTERVAL_S = 5.0
 #: Failures to reach NATS itself (the READY announcement, a dead letter) while it restarts.
 _NATS_OUTAGES = (ConnectionClosedError, NatsTimeoutError, NoRespondersError, StaleConnectionError)
 #: Reasons of a call to another service that failed in transport: the callee did not answer. The
-#: metadata channel names itself (filestore.core.clients); a bare UNAVAILABLE is a channel without.
-_UNANSWERED_CALLS = frozenset({Unavailable.default_reason, unavailable_reason(METADATA)})
+#: metadata channel names itself (filestore.server.dependencies); a bare UNAVAILABLE is a channel without.
+_UNANSWERED_CALLS = frozenset({Unavailable.default_reason, METADATA.unavailable})
 
 
 class MalformedEvent(Exception):
@@ -242,7 +242,7 @@ class Worker:
         try:
             event = parse_event(message.data)
         except MalformedEvent as malformed:
-            await self._publish_dead_letter(message, MALFORMED_EVENT, detail=str(malformed))
+            await self._publish_dead_letter(message, Reason.MALFORMED_EVENT, detail=str(malformed))
             log.warning(
                 "event_malformed",
                 subject=message.subject,

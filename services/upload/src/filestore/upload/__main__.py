@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from filestore.core.service import main_for
+from filestore.server.service import main_for
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings
 

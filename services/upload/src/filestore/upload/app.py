@@ -7,10 +7,10 @@ import asyncio
 import grpc
 import structlog
 
-from filestore.core import events, s3
-from filestore.core.auth import ServiceIdentity, TokenVerifier
-from filestore.core.clients import METADATA, service_channel
-from filestore.core.server import ServerHandle, create_server
+from filestore.core.auth import ServiceIdentity
+from filestore.server import events, s3
+from filestore.server.bootstrap import ServerHandle, create_server
+from filestore.server.dependencies import METADATA, dependency_channel
 from filestore.upload.reaper import Reaper
 from filestore.upload.servicer import UploadServicer
 from filestore.upload.settings import UploadSettings
@@ -24,7 +24,7 @@ log = structlog.get_logger("filestore.upload")
 
 async def build(settings: UploadSettings) -> ServerHandle:
     identity = ServiceIdentity(settings.auth.secret, service="upload")
-    channel = service_channel(
+    channel = dependency_channel(
         settings.metadata_address,
         token=identity.token,
         tls=settings.server.tls,
@@ -52,7 +52,7 @@ async def build(settings: UploadSettings) -> ServerHandle:
     handle = create_server(
         listen=settings.server.listen,
         domain=DOMAIN,
-        verifier=TokenVerifier.from_settings(settings.auth),
+        verifier=settings.auth.token_verifier(),
         tls=settings.server.tls,
         register=register,
     )

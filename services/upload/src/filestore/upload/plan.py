@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from filestore.core.errors import InvalidArgument
+from filestore.core.reasons import Reason
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -38,7 +39,7 @@ class PartPlan:
         if not 1 <= part_number <= self.part_count:
             raise InvalidArgument(
                 f"part numbers run from 1 to {self.part_count}",
-                reason="INVALID_PART_NUMBER",
+                reason=Reason.INVALID_PART_NUMBER,
                 metadata={"part_number": str(part_number), "part_count": str(self.part_count)},
             )
         if part_number < self.part_count:
@@ -56,7 +57,7 @@ def plan_parts(size: int, *, requested_part_size: int = 0) -> PartPlan:
     if requested_part_size and not MIN_PART_SIZE <= requested_part_size <= MAX_PART_SIZE:
         raise InvalidArgument(
             f"part_size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes",
-            reason="INVALID_PART_SIZE",
+            reason=Reason.INVALID_PART_SIZE,
             metadata={"min_bytes": str(MIN_PART_SIZE), "max_bytes": str(MAX_PART_SIZE)},
         )
     smallest_fitting = _ceil_div(_ceil_div(size, MAX_PARTS), MIB) * MIB
@@ -64,6 +65,6 @@ def plan_parts(size: int, *, requested_part_size: int = 0) -> PartPlan:
     if part_size > MAX_PART_SIZE:
         raise InvalidArgument(
             f"{size} bytes do not fit in {MAX_PARTS} parts of at most {MAX_PART_SIZE} bytes",
-            reason="INVALID_SIZE",
+            reason=Reason.INVALID_SIZE,
         )
     return PartPlan(size=size, part_size=part_size, part_count=max(1, _ceil_div(size, part_size)))

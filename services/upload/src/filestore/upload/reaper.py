@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from filestore.core import metrics
-from filestore.core.clients import translated_errors
+from filestore.core.channels import translated_errors
 from filestore.core.errors import FilestoreError
+from filestore.core.keys import KeyKind, key_prefix
+from filestore.server import metrics
 from filestore.upload.storage import ObjectStore
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
@@ -44,8 +45,6 @@ SWEEP_INTERVAL_S = 600.0
 #: How old an unattached storage upload must be to be aborted: a younger one may belong to a
 #: CreateUpload still on its way to attaching it (which takes one metadata call).
 UNATTACHED_GRACE = timedelta(minutes=10)
-#: Where the broker creates multipart uploads (``originals/{tenant}/{file_id}``).
-ORIGINALS_PREFIX = "originals/"
 
 
 async def discard_upload_bytes(store: ObjectStore, record: metadata_service_pb2.UploadRecord) -> None:
@@ -118,7 +117,7 @@ class Reaper:
         """
         cutoff = (now or datetime.now(UTC)) - self._unattached_grace
         aborted: list[str] = []
-        async for page in self._store.open_multipart_uploads(ORIGINALS_PREFIX):
+        async for page in self._store.open_multipart_uploads(key_prefix(KeyKind.ORIGINAL)):
             old = [upload for upload in page if upload.initiated <= cutoff]
             if not old:
                 continue

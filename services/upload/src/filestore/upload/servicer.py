@@ -18,11 +18,18 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from filestore.core import events, metrics
 from filestore.core.auth import Principal, current_principal
-from filestore.core.clients import translated_errors
-from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from filestore.core.sigv4 import ChecksumName, PartChecksum, SigV4Presigner
+from filestore.core.channels import translated_errors
+from filestore.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+    upload_ended,
+    upload_not_found,
+)
+from filestore.core.reasons import Reason
+from filestore.server import events, metrics
+from filestore.server.sigv4 import ChecksumName, PartChecksum, SigV4Presigner
 from filestore.upload import validation
 from filestore.upload.plan import PartPlan, plan_parts
 from filestore.upload.reaper import discard_upload_bytes
@@ -56,7 +63,8 @@ _PART_CHECKSUMS: dict[int, ChecksumName] = {
     resources_pb2.CHECKSUM_ALGORITHM_CRC32: "crc32",
     resources_pb2.CHECKSUM_ALGORITHM_SHA256: "sha256",
 }
-_ENDED_REASONS = {State.UPLOAD_STATE_ABORTED: "UPLOAD_ABORTED", State.UPLOAD_STATE_EXPIRED: "UPLOAD_EXPIRED"}
+#: States in which an upload has ended without its bytes: it can no longer be completed.
+_ENDED_UNCOMPLETED = frozenset({State.UPLOAD_STATE_ABORTED, State.UPLOAD_STATE_EXPIRED})
 
 
 def _timestamp(moment: datetime) -> Timestamp:
@@ -122,7 +130,9 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         maximum, type_lists = self._settings.limits_for(principal.tenant)
         if request.size > MAX_OBJECT_BYTES:
             # Larger than any object storage can hold: a malformed request, not a policy limit.
-            raise InvalidArgument(f"size must be at most {MAX_OBJECT_BYTES} bytes", reason="INVALID_SIZE")
+            raise InvalidArgument(
+                f"size must be at most {MAX_OBJECT_BYTES} bytes", reason=Reason.INVALID_SIZE
+            )
         validation.check_size(request.size, maximum=maximum)
         content_type = validation.check_content_type(request.content_type, allowed=type_lists)
         sha256 = validation.check_sha256(request.sha256)
@@ -130,7 +140,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         checksum_algorithm = request.part_checksum_algorithm
         if checksum_algorithm and checksum_algorithm not in _PART_CHECKSUMS:
             raise InvalidArgument(
-                "part_checksum_algorithm must be CRC32 or SHA256", reason="INVALID_CHECKSUM_ALGORITHM"
+                "part_checksum_algorithm must be CRC32 or SHA256", reason=Reason.INVALID_CHECKSUM_ALGORITHM
             )
         expires = datetime.now(UTC) + timedelta(seconds=self._settings.upload_ttl_s)
         begin = metadata_service_pb2.BeginUploadRequest(
@@ -202,16 +212,16 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     ) -> upload_service_pb2.SignPartsResponse:
         record = await self._own_record(request.upload_id, current_principal())
         if record.kind != Kind.UPLOAD_KIND_MULTIPART:
-            raise FailedPrecondition("only multipart uploads have parts", reason="NOT_MULTIPART")
+            raise FailedPrecondition("only multipart uploads have parts", reason=Reason.NOT_MULTIPART)
         if record.state != State.UPLOAD_STATE_OPEN or _past_expiry(record):
-            raise FailedPrecondition("the upload no longer accepts parts", reason="UPLOAD_NOT_OPEN")
+            raise FailedPrecondition("the upload no longer accepts parts", reason=Reason.UPLOAD_NOT_OPEN)
         numbers = list(request.part_numbers)
         if not numbers:
-            raise InvalidArgument("name at least one part number", reason="INVALID_PART_NUMBER")
+            raise InvalidArgument("name at least one part number", reason=Reason.INVALID_PART_NUMBER)
         if len(numbers) > MAX_PARTS_PER_SIGN:
             raise InvalidArgument(
                 f"at most {MAX_PARTS_PER_SIGN} parts per call",
-                reason="TOO_MANY_PARTS",
+                reason=Reason.TOO_MANY_PARTS,
                 metadata={"max_parts": str(MAX_PARTS_PER_SIGN)},
             )
         plan = _plan_of(record)
@@ -231,10 +241,8 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         self, request: upload_service_pb2.CompleteUploadRequest, context: Context
     ) -> upload_service_pb2.CompleteUploadResponse:
         record = await self._own_record(request.upload_id, current_principal())
-        if record.state in _ENDED_REASONS:
-            raise FailedPrecondition(
-                "the upload has ended and cannot be completed", reason=_ENDED_REASONS[record.state]
-            )
+        if record.state in _ENDED_UNCOMPLETED:
+            raise upload_ended(record.id, State.Name(record.state).removeprefix("UPLOAD_STATE_"))
         if record.kind == Kind.UPLOAD_KIND_DEDUP:
             # Completed at creation; answering again is the idempotent "completing twice", and
             # publishing again repairs a creation whose publish failed.
@@ -242,20 +250,20 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             await self._publish_dedup(record)
             return response
         if record.state == State.UPLOAD_STATE_OPEN and _past_expiry(record):
-            raise FailedPrecondition("the upload expired before completion", reason="UPLOAD_EXPIRED")
+            raise FailedPrecondition("the upload expired before completion", reason=Reason.UPLOAD_EXPIRED)
         if record.kind == Kind.UPLOAD_KIND_MULTIPART and record.state == State.UPLOAD_STATE_OPEN:
             head = await self._complete_in_storage(record, request.part_checksums)
         else:
             found = await self._store.head(record.storage_key)
             if found is None:
                 raise FailedPrecondition(
-                    "storage holds no object for this upload yet", reason="OBJECT_MISSING"
+                    "storage holds no object for this upload yet", reason=Reason.OBJECT_MISSING
                 )
             head = found
         if head.size != record.size:
             raise FailedPrecondition(
                 f"storage holds {head.size} bytes, {record.size} were declared",
-                reason="SIZE_MISMATCH",
+                reason=Reason.SIZE_MISMATCH,
                 metadata={"stored_bytes": str(head.size), "declared_bytes": str(record.size)},
             )
         if record.kind != Kind.UPLOAD_KIND_MULTIPART:
@@ -274,7 +282,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     ) -> upload_service_pb2.AbortUploadResponse:
         record = await self._own_record(request.upload_id, current_principal())
         if record.state == State.UPLOAD_STATE_COMPLETED:
-            raise FailedPrecondition("the upload is already completed", reason="UPLOAD_COMPLETED")
+            raise upload_ended(record.id, "COMPLETED")
         if record.state == State.UPLOAD_STATE_EXPIRED:
             return upload_service_pb2.AbortUploadResponse(upload=self._client_view(record))
         if record.state == State.UPLOAD_STATE_OPEN:
@@ -296,7 +304,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         except Unavailable as error:
             raise Unavailable(
                 "the upload is aborted but storage could not be cleaned up yet; abort again",
-                reason="STORAGE_UNAVAILABLE",
+                reason=Reason.STORAGE_UNAVAILABLE,
             ) from error
         log.info("upload_aborted", upload_id=record.id, file_id=record.file_id)
         return upload_service_pb2.AbortUploadResponse(upload=self._client_view(record))
@@ -316,14 +324,14 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         if kind not in (Kind.UPLOAD_KIND_SINGLE, Kind.UPLOAD_KIND_POST_POLICY):
             raise InvalidArgument(
                 "kind must be SINGLE, POST_POLICY or MULTIPART (DEDUP is decided by the broker)",
-                reason="INVALID_UPLOAD_KIND",
+                reason=Reason.INVALID_UPLOAD_KIND,
             )
         if request.part_size:
-            raise InvalidArgument("part_size is for MULTIPART uploads only", reason="INVALID_PART_SIZE")
+            raise InvalidArgument("part_size is for MULTIPART uploads only", reason=Reason.INVALID_PART_SIZE)
         if request.size > SINGLE_PUT_LIMIT:
             raise InvalidArgument(
                 f"a single request carries at most {SINGLE_PUT_LIMIT} bytes; use MULTIPART",
-                reason="INVALID_SIZE",
+                reason=Reason.INVALID_SIZE,
                 metadata={"max_bytes": str(SINGLE_PUT_LIMIT)},
             )
         return kind, None
@@ -389,14 +397,14 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 head = await self._store.head(record.storage_key)
                 if head is None:
                     raise Unavailable(
-                        "storage lost the object it just assembled", reason="STORAGE_UNAVAILABLE"
+                        "storage lost the object it just assembled", reason=Reason.STORAGE_UNAVAILABLE
                     )
                 return head
         # Storage no longer knows the multipart upload: a concurrent or earlier completion
         # assembled it (and then the object is there), or it was aborted (and it is not).
         head = await self._store.head(record.storage_key)
         if head is None:
-            raise FailedPrecondition("storage holds none of the parts", reason="PARTS_MISSING")
+            raise FailedPrecondition("storage holds none of the parts", reason=Reason.PARTS_MISSING)
         return head
 
     @staticmethod
@@ -422,7 +430,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         if missing:
             raise InvalidArgument(
                 f"{len(missing)} parts need their {algorithm.upper()} in part_checksums (storage lists none)",
-                reason="PART_CHECKSUM_REQUIRED",
+                reason=Reason.PART_CHECKSUM_REQUIRED,
                 metadata={"missing_count": str(len(missing)), "first_part_number": str(missing[0])},
             )
         return checksums
@@ -434,14 +442,14 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         if missing:
             raise FailedPrecondition(
                 f"{len(missing)} of {plan.part_count} parts are missing",
-                reason="PARTS_MISSING",
+                reason=Reason.PARTS_MISSING,
                 metadata={"missing_count": str(len(missing)), "first_missing": str(missing[0])},
             )
         unplanned = sorted(set(by_number) - set(range(1, plan.part_count + 1)))
         if unplanned:
             raise FailedPrecondition(
                 f"storage holds parts beyond the plan ({unplanned[0]})",
-                reason="SIZE_MISMATCH",
+                reason=Reason.SIZE_MISMATCH,
                 metadata={"part_number": str(unplanned[0])},
             )
         for number in range(1, plan.part_count + 1):
@@ -449,7 +457,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             if by_number[number].size != expected:
                 raise FailedPrecondition(
                     f"part {number} holds {by_number[number].size} bytes, {expected} were planned",
-                    reason="SIZE_MISMATCH",
+                    reason=Reason.SIZE_MISMATCH,
                     metadata={"part_number": str(number), "expected_bytes": str(expected)},
                 )
 
@@ -469,13 +477,13 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     async def _own_record(self, upload_id: str, principal: Principal) -> Record:
         """The upload record, if the caller may see it; another owner's upload is NOT_FOUND."""
         if not upload_id:
-            raise NotFound("no such upload", reason="UPLOAD_NOT_FOUND")
+            raise upload_not_found(upload_id)
         with translated_errors():
             record = await self._metadata.GetUploadRecord(
                 metadata_service_pb2.GetUploadRecordRequest(upload_id=upload_id, tenant=principal.tenant)
             )
         if not principal.is_service and record.owner != principal.subject:
-            raise NotFound("no such upload", reason="UPLOAD_NOT_FOUND")
+            raise upload_not_found(upload_id)
         return record
 
     def _client_view(self, record: Record) -> resources_pb2.Upload:
@@ -569,7 +577,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             return
         if stored_hex != record.sha256:
             raise FailedPrecondition(
-                "stored checksum differs from the declared one", reason="CHECKSUM_MISMATCH"
+                "stored checksum differs from the declared one", reason=Reason.CHECKSUM_MISMATCH
             )
 
     async def _publish_dedup(self, record: Record) -> None:
@@ -612,5 +620,5 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         except Exception as error:
             raise Unavailable(
                 "the upload is stored but its event could not be published; complete again",
-                reason="EVENT_PUBLISH_FAILED",
+                reason=Reason.EVENT_PUBLISH_FAILED,
             ) from error

@@ -7,15 +7,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from filestore.core.settings import (
+from filestore.core.env import PREFIX, Env, SettingsError
+from filestore.server.settings import (
     DEFAULT_CALL_TIMEOUT_S,
-    PREFIX,
     AuthSettings,
-    Env,
     GrpcServerSettings,
     NatsSettings,
     S3Settings,
-    SettingsError,
     metadata_timeout_from_env,
 )
 

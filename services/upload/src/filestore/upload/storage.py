@@ -3,8 +3,8 @@ delete, bucket CORS). No method here ever carries file content.
 
 ``ObjectStore`` is the port; ``S3ObjectStore`` the adapter for any S3 API (SeaweedFS, MinIO, AWS),
 running boto3's blocking calls in worker threads. Every call is bounded
-(:func:`filestore.core.s3.control_call`): storage that does not answer is
-``Unavailable(reason="STORAGE_UNAVAILABLE")``, before the caller's deadline.
+(:func:`filestore.server.s3.control_call`): storage that does not answer is
+``Unavailable(reason=Reason.STORAGE_UNAVAILABLE)``, before the caller's deadline.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from botocore.exceptions import ClientError
 
-from filestore.core import s3
 from filestore.core.errors import FailedPrecondition, Unavailable
-from filestore.core.sigv4 import ChecksumName, PartChecksum
+from filestore.core.reasons import Reason
+from filestore.server import s3
+from filestore.server.sigv4 import ChecksumName, PartChecksum
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -133,7 +134,9 @@ class S3ObjectStore:
 
     @staticmethod
     def _unavailable(error: ClientError) -> Unavailable:
-        return Unavailable(f"storage refused a control call: {_code(error)}", reason=s3.STORAGE_UNAVAILABLE)
+        return Unavailable(
+            f"storage refused a control call: {_code(error)}", reason=Reason.STORAGE_UNAVAILABLE
+        )
 
     async def check_bucket(self) -> None:
         """That the bucket is there and ours to use (at start: a service that cannot reach its
@@ -254,7 +257,7 @@ class S3ObjectStore:
                 raise FailedPrecondition(
                     "storage refused the parts: a checksum given differs from the stored part's"
                     " (or a part was sent again meanwhile)",
-                    reason="CHECKSUM_MISMATCH",
+                    reason=Reason.CHECKSUM_MISMATCH,
                 ) from error
             raise self._unavailable(error) from error
         return True

@@ -8,7 +8,8 @@ from collections.abc import Collection, Mapping
 
 from filestore.core import validation as shared
 from filestore.core.errors import InvalidArgument, ResourceExhausted
-from filestore.core.sigv4 import ChecksumName, PartChecksum
+from filestore.core.reasons import Reason
+from filestore.server.sigv4 import ChecksumName, PartChecksum
 
 __all__ = [
     "check_content_type",
@@ -28,11 +29,11 @@ def check_size(size: int, *, maximum: int) -> None:
     """0 bytes is a size like any other: an empty file is a legal file (placeholders, `.keep`, empty
     logs). Only MULTIPART refuses it (see ``check_multipart_size``)."""
     if size < 0:
-        raise InvalidArgument("size must not be negative", reason="INVALID_SIZE")
+        raise InvalidArgument("size must not be negative", reason=Reason.INVALID_SIZE)
     if size > maximum:
         raise ResourceExhausted(
             f"size {size} exceeds the limit of {maximum} bytes",
-            reason="FILE_TOO_LARGE",
+            reason=Reason.FILE_TOO_LARGE,
             metadata={"max_bytes": str(maximum)},
         )
 
@@ -44,7 +45,7 @@ def check_multipart_size(size: int) -> None:
         raise InvalidArgument(
             "a MULTIPART upload cannot be empty; send 0 bytes as SINGLE or POST_POLICY "
             "(an unspecified kind without part_size chooses SINGLE)",
-            reason="INVALID_SIZE",
+            reason=Reason.INVALID_SIZE,
         )
 
 
@@ -72,7 +73,7 @@ def part_checksums(
             expected = f"{algorithm.upper()} part checksums" if algorithm else "no part checksums"
             raise InvalidArgument(
                 f"this upload was created for {expected}; part_{other} cannot be used",
-                reason="CHECKSUM_ALGORITHM_MISMATCH",
+                reason=Reason.CHECKSUM_ALGORITHM_MISMATCH,
                 metadata={"expected": algorithm or "none"},
             )
     if algorithm is None:
@@ -82,7 +83,7 @@ def part_checksums(
         if number not in numbers:
             raise InvalidArgument(
                 f"part_{algorithm} names part {number}, which is not in part_numbers",
-                reason="INVALID_PART_NUMBER",
+                reason=Reason.INVALID_PART_NUMBER,
                 metadata={"part_number": str(number)},
             )
     checksums: dict[int, PartChecksum] = {}
@@ -90,7 +91,7 @@ def part_checksums(
         if number not in digests:
             raise InvalidArgument(
                 f"part {number} needs its {algorithm.upper()}: the upload was created for them",
-                reason="PART_CHECKSUM_REQUIRED",
+                reason=Reason.PART_CHECKSUM_REQUIRED,
                 metadata={"part_number": str(number)},
             )
         checksums[number] = part_checksum(algorithm, number, digests[number])
@@ -110,5 +111,5 @@ def part_checksum(algorithm: ChecksumName, part_number: int, digest: str) -> Par
 def _declared_sha256(sha256: str) -> str:
     """A SHA-256 that must be there (``check_sha256`` takes empty as "not declared")."""
     if not sha256:
-        raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason="INVALID_SHA256")
+        raise InvalidArgument("sha256 must be 64 lower-case hex characters", reason=Reason.INVALID_SHA256)
     return shared.check_sha256(sha256)

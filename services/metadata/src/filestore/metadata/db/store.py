@@ -50,8 +50,14 @@ from filestore.core.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    derivative_not_found,
+    file_not_found,
+    grant_not_found,
+    upload_ended,
+    upload_not_found,
 )
-from filestore.core.identity import is_key_segment, is_tenant
+from filestore.core.keys import KeyKind, original_key, parse_key
+from filestore.core.reasons import Reason
 from filestore.core.validation import MAX_NAME_CHARS
 from filestore.metadata.db.models import (
     Blob,
@@ -91,7 +97,6 @@ __all__ = [
     "create_file",
     "create_grant",
     "delete_file",
-    "derivative_storage_key",
     "end_upload",
     "find_dedup_blob",
     "get_blob",
@@ -109,8 +114,6 @@ __all__ = [
     "list_grants",
     "list_processing_results",
     "list_uploads",
-    "original_storage_key",
-    "originals_prefix",
     "purge_idempotency_keys",
     "quarantine_content",
     "record_upload",
@@ -155,57 +158,29 @@ _SOURCES: dict[FileStatus, frozenset[FileStatus]] = {
 _COUNTED_STATES = _LIVE_STATES - {FileStatus.PENDING}
 
 
-# --------------------------------------------------------------------------------------- keys
-
-
-def original_storage_key(tenant: str, file_id: str) -> str:
-    """Where a file's uploaded bytes live: built from ids only, never from the client's file name."""
-    return f"{originals_prefix(tenant)}{_key_segment(file_id)}"
-
-
-def originals_prefix(tenant: str) -> str:
-    """The prefix of every original of ``tenant`` (with its trailing slash)."""
-    return f"originals/{_key_tenant(tenant)}/"
-
-
-def derivative_storage_key(tenant: str, file_id: str, kind: str) -> str:
-    return f"derivatives/{_key_tenant(tenant)}/{_key_segment(file_id)}/{_key_segment(kind)}"
-
-
-# Tenants and ids were checked at the edge (the token's claims, the request's fields); these checks
-# are the last line, so that no path through the code can build a key whose shape a value changed
-# ("originals/x/y/<id>" inside another tenant's prefix, "originals/../<id>"). A refusal here is a bug.
-def _key_tenant(tenant: str) -> str:
-    if not is_tenant(tenant):
-        raise ValueError(f"not a tenant, refused in a storage key: {tenant[:80]!r}")
-    return tenant
-
-
-def _key_segment(value: str) -> str:
-    if not is_key_segment(value):
-        raise ValueError(f"not a key segment, refused in a storage key: {value[:80]!r}")
-    return value
-
-
 # ----------------------------------------------------------------------------------- helpers
 
 
 def _require(value: str, field: str) -> None:
     if not value:
-        raise InvalidArgument(f"{field} must not be empty", reason="MISSING_FIELD", metadata={"field": field})
+        raise InvalidArgument(
+            f"{field} must not be empty", reason=Reason.MISSING_FIELD, metadata={"field": field}
+        )
 
 
 def _check_sha256(value: str | None, field: str = "sha256") -> None:
     if value is not None and not _SHA256_RE.match(value):
         raise InvalidArgument(
-            f"{field} must be 64 lowercase hex characters", reason="INVALID_SHA256", metadata={"field": field}
+            f"{field} must be 64 lowercase hex characters",
+            reason=Reason.INVALID_SHA256,
+            metadata={"field": field},
         )
 
 
 def _check_non_negative(value: int, field: str) -> None:
     if value < 0:
         raise InvalidArgument(
-            f"{field} must not be negative", reason="INVALID_SIZE", metadata={"field": field}
+            f"{field} must not be negative", reason=Reason.INVALID_SIZE, metadata={"field": field}
         )
 
 
@@ -213,7 +188,7 @@ def _check_name(name: str) -> None:
     if not name or len(name) > MAX_NAME_CHARS:
         raise InvalidArgument(
             f"name must be 1 to {MAX_NAME_CHARS} characters",
-            reason="INVALID_NAME",
+            reason=Reason.INVALID_NAME,
             metadata={"max_chars": str(MAX_NAME_CHARS)},
         )
 
@@ -221,12 +196,10 @@ def _check_name(name: str) -> None:
 def _check_labels(labels: Mapping[str, str]) -> dict[str, str]:
     for key, value in labels.items():
         if not isinstance(key, str) or not isinstance(value, str) or not key:
-            raise InvalidArgument("labels must map non-empty strings to strings", reason="INVALID_LABELS")
+            raise InvalidArgument(
+                "labels must map non-empty strings to strings", reason=Reason.INVALID_LABELS
+            )
     return dict(labels)
-
-
-def _file_not_found(file_id: str) -> NotFound:
-    return NotFound(f"file {file_id!r} not found", reason="FILE_NOT_FOUND", metadata={"file_id": file_id})
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -312,7 +285,7 @@ async def _load_file(
         _FILE_LOOKUPS[tenant is not None, include_deleted], {"file_id": file_id, "tenant": tenant}
     )
     if found is None:
-        raise _file_not_found(file_id)
+        raise file_not_found(file_id)
     return found
 
 
@@ -350,14 +323,14 @@ async def create_file(
     _check_non_negative(size, "size")
     _check_sha256(sha256)
     file_id = new_id()
-    storage_key = original_storage_key(tenant, file_id)
+    storage_key = original_key(tenant, file_id)
     verified_sha256: str | None = None
     if blob_id is not None:
         blob = await get_blob(session, tenant=tenant, blob_id=blob_id)
         if sha256 is not None and sha256 != blob.sha256:
-            raise InvalidArgument("sha256 differs from the blob's digest", reason="SHA256_MISMATCH")
+            raise InvalidArgument("sha256 differs from the blob's digest", reason=Reason.SHA256_MISMATCH)
         if size != blob.size:
-            raise InvalidArgument("size differs from the blob's size", reason="SIZE_MISMATCH")
+            raise InvalidArgument("size differs from the blob's size", reason=Reason.SIZE_MISMATCH)
         # Validated before the reference is taken so that a refusal leaves nothing behind.
         await _reference_blob(session, blob)
         storage_key = blob.storage_key
@@ -451,7 +424,7 @@ async def list_files(
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidArgument(
             f"page_size must be between 1 and {MAX_PAGE_SIZE}",
-            reason="INVALID_PAGE_SIZE",
+            reason=Reason.INVALID_PAGE_SIZE,
             metadata={"max_page_size": str(MAX_PAGE_SIZE)},
         )
     stmt = select(File).where(File.tenant == tenant, *_filter_conditions(filters or FileFilter()))
@@ -471,7 +444,7 @@ async def list_files(
 def _etag_mismatch(file: File, expected_version: int) -> Aborted:
     return Aborted(
         "the file changed since it was read",
-        reason="ETAG_MISMATCH",
+        reason=Reason.ETAG_MISMATCH,
         metadata={"file_id": file.id, "expected_etag": str(expected_version), "etag": str(file.version)},
     )
 
@@ -515,7 +488,7 @@ async def _transition(
         if previous not in _SOURCES[to_status]:
             raise FailedPrecondition(
                 f"a {previous} file cannot become {to_status}",
-                reason="ILLEGAL_TRANSITION",
+                reason=Reason.ILLEGAL_TRANSITION,
                 metadata={"file_id": file_id, "from": str(previous), "to": str(to_status)},
             )
         values: dict[str, Any] = {"status": to_status, "status_reason": reason}
@@ -538,7 +511,7 @@ async def _transition(
         return moved, orphaned
     raise Aborted(
         "the file is being changed concurrently; retry",
-        reason="CONCURRENT_MODIFICATION",
+        reason=Reason.CONCURRENT_MODIFICATION,
         metadata={"file_id": file_id},
     )
 
@@ -559,8 +532,8 @@ async def transition_file(
     file's step results; READY may become QUARANTINED when its stored bytes changed after they were
     verified.
     Asking for the state the file is already in returns the row unchanged (events are redelivered);
-    any other move raises ``FailedPrecondition(reason="ILLEGAL_TRANSITION")``. A stale
-    ``expected_version`` raises ``Aborted(reason="ETAG_MISMATCH")``.
+    any other move raises ``FailedPrecondition(reason=Reason.ILLEGAL_TRANSITION)``. A stale
+    ``expected_version`` raises ``Aborted(reason=Reason.ETAG_MISMATCH)``.
 
     Moving to DELETED does what :func:`delete_file` does but does not tell which storage objects
     became garbage; prefer :func:`delete_file` for deletions.
@@ -669,7 +642,7 @@ async def update_file(
 ) -> File:
     """Change the client-editable fields given (``None`` leaves a field alone; ``{}`` clears labels).
 
-    Deleted files are NotFound; a stale ``expected_version`` raises ``Aborted(reason="ETAG_MISMATCH")``.
+    Deleted files are NotFound; a stale ``expected_version`` raises ``Aborted(reason=Reason.ETAG_MISMATCH)``.
     """
     values: dict[str, Any] = {}
     if name is not None:
@@ -688,7 +661,7 @@ async def update_file(
         updated = await _compare_and_set_file(session, file, values, expected_status=file.status)
         if updated is not None:
             return updated
-    raise Aborted("the file is being changed concurrently; retry", reason="CONCURRENT_MODIFICATION")
+    raise Aborted("the file is being changed concurrently; retry", reason=Reason.CONCURRENT_MODIFICATION)
 
 
 async def update_file_facts(
@@ -716,7 +689,7 @@ async def update_file_facts(
         updated = await _compare_and_set_file(session, file, values, expected_status=file.status)
         if updated is not None:
             return updated
-    raise Aborted("the file is being changed concurrently; retry", reason="CONCURRENT_MODIFICATION")
+    raise Aborted("the file is being changed concurrently; retry", reason=Reason.CONCURRENT_MODIFICATION)
 
 
 # ------------------------------------------------------------------------------------- blobs
@@ -728,7 +701,9 @@ async def get_blob(session: AsyncSession, *, tenant: str | None, blob_id: str) -
         stmt = stmt.where(Blob.tenant == tenant)
     blob = await session.scalar(stmt.execution_options(populate_existing=True))
     if blob is None:
-        raise NotFound(f"blob {blob_id!r} not found", reason="BLOB_NOT_FOUND", metadata={"blob_id": blob_id})
+        raise NotFound(
+            f"blob {blob_id!r} not found", reason=Reason.BLOB_NOT_FOUND, metadata={"blob_id": blob_id}
+        )
     return blob
 
 
@@ -804,7 +779,7 @@ async def _reference_blob(session: AsyncSession, blob: Blob) -> None:
     if (await session.execute(stmt)).first() is None:
         raise FailedPrecondition(
             "blob is not verified and cannot be shared yet",
-            reason="BLOB_NOT_VERIFIED",
+            reason=Reason.BLOB_NOT_VERIFIED,
             metadata={"blob_id": blob.id},
         )
 
@@ -832,7 +807,7 @@ async def link_file_blob(
     if file.blob_id is not None:
         raise FailedPrecondition(
             "file already points at another blob",
-            reason="BLOB_ALREADY_LINKED",
+            reason=Reason.BLOB_ALREADY_LINKED,
             metadata={"file_id": file_id, "blob_id": file.blob_id},
         )
     blob = await get_blob(session, tenant=file.tenant, blob_id=blob_id)
@@ -927,7 +902,7 @@ async def record_upload(
     # map answers without a query (a row is only ever deleted logically, so it cannot be stale).
     file = await session.get(File, file_id)
     if file is None or file.tenant != tenant or file.status == FileStatus.DELETED:
-        raise _file_not_found(file_id)
+        raise file_not_found(file_id)
     now = utcnow()
     upload = Upload(
         id=new_id(),
@@ -958,9 +933,7 @@ async def get_upload(session: AsyncSession, *, tenant: str | None, upload_id: st
         {"upload_id": upload_id, "tenant": tenant},
     )
     if upload is None:
-        raise NotFound(
-            f"upload {upload_id!r} not found", reason="UPLOAD_NOT_FOUND", metadata={"upload_id": upload_id}
-        )
+        raise upload_not_found(upload_id)
     return upload
 
 
@@ -976,7 +949,7 @@ async def _close_upload(
     session: AsyncSession, *, tenant: str | None, upload_id: str, to_state: UploadState
 ) -> tuple[Upload, bool]:
     if to_state == UploadState.OPEN:
-        raise InvalidArgument("an upload cannot be reopened", reason="ILLEGAL_TRANSITION")
+        raise InvalidArgument("an upload cannot be reopened", reason=Reason.ILLEGAL_TRANSITION)
     stmt = update(Upload).where(Upload.id == upload_id, Upload.state == UploadState.OPEN)
     if tenant is not None:
         stmt = stmt.where(Upload.tenant == tenant)
@@ -992,11 +965,7 @@ async def _close_upload(
     upload = await get_upload(session, tenant=tenant, upload_id=upload_id)
     if upload.state == to_state:
         return upload, False
-    raise FailedPrecondition(
-        f"upload is {upload.state}",
-        reason=f"UPLOAD_{upload.state}",
-        metadata={"upload_id": upload_id, "state": str(upload.state)},
-    )
+    raise upload_ended(upload_id, str(upload.state))
 
 
 async def set_upload_state(
@@ -1019,7 +988,7 @@ async def attach_storage_upload(
 ) -> Upload:
     """Store storage's multipart upload id on an OPEN upload; attaching the same id again is a no-op.
 
-    Raises ``FailedPrecondition(reason="UPLOAD_NOT_OPEN")`` for a closed upload or one that already
+    Raises ``FailedPrecondition(reason=Reason.UPLOAD_NOT_OPEN)`` for a closed upload or one that already
     has a different id (a second CreateMultipartUpload would orphan the first's parts).
     """
     _require(storage_upload_id, "storage_upload_id")
@@ -1042,7 +1011,7 @@ async def attach_storage_upload(
     upload = await get_upload(session, tenant=tenant, upload_id=upload_id)
     raise FailedPrecondition(
         "upload is not open for a storage upload id",
-        reason="UPLOAD_NOT_OPEN",
+        reason=Reason.UPLOAD_NOT_OPEN,
         metadata={"upload_id": upload_id, "state": str(upload.state)},
     )
 
@@ -1052,11 +1021,12 @@ async def attached_storage_uploads(
 ) -> set[tuple[str, str]]:
     """Which of these (object key, storage upload id) pairs an OPEN upload record holds.
 
-    A multipart upload's key is its file's original key, so the file id (the key's last segment) finds
-    the candidates by index; the key rebuilt from each candidate must then match exactly.
+    A multipart upload's key is its file's original key, so the file id the key names finds the
+    candidates by index; the key rebuilt from each candidate must then match exactly.
     """
     asked = set(uploads)
-    file_ids = sorted({key.rpartition("/")[2] for key, _ in asked})
+    parsed = (parse_key(key) for key, _ in asked)
+    file_ids = sorted({key.file_id for key in parsed if key is not None and key.kind is KeyKind.ORIGINAL})
     if not file_ids:
         return set()
     rows = await session.execute(
@@ -1066,7 +1036,7 @@ async def attached_storage_uploads(
             Upload.storage_upload_id.is_not(None),
         )
     )
-    held = {(original_storage_key(tenant, file_id), storage_id) for tenant, file_id, storage_id in rows}
+    held = {(original_key(tenant, file_id), storage_id) for tenant, file_id, storage_id in rows}
     return asked & held
 
 
@@ -1115,10 +1085,10 @@ async def end_upload(
     """End an OPEN upload as ABORTED or EXPIRED: reservation released, PENDING file DELETED.
 
     Ending it again with the same state is a no-op; ending a completed upload raises
-    ``FailedPrecondition(reason="UPLOAD_COMPLETED")``.
+    ``FailedPrecondition(reason=Reason.UPLOAD_COMPLETED)``.
     """
     if to_state not in (UploadState.ABORTED, UploadState.EXPIRED):
-        raise InvalidArgument("an upload ends as ABORTED or EXPIRED", reason="INVALID_UPLOAD_STATE")
+        raise InvalidArgument("an upload ends as ABORTED or EXPIRED", reason=Reason.INVALID_UPLOAD_STATE)
     upload, changed = await _close_upload(session, tenant=tenant, upload_id=upload_id, to_state=to_state)
     file = await _load_file(session, tenant=upload.tenant, file_id=upload.file_id, include_deleted=True)
     if changed:
@@ -1199,9 +1169,7 @@ async def get_grant(session: AsyncSession, *, tenant: str | None, grant_id: str)
         stmt = stmt.where(Grant.tenant == tenant)
     grant = await session.scalar(stmt.execution_options(populate_existing=True))
     if grant is None:
-        raise NotFound(
-            f"grant {grant_id!r} not found", reason="GRANT_NOT_FOUND", metadata={"grant_id": grant_id}
-        )
+        raise grant_not_found(grant_id)
     return grant
 
 
@@ -1333,11 +1301,7 @@ async def get_derivative(session: AsyncSession, *, tenant: str | None, file_id: 
     stmt = select(Derivative).where(Derivative.file_id == file_id, Derivative.kind == kind)
     derivative = await session.scalar(stmt.execution_options(populate_existing=True))
     if derivative is None:
-        raise NotFound(
-            f"file {file_id!r} has no {kind!r} derivative",
-            reason="DERIVATIVE_NOT_FOUND",
-            metadata={"file_id": file_id, "kind": kind},
-        )
+        raise derivative_not_found(file_id, kind)
     return derivative
 
 
@@ -1485,7 +1449,7 @@ async def _adjust(
 async def reserve_quota(session: AsyncSession, *, tenant: str, owner: str, nbytes: int) -> None:
     """Reserve ``nbytes`` against the tenant's and the owner's quota, atomically per row.
 
-    Raises ``ResourceExhausted(reason="QUOTA_EXCEEDED")`` (metadata names the scope and the numbers)
+    Raises ``ResourceExhausted(reason=Reason.QUOTA_EXCEEDED)`` (metadata names the scope and the numbers)
     when either quota would be exceeded; no reservation is then left behind, even if the caller
     goes on to commit.
     """
@@ -1513,7 +1477,7 @@ async def reserve_quota(session: AsyncSession, *, tenant: str, owner: str, nbyte
             )
         raise ResourceExhausted(
             "storage quota exceeded",
-            reason="QUOTA_EXCEEDED",
+            reason=Reason.QUOTA_EXCEEDED,
             metadata={
                 "scope": "tenant" if scope == "" else "owner",
                 "limit_bytes": str(quota.limit_bytes),
@@ -1580,7 +1544,7 @@ class IdempotentSave:
 def _request_id_reused(record: IdempotencyKey) -> AlreadyExists:
     return AlreadyExists(
         "request_id was already used for a different request",
-        reason="REQUEST_ID_REUSED",
+        reason=Reason.REQUEST_ID_REUSED,
         metadata={"request_id": record.request_id, "method": record.method},
     )
 
@@ -1627,7 +1591,7 @@ async def get_idempotent(
     """The stored answer for a replayed request, or ``None`` for a new one.
 
     With ``request_hash``, a stored request whose hash differs raises
-    ``AlreadyExists(reason="REQUEST_ID_REUSED")``: the same id for a different request is a client bug.
+    ``AlreadyExists(reason=Reason.REQUEST_ID_REUSED)``: the same id for a different request is a client bug.
     """
     row = (
         await session.execute(
@@ -1653,7 +1617,7 @@ async def save_idempotent(
 
     The primary key decides races: the INSERT does nothing on conflict (on PostgreSQL it first waits
     for the other transaction to finish), and the loser gets the winner's record with
-    ``replayed=True``. A different ``request_hash`` raises ``AlreadyExists(reason="REQUEST_ID_REUSED")``.
+    ``replayed=True``. A different ``request_hash`` raises ``AlreadyExists(reason=Reason.REQUEST_ID_REUSED)``.
     """
     _require(request_id, "request_id")
     values = {
@@ -1669,7 +1633,7 @@ async def save_idempotent(
         return IdempotentSave(record=IdempotencyKey(**values), replayed=False)
     existing = await get_idempotent(session, tenant=tenant, method=method, request_id=request_id)
     if existing is None:  # pragma: no cover - a conflicting row cannot vanish inside our transaction
-        raise Aborted("idempotency record disappeared; retry", reason="CONCURRENT_MODIFICATION")
+        raise Aborted("idempotency record disappeared; retry", reason=Reason.CONCURRENT_MODIFICATION)
     if existing.request_hash != request_hash:
         raise _request_id_reused(existing)
     return IdempotentSave(record=existing, replayed=True)

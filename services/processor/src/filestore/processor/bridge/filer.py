@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 
 from filestore.processor.bridge._filer import filer_pb2
-from filestore.processor.pipeline import file_ref
+from filestore.server.events import file_ref
 from filestore.v1 import events_pb2
 
 __all__ = ["FilerLayout", "entry_etag", "object_created_from_filer", "object_deleted_from_filer"]

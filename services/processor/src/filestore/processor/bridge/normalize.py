@@ -19,7 +19,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from filestore.core.errors import InvalidArgument
-from filestore.processor.pipeline import file_ref
+from filestore.core.reasons import Reason
+from filestore.server.events import file_ref
 from filestore.v1 import events_pb2
 
 __all__ = ["from_aws_s3", "from_minio"]
@@ -59,9 +60,11 @@ def _load(payload: Payload) -> Mapping[str, Any]:
     try:
         document = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidArgument(f"the notification is not JSON: {error}", reason="BAD_NOTIFICATION") from None
+        raise InvalidArgument(
+            f"the notification is not JSON: {error}", reason=Reason.BAD_NOTIFICATION
+        ) from None
     if not isinstance(document, dict):
-        raise InvalidArgument("the notification is not a JSON object", reason="BAD_NOTIFICATION")
+        raise InvalidArgument("the notification is not a JSON object", reason=Reason.BAD_NOTIFICATION)
     return document
 
 
@@ -70,7 +73,7 @@ def _records(
 ) -> list[events_pb2.ObjectCreated]:
     records = document.get("Records")
     if not isinstance(records, list):
-        raise InvalidArgument("the notification has no Records list", reason="BAD_NOTIFICATION")
+        raise InvalidArgument("the notification has no Records list", reason=Reason.BAD_NOTIFICATION)
     created = []
     for index, record in enumerate(records):
         event = _record(record, index, source)
@@ -99,13 +102,13 @@ def _record(
     except (KeyError, TypeError, ValueError) as error:
         raise InvalidArgument(
             f"notification record {index} is malformed: {type(error).__name__}: {error}",
-            reason="BAD_NOTIFICATION",
+            reason=Reason.BAD_NOTIFICATION,
             metadata={"record": str(index)},
         ) from None
     if not event.key or not event.bucket:
         raise InvalidArgument(
             f"notification record {index} has no bucket or key",
-            reason="BAD_NOTIFICATION",
+            reason=Reason.BAD_NOTIFICATION,
             metadata={"record": str(index)},
         )
     event.event_time.FromNanoseconds(event.mtime_ns)

@@ -20,11 +20,12 @@ import grpc
 import structlog
 from nats.js import JetStreamContext
 
-from filestore.core import events
 from filestore.core.errors import Unavailable
+from filestore.core.reasons import Reason
 from filestore.processor.bridge._filer import filer_pb2, filer_pb2_grpc
 from filestore.processor.bridge.filer import FilerLayout, object_created_from_filer, object_deleted_from_filer
 from filestore.processor.bridge.state import CURSOR_BUCKET, LEASE_BUCKET, Cursor, Lease, key_value
+from filestore.server import events
 
 __all__ = ["SeaweedBridge"]
 
@@ -156,7 +157,7 @@ class SeaweedBridge:
                 await self._handle(response, layout)
         finally:
             call.cancel()
-        raise Unavailable("the filer ended the metadata subscription", reason="FILER_STREAM_ENDED")
+        raise Unavailable("the filer ended the metadata subscription", reason=Reason.FILER_STREAM_ENDED)
 
     async def _handle(self, response: filer_pb2.SubscribeMetadataResponse, layout: FilerLayout) -> None:
         announced = await self._announce(response, layout)

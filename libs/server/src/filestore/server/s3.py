@@ -3,7 +3,7 @@ request.
 
 boto3 clients are thread-safe, so the blocking control calls (HEAD, multipart bookkeeping) run in
 worker threads through ``asyncio.to_thread``. URLs for clients are signed by
-:class:`filestore.core.sigv4.SigV4Presigner` (pure computation, inline), not by botocore.
+:class:`filestore.server.sigv4.SigV4Presigner` (pure computation, inline), not by botocore.
 
 Every call to storage is bounded, because a store that is stopped (or overloaded) still accepts TCP
 connections and then answers nothing. Two client profiles, from :class:`S3Settings`:
@@ -12,7 +12,7 @@ connections and then answers nothing. Two client profiles, from :class:`S3Settin
   for an answer, and a call makes two attempts, so storage that does not answer is reported in
   about ten seconds, well inside a client's usual deadline. :func:`control_call` also cuts a call to
   the time the RPC being served has left, and reports storage's silence as
-  ``Unavailable(reason="STORAGE_UNAVAILABLE")``.
+  ``Unavailable(reason=Reason.STORAGE_UNAVAILABLE)``.
 * :func:`streaming_client`, for reading objects' bytes (the processor): the same connect timeout and
   attempts, but ``read_timeout_s`` (60 s) between two reads. No RPC waits on these reads, and a body
   may pause legitimately while storage fetches its next chunk (from another volume server, a busy
@@ -31,16 +31,16 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ConnectTimeoutError, EndpointConnectionError, HTTPClientError
 
-from filestore.core import deadlines
 from filestore.core.errors import Unavailable
-from filestore.core.settings import S3Settings
-from filestore.core.sigv4 import SigV4Presigner
+from filestore.core.reasons import Reason
+from filestore.server import deadlines
+from filestore.server.settings import S3Settings
+from filestore.server.sigv4 import SigV4Presigner
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
 __all__ = [
-    "STORAGE_UNAVAILABLE",
     "TRANSPORT_ERRORS",
     "control_call",
     "presigner",
@@ -51,8 +51,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: The ErrorInfo reason of a storage call that got no answer (or a refusal that says "not now").
-STORAGE_UNAVAILABLE: Final = "STORAGE_UNAVAILABLE"
 #: What botocore raises when storage could not be reached or stopped answering (a connect refused or
 #: timed out, a read timed out, a connection dropped mid-answer), as opposed to storage refusing, or
 #: a configuration storage can never be reached with (TLS, proxy).
@@ -99,12 +97,12 @@ def storage_unavailable(error: BaseException, *, key: str | None = None) -> Unav
     its others: none of them is the caller's fault), or the RPC's own deadline coming first."""
     about = f" about {key}" if key else ""
     detail = str(error) or "the caller's deadline came first"
-    return Unavailable(f"storage did not answer{about}: {detail}", reason=STORAGE_UNAVAILABLE)
+    return Unavailable(f"storage did not answer{about}: {detail}", reason=Reason.STORAGE_UNAVAILABLE)
 
 
 async def control_call(method: Callable[..., T], /, **kwargs: Any) -> T:
     """``method(**kwargs)``, a blocking boto3 call, in a worker thread, within the time the RPC being
-    served has left (:func:`filestore.core.deadlines.call_timeout`). No answer is
+    served has left (:func:`filestore.server.deadlines.call_timeout`). No answer is
     :func:`storage_unavailable`; storage's refusals (``ClientError``) are the caller's to read.
 
     A call cut short by the deadline goes on in its thread until the client's own timeouts end it;

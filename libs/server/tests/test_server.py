@@ -13,9 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 
 from filestore.core.auth import TokenVerifier, current_principal, mint_token
-from filestore.core.clients import insecure_channel, translated_errors
+from filestore.core.channels import insecure_channel, translated_errors
 from filestore.core.errors import FailedPrecondition, FilestoreError
-from filestore.core.server import ServerHandle, create_server
+from filestore.server.bootstrap import ServerHandle, create_server
 
 SECRET = "t" * 40
 SERVICE = "test.Probe"

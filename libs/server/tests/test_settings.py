@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from filestore.core.settings import Env, GrpcServerSettings, S3Settings, SettingsError
+from filestore.core.env import Env, SettingsError
+from filestore.server.settings import GrpcServerSettings, S3Settings
 
 
 def test_missing_required_variable_names_it() -> None:

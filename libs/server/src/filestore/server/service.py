@@ -8,10 +8,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from filestore.core import metrics, tracing
-from filestore.core.logging import configure_logging, get_logger
-from filestore.core.server import ServerHandle, run_server
-from filestore.core.settings import GrpcServerSettings, exit_on_settings_error
+from filestore.core.env import exit_on_settings_error
+from filestore.server import metrics, tracing
+from filestore.server.bootstrap import ServerHandle, run_server
+from filestore.server.logging import configure_logging, get_logger
+from filestore.server.settings import GrpcServerSettings
 
 __all__ = ["HasServerSettings", "main_for"]
 

@@ -20,8 +20,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import NotFoundError
 from opentelemetry import context as otel_context
 
-from filestore.core import deadlines, metrics, tracing
-from filestore.core.settings import NatsSettings
+from filestore.core.keys import KeyKind, parse_key
+from filestore.server import deadlines, metrics, tracing
+from filestore.server.settings import NatsSettings
 from filestore.v1 import events_pb2
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "connect",
     "ensure_consumer",
     "ensure_stream",
+    "file_ref",
     "object_created_msg_id",
     "object_deleted_msg_id",
     "publish",
@@ -202,6 +204,17 @@ async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_i
             raise
         metrics.EVENTS_PUBLISHED.labels(subject, "duplicate" if ack.duplicate else "published").inc()
         return bool(ack.duplicate)
+
+
+def file_ref(event: events_pb2.ObjectCreated | events_pb2.ObjectDeleted) -> tuple[str, str] | None:
+    """(tenant, file_id) of the file an event is about: from the event, else from its key when that
+    is a file's original. Objects elsewhere (derivatives, foreign keys) are not a file's to process."""
+    if event.file_id and event.tenant:
+        return event.tenant, event.file_id
+    key = parse_key(event.key)
+    if key is None or key.kind is not KeyKind.ORIGINAL:
+        return None
+    return key.tenant, key.file_id
 
 
 def trace_context_of(headers: Mapping[str, str] | None, event: Message) -> otel_context.Context | None:

@@ -1,6 +1,6 @@
 """What every request of every Filestore RPC must be, checked once at the edge of each service.
 
-The server bootstrap (:mod:`filestore.core.server`) decodes each request itself and runs
+The server bootstrap (:mod:`filestore.server.bootstrap`) decodes each request itself and runs
 :func:`check_request` on it before the servicer sees it. The check walks the message by its
 descriptor, nested messages, repeated fields and map values included, so a new RPC or field is
 covered without anyone writing a check for it:
@@ -36,6 +36,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from filestore.core.errors import InvalidArgument
 from filestore.core.identity import SUBJECT_GRAMMAR, TENANT_GRAMMAR, is_subject, is_tenant
+from filestore.core.reasons import Reason
 from filestore.core.validation import MAX_LABELS
 
 __all__ = [
@@ -63,23 +64,23 @@ class ValueLimit:
     """At most ``max_values`` values; ``reason`` keeps a reason the contract gave the field first."""
 
     max_values: int
-    reason: str = "TOO_MANY_VALUES"
+    reason: Reason = Reason.TOO_MANY_VALUES
 
 
 #: Repeated and map fields with a natural limit, by full field name. Each limit is stated in its
 #: field's comment in ``protos/filestore/v1`` (a test holds the two together).
 VALUE_LIMITS: Mapping[str, ValueLimit] = {
-    "filestore.v1.File.labels": ValueLimit(MAX_LABELS, reason="INVALID_LABELS"),
-    "filestore.v1.CreateUploadRequest.labels": ValueLimit(MAX_LABELS, reason="INVALID_LABELS"),
+    "filestore.v1.File.labels": ValueLimit(MAX_LABELS, reason=Reason.INVALID_LABELS),
+    "filestore.v1.CreateUploadRequest.labels": ValueLimit(MAX_LABELS, reason=Reason.INVALID_LABELS),
     "filestore.v1.ListFilesRequest.labels": ValueLimit(MAX_LABELS),
     # One per state a file can be in (FILE_STATUS_UNSPECIFIED is no state).
     "filestore.v1.ListFilesRequest.statuses": ValueLimit(7),
-    "filestore.v1.SignPartsRequest.part_numbers": ValueLimit(1000, reason="TOO_MANY_PARTS"),
-    "filestore.v1.SignPartsRequest.part_sha256": ValueLimit(1000, reason="TOO_MANY_PARTS"),
-    "filestore.v1.SignPartsRequest.part_crc32": ValueLimit(1000, reason="TOO_MANY_PARTS"),
+    "filestore.v1.SignPartsRequest.part_numbers": ValueLimit(1000, reason=Reason.TOO_MANY_PARTS),
+    "filestore.v1.SignPartsRequest.part_sha256": ValueLimit(1000, reason=Reason.TOO_MANY_PARTS),
+    "filestore.v1.SignPartsRequest.part_crc32": ValueLimit(1000, reason=Reason.TOO_MANY_PARTS),
     # A multipart upload has at most 10,000 parts (the S3 limit).
     "filestore.v1.CompleteUploadRequest.part_checksums": ValueLimit(10_000),
-    "filestore.v1.BatchGetDownloadUrlsRequest.requests": ValueLimit(100, reason="TOO_MANY_FILES"),
+    "filestore.v1.BatchGetDownloadUrlsRequest.requests": ValueLimit(100, reason=Reason.TOO_MANY_FILES),
     "filestore.v1.ProcessingResult.details": ValueLimit(64),
 }
 
@@ -95,17 +96,19 @@ class NamedStringRule:
     """The grammar of every string field of a given name, wherever it appears in a request."""
 
     accepts: Callable[[str], bool]
-    reason: str
+    reason: Reason
     grammar: str
 
 
 #: Fields that name an identity or a key: they reach SQL columns and object keys, so their shape is
 #: checked once here rather than by each servicer. Empty means "not given" and is always accepted.
 NAMED_STRING_RULES: Mapping[str, NamedStringRule] = {
-    "tenant": NamedStringRule(is_tenant, "INVALID_TENANT", TENANT_GRAMMAR),
-    "owner": NamedStringRule(is_subject, "INVALID_OWNER", SUBJECT_GRAMMAR),
-    "principal": NamedStringRule(is_subject, "INVALID_PRINCIPAL", SUBJECT_GRAMMAR),
-    "request_id": NamedStringRule(_is_request_id, "INVALID_REQUEST_ID", "1-64 printable ASCII characters"),
+    "tenant": NamedStringRule(is_tenant, Reason.INVALID_TENANT, TENANT_GRAMMAR),
+    "owner": NamedStringRule(is_subject, Reason.INVALID_OWNER, SUBJECT_GRAMMAR),
+    "principal": NamedStringRule(is_subject, Reason.INVALID_PRINCIPAL, SUBJECT_GRAMMAR),
+    "request_id": NamedStringRule(
+        _is_request_id, Reason.INVALID_REQUEST_ID, "1-64 printable ASCII characters"
+    ),
 }
 
 
@@ -144,7 +147,7 @@ def _check_value(field: FieldDescriptor, value: Any, path: str) -> None:
         if value not in field.enum_type.values_by_number:
             raise InvalidArgument(
                 f"{path}: {value} names no value of {field.enum_type.full_name}",
-                reason="INVALID_ENUM_VALUE",
+                reason=Reason.INVALID_ENUM_VALUE,
                 metadata={"field": path, "value": str(value)},
             )
     elif field.type == FieldDescriptor.TYPE_STRING:
@@ -159,7 +162,7 @@ def _check_string(field: FieldDescriptor, value: str, path: str) -> None:
     if "\x00" in value:
         raise InvalidArgument(
             f"{path} holds U+0000 (NUL), which no Filestore string may hold",
-            reason="INVALID_STRING",
+            reason=Reason.INVALID_STRING,
             metadata={"field": path},
         )
 
@@ -180,7 +183,7 @@ def _check_timestamp(stamp: Timestamp, path: str) -> None:
     ):
         raise InvalidArgument(
             f"{path} must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z",
-            reason="INVALID_TIMESTAMP",
+            reason=Reason.INVALID_TIMESTAMP,
             metadata={"field": path},
         )
 

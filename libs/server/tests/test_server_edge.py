@@ -11,7 +11,7 @@ import pytest
 
 from filestore.core.auth import TokenVerifier, mint_token
 from filestore.core.errors import FilestoreError, NotFound, error_from_rpc
-from filestore.core.server import (
+from filestore.server.bootstrap import (
     MAX_ERROR_MESSAGE_CHARS,
     MAX_ERROR_METADATA_CHARS,
     ServerHandle,

@@ -4,7 +4,7 @@
 first): logging (binds the RPC's context and logs one line per call), telemetry (the RPC's metrics, and
 its span in the caller's trace), errors (typed domain errors to a ``google.rpc.Status`` with one
 ``ErrorInfo``), authentication (the bearer token to a principal) and the request edge (decodes the
-request and runs :func:`filestore.core.request_checks.check_request` on it), so that a request that
+request and runs :func:`filestore.server.request_checks.check_request` on it), so that a request that
 does not decode or breaks a rule every request follows is refused like any other bad input.
 ``run_server`` serves until SIGTERM or SIGINT, then shuts down gracefully: health NOT_SERVING, stop
 accepting and drain in-flight RPCs within the grace period, then the service's own cleanup.
@@ -27,7 +27,8 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from filestore.core import auth, deadlines, metrics, tracing
+from filestore.core import auth
+from filestore.core.channels import REQUEST_ID_KEY
 from filestore.core.errors import (
     STATUS_DETAILS_KEY,
     FilestoreError,
@@ -36,8 +37,10 @@ from filestore.core.errors import (
     Unimplemented,
     to_rpc_status,
 )
-from filestore.core.request_checks import check_request
-from filestore.core.settings import TlsSettings
+from filestore.core.reasons import Reason
+from filestore.core.tls import TlsSettings
+from filestore.server import deadlines, metrics, tracing
+from filestore.server.request_checks import check_request
 
 __all__ = ["ServerHandle", "create_server", "run_server"]
 
@@ -45,7 +48,6 @@ log = structlog.get_logger("filestore.server")
 
 #: Methods anyone may call without a token: load balancers and operators probe them.
 PUBLIC_SERVICE_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-REQUEST_ID_KEY = "x-request-id"
 #: Longest status message and ErrorInfo metadata value an error carries back. Both may quote the
 #: request (an id that was not found), and a client refuses trailers beyond 8-16 KiB: an error
 #: about a 100 KB id must still arrive as that error.
@@ -232,7 +234,8 @@ def _clipped(error: FilestoreError) -> FilestoreError:
     metadata = {key: _clip(value, MAX_ERROR_METADATA_CHARS) for key, value in error.metadata.items()}
     if message == error.message and metadata == error.metadata:
         return error
-    return type(error)(message, reason=error.reason, metadata=metadata, domain=error.domain)
+    # Its reason as it is: one received from another service need not be in this release's vocabulary.
+    return type(error).received(message, reason=error.reason, metadata=metadata, domain=error.domain)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -297,7 +300,7 @@ class RequestEdgeInterceptor(grpc.aio.ServerInterceptor):
                 raise InvalidArgument(
                     f"the request of {method} could not be decoded (malformed protobuf or a string "
                     "that is not UTF-8)",
-                    reason="MALFORMED_REQUEST",
+                    reason=Reason.MALFORMED_REQUEST,
                 ) from None
             check_request(request)
             return await behavior(request, context)

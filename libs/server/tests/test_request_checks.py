@@ -1,4 +1,4 @@
-"""The checks every request gets at the edge (filestore.core.request_checks), and the contract that
+"""The checks every request gets at the edge (filestore.server.request_checks), and the contract that
 states their limits: each limit of the table is written in its field's comment in the protos."""
 
 from __future__ import annotations
@@ -15,13 +15,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_tools import protoc
 
 from filestore.core.errors import InvalidArgument
-from filestore.core.request_checks import (
-    DEFAULT_MAX_VALUES,
-    MAX_TIMESTAMP_SECONDS,
-    MIN_TIMESTAMP_SECONDS,
-    VALUE_LIMITS,
-    check_request,
-)
 from filestore.core.validation import (
     MAX_CONTENT_TYPE_CHARS,
     MAX_EXTRACTED_TEXT_BYTES,
@@ -29,6 +22,13 @@ from filestore.core.validation import (
     MAX_LABEL_VALUE_CHARS,
     MAX_LABELS,
     MAX_NAME_CHARS,
+)
+from filestore.server.request_checks import (
+    DEFAULT_MAX_VALUES,
+    MAX_TIMESTAMP_SECONDS,
+    MIN_TIMESTAMP_SECONDS,
+    VALUE_LIMITS,
+    check_request,
 )
 from filestore.v1 import download_service_pb2 as download
 from filestore.v1 import metadata_service_pb2 as metadata

@@ -13,12 +13,13 @@ from typing import Any
 import grpc
 import pytest
 
-from filestore.core import deadlines, s3
 from filestore.core.auth import TokenVerifier, mint_token
-from filestore.core.clients import METADATA, insecure_channel, service_channel, translated_errors
+from filestore.core.channels import insecure_channel, translated_errors
 from filestore.core.errors import FilestoreError, Unavailable
-from filestore.core.server import ServerHandle, create_server
-from filestore.core.settings import S3Settings
+from filestore.server import deadlines, s3
+from filestore.server.bootstrap import ServerHandle, create_server
+from filestore.server.dependencies import METADATA, dependency_channel
+from filestore.server.settings import S3Settings
 
 SECRET = "d" * 40
 SERVICE = "test.Dependency"
@@ -125,7 +126,7 @@ def test_while_serving_a_call_ends_before_the_inbound_deadline() -> None:
 
 
 async def test_a_dependency_that_does_not_answer_is_unavailable_by_name(hanging: ServerHandle) -> None:
-    async with service_channel(
+    async with dependency_channel(
         f"127.0.0.1:{hanging.port}", token=_token, dependency=METADATA, timeout_s=0.5
     ) as channel:
         error = await _failure(_call(channel))
@@ -134,7 +135,7 @@ async def test_a_dependency_that_does_not_answer_is_unavailable_by_name(hanging:
 
 
 async def test_a_dependency_that_is_down_is_unavailable_by_name() -> None:
-    async with service_channel(
+    async with dependency_channel(
         f"127.0.0.1:{_closed_port()}", token=_token, dependency=METADATA, timeout_s=5.0
     ) as channel:
         error = await _failure(_call(channel))
@@ -145,7 +146,7 @@ async def test_a_dependency_that_is_down_is_unavailable_by_name() -> None:
 async def test_a_dependency_answering_unavailable_itself_keeps_its_reason() -> None:
     handle = await _serve(_busy)
     try:
-        async with service_channel(
+        async with dependency_channel(
             f"127.0.0.1:{handle.port}", token=_token, dependency=METADATA, timeout_s=5.0
         ) as channel:
             error = await _failure(_call(channel))
@@ -165,7 +166,9 @@ async def test_a_channel_without_a_dependency_adds_no_deadline(hanging: ServerHa
 async def test_a_call_made_while_serving_ends_before_the_callers_deadline(hanging: ServerHandle) -> None:
     """The front service's own timeout (60 s) is longer than its caller's deadline (2 s): the caller
     still hears that the dependency did not answer, not its own DEADLINE_EXCEEDED."""
-    behind = service_channel(f"127.0.0.1:{hanging.port}", token=_token, dependency=METADATA, timeout_s=60.0)
+    behind = dependency_channel(
+        f"127.0.0.1:{hanging.port}", token=_token, dependency=METADATA, timeout_s=60.0
+    )
 
     async def front_behaviour(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         return await _call(behind)

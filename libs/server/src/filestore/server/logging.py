@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Collection
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger"]
+from filestore.core.channels import REQUEST_ID_KEY
+
+__all__ = ["configure_logging", "get_logger", "request_id_metadata"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -36,3 +39,13 @@ def configure_logging(level: str = "info", *, service: str) -> None:
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
     return logger
+
+
+def request_id_metadata(present: Collection[str]) -> list[tuple[str, str]]:
+    """The request id of the RPC being served (bound to the log context by the server's logging
+    interceptor) for an outgoing call (a channel's metadata source, see :mod:`filestore.server`), so
+    that one request can be followed across services in the logs. A call that names its own keeps it."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if REQUEST_ID_KEY in present or not isinstance(request_id, str):
+        return []
+    return [(REQUEST_ID_KEY, request_id)]

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from google.protobuf.message import Message
 
 from filestore.core.errors import InvalidArgument
+from filestore.core.reasons import Reason
 
 __all__ = ["PageTokens", "request_fingerprint"]
 
@@ -55,7 +56,7 @@ class PageTokens:
         payload = json.loads(body)
         if payload.get("f") != fingerprint:
             raise InvalidArgument(
-                "the page token belongs to a request with other filters", reason="INVALID_PAGE_TOKEN"
+                "the page token belongs to a request with other filters", reason=Reason.INVALID_PAGE_TOKEN
             )
         position = payload.get("p")
         if not isinstance(position, dict) or not all(isinstance(v, str) for v in position.values()):
@@ -64,4 +65,4 @@ class PageTokens:
 
 
 def _invalid() -> InvalidArgument:
-    return InvalidArgument("the page token is not one this service issued", reason="INVALID_PAGE_TOKEN")
+    return InvalidArgument("the page token is not one this service issued", reason=Reason.INVALID_PAGE_TOKEN)

@@ -1,127 +1,26 @@
-"""Configuration from environment variables, parsed once into frozen, typed objects.
-
-Every service builds its settings at start with ``XSettings.from_env()``; a missing or malformed
-variable raises :class:`SettingsError`, whose one-line message names the variable, and
-:func:`exit_on_settings_error` turns that into a clean exit with status 2. Nothing reads
-``os.environ`` after start-up.
+"""The settings of a Filestore service, from environment variables, parsed once into frozen, typed
+objects with :class:`filestore.core.env.Env`: where it listens, observability, the object store, NATS,
+how tokens are verified, and how long a call to another service may take.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import NoReturn, TypeVar
+
+from filestore.core.auth import TokenVerifier
+from filestore.core.env import PREFIX, Env, SettingsError
+from filestore.core.tls import TlsSettings
 
 __all__ = [
+    "DEFAULT_CALL_TIMEOUT_S",
     "AuthSettings",
-    "Env",
     "GrpcServerSettings",
     "NatsSettings",
     "ObservabilitySettings",
     "S3Settings",
-    "SettingsError",
-    "TlsSettings",
-    "exit_on_settings_error",
     "metadata_timeout_from_env",
 ]
-
-T = TypeVar("T")
-PREFIX = "FILESTORE_"
-
-
-class SettingsError(Exception):
-    """A configuration variable is missing or malformed; the message names it."""
-
-
-class Env:
-    """Typed accessors over an environment mapping (``os.environ`` by default)."""
-
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self._environ = os.environ if environ is None else environ
-
-    def _raw(self, name: str) -> str | None:
-        value = self._environ.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
-
-    def _parse(self, name: str, default: T | None, parse: Callable[[str], T], kind: str) -> T:
-        raw = self._raw(name)
-        if raw is None:
-            if default is None:
-                raise SettingsError(f"{name} is required but not set")
-            return default
-        try:
-            return parse(raw)
-        except ValueError as exc:
-            detail = f" ({exc})" if str(exc) else ""
-            raise SettingsError(f"{name}={raw!r} is not a valid {kind}{detail}") from None
-
-    def string(self, name: str, default: str | None = None) -> str:
-        return self._parse(name, default, lambda raw: raw, "string")
-
-    def optional_str(self, name: str) -> str | None:
-        return self._raw(name)
-
-    def integer(
-        self, name: str, default: int | None = None, *, minimum: int | None = None, maximum: int | None = None
-    ) -> int:
-        def parse(raw: str) -> int:
-            value = int(raw, 10)
-            if minimum is not None and value < minimum:
-                raise ValueError(f"must be >= {minimum}")
-            if maximum is not None and value > maximum:
-                raise ValueError(f"must be <= {maximum}")
-            return value
-
-        return self._parse(name, default, parse, "integer")
-
-    def number(self, name: str, default: float | None = None, *, minimum: float | None = None) -> float:
-        def parse(raw: str) -> float:
-            value = float(raw)
-            if minimum is not None and value < minimum:
-                raise ValueError(f"must be >= {minimum}")
-            return value
-
-        return self._parse(name, default, parse, "number")
-
-    def boolean(self, name: str, default: bool | None = None) -> bool:
-        def parse(raw: str) -> bool:
-            lowered = raw.lower()
-            if lowered in {"1", "true", "yes", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError("use true or false")
-
-        return self._parse(name, default, parse, "boolean")
-
-    def address(self, name: str, default: str | None = None) -> str:
-        """A ``host:port`` pair; the port must be a number in 0..65535 (0 = pick a free one)."""
-
-        def parse(raw: str) -> str:
-            host, sep, port = raw.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-                raise ValueError("expected host:port")
-            return raw
-
-        return self._parse(name, default, parse, "address")
-
-    def url(self, name: str, default: str | None = None, *, schemes: tuple[str, ...]) -> str:
-        def parse(raw: str) -> str:
-            scheme = raw.split("://", 1)[0] if "://" in raw else ""
-            if scheme not in schemes:
-                raise ValueError(f"scheme must be one of {', '.join(schemes)}")
-            return raw
-
-        return self._parse(name, default, parse, "URL")
-
-    def csv(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
 TRACING_EXPORTERS = ("none", "console", "file", "otlp")
@@ -201,7 +100,7 @@ class S3Settings:
 
     ``control_timeout_s`` bounds each attempt of a control call (HEAD, multipart bookkeeping, deletes,
     listings: storage answers them in milliseconds) and every connect; ``read_timeout_s`` is how long a
-    streaming read of an object's bytes may wait for the next ones (see :mod:`filestore.core.s3`).
+    streaming read of an object's bytes may wait for the next ones (see :mod:`filestore.server.s3`).
     """
 
     endpoint: str
@@ -234,7 +133,7 @@ DEFAULT_CALL_TIMEOUT_S = 10.0
 
 def metadata_timeout_from_env(env: Env) -> float:
     """``FILESTORE_METADATA_TIMEOUT_S``: the deadline of a call to the metadata service (cut to what
-    the RPC being served has left, see :mod:`filestore.core.deadlines`)."""
+    the RPC being served has left, see :mod:`filestore.server.deadlines`)."""
     return env.number(f"{PREFIX}METADATA_TIMEOUT_S", DEFAULT_CALL_TIMEOUT_S, minimum=0.1)
 
 
@@ -253,20 +152,6 @@ class NatsSettings:
             stream=env.string(f"{PREFIX}NATS_STREAM", "FILES"),
             subject_prefix=env.string(f"{PREFIX}NATS_SUBJECT_PREFIX", "files"),
         )
-
-
-@contextmanager
-def exit_on_settings_error(program: str) -> Iterator[None]:
-    """Turn a :class:`SettingsError` into one clear line on stderr and exit status 2."""
-    try:
-        yield
-    except SettingsError as exc:
-        _die(program, str(exc))
-
-
-def _die(program: str, message: str) -> NoReturn:
-    print(f"{program}: configuration error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -303,43 +188,16 @@ class AuthSettings:
             audience=env.optional_str(f"{PREFIX}AUTH_AUDIENCE"),
         )
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TlsSettings:
-    """TLS for a service's server and its clients. Without a certificate, plaintext (loopback only).
-
-    ``client_ca_file`` on a server turns on mutual TLS: clients must present a certificate it signed.
-    ``ca_file`` is what clients verify servers against; ``client_cert_file``/``client_key_file`` are the
-    certificate a client presents for mutual TLS.
-    """
-
-    cert_file: str | None = None
-    key_file: str | None = None
-    client_ca_file: str | None = None
-    ca_file: str | None = None
-    client_cert_file: str | None = None
-    client_key_file: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Env) -> TlsSettings:
-        values = {
-            name: env.optional_str(f"{PREFIX}TLS_{name.upper()}")
-            for name in (
-                "cert_file",
-                "key_file",
-                "client_ca_file",
-                "ca_file",
-                "client_cert_file",
-                "client_key_file",
-            )
-        }
-        for name, path in values.items():
-            if path is not None and not os.path.isfile(path):
-                raise SettingsError(f"{PREFIX}TLS_{name.upper()}={path!r} is not a readable file")
-        if (values["cert_file"] is None) != (values["key_file"] is None):
-            raise SettingsError(f"{PREFIX}TLS_CERT_FILE and {PREFIX}TLS_KEY_FILE go together")
-        if (values["client_cert_file"] is None) != (values["client_key_file"] is None):
-            raise SettingsError(f"{PREFIX}TLS_CLIENT_CERT_FILE and {PREFIX}TLS_CLIENT_KEY_FILE go together")
-        if values["client_ca_file"] is not None and values["cert_file"] is None:
-            raise SettingsError(f"{PREFIX}TLS_CLIENT_CA_FILE needs {PREFIX}TLS_CERT_FILE")
-        return cls(**values)
+    def token_verifier(self) -> TokenVerifier:
+        """The verifier of the tokens these settings accept (the public key file read now)."""
+        public_key = None
+        if self.public_key_file is not None:
+            with open(self.public_key_file, "rb") as handle:
+                public_key = handle.read()
+        return TokenVerifier(
+            self.secret,
+            public_key_pem=public_key,
+            jwks_url=self.jwks_url,
+            issuer=self.issuer,
+            audience=self.audience,
+        )

@@ -3,11 +3,11 @@ is one trace from ``CreateUpload`` to the READY event.
 
 Where context travels:
 
-* the server interceptor (:mod:`filestore.core.server`) continues the caller's ``traceparent`` from
+* the server interceptor (:mod:`filestore.server.bootstrap`) continues the caller's ``traceparent`` from
   the call's metadata in a SERVER span;
-* the client interceptor (:mod:`filestore.core.clients`) puts the current context into every outgoing
-  call's metadata;
-* :func:`filestore.core.events.publish` puts it into the NATS headers (and the event's ``trace``
+* every channel's interceptor (:mod:`filestore.core.channels`) puts the current context into every
+  outgoing call's metadata (:func:`trace_metadata`);
+* :func:`filestore.server.events.publish` puts it into the NATS headers (and the event's ``trace``
   field, which survives a dead-letter replay that copies only the payload);
 * the processor's worker continues it in a CONSUMER span per event, with a span per pipeline step.
 
@@ -22,7 +22,7 @@ import contextlib
 import json
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from filestore.core.settings import ObservabilitySettings
+from filestore.server.settings import ObservabilitySettings
 
 __all__ = [
     "TRACEPARENT",
@@ -52,6 +52,7 @@ __all__ = [
     "mark_error",
     "set_tracer_provider",
     "span",
+    "trace_metadata",
 ]
 
 TRACEPARENT = "traceparent"
@@ -158,6 +159,16 @@ def inject(carrier: MutableMapping[str, str]) -> None:
     """Put the current trace context into ``carrier``; nothing when there is none."""
     if trace.get_current_span().get_span_context().is_valid:
         _propagator.inject(carrier)
+
+
+def trace_metadata(present: Collection[str]) -> list[tuple[str, str]]:
+    """The current trace context for an outgoing call (a channel's metadata source, see
+    :mod:`filestore.server`), unless the call carries a ``traceparent`` of its own already."""
+    if TRACEPARENT in present:
+        return []
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return list(carrier.items())
 
 
 def current_trace_id() -> str | None:

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from filestore.core.auth import TokenVerifier, current_principal, mint_token
-from filestore.core.clients import service_channel, translated_errors
+from filestore.core.channels import service_channel, translated_errors
 from filestore.core.errors import FilestoreError, Unauthenticated
-from filestore.core.server import ServerHandle, create_server
-from filestore.core.settings import TlsSettings
+from filestore.core.tls import TlsSettings
+from filestore.server.bootstrap import ServerHandle, create_server
 
 from .certificates import Authority
 

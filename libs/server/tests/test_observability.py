@@ -21,12 +21,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from filestore.core import events, metrics, tracing
 from filestore.core.auth import TokenVerifier, mint_token
-from filestore.core.clients import insecure_channel
+from filestore.core.channels import insecure_channel
+from filestore.core.env import Env, SettingsError
 from filestore.core.errors import FailedPrecondition
-from filestore.core.server import ServerHandle, create_server
-from filestore.core.settings import Env, ObservabilitySettings, SettingsError
+from filestore.server import events, metrics, tracing
+from filestore.server.bootstrap import ServerHandle, create_server
+from filestore.server.settings import ObservabilitySettings
 from filestore.v1 import events_pb2
 
 SECRET = "o" * 40
