@@ -1,14 +1,96 @@
-"""Client-side steps of an upload, shared by the integration tests."""
+"""The stack as the integration tests use it from the outside: users of a tenant with their stubs,
+the typed error a call failed with, the FileStatusChanged events they wait on, and the client-side
+steps of an upload."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol
 
+import grpc
 import httpx
+import pytest
+from nats.aio.msg import Msg
 
-from filestore.v1 import metadata_service_pb2, resources_pb2, upload_service_pb2
-from tests.conftest import Client, StatusEvents
+from filestore.core.errors import FilestoreError, error_from_rpc
+from filestore.v1 import (
+    download_service_pb2_grpc,
+    events_pb2,
+    metadata_service_pb2,
+    metadata_service_pb2_grpc,
+    processor_service_pb2_grpc,
+    resources_pb2,
+    upload_service_pb2,
+    upload_service_pb2_grpc,
+)
+
+
+@dataclass(frozen=True)
+class Client:
+    """The four services as one user of one tenant sees them."""
+
+    subject: str
+    tenant: str
+    upload: upload_service_pb2_grpc.UploadServiceAsyncStub
+    metadata: metadata_service_pb2_grpc.MetadataServiceAsyncStub
+    processor: processor_service_pb2_grpc.ProcessorServiceAsyncStub
+    download: download_service_pb2_grpc.DownloadServiceAsyncStub
+
+
+class ClientFactory(Protocol):
+    def __call__(self, subject: str = ..., tenant: str = ...) -> Client: ...
+
+
+async def rpc_error(call: Awaitable[object]) -> FilestoreError:
+    """The typed error a call failed with (reason, domain and metadata from its ErrorInfo)."""
+    try:
+        await call
+    except grpc.RpcError as error:
+        return error_from_rpc(error)
+    pytest.fail("the call succeeded but was expected to fail")
+
+
+READY_TIMEOUT_S = 60.0
+
+
+class StatusEvents:
+    """Collects FileStatusChanged events from NATS, so tests wait on the real event, not on sleeps."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, events_pb2.FileStatusChanged] = {}
+        self._changed = asyncio.Condition()
+
+    async def on_message(self, message: Msg) -> None:
+        event = events_pb2.FileStatusChanged.FromString(message.data)
+        async with self._changed:
+            self._seen[event.file_id] = event
+            self._changed.notify_all()
+
+    async def wait_for(self, file_id: str) -> events_pb2.FileStatusChanged:
+        async def seen() -> events_pb2.FileStatusChanged:
+            async with self._changed:
+                await self._changed.wait_for(lambda: file_id in self._seen)
+                return self._seen[file_id]
+
+        return await asyncio.wait_for(seen(), READY_TIMEOUT_S)
+
+    async def wait_for_status(
+        self, file_id: str, status: resources_pb2.FileStatus.ValueType
+    ) -> events_pb2.FileStatusChanged:
+        """The file's latest event once it announces ``status`` (a file can change more than once)."""
+
+        async def seen() -> events_pb2.FileStatusChanged:
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda: file_id in self._seen and self._seen[file_id].status == status
+                )
+                return self._seen[file_id]
+
+        return await asyncio.wait_for(seen(), READY_TIMEOUT_S)
 
 
 async def put_presigned(

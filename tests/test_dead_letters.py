@@ -33,8 +33,7 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import rpc_error
-from tests.support import put_presigned
+from tests.support import put_presigned, rpc_error
 from tests.test_observability import scrape, value
 
 WAIT_S = 60.0

@@ -37,8 +37,7 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
-from tests.support import get_file, put_presigned
+from tests.support import Client, ClientFactory, StatusEvents, get_file, put_presigned, rpc_error
 from tests.test_upload_forms_limits import create, post_form
 
 if TYPE_CHECKING:

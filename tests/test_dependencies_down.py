@@ -40,7 +40,7 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import Client, StatusEvents
+from tests.support import Client, StatusEvents
 
 pytestmark = pytest.mark.local_stack
 

@@ -28,8 +28,15 @@ from filestore.v1 import (
     processor_service_pb2,
     resources_pb2,
 )
-from tests.conftest import ClientFactory, StatusEvents, rpc_error
-from tests.support import complete_upload, create_upload, put_presigned, upload_until_processed
+from tests.support import (
+    ClientFactory,
+    StatusEvents,
+    complete_upload,
+    create_upload,
+    put_presigned,
+    rpc_error,
+    upload_until_processed,
+)
 
 INLINE = download_service_pb2.DISPOSITION_INLINE
 

@@ -25,8 +25,7 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
-from tests.support import get_file, put_presigned
+from tests.support import Client, ClientFactory, StatusEvents, get_file, put_presigned, rpc_error
 from tests.test_cli import as_json, run
 from tests.test_node_client import E2E_SCRIPT, NODE_TIMEOUT_S, REPO, _node
 from tests.test_sdk import endpoints_for

@@ -44,8 +44,7 @@ from filestore.metadata.fsck import (
 )
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
-from tests.conftest import Client, ClientFactory, StatusEvents
-from tests.support import get_file, upload_until_processed
+from tests.support import Client, ClientFactory, StatusEvents, get_file, upload_until_processed
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client

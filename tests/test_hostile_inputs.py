@@ -35,8 +35,14 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
-from tests.support import create_upload, upload_until_processed
+from tests.support import (
+    Client,
+    ClientFactory,
+    StatusEvents,
+    create_upload,
+    rpc_error,
+    upload_until_processed,
+)
 
 TABLES = ("files", "uploads", "grants", "quotas", "idempotency_keys", "blobs", "derivatives")
 C = grpc.StatusCode

@@ -23,8 +23,8 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import ClientFactory, rpc_error
 from tests.proto_walk import rpcs
+from tests.support import ClientFactory, rpc_error
 from tests.test_metadata_api import catalogue_snapshot
 
 C = grpc.StatusCode

@@ -33,7 +33,7 @@ from filestore.metadata.db import models
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import metadata_service_pb2_grpc, resources_pb2, upload_service_pb2
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
+from tests.support import Client, ClientFactory, StatusEvents, rpc_error
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client

@@ -17,8 +17,7 @@ import pytest
 from filestore.core.auth import mint_token
 from filestore.stack import Stack
 from filestore.v1 import resources_pb2
-from tests.conftest import ClientFactory
-from tests.support import get_file
+from tests.support import ClientFactory, get_file
 
 REPO = Path(__file__).resolve().parents[1]
 E2E_SCRIPT = REPO / "clients" / "node" / "e2e.mjs"

@@ -17,8 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from filestore.stack import SERVICES, Stack
 from filestore.v1 import download_service_pb2, resources_pb2, upload_service_pb2
-from tests.conftest import ClientFactory, StatusEvents
-from tests.support import put_presigned
+from tests.support import ClientFactory, StatusEvents, put_presigned
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 UPLOAD = "/filestore.v1.UploadService"
@@ -66,7 +65,7 @@ def pdf_body() -> bytes:
 
 
 # Both tests need what only a stack this session started provides: its services' metrics ports, and
-# the span files its services write (see conftest.traced_services).
+# the span files its services write (see traced_services in tests/stacks.py).
 @pytest.mark.local_stack
 async def test_every_service_exposes_metrics_that_move_with_an_upload(
     stack: Stack, client_for: ClientFactory, status_events: StatusEvents

@@ -42,8 +42,7 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import rpc_error
-from tests.support import free_port
+from tests.support import free_port, rpc_error
 
 WAIT_S = 90.0
 Status = resources_pb2.FileStatus

@@ -31,7 +31,6 @@ from filestore.core.request_checks import (
 )
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, resources_pb2
-from tests.conftest import ClientFactory, rpc_error
 from tests.proto_walk import (
     Path_,
     Rpc,
@@ -44,6 +43,7 @@ from tests.proto_walk import (
     rpcs,
     sample,
 )
+from tests.support import ClientFactory, rpc_error
 from tests.test_metadata_api import catalogue_snapshot
 
 C = grpc.StatusCode

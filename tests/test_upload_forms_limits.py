@@ -27,7 +27,7 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
+from tests.support import Client, ClientFactory, StatusEvents, rpc_error
 
 Kind = resources_pb2.UploadKind
 FStatus = resources_pb2.FileStatus

@@ -34,7 +34,7 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
+from tests.support import Client, ClientFactory, StatusEvents, rpc_error
 from tests.test_upload_forms_limits import broker_env
 
 MIB = 1024**2
