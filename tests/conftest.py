@@ -23,7 +23,7 @@ from filestore.v1 import (
 )
 from tests.external_stack import external_stack_from_env
 from tests.stacks import scratch_postgres_database, traced_services
-from tests.support import Client, ClientFactory, StatusEvents
+from tests.support import Client, ClientFactory, StatusEvents, fresh_tenant, service_token
 
 #: `make test-stack`: a running stack named by FILESTORE_STACK_JSON or FILESTORE_EXTERNAL_* (see
 #: tests/external_stack.py); None when each session starts its own.
@@ -101,6 +101,20 @@ async def client_for(stack: Stack) -> AsyncIterator[ClientFactory]:
     yield make
     for opened in channels:
         await opened.close()
+
+
+@pytest.fixture
+async def service_metadata(stack: Stack) -> AsyncIterator[metadata_service_pb2_grpc.MetadataServiceAsyncStub]:
+    """The metadata service as a Filestore service (the broker, the processor) calls it."""
+    token = service_token(stack)
+    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+        yield metadata_service_pb2_grpc.MetadataServiceStub(channel)
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant of the test's own, so counts and listings see only what the test made."""
+    return fresh_tenant()
 
 
 @pytest.fixture

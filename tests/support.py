@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,7 +17,9 @@ import httpx
 import pytest
 from nats.aio.msg import Msg
 
+from filestore.core.auth import mint_token
 from filestore.core.errors import FilestoreError, error_from_rpc
+from filestore.stack import Stack
 from filestore.v1 import (
     download_service_pb2_grpc,
     events_pb2,
@@ -43,6 +46,16 @@ class Client:
 
 class ClientFactory(Protocol):
     def __call__(self, subject: str = ..., tenant: str = ...) -> Client: ...
+
+
+def service_token(stack: Stack) -> str:
+    """A token as the Filestore services carry theirs: the service role, any tenant."""
+    return mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+
+
+def fresh_tenant() -> str:
+    """A tenant no other test uses, so counts and listings see only what the test made."""
+    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 async def rpc_error(call: Awaitable[object]) -> FilestoreError:
@@ -135,6 +148,22 @@ async def get_file(client: Client, file_id: str) -> resources_pb2.File:
     return file
 
 
+async def upload_file(
+    client: Client,
+    body: bytes,
+    *,
+    name: str = "report.pdf",
+    content_type: str = "application/pdf",
+) -> resources_pb2.File:
+    """Create, PUT, complete: the file as CompleteUpload answers it, before the processor's verdict."""
+    created = await create_upload(client, body, name=name, content_type=content_type)
+    response = await put_presigned(created.upload.request, body)
+    assert response.status_code == 200, response.text
+    completed = await complete_upload(client, created.upload.id)
+    file: resources_pb2.File = completed.file
+    return file
+
+
 async def upload_until_processed(
     client: Client,
     status_events: StatusEvents,
@@ -144,12 +173,9 @@ async def upload_until_processed(
     content_type: str = "application/pdf",
 ) -> resources_pb2.File:
     """Create, PUT, complete, and wait for the processor's verdict; answers the file as it ended."""
-    created = await create_upload(client, body, name=name, content_type=content_type)
-    response = await put_presigned(created.upload.request, body)
-    assert response.status_code == 200, response.text
-    await complete_upload(client, created.upload.id)
-    await status_events.wait_for(created.file.id)
-    return await get_file(client, created.file.id)
+    uploaded = await upload_file(client, body, name=name, content_type=content_type)
+    await status_events.wait_for(uploaded.id)
+    return await get_file(client, uploaded.id)
 
 
 def free_port() -> int:

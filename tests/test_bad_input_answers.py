@@ -24,8 +24,8 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
+from tests.catalogue import catalogue_snapshot
 from tests.support import Client, ClientFactory, rpc_error
-from tests.test_metadata_api import catalogue_snapshot
 
 C = grpc.StatusCode
 

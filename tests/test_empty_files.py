@@ -110,7 +110,7 @@ async def test_an_empty_file_is_uploaded_processed_to_ready_and_downloads_as_not
 
 async def test_a_multipart_upload_cannot_be_empty(client_for: ClientFactory) -> None:
     """Asked for by kind or by part size, parts cannot carry 0 bytes (nor can BeginUpload's, in
-    tests/test_metadata_api.py)."""
+    tests/test_metadata_bad_input.py)."""
     client = _own_tenant(client_for)
     for request in (
         upload_service_pb2.CreateUploadRequest(

@@ -14,8 +14,8 @@ from filestore.core.auth import mint_token
 from filestore.core.clients import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2, upload_service_pb2
+from tests.catalogue import catalogue_snapshot
 from tests.support import Client, ClientFactory, rpc_error
-from tests.test_metadata_api import catalogue_snapshot
 
 C = grpc.StatusCode
 ZWJ = "\u200d"

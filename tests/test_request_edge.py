@@ -31,6 +31,7 @@ from filestore.core.request_checks import (
 )
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, resources_pb2
+from tests.catalogue import catalogue_snapshot
 from tests.proto_walk import (
     Path_,
     Rpc,
@@ -44,7 +45,6 @@ from tests.proto_walk import (
     sample,
 )
 from tests.support import ClientFactory, rpc_error
-from tests.test_metadata_api import catalogue_snapshot
 
 C = grpc.StatusCode
 #: Answers that mean the server failed rather than judged the request.
