@@ -1,5 +1,5 @@
-"""What the tests need to start stacks of their own beside the session's: a scratch PostgreSQL
-database, services that write their spans to files."""
+"""What the tests need to start stacks and services of their own beside the session's stack: a
+scratch PostgreSQL database, services that write their spans to files, a second broker's settings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from filestore.stack import SERVICES
+from filestore.core.settings import Env
+from filestore.stack import SERVICES, Stack
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -47,3 +48,23 @@ def traced_services(home: Path) -> dict[str, dict[str, str]]:
         }
         for service in SERVICES
     }
+
+
+def broker_env(stack: Stack, **extra: str) -> Env:
+    """Settings for a second broker, in this process, on the stack's metadata, storage and NATS."""
+    endpoints = stack.endpoints
+    return Env(
+        {
+            "FILESTORE_LISTEN": "127.0.0.1:0",
+            "FILESTORE_AUTH_SECRET": endpoints.auth_secret,
+            "FILESTORE_METADATA_ADDR": endpoints.metadata_addr,
+            "FILESTORE_S3_ENDPOINT": endpoints.s3_endpoint,
+            "FILESTORE_S3_ACCESS_KEY": endpoints.s3_access_key,
+            "FILESTORE_S3_SECRET_KEY": endpoints.s3_secret_key,
+            "FILESTORE_S3_BUCKET": endpoints.bucket,
+            "FILESTORE_S3_REGION": endpoints.s3_region,
+            "FILESTORE_NATS_URL": endpoints.nats_url,
+            "FILESTORE_REAPER_INTERVAL_S": "0",
+            **extra,
+        }
+    )

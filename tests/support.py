@@ -17,6 +17,7 @@ import httpx
 import pytest
 from nats.aio.msg import Msg
 
+from filestore.client import Endpoints
 from filestore.core.auth import mint_token
 from filestore.core.errors import FilestoreError, error_from_rpc
 from filestore.stack import Stack
@@ -56,6 +57,13 @@ def service_token(stack: Stack) -> str:
 def fresh_tenant() -> str:
     """A tenant no other test uses, so counts and listings see only what the test made."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def endpoints_for(stack: Stack, *, tenant: str | None = None, subject: str = "alice") -> Endpoints:
+    """What the SDK needs to reach the stack as ``subject`` of ``tenant`` (by default a fresh one)."""
+    e = stack.endpoints
+    token = mint_token(e.auth_secret, subject=subject, tenant=tenant or fresh_tenant())
+    return Endpoints(upload=e.upload_addr, metadata=e.metadata_addr, download=e.download_addr, token=token)
 
 
 async def rpc_error(call: Awaitable[object]) -> FilestoreError:
@@ -113,6 +121,15 @@ async def put_presigned(
     headers = {**request.headers, **header_overrides}
     async with httpx.AsyncClient(timeout=30) as http:
         return await http.put(request.url, content=body, headers=headers)
+
+
+async def post_form(request: resources_pb2.PresignedRequest, body: bytes, **overrides: str) -> httpx.Response:
+    """A browser form submit: the signed fields, then the file, no credentials."""
+    fields = {**request.form_fields, **overrides}
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(
+            request.url, data=fields, files={"file": ("photo.png", body, fields["Content-Type"])}
+        )
 
 
 async def create_upload(

@@ -3,13 +3,10 @@ upload, ls, info, share, download, rm, ``stack status`` and ``fsck``, with --jso
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import boto3
 import httpx
@@ -18,33 +15,15 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from filestore.stack import Stack
+from tests.cli import CLI, as_json, run, user_shell
 
-CLI = [sys.executable, "-m", "filestore.client"]
 SUBCOMMANDS = ("upload", "download", "ls", "info", "share", "rm", "stack", "fsck")
-
-
-def run(*args: str | Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def as_json(done: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(done.stdout)
 
 
 @pytest.fixture
 def cli_env(stack: Stack, tmp_path: Path) -> dict[str, str]:
     """A user's shell: the stack found through its stack.json, a tenant of its own."""
-    stack_json = stack.write_stack_json(tmp_path / "stack.json")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FILESTORE_")}
-    env.update(
-        FILESTORE_HOME=str(stack_json.parent),
-        FILESTORE_STATE_DIR=str(tmp_path / "state"),
-        FILESTORE_USER="alice",
-        FILESTORE_TENANT=f"cli-{uuid.uuid4().hex[:8]}",
-    )
-    return env
+    return user_shell(stack, tmp_path, tenant=f"cli-{uuid.uuid4().hex[:8]}")
 
 
 def test_help_is_enough_to_get_started() -> None:

@@ -33,8 +33,8 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
+from tests.metrics import scrape, value
 from tests.support import put_presigned, rpc_error
-from tests.test_observability import scrape, value
 
 WAIT_S = 60.0
 

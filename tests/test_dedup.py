@@ -37,8 +37,7 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
-from tests.support import Client, ClientFactory, StatusEvents, get_file, put_presigned, rpc_error
-from tests.test_upload_forms_limits import create, post_form
+from tests.support import Client, ClientFactory, StatusEvents, get_file, post_form, put_presigned, rpc_error
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -101,14 +100,16 @@ async def tenant(stack: Stack) -> AsyncIterator[Tenant]:
 async def create_upload(
     client: Client, body: bytes, *, declare: bool = True, kind: int = Kind.UPLOAD_KIND_SINGLE
 ) -> upload_service_pb2.CreateUploadResponse:
-    return await create(
-        client.upload,
-        body,
-        name="data.bin",
-        content_type=CONTENT_TYPE,
-        sha256=hashlib.sha256(body).hexdigest() if declare else "",
-        kind=kind,
+    response: upload_service_pb2.CreateUploadResponse = await client.upload.CreateUpload(
+        upload_service_pb2.CreateUploadRequest(
+            name="data.bin",
+            size=len(body),
+            content_type=CONTENT_TYPE,
+            sha256=hashlib.sha256(body).hexdigest() if declare else "",
+            kind=kind,  # type: ignore[arg-type]
+        )
     )
+    return response
 
 
 async def send(created: upload_service_pb2.CreateUploadResponse, body: bytes) -> None:

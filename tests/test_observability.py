@@ -11,15 +11,13 @@ import secrets
 import time
 from collections.abc import Mapping
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from filestore.stack import SERVICES, Stack
 from filestore.v1 import download_service_pb2, resources_pb2, upload_service_pb2
+from tests.metrics import Samples, scrape, value
 from tests.support import ClientFactory, StatusEvents, put_presigned
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 UPLOAD = "/filestore.v1.UploadService"
 METADATA = "/filestore.v1.MetadataService"
 OBJECT_CREATED = "files.object.created"
@@ -28,26 +26,10 @@ FILE_ENRICH = "files.file.enrich"
 WAIT_S = 30.0
 
 
-async def scrape(url: str) -> Samples:
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.get(url)
-    assert response.status_code == 200, response.text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
 async def scrape_all(stack: Stack) -> dict[str, Samples]:
     urls = stack.endpoints.metrics_urls
     assert set(urls) == set(SERVICES)
     return dict(zip(SERVICES, await asyncio.gather(*(scrape(urls[s]) for s in SERVICES)), strict=True))
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """A sample's value, 0 when the series does not exist yet (a counter nobody has touched)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 class Delta:

@@ -21,8 +21,8 @@ from filestore.upload.reaper import Reaper
 from filestore.upload.settings import UploadSettings
 from filestore.upload.storage import S3ObjectStore
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
-from tests.test_upload_forms_limits import broker_env
-from tests.test_upload_multipart import storage
+from tests.stacks import broker_env
+from tests.storage import admin_storage
 
 APP = "https://app.example.com"
 
@@ -46,7 +46,7 @@ def allowed(response: httpx.Response, origin: str) -> bool:
 
 @pytest.fixture
 async def s3_store(stack: Stack) -> AsyncIterator[S3ObjectStore]:
-    store = S3ObjectStore(storage(stack), stack.endpoints.bucket)  # type: ignore[arg-type]
+    store = S3ObjectStore(admin_storage(stack), stack.endpoints.bucket)
     yield store
     await store.apply_cors(())  # back to what the stack's broker applied: no cross-origin access
 
@@ -117,13 +117,13 @@ async def _expired_upload(
         )
     )
     record = began.upload
-    client = storage(stack)
+    client = admin_storage(stack)
     if multipart:
         storage_upload_id = await store.create_multipart(
             record.storage_key, content_type="application/octet-stream"
         )
         await asyncio.to_thread(
-            client.upload_part,  # type: ignore[attr-defined]
+            client.upload_part,
             Bucket=stack.endpoints.bucket,
             Key=record.storage_key,
             UploadId=storage_upload_id,
@@ -137,7 +137,7 @@ async def _expired_upload(
         )
     else:
         await asyncio.to_thread(
-            client.put_object,  # type: ignore[attr-defined]
+            client.put_object,
             Bucket=stack.endpoints.bucket,
             Key=record.storage_key,
             Body=b"abc",
