@@ -70,6 +70,11 @@ def timestamp(moment: datetime) -> Timestamp:
     return stamp
 
 
+def in_an_hour() -> Timestamp:
+    """An upload's expiry as a broker sets it when the upload begins."""
+    return timestamp(datetime.now(UTC) + timedelta(hours=1))
+
+
 async def create_file(
     stub: MetadataStub,
     *,
@@ -130,6 +135,6 @@ def begin_upload_request(tenant: str, owner: str, size: int, request_id: str = "
             size=size,
         ),
         kind=resources_pb2.UPLOAD_KIND_SINGLE,
-        expire_time=timestamp(datetime.now(UTC) + timedelta(hours=1)),
+        expire_time=in_an_hour(),
         request_id=request_id,
     )

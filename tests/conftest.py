@@ -8,22 +8,22 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import grpc
-import nats
 import pytest
 
-from filestore.core.auth import mint_token
 from filestore.core.clients import insecure_channel
 from filestore.stack import Stack, StackConfig, StackPorts
-from filestore.v1 import (
-    download_service_pb2_grpc,
-    metadata_service_pb2_grpc,
-    processor_service_pb2_grpc,
-    upload_service_pb2_grpc,
-)
+from filestore.v1 import metadata_service_pb2_grpc
 from tests.external_stack import external_stack_from_env
 from tests.stacks import scratch_postgres_database, traced_services
-from tests.support import Client, ClientFactory, StatusEvents, fresh_tenant, service_token
+from tests.support import (
+    Client,
+    ClientFactory,
+    StackClients,
+    StatusEvents,
+    collected_status_events,
+    fresh_tenant,
+    service_token,
+)
 
 #: `make test-stack`: a running stack named by FILESTORE_STACK_JSON or FILESTORE_EXTERNAL_* (see
 #: tests/external_stack.py); None when each session starts its own.
@@ -78,29 +78,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 async def client_for(stack: Stack) -> AsyncIterator[ClientFactory]:
     """``client_for(subject, tenant)`` builds a Client whose calls carry that user's token."""
-    channels: list[grpc.aio.Channel] = []
-    endpoints = stack.endpoints
-
-    def make(subject: str = "alice", tenant: str = "acme") -> Client:
-        token = mint_token(endpoints.auth_secret, subject=subject, tenant=tenant)
-
-        def channel(address: str) -> grpc.aio.Channel:
-            opened = insecure_channel(address, token=lambda: token)
-            channels.append(opened)
-            return opened
-
-        return Client(
-            subject=subject,
-            tenant=tenant,
-            upload=upload_service_pb2_grpc.UploadServiceStub(channel(endpoints.upload_addr)),
-            metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel(endpoints.metadata_addr)),
-            processor=processor_service_pb2_grpc.ProcessorServiceStub(channel(endpoints.processor_addr)),
-            download=download_service_pb2_grpc.DownloadServiceStub(channel(endpoints.download_addr)),
-        )
-
-    yield make
-    for opened in channels:
-        await opened.close()
+    clients = StackClients(stack)
+    yield clients
+    await clients.close()
 
 
 @pytest.fixture
@@ -118,10 +98,12 @@ def tenant() -> str:
 
 
 @pytest.fixture
+def alice(client_for: ClientFactory, tenant: str) -> Client:
+    """A user of the test's own tenant."""
+    return client_for("alice", tenant)
+
+
+@pytest.fixture
 async def status_events(stack: Stack) -> AsyncIterator[StatusEvents]:
-    collector = StatusEvents()
-    connection = await nats.connect(stack.endpoints.nats_url)
-    await connection.subscribe("files.file.ready", cb=collector.on_message)
-    await connection.flush()
-    yield collector
-    await connection.close()
+    async with collected_status_events(stack) as collector:
+        yield collector

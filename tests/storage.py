@@ -31,9 +31,9 @@ def admin_storage(stack: Stack) -> S3Client:
     return client
 
 
-async def object_exists(storage: S3Client, bucket: str, key: str) -> bool:
+async def object_exists(stack: Stack, key: str) -> bool:
     try:
-        await asyncio.to_thread(storage.head_object, Bucket=bucket, Key=key)
+        await asyncio.to_thread(admin_storage(stack).head_object, Bucket=stack.endpoints.bucket, Key=key)
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return False

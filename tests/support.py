@@ -8,17 +8,20 @@ import asyncio
 import hashlib
 import socket
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 import httpx
+import nats
 import pytest
 from nats.aio.msg import Msg
 
 from filestore.client import Endpoints
 from filestore.core.auth import mint_token
+from filestore.core.clients import insecure_channel
 from filestore.core.errors import FilestoreError, error_from_rpc
 from filestore.stack import Stack
 from filestore.v1 import (
@@ -49,6 +52,37 @@ class ClientFactory(Protocol):
     def __call__(self, subject: str = ..., tenant: str = ...) -> Client: ...
 
 
+class StackClients:
+    """A ClientFactory for one stack: ``clients(subject, tenant)`` is a Client whose calls carry that
+    user's token; ``close()`` closes the channels of every Client it made."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._endpoints = stack.endpoints
+        self._channels: list[grpc.aio.Channel] = []
+
+    def __call__(self, subject: str = "alice", tenant: str = "acme") -> Client:
+        endpoints = self._endpoints
+        token = mint_token(endpoints.auth_secret, subject=subject, tenant=tenant)
+
+        def channel(address: str) -> grpc.aio.Channel:
+            opened = insecure_channel(address, token=lambda: token)
+            self._channels.append(opened)
+            return opened
+
+        return Client(
+            subject=subject,
+            tenant=tenant,
+            upload=upload_service_pb2_grpc.UploadServiceStub(channel(endpoints.upload_addr)),
+            metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel(endpoints.metadata_addr)),
+            processor=processor_service_pb2_grpc.ProcessorServiceStub(channel(endpoints.processor_addr)),
+            download=download_service_pb2_grpc.DownloadServiceStub(channel(endpoints.download_addr)),
+        )
+
+    async def close(self) -> None:
+        for opened in self._channels:
+            await opened.close()
+
+
 def service_token(stack: Stack) -> str:
     """A token as the Filestore services carry theirs: the service role, any tenant."""
     return mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
@@ -76,6 +110,8 @@ async def rpc_error(call: Awaitable[object]) -> FilestoreError:
 
 
 READY_TIMEOUT_S = 60.0
+#: The subject every status change of a file is announced on.
+STATUS_SUBJECT = "files.file.ready"
 
 
 class StatusEvents:
@@ -112,6 +148,19 @@ class StatusEvents:
                 return self._seen[file_id]
 
         return await asyncio.wait_for(seen(), READY_TIMEOUT_S)
+
+
+@asynccontextmanager
+async def collected_status_events(stack: Stack) -> AsyncIterator[StatusEvents]:
+    """The stack's FileStatusChanged events, collected from NATS while the block runs."""
+    collector = StatusEvents()
+    connection = await nats.connect(stack.endpoints.nats_url)
+    try:
+        await connection.subscribe(STATUS_SUBJECT, cb=collector.on_message)
+        await connection.flush()
+        yield collector
+    finally:
+        await connection.close()
 
 
 async def put_presigned(

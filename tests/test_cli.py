@@ -8,14 +8,13 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from filestore.stack import Stack
 from tests.cli import CLI, as_json, run, user_shell
+from tests.storage import admin_storage
 
 SUBCOMMANDS = ("upload", "download", "ls", "info", "share", "rm", "stack", "fsck")
 
@@ -152,14 +151,7 @@ def test_fsck_finds_the_local_stack_by_itself_and_repairs_an_orphan(
     assert "no findings" in clean.stdout
 
     e = stack.endpoints
-    operator = boto3.client(
-        "s3",
-        endpoint_url=e.s3_endpoint,
-        region_name=e.s3_region,
-        aws_access_key_id=e.s3_access_key,
-        aws_secret_access_key=e.s3_secret_key,
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    operator = admin_storage(stack)
     orphan = f"originals/{tenant}/{uuid.uuid4()}"
     operator.put_object(Bucket=e.bucket, Key=orphan, Body=b"bytes no record owns")
 

@@ -24,7 +24,6 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from filestore.core import s3
-from filestore.core.auth import mint_token
 from filestore.core.clients import insecure_channel
 from filestore.metadata.fsck import FindingKind, FsckOptions
 from filestore.metadata.fsck import run as fsck
@@ -37,7 +36,16 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
-from tests.support import Client, ClientFactory, StatusEvents, get_file, post_form, put_presigned, rpc_error
+from tests.support import (
+    Client,
+    ClientFactory,
+    StatusEvents,
+    get_file,
+    post_form,
+    put_presigned,
+    rpc_error,
+    service_token,
+)
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -86,7 +94,7 @@ class Tenant:
 
 @pytest.fixture
 async def tenant(stack: Stack) -> AsyncIterator[Tenant]:
-    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    token = service_token(stack)
     channel = insecure_channel(stack.endpoints.metadata_addr, token=lambda: token)
     yield Tenant(
         name=f"dedup-{uuid.uuid4().hex[:12]}",

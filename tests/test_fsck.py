@@ -22,12 +22,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from botocore.exceptions import ClientError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core import s3
-from filestore.core.auth import mint_token
 from filestore.core.clients import insecure_channel
 from filestore.core.settings import S3Settings
 from filestore.metadata.db.engine import create_engine, session_factory
@@ -44,7 +42,8 @@ from filestore.metadata.fsck import (
 )
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
-from tests.support import Client, ClientFactory, StatusEvents, get_file, upload_until_processed
+from tests.storage import object_exists
+from tests.support import Client, ClientFactory, StatusEvents, get_file, service_token, upload_until_processed
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -76,13 +75,7 @@ class World:
         )
 
     async def object_exists(self, key: str) -> bool:
-        try:
-            await asyncio.to_thread(self.storage.head_object, Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+        return await object_exists(self.stack, key)
 
     async def put_object(self, key: str, body: bytes) -> None:
         await asyncio.to_thread(self.storage.put_object, Bucket=self.bucket, Key=key, Body=body)
@@ -131,7 +124,7 @@ def admin_s3_settings(stack: Stack) -> S3Settings:
 @pytest.fixture
 async def world(stack: Stack) -> AsyncIterator[World]:
     engine = create_engine(stack.endpoints.database_url)
-    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    token = service_token(stack)
     channel: grpc.aio.Channel = insecure_channel(stack.endpoints.metadata_addr, token=lambda: token)
     yield World(
         stack=stack,

@@ -8,7 +8,6 @@ import os
 import uuid
 from collections.abc import Callable
 
-import boto3
 import grpc
 
 from filestore.core.auth import mint_token
@@ -24,6 +23,7 @@ from filestore.v1 import (
 )
 from tests.catalogue import catalogue_snapshot
 from tests.proto_walk import rpcs
+from tests.storage import admin_storage
 from tests.support import ClientFactory, rpc_error
 
 C = grpc.StatusCode
@@ -52,13 +52,7 @@ async def _rows_of(stack: Stack, tenants: list[str]) -> object:
 
 def _bucket_keys(stack: Stack) -> list[str]:
     endpoints = stack.endpoints
-    storage = boto3.client(
-        "s3",
-        endpoint_url=endpoints.s3_endpoint,
-        region_name=endpoints.s3_region,
-        aws_access_key_id=endpoints.s3_access_key,
-        aws_secret_access_key=endpoints.s3_secret_key,
-    )
+    storage = admin_storage(stack)
     listed = storage.list_objects_v2(Bucket=endpoints.bucket)
     uploads = storage.list_multipart_uploads(Bucket=endpoints.bucket).get("Uploads", [])
     return sorted([item["Key"] for item in listed.get("Contents", [])] + [item["Key"] for item in uploads])

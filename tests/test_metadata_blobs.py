@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,13 +14,11 @@ import pytest
 from filestore.stack import Stack
 from filestore.v1 import events_pb2, resources_pb2
 from filestore.v1 import metadata_service_pb2 as pb
-from tests.catalogue import catalogue_snapshot, timestamp
-from tests.storage import admin_storage, object_exists
+from tests.catalogue import catalogue_snapshot, in_an_hour
+from tests.storage import object_exists
 from tests.support import Client, ClientFactory, StatusEvents, upload_file
 
 if TYPE_CHECKING:
-    from types_boto3_s3 import S3Client
-
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub as MetadataStub
 
 Status = resources_pb2.FileStatus
@@ -36,7 +33,6 @@ class Stored:
     announced: events_pb2.FileStatusChanged
     body: bytes
     key: str
-    bucket: str
 
 
 @pytest.fixture
@@ -46,14 +42,7 @@ async def stored(stack: Stack, client_for: ClientFactory, status_events: StatusE
     original = await upload_file(alice, body, name="data.bin", content_type="application/octet-stream")
     assert original.status == Status.FILE_STATUS_UPLOADED
     announced = await status_events.wait_for(original.id)
-    return Stored(
-        alice, original, announced, body, f"originals/{tenant}/{original.id}", stack.endpoints.bucket
-    )
-
-
-@pytest.fixture
-def storage(stack: Stack) -> S3Client:
-    return admin_storage(stack)
+    return Stored(alice, original, announced, body, f"originals/{tenant}/{original.id}")
 
 
 @pytest.fixture
@@ -70,15 +59,15 @@ async def copy(service_metadata: MetadataStub, stored: Stored) -> pb.BeginUpload
                 sha256=hashlib.sha256(stored.body).hexdigest(),
             ),
             kind=resources_pb2.UPLOAD_KIND_SINGLE,
-            expire_time=timestamp(datetime.now(UTC) + timedelta(hours=1)),
+            expire_time=in_an_hour(),
         )
     )
     return began
 
 
-async def test_a_verified_upload_has_an_object_of_its_own(stored: Stored, storage: S3Client) -> None:
+async def test_a_verified_upload_has_an_object_of_its_own(stack: Stack, stored: Stored) -> None:
     assert stored.announced.status == Status.FILE_STATUS_READY
-    assert await object_exists(storage, stored.bucket, stored.key)
+    assert await object_exists(stack, stored.key)
     assert not (await stored.alice.metadata.GetFile(pb.GetFileRequest(file_id=stored.file.id))).deduplicated
 
 
@@ -100,18 +89,18 @@ async def test_a_deduplicated_file_is_read_from_the_shared_object(
 
 
 async def test_deleting_a_file_keeps_the_object_a_copy_still_needs(
-    stack: Stack, stored: Stored, copy: pb.BeginUploadResponse, storage: S3Client
+    stack: Stack, stored: Stored, copy: pb.BeginUploadResponse
 ) -> None:
     await stored.alice.metadata.DeleteFile(pb.DeleteFileRequest(file_id=stored.file.id))
-    assert await object_exists(storage, stored.bucket, stored.key)
+    assert await object_exists(stack, stored.key)
     assert (await catalogue_snapshot(stack, stored.file.tenant))["blobs"] != []
 
 
 async def test_deleting_the_last_file_deletes_the_object_and_forgets_the_blob(
-    stack: Stack, stored: Stored, copy: pb.BeginUploadResponse, storage: S3Client
+    stack: Stack, stored: Stored, copy: pb.BeginUploadResponse
 ) -> None:
     # Forgotten, the blob is no dedup target any more.
     await stored.alice.metadata.DeleteFile(pb.DeleteFileRequest(file_id=stored.file.id))
     await stored.alice.metadata.DeleteFile(pb.DeleteFileRequest(file_id=copy.file.id))
-    assert not await object_exists(storage, stored.bucket, stored.key)
+    assert not await object_exists(stack, stored.key)
     assert (await catalogue_snapshot(stack, stored.file.tenant))["blobs"] == []

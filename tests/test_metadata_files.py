@@ -12,15 +12,10 @@ from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import resources_pb2
 from tests.catalogue import catalogue_snapshot, create_file, refused_without_change
-from tests.support import Client, ClientFactory, rpc_error
+from tests.support import Client, rpc_error
 
 Status = resources_pb2.FileStatus
 Code = grpc.StatusCode
-
-
-@pytest.fixture
-def alice(client_for: ClientFactory, tenant: str) -> Client:
-    return client_for("alice", tenant)
 
 
 @pytest.fixture

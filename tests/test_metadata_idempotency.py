@@ -27,11 +27,6 @@ Code = grpc.StatusCode
 
 
 @pytest.fixture
-def alice(client_for: ClientFactory, tenant: str) -> Client:
-    return client_for("alice", tenant)
-
-
-@pytest.fixture
 def rid() -> str:
     return str(uuid.uuid4())
 

@@ -40,11 +40,6 @@ PATHS: dict[Status.ValueType, list[tuple[Status.ValueType, str]]] = {
 }
 
 
-@pytest.fixture
-def alice(client_for: ClientFactory, tenant: str) -> Client:
-    return client_for("alice", tenant)
-
-
 async def transition(
     service: MetadataStub, file: resources_pb2.File, target: Status.ValueType, **fields: str
 ) -> resources_pb2.File:

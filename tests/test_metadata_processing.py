@@ -22,11 +22,6 @@ Code = grpc.StatusCode
 
 
 @pytest.fixture
-def alice(client_for: ClientFactory, tenant: str) -> Client:
-    return client_for("alice", tenant)
-
-
-@pytest.fixture
 async def picture(alice: Client) -> resources_pb2.File:
     return await create_file(alice.metadata, name="pic.png", content_type="image/png")
 

@@ -27,7 +27,7 @@ from filestore.v1 import (
     upload_service_pb2_grpc,
 )
 from tests.stacks import broker_env
-from tests.support import Client, ClientFactory, StatusEvents, post_form, rpc_error
+from tests.support import Client, ClientFactory, StatusEvents, post_form, rpc_error, service_token
 
 Kind = resources_pb2.UploadKind
 FStatus = resources_pb2.FileStatus
@@ -151,10 +151,8 @@ async def test_bytes_replaced_through_a_post_policy_after_verification_are_quara
 async def test_quota_is_reserved_and_released(client_for: ClientFactory, stack: Stack) -> None:
     tenant = f"quota-{os.urandom(4).hex()}"
     client = client_for("carol", tenant)
-    service_token = mint_token(
-        stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"]
-    )
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: service_token) as channel:
+    token = service_token(stack)
+    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
         admin = metadata_service_pb2_grpc.MetadataServiceStub(channel)
         await admin.SetQuota(metadata_service_pb2.SetQuotaRequest(tenant=tenant, limit_bytes=10_000))
         first = await create(client.upload, os.urandom(6000))

@@ -35,7 +35,7 @@ from filestore.v1 import (
 )
 from tests.stacks import broker_env
 from tests.storage import admin_storage
-from tests.support import Client, ClientFactory, StatusEvents, rpc_error
+from tests.support import Client, ClientFactory, StatusEvents, rpc_error, service_token
 
 MIB = 1024**2
 PART = 5 * MIB
@@ -537,7 +537,7 @@ async def test_a_storage_upload_a_dead_attempt_never_attached_is_swept_and_no_ot
     )
     assert await _open_upload_ids(stack, key) == {attached, left["UploadId"]}
 
-    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    token = service_token(stack)
     async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
         metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
         store = S3ObjectStore(client_s3, bucket)
