@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import (
@@ -24,8 +23,8 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
-from tests.conftest import Client, ClientFactory, rpc_error
-from tests.test_metadata_api import catalogue_snapshot
+from tests.catalogue import catalogue_snapshot
+from tests.support import Client, ClientFactory, rpc_error, service_token
 
 C = grpc.StatusCode
 
@@ -48,7 +47,7 @@ async def world(stack: Stack, client_for: ClientFactory) -> AsyncIterator[World]
             file=resources_pb2.File(name="a.txt", size=5, declared_content_type="text/plain")
         )
     )
-    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    token = service_token(stack)
     async with (
         insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as metadata,
         insecure_channel(stack.endpoints.processor_addr, token=lambda: token) as processor,

@@ -14,16 +14,15 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import boto3
 import nats
 import pytest
-from botocore.config import Config
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from filestore.server import events
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import events_pb2
+from tests.storage import admin_storage
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -88,16 +87,7 @@ async def created(bridge_stack: Stack) -> AsyncIterator[CreatedEvents]:
 
 @pytest.fixture
 def storage(bridge_stack: Stack) -> S3Client:
-    endpoints = bridge_stack.endpoints
-    client: S3Client = boto3.client(
-        "s3",
-        endpoint_url=endpoints.s3_endpoint,
-        aws_access_key_id=endpoints.s3_access_key,
-        aws_secret_access_key=endpoints.s3_secret_key,
-        region_name=endpoints.s3_region,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
-    )
-    return client
+    return admin_storage(bridge_stack)
 
 
 async def _put(storage: S3Client, bucket: str, key: str, body: bytes) -> str:

@@ -33,8 +33,7 @@ from filestore.stack import ManagedProcess, Stack
 from filestore.stack.probes import probe_grpc_health
 from filestore.stack.process import tail
 from filestore.v1 import download_service_pb2, download_service_pb2_grpc, metadata_service_pb2, resources_pb2
-from tests.conftest import Client, ClientFactory, StatusEvents
-from tests.support import free_port, upload_until_processed
+from tests.support import Client, ClientFactory, StatusEvents, free_port, upload_until_processed
 
 pytestmark = pytest.mark.local_stack
 

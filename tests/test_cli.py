@@ -3,48 +3,26 @@ upload, ls, info, share, download, rm, ``stack status`` and ``fsck``, with --jso
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from filestore.stack import Stack
+from tests.cli import CLI, as_json, run, user_shell
+from tests.storage import admin_storage
 
-CLI = [sys.executable, "-m", "filestore.client"]
 SUBCOMMANDS = ("upload", "download", "ls", "info", "share", "rm", "stack", "fsck")
-
-
-def run(*args: str | Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def as_json(done: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(done.stdout)
 
 
 @pytest.fixture
 def cli_env(stack: Stack, tmp_path: Path) -> dict[str, str]:
     """A user's shell: the stack found through its stack.json, a tenant of its own."""
-    stack_json = stack.write_stack_json(tmp_path / "stack.json")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FILESTORE_")}
-    env.update(
-        FILESTORE_HOME=str(stack_json.parent),
-        FILESTORE_STATE_DIR=str(tmp_path / "state"),
-        FILESTORE_USER="alice",
-        FILESTORE_TENANT=f"cli-{uuid.uuid4().hex[:8]}",
-    )
-    return env
+    return user_shell(stack, tmp_path, tenant=f"cli-{uuid.uuid4().hex[:8]}")
 
 
 def test_help_is_enough_to_get_started() -> None:
@@ -173,14 +151,7 @@ def test_fsck_finds_the_local_stack_by_itself_and_repairs_an_orphan(
     assert "no findings" in clean.stdout
 
     e = stack.endpoints
-    operator = boto3.client(
-        "s3",
-        endpoint_url=e.s3_endpoint,
-        region_name=e.s3_region,
-        aws_access_key_id=e.s3_access_key,
-        aws_secret_access_key=e.s3_secret_key,
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    operator = admin_storage(stack)
     orphan = f"originals/{tenant}/{uuid.uuid4()}"
     operator.put_object(Bucket=e.bucket, Key=orphan, Body=b"bytes no record owns")
 

@@ -8,14 +8,12 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 import nats
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -33,9 +31,9 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import rpc_error
-from tests.support import put_presigned
-from tests.test_observability import scrape, value
+from tests.catalogue import in_an_hour
+from tests.metrics import scrape, value
+from tests.support import put_presigned, rpc_error, service_token
 
 WAIT_S = 60.0
 
@@ -55,9 +53,9 @@ async def impatient_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
 
 async def test_unreadable_object_is_dead_lettered_listed_and_replayed(impatient_stack: Stack) -> None:
     endpoints = impatient_stack.endpoints
-    service_token = mint_token(endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
-    metadata_channel = insecure_channel(endpoints.metadata_addr, token=lambda: service_token)
-    processor_channel = insecure_channel(endpoints.processor_addr, token=lambda: service_token)
+    token = service_token(impatient_stack)
+    metadata_channel = insecure_channel(endpoints.metadata_addr, token=lambda: token)
+    processor_channel = insecure_channel(endpoints.processor_addr, token=lambda: token)
     metadata = metadata_service_pb2_grpc.MetadataServiceStub(metadata_channel)
     processor = processor_service_pb2_grpc.ProcessorServiceStub(processor_channel)
     connection = await nats.connect(endpoints.nats_url)
@@ -79,7 +77,7 @@ async def test_unreadable_object_is_dead_lettered_listed_and_replayed(impatient_
                     size=10,
                 ),
                 kind=resources_pb2.UPLOAD_KIND_SINGLE,
-                expire_time=_in_an_hour(),
+                expire_time=in_an_hour(),
             )
         )
         await metadata.CompleteUploadRecord(
@@ -185,8 +183,8 @@ async def test_malformed_messages_are_dead_lettered_at_once_counted_listed_and_n
     impatient_stack: Stack,
 ) -> None:
     endpoints = impatient_stack.endpoints
-    service_token = mint_token(endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
-    processor_channel = insecure_channel(endpoints.processor_addr, token=lambda: service_token)
+    token = service_token(impatient_stack)
+    processor_channel = insecure_channel(endpoints.processor_addr, token=lambda: token)
     processor = processor_service_pb2_grpc.ProcessorServiceStub(processor_channel)
     metrics_url = endpoints.metrics_urls["processor"]
     connection = await nats.connect(endpoints.nats_url)
@@ -317,9 +315,3 @@ async def _upload_until_settled(stack: Stack, connection: NatsClient) -> resourc
     finally:
         await subscription.unsubscribe()
         await channel.close()
-
-
-def _in_an_hour() -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
-    return stamp

@@ -23,7 +23,6 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.metadata.fsck import FindingKind, FsckOptions
 from filestore.metadata.fsck import run as fsck
@@ -37,9 +36,16 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
-from tests.support import get_file, put_presigned
-from tests.test_upload_forms_limits import create, post_form
+from tests.support import (
+    Client,
+    ClientFactory,
+    StatusEvents,
+    get_file,
+    post_form,
+    put_presigned,
+    rpc_error,
+    service_token,
+)
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -88,7 +94,7 @@ class Tenant:
 
 @pytest.fixture
 async def tenant(stack: Stack) -> AsyncIterator[Tenant]:
-    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    token = service_token(stack)
     channel = insecure_channel(stack.endpoints.metadata_addr, token=lambda: token)
     yield Tenant(
         name=f"dedup-{uuid.uuid4().hex[:12]}",
@@ -102,14 +108,16 @@ async def tenant(stack: Stack) -> AsyncIterator[Tenant]:
 async def create_upload(
     client: Client, body: bytes, *, declare: bool = True, kind: int = Kind.UPLOAD_KIND_SINGLE
 ) -> upload_service_pb2.CreateUploadResponse:
-    return await create(
-        client.upload,
-        body,
-        name="data.bin",
-        content_type=CONTENT_TYPE,
-        sha256=hashlib.sha256(body).hexdigest() if declare else "",
-        kind=kind,
+    response: upload_service_pb2.CreateUploadResponse = await client.upload.CreateUpload(
+        upload_service_pb2.CreateUploadRequest(
+            name="data.bin",
+            size=len(body),
+            content_type=CONTENT_TYPE,
+            sha256=hashlib.sha256(body).hexdigest() if declare else "",
+            kind=kind,  # type: ignore[arg-type]
+        )
     )
+    return response
 
 
 async def send(created: upload_service_pb2.CreateUploadResponse, body: bytes) -> None:

@@ -20,27 +20,19 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 
 import grpc
 import httpx
-import nats
 import pytest
-from botocore.exceptions import ClientError
 
-from filestore.core.auth import mint_token
-from filestore.core.channels import insecure_channel
 from filestore.core.errors import error_from_rpc
-from filestore.server import s3
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import (
     download_service_pb2,
-    download_service_pb2_grpc,
     metadata_service_pb2,
-    metadata_service_pb2_grpc,
     processor_service_pb2,
-    processor_service_pb2_grpc,
     resources_pb2,
     upload_service_pb2,
-    upload_service_pb2_grpc,
 )
-from tests.conftest import Client, StatusEvents
+from tests.storage import object_exists
+from tests.support import Client, StackClients, StatusEvents, collected_status_events
 
 pytestmark = pytest.mark.local_stack
 
@@ -68,38 +60,15 @@ async def own_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[S
 
 @pytest.fixture
 async def client(own_stack: Stack) -> AsyncIterator[Client]:
-    endpoints = own_stack.endpoints
-    tenant = f"deps-{uuid.uuid4().hex[:10]}"
-    token = mint_token(endpoints.auth_secret, subject="alice", tenant=tenant)
-    channels = [
-        insecure_channel(address, token=lambda: token)
-        for address in (
-            endpoints.upload_addr,
-            endpoints.metadata_addr,
-            endpoints.processor_addr,
-            endpoints.download_addr,
-        )
-    ]
-    yield Client(
-        subject="alice",
-        tenant=tenant,
-        upload=upload_service_pb2_grpc.UploadServiceStub(channels[0]),
-        metadata=metadata_service_pb2_grpc.MetadataServiceStub(channels[1]),
-        processor=processor_service_pb2_grpc.ProcessorServiceStub(channels[2]),
-        download=download_service_pb2_grpc.DownloadServiceStub(channels[3]),
-    )
-    for channel in channels:
-        await channel.close()
+    clients = StackClients(own_stack)
+    yield clients("alice", f"deps-{uuid.uuid4().hex[:10]}")
+    await clients.close()
 
 
 @pytest.fixture
 async def ready_events(own_stack: Stack) -> AsyncIterator[StatusEvents]:
-    collector = StatusEvents()
-    connection = await nats.connect(own_stack.endpoints.nats_url)
-    await connection.subscribe("files.file.ready", cb=collector.on_message)
-    await connection.flush()
-    yield collector
-    await connection.close()
+    async with collected_status_events(own_stack) as collector:
+        yield collector
 
 
 @contextlib.contextmanager
@@ -184,21 +153,10 @@ async def ready_file(client: Client, ready_events: StatusEvents, label: str) -> 
     return file
 
 
-def object_exists(stack: Stack, key: str) -> bool:
-    storage = s3.storage_client(stack.endpoints.admin_s3_settings())
-    try:
-        storage.head_object(Bucket=stack.endpoints.bucket, Key=key)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
-
-
 async def until_gone(stack: Stack, key: str) -> None:
     async def gone() -> None:
         while True:
-            if not await asyncio.to_thread(object_exists, stack, key):
+            if not await object_exists(stack, key):
                 return
             await asyncio.sleep(0.2)
 
@@ -218,7 +176,7 @@ async def test_stopped_storage_is_reported_as_unavailable_and_nothing_is_lost(
     to_abort, _ = await open_multipart(client, "aborted while storage is stopped")
     to_delete = await ready_file(client, ready_events, "deleted while storage is stopped")
     deleted_key = f"originals/{client.tenant}/{to_delete.id}"
-    assert await asyncio.to_thread(object_exists, own_stack, deleted_key)
+    assert await object_exists(own_stack, deleted_key)
     created_body = body_of("created while storage is stopped")
     create_multipart = create_request(
         created_body, kind=Kind.UPLOAD_KIND_MULTIPART, request_id=str(uuid.uuid4())

@@ -9,15 +9,12 @@ import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import httpx
 import nats
 import pytest
-from botocore.config import Config
 from nats.aio.msg import Msg
 from PIL import Image
 
-from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import (
@@ -28,8 +25,17 @@ from filestore.v1 import (
     processor_service_pb2,
     resources_pb2,
 )
-from tests.conftest import ClientFactory, StatusEvents, rpc_error
-from tests.support import complete_upload, create_upload, put_presigned, upload_until_processed
+from tests.storage import admin_storage
+from tests.support import (
+    ClientFactory,
+    StatusEvents,
+    complete_upload,
+    create_upload,
+    put_presigned,
+    rpc_error,
+    service_token,
+    upload_until_processed,
+)
 
 INLINE = download_service_pb2.DISPOSITION_INLINE
 
@@ -155,7 +161,7 @@ async def test_derivative_urls(
     client = client_for()
     file = await upload_until_processed(client, status_events, os.urandom(256))
     endpoints = stack.endpoints
-    token = mint_token(endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    token = service_token(stack)
     async with insecure_channel(endpoints.metadata_addr, token=lambda: token) as channel:
         registered = await metadata_service_pb2_grpc.MetadataServiceStub(channel).CreateDerivative(
             metadata_service_pb2.CreateDerivativeRequest(
@@ -165,15 +171,7 @@ async def test_derivative_urls(
                 ),
             )
         )
-    storage = boto3.client(
-        "s3",
-        endpoint_url=endpoints.s3_endpoint,
-        aws_access_key_id=endpoints.s3_access_key,
-        aws_secret_access_key=endpoints.s3_secret_key,
-        config=Config(
-            region_name=endpoints.s3_region, signature_version="s3v4", s3={"addressing_style": "path"}
-        ),
-    )
+    storage = admin_storage(stack)
     storage.put_object(
         Bucket=endpoints.bucket, Key=registered.storage_key, Body=b"RIFF", ContentType="image/webp"
     )

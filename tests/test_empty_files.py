@@ -5,10 +5,7 @@ MULTIPART alone refuses 0 bytes: storage completes a multipart upload only from 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
-import os
 import uuid
 from pathlib import Path
 
@@ -25,12 +22,18 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
-from tests.support import get_file, put_presigned
-from tests.test_cli import as_json, run
-from tests.test_node_client import E2E_SCRIPT, NODE_TIMEOUT_S, REPO, _node
-from tests.test_sdk import endpoints_for
-from tests.test_upload_forms_limits import post_form
+from tests.cli import as_json, run, user_shell
+from tests.node import e2e_result
+from tests.support import (
+    Client,
+    ClientFactory,
+    StatusEvents,
+    endpoints_for,
+    get_file,
+    post_form,
+    put_presigned,
+    rpc_error,
+)
 
 Kind = resources_pb2.UploadKind
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -111,7 +114,7 @@ async def test_an_empty_file_is_uploaded_processed_to_ready_and_downloads_as_not
 
 async def test_a_multipart_upload_cannot_be_empty(client_for: ClientFactory) -> None:
     """Asked for by kind or by part size, parts cannot carry 0 bytes (nor can BeginUpload's, in
-    tests/test_metadata_api.py)."""
+    tests/test_metadata_bad_input.py)."""
     client = _own_tenant(client_for)
     for request in (
         upload_service_pb2.CreateUploadRequest(
@@ -164,14 +167,7 @@ async def test_the_sdk_uploads_and_downloads_an_empty_file(stack: Stack, tmp_pat
 
 
 def test_the_cli_uploads_and_downloads_an_empty_file(stack: Stack, tmp_path: Path) -> None:
-    stack_json = stack.write_stack_json(tmp_path / "stack.json")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FILESTORE_")}
-    env.update(
-        FILESTORE_HOME=str(stack_json.parent),
-        FILESTORE_STATE_DIR=str(tmp_path / "state"),
-        FILESTORE_USER="alice",
-        FILESTORE_TENANT=f"empty-{uuid.uuid4().hex[:8]}",
-    )
+    env = user_shell(stack, tmp_path, tenant=f"empty-{uuid.uuid4().hex[:8]}")
     source = tmp_path / ".keep"
     source.touch()
     uploaded = run("upload", source, "--wait", "--json", env=env)
@@ -191,32 +187,10 @@ async def test_the_node_client_uploads_and_downloads_an_empty_file(
     source, target = tmp_path / "empty.txt", tmp_path / "out.txt"
     source.touch()
     target.write_bytes(b"not yet downloaded")
-    endpoints = stack.endpoints
-    process = await asyncio.create_subprocess_exec(
-        _node(),
-        str(E2E_SCRIPT),
-        "--in",
-        str(source),
-        "--out",
-        str(target),
-        "--content-type",
-        "text/plain",
-        cwd=REPO,
-        env={
-            **os.environ,
-            "FILESTORE_UPLOAD_ADDR": endpoints.upload_addr,
-            "FILESTORE_METADATA_ADDR": endpoints.metadata_addr,
-            "FILESTORE_DOWNLOAD_ADDR": endpoints.download_addr,
-            "FILESTORE_TOKEN": mint_token(
-                endpoints.auth_secret, subject=client.subject, tenant=client.tenant
-            ),
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    token = mint_token(stack.endpoints.auth_secret, subject=client.subject, tenant=client.tenant)
+    result = await e2e_result(
+        stack, token, "--in", str(source), "--out", str(target), "--content-type", "text/plain"
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), NODE_TIMEOUT_S)
-    assert process.returncode == 0, f"node e2e failed: {stderr.decode()}"
-    result = json.loads(stdout.decode().strip().splitlines()[-1])
     assert (result["status"], result["size"], result["sha256"]) == ("FILE_STATUS_READY", "0", EMPTY_SHA256)
     assert result["downloaded_bytes"] == 0
     assert target.read_bytes() == b""

@@ -18,7 +18,6 @@ import pytest
 
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import events_pb2, resources_pb2, upload_service_pb2
-from tests.conftest import scratch_postgres_database
 from tests.faults import (
     CHAOS_ORDER,
     PIPELINE_ENV,
@@ -33,6 +32,7 @@ from tests.faults import (
     make_body,
     uploads_under_chaos,
 )
+from tests.stacks import scratch_postgres_database
 
 pytestmark = pytest.mark.local_stack
 

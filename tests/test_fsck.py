@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from botocore.exceptions import ClientError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.metadata.db.engine import create_engine, session_factory
 from filestore.metadata.db.models import Blob, Derivative, File
@@ -44,8 +42,8 @@ from filestore.server import s3
 from filestore.server.settings import S3Settings
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
-from tests.conftest import Client, ClientFactory, StatusEvents
-from tests.support import get_file, upload_until_processed
+from tests.storage import object_exists
+from tests.support import Client, ClientFactory, StatusEvents, get_file, service_token, upload_until_processed
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -77,13 +75,7 @@ class World:
         )
 
     async def object_exists(self, key: str) -> bool:
-        try:
-            await asyncio.to_thread(self.storage.head_object, Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+        return await object_exists(self.stack, key)
 
     async def put_object(self, key: str, body: bytes) -> None:
         await asyncio.to_thread(self.storage.put_object, Bucket=self.bucket, Key=key, Body=body)
@@ -132,7 +124,7 @@ def admin_s3_settings(stack: Stack) -> S3Settings:
 @pytest.fixture
 async def world(stack: Stack) -> AsyncIterator[World]:
     engine = create_engine(stack.endpoints.database_url)
-    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    token = service_token(stack)
     channel: grpc.aio.Channel = insecure_channel(stack.endpoints.metadata_addr, token=lambda: token)
     yield World(
         stack=stack,

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import boto3
 import grpc
 import httpx
 import jwt
 import pytest
-from botocore.config import Config
 from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -35,8 +33,15 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
-from tests.support import create_upload, upload_until_processed
+from tests.storage import admin_storage
+from tests.support import (
+    Client,
+    ClientFactory,
+    StatusEvents,
+    create_upload,
+    rpc_error,
+    upload_until_processed,
+)
 
 TABLES = ("files", "uploads", "grants", "quotas", "idempotency_keys", "blobs", "derivatives")
 C = grpc.StatusCode
@@ -456,15 +461,7 @@ async def _counts(engine: AsyncEngine, stack: Stack) -> dict[str, int]:
                 (await connection.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
             )
     endpoints = stack.endpoints
-    storage = boto3.client(
-        "s3",
-        endpoint_url=endpoints.s3_endpoint,
-        aws_access_key_id=endpoints.s3_access_key,
-        aws_secret_access_key=endpoints.s3_secret_key,
-        config=Config(
-            region_name=endpoints.s3_region, signature_version="s3v4", s3={"addressing_style": "path"}
-        ),
-    )
+    storage = admin_storage(stack)
     listed = storage.list_objects_v2(Bucket=endpoints.bucket)
     counts["objects"] = int(listed.get("KeyCount", 0))
     counts["multipart_uploads"] = len(

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import boto3
 import grpc
-import pytest
 
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
@@ -23,9 +21,10 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import ClientFactory, rpc_error
+from tests.catalogue import catalogue_snapshot
 from tests.proto_walk import rpcs
-from tests.test_metadata_api import catalogue_snapshot
+from tests.storage import admin_storage
+from tests.support import ClientFactory, rpc_error
 
 C = grpc.StatusCode
 #: (claim, tenant, subject) of tokens signed with the stack's own secret whose claims break the grammar.
@@ -53,23 +52,10 @@ async def _rows_of(stack: Stack, tenants: list[str]) -> object:
 
 def _bucket_keys(stack: Stack) -> list[str]:
     endpoints = stack.endpoints
-    storage = boto3.client(
-        "s3",
-        endpoint_url=endpoints.s3_endpoint,
-        region_name=endpoints.s3_region,
-        aws_access_key_id=endpoints.s3_access_key,
-        aws_secret_access_key=endpoints.s3_secret_key,
-    )
+    storage = admin_storage(stack)
     listed = storage.list_objects_v2(Bucket=endpoints.bucket)
     uploads = storage.list_multipart_uploads(Bucket=endpoints.bucket).get("Uploads", [])
     return sorted([item["Key"] for item in listed.get("Contents", [])] + [item["Key"] for item in uploads])
-
-
-@pytest.fixture
-async def service_metadata(stack: Stack) -> AsyncIterator[metadata_service_pb2_grpc.MetadataServiceAsyncStub]:
-    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
-        yield metadata_service_pb2_grpc.MetadataServiceStub(channel)
 
 
 async def test_a_token_whose_claims_break_the_grammar_is_refused_by_every_rpc(stack: Stack) -> None:

@@ -5,64 +5,16 @@ the Python stubs too, so the test does not take the Node side's word for anythin
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
-
-import pytest
 
 from filestore.core.auth import mint_token
 from filestore.stack import Stack
 from filestore.v1 import resources_pb2
-from tests.conftest import ClientFactory
-from tests.support import get_file
-
-REPO = Path(__file__).resolve().parents[1]
-E2E_SCRIPT = REPO / "clients" / "node" / "e2e.mjs"
-NODE_TIMEOUT_S = 120.0
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is not on PATH: the Node client needs Node.js 20+ (see README)")
-    if not (REPO / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        pytest.fail("node_modules lacks @grpc/grpc-js: run `make node-deps`")
-    return node
-
-
-async def _run_e2e(stack: Stack, token: str, source: Path, target: Path) -> dict[str, object]:
-    endpoints = stack.endpoints
-    env = {
-        **os.environ,
-        "FILESTORE_UPLOAD_ADDR": endpoints.upload_addr,
-        "FILESTORE_METADATA_ADDR": endpoints.metadata_addr,
-        "FILESTORE_DOWNLOAD_ADDR": endpoints.download_addr,
-        "FILESTORE_TOKEN": token,
-    }
-    process = await asyncio.create_subprocess_exec(
-        _node(),
-        str(E2E_SCRIPT),
-        "--in",
-        str(source),
-        "--out",
-        str(target),
-        "--name",
-        "node quarterly.pdf",
-        "--content-type",
-        "application/pdf",
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), NODE_TIMEOUT_S)
-    assert process.returncode == 0, f"node e2e failed: {stderr.decode()}"
-    result: dict[str, object] = json.loads(stdout.decode().strip().splitlines()[-1])
-    return result
+from tests.node import e2e_result, run_e2e
+from tests.support import ClientFactory, get_file
 
 
 async def test_node_client_uploads_waits_for_ready_and_downloads(
@@ -73,7 +25,18 @@ async def test_node_client_uploads_waits_for_ready_and_downloads(
     source.write_bytes(body)
     token = mint_token(stack.endpoints.auth_secret, subject="nora", tenant="node-co")
 
-    result = await _run_e2e(stack, token, source, target)
+    result = await e2e_result(
+        stack,
+        token,
+        "--in",
+        str(source),
+        "--out",
+        str(target),
+        "--name",
+        "node quarterly.pdf",
+        "--content-type",
+        "application/pdf",
+    )
 
     digest = hashlib.sha256(body).hexdigest()
     assert target.read_bytes() == body
@@ -100,27 +63,10 @@ async def test_node_client_uploads_waits_for_ready_and_downloads(
 async def test_node_client_without_a_valid_token_is_refused(stack: Stack, tmp_path: Path) -> None:
     source = tmp_path / "in.bin"
     source.write_bytes(b"x" * 10)
-    endpoints = stack.endpoints
     forged = mint_token("not-the-stack-secret-but-long-enough-0123456789", subject="eve", tenant="acme")
-    process = await asyncio.create_subprocess_exec(
-        _node(),
-        str(E2E_SCRIPT),
-        "--in",
-        str(source),
-        "--out",
-        str(tmp_path / "out.bin"),
-        cwd=REPO,
-        env={
-            **os.environ,
-            "FILESTORE_UPLOAD_ADDR": endpoints.upload_addr,
-            "FILESTORE_METADATA_ADDR": endpoints.metadata_addr,
-            "FILESTORE_DOWNLOAD_ADDR": endpoints.download_addr,
-            "FILESTORE_TOKEN": forged,
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    returncode, stdout, stderr = await run_e2e(
+        stack, forged, "--in", str(source), "--out", str(tmp_path / "out.bin")
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), NODE_TIMEOUT_S)
-    assert process.returncode == 1
+    assert returncode == 1
     assert stdout == b""
     assert json.loads(stderr.decode().strip().splitlines()[-1])["code"] == "UNAUTHENTICATED"

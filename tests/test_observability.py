@@ -11,16 +11,13 @@ import secrets
 import time
 from collections.abc import Mapping
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from filestore.stack import SERVICES, Stack
 from filestore.v1 import download_service_pb2, resources_pb2, upload_service_pb2
-from tests.conftest import ClientFactory, StatusEvents
-from tests.support import put_presigned
+from tests.metrics import Samples, scrape, value
+from tests.support import ClientFactory, StatusEvents, put_presigned
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 UPLOAD = "/filestore.v1.UploadService"
 METADATA = "/filestore.v1.MetadataService"
 OBJECT_CREATED = "files.object.created"
@@ -29,26 +26,10 @@ FILE_ENRICH = "files.file.enrich"
 WAIT_S = 30.0
 
 
-async def scrape(url: str) -> Samples:
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.get(url)
-    assert response.status_code == 200, response.text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
 async def scrape_all(stack: Stack) -> dict[str, Samples]:
     urls = stack.endpoints.metrics_urls
     assert set(urls) == set(SERVICES)
     return dict(zip(SERVICES, await asyncio.gather(*(scrape(urls[s]) for s in SERVICES)), strict=True))
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """A sample's value, 0 when the series does not exist yet (a counter nobody has touched)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 class Delta:
@@ -66,7 +47,7 @@ def pdf_body() -> bytes:
 
 
 # Both tests need what only a stack this session started provides: its services' metrics ports, and
-# the span files its services write (see conftest.traced_services).
+# the span files its services write (see traced_services in tests/stacks.py).
 @pytest.mark.local_stack
 async def test_every_service_exposes_metrics_that_move_with_an_upload(
     stack: Stack, client_for: ClientFactory, status_events: StatusEvents

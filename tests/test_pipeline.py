@@ -12,15 +12,12 @@ import shutil
 import struct
 import zlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import grpc
 import httpx
 import nats
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from PIL import Image, ImageDraw, ImageFont
 
@@ -42,8 +39,9 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import rpc_error
-from tests.support import free_port
+from tests.catalogue import in_an_hour
+from tests.storage import admin_storage
+from tests.support import free_port, rpc_error, service_token
 
 WAIT_S = 90.0
 Status = resources_pb2.FileStatus
@@ -98,7 +96,7 @@ class User:
     def __init__(self, stack: Stack, channels: list[grpc.aio.Channel]) -> None:
         endpoints = stack.endpoints
         token = mint_token(endpoints.auth_secret, subject="alice", tenant="acme")
-        service = mint_token(endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+        service = service_token(stack)
 
         def channel(address: str, bearer: str) -> grpc.aio.Channel:
             opened = insecure_channel(address, token=lambda: bearer)
@@ -114,13 +112,7 @@ class User:
             channel(endpoints.processor_addr, token)
         )
         self.download = download_service_pb2_grpc.DownloadServiceStub(channel(endpoints.download_addr, token))
-        self.storage = boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoints.s3_endpoint,
-            region_name=endpoints.s3_region,
-            aws_access_key_id=endpoints.s3_access_key,
-            aws_secret_access_key=endpoints.s3_secret_key,
-        )
+        self.storage = admin_storage(stack)
         self.bucket = endpoints.bucket
 
     async def put(self, body: bytes, *, name: str, content_type: str) -> str:
@@ -308,7 +300,7 @@ async def test_a_digest_mismatch_is_quarantined(world: tuple[User, Events], pipe
                 sha256=hashlib.sha256(declared).hexdigest(),
             ),
             kind=resources_pb2.UPLOAD_KIND_SINGLE,
-            expire_time=_in_an_hour(),
+            expire_time=in_an_hour(),
         )
     )
     user.storage.put_object(Bucket=user.bucket, Key=began.upload.storage_key, Body=stored)
@@ -341,12 +333,6 @@ async def test_a_digest_mismatch_is_quarantined(world: tuple[User, Events], pipe
     integrity = (await user.steps(began.file.id))["integrity"]
     assert integrity.outcome == Outcome.STEP_OUTCOME_FAILED
     assert integrity.details["sha256"] == hashlib.sha256(stored).hexdigest()
-
-
-def _in_an_hour() -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
-    return stamp
 
 
 async def test_a_decompression_bomb_is_refused_without_decoding(

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
@@ -31,7 +30,7 @@ from filestore.server.request_checks import (
 )
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, resources_pb2
-from tests.conftest import ClientFactory, rpc_error
+from tests.catalogue import catalogue_snapshot
 from tests.proto_walk import (
     Path_,
     Rpc,
@@ -44,7 +43,8 @@ from tests.proto_walk import (
     rpcs,
     sample,
 )
-from tests.test_metadata_api import catalogue_snapshot
+from tests.storage import admin_storage
+from tests.support import ClientFactory, rpc_error, service_token
 
 C = grpc.StatusCode
 #: Answers that mean the server failed rather than judged the request.
@@ -79,9 +79,7 @@ class Edge:
         self.tenant = f"edge-{uuid.uuid4().hex[:12]}"
         self.tokens = {
             "user": mint_token(endpoints.auth_secret, subject="alice", tenant=self.tenant),
-            "service": mint_token(
-                endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"]
-            ),
+            "service": service_token(stack),
         }
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -107,13 +105,7 @@ class Edge:
 
     async def state(self) -> tuple[object, list[str]]:
         endpoints = self.stack.endpoints
-        storage = boto3.client(
-            "s3",
-            endpoint_url=endpoints.s3_endpoint,
-            region_name=endpoints.s3_region,
-            aws_access_key_id=endpoints.s3_access_key,
-            aws_secret_access_key=endpoints.s3_secret_key,
-        )
+        storage = admin_storage(self.stack)
         keys = [
             item["Key"]
             for area in ("originals", "derivatives")

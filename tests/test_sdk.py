@@ -26,12 +26,12 @@ from filestore.client import (
 )
 from filestore.client.errors import InvalidArgument, NotFound
 from filestore.client.transfer import EXPIRED_AT_STORAGE
-from filestore.core.auth import mint_token
 from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings
 from filestore.v1 import resources_pb2
-from tests.test_upload_forms_limits import broker_env
+from tests.stacks import broker_env
+from tests.support import endpoints_for
 
 MIB = 1024**2
 PART = 5 * MIB  # the smallest part storage and the broker allow
@@ -40,12 +40,6 @@ READY = resources_pb2.FILE_STATUS_READY
 
 class Interrupted(Exception):
     """Raised from a progress callback: the SDK stops as if the process had died."""
-
-
-def endpoints_for(stack: Stack, *, tenant: str | None = None, subject: str = "alice") -> Endpoints:
-    e = stack.endpoints
-    token = mint_token(e.auth_secret, subject=subject, tenant=tenant or f"t-{uuid.uuid4().hex[:8]}")
-    return Endpoints(upload=e.upload_addr, metadata=e.metadata_addr, download=e.download_addr, token=token)
 
 
 class StorageRequests:

@@ -10,9 +10,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import httpx
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.core.env import SettingsError
 from filestore.stack import Stack
@@ -21,8 +19,10 @@ from filestore.upload.reaper import Reaper
 from filestore.upload.settings import UploadSettings
 from filestore.upload.storage import S3ObjectStore
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
-from tests.test_upload_forms_limits import broker_env
-from tests.test_upload_multipart import storage
+from tests.catalogue import timestamp
+from tests.stacks import broker_env
+from tests.storage import admin_storage
+from tests.support import service_token
 
 APP = "https://app.example.com"
 
@@ -46,7 +46,7 @@ def allowed(response: httpx.Response, origin: str) -> bool:
 
 @pytest.fixture
 async def s3_store(stack: Stack) -> AsyncIterator[S3ObjectStore]:
-    store = S3ObjectStore(storage(stack), stack.endpoints.bucket)  # type: ignore[arg-type]
+    store = S3ObjectStore(admin_storage(stack), stack.endpoints.bucket)
     yield store
     await store.apply_cors(())  # back to what the stack's broker applied: no cross-origin access
 
@@ -83,7 +83,7 @@ def test_wildcard_or_malformed_origins_stop_the_broker(stack: Stack, origins: st
 def _service_metadata(
     stack: Stack,
 ) -> tuple[grpc.aio.Channel, metadata_service_pb2_grpc.MetadataServiceAsyncStub]:
-    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    token = service_token(stack)
     channel = insecure_channel(stack.endpoints.metadata_addr, token=lambda: token)
     return channel, metadata_service_pb2_grpc.MetadataServiceStub(channel)
 
@@ -98,8 +98,7 @@ async def _expired_upload(
 ) -> metadata_service_pb2.UploadRecord:
     """An upload whose session ended a minute ago, with bytes in storage (a part, or a partial
     object) for the reaper to clean up."""
-    past = Timestamp()
-    past.FromDatetime(datetime.now(UTC) - timedelta(minutes=1))
+    past = timestamp(datetime.now(UTC) - timedelta(minutes=1))
     kind = resources_pb2.UPLOAD_KIND_MULTIPART if multipart else resources_pb2.UPLOAD_KIND_SINGLE
     began = await metadata.BeginUpload(
         metadata_service_pb2.BeginUploadRequest(
@@ -117,13 +116,13 @@ async def _expired_upload(
         )
     )
     record = began.upload
-    client = storage(stack)
+    client = admin_storage(stack)
     if multipart:
         storage_upload_id = await store.create_multipart(
             record.storage_key, content_type="application/octet-stream"
         )
         await asyncio.to_thread(
-            client.upload_part,  # type: ignore[attr-defined]
+            client.upload_part,
             Bucket=stack.endpoints.bucket,
             Key=record.storage_key,
             UploadId=storage_upload_id,
@@ -137,7 +136,7 @@ async def _expired_upload(
         )
     else:
         await asyncio.to_thread(
-            client.put_object,  # type: ignore[attr-defined]
+            client.put_object,
             Bucket=stack.endpoints.bucket,
             Key=record.storage_key,
             Body=b"abc",

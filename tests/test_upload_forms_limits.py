@@ -14,7 +14,6 @@ import pytest
 
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
-from filestore.core.env import Env
 from filestore.core.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from filestore.stack import Stack
 from filestore.upload.app import build
@@ -27,30 +26,11 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
+from tests.stacks import broker_env
+from tests.support import Client, ClientFactory, StatusEvents, post_form, rpc_error, service_token
 
 Kind = resources_pb2.UploadKind
 FStatus = resources_pb2.FileStatus
-
-
-def broker_env(stack: Stack, **extra: str) -> Env:
-    """Settings for a second broker, in this process, on the stack's metadata, storage and NATS."""
-    endpoints = stack.endpoints
-    return Env(
-        {
-            "FILESTORE_LISTEN": "127.0.0.1:0",
-            "FILESTORE_AUTH_SECRET": endpoints.auth_secret,
-            "FILESTORE_METADATA_ADDR": endpoints.metadata_addr,
-            "FILESTORE_S3_ENDPOINT": endpoints.s3_endpoint,
-            "FILESTORE_S3_ACCESS_KEY": endpoints.s3_access_key,
-            "FILESTORE_S3_SECRET_KEY": endpoints.s3_secret_key,
-            "FILESTORE_S3_BUCKET": endpoints.bucket,
-            "FILESTORE_S3_REGION": endpoints.s3_region,
-            "FILESTORE_NATS_URL": endpoints.nats_url,
-            "FILESTORE_REAPER_INTERVAL_S": "0",
-            **extra,
-        }
-    )
 
 
 @pytest.fixture
@@ -94,15 +74,6 @@ async def create(
     request = upload_service_pb2.CreateUploadRequest(**values)  # type: ignore[arg-type]
     response: upload_service_pb2.CreateUploadResponse = await upload.CreateUpload(request)
     return response
-
-
-async def post_form(request: resources_pb2.PresignedRequest, body: bytes, **overrides: str) -> httpx.Response:
-    """A browser form submit: the signed fields, then the file, no credentials."""
-    fields = {**request.form_fields, **overrides}
-    async with httpx.AsyncClient(timeout=30) as http:
-        return await http.post(
-            request.url, data=fields, files={"file": ("photo.png", body, fields["Content-Type"])}
-        )
 
 
 async def test_a_browser_form_upload_with_a_post_policy(
@@ -180,10 +151,8 @@ async def test_bytes_replaced_through_a_post_policy_after_verification_are_quara
 async def test_quota_is_reserved_and_released(client_for: ClientFactory, stack: Stack) -> None:
     tenant = f"quota-{os.urandom(4).hex()}"
     client = client_for("carol", tenant)
-    service_token = mint_token(
-        stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"]
-    )
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: service_token) as channel:
+    token = service_token(stack)
+    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
         admin = metadata_service_pb2_grpc.MetadataServiceStub(channel)
         await admin.SetQuota(metadata_service_pb2.SetQuotaRequest(tenant=tenant, limit_bytes=10_000))
         first = await create(client.upload, os.urandom(6000))

@@ -21,7 +21,6 @@ from botocore.exceptions import ClientError
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.core.errors import FailedPrecondition, InvalidArgument
-from filestore.server import s3
 from filestore.stack import Stack
 from filestore.upload import app as upload_app
 from filestore.upload.reaper import Reaper
@@ -34,8 +33,9 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import Client, ClientFactory, StatusEvents, rpc_error
-from tests.test_upload_forms_limits import broker_env
+from tests.stacks import broker_env
+from tests.storage import admin_storage
+from tests.support import Client, ClientFactory, StatusEvents, rpc_error, service_token
 
 MIB = 1024**2
 PART = 5 * MIB
@@ -43,10 +43,6 @@ Kind = resources_pb2.UploadKind
 UState = resources_pb2.UploadState
 FStatus = resources_pb2.FileStatus
 Algorithm = resources_pb2.ChecksumAlgorithm
-
-
-def storage(stack: Stack) -> object:
-    return s3.storage_client(stack.endpoints.admin_s3_settings())
 
 
 async def create_multipart(
@@ -170,13 +166,13 @@ async def test_completion_checks_storage_parts_and_changes_nothing_when_they_do_
     assert missing.metadata["missing_count"] == "2"
 
     # A part of the wrong size, sent with storage credentials (our URLs would not allow it).
-    client_s3 = storage(stack)
+    client_s3 = admin_storage(stack)
     record = await client.upload.GetUpload(upload_service_pb2.GetUploadRequest(upload_id=upload.id))
     storage_upload_id = _storage_upload_id(upload.part_urls[0].request.url)
     key = f"originals/{client.tenant}/{created.file.id}"
     for number, data in ((2, chunk(body, upload, 2)), (3, b"not the planned five bytes")):
         await asyncio.to_thread(
-            client_s3.upload_part,  # type: ignore[attr-defined]
+            client_s3.upload_part,
             Bucket=stack.endpoints.bucket,
             Key=key,
             UploadId=storage_upload_id,
@@ -313,12 +309,13 @@ async def test_parts_carry_the_checksum_the_upload_was_created_for(
     done = await complete(client, upload.id, checksums)
     assert done.file.status == FStatus.FILE_STATUS_UPLOADED
     head = await asyncio.to_thread(
-        storage(stack).head_object,  # type: ignore[attr-defined]
+        admin_storage(stack).head_object,
         Bucket=stack.endpoints.bucket,
         Key=f"originals/{client.tenant}/{created.file.id}",
         ChecksumMode="ENABLED",
     )
-    assert head[f"Checksum{'CRC32' if algorithm == CRC32 else 'SHA256'}"].endswith("-2")  # of 2 parts
+    # A checksum of 2 parts; its key is built at run time, which boto3's types cannot check.
+    assert head[f"Checksum{'CRC32' if algorithm == CRC32 else 'SHA256'}"].endswith("-2")  # type: ignore[literal-required]
 
 
 async def test_an_unknown_checksum_algorithm_is_refused(client_for: ClientFactory) -> None:
@@ -347,10 +344,10 @@ async def test_abort_frees_storage_and_refuses_completion(client_for: ClientFact
     aborted = await client.upload.AbortUpload(upload_service_pb2.AbortUploadRequest(upload_id=upload.id))
     assert aborted.upload.state == UState.UPLOAD_STATE_ABORTED
     # Storage forgot the multipart upload and its parts: the old part URLs no longer work.
-    client_s3 = storage(stack)
+    client_s3 = admin_storage(stack)
     with pytest.raises(ClientError) as gone:
         await asyncio.to_thread(
-            client_s3.list_parts,  # type: ignore[attr-defined]
+            client_s3.list_parts,
             Bucket=stack.endpoints.bucket,
             Key=f"originals/{client.tenant}/{created.file.id}",
             UploadId=_storage_upload_id(upload.part_urls[0].request.url),
@@ -483,7 +480,7 @@ async def test_a_multipart_create_makes_one_storage_call_however_many_uploads_ar
     # Storage answers a listing of multipart uploads in time proportional to every upload open in
     # the bucket: a create that listed first got slower as uploads accumulated. It makes one call.
     client = counting_broker("alice", f"count-{uuid.uuid4().hex[:10]}")
-    client_s3 = storage(stack)
+    client_s3 = admin_storage(stack)
     bucket = stack.endpoints.bucket
     opened: list[tuple[str, str]] = []
     calls_per_create: list[list[str]] = []
@@ -491,7 +488,7 @@ async def test_a_multipart_create_makes_one_storage_call_however_many_uploads_ar
         for index in range(open_beforehand):
             key = f"originals/{client.tenant}/elsewhere-{len(opened)}-{index}"
             started = await asyncio.to_thread(
-                client_s3.create_multipart_upload,  # type: ignore[attr-defined]
+                client_s3.create_multipart_upload,
                 Bucket=bucket,
                 Key=key,
             )
@@ -513,7 +510,7 @@ async def test_a_multipart_create_makes_one_storage_call_however_many_uploads_ar
     )
     for key, upload_id in opened:
         await asyncio.to_thread(
-            client_s3.abort_multipart_upload,  # type: ignore[attr-defined]
+            client_s3.abort_multipart_upload,
             Bucket=bucket,
             Key=key,
             UploadId=upload_id,
@@ -527,23 +524,23 @@ async def test_a_storage_upload_a_dead_attempt_never_attached_is_swept_and_no_ot
     # (broker killed, metadata's answer lost) leaves one under the upload's key that nothing knows.
     # No part URL was ever signed for it, so it holds nothing, and the reaper's sweep aborts it.
     client = client_for("alice", f"sweep-{uuid.uuid4().hex[:10]}")
-    client_s3 = storage(stack)
+    client_s3 = admin_storage(stack)
     bucket = stack.endpoints.bucket
     body = os.urandom(PART + 5)
     created = await create_multipart(client, body)
     key = f"originals/{client.tenant}/{created.file.id}"
     attached = _storage_upload_id(created.upload.part_urls[0].request.url)
     left = await asyncio.to_thread(
-        client_s3.create_multipart_upload,  # type: ignore[attr-defined]
+        client_s3.create_multipart_upload,
         Bucket=bucket,
         Key=key,
     )
     assert await _open_upload_ids(stack, key) == {attached, left["UploadId"]}
 
-    token = mint_token(stack.endpoints.auth_secret, subject="service:test", tenant="*", roles=["service"])
+    token = service_token(stack)
     async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
         metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
-        store = S3ObjectStore(client_s3, bucket)  # type: ignore[arg-type]
+        store = S3ObjectStore(client_s3, bucket)
         # Younger than the grace: a create may still be on its way to attaching it.
         patient = Reaper(metadata=metadata, store=store)
         assert left["UploadId"] not in await patient.sweep_unattached()
@@ -564,7 +561,7 @@ async def test_a_storage_upload_a_dead_attempt_never_attached_is_swept_and_no_ot
 
 async def _open_upload_ids(stack: Stack, key: str) -> set[str]:
     listed = await asyncio.to_thread(
-        storage(stack).list_multipart_uploads,  # type: ignore[attr-defined]
+        admin_storage(stack).list_multipart_uploads,
         Bucket=stack.endpoints.bucket,
         Prefix=key,
     )

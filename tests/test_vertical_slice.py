@@ -20,7 +20,7 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.conftest import ClientFactory, StatusEvents, rpc_error
+from tests.support import ClientFactory, StatusEvents, rpc_error
 from tests.support import complete_upload as _complete
 from tests.support import create_upload as _create
 from tests.support import get_file as _file

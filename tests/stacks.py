@@ -1,0 +1,70 @@
+"""What the tests need to start stacks and services of their own beside the session's stack: a
+scratch PostgreSQL database, services that write their spans to files, a second broker's settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from filestore.core.env import Env
+from filestore.stack import SERVICES, Stack
+
+DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+@asynccontextmanager
+async def scratch_postgres_database() -> AsyncIterator[str]:
+    """A database of its own on the local PostgreSQL server (TEST_DATABASE_URL), dropped afterwards."""
+    base = make_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
+    name = f"filestore_it_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(
+        host=base.host,
+        port=base.port or 5432,
+        user=base.username,
+        password=base.password,
+        database=base.database,
+    )
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def traced_services(home: Path) -> dict[str, dict[str, str]]:
+    """Every service writes its spans as JSON lines to ``home/traces/<service>.jsonl``: cheap, and
+    what test_observability reads to follow one upload's trace across the services."""
+    return {
+        service: {
+            "FILESTORE_TRACING_EXPORTER": "file",
+            "FILESTORE_TRACING_FILE": str(home / "traces" / f"{service}.jsonl"),
+        }
+        for service in SERVICES
+    }
+
+
+def broker_env(stack: Stack, **extra: str) -> Env:
+    """Settings for a second broker, in this process, on the stack's metadata, storage and NATS."""
+    endpoints = stack.endpoints
+    return Env(
+        {
+            "FILESTORE_LISTEN": "127.0.0.1:0",
+            "FILESTORE_AUTH_SECRET": endpoints.auth_secret,
+            "FILESTORE_METADATA_ADDR": endpoints.metadata_addr,
+            "FILESTORE_S3_ENDPOINT": endpoints.s3_endpoint,
+            "FILESTORE_S3_ACCESS_KEY": endpoints.s3_access_key,
+            "FILESTORE_S3_SECRET_KEY": endpoints.s3_secret_key,
+            "FILESTORE_S3_BUCKET": endpoints.bucket,
+            "FILESTORE_S3_REGION": endpoints.s3_region,
+            "FILESTORE_NATS_URL": endpoints.nats_url,
+            "FILESTORE_REAPER_INTERVAL_S": "0",
+            **extra,
+        }
+    )
