@@ -98,8 +98,9 @@ def tenant() -> str:
 
 
 @pytest.fixture
-def alice(client_for: ClientFactory, tenant: str) -> Client:
-    """A user of the test's own tenant."""
+async def alice(client_for: ClientFactory, tenant: str) -> Client:
+    """A user of the test's own tenant. Async: a gRPC channel belongs to the running event loop, and
+    a plain fixture runs where there is none."""
     return client_for("alice", tenant)
 
 

@@ -53,10 +53,24 @@ RUN_PACKAGES = ("libmagic1", "clamav", "clamav-daemon", "tesseract-ocr", "tesser
 
 # ------------------------------------------------------------------------------------ the Makefile
 
+#: make's own variables, which a make inside `make test` would inherit: with MAKELEVEL set, `make -n`
+#: prints "Entering directory" lines among the commands it would run.
+_PARENT_MAKE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+
+
+def _make_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name not in _PARENT_MAKE}
+
 
 def test_make_run_installs_the_stack_packages_before_it_starts_the_stack() -> None:
     dry_run = subprocess.run(
-        ["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+        ["make", "-n", "run"],
+        cwd=REPO,
+        env=_make_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout.splitlines()
     [install] = [line for line in dry_run if "apt-get install" in line]
     # Like `make test`: apt-get update first, and RUNLEVEL=1 so no package starts a system daemon.
@@ -70,7 +84,13 @@ def test_make_run_installs_the_stack_packages_before_it_starts_the_stack() -> No
 def test_make_run_on_a_debian_without_python3_venv_installs_it_to_bootstrap_uv(tmp_path: Path) -> None:
     shutil.copyfile(REPO / "Makefile", tmp_path / "Makefile")
     dry_run = subprocess.run(
-        ["make", "-n", ".tools/bin/uv"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+        ["make", "-n", ".tools/bin/uv"],
+        cwd=tmp_path,
+        env=_make_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout.splitlines()
     assert dry_run[0].startswith('python3 -m venv .tools || { missing=""; for p in python3-venv; do')
     assert dry_run[0].endswith("fi && python3 -m venv .tools; }")
@@ -88,6 +108,7 @@ def _make_as_a_user(target: str, **variables: str) -> subprocess.CompletedProces
         return subprocess.run(
             [*as_user, "make", "-s", "-f", str(makefile), target, *assignments],
             cwd=scratch,
+            env=_make_env(),
             capture_output=True,
             text=True,
             timeout=60,
