@@ -22,12 +22,11 @@ import grpc
 import httpx
 import nats
 import pytest
-from botocore.exceptions import ClientError
 
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.core.errors import error_from_rpc
-from filestore.server import s3
+from filestore.server.storage import ObjectStore
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import (
     download_service_pb2,
@@ -40,6 +39,7 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
+from tests.admin_storage import admin_store
 from tests.conftest import Client, StatusEvents
 
 pytestmark = pytest.mark.local_stack
@@ -184,21 +184,10 @@ async def ready_file(client: Client, ready_events: StatusEvents, label: str) -> 
     return file
 
 
-def object_exists(stack: Stack, key: str) -> bool:
-    storage = s3.storage_client(stack.endpoints.admin_s3_settings())
-    try:
-        storage.head_object(Bucket=stack.endpoints.bucket, Key=key)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
-
-
-async def until_gone(stack: Stack, key: str) -> None:
+async def until_gone(storage: ObjectStore, key: str) -> None:
     async def gone() -> None:
         while True:
-            if not await asyncio.to_thread(object_exists, stack, key):
+            if await storage.head(key) is None:
                 return
             await asyncio.sleep(0.2)
 
@@ -218,7 +207,8 @@ async def test_stopped_storage_is_reported_as_unavailable_and_nothing_is_lost(
     to_abort, _ = await open_multipart(client, "aborted while storage is stopped")
     to_delete = await ready_file(client, ready_events, "deleted while storage is stopped")
     deleted_key = f"originals/{client.tenant}/{to_delete.id}"
-    assert await asyncio.to_thread(object_exists, own_stack, deleted_key)
+    storage = admin_store(own_stack)
+    assert await storage.head(deleted_key) is not None
     created_body = body_of("created while storage is stopped")
     create_multipart = create_request(
         created_body, kind=Kind.UPLOAD_KIND_MULTIPART, request_id=str(uuid.uuid4())
@@ -288,7 +278,7 @@ async def test_stopped_storage_is_reported_as_unavailable_and_nothing_is_lost(
         timeout=CLIENT_DEADLINE_S,
     )
     assert deleted.status == FStatus.FILE_STATUS_DELETED
-    await until_gone(own_stack, deleted_key)
+    await until_gone(storage, deleted_key)
 
 
 # ------------------------------------------------------------------------------------ metadata
