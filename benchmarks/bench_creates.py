@@ -34,13 +34,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import boto3
+from botocore.config import Config
+
 from benchmarks._common import BENCH_LOG_LEVEL, load_average, measure, temporary_stack
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.core.env import Env
 from filestore.core.keys import original_key
-from filestore.server import s3
 from filestore.server.logging import configure_logging
+from filestore.server.settings import S3Settings
 from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings
@@ -80,6 +83,18 @@ async def _settle(pid: int) -> None:
         await asyncio.sleep(SETTLE_WINDOW_S)
         if _cpu_seconds(pid) - used < SETTLE_CPU_SHARE * SETTLE_WINDOW_S:
             return
+
+
+def _operator_client(settings: S3Settings) -> S3Client:
+    """The stack's storage as its operator reaches it, to open and abort the background uploads."""
+    client: S3Client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key,
+        config=Config(region_name=settings.region, s3={"addressing_style": "path"}),
+    )
+    return client
 
 
 def _open_uploads(client: S3Client, bucket: str) -> list[tuple[str, str]]:
@@ -144,7 +159,7 @@ async def _run(stack: Stack) -> None:
             }
         )
     )
-    admin = s3.storage_client(endpoints.admin_s3_settings())
+    admin = _operator_client(endpoints.admin_s3_settings())
     bucket = endpoints.bucket
     storage_pid = stack.pids["seaweedfs"]
     broker = await build(settings)

@@ -43,11 +43,11 @@ from filestore.core.channels import insecure_channel
 from filestore.core.errors import FilestoreError, error_from_rpc
 from filestore.metadata.fsck import FsckOptions, FsckReport, run
 from filestore.server.settings import S3Settings
+from filestore.server.storage import ObjectStore, StoreConfig
 from filestore.stack import Stack
 from filestore.stack.probes import probe_grpc_health
 from filestore.stack.process import ManagedProcess
 from filestore.upload.reaper import Reaper
-from filestore.upload.storage import S3ObjectStore
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,
@@ -493,7 +493,7 @@ class World:
         create and the attach leaves one). Answers the storage upload ids it aborted."""
         reaper = Reaper(
             metadata=self.service_metadata,
-            store=S3ObjectStore(self.storage, self.bucket),
+            store=ObjectStore(StoreConfig.from_settings(self.s3_admin_settings())),
             unattached_grace=timedelta(0),
         )
         return await reaper.sweep_unattached()

@@ -1,5 +1,9 @@
-"""The bucket as the stack's administrator sees it, through boto3 and not through the services'
-own storage code, so a test does not take the code under test's word for what storage holds."""
+"""The bucket as the stack's administrator sees it, behind the services' backs: the tests make with it
+the situations the services must handle (objects put, deleted or rewritten, multipart uploads left open,
+parts of the wrong size) and check what storage holds afterwards. ``admin_storage`` is a bare boto3
+client, so a test that checks what storage holds does not take the code under test's word for it;
+``admin_store`` is the one object store with the administrator's keys, for the tests of that store and
+for setting up situations."""
 
 from __future__ import annotations
 
@@ -10,28 +14,43 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from filestore.server.storage import ObjectStore, StoreConfig
 from filestore.stack import Stack
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
+__all__ = ["admin_storage", "admin_store", "object_exists"]
+
 
 def admin_storage(stack: Stack) -> S3Client:
-    """Every action on the stack's bucket."""
-    endpoints = stack.endpoints
-    client: S3Client = boto3.client(
+    """A boto3 client with the administrator's keys (every action on the bucket), as bounded as the
+    services' own calls."""
+    settings = stack.endpoints.admin_s3_settings()
+    client: S3Client = boto3.session.Session().client(
         "s3",
-        endpoint_url=endpoints.s3_endpoint,
-        aws_access_key_id=endpoints.s3_access_key,
-        aws_secret_access_key=endpoints.s3_secret_key,
+        endpoint_url=settings.endpoint,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key,
         config=Config(
-            region_name=endpoints.s3_region, signature_version="s3v4", s3={"addressing_style": "path"}
+            region_name=settings.region,
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "total_max_attempts": 2},
+            connect_timeout=settings.control_timeout_s,
+            read_timeout=settings.control_timeout_s,
         ),
     )
     return client
 
 
+def admin_store(stack: Stack) -> ObjectStore:
+    """The stack's bucket through the one object store, with the administrator's keys."""
+    return ObjectStore(StoreConfig.from_settings(stack.endpoints.admin_s3_settings(), name="admin"))
+
+
 async def object_exists(stack: Stack, key: str) -> bool:
+    """Whether storage holds ``key``, as boto3 hears it from storage."""
     try:
         await asyncio.to_thread(admin_storage(stack).head_object, Bucket=stack.endpoints.bucket, Key=key)
     except ClientError as error:

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import httpx
 import nats
@@ -26,7 +25,7 @@ from nats.js.api import DeliverPolicy
 from filestore.core.channels import insecure_channel
 from filestore.metadata.fsck import FindingKind, FsckOptions
 from filestore.metadata.fsck import run as fsck
-from filestore.server import s3
+from filestore.server.storage import ObjectStore
 from filestore.stack import Stack
 from filestore.v1 import (
     download_service_pb2,
@@ -36,6 +35,7 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
+from tests.storage import admin_store
 from tests.support import (
     Client,
     ClientFactory,
@@ -46,9 +46,6 @@ from tests.support import (
     rpc_error,
     service_token,
 )
-
-if TYPE_CHECKING:
-    from types_boto3_s3 import S3Client
 
 Kind = resources_pb2.UploadKind
 Status = resources_pb2.FileStatus
@@ -63,12 +60,8 @@ class Tenant:
 
     name: str
     stack: Stack
-    storage: S3Client
+    storage: ObjectStore
     metadata: metadata_service_pb2_grpc.MetadataServiceAsyncStub
-
-    @property
-    def bucket(self) -> str:
-        return self.stack.endpoints.bucket
 
     def own_key(self, file_id: str) -> str:
         return f"originals/{self.name}/{file_id}"
@@ -76,14 +69,14 @@ class Tenant:
     async def stored_originals(self) -> dict[str, bytes]:
         """Every object under the tenant's originals, with its bytes."""
 
-        def read() -> dict[str, bytes]:
-            listed = self.storage.list_objects_v2(Bucket=self.bucket, Prefix=f"originals/{self.name}/")
-            return {
-                item["Key"]: self.storage.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
-                for item in listed.get("Contents", [])
-            }
+        def read(key: str) -> bytes:
+            return b"".join(self.storage.stream(key, chunk_bytes=64 * 1024))
 
-        return await asyncio.to_thread(read)
+        return {
+            stored.key: await asyncio.to_thread(read, stored.key)
+            async for page in self.storage.list_objects(f"originals/{self.name}/")
+            for stored in page
+        }
 
     async def used_bytes(self, owner: str) -> int:
         quota = await self.metadata.GetQuota(
@@ -99,7 +92,7 @@ async def tenant(stack: Stack) -> AsyncIterator[Tenant]:
     yield Tenant(
         name=f"dedup-{uuid.uuid4().hex[:12]}",
         stack=stack,
-        storage=s3.storage_client(stack.endpoints.admin_s3_settings()),
+        storage=admin_store(stack),
         metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel),
     )
     await channel.close()

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -38,15 +37,12 @@ from filestore.metadata.fsck import (
     reconcile,
     run,
 )
-from filestore.server import s3
 from filestore.server.settings import S3Settings
+from filestore.server.storage import ObjectStore
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
-from tests.storage import object_exists
+from tests.storage import admin_store, object_exists
 from tests.support import Client, ClientFactory, StatusEvents, get_file, service_token, upload_until_processed
-
-if TYPE_CHECKING:
-    from types_boto3_s3 import S3Client
 
 #: These tests read and change the stack's database directly, which an external stack
 #: (`make test-stack`) need not expose.
@@ -60,8 +56,7 @@ DERIVATIVE_KIND = "fsck_preview"
 class World:
     stack: Stack
     tenant: str
-    storage: S3Client
-    bucket: str
+    storage: ObjectStore
     sessions: async_sessionmaker[AsyncSession]
     service: metadata_service_pb2_grpc.MetadataServiceAsyncStub
 
@@ -78,14 +73,21 @@ class World:
         return await object_exists(self.stack, key)
 
     async def put_object(self, key: str, body: bytes) -> None:
-        await asyncio.to_thread(self.storage.put_object, Bucket=self.bucket, Key=key, Body=body)
+        await self.storage.put(key, body, content_type="application/octet-stream")
 
     async def delete_object(self, key: str) -> None:
-        await asyncio.to_thread(self.storage.delete_object, Bucket=self.bucket, Key=key)
+        await self.storage.delete(key)
+
+    async def start_multipart_upload(self, key: str) -> str:
+        return await self.storage.create_multipart(key, content_type="application/octet-stream")
 
     async def open_multipart_upload_ids(self, key: str) -> set[str]:
-        listed = await asyncio.to_thread(self.storage.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
-        return {upload["UploadId"] for upload in listed.get("Uploads", []) if upload["Key"] == key}
+        return {
+            upload.upload_id
+            async for page in self.storage.list_multipart_uploads(key)
+            for upload in page
+            if upload.key == key
+        }
 
     async def file_row(self, file_id: str) -> File | None:
         async with self.sessions() as session, session.begin():
@@ -129,8 +131,7 @@ async def world(stack: Stack) -> AsyncIterator[World]:
     yield World(
         stack=stack,
         tenant=f"fsck-{uuid.uuid4().hex[:12]}",
-        storage=s3.storage_client(admin_s3_settings(stack)),
-        bucket=stack.endpoints.bucket,
+        storage=admin_store(stack),
         sessions=session_factory(engine),
         service=metadata_service_pb2_grpc.MetadataServiceStub(channel),
     )
@@ -215,9 +216,7 @@ async def plant_one_of_each(world: World, client: Client, status_events: StatusE
     await world.delete_object(lost.storage_key)
     # A multipart upload started in storage that no upload record owns.
     stale_key = f"originals/{world.tenant}/{uuid.uuid4()}"
-    created = await asyncio.to_thread(
-        world.storage.create_multipart_upload, Bucket=world.bucket, Key=stale_key
-    )
+    stale_upload_id = await world.start_multipart_upload(stale_key)
     # A blob whose reference count drifted.
     drifted = await ready_file(b"bytes whose blob count drifts")
     async with world.sessions() as session, session.begin():
@@ -238,7 +237,7 @@ async def plant_one_of_each(world: World, client: Client, status_events: StatusE
         orphan_key=orphan_key,
         lost=lost,
         stale_key=stale_key,
-        stale_upload_id=created["UploadId"],
+        stale_upload_id=stale_upload_id,
         drifted=drifted,
         soft_parent=soft_parent,
         soft_derivative_key=soft_derivative_key,
@@ -328,7 +327,7 @@ async def test_young_objects_and_uploads_are_left_alone_within_the_grace_period(
     young_key = f"originals/{world.tenant}/{uuid.uuid4()}"
     await world.put_object(young_key, b"an upload in flight")
     multipart_key = f"originals/{world.tenant}/{uuid.uuid4()}"
-    await asyncio.to_thread(world.storage.create_multipart_upload, Bucket=world.bucket, Key=multipart_key)
+    await world.start_multipart_upload(multipart_key)
 
     report = await run(world.options(repair=True, grace=DEFAULT_GRACE))
     assert report.findings == []
@@ -364,8 +363,7 @@ async def test_each_repair_rechecks_its_finding_and_leaves_what_changed_meanwhil
     async with world.sessions() as session, session.begin():
         await session.execute(update(Blob).where(Blob.id == file.blob_id).values(ref_count=3))
 
-    storage = s3.storage_client(admin_s3_settings(world.stack))
-    report = await reconcile(world.sessions, storage, world.options())
+    report = await reconcile(world.sessions, world.storage, world.options())
     found = {finding.subject: finding for finding in report.findings}
     assert set(found) == {rewritten_key, vanished_key, f"blob:{file.blob_id}"}
 

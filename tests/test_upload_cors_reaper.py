@@ -13,15 +13,15 @@ import pytest
 
 from filestore.core.channels import insecure_channel
 from filestore.core.env import SettingsError
+from filestore.server.storage import ObjectStore
 from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.reaper import Reaper
 from filestore.upload.settings import UploadSettings
-from filestore.upload.storage import S3ObjectStore
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
 from tests.catalogue import timestamp
 from tests.stacks import broker_env
-from tests.storage import admin_storage
+from tests.storage import admin_storage, admin_store
 from tests.support import service_token
 
 APP = "https://app.example.com"
@@ -45,8 +45,8 @@ def allowed(response: httpx.Response, origin: str) -> bool:
 
 
 @pytest.fixture
-async def s3_store(stack: Stack) -> AsyncIterator[S3ObjectStore]:
-    store = S3ObjectStore(admin_storage(stack), stack.endpoints.bucket)
+async def s3_store(stack: Stack) -> AsyncIterator[ObjectStore]:
+    store = admin_store(stack)
     yield store
     await store.apply_cors(())  # back to what the stack's broker applied: no cross-origin access
 
@@ -57,7 +57,7 @@ async def test_by_default_no_origin_may_upload_cross_origin(stack: Stack) -> Non
         assert not allowed(await preflight(stack, origin), origin)
 
 
-async def test_a_broker_applies_configured_origins_at_start(stack: Stack, s3_store: S3ObjectStore) -> None:
+async def test_a_broker_applies_configured_origins_at_start(stack: Stack, s3_store: ObjectStore) -> None:
     handle = await build(UploadSettings.from_env(broker_env(stack, FILESTORE_CORS_ORIGINS=APP)))
     try:
         answer = await preflight(stack, APP)
@@ -90,7 +90,7 @@ def _service_metadata(
 
 async def _expired_upload(
     metadata: metadata_service_pb2_grpc.MetadataServiceAsyncStub,
-    store: S3ObjectStore,
+    store: ObjectStore,
     stack: Stack,
     tenant: str,
     *,
@@ -145,7 +145,7 @@ async def _expired_upload(
 
 
 async def test_two_reapers_racing_reap_each_expired_upload_exactly_once(
-    stack: Stack, s3_store: S3ObjectStore
+    stack: Stack, s3_store: ObjectStore
 ) -> None:
     tenant = f"reap-{os.urandom(4).hex()}"
     channels = [_service_metadata(stack) for _ in range(3)]

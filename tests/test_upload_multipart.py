@@ -21,11 +21,11 @@ from botocore.exceptions import ClientError
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.core.errors import FailedPrecondition, InvalidArgument
+from filestore.server.storage import ObjectStore
 from filestore.stack import Stack
 from filestore.upload import app as upload_app
 from filestore.upload.reaper import Reaper
 from filestore.upload.settings import UploadSettings
-from filestore.upload.storage import S3ObjectStore
 from filestore.v1 import (
     metadata_service_pb2,
     metadata_service_pb2_grpc,
@@ -34,7 +34,7 @@ from filestore.v1 import (
     upload_service_pb2_grpc,
 )
 from tests.stacks import broker_env
-from tests.storage import admin_storage
+from tests.storage import admin_storage, admin_store
 from tests.support import Client, ClientFactory, StatusEvents, rpc_error, service_token
 
 MIB = 1024**2
@@ -439,14 +439,14 @@ async def test_part_sizes_out_of_bounds_are_refused(
 # ------------------------------------------------------------------ creates cost the same, always
 
 
-class CountingS3ObjectStore(S3ObjectStore):
-    """The broker's storage adapter, recording every S3 request it makes (pages of a listing too)."""
+class CountingObjectStore(ObjectStore):
+    """The object store, recording every control request it makes (pages of a listing too)."""
 
     calls: ClassVar[list[str]] = []
 
-    async def _call(self, name: str, **kwargs: Any) -> dict[str, Any]:
-        self.calls.append(name)
-        return await super()._call(name, **kwargs)
+    async def _request(self, operation: str, /, **params: Any) -> dict[str, Any]:
+        self.calls.append(operation)
+        return await super()._request(operation, **params)
 
 
 @pytest.fixture
@@ -455,7 +455,7 @@ async def counting_broker(
 ) -> AsyncIterator[Callable[[str, str], Client]]:
     """A broker of its own, built as the service builds it, whose storage requests are counted;
     ``make(subject, tenant)`` is a Client whose uploads go through it."""
-    monkeypatch.setattr(upload_app, "S3ObjectStore", CountingS3ObjectStore)
+    monkeypatch.setattr(upload_app, "ObjectStore", CountingObjectStore)
     handle = await upload_app.build(UploadSettings.from_env(broker_env(stack)))
     await handle.start()
     channels: list[grpc.aio.Channel] = []
@@ -493,18 +493,18 @@ async def test_a_multipart_create_makes_one_storage_call_however_many_uploads_ar
                 Key=key,
             )
             opened.append((key, started["UploadId"]))
-        CountingS3ObjectStore.calls.clear()
+        CountingObjectStore.calls.clear()
         await create_multipart(client, os.urandom(PART + 1))
-        calls_per_create.append(list(CountingS3ObjectStore.calls))
+        calls_per_create.append(list(CountingObjectStore.calls))
     assert calls_per_create == [["create_multipart_upload"], ["create_multipart_upload"]]
 
     # A retried create finds the storage upload in the catalogue: no storage call at all.
     request_id = str(uuid.uuid4())
     body = os.urandom(PART + 1)
     first = await create_multipart(client, body, request_id=request_id)
-    CountingS3ObjectStore.calls.clear()
+    CountingObjectStore.calls.clear()
     again = await create_multipart(client, body, request_id=request_id)
-    assert CountingS3ObjectStore.calls == []
+    assert CountingObjectStore.calls == []
     assert _storage_upload_id(again.upload.part_urls[0].request.url) == _storage_upload_id(
         first.upload.part_urls[0].request.url
     )
@@ -540,7 +540,7 @@ async def test_a_storage_upload_a_dead_attempt_never_attached_is_swept_and_no_ot
     token = service_token(stack)
     async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
         metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
-        store = S3ObjectStore(client_s3, bucket)
+        store = admin_store(stack)
         # Younger than the grace: a create may still be on its way to attaching it.
         patient = Reaper(metadata=metadata, store=store)
         assert left["UploadId"] not in await patient.sweep_unattached()

@@ -16,10 +16,10 @@ import pytest
 from filestore.core.auth import TokenVerifier, mint_token
 from filestore.core.channels import insecure_channel, translated_errors
 from filestore.core.errors import FilestoreError, Unavailable
-from filestore.server import deadlines, s3
+from filestore.server import deadlines
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.server.dependencies import METADATA, dependency_channel
-from filestore.server.settings import S3Settings
+from filestore.server.storage import ObjectStore, StoreConfig, StoreCredentials
 
 SECRET = "d" * 40
 SERVICE = "test.Dependency"
@@ -200,21 +200,23 @@ def silent_storage() -> Iterator[str]:
         sock.close()
 
 
-def _settings(endpoint: str, *, control_timeout_s: float) -> S3Settings:
-    return S3Settings(
-        endpoint=endpoint,
-        public_endpoint=endpoint,
-        region="us-east-1",
-        access_key="access",
-        secret_key="secret",
-        bucket="bucket",
-        control_timeout_s=control_timeout_s,
+def _store(endpoint: str, *, control_timeout_s: float) -> ObjectStore:
+    return ObjectStore(
+        StoreConfig(
+            name="silent",
+            endpoint=endpoint,
+            public_endpoint=endpoint,
+            region="us-east-1",
+            bucket="bucket",
+            credentials=StoreCredentials("access", "secret"),
+            control_timeout_s=control_timeout_s,
+        )
     )
 
 
 async def test_storage_that_does_not_answer_is_storage_unavailable(silent_storage: str) -> None:
-    client = s3.storage_client(_settings(silent_storage, control_timeout_s=0.3))
-    error = await _failure(s3.control_call(client.head_object, Bucket="bucket", Key="some/key"))
+    store = _store(silent_storage, control_timeout_s=0.3)
+    error = await _failure(store.head("some/key"))
     assert isinstance(error, Unavailable)
     assert error.reason == "STORAGE_UNAVAILABLE"
     assert "some/key" in error.message
@@ -224,10 +226,10 @@ async def test_a_storage_call_made_while_serving_ends_before_the_callers_deadlin
     silent_storage: str,
 ) -> None:
     # Two attempts of 5 s each would outlast the caller's deadline of 2 s.
-    client = s3.storage_client(_settings(silent_storage, control_timeout_s=5.0))
+    store = _store(silent_storage, control_timeout_s=5.0)
 
     async def front_behaviour(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        await s3.control_call(client.head_object, Bucket="bucket", Key="some/key")
+        await store.head("some/key")
         return b""
 
     front = await _serve(front_behaviour)

@@ -13,22 +13,16 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from botocore.exceptions import ClientError
 
 from filestore.core.channels import translated_errors
 from filestore.core.errors import FilestoreError, NotFound, Unavailable
-from filestore.processor.storage import ObjectStore
 from filestore.processor.worker import is_outage
-from filestore.server import s3
 from filestore.server.dependencies import METADATA, dependency_channel
-from filestore.server.settings import S3Settings
+from filestore.server.storage import ObjectStore, StorageRefused, StoreConfig, StoreCredentials
 
 
-def _client_error(status: int, code: str) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "GetObject",
-    )
+def _refused(status: int, code: str) -> StorageRefused:
+    return StorageRefused(f"storage refused: {code}", storage_code=code, http_status=status)
 
 
 def _caused_by(cause: BaseException, reason: str = "STORAGE_UNAVAILABLE") -> Unavailable:
@@ -53,8 +47,9 @@ async def test_a_metadata_call_that_failed_in_transport_is_an_outage() -> None:
 
 def test_what_says_nothing_about_the_event_is_an_outage_and_the_rest_is_not() -> None:
     assert is_outage(Unavailable("bare transport failure"))
-    assert is_outage(_caused_by(_client_error(503, "SlowDown")))
-    assert not is_outage(_caused_by(_client_error(403, "AccessDenied")))
+    assert is_outage(_refused(503, "SlowDown"))
+    assert not is_outage(_refused(403, "AccessDenied"))
+    assert not is_outage(_refused(404, "NoSuchKey"))
     assert not is_outage(_caused_by(TimeoutError("clamd took too long"), reason="SCANNER_UNAVAILABLE"))
     assert not is_outage(Unavailable("metadata's own verdict", reason="SOMETHING_ELSE"))
     assert not is_outage(NotFound("no such file", reason="FILE_NOT_FOUND"))
@@ -101,23 +96,22 @@ def test_a_read_that_stalls_mid_object_ends_as_an_outage() -> None:
     """Without a read timeout the worker would wait on the socket for ever and the event would never
     be retried; with one, the read ends, and as an outage."""
     with stalling_storage(sent=b"x" * 1000, declared=1_000_000) as endpoint:
-        settings = S3Settings(
-            endpoint=endpoint,
-            public_endpoint=endpoint,
-            region="us-east-1",
-            access_key="access",
-            secret_key="secret",
-            bucket="bucket",
-            control_timeout_s=0.5,
-            read_timeout_s=0.5,
-        )
         store = ObjectStore(
-            s3.storage_client(settings), streaming=s3.streaming_client(settings), chunk_bytes=64 * 1024
+            StoreConfig(
+                name="stalling",
+                endpoint=endpoint,
+                public_endpoint=endpoint,
+                region="us-east-1",
+                bucket="bucket",
+                credentials=StoreCredentials("access", "secret"),
+                control_timeout_s=0.5,
+                read_timeout_s=0.5,
+            )
         )
         received: list[int] = []
 
         def read_all() -> None:
-            for chunk in store.chunks("bucket", "originals/acme/file"):
+            for chunk in store.stream("originals/acme/file", chunk_bytes=64 * 1024):
                 received.append(len(chunk))
 
         with pytest.raises(Unavailable) as caught:

@@ -93,14 +93,16 @@ class GrpcServerSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class S3Settings:
-    """The object store: endpoint and credentials for control calls, and the bucket.
+    """The object store ``FILESTORE_S3_*`` configure: endpoint and credentials for control calls, and
+    the bucket (a service turns them into its store with ``StoreConfig.from_settings``).
 
     ``public_endpoint`` is the address clients use in presigned URLs when it differs from the
     address services reach storage at (a container network, a load balancer).
 
     ``control_timeout_s`` bounds each attempt of a control call (HEAD, multipart bookkeeping, deletes,
-    listings: storage answers them in milliseconds) and every connect; ``read_timeout_s`` is how long a
-    streaming read of an object's bytes may wait for the next ones (see :mod:`filestore.server.s3`).
+    listings: storage answers them in milliseconds) and every connect; ``read_timeout_s`` is how long
+    a streaming read of an object's bytes may wait for the next ones (see
+    :mod:`filestore.server.storage.clients`).
     """
 
     endpoint: str

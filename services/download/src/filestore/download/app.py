@@ -8,9 +8,10 @@ from filestore.core.auth import ServiceIdentity
 from filestore.download.cdn import CdnUrls, CloudFrontUrls, NginxSecureLinkUrls, UnsignedCdnUrls
 from filestore.download.servicer import DownloadServicer
 from filestore.download.settings import CdnSettings, DownloadSettings
-from filestore.server import events, s3
+from filestore.server import events
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.server.dependencies import METADATA, dependency_channel
+from filestore.server.storage import ObjectStore, StoreConfig
 from filestore.v1 import download_service_pb2, download_service_pb2_grpc, metadata_service_pb2_grpc
 
 DOMAIN = "download.filestore.v1"
@@ -49,7 +50,7 @@ async def build(settings: DownloadSettings) -> ServerHandle:
     servicer = DownloadServicer(
         settings,
         metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel),
-        presigner=s3.presigner(settings.s3),
+        store=ObjectStore(StoreConfig.from_settings(settings.s3)),
         jetstream=jetstream,
         cdn=cdn_urls(settings.cdn),
     )

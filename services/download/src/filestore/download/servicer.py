@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import grpc
@@ -33,7 +33,7 @@ from filestore.core.reasons import Reason
 from filestore.download.cdn import CdnUrls
 from filestore.download.settings import DownloadSettings
 from filestore.server import events, metrics
-from filestore.server.sigv4 import SigV4Presigner
+from filestore.server.sigv4 import PresignedUrl
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,
@@ -99,6 +99,21 @@ def _stored_safe(file: resources_pb2.File) -> bool:
     return (file.declared_content_type or FALLBACK_TYPE).lower() in SAFE_TO_RENDER
 
 
+class DownloadSigning(Protocol):
+    """What the signer asks of storage: GET URLs for clients, signed for the store's public endpoint
+    (:class:`filestore.server.storage.ObjectStore` has it). Signing is computation only: no call to
+    storage is made."""
+
+    def presign_get(
+        self,
+        key: str,
+        *,
+        expires_s: int,
+        response_content_type: str = "",
+        response_content_disposition: str = "",
+    ) -> PresignedUrl: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Authorized:
     file: resources_pb2.File
@@ -111,13 +126,13 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
         settings: DownloadSettings,
         *,
         metadata: MetadataServiceAsyncStub,
-        presigner: SigV4Presigner,
+        store: DownloadSigning,
         jetstream: JetStreamContext | None,
         cdn: CdnUrls | None,
     ) -> None:
         self._settings = settings
         self._metadata = metadata
-        self._presigner = presigner
+        self._store = store
         self._js = jetstream
         self._cdn = cdn
         self._subjects = events.Subjects(settings.nats.subject_prefix if settings.nats else "files")
@@ -223,7 +238,7 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
         return _Authorized(file=authorized.file, storage_key=authorized.storage_key)
 
     def _presign(self, key: str, content_type: str, disposition: str, ttl: int) -> tuple[str, datetime]:
-        signed = self._presigner.presign_get(
+        signed = self._store.presign_get(
             key,
             expires_s=ttl,
             response_content_type=content_type,

@@ -46,20 +46,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import enum
-import functools
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
+from typing import Any, Final, Protocol, TextIO, TypeAlias
 
-from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import ColumnElement, Row, Select, delete, func, or_, select, union, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.env import PREFIX, Env, SettingsError
+from filestore.core.errors import Unavailable
 from filestore.core.identity import is_tenant
 from filestore.core.keys import KeyKind, StorageKey, key_prefix, parse_key
 from filestore.metadata.db.engine import create_engine, session_factory
@@ -73,12 +72,9 @@ from filestore.metadata.db.models import (
     utcnow,
 )
 from filestore.metadata.settings import database_url_from_env
-from filestore.server import s3
 from filestore.server.metrics import RECONCILER_FINDINGS, RECONCILER_REPAIRS
 from filestore.server.settings import S3Settings
-
-if TYPE_CHECKING:
-    from types_boto3_s3 import S3Client
+from filestore.server.storage import ListedObject, ObjectHead, ObjectStore, OpenUpload, StoreConfig
 
 #: A SELECT of any columns, paged by ``_pages``.
 RowsQuery: TypeAlias = Select[*tuple[Any, ...]]
@@ -92,6 +88,7 @@ __all__ = [
     "FsckOptions",
     "FsckReport",
     "FsckSettings",
+    "ReconcilerStorage",
     "Resolution",
     "is_stale_multipart",
     "is_young",
@@ -108,8 +105,6 @@ OBJECT_MISSING_REASON: Final = "OBJECT_MISSING"
 #: States in which a file's bytes must be in storage: the broker saw them before UPLOADED, and nothing
 #: has set the file aside since.
 STATES_WITH_BYTES: Final = (FileStatus.UPLOADED, FileStatus.PROCESSING, FileStatus.READY)
-_MISSING_OBJECT_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
-_MISSING_UPLOAD_CODES: Final = frozenset({"404", "NoSuchUpload"})
 
 
 class FsckError(Exception):
@@ -182,7 +177,7 @@ class Finding:
             return self.resolution
         try:
             self.resolution, self.note = await self._repair()
-        except (BotoCoreError, ClientError, SQLAlchemyError, OSError) as error:
+        except (Unavailable, SQLAlchemyError, OSError) as error:
             self.resolution, self.note = Resolution.FAILED, f"{type(error).__name__}: {error}"
         return self.resolution
 
@@ -269,113 +264,15 @@ class FsckReport:
 # --------------------------------------------------------------------------------- storage
 
 
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime
+class ReconcilerStorage(Protocol):
+    """What the reconciler asks of storage (:class:`filestore.server.storage.ObjectStore` has it):
+    listings, HEADs, and for repairs deletes and aborts."""
 
-
-@dataclass(frozen=True, slots=True)
-class StoredMultipartUpload:
-    key: str
-    upload_id: str
-    initiated: datetime
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-class _Storage:
-    """The storage calls the reconciler makes, in worker threads (boto3 blocks)."""
-
-    def __init__(self, client: S3Client, bucket: str, *, concurrency: int) -> None:
-        self._client = client
-        self._bucket = bucket
-        self._limit = asyncio.Semaphore(concurrency)
-
-    async def list_objects(self, prefix: str, *, page_size: int) -> AsyncIterator[list[StoredObject]]:
-        token: str | None = None
-        while True:
-            arguments: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "MaxKeys": page_size}
-            if token is not None:
-                arguments["ContinuationToken"] = token
-            page = await asyncio.to_thread(functools.partial(self._client.list_objects_v2, **arguments))
-            yield [
-                StoredObject(
-                    key=item["Key"],
-                    size=int(item.get("Size", 0)),
-                    etag=str(item.get("ETag", "")).strip('"'),
-                    last_modified=item["LastModified"],
-                )
-                for item in page.get("Contents", [])
-            ]
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-
-    async def head(self, key: str) -> StoredObject | None:
-        async with self._limit:
-            try:
-                head = await asyncio.to_thread(lambda: self._client.head_object(Bucket=self._bucket, Key=key))
-            except ClientError as error:
-                if _code(error) in _MISSING_OBJECT_CODES:
-                    return None
-                raise
-        return StoredObject(
-            key=key,
-            size=int(head.get("ContentLength", 0)),
-            etag=str(head.get("ETag", "")).strip('"'),
-            last_modified=head["LastModified"],
-        )
-
-    async def heads(self, keys: Iterable[str]) -> dict[str, StoredObject | None]:
-        unique = sorted(set(keys))
-        found = await asyncio.gather(*(self.head(key) for key in unique))
-        return dict(zip(unique, found, strict=True))
-
-    async def delete(self, key: str) -> None:
-        await asyncio.to_thread(lambda: self._client.delete_object(Bucket=self._bucket, Key=key))
-
-    async def list_multipart_uploads(
-        self, prefix: str, *, page_size: int
-    ) -> AsyncIterator[list[StoredMultipartUpload]]:
-        key_marker: str | None = None
-        upload_id_marker: str | None = None
-        while True:
-            arguments: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "MaxUploads": page_size}
-            if key_marker is not None:
-                arguments["KeyMarker"] = key_marker
-            if upload_id_marker is not None:
-                arguments["UploadIdMarker"] = upload_id_marker
-            page = await asyncio.to_thread(
-                functools.partial(self._client.list_multipart_uploads, **arguments)
-            )
-            yield [
-                StoredMultipartUpload(
-                    key=item["Key"], upload_id=item["UploadId"], initiated=item["Initiated"]
-                )
-                for item in page.get("Uploads", [])
-                if item.get("Key", "").startswith(prefix)
-            ]
-            key_marker = page.get("NextKeyMarker")
-            upload_id_marker = page.get("NextUploadIdMarker")
-            if not page.get("IsTruncated") or not key_marker:
-                return
-
-    async def abort_multipart(self, key: str, upload_id: str) -> bool:
-        """True when this call aborted it, False when storage no longer knew it."""
-        try:
-            await asyncio.to_thread(
-                lambda: self._client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
-            )
-        except ClientError as error:
-            if _code(error) in _MISSING_UPLOAD_CODES:
-                return False
-            raise
-        return True
+    def list_objects(self, prefix: str, *, page_size: int) -> AsyncIterator[list[ListedObject]]: ...
+    def list_multipart_uploads(self, prefix: str, *, page_size: int) -> AsyncIterator[list[OpenUpload]]: ...
+    async def head(self, key: str) -> ObjectHead | None: ...
+    async def delete(self, key: str) -> None: ...
+    async def abort_multipart(self, key: str, upload_id: str) -> bool: ...
 
 
 # ------------------------------------------------------------------------------ reconciler
@@ -409,11 +306,12 @@ def _has_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
 
 class _Reconciler:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], storage: _Storage, options: FsckOptions
+        self, sessions: async_sessionmaker[AsyncSession], storage: ReconcilerStorage, options: FsckOptions
     ) -> None:
         self._sessions = sessions
         self._storage = storage
         self._options = options
+        self._heads_at_once = asyncio.Semaphore(options.head_concurrency)
         self._now = utcnow()
         self.report = FsckReport(
             repair=options.repair, grace_s=options.grace.total_seconds(), tenants=options.tenants
@@ -487,7 +385,7 @@ class _Reconciler:
             return set((await session.scalars(stmt)).all())
 
     async def _delete_object_if_unreferenced(
-        self, key: str, *, listed: StoredObject | None
+        self, key: str, *, listed: ListedObject | None
     ) -> tuple[Resolution, str]:
         """Delete ``key`` unless a record has it or (when ``listed``) it changed since it was listed."""
         if await self._referenced_keys([key]):
@@ -636,8 +534,13 @@ class _Reconciler:
         await self._check_derivatives_have_objects()
 
     async def _missing(self, keys: Iterable[str]) -> set[str]:
-        heads = await self._storage.heads(keys)
-        return {key for key, head in heads.items() if head is None}
+        unique = sorted(set(keys))
+        heads = await asyncio.gather(*(self._head(key) for key in unique))
+        return {key for key, head in zip(unique, heads, strict=True) if head is None}
+
+    async def _head(self, key: str) -> ObjectHead | None:
+        async with self._heads_at_once:
+            return await self._storage.head(key)
 
     async def _check_files_have_objects(self) -> None:
         def page(after: str) -> RowsQuery:
@@ -768,7 +671,7 @@ class _Reconciler:
                 async for page in self._storage.list_objects(prefix, page_size=self._options.page_size):
                     await self._check_object_page(page)
 
-    async def _check_object_page(self, page: list[StoredObject]) -> None:
+    async def _check_object_page(self, page: list[ListedObject]) -> None:
         self.report.scanned["objects"] += len(page)
         settled = [
             stored
@@ -830,7 +733,7 @@ class _Reconciler:
         async with self._sessions() as session, session.begin():
             return set((await session.scalars(stmt)).all())
 
-    def _orphan_object_repair(self, stored: StoredObject) -> Repair:
+    def _orphan_object_repair(self, stored: ListedObject) -> Repair:
         async def repair() -> tuple[Resolution, str]:
             return await self._delete_object_if_unreferenced(stored.key, listed=stored)
 
@@ -856,7 +759,7 @@ class _Reconciler:
             records.setdefault(row.file_id, []).append((row.storage_upload_id, row.state))
         return records
 
-    async def _check_multipart_page(self, page: list[StoredMultipartUpload]) -> None:
+    async def _check_multipart_page(self, page: list[OpenUpload]) -> None:
         self.report.scanned["multipart_uploads"] += len(page)
         settled = [
             upload
@@ -888,7 +791,7 @@ class _Reconciler:
             )
         await self._settle(findings)
 
-    def _stale_multipart_repair(self, upload: StoredMultipartUpload, owner: StorageKey | None) -> Repair:
+    def _stale_multipart_repair(self, upload: OpenUpload, owner: StorageKey | None) -> Repair:
         async def repair() -> tuple[Resolution, str]:
             if owner is not None:
                 records = await self._upload_records({owner.file_id})
@@ -902,14 +805,13 @@ class _Reconciler:
 
 
 async def reconcile(
-    sessions: async_sessionmaker[AsyncSession], storage_client: S3Client, options: FsckOptions
+    sessions: async_sessionmaker[AsyncSession], storage: ReconcilerStorage, options: FsckOptions
 ) -> FsckReport:
-    """Run the checks with an engine and storage client the caller owns (see :func:`run`)."""
-    storage = _Storage(storage_client, options.s3.bucket, concurrency=options.head_concurrency)
+    """Run the checks with sessions and a store the caller owns (see :func:`run`)."""
     try:
         return await _Reconciler(sessions, storage, options).run()
-    except (BotoCoreError, ClientError) as error:
-        raise FsckError(f"storage: {error}") from error
+    except Unavailable as error:
+        raise FsckError(f"storage: {error.message}") from error
     except (SQLAlchemyError, OSError) as error:
         raise FsckError(f"database: {error}") from error
 
@@ -919,7 +821,8 @@ async def run(options: FsckOptions) -> FsckReport:
     ``filestore-fsck`` and ``filestore fsck``. Raises :class:`FsckError` when it cannot check."""
     engine = create_engine(options.database_url)
     try:
-        return await reconcile(session_factory(engine), s3.storage_client(options.s3), options)
+        store = ObjectStore(StoreConfig.from_settings(options.s3))
+        return await reconcile(session_factory(engine), store, options)
     finally:
         await engine.dispose()
 

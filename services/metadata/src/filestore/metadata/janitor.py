@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import structlog
-from botocore.exceptions import ClientError
 
 from filestore.core.errors import Unavailable
-from filestore.server import deadlines, s3
-from filestore.server.settings import S3Settings
+from filestore.server import deadlines
+from filestore.server.storage import StorageRefused
 
-if TYPE_CHECKING:
-    from types_boto3_s3 import S3Client
+__all__ = ["RETRY_DELAYS_S", "ObjectDeleter", "ObjectJanitor"]
 
 log = structlog.get_logger("filestore.metadata.janitor")
 
@@ -31,24 +29,31 @@ log = structlog.get_logger("filestore.metadata.janitor")
 RETRY_DELAYS_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
+class ObjectDeleter(Protocol):
+    """What the janitor asks of storage (:class:`filestore.server.storage.ObjectStore` has it):
+    delete an object, a missing one being no error; a refusal is ``StorageRefused``, silence
+    ``Unavailable``."""
+
+    async def delete(self, key: str) -> None: ...
+
+
 class ObjectJanitor:
-    def __init__(self, storage: S3Settings | None) -> None:
-        """Without ``storage`` nothing is deleted (each key is logged, for the reconciler)."""
-        self._storage = s3.storage_client(storage) if storage is not None else None
-        self._bucket = storage.bucket if storage is not None else ""
-        #: As long as one attempt of a control call may take: storage that answers at all is waited for.
-        self._wait_s = storage.control_timeout_s if storage is not None else 0.0
+    def __init__(self, store: ObjectDeleter | None, *, wait_s: float) -> None:
+        """Without ``store`` nothing is deleted (each key is logged, for the reconciler). ``wait_s`` is
+        as long as one attempt of a control call may take: storage that answers at all is waited for."""
+        self._store = store
+        self._wait_s = wait_s if store is not None else 0.0
         self._pending: set[asyncio.Task[None]] = set()
 
     async def delete(self, keys: Sequence[str]) -> None:
         """Delete ``keys``; returns when they are deleted, or after the wait (they go on meanwhile)."""
         if not keys:
             return
-        if self._storage is None:
+        if self._store is None:
             for key in keys:
                 log.warning("orphaned_object_kept", key=key, why="no storage configured")
             return
-        task = asyncio.create_task(self._delete_all(self._storage, list(keys)))
+        task = asyncio.create_task(self._delete_all(self._store, list(keys)))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         await asyncio.wait({task}, timeout=deadlines.call_timeout(self._wait_s))
@@ -59,19 +64,19 @@ class ObjectJanitor:
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
 
-    async def _delete_all(self, storage: S3Client, keys: list[str]) -> None:
+    async def _delete_all(self, store: ObjectDeleter, keys: list[str]) -> None:
         # The task outlives the RPC that started it: its deadline is not this work's.
         deadlines.outside_rpc()
         for key in keys:
-            await self._delete_one(storage, key)
+            await self._delete_one(store, key)
 
-    async def _delete_one(self, storage: S3Client, key: str) -> None:
+    async def _delete_one(self, store: ObjectDeleter, key: str) -> None:
         for delay in (*RETRY_DELAYS_S, None):
             try:
-                await s3.control_call(storage.delete_object, Bucket=self._bucket, Key=key)
-            except ClientError as error:
+                await store.delete(key)
+            except StorageRefused as error:
                 # Refused (permissions, a bucket gone): asking again would not change the answer.
-                log.warning("orphaned_object_delete_failed", key=key, error=str(error))
+                log.warning("orphaned_object_delete_failed", key=key, error=error.message)
                 return
             except Unavailable as error:
                 if delay is None:

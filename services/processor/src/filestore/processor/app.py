@@ -10,9 +10,10 @@ from filestore.processor.pipeline import Pipeline
 from filestore.processor.servicer import ProcessorServicer
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.worker import Worker
-from filestore.server import events, s3
+from filestore.server import events
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.server.dependencies import METADATA, dependency_channel
+from filestore.server.storage import ObjectStore, StoreConfig
 from filestore.v1 import metadata_service_pb2_grpc, processor_service_pb2, processor_service_pb2_grpc
 
 DOMAIN = "processor.filestore.v1"
@@ -34,8 +35,7 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
     pipeline = Pipeline(
         settings,
         metadata=metadata,
-        storage=s3.storage_client(settings.s3),
-        streaming_storage=s3.streaming_client(settings.s3),
+        store=ObjectStore(StoreConfig.from_settings(settings.s3)),
         jetstream=jetstream,
     )
     worker = Worker(settings, jetstream=jetstream, pipeline=pipeline)

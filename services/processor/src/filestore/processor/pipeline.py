@@ -17,11 +17,11 @@ import enum
 import hashlib
 import io
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -29,24 +29,23 @@ from nats.js import JetStreamContext
 from PIL import Image
 
 from filestore.core.channels import translated_errors
-from filestore.core.errors import Aborted, NotFound
+from filestore.core.errors import Aborted, NotFound, Unavailable
 from filestore.core.keys import derivative_key, original_key
 from filestore.core.reasons import Reason
 from filestore.core.validation import MAX_EXTRACTED_TEXT_BYTES
 from filestore.processor import media
 from filestore.processor.pipeline_config import Step
 from filestore.processor.scanner import ClamdScanner, Scanner
+from filestore.processor.scratch import TooLarge, scratch_directory, spool
 from filestore.processor.settings import ProcessorSettings
-from filestore.processor.storage import ObjectStore, TooLarge, scratch_directory
 from filestore.server import events, metrics, tracing
+from filestore.server.storage import ObjectHead
 from filestore.v1 import events_pb2, metadata_service_pb2, resources_pb2
 
 if TYPE_CHECKING:
-    from types_boto3_s3 import S3Client
-
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub
 
-__all__ = ["Digest", "NotYetUploaded", "Pipeline", "StepResult", "truncate_utf8"]
+__all__ = ["Digest", "NotYetUploaded", "Pipeline", "PipelineStorage", "StepResult", "truncate_utf8"]
 
 log = structlog.get_logger("filestore.processor")
 
@@ -81,6 +80,20 @@ OCR_DPI: Final = 300
 THUMBNAIL_CONTENT_TYPE: Final = "image/webp"
 #: What clamd (with AlertExceedsMax) answers when a limit stopped the scan.
 SCAN_LIMIT_SIGNATURE: Final = "Heuristics.Limits.Exceeded"
+#: How long the URL ffmpeg reads a video through stays valid.
+TOOL_URL_TTL_S: Final = 900
+
+
+class PipelineStorage(Protocol):
+    """What the pipeline asks of storage (:class:`filestore.server.storage.ObjectStore` has it):
+    reads of the object a run processes (a HEAD, one Range, whole-object streams with memory bounded
+    by a chunk), a URL for the tools that read over HTTP, and derivative writes."""
+
+    async def head(self, key: str) -> ObjectHead | None: ...
+    async def read_range(self, key: str, *, start: int, length: int) -> bytes: ...
+    def stream(self, key: str, *, chunk_bytes: int) -> Iterator[bytes]: ...
+    def internal_get_url(self, key: str, *, expires_s: int) -> str: ...
+    async def put(self, key: str, body: bytes, *, content_type: str) -> None: ...
 
 
 class NotYetUploaded(Exception):
@@ -123,7 +136,6 @@ class _Run:
 
     tenant: str
     file_id: str
-    bucket: str
     #: The object holding the file's bytes (see ``Pipeline._content_key``).
     key: str
     heartbeat: Heartbeat
@@ -140,17 +152,15 @@ class Pipeline:
         settings: ProcessorSettings,
         *,
         metadata: MetadataServiceAsyncStub,
-        storage: S3Client,
-        streaming_storage: S3Client,
+        store: PipelineStorage,
         jetstream: JetStreamContext,
         scanner: Scanner | None = None,
     ) -> None:
         self._settings = settings
         self._config = settings.pipeline
         self._metadata = metadata
-        self._objects = ObjectStore(
-            storage, streaming=streaming_storage, chunk_bytes=settings.read_chunk_bytes
-        )
+        self._store = store
+        self._chunk_bytes = settings.read_chunk_bytes
         self._scanner: Scanner | None = scanner
         if scanner is None and self._config.clamd_address is not None:
             self._scanner = ClamdScanner(
@@ -246,11 +256,9 @@ class Pipeline:
                 # Each step reads the object anew. Storage's announcement of a replacement that lands
                 # meanwhile finds the file claimed and is dropped, so compare the object before and
                 # after instead: a change means the steps may have seen different bytes.
-                run.etag = await self._blocking(run, self._objects.etag, run.bucket, run.key)
+                run.etag = (await self._head(run)).etag
                 file = await self._gate(run, file, await self._settled_steps(tenant, file_id))
-                if file.status == Status.FILE_STATUS_READY and run.etag != await self._blocking(
-                    run, self._objects.etag, run.bucket, run.key
-                ):
+                if file.status == Status.FILE_STATUS_READY and run.etag != (await self._head(run)).etag:
                     file = await self._recheck(event, tenant, file, heartbeat)
                     if file.status != Status.FILE_STATUS_READY:
                         return
@@ -269,7 +277,7 @@ class Pipeline:
         submitted again until its policy expires), and the file is quarantined, which stops its
         downloads, rather than serving bytes nobody checked."""
         run = await self._run_for(event, tenant, file, heartbeat)
-        digest = await self._blocking(run, self._stream_digest, run.bucket, run.key)
+        digest = await self._blocking(run, self._stream_digest, run.key)
         if (digest.sha256, digest.size) == (file.sha256, file.size):
             log.info("content_unchanged")
             return file
@@ -297,7 +305,6 @@ class Pipeline:
         return _Run(
             tenant=tenant,
             file_id=file.id,
-            bucket=event.bucket or self._settings.s3.bucket,
             key=await self._content_key(event.key, tenant, file),
             heartbeat=heartbeat,
             sniffed=file.sniffed_content_type,
@@ -419,7 +426,7 @@ class Pipeline:
         return file, await self._ocr(run)
 
     async def _integrity(self, run: _Run, file: resources_pb2.File) -> tuple[resources_pb2.File, StepResult]:
-        digest = await self._blocking(run, self._stream_digest, run.bucket, run.key)
+        digest = await self._blocking(run, self._stream_digest, run.key)
         with translated_errors():
             file = await self._metadata.RecordVerifiedContent(
                 metadata_service_pb2.RecordVerifiedContentRequest(
@@ -438,21 +445,21 @@ class Pipeline:
             # is being deleted. The remaining steps read the shared one; its ETag is their baseline.
             log.info("content_deduplicated", key=content_key)
             run.key = content_key
-            run.etag = await self._blocking(run, self._objects.etag, run.bucket, run.key)
+            run.etag = (await self._head(run)).etag
             details["deduplicated"] = "true"
         return file, passed(**details)
 
-    def _stream_digest(self, bucket: str, key: str) -> Digest:
+    def _stream_digest(self, key: str) -> Digest:
         hasher = hashlib.sha256()
         size = 0
-        for chunk in self._objects.chunks(bucket, key):
+        for chunk in self._store.stream(key, chunk_bytes=self._chunk_bytes):
             hasher.update(chunk)
             size += len(chunk)
         return Digest(sha256=hasher.hexdigest(), size=size)
 
     async def _sniff(self, run: _Run, file: resources_pb2.File) -> StepResult:
-        head = await self._blocking(
-            run, self._objects.read_head, run.bucket, run.key, self._config.sniff_bytes
+        head = await self._beating(
+            run, self._store.read_range(run.key, start=0, length=self._config.sniff_bytes)
         )
         sniffed = media.sniff(head)
         run.sniffed = sniffed
@@ -485,7 +492,8 @@ class Pipeline:
                 {"reason": "TOO_LARGE_TO_SCAN", "limit": str(self._config.scan_max_bytes)},
                 stop=(Status.FILE_STATUS_FAILED, "TOO_LARGE_TO_SCAN"),
             )
-        verdict = await self._blocking(run, lambda: scanner.scan(self._objects.chunks(run.bucket, run.key)))
+        chunks = self._store.stream(run.key, chunk_bytes=self._chunk_bytes)
+        verdict = await self._blocking(run, scanner.scan, chunks)
         if verdict.signature.startswith(SCAN_LIMIT_SIGNATURE):
             # clamd stopped at one of its limits: the content was not fully scanned, which is no
             # verdict on it. Fail closed, as for objects over scan_max_bytes.
@@ -506,7 +514,7 @@ class Pipeline:
     async def _thumbnail(self, run: _Run) -> StepResult:
         try:
             if run.sniffed.startswith("video/"):
-                url = self._objects.presigned_get(run.bucket, run.key)
+                url = self._store.internal_get_url(run.key, expires_s=TOOL_URL_TTL_S)
                 frame = await self._beating(
                     run, media.video_frame(url, timeout_s=self._config.tool_timeout_s)
                 )
@@ -605,19 +613,18 @@ class Pipeline:
         """The original in the run's scratch directory (bounded by max_render_bytes), once per run."""
         if run.spooled is None:
             assert run.scratch is not None
-            run.spooled = await self._blocking(
-                run,
-                lambda: self._objects.spool(
-                    run.bucket, run.key, limit=self._config.max_render_bytes, directory=run.scratch or Path()
-                ),
-            )
+            size = (await self._head(run)).size
+            if size > self._config.max_render_bytes:
+                raise TooLarge(size, self._config.max_render_bytes)
+            chunks = self._store.stream(run.key, chunk_bytes=self._chunk_bytes)
+            run.spooled = await self._blocking(run, spool, chunks, run.scratch / "original")
         return run.spooled
 
     async def _write_derivative(self, run: _Run, kind: str, data: bytes, content_type: str) -> None:
         """Write first, then register: a crash in between leaves an object that the next delivery
         overwrites, never a record pointing at nothing. Re-registering a kind replaces it."""
         key = derivative_key(run.tenant, run.file_id, kind)
-        await self._blocking(run, self._objects.put, run.bucket, key, data, content_type=content_type)
+        await self._beating(run, self._store.put(key, data, content_type=content_type))
         with translated_errors():
             derivative = await self._metadata.CreateDerivative(
                 metadata_service_pb2.CreateDerivativeRequest(
@@ -647,6 +654,14 @@ class Pipeline:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def _head(self, run: _Run) -> ObjectHead:
+        """The HEAD of the object the run reads. It must be there: a missing one is retried and then
+        dead-lettered, like any read storage refuses."""
+        head = await self._beating(run, self._store.head(run.key))
+        if head is None:
+            raise Unavailable(f"{run.key} is not in storage", reason=Reason.STORAGE_UNAVAILABLE)
+        return head
 
     async def _blocking(self, run: _Run, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         return await self._beating(run, asyncio.to_thread(fn, *args, **kwargs))

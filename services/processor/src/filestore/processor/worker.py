@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-import botocore.exceptions
 import structlog
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
@@ -33,8 +32,9 @@ from filestore.core.errors import DeadlineExceeded, FilestoreError, Unavailable
 from filestore.core.reasons import Reason
 from filestore.processor.pipeline import NotYetUploaded, Pipeline, Stage
 from filestore.processor.settings import ProcessorSettings
-from filestore.server import events, metrics, s3, tracing
+from filestore.server import events, metrics, tracing
 from filestore.server.dependencies import METADATA
+from filestore.server.storage import TRANSPORT_ERRORS, StorageRefused
 from filestore.v1 import events_pb2
 
 log = structlog.get_logger("filestore.processor.worker")
@@ -110,15 +110,14 @@ def is_outage(error: BaseException) -> bool:
     """
     if isinstance(error, DeadlineExceeded):
         return True
+    if isinstance(error, StorageRefused):
+        return error.http_status >= 500
     if isinstance(error, Unavailable):
         if error.reason in _UNANSWERED_CALLS:
             return True
         cause = error.__cause__
-        if isinstance(cause, botocore.exceptions.ClientError):
-            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            return status >= 500
         return cause is not None and is_outage(cause)
-    return isinstance(error, (*_NATS_OUTAGES, *s3.TRANSPORT_ERRORS, ConnectionError))
+    return isinstance(error, (*_NATS_OUTAGES, *TRANSPORT_ERRORS, ConnectionError))
 
 
 @dataclass

@@ -8,13 +8,13 @@ import grpc
 import structlog
 
 from filestore.core.auth import ServiceIdentity
-from filestore.server import events, s3
+from filestore.server import events
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.server.dependencies import METADATA, dependency_channel
+from filestore.server.storage import ObjectStore, StoreConfig
 from filestore.upload.reaper import Reaper
 from filestore.upload.servicer import UploadServicer
 from filestore.upload.settings import UploadSettings
-from filestore.upload.storage import S3ObjectStore
 from filestore.v1 import metadata_service_pb2_grpc, upload_service_pb2, upload_service_pb2_grpc
 
 DOMAIN = "upload.filestore.v1"
@@ -34,16 +34,14 @@ async def build(settings: UploadSettings) -> ServerHandle:
     nats_client = await events.connect(settings.nats, name="filestore-upload")
     jetstream = nats_client.jetstream()
     await events.ensure_stream(jetstream, settings.nats)
-    store = S3ObjectStore(s3.storage_client(settings.s3), settings.s3.bucket)
+    store = ObjectStore(StoreConfig.from_settings(settings.s3))
     await store.check_bucket()
     # The broker owns the bucket's CORS rules: applied at every start, so the settings are the
     # single source of truth (an edit made by hand in storage is undone on the next start).
     await store.apply_cors(settings.cors_origins)
     log.info("bucket_cors_applied", origins=list(settings.cors_origins))
     metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
-    servicer = UploadServicer(
-        settings, metadata=metadata, store=store, presigner=s3.presigner(settings.s3), jetstream=jetstream
-    )
+    servicer = UploadServicer(settings, metadata=metadata, store=store, jetstream=jetstream)
 
     def register(server: grpc.aio.Server) -> list[str]:
         upload_service_pb2_grpc.add_UploadServiceServicer_to_server(servicer, server)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -28,10 +29,17 @@ from filestore.core.channels import translated_errors
 from filestore.core.errors import FilestoreError
 from filestore.core.keys import KeyKind, key_prefix
 from filestore.server import metrics
-from filestore.upload.storage import ObjectStore
+from filestore.server.storage import OpenUpload
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
-__all__ = ["SWEEP_INTERVAL_S", "UNATTACHED_GRACE", "Reaper", "discard_upload_bytes"]
+__all__ = [
+    "SWEEP_INTERVAL_S",
+    "UNATTACHED_GRACE",
+    "Reaper",
+    "ReaperStorage",
+    "UploadBytes",
+    "discard_upload_bytes",
+]
 
 if TYPE_CHECKING:
     from filestore.v1.metadata_service_pb2_grpc import MetadataServiceAsyncStub
@@ -47,7 +55,20 @@ SWEEP_INTERVAL_S = 600.0
 UNATTACHED_GRACE = timedelta(minutes=10)
 
 
-async def discard_upload_bytes(store: ObjectStore, record: metadata_service_pb2.UploadRecord) -> None:
+class UploadBytes(Protocol):
+    """What freeing an upload's bytes takes (:class:`filestore.server.storage.ObjectStore` has it)."""
+
+    async def abort_multipart(self, key: str, upload_id: str) -> bool: ...
+    async def delete(self, key: str) -> None: ...
+
+
+class ReaperStorage(UploadBytes, Protocol):
+    """What the reaper asks of storage: freeing bytes, and listing the multipart uploads it holds."""
+
+    def list_multipart_uploads(self, prefix: str) -> AsyncIterator[list[OpenUpload]]: ...
+
+
+async def discard_upload_bytes(store: UploadBytes, record: metadata_service_pb2.UploadRecord) -> None:
     """Free whatever storage holds for an upload that will never complete. Idempotent.
 
     The object is deleted for every kind: a multipart upload completed in storage by a call that
@@ -67,7 +88,7 @@ class Reaper:
         self,
         *,
         metadata: MetadataServiceAsyncStub,
-        store: ObjectStore,
+        store: ReaperStorage,
         batch: int = 100,
         lease_s: int = 300,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
@@ -117,7 +138,7 @@ class Reaper:
         """
         cutoff = (now or datetime.now(UTC)) - self._unattached_grace
         aborted: list[str] = []
-        async for page in self._store.open_multipart_uploads(key_prefix(KeyKind.ORIGINAL)):
+        async for page in self._store.list_multipart_uploads(key_prefix(KeyKind.ORIGINAL)):
             old = [upload for upload in page if upload.initiated <= cutoff]
             if not old:
                 continue

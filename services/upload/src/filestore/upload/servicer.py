@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import structlog
@@ -29,12 +29,12 @@ from filestore.core.errors import (
 )
 from filestore.core.reasons import Reason
 from filestore.server import events, metrics
-from filestore.server.sigv4 import ChecksumName, PartChecksum, SigV4Presigner
+from filestore.server.sigv4 import ChecksumName, PartChecksum, PostPolicy, PresignedUrl
+from filestore.server.storage import ObjectHead, StoredPart
 from filestore.upload import validation
 from filestore.upload.plan import PartPlan, plan_parts
-from filestore.upload.reaper import discard_upload_bytes
+from filestore.upload.reaper import UploadBytes, discard_upload_bytes
 from filestore.upload.settings import MAX_OBJECT_BYTES, SINGLE_PUT_LIMIT, UploadSettings
-from filestore.upload.storage import ObjectHead, ObjectStore, StoredPart
 from filestore.v1 import (
     events_pb2,
     metadata_service_pb2,
@@ -65,6 +65,34 @@ _PART_CHECKSUMS: dict[int, ChecksumName] = {
 }
 #: States in which an upload has ended without its bytes: it can no longer be completed.
 _ENDED_UNCOMPLETED = frozenset({State.UPLOAD_STATE_ABORTED, State.UPLOAD_STATE_EXPIRED})
+
+
+class BrokerStorage(UploadBytes, Protocol):
+    """What the broker asks of storage (:class:`filestore.server.storage.ObjectStore` has it): control
+    calls that never carry file content, and the URLs clients send the content with."""
+
+    async def head(self, key: str) -> ObjectHead | None: ...
+    async def create_multipart(
+        self, key: str, *, content_type: str, checksum_algorithm: ChecksumName | None = None
+    ) -> str: ...
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None: ...
+    async def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], checksums: Mapping[int, PartChecksum]
+    ) -> bool: ...
+    def presign_put(
+        self, key: str, *, content_type: str, size: int, sha256_hex: str = "", expires_s: int
+    ) -> PresignedUrl: ...
+    def post_policy(self, key: str, *, content_type: str, size: int, expires_s: int) -> PostPolicy: ...
+    def presign_part(
+        self,
+        key: str,
+        *,
+        upload_id: str,
+        part_number: int,
+        size: int,
+        checksum: PartChecksum | None = None,
+        expires_s: int,
+    ) -> PresignedUrl: ...
 
 
 def _timestamp(moment: datetime) -> Timestamp:
@@ -109,14 +137,12 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         settings: UploadSettings,
         *,
         metadata: MetadataServiceAsyncStub,
-        store: ObjectStore,
-        presigner: SigV4Presigner,
+        store: BrokerStorage,
         jetstream: JetStreamContext,
     ) -> None:
         self._settings = settings
         self._metadata = metadata
         self._store = store
-        self._presigner = presigner
         self._js = jetstream
         self._subjects = events.Subjects(settings.nats.subject_prefix)
 
@@ -508,7 +534,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     def _presign_put(self, record: Record) -> resources_pb2.PresignedRequest:
         """A PUT with the content type, length and (when declared) SHA-256 in its signature, so
         storage itself refuses any other body."""
-        signed = self._presigner.presign_put(
+        signed = self._store.presign_put(
             record.storage_key,
             content_type=record.content_type,
             size=record.size,
@@ -523,7 +549,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     def _presign_post(self, record: Record) -> resources_pb2.PresignedRequest:
         """A browser form: the policy pins key, content type and exact length
         (``content-length-range`` with both ends equal to the declared size)."""
-        policy = self._presigner.post_policy(
+        policy = self._store.post_policy(
             record.storage_key,
             content_type=record.content_type,
             size=record.size,
@@ -544,7 +570,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         urls = []
         for number in numbers:
             size = plan.part_length(number)
-            signed = self._presigner.presign_part(
+            signed = self._store.presign_part(
                 record.storage_key,
                 upload_id=record.storage_upload_id,
                 part_number=number,
