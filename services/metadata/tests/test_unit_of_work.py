@@ -37,7 +37,7 @@ def _set_quota(tenant: str, limit_bytes: int, runs: list[int] | None = None) -> 
 def _idempotency(
     tenant: str, request: pb.SetQuotaRequest, request_id: str = "r1"
 ) -> Idempotency[resources_pb2.Quota]:
-    return Idempotency.of(request, request_id=request_id, tenant=tenant, answer_type=resources_pb2.Quota)
+    return Idempotency.of(request, request_id, resources_pb2.Quota, tenant=tenant)
 
 
 async def _limit(sessions: Sessions, tenant: str) -> int | None:
@@ -48,16 +48,13 @@ async def _limit(sessions: Sessions, tenant: str) -> int | None:
 
 def test_keys_are_the_rpc_names_scoped_by_the_caller() -> None:
     # Stored with every answer: a replay after a deployment must find the key it was stored under.
-    create = Idempotency.of(
-        pb.CreateFileRequest(), request_id="r", tenant="t", caller="alice", answer_type=resources_pb2.File
-    )
+    create = Idempotency.of(pb.CreateFileRequest(), "r", resources_pb2.File, tenant="t", caller="alice")
     complete = Idempotency.of(
-        pb.CompleteUploadRecordRequest(),
-        request_id="r",
-        tenant="*",
-        answer_type=pb.CompleteUploadRecordResponse,
+        pb.CompleteUploadRecordRequest(), "r", pb.CompleteUploadRecordResponse, tenant=None
     )
-    assert (create.method, complete.method) == ("CreateFile:alice", "CompleteUploadRecord")
+    assert (create.tenant, create.method) == ("t", "CreateFile:alice")
+    # A service that named no tenant: its answers are keyed under "*", like its token's tenant.
+    assert (complete.tenant, complete.method) == ("*", "CompleteUploadRecord")
 
 
 def test_left_out_fields_are_not_part_of_the_same_request() -> None:
@@ -68,11 +65,7 @@ def test_left_out_fields_are_not_part_of_the_same_request() -> None:
 
     def fingerprint(request: pb.BeginUploadRequest) -> str:
         return Idempotency.of(
-            request,
-            request_id="r",
-            tenant="t",
-            answer_type=pb.BeginUploadResponse,
-            leave_out=("expire_time",),
+            request, "r", pb.BeginUploadResponse, tenant="t", leave_out=("expire_time",)
         ).request_hash
 
     first = begin(5, timedelta(hours=1))
@@ -145,9 +138,7 @@ async def test_a_twin_answered_first_so_this_work_is_rolled_back(
         )
 
     if as_it_is_now:
-        idempotency = Idempotency.of(
-            request, request_id="r1", tenant=tenant, answer_type=resources_pb2.Quota, replayed=now
-        )
+        idempotency = Idempotency.of(request, "r1", resources_pb2.Quota, tenant=tenant, replayed=now)
     answer = await UnitOfWork(sessions).write(work_while_a_twin_answers, idempotency=idempotency)
     # The twin's answer; as it is now, that is after this work was rolled back.
     assert answer.limit_bytes == (-1 if as_it_is_now else 7)

@@ -65,16 +65,14 @@ class AccessRpcs(ServicerBase):
             )
             return convert.grant(row)
 
-        return await self._unit.write(
-            create,
-            idempotency=Idempotency.of(
-                request,
-                request_id=request.request_id,
-                tenant=principal.tenant,
-                caller=principal.subject,
-                answer_type=resources_pb2.Grant,
-            ),
+        replay = Idempotency.of(
+            request,
+            request.request_id,
+            resources_pb2.Grant,
+            tenant=principal.tenant,
+            caller=principal.subject,
         )
+        return await self._unit.write(create, idempotency=replay)
 
     async def ListGrants(self, request: pb.ListGrantsRequest, context: Context) -> pb.ListGrantsResponse:
         principal = current_principal()

@@ -98,16 +98,8 @@ class FileRpcs(ServicerBase):
             )
             return convert.file_message(file)
 
-        return await self._unit.write(
-            create,
-            idempotency=Idempotency.of(
-                request,
-                request_id=request.request_id,
-                tenant=tenant,
-                caller=owner,
-                answer_type=resources_pb2.File,
-            ),
-        )
+        replay = Idempotency.of(request, request.request_id, resources_pb2.File, tenant=tenant, caller=owner)
+        return await self._unit.write(create, idempotency=replay)
 
     async def UpdateFile(self, request: pb.UpdateFileRequest, context: Context) -> resources_pb2.File:
         principal = current_principal()
@@ -134,16 +126,10 @@ class FileRpcs(ServicerBase):
             )
             return convert.file_message(updated)
 
-        return await self._unit.write(
-            update,
-            idempotency=Idempotency.of(
-                request,
-                request_id=request.request_id,
-                tenant=tenant or "*",
-                caller=principal.subject,
-                answer_type=resources_pb2.File,
-            ),
+        replay = Idempotency.of(
+            request, request.request_id, resources_pb2.File, tenant=tenant, caller=principal.subject
         )
+        return await self._unit.write(update, idempotency=replay)
 
     async def DeleteFile(self, request: pb.DeleteFileRequest, context: Context) -> resources_pb2.File:
         principal = current_principal()
@@ -166,16 +152,10 @@ class FileRpcs(ServicerBase):
             orphaned.extend(deletion.orphaned_storage_keys)
             return convert.file_message(deletion.file)
 
-        answer = await self._unit.write(
-            delete,
-            idempotency=Idempotency.of(
-                request,
-                request_id=request.request_id,
-                tenant=tenant or "*",
-                caller=principal.subject,
-                answer_type=resources_pb2.File,
-            ),
+        replay = Idempotency.of(
+            request, request.request_id, resources_pb2.File, tenant=tenant, caller=principal.subject
         )
+        answer = await self._unit.write(delete, idempotency=replay)
         # After the commit: deleting bytes first would lose them if the transaction then failed.
         await self._objects.delete(orphaned)
         return answer
@@ -212,16 +192,10 @@ class FileRpcs(ServicerBase):
                 raise file_not_found(request.file_id) from None
             return convert.file_message(file)
 
-        return await self._unit.write(
-            transition,
-            idempotency=Idempotency.of(
-                request,
-                request_id=request.request_id,
-                tenant=scope or "*",
-                caller=principal.subject,
-                answer_type=resources_pb2.File,
-            ),
+        replay = Idempotency.of(
+            request, request.request_id, resources_pb2.File, tenant=scope, caller=principal.subject
         )
+        return await self._unit.write(transition, idempotency=replay)
 
     @staticmethod
     def _etag(etag: str) -> int | None:

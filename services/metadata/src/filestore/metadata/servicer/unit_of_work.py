@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from filestore.core.identity import ANY_TENANT
 from filestore.metadata.db import store
 
 __all__ = ["Idempotency", "UnitOfWork"]
@@ -48,19 +49,21 @@ class Idempotency(Generic[M]):
     def of(
         cls,
         request: Message,
-        *,
         request_id: str,
-        tenant: str,
         answer_type: type[M],
+        /,
+        *,
+        tenant: str | None,
         caller: str | None = None,
         leave_out: Iterable[str] = (),
         replayed: Callable[[AsyncSession, M], Awaitable[M]] | None = None,
     ) -> Idempotency[M]:
-        """The idempotency of ``request``: keyed by its RPC (the request message's name without
-        ``Request``), ``:caller`` when given, within ``tenant``.
+        """The idempotency of ``request`` under ``request_id``, answered by an ``answer_type``.
 
-        ``leave_out`` names fields that are not part of "the same request": values a caller derives
-        afresh on every retry, such as an expiry computed from the current time.
+        Keyed within ``tenant`` (``None`` or empty: a service acting in no one tenant, keyed under
+        ``*``) by the RPC's name (the request message's name without ``Request``), followed by
+        ``:caller`` when given. ``leave_out`` names fields that are not part of "the same request":
+        values a caller derives afresh on every retry, such as an expiry computed from the current time.
         """
         rpc = request.DESCRIPTOR.name.removesuffix("Request")
         fingerprint = request
@@ -70,7 +73,7 @@ class Idempotency(Generic[M]):
             for field in leave_out:
                 fingerprint.ClearField(field)
         return cls(
-            tenant=tenant,
+            tenant=tenant or ANY_TENANT,
             method=rpc if caller is None else f"{rpc}:{caller}",
             request_id=request_id,
             request_hash=hashlib.sha256(fingerprint.SerializeToString(deterministic=True)).hexdigest(),

@@ -110,21 +110,18 @@ class UploadRpcs(ServicerBase):
                 file=convert.file_message(file), upload=convert.upload_record(upload, file)
             )
 
-        return await self._unit.write(
-            begin,
-            idempotency=Idempotency.of(
-                request,
-                request_id=request.request_id,
-                tenant=tenant,
-                # Keyed by owner too: two users of a tenant may pick the same request_id independently.
-                caller=owner,
-                answer_type=pb.BeginUploadResponse,
-                # The expiry is computed afresh by the broker on every retry: not part of "the same
-                # request".
-                leave_out=("expire_time",),
-                replayed=as_it_is_now,
-            ),
+        replay = Idempotency.of(
+            request,
+            request.request_id,
+            pb.BeginUploadResponse,
+            tenant=tenant,
+            # Keyed by owner too: two users of a tenant may pick the same request_id independently.
+            caller=owner,
+            # The expiry is computed afresh by the broker on every retry: not part of "the same request".
+            leave_out=("expire_time",),
+            replayed=as_it_is_now,
         )
+        return await self._unit.write(begin, idempotency=replay)
 
     async def GetUploadRecord(self, request: pb.GetUploadRecordRequest, context: Context) -> pb.UploadRecord:
         principal = current_principal()
@@ -173,15 +170,8 @@ class UploadRpcs(ServicerBase):
                 upload=convert.upload_record(outcome.upload, outcome.file),
             )
 
-        return await self._unit.write(
-            complete,
-            idempotency=Idempotency.of(
-                request,
-                request_id=request.request_id,
-                tenant=scope or "*",
-                answer_type=pb.CompleteUploadRecordResponse,
-            ),
-        )
+        replay = Idempotency.of(request, request.request_id, pb.CompleteUploadRecordResponse, tenant=scope)
+        return await self._unit.write(complete, idempotency=replay)
 
     async def EndUploadRecord(self, request: pb.EndUploadRecordRequest, context: Context) -> pb.UploadRecord:
         principal = current_principal()
@@ -201,15 +191,8 @@ class UploadRpcs(ServicerBase):
             )
             return convert.upload_record(outcome.upload, outcome.file)
 
-        return await self._unit.write(
-            end,
-            idempotency=Idempotency.of(
-                request,
-                request_id=request.request_id,
-                tenant=scope or "*",
-                answer_type=pb.UploadRecord,
-            ),
-        )
+        replay = Idempotency.of(request, request.request_id, pb.UploadRecord, tenant=scope)
+        return await self._unit.write(end, idempotency=replay)
 
     async def ClaimExpiredUploads(
         self, request: pb.ClaimExpiredUploadsRequest, context: Context
