@@ -1,5 +1,10 @@
 """What every group of metadata RPCs shares: the unit of work, the object janitor, the page tokens, and
-the access checks that answer NOT_FOUND for a file the caller may not see or change."""
+the access checks that answer NOT_FOUND for a file the caller may not see or change.
+
+The store answers a file it cannot find in the tenant with :func:`filestore.core.errors.file_not_found`
+already, so the RPCs let that error through; they translate only where the answer differs (an upload
+or a grant whose file is gone is ``UPLOAD_NOT_FOUND`` or ``GRANT_NOT_FOUND``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.auth import Principal
-from filestore.core.errors import NotFound, file_not_found
+from filestore.core.errors import file_not_found
 from filestore.core.validation import check_content_type, check_labels, check_sha256, clean_name
 from filestore.metadata.db import models, store
 from filestore.metadata.janitor import ObjectJanitor
@@ -46,12 +51,7 @@ class ServicerBase(metadata_service_pb2_grpc.MetadataServiceServicer):
     ) -> models.File:
         """The file if ``reader`` may read it; otherwise NOT_FOUND, exactly as if it did not exist."""
         scope = self._tenant(principal, tenant)
-        try:
-            file = await store.get_file(
-                session, tenant=scope, file_id=file_id, include_deleted=include_deleted
-            )
-        except NotFound:
-            raise file_not_found(file_id) from None
+        file = await store.get_file(session, tenant=scope, file_id=file_id, include_deleted=include_deleted)
         if principal.is_service and not reader:
             return file
         who = reader if principal.is_service else principal.subject
@@ -72,12 +72,7 @@ class ServicerBase(metadata_service_pb2_grpc.MetadataServiceServicer):
         """The file if the caller may change it (the owner, a WRITE grant unless ``owner_only``, or a
         service); otherwise NOT_FOUND, exactly as if it did not exist."""
         scope = self._tenant(principal, tenant)
-        try:
-            file = await store.get_file(
-                session, tenant=scope, file_id=file_id, include_deleted=include_deleted
-            )
-        except NotFound:
-            raise file_not_found(file_id) from None
+        file = await store.get_file(session, tenant=scope, file_id=file_id, include_deleted=include_deleted)
         if principal.is_service or file.owner == principal.subject:
             return file
         if not owner_only and await store.is_permitted(

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.auth import Principal, current_principal
-from filestore.core.errors import InvalidArgument, NotFound, PermissionDenied, file_not_found
+from filestore.core.errors import InvalidArgument, PermissionDenied, file_not_found
 from filestore.core.reasons import Reason
 from filestore.core.validation import MAX_NAME_CHARS, check_labels, clean_name
 from filestore.metadata import convert
@@ -179,17 +179,14 @@ class FileRpcs(ServicerBase):
                         "only Filestore services move files along the pipeline",
                         reason=Reason.SERVICE_ROLE_REQUIRED,
                     )
-            try:
-                file = await store.transition_file(
-                    session,
-                    tenant=scope,
-                    file_id=request.file_id,
-                    to_status=target,
-                    reason=request.reason or None,
-                    expected_version=expected,
-                )
-            except NotFound:
-                raise file_not_found(request.file_id) from None
+            file = await store.transition_file(
+                session,
+                tenant=scope,
+                file_id=request.file_id,
+                to_status=target,
+                reason=request.reason or None,
+                expected_version=expected,
+            )
             return convert.file_message(file)
 
         replay = Idempotency.of(
@@ -206,12 +203,7 @@ class FileRpcs(ServicerBase):
         return int(etag)
 
     async def _owned_file(self, session: AsyncSession, principal: Principal, file_id: str) -> models.File:
-        try:
-            file = await store.get_file(
-                session, tenant=principal.tenant, file_id=file_id, include_deleted=True
-            )
-        except NotFound:
-            raise file_not_found(file_id) from None
+        file = await store.get_file(session, tenant=principal.tenant, file_id=file_id, include_deleted=True)
         if file.owner != principal.subject:
             raise file_not_found(file_id)
         return file

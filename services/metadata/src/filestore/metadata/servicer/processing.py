@@ -9,7 +9,7 @@ import re
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.auth import current_principal, require_service
-from filestore.core.errors import InvalidArgument, NotFound, file_not_found
+from filestore.core.errors import InvalidArgument, file_not_found
 from filestore.core.keys import KeyKind, derivative_key, key_prefix
 from filestore.core.reasons import Reason
 from filestore.core.validation import MAX_EXTRACTED_TEXT_BYTES, check_content_type
@@ -40,12 +40,7 @@ class ProcessingRpcs(ServicerBase):
         superseded: list[str] = []
 
         async def record(session: AsyncSession) -> resources_pb2.File:
-            try:
-                file = await store.get_file(
-                    session, tenant=scope, file_id=request.file_id, include_deleted=True
-                )
-            except NotFound:
-                raise file_not_found(request.file_id) from None
+            file = await store.get_file(session, tenant=scope, file_id=request.file_id, include_deleted=True)
             matches = (not file.sha256 or file.sha256 == request.sha256) and request.size == file.size
             file = await store.update_file_facts(
                 session, tenant=scope, file_id=file.id, verified_sha256=request.sha256
@@ -96,16 +91,13 @@ class ProcessingRpcs(ServicerBase):
         scope = self._tenant(principal, request.tenant)
 
         async def record(session: AsyncSession) -> resources_pb2.File:
-            try:
-                file = await store.update_file_facts(
-                    session,
-                    tenant=scope,
-                    file_id=request.file_id,
-                    sniffed_content_type=sniffed or None,
-                    extracted_text=request.extracted_text or None,
-                )
-            except NotFound:
-                raise file_not_found(request.file_id) from None
+            file = await store.update_file_facts(
+                session,
+                tenant=scope,
+                file_id=request.file_id,
+                sniffed_content_type=sniffed or None,
+                extracted_text=request.extracted_text or None,
+            )
             return convert.file_message(file)
 
         return await self._unit.write(record)
@@ -124,17 +116,14 @@ class ProcessingRpcs(ServicerBase):
         scope = self._tenant(principal, request.tenant)
 
         async def record(session: AsyncSession) -> resources_pb2.ProcessingResult:
-            try:
-                row = await store.set_processing_result(
-                    session,
-                    tenant=scope,
-                    file_id=request.result.file_id,
-                    step=request.result.step,
-                    outcome=outcome,
-                    details=dict(request.result.details),
-                )
-            except NotFound:
-                raise file_not_found(request.result.file_id) from None
+            row = await store.set_processing_result(
+                session,
+                tenant=scope,
+                file_id=request.result.file_id,
+                step=request.result.step,
+                outcome=outcome,
+                details=dict(request.result.details),
+            )
             return convert.processing_result(row)
 
         return await self._unit.write(record)
@@ -172,12 +161,9 @@ class ProcessingRpcs(ServicerBase):
         scope = self._tenant(principal, request.tenant)
 
         async def create(session: AsyncSession) -> resources_pb2.Derivative:
-            try:
-                file = await store.get_file(
-                    session, tenant=scope, file_id=derivative.file_id, include_deleted=True
-                )
-            except NotFound:
-                raise file_not_found(derivative.file_id) from None
+            file = await store.get_file(
+                session, tenant=scope, file_id=derivative.file_id, include_deleted=True
+            )
             row = await store.add_derivative(
                 session,
                 tenant=file.tenant,
