@@ -412,16 +412,9 @@ async def update_file(
         values["labels"] = _check_labels(labels)
     if visibility is not None:
         values["visibility"] = visibility
-    for _ in range(_CAS_ATTEMPTS):
-        file = await _load_file(session, tenant=tenant, file_id=file_id, include_deleted=False)
-        if expected_version is not None and file.version != expected_version:
-            raise _etag_mismatch(file, expected_version)
-        if not values:
-            return file
-        updated = await _compare_and_set_file(session, file, values, expected_status=file.status)
-        if updated is not None:
-            return updated
-    raise Aborted("the file is being changed concurrently; retry", reason=Reason.CONCURRENT_MODIFICATION)
+    return await _set_fields(
+        session, tenant=tenant, file_id=file_id, values=values, expected_version=expected_version
+    )
 
 
 async def update_file_facts(
@@ -442,8 +435,22 @@ async def update_file_facts(
         values["sniffed_content_type"] = sniffed_content_type
     if extracted_text is not None:
         values["extracted_text"] = extracted_text
+    return await _set_fields(session, tenant=tenant, file_id=file_id, values=values, expected_version=None)
+
+
+async def _set_fields(
+    session: AsyncSession,
+    *,
+    tenant: str | None,
+    file_id: str,
+    values: dict[str, Any],
+    expected_version: int | None,
+) -> File:
+    """Set ``values`` on a live file in whatever state it is, by compare-and-set on its version."""
     for _ in range(_CAS_ATTEMPTS):
         file = await _load_file(session, tenant=tenant, file_id=file_id, include_deleted=False)
+        if expected_version is not None and file.version != expected_version:
+            raise _etag_mismatch(file, expected_version)
         if not values:
             return file
         updated = await _compare_and_set_file(session, file, values, expected_status=file.status)
