@@ -14,7 +14,8 @@ import grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.auth import Principal
-from filestore.core.errors import file_not_found
+from filestore.core.errors import InvalidArgument, file_not_found
+from filestore.core.reasons import Reason
 from filestore.core.validation import check_content_type, check_labels, check_sha256, clean_name
 from filestore.metadata.db import models, store
 from filestore.metadata.janitor import ObjectJanitor
@@ -80,6 +81,17 @@ class ServicerBase(metadata_service_pb2_grpc.MetadataServiceServicer):
         ):
             return file
         raise file_not_found(file_id)
+
+    @staticmethod
+    def _creator(principal: Principal, file: resources_pb2.File) -> tuple[str, str]:
+        """The tenant and owner a new file is made for: the caller's own, or those a service names."""
+        tenant = file.tenant if principal.is_service else principal.tenant
+        owner = file.owner if principal.is_service else principal.subject
+        if not tenant or not owner:
+            raise InvalidArgument(
+                "service callers must name the tenant and owner", reason=Reason.INVALID_OWNER
+            )
+        return tenant, owner
 
     @staticmethod
     def _declared(file: resources_pb2.File) -> tuple[str, str, str, dict[str, str]]:

@@ -73,12 +73,7 @@ class FileRpcs(ServicerBase):
 
     async def CreateFile(self, request: pb.CreateFileRequest, context: Context) -> resources_pb2.File:
         principal = current_principal()
-        tenant = request.file.tenant if principal.is_service else principal.tenant
-        owner = request.file.owner if principal.is_service else principal.subject
-        if not tenant or not owner:
-            raise InvalidArgument(
-                "service callers must name the tenant and owner", reason=Reason.INVALID_OWNER
-            )
+        tenant, owner = self._creator(principal, request.file)
         name, content_type, sha256, labels = self._declared(request.file)
         if request.file.size < 0:
             raise InvalidArgument("size must not be negative", reason=Reason.INVALID_SIZE)

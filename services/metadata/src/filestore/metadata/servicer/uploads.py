@@ -26,12 +26,7 @@ MAX_STORAGE_UPLOADS_PER_CALL = 1000
 class UploadRpcs(ServicerBase):
     async def BeginUpload(self, request: pb.BeginUploadRequest, context: Context) -> pb.BeginUploadResponse:
         principal = current_principal()
-        tenant = request.file.tenant if principal.is_service else principal.tenant
-        owner = request.file.owner if principal.is_service else principal.subject
-        if not tenant or not owner:
-            raise InvalidArgument(
-                "service callers must name the tenant and owner", reason=Reason.INVALID_OWNER
-            )
+        tenant, owner = self._creator(principal, request.file)
         kind = convert.upload_kind_from_proto(request.kind)
         if kind is None or kind == models.UploadKind.DEDUP:
             raise InvalidArgument(
