@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from filestore.core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from filestore.core.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, file_not_found
 from filestore.core.validation import MAX_NAME_CHARS
 from filestore.metadata.db import store
 from filestore.metadata.db.models import File, FileStatus, ProcessingOutcome, Visibility
@@ -103,6 +103,30 @@ async def test_other_tenant_sees_not_found(sessions: Sessions, tenant: str) -> N
         assert (await store.get_file(session, tenant=None, file_id=file.id)).id == file.id
     async with sessions() as session:
         assert (await store.get_file(session, tenant=tenant, file_id=file.id)).status == FileStatus.PENDING
+
+
+async def test_a_file_out_of_reach_is_the_answer_the_servicer_gives(sessions: Sessions, tenant: str) -> None:
+    """The servicer passes these errors through to the client: each must be ``file_not_found`` itself."""
+    file = await _new_file(sessions, tenant)
+    calls: list[Callable[[AsyncSession], Awaitable[object]]] = [
+        lambda session: store.get_file(session, tenant="someone-else", file_id=file.id, include_deleted=True),
+        lambda session: store.transition_file(
+            session, tenant="someone-else", file_id=file.id, to_status=FileStatus.UPLOADED
+        ),
+        lambda session: store.update_file_facts(
+            session, tenant="someone-else", file_id=file.id, sniffed_content_type="text/plain"
+        ),
+        lambda session: store.set_processing_result(
+            session, tenant="someone-else", file_id=file.id, step="sniff", outcome=ProcessingOutcome.PASSED
+        ),
+    ]
+    expected = file_not_found(file.id)
+    for call in calls:
+        async with sessions() as session, session.begin():
+            with pytest.raises(NotFound) as refused:
+                await call(session)
+        answer = (refused.value.message, refused.value.reason, refused.value.metadata)
+        assert answer == (expected.message, expected.reason, expected.metadata)
 
 
 @pytest.mark.parametrize(("source", "target"), LEGAL)

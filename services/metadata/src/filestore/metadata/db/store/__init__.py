@@ -1,0 +1,152 @@
+"""Data access for the metadata service: the only code that writes the catalogue.
+
+Conventions shared by every function here:
+
+* The caller owns the transaction (``async with session.begin(): ...``); nothing here commits, so one
+  RPC's writes land or vanish together. A raised error leaves the transaction to be rolled back.
+* ``tenant`` scopes every lookup. A row of another tenant is reported exactly like a missing row
+  (``NotFound``), so ids of other tenants cannot be probed. ``tenant=None`` is reserved for trusted
+  internal callers (the processor acting for any tenant) and must never come from a client.
+* Concurrency is handled with conditional UPDATEs (compare-and-set on a row's state or version), so
+  the same code is correct on PostgreSQL (row locks, READ COMMITTED re-check) and on SQLite (one
+  writer at a time, see :func:`filestore.metadata.db.engine.create_engine`).
+* Failures are typed :mod:`filestore.core.errors` with stable ``reason`` values.
+
+One module per resource, and this package's face re-exports them all (``store.get_file(...)``):
+
+* :mod:`.files`: files, the lifecycle (:func:`transition_file`, :func:`delete_file`,
+  :func:`quarantine_content`) and listing;
+* :mod:`.blobs`: verified content shared between a tenant's files (dedup) and its reference count;
+* :mod:`.uploads`: upload sessions, closed exactly once, and the reaper's leases;
+* :mod:`.grants`: permissions on a file and :func:`is_permitted`;
+* :mod:`.results`: derivatives and processing results;
+* :mod:`.quotas`: reservations, usage and limits;
+* :mod:`.idempotency`: stored first answers to replayed requests;
+* :mod:`._sql`: what they share (value checks, dialect helpers, the compare-and-set budget, the file
+  lookup).
+
+Each table is written by its own module (except that :func:`.blobs.link_file_blob` points a file at
+its blob), and imports point one way: :mod:`.uploads` builds on :mod:`.files`, whose lifecycle builds
+on :mod:`.blobs`, :mod:`.quotas` and :mod:`.results`; those, :mod:`.grants` and :mod:`.idempotency`
+need only :mod:`._sql`.
+"""
+
+from __future__ import annotations
+
+from filestore.metadata.db.store.blobs import (
+    BlobLink,
+    find_dedup_blob,
+    get_blob,
+    link_file_blob,
+    register_blob,
+)
+from filestore.metadata.db.store.files import (
+    MAX_PAGE_SIZE,
+    FileCursor,
+    FileDeletion,
+    FileFilter,
+    FilePage,
+    allowed_sources,
+    create_file,
+    delete_file,
+    get_file,
+    list_files,
+    quarantine_content,
+    transition_file,
+    update_file,
+    update_file_facts,
+)
+from filestore.metadata.db.store.grants import (
+    create_grant,
+    get_grant,
+    is_permitted,
+    list_grants,
+    revoke_grant,
+)
+from filestore.metadata.db.store.idempotency import (
+    IdempotentSave,
+    get_idempotent,
+    purge_idempotency_keys,
+    save_idempotent,
+)
+from filestore.metadata.db.store.quotas import (
+    get_quota,
+    refund_quota,
+    release_quota,
+    reserve_quota,
+    set_quota,
+    settle_quota,
+)
+from filestore.metadata.db.store.results import (
+    add_derivative,
+    get_derivative,
+    get_processing_result,
+    list_derivatives,
+    list_processing_results,
+    set_processing_result,
+)
+from filestore.metadata.db.store.uploads import (
+    UploadOutcome,
+    attach_storage_upload,
+    attached_storage_uploads,
+    claim_expired_uploads,
+    complete_upload,
+    end_upload,
+    get_upload,
+    list_uploads,
+    record_upload,
+    set_upload_state,
+)
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "BlobLink",
+    "FileCursor",
+    "FileDeletion",
+    "FileFilter",
+    "FilePage",
+    "IdempotentSave",
+    "UploadOutcome",
+    "add_derivative",
+    "allowed_sources",
+    "attach_storage_upload",
+    "attached_storage_uploads",
+    "claim_expired_uploads",
+    "complete_upload",
+    "create_file",
+    "create_grant",
+    "delete_file",
+    "end_upload",
+    "find_dedup_blob",
+    "get_blob",
+    "get_derivative",
+    "get_file",
+    "get_grant",
+    "get_idempotent",
+    "get_processing_result",
+    "get_quota",
+    "get_upload",
+    "is_permitted",
+    "link_file_blob",
+    "list_derivatives",
+    "list_files",
+    "list_grants",
+    "list_processing_results",
+    "list_uploads",
+    "purge_idempotency_keys",
+    "quarantine_content",
+    "record_upload",
+    "refund_quota",
+    "register_blob",
+    "release_quota",
+    "reserve_quota",
+    "revoke_grant",
+    "save_idempotent",
+    "set_processing_result",
+    "set_quota",
+    "set_upload_state",
+    "settle_quota",
+    "transition_file",
+    "update_file",
+    "update_file_facts",
+]

@@ -1,0 +1,203 @@
+"""Blobs: a tenant's verified content, one row per digest, shared by every file of the tenant that holds
+those bytes (dedup) and counted by reference.
+
+A blob knows nothing of the file lifecycle: :mod:`.files` takes a reference when it creates a dedup copy,
+drops it when a file is deleted, and forgets the blob when the content at its key changed. The functions
+here write a file row only to point it at its blob.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from filestore.core.errors import FailedPrecondition, NotFound
+from filestore.core.reasons import Reason
+from filestore.metadata.db.models import Blob, File, FileStatus, new_id, utcnow
+from filestore.metadata.db.store._sql import (
+    _check_non_negative,
+    _check_sha256,
+    _clamped_decrement,
+    _load_file,
+    _require,
+    _upsert,
+)
+
+__all__ = [
+    "BlobLink",
+    "find_dedup_blob",
+    "get_blob",
+    "link_file_blob",
+    "register_blob",
+]
+
+
+async def get_blob(session: AsyncSession, *, tenant: str | None, blob_id: str) -> Blob:
+    stmt = select(Blob).where(Blob.id == blob_id)
+    if tenant is not None:
+        stmt = stmt.where(Blob.tenant == tenant)
+    blob = await session.scalar(stmt.execution_options(populate_existing=True))
+    if blob is None:
+        raise NotFound(
+            f"blob {blob_id!r} not found", reason=Reason.BLOB_NOT_FOUND, metadata={"blob_id": blob_id}
+        )
+    return blob
+
+
+async def find_dedup_blob(session: AsyncSession, *, tenant: str, owner: str, sha256: str) -> Blob | None:
+    """The tenant's verified blob with this digest, if ``owner`` already owns a live file of it.
+
+    Knowing a digest is no proof of holding the content, so a blob is offered only to whoever
+    already has it; everyone else uploads, and :func:`link_file_blob` shares the bytes once they
+    are verified. Dedup never crosses tenants.
+    """
+    _check_sha256(sha256)
+    owned = (
+        select(File.id)
+        .where(
+            File.blob_id == Blob.id,
+            File.tenant == tenant,
+            File.owner == owner,
+            File.status != FileStatus.DELETED,
+        )
+        .exists()
+    )
+    stmt = select(Blob).where(Blob.tenant == tenant, Blob.sha256 == sha256, Blob.verified.is_(True), owned)
+    return await session.scalar(stmt.execution_options(populate_existing=True))
+
+
+async def register_blob(
+    session: AsyncSession, *, tenant: str, sha256: str, size: int, storage_key: str, verified: bool = True
+) -> Blob:
+    """The tenant's blob for ``sha256``, created if missing (``ref_count`` 0; see ``link_file_blob``).
+
+    Concurrent registrations of the same digest resolve on the unique (tenant, sha256) constraint:
+    the first storage key wins and later callers get that row. ``verified`` only ever turns on.
+    """
+    _require(tenant, "tenant")
+    _check_sha256(sha256)
+    _check_non_negative(size, "size")
+    values = {
+        "id": new_id(),
+        "tenant": tenant,
+        "sha256": sha256,
+        "size": size,
+        "storage_key": storage_key,
+        "ref_count": 0,
+        "verified": verified,
+        "created_at": utcnow(),
+    }
+    stmt = _upsert(session, Blob, values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Blob.tenant, Blob.sha256],
+        set_={"verified": or_(Blob.verified, stmt.excluded.verified)},
+    )
+    blob: Blob = (
+        await session.scalars(stmt.returning(Blob), execution_options={"populate_existing": True})
+    ).one()
+    return blob
+
+
+async def _reference_blob(session: AsyncSession, blob: Blob) -> None:
+    stmt = (
+        update(Blob)
+        .where(Blob.id == blob.id, Blob.verified.is_(True))
+        .values(ref_count=Blob.ref_count + 1)
+        .returning(Blob.id)
+        .execution_options(synchronize_session=False)
+    )
+    if (await session.execute(stmt)).first() is None:
+        raise FailedPrecondition(
+            "blob is not verified and cannot be shared yet",
+            reason=Reason.BLOB_NOT_VERIFIED,
+            metadata={"blob_id": blob.id},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BlobLink:
+    file: File
+    #: The file's own copy of the bytes when the blob keeps them elsewhere: delete it from storage
+    #: after the commit. Empty when the file's object is the blob's, or the file was linked before.
+    orphaned_storage_keys: list[str]
+
+
+async def link_file_blob(
+    session: AsyncSession, *, tenant: str | None, file_id: str, blob_id: str
+) -> BlobLink:
+    """Point a file at the blob holding its (verified) bytes, taking one reference; idempotent.
+
+    When the blob's bytes are in another object (the tenant held the content before this file was
+    uploaded), the file's ``storage_key`` moves to that object, so storage keeps one copy: a file's
+    ``storage_key`` is always where its bytes are read from.
+    """
+    file = await _load_file(session, tenant=tenant, file_id=file_id, include_deleted=False)
+    if file.blob_id == blob_id:
+        return BlobLink(file=file, orphaned_storage_keys=[])
+    if file.blob_id is not None:
+        raise FailedPrecondition(
+            "file already points at another blob",
+            reason=Reason.BLOB_ALREADY_LINKED,
+            metadata={"file_id": file_id, "blob_id": file.blob_id},
+        )
+    blob = await get_blob(session, tenant=file.tenant, blob_id=blob_id)
+    own_key = file.storage_key
+    stmt = (
+        update(File)
+        .where(File.id == file.id, File.blob_id.is_(None))
+        .values(blob_id=blob.id, storage_key=blob.storage_key, version=File.version + 1, updated_at=utcnow())
+        .returning(File)
+        .execution_options(populate_existing=True)
+    )
+    linked = (await session.scalars(stmt)).one_or_none()
+    if linked is None:
+        # Another transaction linked it first; report what it did rather than double-counting.
+        return await link_file_blob(session, tenant=tenant, file_id=file_id, blob_id=blob_id)
+    await session.execute(
+        update(Blob)
+        .where(Blob.id == blob.id)
+        .values(ref_count=Blob.ref_count + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return BlobLink(file=linked, orphaned_storage_keys=[own_key] if own_key != blob.storage_key else [])
+
+
+async def _release_blob(session: AsyncSession, file: File) -> list[str]:
+    """Drop the file's blob reference; the storage keys no record needs any more."""
+    if file.blob_id is None:
+        return [file.storage_key]
+    released = (
+        await session.execute(
+            update(Blob)
+            .where(Blob.id == file.blob_id)
+            .values(ref_count=_clamped_decrement(Blob.ref_count, 1))
+            .returning(Blob.ref_count, Blob.storage_key)
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    if released is None:
+        return []
+    ref_count, blob_key = released
+    # Files linked before link_file_blob moved them onto the blob's object kept a copy of their own.
+    orphaned = [file.storage_key] if file.storage_key != blob_key else []
+    if ref_count == 0:
+        # The row lock taken by the decrement makes a concurrent dedup wait and then find no blob.
+        await session.execute(
+            delete(Blob).where(Blob.id == file.blob_id).execution_options(synchronize_session=False)
+        )
+        # The foreign key's ON DELETE SET NULL cleared the column in the row; mirror it in memory.
+        set_committed_value(file, "blob_id", None)
+        orphaned.append(blob_key)
+    return orphaned
+
+
+async def _forget_blobs_at(session: AsyncSession, *, tenant: str, storage_key: str) -> None:
+    """Forget the tenant's blob at ``storage_key``: the object no longer holds the verified digest."""
+    await session.execute(
+        delete(Blob)
+        .where(Blob.tenant == tenant, Blob.storage_key == storage_key)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,245 @@
+"""The upload RPCs: BeginUpload, GetUploadRecord, AttachStorageUpload, CompleteUploadRecord,
+EndUploadRecord, and the reaper's ClaimExpiredUploads and FindAttachedStorageUploads."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from filestore.core.auth import Principal, current_principal, require_service
+from filestore.core.errors import InvalidArgument, NotFound, upload_not_found
+from filestore.core.reasons import Reason
+from filestore.metadata import convert
+from filestore.metadata.db import models, store
+from filestore.metadata.servicer.base import Context, ServicerBase
+from filestore.metadata.servicer.unit_of_work import Idempotency
+from filestore.v1 import metadata_service_pb2 as pb
+from filestore.v1 import resources_pb2
+
+__all__ = ["UploadRpcs"]
+
+#: FindAttachedStorageUploads looks up at most this many (a page of ListMultipartUploads).
+MAX_STORAGE_UPLOADS_PER_CALL = 1000
+
+
+class UploadRpcs(ServicerBase):
+    async def BeginUpload(self, request: pb.BeginUploadRequest, context: Context) -> pb.BeginUploadResponse:
+        principal = current_principal()
+        tenant, owner = self._creator(principal, request.file)
+        kind = convert.upload_kind_from_proto(request.kind)
+        if kind is None or kind == models.UploadKind.DEDUP:
+            raise InvalidArgument(
+                "kind must be SINGLE, POST_POLICY or MULTIPART", reason=Reason.INVALID_UPLOAD_KIND
+            )
+        if not request.HasField("expire_time"):
+            raise InvalidArgument("expire_time is required", reason=Reason.INVALID_EXPIRY)
+        part_checksum = convert.part_checksum_from_proto(request.part_checksum_algorithm)
+        if part_checksum is None or (
+            part_checksum is not models.PartChecksum.NONE and kind is not models.UploadKind.MULTIPART
+        ):
+            raise InvalidArgument(
+                "part_checksum_algorithm must be CRC32 or SHA256, and only for MULTIPART",
+                reason=Reason.INVALID_CHECKSUM_ALGORITHM,
+            )
+        size = request.file.size
+        if size < 0:
+            raise InvalidArgument("size must not be negative", reason=Reason.INVALID_SIZE)
+        if size == 0 and kind is models.UploadKind.MULTIPART:
+            # Storage completes a multipart upload from one part at least; an empty file is SINGLE.
+            raise InvalidArgument("a MULTIPART upload cannot be empty", reason=Reason.INVALID_SIZE)
+        name, content_type, sha256, labels = self._declared(request.file)
+        expires = convert.from_timestamp(request.expire_time)
+
+        async def begin(session: AsyncSession) -> pb.BeginUploadResponse:
+            await store.reserve_quota(session, tenant=tenant, owner=owner, nbytes=size)
+            # A digest proves nothing (anyone may have learnt it), so only the owner of content the
+            # tenant holds gets it without sending it; everyone else uploads, and dedup happens
+            # once the processor has verified the bytes (RecordVerifiedContent).
+            blob = (
+                await store.find_dedup_blob(session, tenant=tenant, owner=owner, sha256=sha256)
+                if sha256
+                else None
+            )
+            dedup = blob is not None and blob.size == size
+            file = await store.create_file(
+                session,
+                tenant=tenant,
+                owner=owner,
+                name=name,
+                declared_content_type=content_type,
+                size=size,
+                sha256=sha256 or None,
+                labels=labels,
+                blob_id=blob.id if dedup and blob is not None else None,
+            )
+            upload = await store.record_upload(
+                session,
+                tenant=tenant,
+                file_id=file.id,
+                kind=models.UploadKind.DEDUP if dedup else kind,
+                part_size=0 if dedup else request.part_size,
+                part_count=0 if dedup else request.part_count,
+                expires_at=expires,
+                reserved_bytes=size,
+                part_checksum=models.PartChecksum.NONE if dedup else part_checksum,
+            )
+            if dedup:
+                # Verified content of this tenant already holds these bytes: no transfer, the upload is
+                # complete at once and the file UPLOADED (the pipeline still runs for the new record).
+                outcome = await store.complete_upload(
+                    session, tenant=tenant, upload_id=upload.id, actual_size=size
+                )
+                file, upload = outcome.file, outcome.upload
+            return pb.BeginUploadResponse(
+                file=convert.file_message(file), upload=convert.upload_record(upload, file)
+            )
+
+        async def as_it_is_now(
+            session: AsyncSession, first: pb.BeginUploadResponse
+        ) -> pb.BeginUploadResponse:
+            # A retry must see what happened since the first answer: the broker finds the storage
+            # upload it attached there, instead of searching storage for it.
+            upload, file = await self._upload_and_file(session, principal, tenant, first.upload.id)
+            return pb.BeginUploadResponse(
+                file=convert.file_message(file), upload=convert.upload_record(upload, file)
+            )
+
+        replay = Idempotency.of(
+            request,
+            request.request_id,
+            pb.BeginUploadResponse,
+            tenant=tenant,
+            # Keyed by owner too: two users of a tenant may pick the same request_id independently.
+            caller=owner,
+            # The expiry is computed afresh by the broker on every retry: not part of "the same request".
+            leave_out=("expire_time",),
+            replayed=as_it_is_now,
+        )
+        return await self._unit.write(begin, idempotency=replay)
+
+    async def GetUploadRecord(self, request: pb.GetUploadRecordRequest, context: Context) -> pb.UploadRecord:
+        principal = current_principal()
+        scope = self._tenant(principal, request.tenant)
+        async with self._unit.read() as session:
+            upload, file = await self._upload_and_file(session, principal, scope, request.upload_id)
+            return convert.upload_record(upload, file)
+
+    async def AttachStorageUpload(
+        self, request: pb.AttachStorageUploadRequest, context: Context
+    ) -> pb.UploadRecord:
+        principal = require_service()
+        if not request.storage_upload_id:
+            raise InvalidArgument("storage_upload_id is required", reason=Reason.INVALID_STORAGE_UPLOAD_ID)
+        scope = self._tenant(principal, request.tenant)
+
+        async def attach(session: AsyncSession) -> pb.UploadRecord:
+            upload, file = await self._upload_and_file(session, principal, scope, request.upload_id)
+            upload = await store.attach_storage_upload(
+                session,
+                tenant=upload.tenant,
+                upload_id=upload.id,
+                storage_upload_id=request.storage_upload_id,
+            )
+            return convert.upload_record(upload, file)
+
+        return await self._unit.write(attach)
+
+    async def CompleteUploadRecord(
+        self, request: pb.CompleteUploadRecordRequest, context: Context
+    ) -> pb.CompleteUploadRecordResponse:
+        principal = current_principal()
+        scope = self._tenant(principal, request.tenant)
+        if request.size < 0:
+            raise InvalidArgument("size must not be negative", reason=Reason.INVALID_SIZE)
+
+        async def complete(session: AsyncSession) -> pb.CompleteUploadRecordResponse:
+            upload, _ = await self._upload_and_file(session, principal, scope, request.upload_id)
+            # One step, exactly once: a racing duplicate (client call and storage event) changes
+            # nothing, so the quota is never settled twice; an aborted upload cannot complete.
+            outcome = await store.complete_upload(
+                session, tenant=upload.tenant, upload_id=upload.id, actual_size=request.size
+            )
+            return pb.CompleteUploadRecordResponse(
+                file=convert.file_message(outcome.file),
+                upload=convert.upload_record(outcome.upload, outcome.file),
+            )
+
+        replay = Idempotency.of(request, request.request_id, pb.CompleteUploadRecordResponse, tenant=scope)
+        return await self._unit.write(complete, idempotency=replay)
+
+    async def EndUploadRecord(self, request: pb.EndUploadRecordRequest, context: Context) -> pb.UploadRecord:
+        principal = current_principal()
+        states = {
+            resources_pb2.UPLOAD_STATE_ABORTED: models.UploadState.ABORTED,
+            resources_pb2.UPLOAD_STATE_EXPIRED: models.UploadState.EXPIRED,
+        }
+        to_state = states.get(request.state)
+        if to_state is None:
+            raise InvalidArgument("state must be ABORTED or EXPIRED", reason=Reason.INVALID_UPLOAD_STATE)
+        scope = self._tenant(principal, request.tenant)
+
+        async def end(session: AsyncSession) -> pb.UploadRecord:
+            upload, _ = await self._upload_and_file(session, principal, scope, request.upload_id)
+            outcome = await store.end_upload(
+                session, tenant=upload.tenant, upload_id=upload.id, to_state=to_state
+            )
+            return convert.upload_record(outcome.upload, outcome.file)
+
+        replay = Idempotency.of(request, request.request_id, pb.UploadRecord, tenant=scope)
+        return await self._unit.write(end, idempotency=replay)
+
+    async def ClaimExpiredUploads(
+        self, request: pb.ClaimExpiredUploadsRequest, context: Context
+    ) -> pb.ClaimExpiredUploadsResponse:
+        require_service()
+        if not 1 <= request.limit <= 500:
+            raise InvalidArgument("limit must be 1..500", reason=Reason.INVALID_LIMIT)
+        if not 1 <= request.lease_seconds <= 3600:
+            raise InvalidArgument("lease_seconds must be 1..3600", reason=Reason.INVALID_LEASE)
+
+        async def claim(session: AsyncSession) -> pb.ClaimExpiredUploadsResponse:
+            uploads = await store.claim_expired_uploads(
+                session, lease=timedelta(seconds=request.lease_seconds), limit=request.limit
+            )
+            records = []
+            for upload in uploads:
+                file = await store.get_file(
+                    session, tenant=upload.tenant, file_id=upload.file_id, include_deleted=True
+                )
+                records.append(convert.upload_record(upload, file))
+            return pb.ClaimExpiredUploadsResponse(uploads=records)
+
+        return await self._unit.write(claim)
+
+    async def FindAttachedStorageUploads(
+        self, request: pb.FindAttachedStorageUploadsRequest, context: Context
+    ) -> pb.FindAttachedStorageUploadsResponse:
+        require_service()
+        if len(request.uploads) > MAX_STORAGE_UPLOADS_PER_CALL:
+            raise InvalidArgument(
+                f"at most {MAX_STORAGE_UPLOADS_PER_CALL} uploads per call",
+                reason=Reason.TOO_MANY_UPLOADS,
+                metadata={"max_uploads": str(MAX_STORAGE_UPLOADS_PER_CALL)},
+            )
+        async with self._unit.read() as session:
+            held = await store.attached_storage_uploads(
+                session, ((upload.key, upload.storage_upload_id) for upload in request.uploads)
+            )
+        return pb.FindAttachedStorageUploadsResponse(
+            uploads=[upload for upload in request.uploads if (upload.key, upload.storage_upload_id) in held]
+        )
+
+    async def _upload_and_file(
+        self, session: AsyncSession, principal: Principal, scope: str | None, upload_id: str
+    ) -> tuple[models.Upload, models.File]:
+        try:
+            upload = await store.get_upload(session, tenant=scope, upload_id=upload_id)
+            file = await store.get_file(
+                session, tenant=upload.tenant, file_id=upload.file_id, include_deleted=True
+            )
+        except NotFound:
+            raise upload_not_found(upload_id) from None
+        if not principal.is_service and file.owner != principal.subject:
+            raise upload_not_found(upload_id)
+        return upload, file
