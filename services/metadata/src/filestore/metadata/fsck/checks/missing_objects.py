@@ -16,9 +16,9 @@ been removed on purpose, so neither is checked.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.reasons import Reason
@@ -40,6 +40,22 @@ async def check_records_have_objects(scan: Scan) -> None:
     await _check_files(scan)
     await _check_blobs(scan)
     await _check_derivatives(scan)
+
+
+async def _check_rows(
+    scan: Scan,
+    page: Callable[[str], RowsQuery],
+    finding: Callable[[Row[Any]], Finding],
+    *,
+    counted: str | None,
+) -> None:
+    """A finding for each row ``page`` selects whose ``storage_key`` storage has no object for;
+    ``counted`` names the rows in the report's ``scanned`` (blobs are counted by their own check)."""
+    async for rows in scan.pages(page):
+        if counted is not None:
+            scan.report.scanned[counted] += len(rows)
+        missing = await scan.missing(row.storage_key for row in rows)
+        await scan.settle([finding(row) for row in rows if row.storage_key in missing])
 
 
 def _record_repair(scan: Scan, key: str, change: _RecordRepair, *, unchanged: str, done: str) -> Repair:
@@ -67,21 +83,16 @@ async def _check_files(scan: Scan) -> None:
             .order_by(File.id)
         )
 
-    async for rows in scan.pages(page):
-        scan.report.scanned["files"] += len(rows)
-        missing = await scan.missing(row.storage_key for row in rows)
-        findings = [
-            Finding(
-                kind=FindingKind.MISSING_OBJECT,
-                subject=row.storage_key,
-                action=f"mark the file FAILED ({OBJECT_MISSING_REASON})",
-                detail={"record": "file", "file_id": row.id, "tenant": row.tenant, "status": row.status},
-                _repair=_file_repair(scan, row.id, row.storage_key),
-            )
-            for row in rows
-            if row.storage_key in missing
-        ]
-        await scan.settle(findings)
+    def finding(row: Row[Any]) -> Finding:
+        return Finding(
+            kind=FindingKind.MISSING_OBJECT,
+            subject=row.storage_key,
+            action=f"mark the file FAILED ({OBJECT_MISSING_REASON})",
+            detail={"record": "file", "file_id": row.id, "tenant": row.tenant, "status": row.status},
+            _repair=_file_repair(scan, row.id, row.storage_key),
+        )
+
+    await _check_rows(scan, page, finding, counted="files")
 
 
 def _file_repair(scan: Scan, file_id: str, key: str) -> Repair:
@@ -108,20 +119,16 @@ async def _check_blobs(scan: Scan) -> None:
             .order_by(Blob.id)
         )
 
-    async for rows in scan.pages(page):
-        missing = await scan.missing(row.storage_key for row in rows)
-        findings = [
-            Finding(
-                kind=FindingKind.MISSING_OBJECT,
-                subject=row.storage_key,
-                action="forget the blob (it must not stay a dedup target)",
-                detail={"record": "blob", "blob_id": row.id, "tenant": row.tenant},
-                _repair=_blob_repair(scan, row.id, row.storage_key),
-            )
-            for row in rows
-            if row.storage_key in missing
-        ]
-        await scan.settle(findings)
+    def finding(row: Row[Any]) -> Finding:
+        return Finding(
+            kind=FindingKind.MISSING_OBJECT,
+            subject=row.storage_key,
+            action="forget the blob (it must not stay a dedup target)",
+            detail={"record": "blob", "blob_id": row.id, "tenant": row.tenant},
+            _repair=_blob_repair(scan, row.id, row.storage_key),
+        )
+
+    await _check_rows(scan, page, finding, counted=None)
 
 
 def _blob_repair(scan: Scan, blob_id: str, key: str) -> Repair:
@@ -140,21 +147,16 @@ async def _check_derivatives(scan: Scan) -> None:
             .order_by(Derivative.id)
         )
 
-    async for rows in scan.pages(page):
-        scan.report.scanned["derivatives"] += len(rows)
-        missing = await scan.missing(row.storage_key for row in rows)
-        findings = [
-            Finding(
-                kind=FindingKind.MISSING_OBJECT,
-                subject=row.storage_key,
-                action="delete the derivative row",
-                detail={"record": "derivative", "file_id": row.file_id, "kind": row.kind},
-                _repair=_derivative_repair(scan, row.id, row.storage_key),
-            )
-            for row in rows
-            if row.storage_key in missing
-        ]
-        await scan.settle(findings)
+    def finding(row: Row[Any]) -> Finding:
+        return Finding(
+            kind=FindingKind.MISSING_OBJECT,
+            subject=row.storage_key,
+            action="delete the derivative row",
+            detail={"record": "derivative", "file_id": row.file_id, "kind": row.kind},
+            _repair=_derivative_repair(scan, row.id, row.storage_key),
+        )
+
+    await _check_rows(scan, page, finding, counted="derivatives")
 
 
 def _derivative_repair(scan: Scan, derivative_id: str, key: str) -> Repair:
