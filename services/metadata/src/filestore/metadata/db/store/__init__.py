@@ -29,19 +29,32 @@ Each table is written by its own module (except that :func:`.blobs.link_file_blo
 its blob), and imports point one way: :mod:`.uploads` builds on :mod:`.files`, whose lifecycle builds
 on :mod:`.blobs`, :mod:`.quotas` and :mod:`.results`; those, :mod:`.grants` and :mod:`.idempotency`
 need only :mod:`._sql`.
+
+The reconciler (:mod:`filestore.metadata.fsck`) reads the catalogue itself but repairs it only through
+functions here, each in the module of the table it writes: :func:`.files.fail_file_without_object`,
+:func:`.blobs.recount_blob_references`, :func:`.blobs.forget_blob_without_object`,
+:func:`.results.drop_parentless_derivative` and :func:`.results.drop_derivative_without_object`. They
+act by primary key for every tenant (a trusted caller), and each re-checks, in its own statement, the
+condition the reconciler found, so a finding that stopped holding changes nothing.
 """
 
 from __future__ import annotations
 
 from filestore.metadata.db.store.blobs import (
     BlobLink,
+    BlobRecount,
     find_dedup_blob,
+    forget_blob_without_object,
     get_blob,
     link_file_blob,
+    live_reference_count,
+    needs_refcount_repair,
+    recount_blob_references,
     register_blob,
 )
 from filestore.metadata.db.store.files import (
     MAX_PAGE_SIZE,
+    STATES_WITH_BYTES,
     FileCursor,
     FileDeletion,
     FileFilter,
@@ -49,6 +62,7 @@ from filestore.metadata.db.store.files import (
     allowed_sources,
     create_file,
     delete_file,
+    fail_file_without_object,
     get_file,
     list_files,
     quarantine_content,
@@ -79,6 +93,8 @@ from filestore.metadata.db.store.quotas import (
 )
 from filestore.metadata.db.store.results import (
     add_derivative,
+    drop_derivative_without_object,
+    drop_parentless_derivative,
     get_derivative,
     get_processing_result,
     list_derivatives,
@@ -100,7 +116,9 @@ from filestore.metadata.db.store.uploads import (
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "STATES_WITH_BYTES",
     "BlobLink",
+    "BlobRecount",
     "FileCursor",
     "FileDeletion",
     "FileFilter",
@@ -116,8 +134,12 @@ __all__ = [
     "create_file",
     "create_grant",
     "delete_file",
+    "drop_derivative_without_object",
+    "drop_parentless_derivative",
     "end_upload",
+    "fail_file_without_object",
     "find_dedup_blob",
+    "forget_blob_without_object",
     "get_blob",
     "get_derivative",
     "get_file",
@@ -133,9 +155,12 @@ __all__ = [
     "list_grants",
     "list_processing_results",
     "list_uploads",
+    "live_reference_count",
+    "needs_refcount_repair",
     "purge_idempotency_keys",
     "quarantine_content",
     "record_upload",
+    "recount_blob_references",
     "refund_quota",
     "register_blob",
     "release_quota",

@@ -9,8 +9,9 @@ here write a file row only to point it at its blob.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -28,9 +29,14 @@ from filestore.metadata.db.store._sql import (
 
 __all__ = [
     "BlobLink",
+    "BlobRecount",
     "find_dedup_blob",
+    "forget_blob_without_object",
     "get_blob",
     "link_file_blob",
+    "live_reference_count",
+    "needs_refcount_repair",
+    "recount_blob_references",
     "register_blob",
 ]
 
@@ -201,3 +207,92 @@ async def _forget_blobs_at(session: AsyncSession, *, tenant: str, storage_key: s
         .where(Blob.tenant == tenant, Blob.storage_key == storage_key)
         .execution_options(synchronize_session=False)
     )
+
+
+# ------------------------------------------------------------------- the reconciler's repairs
+
+
+def live_reference_count(blob_id: Any) -> Select[int]:
+    """How many live files point at the blob: what its ``ref_count`` must be. A query, so that a reader
+    comparing counts (the reconciler, one page of blobs at a time) can correlate it with ``Blob.id``."""
+    return select(func.count(File.id)).where(File.blob_id == blob_id, File.status != FileStatus.DELETED)
+
+
+def needs_refcount_repair(stored: int, live_references: int) -> bool:
+    """A count that drifted, or a blob nobody references (deleting its last file would have
+    forgotten it, so it must not linger as a dedup target)."""
+    return stored != live_references or live_references == 0
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRecount:
+    #: Where the blob's bytes are: once the blob is forgotten, delete the object unless a record has it.
+    storage_key: str
+    #: ``ref_count`` as it was.
+    stored: int
+    #: Live files pointing at the blob: its ``ref_count`` now, or 0 when it was forgotten.
+    live: int
+
+    @property
+    def changed(self) -> bool:
+        """Whether the count was set or the blob forgotten (else the count was right)."""
+        return needs_refcount_repair(self.stored, self.live)
+
+    @property
+    def forgotten(self) -> bool:
+        return self.live == 0
+
+
+async def recount_blob_references(session: AsyncSession, *, blob_id: str) -> BlobRecount | None:
+    """Set the blob's ``ref_count`` to its live files; a blob none points at is forgotten. ``None``
+    when there is no such blob.
+
+    For the reconciler, which finds counts that drifted (a crash between writes in an older version, a
+    hand edit): the count is what dedup and deletion trust, so it is recomputed here, under the row
+    lock, rather than corrected by the difference seen in an earlier read.
+    """
+    # Every writer of ref_count updates the blob row in the transaction that adds or removes a file's
+    # reference, so holding the row lock makes the count below exact (each statement reads afresh on
+    # PostgreSQL; SQLite has one writer anyway).
+    locked = (
+        await session.execute(
+            select(Blob.ref_count, Blob.storage_key).where(Blob.id == blob_id).with_for_update()
+        )
+    ).one_or_none()
+    if locked is None:
+        return None
+    stored, storage_key = locked
+    live = int(await session.scalar(live_reference_count(blob_id)) or 0)
+    recount = BlobRecount(storage_key=storage_key, stored=stored, live=live)
+    if not recount.changed:
+        return recount
+    if recount.forgotten:
+        # As deleting its last file would have done: it must not stay a dedup target.
+        await session.execute(
+            delete(Blob).where(Blob.id == blob_id).execution_options(synchronize_session=False)
+        )
+    else:
+        await session.execute(
+            update(Blob)
+            .where(Blob.id == blob_id)
+            .values(ref_count=live)
+            .execution_options(synchronize_session=False)
+        )
+    return recount
+
+
+async def forget_blob_without_object(session: AsyncSession, *, blob_id: str, storage_key: str) -> bool:
+    """Forget the blob whose object storage lost, if the row still names ``storage_key``; whether it did.
+
+    For the reconciler: a blob is a dedup target, and new uploads of the same content would otherwise
+    share bytes that are gone. Files pointing at it keep their rows (the foreign key clears their
+    ``blob_id``); those whose bytes were the blob's are failed on their own
+    (:func:`filestore.metadata.db.store.files.fail_file_without_object`).
+    """
+    forgotten = await session.scalar(
+        delete(Blob)
+        .where(Blob.id == blob_id, Blob.storage_key == storage_key)
+        .returning(Blob.id)
+        .execution_options(synchronize_session=False)
+    )
+    return forgotten is not None

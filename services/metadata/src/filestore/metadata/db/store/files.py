@@ -39,6 +39,7 @@ from filestore.metadata.db.store.results import _clear_processing_results, _drop
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "STATES_WITH_BYTES",
     "FileCursor",
     "FileDeletion",
     "FileFilter",
@@ -46,6 +47,7 @@ __all__ = [
     "allowed_sources",
     "create_file",
     "delete_file",
+    "fail_file_without_object",
     "get_file",
     "list_files",
     "quarantine_content",
@@ -75,6 +77,9 @@ _SOURCES: dict[FileStatus, frozenset[FileStatus]] = {
 }
 # States in which a file's bytes have been settled into ``used_bytes`` (see ``transition_file``).
 _COUNTED_STATES = _LIVE_STATES - {FileStatus.PENDING}
+#: States in which a file's bytes must be in storage: the broker saw them before UPLOADED, and nothing
+#: has set the file aside since (QUARANTINED and FAILED bytes are never served and may be gone on purpose).
+STATES_WITH_BYTES = frozenset({FileStatus.UPLOADED, FileStatus.PROCESSING, FileStatus.READY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,3 +504,28 @@ async def quarantine_content(
         # The foreign key's ON DELETE SET NULL cleared the column in the rows; mirror it in memory.
         set_committed_value(file, "blob_id", None)
     return quarantined
+
+
+async def fail_file_without_object(
+    session: AsyncSession, *, file_id: str, storage_key: str, reason: str
+) -> File | None:
+    """Mark FAILED, with ``status_reason`` ``reason``, a file whose bytes storage lost, if it still reads
+    them from ``storage_key`` and is in one of :data:`STATES_WITH_BYTES`; answers the failed row, or
+    ``None`` when the file changed meanwhile.
+
+    For the reconciler, and outside the lifecycle table on purpose: no state a file reaches by
+    processing says "its bytes were lost", and FAILED is the one that is honest about it without losing
+    the record (the owner still sees the file and why it cannot be downloaded; deleting it refunds the
+    quota as usual), so nothing serves a URL to bytes that are not there. The version bump makes etags
+    held by clients stale, as any change does.
+    """
+    stmt = (
+        update(File)
+        .where(
+            File.id == file_id, File.storage_key == storage_key, File.status.in_(sorted(STATES_WITH_BYTES))
+        )
+        .values(status=FileStatus.FAILED, status_reason=reason, version=File.version + 1, updated_at=utcnow())
+        .returning(File)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(stmt)).one_or_none()

@@ -11,11 +11,21 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.errors import derivative_not_found
-from filestore.metadata.db.models import Derivative, ProcessingOutcome, ProcessingResult, new_id, utcnow
+from filestore.metadata.db.models import (
+    Derivative,
+    File,
+    FileStatus,
+    ProcessingOutcome,
+    ProcessingResult,
+    new_id,
+    utcnow,
+)
 from filestore.metadata.db.store._sql import _check_non_negative, _load_file, _require, _upsert
 
 __all__ = [
     "add_derivative",
+    "drop_derivative_without_object",
+    "drop_parentless_derivative",
     "get_derivative",
     "get_processing_result",
     "list_derivatives",
@@ -161,3 +171,44 @@ async def _clear_processing_results(session: AsyncSession, *, file_id: str) -> N
         .where(ProcessingResult.file_id == file_id)
         .execution_options(synchronize_session=False)
     )
+
+
+# ------------------------------------------------------------------- the reconciler's repairs
+
+
+async def drop_parentless_derivative(session: AsyncSession, *, derivative_id: str) -> str | None:
+    """Forget the derivative if its file is DELETED or has no row; answers its storage key (to be
+    deleted after the commit, unless a record has it), ``None`` when the row is gone or its file live.
+
+    For the reconciler: a deletion drops a file's derivatives in its own transaction, but the processor
+    may record one for a file being deleted meanwhile. Derivatives are regenerable and nobody can read
+    them through a deleted file, so they go.
+    """
+    parent_is_live = (
+        select(File.id).where(File.id == Derivative.file_id, File.status != FileStatus.DELETED).exists()
+    )
+    dropped: str | None = await session.scalar(
+        delete(Derivative)
+        .where(Derivative.id == derivative_id, ~parent_is_live)
+        .returning(Derivative.storage_key)
+        .execution_options(synchronize_session=False)
+    )
+    return dropped
+
+
+async def drop_derivative_without_object(
+    session: AsyncSession, *, derivative_id: str, storage_key: str
+) -> bool:
+    """Forget the derivative whose object storage lost, if the row still names ``storage_key``; whether
+    it did.
+
+    For the reconciler: a row without its bytes points readers at nothing, and derivatives are
+    regenerable (processing the file again makes them anew).
+    """
+    dropped = await session.scalar(
+        delete(Derivative)
+        .where(Derivative.id == derivative_id, Derivative.storage_key == storage_key)
+        .returning(Derivative.id)
+        .execution_options(synchronize_session=False)
+    )
+    return dropped is not None
