@@ -229,18 +229,24 @@ class Pipeline:
                 log.info("content_deduplicated", key=recorded.content_key)
                 run.key = recorded.content_key
                 run.etag = (await run.head()).etag
-        done: list[tuple[StepName, StepOutcome]] = []
+        held: list[tuple[StepName, StepOutcome]] = []
         conclusion: tuple[Status.ValueType, str] = (Status.FILE_STATUS_READY, "")
         for step in self._required_after_integrity(run, settled):
             outcome = await self._timed(run, step)
-            done.append((step.name, outcome))
+            held.append((step.name, outcome))
             if outcome.stop is not None:
                 conclusion = outcome.stop
                 break
             if not outcome.settled:
                 conclusion = (Status.FILE_STATUS_FAILED, f"{step.name.upper()}_FAILED")
                 break
-        return (await self._catalogue.record(file, done, conclusion=conclusion)).file
+            if outcome.derivatives:
+                # A render required for READY (a deployment may require thumbnails): its derivatives
+                # are registered right after they were written, with the outcomes held before, so a
+                # redelivery neither renders nor scans again.
+                file = run.file = (await self._catalogue.record(file, held)).file
+                held = []
+        return (await self._catalogue.record(file, held, conclusion=conclusion)).file
 
     def _required_after_integrity(self, run: Run, settled: frozenset[str]) -> Iterator[Step]:
         """Sniff (again when its finding was lost), then the required steps its type calls for, in

@@ -107,8 +107,10 @@ async def record_verified_content(
         blob = await register_blob(
             session, tenant=file.tenant, sha256=sha256, size=size, storage_key=file.storage_key
         )
+        # Read before the link: the session maps the row to one object, which the link updates.
+        own_key = file.storage_key
         link = await link_file_blob(session, tenant=file.tenant, file_id=file.id, blob_id=blob.id)
-        deduplicated = link.file.storage_key != file.storage_key
+        deduplicated = link.file.storage_key != own_key
         file = link.file
         orphaned.extend(link.orphaned_storage_keys)
     elif not matched and file.status == FileStatus.PROCESSING:
