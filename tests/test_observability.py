@@ -72,7 +72,16 @@ async def test_every_service_exposes_metrics_that_move_with_an_upload(
         assert upload("filestore_rpc_server_duration_seconds_count", **labels) == 1, method
         assert upload("filestore_rpc_server_duration_seconds_bucket", le="+Inf", **labels) == 1, method
     assert metadata("filestore_rpc_server_handled_total", method=f"{METADATA}/BeginUpload", code="OK") == 1
-    assert metadata("filestore_rpc_server_handled_total", method=f"{METADATA}/TransitionFile", code="OK") >= 1
+    # The processor's road: the claim, then the steps' outcomes (see test_processor_metadata_calls).
+    assert (
+        metadata("filestore_rpc_server_handled_total", method=f"{METADATA}/StartProcessing", code="OK") >= 1
+    )
+    assert (
+        metadata(
+            "filestore_rpc_server_handled_total", method=f"{METADATA}/RecordProcessingOutcome", code="OK"
+        )
+        >= 2
+    )
     assert (
         download(
             "filestore_rpc_server_handled_total",
@@ -197,7 +206,8 @@ async def test_one_upload_is_one_trace_from_create_upload_to_ready(
             (processor, "step integrity"),
             (processor, "step sniff"),
             (processor, "step scan"),
-            (metadata, "filestore.v1.MetadataService/TransitionFile"),
+            (metadata, "filestore.v1.MetadataService/StartProcessing"),
+            (metadata, "filestore.v1.MetadataService/RecordProcessingOutcome"),
             (processor, f"{FILE_READY} publish"),
             # A PDF's thumbnail and OCR run after READY from the processor's own queue, in the same
             # trace. That consumer span ends last, after the steps and metadata calls under it, so

@@ -368,6 +368,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE, retried: the malware scanner refused the stream as longer than its limit (clamd's
     StreamMaxLength). Seen as for SCANNER_UNAVAILABLE.
     """
+    ERROR_REASON_STEP_ALREADY_SETTLED: _ErrorReason.ValueType  # 112
+    """FAILED_PRECONDITION: RecordProcessingOutcome named a step whose recorded outcome is settled
+    (PASSED or SKIPPED) with a different outcome: another run of the pipeline recorded it first.
+    Metadata: `file_id`, `step`, `outcome` (the recorded one).
+    """
     ERROR_REASON_MISSING_FIELD: _ErrorReason.ValueType  # 102
     """----------------------------------------- the metadata service's last-line checks
 
@@ -742,6 +747,11 @@ SCANNER_UNAVAILABLE.
 ERROR_REASON_SCAN_LIMIT_EXCEEDED: ErrorReason.ValueType  # 101
 """UNAVAILABLE, retried: the malware scanner refused the stream as longer than its limit (clamd's
 StreamMaxLength). Seen as for SCANNER_UNAVAILABLE.
+"""
+ERROR_REASON_STEP_ALREADY_SETTLED: ErrorReason.ValueType  # 112
+"""FAILED_PRECONDITION: RecordProcessingOutcome named a step whose recorded outcome is settled
+(PASSED or SKIPPED) with a different outcome: another run of the pipeline recorded it first.
+Metadata: `file_id`, `step`, `outcome` (the recorded one).
 """
 ERROR_REASON_MISSING_FIELD: ErrorReason.ValueType  # 102
 """----------------------------------------- the metadata service's last-line checks

@@ -1222,6 +1222,202 @@ class ListProcessingResultsResponse(_message.Message):
 Global___ListProcessingResultsResponse: _TypeAlias = ListProcessingResultsResponse  # noqa: Y015
 
 @_typing.final
+class StartProcessingRequest(_message.Message):
+    """Request for StartProcessing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    CLAIM_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file id."""
+    tenant: _builtins.str
+    """The tenant of the file."""
+    claim: _builtins.bool
+    """Move an UPLOADED file to PROCESSING (the claim); false only reads."""
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        claim: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim", "file_id", b"file_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartProcessingRequest: _TypeAlias = StartProcessingRequest  # noqa: Y015
+
+@_typing.final
+class StartProcessingResponse(_message.Message):
+    """Response for StartProcessing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    CONTENT_KEY_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    CLAIMED_FIELD_NUMBER: _builtins.int
+    content_key: _builtins.str
+    """The object holding the file's bytes: `originals/{tenant}/{file_id}`, or for a deduplicated
+    file the object of the content the tenant held before.
+    """
+    claimed: _builtins.bool
+    """Whether this call moved the file from UPLOADED to PROCESSING."""
+    @_builtins.property
+    def file(self) -> _resources_pb2.File:
+        """The file as it is after the call."""
+
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ProcessingResult]:
+        """The step results recorded so far, by step."""
+
+    def __init__(
+        self,
+        *,
+        file: _resources_pb2.File | None = ...,
+        content_key: _builtins.str = ...,
+        results: _abc.Iterable[_resources_pb2.ProcessingResult] | None = ...,
+        claimed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimed", b"claimed", "content_key", b"content_key", "file", b"file", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartProcessingResponse: _TypeAlias = StartProcessingResponse  # noqa: Y015
+
+@_typing.final
+class VerifiedContent(_message.Message):
+    """Bytes a pipeline step read from storage and hashed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """Lower-case hex SHA-256 computed from the stored bytes."""
+    size: _builtins.int
+    """Size in bytes read from storage, >= 0."""
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifiedContent: _TypeAlias = VerifiedContent  # noqa: Y015
+
+@_typing.final
+class RecordProcessingOutcomeRequest(_message.Message):
+    """Request for RecordProcessingOutcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    VERIFIED_CONTENT_FIELD_NUMBER: _builtins.int
+    SNIFFED_CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    EXTRACTED_TEXT_FIELD_NUMBER: _builtins.int
+    DERIVATIVES_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file id."""
+    tenant: _builtins.str
+    """The tenant of the file."""
+    sniffed_content_type: _builtins.str
+    """The content type sniffed from the first bytes; empty leaves it unchanged."""
+    extracted_text: _builtins.str
+    """Text extracted from the content, up to 1 MiB of UTF-8; empty leaves it unchanged."""
+    status: _resources_pb2.FileStatus.ValueType
+    """The state the outcome takes the file to: READY, QUARANTINED or FAILED; unset for none."""
+    status_reason: _builtins.str
+    """For QUARANTINED and FAILED: the UPPER_SNAKE reason."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ProcessingResult]:
+        """One result per step (file_id may be left empty; step, outcome, details); at most 8."""
+
+    @_builtins.property
+    def verified_content(self) -> Global___VerifiedContent:
+        """The digest and size the integrity step read; unset when no step of this call verified content."""
+
+    @_builtins.property
+    def derivatives(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Derivative]:
+        """Derivatives written to storage (file_id may be left empty; kind, size, content_type); at most 16."""
+
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        results: _abc.Iterable[_resources_pb2.ProcessingResult] | None = ...,
+        verified_content: Global___VerifiedContent | None = ...,
+        sniffed_content_type: _builtins.str = ...,
+        extracted_text: _builtins.str = ...,
+        derivatives: _abc.Iterable[_resources_pb2.Derivative] | None = ...,
+        status: _resources_pb2.FileStatus.ValueType = ...,
+        status_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verified_content", b"verified_content"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["derivatives", b"derivatives", "extracted_text", b"extracted_text", "file_id", b"file_id", "results", b"results", "sniffed_content_type", b"sniffed_content_type", "status", b"status", "status_reason", b"status_reason", "tenant", b"tenant", "verified_content", b"verified_content"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordProcessingOutcomeRequest: _TypeAlias = RecordProcessingOutcomeRequest  # noqa: Y015
+
+@_typing.final
+class RecordProcessingOutcomeResponse(_message.Message):
+    """Response for RecordProcessingOutcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    CONTENT_KEY_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    DERIVATIVES_FIELD_NUMBER: _builtins.int
+    content_key: _builtins.str
+    """The object holding the file's bytes now (moved when this call deduplicated the file)."""
+    @_builtins.property
+    def file(self) -> _resources_pb2.File:
+        """The file as it is after the call."""
+
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ProcessingResult]:
+        """The results of the steps named in the request, as stored."""
+
+    @_builtins.property
+    def derivatives(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Derivative]:
+        """The derivatives registered by this call."""
+
+    def __init__(
+        self,
+        *,
+        file: _resources_pb2.File | None = ...,
+        content_key: _builtins.str = ...,
+        results: _abc.Iterable[_resources_pb2.ProcessingResult] | None = ...,
+        derivatives: _abc.Iterable[_resources_pb2.Derivative] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_key", b"content_key", "derivatives", b"derivatives", "file", b"file", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordProcessingOutcomeResponse: _TypeAlias = RecordProcessingOutcomeResponse  # noqa: Y015
+
+@_typing.final
 class GetQuotaRequest(_message.Message):
     """Request for GetQuota."""
 

@@ -162,6 +162,16 @@ class MetadataServiceStub:
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.ListProcessingResultsRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ListProcessingResultsResponse.FromString,
                 _registered_method=True)
+        self.StartProcessing = channel.unary_unary(
+                '/filestore.v1.MetadataService/StartProcessing',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.StartProcessingRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.StartProcessingResponse.FromString,
+                _registered_method=True)
+        self.RecordProcessingOutcome = channel.unary_unary(
+                '/filestore.v1.MetadataService/RecordProcessingOutcome',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.RecordProcessingOutcomeRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.RecordProcessingOutcomeResponse.FromString,
+                _registered_method=True)
         self.GetQuota = channel.unary_unary(
                 '/filestore.v1.MetadataService/GetQuota',
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.GetQuotaRequest.SerializeToString,
@@ -253,6 +263,8 @@ class MetadataServiceServicer:
         blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
         object is deleted after the commit. Its size still counts against its owner's quota.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+        Deprecated: the processor records verified content with RecordProcessingOutcome; kept for
+        existing callers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -282,6 +294,7 @@ class MetadataServiceServicer:
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
         INVALID_ARGUMENT (`INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`), ABORTED (`CONCURRENT_MODIFICATION`,
         retryable).
+        Deprecated: the processor records facts with RecordProcessingOutcome; kept for existing callers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -395,6 +408,8 @@ class MetadataServiceServicer:
     def CreateDerivative(self, request, context):
         """Registers a derivative; one per file and kind (registering again replaces it).
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`, `INVALID_CONTENT_TYPE`, `INVALID_SIZE`).
+        Deprecated: the processor registers derivatives with RecordProcessingOutcome; kept for
+        existing callers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -410,6 +425,8 @@ class MetadataServiceServicer:
     def RecordProcessingResult(self, request, context):
         """Records the outcome of a pipeline step (one row per file and step; attempts counted).
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`).
+        Deprecated: the processor records step results with RecordProcessingOutcome; kept for
+        existing callers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -417,6 +434,62 @@ class MetadataServiceServicer:
 
     def ListProcessingResults(self, request, context):
         """Lists the pipeline results of a file. Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartProcessing(self, request, context):
+        """Claims a file for the pipeline and answers what one processing run needs, in one transaction:
+        the file, the object holding its bytes (`content_key`: its own original, or the copy the tenant
+        held before for a deduplicated file) and the step results recorded so far (a redelivered event
+        resumes after the settled steps). With `claim`, an UPLOADED file moves to PROCESSING and
+        `claimed` is true: of several workers handed the same upload at once exactly one is answered
+        `claimed`. A file in any other state is answered as it is, unchanged (`claimed` false), as it is
+        without `claim` (the enrichment stage and the give-up path only read). Idempotent and safe to
+        retry on UNAVAILABLE, DEADLINE_EXCEEDED and ABORTED: a retry after a lost answer finds the file
+        PROCESSING and answers `claimed` false, which the pipeline's redelivery path resumes. Deleted
+        files are answered (status DELETED), not NOT_FOUND. Service role only. Replaces GetFile,
+        TransitionFile(PROCESSING), ListProcessingResults and AuthorizeRead for the processor.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`), ABORTED
+        (`CONCURRENT_MODIFICATION`, retryable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordProcessingOutcome(self, request, context):
+        """Records the outcome of one or more pipeline steps of one file together with the facts they
+        established and the state change they imply, in one transaction:
+        - `results`: one per step (at most 8; details at most 64 entries each); `attempts` is counted.
+        - `verified_content`: the digest and size the integrity step read from storage. As
+        RecordVerifiedContent did: a match (with the declared digest, if any, and the size) makes the
+        content a verified blob, deduplicating the file onto the copy the tenant already held (its
+        `storage_key` moves there, the answer's `content_key` names it, the results recorded in the
+        same call get the detail `deduplicated: "true"`, and the file's own object is deleted after
+        the commit); a mismatch quarantines a PROCESSING file with reason `CHECKSUM_MISMATCH` or
+        `SIZE_MISMATCH`, whatever `status` asks.
+        - `sniffed_content_type` (up to 255 characters), `extracted_text` (up to 1 MiB of UTF-8): as
+        RecordFileFacts; empty leaves the stored value alone.
+        - `derivatives` (at most 16): registered as CreateDerivative does, one per kind (again replaces).
+        Write the object first: a record never points at nothing.
+        - `status` and `status_reason`: the move the outcome implies (READY when every required step
+        settled, QUARANTINED or FAILED with an UPPER_SNAKE reason); unset changes nothing.
+        Idempotency, per file and step within one processing of the file (ReprocessFile clears the
+        results and starts another): a step whose recorded outcome is settled (PASSED or SKIPPED) keeps
+        it. Recording the same outcome again is a no-op (its first details stay, attempts are not
+        counted again), so a retry after a lost answer answers the file as the first call left it;
+        asking again for the state the file is in changes nothing. A different outcome for a settled
+        step is refused whole with FAILED_PRECONDITION (`STEP_ALREADY_SETTLED`): another run recorded
+        it first. Other outcomes (FAILED, ERROR, PENDING) are replaced. Retry on UNAVAILABLE,
+        DEADLINE_EXCEEDED and ABORTED (`CONCURRENT_MODIFICATION`) with the same request. Service role
+        only. Replaces RecordVerifiedContent, RecordFileFacts, RecordProcessingResult, CreateDerivative
+        and TransitionFile for the processor.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also for a
+        deleted file), INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`, `INVALID_SHA256`,
+        `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`, `INVALID_KIND`, `INVALID_STATUS`: not
+        READY, QUARANTINED or FAILED, `INVALID_REASON`, `TOO_MANY_VALUES`), FAILED_PRECONDITION
+        (`STEP_ALREADY_SETTLED`, `ILLEGAL_TRANSITION`), ABORTED (`CONCURRENT_MODIFICATION`, retryable).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -561,6 +634,16 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.ListProcessingResults,
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ListProcessingResultsRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_metadata__service__pb2.ListProcessingResultsResponse.SerializeToString,
+            ),
+            'StartProcessing': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartProcessing,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.StartProcessingRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.StartProcessingResponse.SerializeToString,
+            ),
+            'RecordProcessingOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordProcessingOutcome,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.RecordProcessingOutcomeRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.RecordProcessingOutcomeResponse.SerializeToString,
             ),
             'GetQuota': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQuota,
@@ -1228,6 +1311,60 @@ class MetadataService:
             '/filestore.v1.MetadataService/ListProcessingResults',
             filestore_dot_v1_dot_metadata__service__pb2.ListProcessingResultsRequest.SerializeToString,
             filestore_dot_v1_dot_metadata__service__pb2.ListProcessingResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartProcessing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/StartProcessing',
+            filestore_dot_v1_dot_metadata__service__pb2.StartProcessingRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.StartProcessingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordProcessingOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/RecordProcessingOutcome',
+            filestore_dot_v1_dot_metadata__service__pb2.RecordProcessingOutcomeRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.RecordProcessingOutcomeResponse.FromString,
             options,
             channel_credentials,
             insecure,

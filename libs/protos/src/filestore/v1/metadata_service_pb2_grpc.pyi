@@ -88,6 +88,8 @@ class MetadataServiceStub:
     blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
     object is deleted after the commit. Its size still counts against its owner's quota.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+    Deprecated: the processor records verified content with RecordProcessingOutcome; kept for
+    existing callers.
     """
     QuarantineContent: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.QuarantineContentRequest, _metadata_service_pb2.QuarantineContentResponse]
     """The bytes at a storage key changed after they were verified (the processor read another digest
@@ -109,6 +111,7 @@ class MetadataServiceStub:
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
     INVALID_ARGUMENT (`INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`), ABORTED (`CONCURRENT_MODIFICATION`,
     retryable).
+    Deprecated: the processor records facts with RecordProcessingOutcome; kept for existing callers.
     """
     BeginUpload: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
@@ -171,15 +174,67 @@ class MetadataServiceStub:
     CreateDerivative: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.CreateDerivativeRequest, _resources_pb2.Derivative]
     """Registers a derivative; one per file and kind (registering again replaces it).
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`, `INVALID_CONTENT_TYPE`, `INVALID_SIZE`).
+    Deprecated: the processor registers derivatives with RecordProcessingOutcome; kept for
+    existing callers.
     """
     ListDerivatives: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ListDerivativesRequest, _metadata_service_pb2.ListDerivativesResponse]
     """Lists a file's derivatives. Errors: NOT_FOUND."""
     RecordProcessingResult: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordProcessingResultRequest, _resources_pb2.ProcessingResult]
     """Records the outcome of a pipeline step (one row per file and step; attempts counted).
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`).
+    Deprecated: the processor records step results with RecordProcessingOutcome; kept for
+    existing callers.
     """
     ListProcessingResults: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ListProcessingResultsRequest, _metadata_service_pb2.ListProcessingResultsResponse]
     """Lists the pipeline results of a file. Errors: NOT_FOUND."""
+    StartProcessing: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.StartProcessingRequest, _metadata_service_pb2.StartProcessingResponse]
+    """Claims a file for the pipeline and answers what one processing run needs, in one transaction:
+    the file, the object holding its bytes (`content_key`: its own original, or the copy the tenant
+    held before for a deduplicated file) and the step results recorded so far (a redelivered event
+    resumes after the settled steps). With `claim`, an UPLOADED file moves to PROCESSING and
+    `claimed` is true: of several workers handed the same upload at once exactly one is answered
+    `claimed`. A file in any other state is answered as it is, unchanged (`claimed` false), as it is
+    without `claim` (the enrichment stage and the give-up path only read). Idempotent and safe to
+    retry on UNAVAILABLE, DEADLINE_EXCEEDED and ABORTED: a retry after a lost answer finds the file
+    PROCESSING and answers `claimed` false, which the pipeline's redelivery path resumes. Deleted
+    files are answered (status DELETED), not NOT_FOUND. Service role only. Replaces GetFile,
+    TransitionFile(PROCESSING), ListProcessingResults and AuthorizeRead for the processor.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`), ABORTED
+    (`CONCURRENT_MODIFICATION`, retryable).
+    """
+    RecordProcessingOutcome: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordProcessingOutcomeRequest, _metadata_service_pb2.RecordProcessingOutcomeResponse]
+    """Records the outcome of one or more pipeline steps of one file together with the facts they
+    established and the state change they imply, in one transaction:
+    - `results`: one per step (at most 8; details at most 64 entries each); `attempts` is counted.
+    - `verified_content`: the digest and size the integrity step read from storage. As
+      RecordVerifiedContent did: a match (with the declared digest, if any, and the size) makes the
+      content a verified blob, deduplicating the file onto the copy the tenant already held (its
+      `storage_key` moves there, the answer's `content_key` names it, the results recorded in the
+      same call get the detail `deduplicated: "true"`, and the file's own object is deleted after
+      the commit); a mismatch quarantines a PROCESSING file with reason `CHECKSUM_MISMATCH` or
+      `SIZE_MISMATCH`, whatever `status` asks.
+    - `sniffed_content_type` (up to 255 characters), `extracted_text` (up to 1 MiB of UTF-8): as
+      RecordFileFacts; empty leaves the stored value alone.
+    - `derivatives` (at most 16): registered as CreateDerivative does, one per kind (again replaces).
+      Write the object first: a record never points at nothing.
+    - `status` and `status_reason`: the move the outcome implies (READY when every required step
+      settled, QUARANTINED or FAILED with an UPPER_SNAKE reason); unset changes nothing.
+    Idempotency, per file and step within one processing of the file (ReprocessFile clears the
+    results and starts another): a step whose recorded outcome is settled (PASSED or SKIPPED) keeps
+    it. Recording the same outcome again is a no-op (its first details stay, attempts are not
+    counted again), so a retry after a lost answer answers the file as the first call left it;
+    asking again for the state the file is in changes nothing. A different outcome for a settled
+    step is refused whole with FAILED_PRECONDITION (`STEP_ALREADY_SETTLED`): another run recorded
+    it first. Other outcomes (FAILED, ERROR, PENDING) are replaced. Retry on UNAVAILABLE,
+    DEADLINE_EXCEEDED and ABORTED (`CONCURRENT_MODIFICATION`) with the same request. Service role
+    only. Replaces RecordVerifiedContent, RecordFileFacts, RecordProcessingResult, CreateDerivative
+    and TransitionFile for the processor.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also for a
+    deleted file), INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`, `INVALID_SHA256`,
+    `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`, `INVALID_KIND`, `INVALID_STATUS`: not
+    READY, QUARANTINED or FAILED, `INVALID_REASON`, `TOO_MANY_VALUES`), FAILED_PRECONDITION
+    (`STEP_ALREADY_SETTLED`, `ILLEGAL_TRANSITION`), ABORTED (`CONCURRENT_MODIFICATION`, retryable).
+    """
     GetQuota: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetQuotaRequest, _resources_pb2.Quota]
     """Returns a quota (tenant-wide when `owner` is empty). A tenant without a quota is unlimited and
     answers limit_bytes = -1. Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named no
@@ -246,6 +301,8 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
     object is deleted after the commit. Its size still counts against its owner's quota.
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+    Deprecated: the processor records verified content with RecordProcessingOutcome; kept for
+    existing callers.
     """
     QuarantineContent: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.QuarantineContentRequest, _metadata_service_pb2.QuarantineContentResponse]  # type: ignore[assignment]
     """The bytes at a storage key changed after they were verified (the processor read another digest
@@ -267,6 +324,7 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
     INVALID_ARGUMENT (`INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`), ABORTED (`CONCURRENT_MODIFICATION`,
     retryable).
+    Deprecated: the processor records facts with RecordProcessingOutcome; kept for existing callers.
     """
     BeginUpload: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginUploadRequest, _metadata_service_pb2.BeginUploadResponse]  # type: ignore[assignment]
     """Opens an upload in one transaction: quota reservation, PENDING file and upload record; or, when
@@ -329,15 +387,67 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     CreateDerivative: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.CreateDerivativeRequest, _resources_pb2.Derivative]  # type: ignore[assignment]
     """Registers a derivative; one per file and kind (registering again replaces it).
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`, `INVALID_CONTENT_TYPE`, `INVALID_SIZE`).
+    Deprecated: the processor registers derivatives with RecordProcessingOutcome; kept for
+    existing callers.
     """
     ListDerivatives: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ListDerivativesRequest, _metadata_service_pb2.ListDerivativesResponse]  # type: ignore[assignment]
     """Lists a file's derivatives. Errors: NOT_FOUND."""
     RecordProcessingResult: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordProcessingResultRequest, _resources_pb2.ProcessingResult]  # type: ignore[assignment]
     """Records the outcome of a pipeline step (one row per file and step; attempts counted).
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`).
+    Deprecated: the processor records step results with RecordProcessingOutcome; kept for
+    existing callers.
     """
     ListProcessingResults: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ListProcessingResultsRequest, _metadata_service_pb2.ListProcessingResultsResponse]  # type: ignore[assignment]
     """Lists the pipeline results of a file. Errors: NOT_FOUND."""
+    StartProcessing: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.StartProcessingRequest, _metadata_service_pb2.StartProcessingResponse]  # type: ignore[assignment]
+    """Claims a file for the pipeline and answers what one processing run needs, in one transaction:
+    the file, the object holding its bytes (`content_key`: its own original, or the copy the tenant
+    held before for a deduplicated file) and the step results recorded so far (a redelivered event
+    resumes after the settled steps). With `claim`, an UPLOADED file moves to PROCESSING and
+    `claimed` is true: of several workers handed the same upload at once exactly one is answered
+    `claimed`. A file in any other state is answered as it is, unchanged (`claimed` false), as it is
+    without `claim` (the enrichment stage and the give-up path only read). Idempotent and safe to
+    retry on UNAVAILABLE, DEADLINE_EXCEEDED and ABORTED: a retry after a lost answer finds the file
+    PROCESSING and answers `claimed` false, which the pipeline's redelivery path resumes. Deleted
+    files are answered (status DELETED), not NOT_FOUND. Service role only. Replaces GetFile,
+    TransitionFile(PROCESSING), ListProcessingResults and AuthorizeRead for the processor.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`), ABORTED
+    (`CONCURRENT_MODIFICATION`, retryable).
+    """
+    RecordProcessingOutcome: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordProcessingOutcomeRequest, _metadata_service_pb2.RecordProcessingOutcomeResponse]  # type: ignore[assignment]
+    """Records the outcome of one or more pipeline steps of one file together with the facts they
+    established and the state change they imply, in one transaction:
+    - `results`: one per step (at most 8; details at most 64 entries each); `attempts` is counted.
+    - `verified_content`: the digest and size the integrity step read from storage. As
+      RecordVerifiedContent did: a match (with the declared digest, if any, and the size) makes the
+      content a verified blob, deduplicating the file onto the copy the tenant already held (its
+      `storage_key` moves there, the answer's `content_key` names it, the results recorded in the
+      same call get the detail `deduplicated: "true"`, and the file's own object is deleted after
+      the commit); a mismatch quarantines a PROCESSING file with reason `CHECKSUM_MISMATCH` or
+      `SIZE_MISMATCH`, whatever `status` asks.
+    - `sniffed_content_type` (up to 255 characters), `extracted_text` (up to 1 MiB of UTF-8): as
+      RecordFileFacts; empty leaves the stored value alone.
+    - `derivatives` (at most 16): registered as CreateDerivative does, one per kind (again replaces).
+      Write the object first: a record never points at nothing.
+    - `status` and `status_reason`: the move the outcome implies (READY when every required step
+      settled, QUARANTINED or FAILED with an UPPER_SNAKE reason); unset changes nothing.
+    Idempotency, per file and step within one processing of the file (ReprocessFile clears the
+    results and starts another): a step whose recorded outcome is settled (PASSED or SKIPPED) keeps
+    it. Recording the same outcome again is a no-op (its first details stay, attempts are not
+    counted again), so a retry after a lost answer answers the file as the first call left it;
+    asking again for the state the file is in changes nothing. A different outcome for a settled
+    step is refused whole with FAILED_PRECONDITION (`STEP_ALREADY_SETTLED`): another run recorded
+    it first. Other outcomes (FAILED, ERROR, PENDING) are replaced. Retry on UNAVAILABLE,
+    DEADLINE_EXCEEDED and ABORTED (`CONCURRENT_MODIFICATION`) with the same request. Service role
+    only. Replaces RecordVerifiedContent, RecordFileFacts, RecordProcessingResult, CreateDerivative
+    and TransitionFile for the processor.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also for a
+    deleted file), INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`, `INVALID_SHA256`,
+    `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`, `INVALID_KIND`, `INVALID_STATUS`: not
+    READY, QUARANTINED or FAILED, `INVALID_REASON`, `TOO_MANY_VALUES`), FAILED_PRECONDITION
+    (`STEP_ALREADY_SETTLED`, `ILLEGAL_TRANSITION`), ABORTED (`CONCURRENT_MODIFICATION`, retryable).
+    """
     GetQuota: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetQuotaRequest, _resources_pb2.Quota]  # type: ignore[assignment]
     """Returns a quota (tenant-wide when `owner` is empty). A tenant without a quota is unlimited and
     answers limit_bytes = -1. Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named no
@@ -443,6 +553,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         blob, reads its object (AuthorizeRead answers the key; `deduplicated` becomes true), and its own
         object is deleted after the commit. Its size still counts against its owner's quota.
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_SHA256`).
+        Deprecated: the processor records verified content with RecordProcessingOutcome; kept for
+        existing callers.
         """
 
     @_abc_1.abstractmethod
@@ -476,6 +588,7 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
         INVALID_ARGUMENT (`INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`), ABORTED (`CONCURRENT_MODIFICATION`,
         retryable).
+        Deprecated: the processor records facts with RecordProcessingOutcome; kept for existing callers.
         """
 
     @_abc_1.abstractmethod
@@ -610,6 +723,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.Derivative, _abc.Awaitable[_resources_pb2.Derivative]]:
         """Registers a derivative; one per file and kind (registering again replaces it).
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_KIND`, `INVALID_CONTENT_TYPE`, `INVALID_SIZE`).
+        Deprecated: the processor registers derivatives with RecordProcessingOutcome; kept for
+        existing callers.
         """
 
     @_abc_1.abstractmethod
@@ -628,6 +743,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.ProcessingResult, _abc.Awaitable[_resources_pb2.ProcessingResult]]:
         """Records the outcome of a pipeline step (one row per file and step; attempts counted).
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`).
+        Deprecated: the processor records step results with RecordProcessingOutcome; kept for
+        existing callers.
         """
 
     @_abc_1.abstractmethod
@@ -637,6 +754,66 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_service_pb2.ListProcessingResultsResponse, _abc.Awaitable[_metadata_service_pb2.ListProcessingResultsResponse]]:
         """Lists the pipeline results of a file. Errors: NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def StartProcessing(
+        self,
+        request: _metadata_service_pb2.StartProcessingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.StartProcessingResponse, _abc.Awaitable[_metadata_service_pb2.StartProcessingResponse]]:
+        """Claims a file for the pipeline and answers what one processing run needs, in one transaction:
+        the file, the object holding its bytes (`content_key`: its own original, or the copy the tenant
+        held before for a deduplicated file) and the step results recorded so far (a redelivered event
+        resumes after the settled steps). With `claim`, an UPLOADED file moves to PROCESSING and
+        `claimed` is true: of several workers handed the same upload at once exactly one is answered
+        `claimed`. A file in any other state is answered as it is, unchanged (`claimed` false), as it is
+        without `claim` (the enrichment stage and the give-up path only read). Idempotent and safe to
+        retry on UNAVAILABLE, DEADLINE_EXCEEDED and ABORTED: a retry after a lost answer finds the file
+        PROCESSING and answers `claimed` false, which the pipeline's redelivery path resumes. Deleted
+        files are answered (status DELETED), not NOT_FOUND. Service role only. Replaces GetFile,
+        TransitionFile(PROCESSING), ListProcessingResults and AuthorizeRead for the processor.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`), ABORTED
+        (`CONCURRENT_MODIFICATION`, retryable).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordProcessingOutcome(
+        self,
+        request: _metadata_service_pb2.RecordProcessingOutcomeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.RecordProcessingOutcomeResponse, _abc.Awaitable[_metadata_service_pb2.RecordProcessingOutcomeResponse]]:
+        """Records the outcome of one or more pipeline steps of one file together with the facts they
+        established and the state change they imply, in one transaction:
+        - `results`: one per step (at most 8; details at most 64 entries each); `attempts` is counted.
+        - `verified_content`: the digest and size the integrity step read from storage. As
+          RecordVerifiedContent did: a match (with the declared digest, if any, and the size) makes the
+          content a verified blob, deduplicating the file onto the copy the tenant already held (its
+          `storage_key` moves there, the answer's `content_key` names it, the results recorded in the
+          same call get the detail `deduplicated: "true"`, and the file's own object is deleted after
+          the commit); a mismatch quarantines a PROCESSING file with reason `CHECKSUM_MISMATCH` or
+          `SIZE_MISMATCH`, whatever `status` asks.
+        - `sniffed_content_type` (up to 255 characters), `extracted_text` (up to 1 MiB of UTF-8): as
+          RecordFileFacts; empty leaves the stored value alone.
+        - `derivatives` (at most 16): registered as CreateDerivative does, one per kind (again replaces).
+          Write the object first: a record never points at nothing.
+        - `status` and `status_reason`: the move the outcome implies (READY when every required step
+          settled, QUARANTINED or FAILED with an UPPER_SNAKE reason); unset changes nothing.
+        Idempotency, per file and step within one processing of the file (ReprocessFile clears the
+        results and starts another): a step whose recorded outcome is settled (PASSED or SKIPPED) keeps
+        it. Recording the same outcome again is a no-op (its first details stay, attempts are not
+        counted again), so a retry after a lost answer answers the file as the first call left it;
+        asking again for the state the file is in changes nothing. A different outcome for a settled
+        step is refused whole with FAILED_PRECONDITION (`STEP_ALREADY_SETTLED`): another run recorded
+        it first. Other outcomes (FAILED, ERROR, PENDING) are replaced. Retry on UNAVAILABLE,
+        DEADLINE_EXCEEDED and ABORTED (`CONCURRENT_MODIFICATION`) with the same request. Service role
+        only. Replaces RecordVerifiedContent, RecordFileFacts, RecordProcessingResult, CreateDerivative
+        and TransitionFile for the processor.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also for a
+        deleted file), INVALID_ARGUMENT (`INVALID_STEP`, `INVALID_OUTCOME`, `INVALID_SHA256`,
+        `INVALID_SIZE`, `INVALID_CONTENT_TYPE`, `TEXT_TOO_LONG`, `INVALID_KIND`, `INVALID_STATUS`: not
+        READY, QUARANTINED or FAILED, `INVALID_REASON`, `TOO_MANY_VALUES`), FAILED_PRECONDITION
+        (`STEP_ALREADY_SETTLED`, `ILLEGAL_TRANSITION`), ABORTED (`CONCURRENT_MODIFICATION`, retryable).
+        """
 
     @_abc_1.abstractmethod
     def GetQuota(

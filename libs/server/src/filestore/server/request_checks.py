@@ -82,6 +82,9 @@ VALUE_LIMITS: Mapping[str, ValueLimit] = {
     "filestore.v1.CompleteUploadRequest.part_checksums": ValueLimit(10_000),
     "filestore.v1.BatchGetDownloadUrlsRequest.requests": ValueLimit(100, reason=Reason.TOO_MANY_FILES),
     "filestore.v1.ProcessingResult.details": ValueLimit(64),
+    # One per pipeline step (five today), with room for more; derivatives: one per kind a run makes.
+    "filestore.v1.RecordProcessingOutcomeRequest.results": ValueLimit(8),
+    "filestore.v1.RecordProcessingOutcomeRequest.derivatives": ValueLimit(16),
 }
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,64}")

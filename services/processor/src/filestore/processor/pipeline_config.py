@@ -13,10 +13,10 @@ from typing import Final
 
 from filestore.core.env import PREFIX, Env, SettingsError
 
-__all__ = ["CLAMAV_MAX_BYTES", "DEFAULT_STEPS", "NO_SCANNER", "PipelineSettings", "Step"]
+__all__ = ["CLAMAV_MAX_BYTES", "DEFAULT_STEPS", "NO_SCANNER", "PipelineSettings", "StepName"]
 
 
-class Step(StrEnum):
+class StepName(StrEnum):
     """A pipeline step; the value is the step name stored with its ProcessingResult."""
 
     INTEGRITY = "integrity"
@@ -28,19 +28,19 @@ class Step(StrEnum):
 
 #: The order steps run in, whatever order the configuration lists them in: the gate steps decide
 #: whether the content may be looked at at all before anything renders it.
-STEP_ORDER: Final = (Step.INTEGRITY, Step.SNIFF, Step.SCAN, Step.THUMBNAIL, Step.OCR)
+STEP_ORDER: Final = (StepName.INTEGRITY, StepName.SNIFF, StepName.SCAN, StepName.THUMBNAIL, StepName.OCR)
 
 #: Content-type pattern -> steps. The first matching pattern wins; ``*/*`` matches everything.
 #: Steps are chosen by the *sniffed* type (the declared one only names what the client claims).
-DEFAULT_STEPS: Final[tuple[tuple[str, tuple[Step, ...]], ...]] = (
-    ("image/*", (Step.INTEGRITY, Step.SNIFF, Step.SCAN, Step.THUMBNAIL, Step.OCR)),
+DEFAULT_STEPS: Final[tuple[tuple[str, tuple[StepName, ...]], ...]] = (
+    ("image/*", STEP_ORDER),
     # OCR on a PDF runs only when it has no text layer (its text layer is extracted instead).
-    ("application/pdf", (Step.INTEGRITY, Step.SNIFF, Step.SCAN, Step.THUMBNAIL, Step.OCR)),
-    ("video/*", (Step.INTEGRITY, Step.SNIFF, Step.SCAN, Step.THUMBNAIL)),
-    ("*/*", (Step.INTEGRITY, Step.SNIFF, Step.SCAN)),
+    ("application/pdf", STEP_ORDER),
+    ("video/*", (StepName.INTEGRITY, StepName.SNIFF, StepName.SCAN, StepName.THUMBNAIL)),
+    ("*/*", (StepName.INTEGRITY, StepName.SNIFF, StepName.SCAN)),
 )
 #: Must pass (or be skipped by policy) before READY; the others run after READY and never change it.
-DEFAULT_REQUIRED: Final = frozenset({Step.INTEGRITY, Step.SNIFF, Step.SCAN})
+DEFAULT_REQUIRED: Final = frozenset({StepName.INTEGRITY, StepName.SNIFF, StepName.SCAN})
 #: The largest object libclamav scans: clamd clamps MaxFileSize to this ("File size limit set to
 #: 2147483645 bytes" in its log, whatever clamd.conf asks), and anything larger only raises
 #: Heuristics.Limits.Exceeded.MaxFileSize.
@@ -54,9 +54,9 @@ NO_SCANNER: Final = "none"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PipelineSettings:
     #: (pattern, steps), first match wins.
-    steps: tuple[tuple[str, tuple[Step, ...]], ...] = DEFAULT_STEPS
+    steps: tuple[tuple[str, tuple[StepName, ...]], ...] = DEFAULT_STEPS
     #: Steps that gate READY.
-    required: frozenset[Step] = DEFAULT_REQUIRED
+    required: frozenset[StepName] = DEFAULT_REQUIRED
     #: clamd's TCP address; None when the deployment has no scanner (``FILESTORE_CLAMD_ADDR=none``).
     clamd_address: str | None = "127.0.0.1:3310"
     #: How long one scan may take before it counts as a transient failure.
@@ -80,7 +80,7 @@ class PipelineSettings:
     #: How long tesseract or ffmpeg may run on one file.
     tool_timeout_s: float = 120.0
 
-    def steps_for(self, content_type: str) -> tuple[Step, ...]:
+    def steps_for(self, content_type: str) -> tuple[StepName, ...]:
         content_type = content_type.split(";", maxsplit=1)[0].strip().lower()
         for pattern, steps in self.steps:
             if _matches(pattern, content_type):
@@ -124,11 +124,11 @@ def _matches(pattern: str, content_type: str) -> bool:
     return content_type == pattern
 
 
-def _step(name: str, variable: str) -> Step:
+def _step(name: str, variable: str) -> StepName:
     try:
-        return Step(name.strip())
+        return StepName(name.strip())
     except ValueError:
-        known = ", ".join(step.value for step in Step)
+        known = ", ".join(step.value for step in StepName)
         raise SettingsError(f"{variable}: unknown step {name!r} (known: {known})") from None
 
 
@@ -142,7 +142,7 @@ def _size(raw: str) -> int:
     return size
 
 
-def _parse_steps(raw: str | None) -> tuple[tuple[str, tuple[Step, ...]], ...]:
+def _parse_steps(raw: str | None) -> tuple[tuple[str, tuple[StepName, ...]], ...]:
     """``{"image/*": ["integrity", "sniff", "scan", "thumbnail"], "*/*": [...]}``, in order."""
     variable = f"{PREFIX}PIPELINE"
     if raw is None:
@@ -153,7 +153,7 @@ def _parse_steps(raw: str | None) -> tuple[tuple[str, tuple[Step, ...]], ...]:
         raise SettingsError(f"{variable} is not JSON ({error})") from None
     if not isinstance(data, dict) or not data:
         raise SettingsError(f'{variable} must be a JSON object like {{"image/*": ["integrity", ...]}}')
-    parsed: list[tuple[str, tuple[Step, ...]]] = []
+    parsed: list[tuple[str, tuple[StepName, ...]]] = []
     for pattern, names in data.items():
         if "/" not in pattern or not isinstance(names, list):
             raise SettingsError(
@@ -161,9 +161,9 @@ def _parse_steps(raw: str | None) -> tuple[tuple[str, tuple[Step, ...]], ...]:
             )
         steps = tuple(_step(str(name), variable) for name in names)
         # Nothing is looked at, let alone served, before its bytes are verified.
-        if Step.INTEGRITY not in steps:
+        if StepName.INTEGRITY not in steps:
             raise SettingsError(f"{variable}: the steps for {pattern!r} must include integrity")
         parsed.append((pattern.lower(), steps))
     if not any(pattern == "*/*" for pattern, _ in parsed):
-        parsed.append(("*/*", (Step.INTEGRITY, Step.SNIFF, Step.SCAN)))
+        parsed.append(("*/*", (StepName.INTEGRITY, StepName.SNIFF, StepName.SCAN)))
     return tuple(parsed)

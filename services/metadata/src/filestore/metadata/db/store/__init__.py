@@ -20,6 +20,7 @@ One module per resource, and this package's face re-exports them all (``store.ge
 * :mod:`.uploads`: upload sessions, closed exactly once, and the reaper's leases;
 * :mod:`.grants`: permissions on a file and :func:`is_permitted`;
 * :mod:`.results`: derivatives and processing results;
+* :mod:`.processing`: one run of the pipeline: the claim, verified content, settled step outcomes;
 * :mod:`.quotas`: reservations, usage and limits;
 * :mod:`.idempotency`: stored first answers to replayed requests;
 * :mod:`._sql`: what they share (value checks, dialect helpers, the compare-and-set budget, the file
@@ -28,7 +29,7 @@ One module per resource, and this package's face re-exports them all (``store.ge
 Each table is written by its own module (except that :func:`.blobs.link_file_blob` points a file at
 its blob), and imports point one way: :mod:`.uploads` builds on :mod:`.files`, whose lifecycle builds
 on :mod:`.blobs`, :mod:`.quotas` and :mod:`.results`; those, :mod:`.grants` and :mod:`.idempotency`
-need only :mod:`._sql`.
+need only :mod:`._sql`; :mod:`.processing` builds on :mod:`.files`, :mod:`.blobs` and :mod:`.results`.
 
 The reconciler (:mod:`filestore.metadata.fsck`) reads the catalogue itself but repairs it only through
 functions here, each in the module of the table it writes: :func:`.files.fail_file_without_object`,
@@ -83,6 +84,14 @@ from filestore.metadata.db.store.idempotency import (
     purge_idempotency_keys,
     save_idempotent,
 )
+from filestore.metadata.db.store.processing import (
+    SETTLED_OUTCOMES,
+    FileClaim,
+    VerifiedContent,
+    claim_file,
+    record_step_outcome,
+    record_verified_content,
+)
 from filestore.metadata.db.store.quotas import (
     get_quota,
     refund_quota,
@@ -116,20 +125,24 @@ from filestore.metadata.db.store.uploads import (
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "SETTLED_OUTCOMES",
     "STATES_WITH_BYTES",
     "BlobLink",
     "BlobRecount",
+    "FileClaim",
     "FileCursor",
     "FileDeletion",
     "FileFilter",
     "FilePage",
     "IdempotentSave",
     "UploadOutcome",
+    "VerifiedContent",
     "add_derivative",
     "allowed_sources",
     "attach_storage_upload",
     "attached_storage_uploads",
     "claim_expired_uploads",
+    "claim_file",
     "complete_upload",
     "create_file",
     "create_grant",
@@ -159,7 +172,9 @@ __all__ = [
     "needs_refcount_repair",
     "purge_idempotency_keys",
     "quarantine_content",
+    "record_step_outcome",
     "record_upload",
+    "record_verified_content",
     "recount_blob_references",
     "refund_quota",
     "register_blob",
