@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypeAlias, TypeVar
 
-from sqlalchemy import ColumnElement, Row, Select, func, or_, select, union
+from sqlalchemy import ColumnElement, Row, Select, or_, select, union
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.keys import KeyKind, key_prefix
 from filestore.metadata.db.models import Blob, Derivative, File, FileStatus, utcnow
+from filestore.metadata.db.store import has_prefix
 from filestore.metadata.fsck.report import Finding, FsckReport, Resolution
 from filestore.server.metrics import RECONCILER_FINDINGS, RECONCILER_REPAIRS
 from filestore.server.settings import S3Settings
@@ -66,11 +67,6 @@ def is_young(created: datetime, *, now: datetime, grace: timedelta) -> bool:
     return created > now - grace
 
 
-def _has_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
-    # substr rather than LIKE: SQLite's LIKE ignores case, and a prefix needs no escaping this way.
-    return func.substr(column, 1, len(prefix)) == prefix
-
-
 class Scan:
     """One run of the reconciler: what it compares, with which options, and the report it fills."""
 
@@ -102,7 +98,7 @@ class Scan:
         """Conditions keeping rows whose storage key ``column`` is in scope, for rows that name no tenant."""
         if not self.options.tenants:
             return []
-        return [or_(*(_has_prefix(column, prefix) for prefix in self.prefixes(kind)))]
+        return [or_(*(has_prefix(column, prefix) for prefix in self.prefixes(kind)))]
 
     def leave_young(self, items: Sequence[_Item], made_at: Callable[[_Item], datetime]) -> list[_Item]:
         """The ``items`` older than the grace period; the others are counted as left alone."""

@@ -41,6 +41,7 @@ condition the reconciler found, so a finding that stopped holding changes nothin
 
 from __future__ import annotations
 
+from filestore.metadata.db.store._sql import has_prefix
 from filestore.metadata.db.store.blobs import (
     BlobLink,
     BlobRecount,
@@ -161,6 +162,7 @@ __all__ = [
     "get_processing_result",
     "get_quota",
     "get_upload",
+    "has_prefix",
     "is_permitted",
     "link_file_blob",
     "list_derivatives",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Select, bindparam, case, insert, inspect, select
+from sqlalchemy import ColumnElement, Insert, Select, bindparam, case, func, insert, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
@@ -25,6 +25,13 @@ from filestore.metadata.db.models import File, FileStatus
 #: transaction changed the row in between, so more than a handful means a hot row, not bad luck.
 _CAS_ATTEMPTS = 8
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def has_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
+    """``column`` starts with ``prefix``, case-sensitively on every backend. Public (re-exported by the
+    store) because the reconciler's reads select by key prefix too."""
+    # substr rather than LIKE: SQLite's LIKE ignores case, and a prefix needs no escaping this way.
+    return func.substr(column, 1, len(prefix)) == prefix
 
 
 def _require(value: str, field: str) -> None:

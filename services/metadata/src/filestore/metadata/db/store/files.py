@@ -32,6 +32,7 @@ from filestore.metadata.db.store._sql import (
     _insert_loaded,
     _load_file,
     _require,
+    has_prefix,
 )
 from filestore.metadata.db.store.blobs import _forget_blobs_at, _reference_blob, _release_blob, get_blob
 from filestore.metadata.db.store.quotas import refund_quota
@@ -185,11 +186,6 @@ class FileFilter:
     text_contains: str | None = None
 
 
-def _has_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
-    # substr rather than LIKE: SQLite's LIKE ignores case, and the prefix needs no escaping.
-    return func.substr(column, 1, len(prefix)) == prefix
-
-
 def _filter_conditions(filters: FileFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if filters.owner is not None:
@@ -200,7 +196,7 @@ def _filter_conditions(filters: FileFilter) -> list[ColumnElement[bool]]:
         conditions.append(File.status != FileStatus.DELETED)
     if filters.content_type_prefix:
         content_type = func.coalesce(File.sniffed_content_type, File.declared_content_type)
-        conditions.append(_has_prefix(content_type, filters.content_type_prefix))
+        conditions.append(has_prefix(content_type, filters.content_type_prefix))
     if filters.created_after is not None:
         conditions.append(File.created_at >= filters.created_after)
     if filters.created_before is not None:
@@ -209,7 +205,7 @@ def _filter_conditions(filters: FileFilter) -> list[ColumnElement[bool]]:
         # JSON path access renders as json_extract on SQLite and ->> on PostgreSQL.
         conditions.append(File.labels[key].as_string() == value)
     if filters.name_prefix:
-        conditions.append(_has_prefix(File.name, filters.name_prefix))
+        conditions.append(has_prefix(File.name, filters.name_prefix))
     if filters.text_contains:
         conditions.append(File.extracted_text.icontains(filters.text_contains, autoescape=True))
     return conditions
