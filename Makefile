@@ -144,6 +144,12 @@ bench-download: env
 bench-creates: env
 	$(PY) -m benchmarks.bench_creates
 
+# Server CPU per CreateUpload and GetDownloadUrl (vs an echo process), CreateUpload's p99 at half the echo's
+# rate (open loop), and the services' CPU for a whole 1 GiB SDK upload.
+.PHONY: bench-cost
+bench-cost: env
+	$(PY) -m benchmarks.bench_cost
+
 # Every bench-* target in turn (long: run it on a quiet machine); writes docs/benchmarks.md and the
 # results block of README.md from their RESULT lines.
 .PHONY: bench

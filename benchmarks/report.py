@@ -36,6 +36,7 @@ BENCHMARKS = (
     "bench-proxy",
     "bench-download",
     "bench-creates",
+    "bench-cost",
 )
 README_START = "<!-- bench-results:start (written by benchmarks/report.py) -->"
 README_END = "<!-- bench-results:end -->"
@@ -79,6 +80,15 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     ),
     "bench-creates": (
         Target("create_rate_3000_open_vs_empty", "create_rate_3000_open_vs_empty ≥ 0.9", lambda v: v >= 0.9),
+    ),
+    "bench-cost": (
+        Target("create_upload_cpu_ms", "create_upload_cpu_ms ≤ 1.5", lambda v: v <= 1.5),
+        Target("create_multipart_cpu_ms", "create_multipart_cpu_ms ≤ 1.5", lambda v: v <= 1.5),
+        Target("get_download_url_cpu_ms", "get_download_url_cpu_ms ≤ 1.0", lambda v: v <= 1.0),
+        Target(
+            "create_upload_p99_ms_at_half_load", "create_upload_p99_ms_at_half_load ≤ 25", lambda v: v <= 25
+        ),
+        Target("service_cpu_ms_per_gib_upload", "service_cpu_ms_per_gib_upload ≤ 25", lambda v: v <= 25),
     ),
 }
 
