@@ -10,6 +10,12 @@ the report is written.
     python -m benchmarks.report                        # every target (what `make bench` does)
     python -m benchmarks.report bench-proxy bench-download   # only these; the others say "not run"
     python -m benchmarks.report --from-logs DIR        # no runs: read DIR/<target>.log instead
+    python -m benchmarks.report --keep-earlier bench-cost     # only this; the others keep their
+                                                              # rows from docs/benchmarks.md
+
+A full run takes most of an hour here; ``--keep-earlier`` lets one benchmark be run again without
+losing the others' figures: their rows are read back from the document being replaced and say the
+date of the run they came from.
 """
 
 from __future__ import annotations
@@ -129,6 +135,26 @@ def parse(target: str, output: str, status: str) -> Outcome:
     return Outcome(target, figures, status, load)
 
 
+_ROW = re.compile(r"^\| `make (bench-[a-z0-9-]+)` \| (.*?) \| .*? \| .*? \| (.*?) \|$", re.MULTILINE)
+_FIGURE = re.compile(r"`([A-Za-z0-9_]+)=([^`]*)`")
+_DATE = re.compile(r"^- \*\*date\*\*: (.*)$", re.MULTILINE)
+
+
+def earlier_outcomes(document_text: str) -> dict[str, Outcome]:
+    """The rows of an earlier results document that have figures, by target, their load column
+    saying which run they come from (the document's date, or the date a row already named)."""
+    date_match = _DATE.search(document_text)
+    date = date_match.group(1) if date_match else "an earlier run"
+    kept: dict[str, Outcome] = {}
+    for target, shown, load in _ROW.findall(document_text):
+        figures = dict(_FIGURE.findall(shown))
+        if not figures:
+            continue
+        dated = load if "(run of " in load else f"{load} (run of {date})"
+        kept[target] = Outcome(target, figures, "ok", dated)
+    return kept
+
+
 def run_target(target: str, log: Path) -> Outcome:
     """``make <target>``, its output teed to the terminal and ``log``."""
     print(f"==> make {target}", flush=True)
@@ -228,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument(
+        "--keep-earlier",
+        action="store_true",
+        help="targets not run keep their figures from the output document being replaced",
+    )
     args = parser.parse_args(argv)
     if unknown := set(args.targets) - set(BENCHMARKS):
         parser.error(f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
@@ -239,11 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         else "runs made by this report"
     )
     logs.mkdir(parents=True, exist_ok=True)
+    earlier = earlier_outcomes(args.output.read_text()) if args.keep_earlier and args.output.exists() else {}
     outcomes = []
     for target in BENCHMARKS:
         log = logs / f"{target}.log"
         if target not in selected:
-            outcomes.append(Outcome(target, {}, "not run", ""))
+            outcomes.append(earlier.get(target, Outcome(target, {}, "not run", "")))
         elif args.from_logs is not None:
             if log.exists():
                 outcomes.append(parse(target, log.read_text(), "ok"))
