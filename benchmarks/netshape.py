@@ -42,6 +42,7 @@ import contextlib
 import itertools
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -238,6 +239,10 @@ class DelayRelay:
                 up_writer.close()
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # Only __aexit__ cancels a connection's task, and it gathers them itself: ending quietly
+            # spares the server's callback a traceback for every connection still open.
+            pass
         finally:
             down_writer.close()
             self._tasks.discard(task)
@@ -264,3 +269,22 @@ class DelayRelay:
                 await writer.drain()
 
         await asyncio.gather(read(), write())
+
+
+async def _relay_main(listen_host: str, target_host: str, target_port: int, one_way_ms: float) -> None:
+    """Serve a DelayRelay until standard input closes (the parent's end of the pipe)."""
+    async with DelayRelay(listen_host, (target_host, target_port), one_way_ms=one_way_ms) as relay:
+        print(f"listening {relay.port}", flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+
+
+if __name__ == "__main__":
+    # python -m benchmarks.netshape relay LISTEN_HOST TARGET_HOST TARGET_PORT [ONE_WAY_MS]: a relay
+    # to run in a namespace (ShapedLink.command), printing "listening <port>", until stdin closes.
+    if len(sys.argv) not in (5, 6) or sys.argv[1] != "relay":
+        sys.exit(f"usage: {sys.argv[0]} relay LISTEN_HOST TARGET_HOST TARGET_PORT [ONE_WAY_MS]")
+    asyncio.run(
+        _relay_main(
+            sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]) if len(sys.argv) == 6 else 0
+        )
+    )
