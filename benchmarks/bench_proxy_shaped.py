@@ -32,7 +32,10 @@ stores only once it has received everything):
 
 * direct ≈ S/R (storage keeps up: W ≫ R), 1 GiB at 300 Mbit/s ≈ 28.6 s plus TCP/HTTP overhead;
 * proxy ≈ S/R + S/W ≈ 28.6 s + ~6.5 s, so direct/proxy ≈ 0.8: with storage next door, the store
-  phase is short and the proxy's cost is mostly bytes, memory and CPU, not wall time;
+  phase is short and the proxy's cost is mostly bytes, memory and CPU, not wall time. W is this
+  machine's, and falls with its load: on a machine shared with other work (load average ~12 on two
+  cores) SeaweedFS stored at ~30 MiB/s, as slow as the link, and the ratio came out at 0.53. The
+  proxy prints its receive and store times: read the ratio with them;
 * proxy-uplink ≈ S/R + S/R ≈ 57 s, so direct/proxy ≈ 0.5: the body crosses a link of rate R twice.
   That is the "physics says ~0.5" of the issue, and the goal ≤ 0.55 can only hold where the proxy's
   uplink is no faster than the client's; with a data-centre link behind the proxy the ratio tends
