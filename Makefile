@@ -134,6 +134,16 @@ bench-sdk: env
 bench-proxy: env
 	$(PY) -m benchmarks.bench_proxy
 
+# The proxy question over a real link: the client in a network namespace behind tbf (300 Mbit/s), direct vs proxies.
+.PHONY: bench-proxy-shaped
+bench-proxy-shaped: env
+	$(PY) -m benchmarks.bench_proxy_shaped
+
+# tus (@tus/server + @tus/s3-store, tus-js-client, pinned from npm) vs the SDK, 1 GiB over the shaped link.
+.PHONY: bench-peers-tus
+bench-peers-tus: env
+	$(PY) -m benchmarks.bench_peers_tus
+
 # GetDownloadUrl at 64 in flight against an echo RPC on the same bootstrap, and the pieces of one call.
 .PHONY: bench-download
 bench-download: env

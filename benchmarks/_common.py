@@ -215,11 +215,14 @@ async def relayed_echo(auth_secret: str) -> AsyncIterator[Callable[[int], Awaita
 
 
 @asynccontextmanager
-async def temporary_stack(components: tuple[str, ...]) -> AsyncIterator[Stack]:
+async def temporary_stack(components: tuple[str, ...], *, host: str = "127.0.0.1") -> AsyncIterator[Stack]:
+    """The stack's ``components`` on free ports of ``host`` (every component listens there, and the
+    presigned URLs name it: a shaped link's root-side address lets a client in its namespace in)."""
     with tempfile.TemporaryDirectory(prefix="filestore-bench-") as home:
         config = StackConfig(
             home=Path(home),
-            ports=StackPorts.free(),
+            host=host,
+            ports=StackPorts.free(host),
             components=components,
             ready_timeout_s=90.0,
             # The level the benchmark process and its echo server log at: the services measured

@@ -225,13 +225,16 @@ def generate(path: Path) -> None:
 
 
 async def direct_upload(
-    upload: upload_service_pb2_grpc.UploadServiceAsyncStub, http: httpx.AsyncClient, path: Path
+    upload: upload_service_pb2_grpc.UploadServiceAsyncStub,
+    http: httpx.AsyncClient,
+    path: Path,
+    size: int = SIZE,
 ) -> str:
     """CreateUpload, the parts straight to storage, CompleteUpload; answers the object key."""
     created = await upload.CreateUpload(
         upload_service_pb2.CreateUploadRequest(
             name=path.name,
-            size=SIZE,
+            size=size,
             content_type="application/octet-stream",
             kind=resources_pb2.UPLOAD_KIND_MULTIPART,
             part_size=PART_SIZE,
@@ -265,8 +268,8 @@ async def direct_upload(
     completed = await upload.CompleteUpload(
         upload_service_pb2.CompleteUploadRequest(upload_id=plan.id, request_id=str(uuid.uuid4()))
     )
-    if completed.file.size != SIZE:
-        raise RuntimeError(f"stored {completed.file.size} bytes, sent {SIZE}")
+    if completed.file.size != size:
+        raise RuntimeError(f"stored {completed.file.size} bytes, sent {size}")
     return original_key(completed.file.tenant, completed.file.id)
 
 
@@ -276,19 +279,21 @@ async def file_body(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def proxied_upload(http: httpx.AsyncClient, proxy_url: str, path: Path) -> tuple[str, str]:
+async def proxied_upload(
+    http: httpx.AsyncClient, proxy_url: str, path: Path, size: int = SIZE
+) -> tuple[str, str]:
     """The whole file in one PUT to the proxy; answers the object key the proxy wrote, and how
     long it spent receiving and storing."""
     response = await http.put(
         f"{proxy_url}/upload/{path.name}",
         content=file_body(path),
         # With a length, httpx sends the body as it is, not chunked (as a browser's upload does).
-        headers={"Content-Length": str(SIZE), "Content-Type": "application/octet-stream"},
+        headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
     )
     response.raise_for_status()
     answer = response.json()
-    if answer["size"] != SIZE:
-        raise RuntimeError(f"the proxy stored {answer['size']} bytes, sent {SIZE}")
+    if answer["size"] != size:
+        raise RuntimeError(f"the proxy stored {answer['size']} bytes, sent {size}")
     return str(answer["key"]), f"receive {answer['receive_s']:.2f} s + store {answer['store_s']:.2f} s"
 
 
@@ -308,11 +313,16 @@ def s3_admin(stack: Stack) -> S3Client:
     return client
 
 
-async def start_proxy(stack: Stack, spool_dir: Path) -> asyncio.subprocess.Process:
+async def start_proxy(
+    stack: Stack, spool_dir: Path, *, listen_host: str = "127.0.0.1", s3_endpoint: str | None = None
+) -> asyncio.subprocess.Process:
+    """The naive proxy on a free port of ``listen_host``, storing to the stack's S3 endpoint (or
+    ``s3_endpoint``: the same storage by another road, e.g. a relay across a shaped link)."""
     e = stack.endpoints
     env = {
         **os.environ,
-        "PROXY_S3_ENDPOINT": e.s3_endpoint,
+        "PROXY_LISTEN_HOST": listen_host,
+        "PROXY_S3_ENDPOINT": s3_endpoint or e.s3_endpoint,
         "PROXY_S3_REGION": e.s3_region,
         "PROXY_S3_BUCKET": e.bucket,
         "PROXY_PART_SIZE": str(PART_SIZE),

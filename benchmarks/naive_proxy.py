@@ -21,7 +21,8 @@ reads is the same work whichever framework wraps it.
 
 Run: ``python -m benchmarks.naive_proxy`` with ``PROXY_S3_ENDPOINT``, ``PROXY_S3_REGION``,
 ``PROXY_S3_BUCKET``, ``PROXY_PART_SIZE``, ``PROXY_CONCURRENCY``, ``PROXY_SPOOL_DIR`` and boto3's own
-``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``. It listens on a free loopback port and prints
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``. It listens on a free port of ``PROXY_LISTEN_HOST``
+(default loopback; ``make bench-proxy-shaped`` gives it the shaped link's address) and prints
 ``listening <port>`` once ready. ``PUT /<anything>`` answers 201 with the object's key and size and
 the seconds spent receiving the body and storing it.
 """
@@ -52,7 +53,7 @@ class NaiveUploadProxy(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, *, s3: S3Client, bucket: str, transfer: TransferConfig, spool_dir: str) -> None:
-        super().__init__(("127.0.0.1", 0), UploadHandler)
+        super().__init__((os.environ.get("PROXY_LISTEN_HOST", "127.0.0.1"), 0), UploadHandler)
         self.s3 = s3
         self.bucket = bucket
         self.transfer = transfer

@@ -40,6 +40,8 @@ BENCHMARKS = (
     "bench-processor",
     "bench-sdk",
     "bench-proxy",
+    "bench-proxy-shaped",
+    "bench-peers-tus",
     "bench-download",
     "bench-creates",
     "bench-cost",
@@ -81,6 +83,10 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         Target("direct_vs_proxy_wall", "direct_vs_proxy_wall ≤ 0.55", lambda v: v <= 0.55),
         Target("service_bytes_direct", "service_bytes_direct < 1 MiB", lambda v: v < 1024**2),
     ),
+    "bench-proxy-shaped": (
+        Target("direct_vs_proxy_wall_shaped", "direct_vs_proxy_wall_shaped ≤ 0.55", lambda v: v <= 0.55),
+    ),
+    "bench-peers-tus": (Target("filestore_vs_tus_wall", "filestore_vs_tus_wall ≤ 0.6", lambda v: v <= 0.6),),
     "bench-download": (
         Target("get_download_url_vs_echo", "get_download_url_vs_echo ≥ 0.6", lambda v: v >= 0.6),
     ),
