@@ -65,10 +65,9 @@ class Target:
 TARGETS: dict[str, tuple[Target, ...]] = {
     # The targets the issues set, figure by figure.
     "bench-presign": (Target("floor_ratio", "floor_ratio ≤ 3", lambda v: v <= 3),),
-    "bench-control": (
-        Target("create_upload_vs_echo", "create_upload_vs_echo ≥ 0.4", lambda v: v >= 0.4),
-        Target("create_upload_p99_ms", "create_upload_p99_ms ≤ 25", lambda v: v <= 25),
-    ),
+    # A p99 at 64 calls in flight on two cores is bound by Little's law, not by the service: latency's
+    # bar is bench-cost's p99 at a fixed offered load (issue 15); this p99 is information.
+    "bench-control": (Target("create_upload_vs_echo", "create_upload_vs_echo ≥ 0.4", lambda v: v >= 0.4),),
     "bench-metadata": (
         Target("sqlite_depth_ratio", "sqlite_depth_ratio ≤ 1.5", lambda v: v <= 1.5),
         Target("postgres_depth_ratio", "postgres_depth_ratio ≤ 1.5", lambda v: v <= 1.5),
@@ -79,10 +78,9 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         Target("ready_p50_ms", "ready_p50_ms ≤ 250", lambda v: v <= 250),
     ),
     "bench-sdk": (Target("sdk_vs_boto3_throughput", "sdk_vs_boto3_throughput ≥ 0.95", lambda v: v >= 0.95),),
-    "bench-proxy": (
-        Target("direct_vs_proxy_wall", "direct_vs_proxy_wall ≤ 0.55", lambda v: v <= 0.55),
-        Target("service_bytes_direct", "service_bytes_direct < 1 MiB", lambda v: v < 1024**2),
-    ),
+    # On loopback no network is crossed, so the wall ratio is information; its bar is the shaped
+    # link's (bench-proxy-shaped, issue 15). The bytes bar stands.
+    "bench-proxy": (Target("service_bytes_direct", "service_bytes_direct < 1 MiB", lambda v: v < 1024**2),),
     "bench-proxy-shaped": (
         Target("direct_vs_proxy_wall_shaped", "direct_vs_proxy_wall_shaped ≤ 0.55", lambda v: v <= 0.55),
     ),
