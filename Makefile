@@ -160,6 +160,16 @@ bench-creates: env
 bench-cost: env
 	$(PY) -m benchmarks.bench_cost
 
+# The required path (hash, sniff, scan) on a 1 GiB file vs a minimal GET+SHA-256+INSTREAM script, same run.
+.PHONY: bench-pipeline-floor
+bench-pipeline-floor: env system-deps
+	$(PY) -m benchmarks.bench_pipeline_floor
+
+# CreateUpload with 1,000,000 files in the catalogue vs none, and two metadata+broker pairs vs one (PostgreSQL).
+.PHONY: bench-scale
+bench-scale: env
+	$(PY) -m benchmarks.bench_scale
+
 # Every bench-* target in turn (long: run it on a quiet machine); writes docs/benchmarks.md and the
 # results block of README.md from their RESULT lines.
 .PHONY: bench
