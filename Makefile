@@ -144,6 +144,11 @@ bench-download: env
 bench-creates: env
 	$(PY) -m benchmarks.bench_creates
 
+# Peers in the same run: Uppy Companion 6.2.2 (npm, pinned, temp dir) vs Filestore's create/sign/batch sign, one core each.
+.PHONY: bench-peers
+bench-peers: env
+	$(PY) -m benchmarks.bench_peers_companion
+
 # Every bench-* target in turn (long: run it on a quiet machine); writes docs/benchmarks.md and the
 # results block of README.md from their RESULT lines.
 .PHONY: bench

@@ -36,6 +36,7 @@ BENCHMARKS = (
     "bench-proxy",
     "bench-download",
     "bench-creates",
+    "bench-peers",
 )
 README_START = "<!-- bench-results:start (written by benchmarks/report.py) -->"
 README_END = "<!-- bench-results:end -->"
@@ -79,6 +80,11 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     ),
     "bench-creates": (
         Target("create_rate_3000_open_vs_empty", "create_rate_3000_open_vs_empty ≥ 0.9", lambda v: v >= 0.9),
+    ),
+    "bench-peers": (
+        Target("create_vs_companion", "create_vs_companion ≥ 2", lambda v: v >= 2),
+        Target("sign_vs_companion", "sign_vs_companion ≥ 3", lambda v: v >= 3),
+        Target("batch_vs_companion", "batch_vs_companion ≥ 10", lambda v: v >= 10),
     ),
 }
 
