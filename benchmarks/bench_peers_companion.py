@@ -26,9 +26,12 @@ on SQLite, the upload broker), as ``make run`` starts them, logging at ``warning
 
 Cores (2 needed): the first core this process may use runs the server side measured, and nothing
 else of ours: Companion's node process (``taskset``), or Filestore's broker and metadata processes
-(every thread, pinned with ``sched_setaffinity``). The second core runs this process (the one load
-generator: httpx with a pool of 64 HTTP/1.1 keep-alive connections for Companion, one gRPC channel
-for Filestore, both from the same event loop, 64 calls always in flight), SeaweedFS and NATS.
+(every thread, pinned with ``sched_setaffinity``). The second core runs SeaweedFS, NATS and this
+process, the one load generator for both sides: 64 calls always in flight from one event loop, over
+64 HTTP/1.1 keep-alive connections to Companion (a minimal client, see ``KeepAlivePool``: httpx
+would spend more CPU per request than Companion) and one gRPC channel to Filestore's broker. The
+load generator's CPU per request is printed too: a side whose generator nears a whole core is
+measured short.
 
 Companion's standalone server opens an express session for every request that comes without its
 cookie; the load generator keeps no cookies (64 in flight stand for 64 browsers, not one), so its
@@ -66,10 +69,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
-
-import httpx
+from typing import Any
+from urllib.parse import quote
 
 from benchmarks._common import BENCH_LOG_LEVEL, load_average, measure, temporary_stack
 from filestore.core.auth import mint_token
@@ -100,6 +102,8 @@ CONTENT_TYPE = "application/octet-stream"
 READY_TIMEOUT_S = 60.0
 NPM_TIMEOUT_S = 300.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: A call as ``measure`` makes it: the index of the call -> its answer.
+Call = Callable[[int], Awaitable[object]]
 
 
 # --------------------------------------------------------------------------- /proc accounting
@@ -213,8 +217,8 @@ def install_companion(prefix: Path) -> Path:
 
 
 @asynccontextmanager
-async def companion_server(stack: Stack, core: int) -> AsyncIterator[tuple[int, str]]:
-    """Companion's standalone server on a free port, pinned to ``core``: yields (pid, base URL)."""
+async def companion_server(stack: Stack, core: int) -> AsyncIterator[tuple[int, int]]:
+    """Companion's standalone server on a free port, pinned to ``core``: yields (pid, port)."""
     e = stack.endpoints
     with tempfile.TemporaryDirectory(prefix="filestore-bench-companion-") as tmp:
         root = Path(tmp)
@@ -255,9 +259,8 @@ async def companion_server(stack: Stack, core: int) -> AsyncIterator[tuple[int, 
             )
         _started.add(process.pid)
         try:
-            base = f"http://127.0.0.1:{port}"
-            await wait_ready(base, process, log)
-            yield process.pid, base
+            await wait_ready(port, process, log)
+            yield process.pid, port
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -283,64 +286,133 @@ def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:]
 
 
-async def wait_ready(base: str, process: asyncio.subprocess.Process, log: Path) -> None:
+async def wait_ready(port: int, process: asyncio.subprocess.Process, log: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    async with httpx.AsyncClient() as client:
+    probe = KeepAlivePool("127.0.0.1", port, 1)
+    try:
         while time.monotonic() < deadline:
             if process.returncode is not None:
                 raise RuntimeError(
                     f"Companion exited ({process.returncode}):\n{await asyncio.to_thread(_tail, log)}"
                 )
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get(base + "/")).status_code == 200:
+            # Signing a part needs no storage: it answers as soon as the server is up.
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                if (await probe.request("GET", "/s3/multipart/probe/1?key=probe"))[0] == 200:
                     return
             await asyncio.sleep(0.2)
+    finally:
+        await probe.close()
     raise RuntimeError(
         f"Companion not ready in {READY_TIMEOUT_S:.0f} s:\n{await asyncio.to_thread(_tail, log)}"
     )
 
 
-def companion_calls(
-    client: httpx.AsyncClient, sessions: list[tuple[str, str]]
-) -> tuple[
-    Callable[[int], Awaitable[object]], Callable[[int], Awaitable[object]], Callable[[int], Awaitable[object]]
-]:
+class KeepAlivePool:
+    """A minimal HTTP/1.1 client: ``size`` keep-alive connections to one server, each carrying one
+    request at a time (a call takes an idle connection, or opens one, and gives it back).
+
+    Not httpx: on this machine httpx 0.28 costs 1.5 to 7 ms of client CPU per request at 64 in flight
+    (httpcore's pool matches every queued request against every connection, and tries a failed
+    ``import sniffio`` for every request), so the load generator, not Companion, would set the pace.
+    This one costs about what the gRPC client does per call."""
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self.host, self.port = host, port
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
+        for _ in range(size):
+            self._idle.put_nowait(None)
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def request(self, method: str, target: str, body: object = None) -> tuple[int, Any]:
+        """(status, decoded JSON body)."""
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        connection = await self._idle.get()
+        try:
+            if connection is None:
+                connection = await asyncio.open_connection(self.host, self.port)
+                self._open.add(connection[1])
+            reader, writer = connection
+            writer.write(head.encode() + b"\r\n" + payload)
+            status, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+            if "content-length" in headers:
+                content = await reader.readexactly(int(headers["content-length"]))
+            else:
+                content = await _read_chunked(reader)
+            if headers.get("connection", "").lower() == "close":
+                raise ConnectionResetError("the server closed the connection")
+        except BaseException:
+            if connection is not None:
+                self._open.discard(connection[1])
+                connection[1].close()
+            self._idle.put_nowait(None)
+            raise
+        self._idle.put_nowait(connection)
+        return status, json.loads(content) if content else None
+
+    async def close(self) -> None:
+        for writer in self._open:
+            writer.close()
+        self._open.clear()
+
+
+def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
+    lines = raw.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split(" ", 2)[1]), headers
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    content = bytearray()
+    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        content += await reader.readexactly(size)
+        await reader.readexactly(2)
+    await reader.readuntil(b"\r\n")  # no trailers are sent
+    return bytes(content)
+
+
+async def _ok(pool: KeepAlivePool, method: str, target: str, body: object = None) -> Any:
+    status, answer = await pool.request(method, target, body)
+    if status != 200:
+        raise RuntimeError(f"Companion answered {status} to {method} {target}: {answer}")
+    return answer
+
+
+def companion_calls(pool: KeepAlivePool, sessions: list[tuple[str, str]]) -> tuple[Call, Call, Call]:
     batch = ",".join(str(n) for n in range(1, BATCH + 1))
 
     async def create(i: int) -> object:
-        response = await client.post(
-            "/s3/multipart", json={"filename": f"bench-{i}.bin", "type": CONTENT_TYPE, "metadata": {}}
-        )
-        response.raise_for_status()
-        return response.json()["uploadId"]
+        body = {"filename": f"bench-{i}.bin", "type": CONTENT_TYPE, "metadata": {}}
+        return (await _ok(pool, "POST", "/s3/multipart", body))["uploadId"]
 
     async def sign(i: int) -> object:
         key, upload_id = sessions[i % len(sessions)]
-        response = await client.get(f"/s3/multipart/{upload_id}/{i % 200 + 1}", params={"key": key})
-        response.raise_for_status()
-        return response.json()["url"]
+        target = f"/s3/multipart/{quote(upload_id, safe='')}/{i % 200 + 1}?key={quote(key, safe='')}"
+        return (await _ok(pool, "GET", target))["url"]
 
     async def sign_batch(i: int) -> object:
         key, upload_id = sessions[i % len(sessions)]
-        response = await client.get(
-            f"/s3/multipart/{upload_id}/batch", params={"key": key, "partNumbers": batch}
+        target = (
+            f"/s3/multipart/{quote(upload_id, safe='')}/batch?key={quote(key, safe='')}&partNumbers={batch}"
         )
-        response.raise_for_status()
-        urls = response.json()["presignedUrls"]
+        urls = (await _ok(pool, "GET", target))["presignedUrls"]
         assert len(urls) == BATCH
         return urls
 
     return create, sign, sign_batch
 
 
-async def companion_sessions(client: httpx.AsyncClient) -> list[tuple[str, str]]:
+async def companion_sessions(pool: KeepAlivePool) -> list[tuple[str, str]]:
     async def one(i: int) -> tuple[str, str]:
-        response = await client.post(
-            "/s3/multipart", json={"filename": f"session-{i}.bin", "type": CONTENT_TYPE, "metadata": {}}
-        )
-        response.raise_for_status()
-        body = response.json()
-        return body["key"], body["uploadId"]
+        body = {"filename": f"session-{i}.bin", "type": CONTENT_TYPE, "metadata": {}}
+        answer = await _ok(pool, "POST", "/s3/multipart", body)
+        return answer["key"], answer["uploadId"]
 
     return list(await asyncio.gather(*(one(i) for i in range(SESSIONS))))
 
@@ -350,9 +422,7 @@ async def companion_sessions(client: httpx.AsyncClient) -> list[tuple[str, str]]
 
 def filestore_calls(
     upload: upload_service_pb2_grpc.UploadServiceAsyncStub, sessions: list[str]
-) -> tuple[
-    Callable[[int], Awaitable[object]], Callable[[int], Awaitable[object]], Callable[[int], Awaitable[object]]
-]:
+) -> tuple[Call, Call, Call]:
     async def create(i: int) -> object:
         created = await upload.CreateUpload(
             upload_service_pb2.CreateUploadRequest(
@@ -405,24 +475,18 @@ async def main() -> None:
         filestore = Side(
             "Filestore", {"broker": pids["upload"], "metadata": pids["metadata"]}, pids["seaweedfs"]
         )
-        async with companion_server(stack, server_core) as (companion_pid, base):
+        async with companion_server(stack, server_core) as (companion_pid, port):
             companion = Side("Companion", {"companion": companion_pid}, pids["seaweedfs"])
-            await run(stack, filestore, companion, base, server_core=server_core, client_core=client_core)
+            await run(stack, filestore, companion, port, server_core=server_core, client_core=client_core)
 
 
 async def run(
-    stack: Stack, filestore: Side, companion: Side, base: str, *, server_core: int, client_core: int
+    stack: Stack, filestore: Side, companion: Side, port: int, *, server_core: int, client_core: int
 ) -> None:
     e = stack.endpoints
     token = mint_token(e.auth_secret, subject="bench", tenant=TENANT)
     channel = insecure_channel(e.upload_addr, token=lambda: token)
-    no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-    client = httpx.AsyncClient(
-        base_url=base,
-        cookies=no_cookies,
-        limits=httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT),
-        timeout=60.0,
-    )
+    client = KeepAlivePool("127.0.0.1", port, IN_FLIGHT)
     try:
         upload = upload_service_pb2_grpc.UploadServiceStub(channel)
         filestore.note_start()
@@ -459,7 +523,7 @@ async def run(
             results[label] = {"Companion": c, "Filestore": f}
         report(results, filestore, companion)
     finally:
-        await client.aclose()
+        await client.close()
         await channel.close()
 
 
