@@ -329,33 +329,57 @@ class KeepAlivePool:
         head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        message = head.encode() + b"\r\n" + payload
         connection = await self._idle.get()
         try:
-            if connection is None:
-                connection = await asyncio.open_connection(self.host, self.port)
-                self._open.add(connection[1])
-            reader, writer = connection
-            writer.write(head.encode() + b"\r\n" + payload)
-            status, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))
-            if "content-length" in headers:
-                content = await reader.readexactly(int(headers["content-length"]))
-            else:
-                content = await _read_chunked(reader)
+            if connection is not None and connection[0].at_eof():
+                self._drop(connection)  # closed by the server while idle (Node: after 5 s)
+                connection = None
+            try:
+                connection = connection or await self._connect()
+                status, headers, content = await _exchange(connection, message)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # A kept-alive connection the server closed as the request went out: once more, on a
+                # new one (what any HTTP client does; the request never reached a handler).
+                self._drop(connection)
+                connection = None
+                connection = await self._connect()
+                status, headers, content = await _exchange(connection, message)
             if headers.get("connection", "").lower() == "close":
-                raise ConnectionResetError("the server closed the connection")
+                self._drop(connection)
+                connection = None
         except BaseException:
-            if connection is not None:
-                self._open.discard(connection[1])
-                connection[1].close()
+            self._drop(connection)
             self._idle.put_nowait(None)
             raise
         self._idle.put_nowait(connection)
         return status, json.loads(content) if content else None
 
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        connection = await asyncio.open_connection(self.host, self.port)
+        self._open.add(connection[1])
+        return connection
+
+    def _drop(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
+        if connection is not None:
+            self._open.discard(connection[1])
+            connection[1].close()
+
     async def close(self) -> None:
         for writer in self._open:
             writer.close()
         self._open.clear()
+
+
+async def _exchange(
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], message: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = connection
+    writer.write(message)
+    status, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+    if "content-length" in headers:
+        return status, headers, await reader.readexactly(int(headers["content-length"]))
+    return status, headers, await _read_chunked(reader)
 
 
 def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
