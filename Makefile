@@ -170,6 +170,15 @@ bench-pipeline-floor: env system-deps
 bench-scale: env
 	$(PY) -m benchmarks.bench_scale
 
+# Peers in the same run: Uppy Companion 6.2.2 (npm, pinned, temp dir) vs Filestore's create/sign/batch sign, one core each.
+.PHONY: bench-peers-companion
+bench-peers-companion: env
+	$(PY) -m benchmarks.bench_peers_companion
+
+# Both peers: Companion (signing) and tus (the bytes through a server), each a target of its own.
+.PHONY: bench-peers
+bench-peers: bench-peers-companion bench-peers-tus
+
 # Every bench-* target in turn (long: run it on a quiet machine); writes docs/benchmarks.md and the
 # results block of README.md from their RESULT lines.
 .PHONY: bench

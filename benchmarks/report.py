@@ -47,6 +47,7 @@ BENCHMARKS = (
     "bench-cost",
     "bench-pipeline-floor",
     "bench-scale",
+    "bench-peers-companion",
 )
 README_START = "<!-- bench-results:start (written by benchmarks/report.py) -->"
 README_END = "<!-- bench-results:end -->"
@@ -105,6 +106,11 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     "bench-pipeline-floor": (Target("pipeline_vs_floor", "pipeline_vs_floor ≥ 0.85", lambda v: v >= 0.85),),
     # metadata_2x_vs_1x has no goal: on two cores it is bounded by the load generator (information).
     "bench-scale": (Target("create_rate_1m_vs_empty", "create_rate_1m_vs_empty ≥ 0.9", lambda v: v >= 0.9),),
+    "bench-peers-companion": (
+        Target("create_vs_companion", "create_vs_companion ≥ 2", lambda v: v >= 2),
+        Target("sign_vs_companion", "sign_vs_companion ≥ 3", lambda v: v >= 3),
+        Target("batch_vs_companion", "batch_vs_companion ≥ 10", lambda v: v >= 10),
+    ),
 }
 
 
