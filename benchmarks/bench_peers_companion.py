@@ -1,4 +1,4 @@
-"""make bench-peers-companion (half of make bench-peers): Filestore's control plane against ``@uppy/companion``
+"""make bench-peers-companion (half of make bench-peers): Filestore against ``@uppy/companion``
 (the signing server most browser apps use for S3 multipart), same store, same CPU budget, same load
 generator, same run.
 
