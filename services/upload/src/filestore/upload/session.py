@@ -4,8 +4,8 @@ Signing a part URL needs a handful of facts about the upload (its storage key an
 id, its part plan, its part checksum algorithm, its expiry) and the knowledge that the caller owns
 it. Reading them from the catalogue costs a metadata call per SignParts. So when the broker hands
 an OPEN multipart upload to its owner (CreateUpload, GetUpload) it adds those facts, bound to the
-caller and sealed with HMAC-SHA256 under a key only the brokers hold; SignParts then trusts the
-token it issued instead of asking the catalogue again.
+caller and sealed with HMAC-SHA256 (:mod:`filestore.server.seals`) under a key only the brokers
+hold; SignParts then trusts the token it issued instead of asking the catalogue again.
 
 Why that is safe: the catalogue can say two things the token cannot, that the upload was completed
 or aborted since the token was issued. Neither needs saying: both end the multipart upload in
@@ -20,9 +20,6 @@ storage upload id, all of which its part URLs show anyway.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import struct
 import time
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from dataclasses import dataclass
 from filestore.core.auth import Principal
 from filestore.core.errors import FailedPrecondition, InvalidArgument
 from filestore.core.reasons import Reason
+from filestore.server.seals import Seal
 from filestore.upload.plan import PartPlan
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
@@ -47,14 +45,12 @@ SESSION_KEY_MIN_CHARS = 32
 #: (the SDK then signs through the catalogue and takes a fresh token from GetUpload).
 _FORMAT_VERSION = 1
 #: Separates this key from every other use of the same secret (identity tokens, page tokens).
-_KEY_LABEL = b"filestore upload session tokens"
-_MAC_BYTES = 32
+_KEY_LABEL = "filestore upload session tokens"
 #: Far above any real token (five short strings and a few numbers), far below a cost worth noticing.
 _MAX_TOKEN_CHARS = 2048
 #: version, expiry (Unix seconds), size, part size, part count, part checksum algorithm.
 _NUMBERS = struct.Struct(">BqqqIB")
 _LENGTH = struct.Struct(">H")
-_TOKEN_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def parts_not_accepted() -> FailedPrecondition:
@@ -120,7 +116,7 @@ class SessionTokens:
     """Issues and verifies session tokens under one key (every broker replica must share it)."""
 
     def __init__(self, secret: str) -> None:
-        self._key = hmac.digest(secret.encode(), _KEY_LABEL, "sha256")
+        self._seal = Seal(secret, label=_KEY_LABEL, max_chars=_MAX_TOKEN_CHARS)
 
     def issue(self, session: UploadSession) -> str:
         """The token of ``session``, or ``""`` when it cannot stand alone: without a storage upload
@@ -148,7 +144,7 @@ class SessionTokens:
                 )
             )
         )
-        return base64.urlsafe_b64encode(body + self._mac(body)).decode().rstrip("=")
+        return self._seal.seal(body)
 
     def verify(
         self, token: str, *, upload_id: str, principal: Principal, now_s: float | None = None
@@ -156,7 +152,8 @@ class SessionTokens:
         """The session ``token`` carries, if this service issued it for ``upload_id`` to
         ``principal`` (``SESSION_TOKEN_INVALID`` otherwise) and the upload has not expired
         (``UPLOAD_NOT_OPEN``, as SignParts answers from the catalogue)."""
-        session = self._open(token)
+        body = self._seal.open(token)
+        session = None if body is None else _parse(body)
         if (
             session is None
             or session.upload_id != upload_id
@@ -167,29 +164,6 @@ class SessionTokens:
         if session.expired(now_s):
             raise parts_not_accepted()
         return session
-
-    def _mac(self, body: bytes) -> bytes:
-        return hmac.digest(self._key, body, "sha256")
-
-    def _open(self, token: str) -> UploadSession | None:
-        """The session in an authentic, well-formed token; ``None`` for anything else."""
-        if not token or len(token) > _MAX_TOKEN_CHARS:
-            return None
-        encoded = token.encode("ascii", errors="replace")
-        if not _TOKEN_ALPHABET.issuperset(encoded):
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4))
-        except (binascii.Error, ValueError):
-            return None
-        # Base64 leaves spare bits in a last character; only the one spelling we issue is accepted,
-        # so that no altered token is ever taken for the original.
-        if base64.urlsafe_b64encode(raw).rstrip(b"=") != encoded:
-            return None
-        body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, self._mac(body)):
-            return None
-        return _parse(body)
 
 
 def _parse(body: bytes) -> UploadSession | None:
