@@ -51,9 +51,10 @@ class StackCredentials:
     auth_secret: str = field(repr=False)
     #: Each service's own S3 key pair, limited to SERVICE_S3_ACTIONS.
     service_s3_keys: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
-    #: The key every broker seals upload session tokens with (``FILESTORE_UPLOAD_SESSION_KEY``);
-    #: empty when read back from stack.json, which names only what clients need.
-    upload_session_key: str = field(default="", repr=False)
+    #: The key every broker seals upload session tokens with (``FILESTORE_UPLOAD_SESSION_KEY``).
+    #: Only the brokers need it, so stack.json, which describes the stack to its clients, does not
+    #: name it: read back from there it is empty, and it takes no part in comparing credentials.
+    upload_session_key: str = field(default="", repr=False, compare=False)
 
 
 def write_private_file(path: Path, content: str) -> None:
