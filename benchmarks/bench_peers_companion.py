@@ -10,7 +10,8 @@ Three calls, each side's own way of doing the same thing for a browser uploading
   first part URLs (``FIRST_PART_URLS``, 16 by default: a user's settings, left as they come);
   Companion signs none.
 * sign one part: ``GET /s3/multipart/{uploadId}/{partNumber}?key=...`` against ``SignParts`` with
-  one part number. The calls go round ``SESSIONS`` uploads each side created beforehand.
+  one part number and the upload's session token, as the SDK sends it (so no catalogue read, as
+  Companion reads none either). The calls go round ``SESSIONS`` uploads each side created beforehand.
 * sign a batch: ``GET /s3/multipart/{uploadId}/batch?key=...&partNumbers=1,...,100`` against
   ``SignParts`` with part numbers 1..100; the rate is counted in URLs per second.
 
@@ -70,7 +71,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from benchmarks._common import BENCH_LOG_LEVEL, load_average, measure, temporary_stack
@@ -445,8 +446,11 @@ async def companion_sessions(pool: KeepAlivePool) -> list[tuple[str, str]]:
 
 
 def filestore_calls(
-    upload: upload_service_pb2_grpc.UploadServiceAsyncStub, sessions: list[str]
+    upload: upload_service_pb2_grpc.UploadServiceAsyncStub, sessions: list[tuple[str, str]]
 ) -> tuple[Call, Call, Call]:
+    """Filestore's three calls; ``sessions`` are (upload id, session token) pairs, and each sign
+    passes the token as the SDK does (no catalogue read)."""
+
     async def create(i: int) -> object:
         created = await upload.CreateUpload(
             upload_service_pb2.CreateUploadRequest(
@@ -458,12 +462,13 @@ def filestore_calls(
                 request_id=str(uuid.uuid4()),
             )
         )
-        return created.upload.id
+        return created.upload.id, created.upload.session_token
 
     async def sign(i: int) -> object:
+        upload_id, session_token = sessions[i % len(sessions)]
         signed = await upload.SignParts(
             upload_service_pb2.SignPartsRequest(
-                upload_id=sessions[i % len(sessions)], part_numbers=[i % 200 + 1]
+                upload_id=upload_id, part_numbers=[i % 200 + 1], session_token=session_token
             )
         )
         return signed.part_urls
@@ -471,8 +476,11 @@ def filestore_calls(
     batch = list(range(1, BATCH + 1))
 
     async def sign_batch(i: int) -> object:
+        upload_id, session_token = sessions[i % len(sessions)]
         signed = await upload.SignParts(
-            upload_service_pb2.SignPartsRequest(upload_id=sessions[i % len(sessions)], part_numbers=batch)
+            upload_service_pb2.SignPartsRequest(
+                upload_id=upload_id, part_numbers=batch, session_token=session_token
+            )
         )
         assert len(signed.part_urls) == BATCH
         return signed.part_urls
@@ -516,8 +524,9 @@ async def run(
         filestore.note_start()
         companion.note_start()
         f_create = filestore_calls(upload, [])[0]
-        file_sessions = [
-            str(u) for u in await asyncio.gather(*(f_create(-i) for i in range(1, SESSIONS + 1)))
+        file_sessions: list[tuple[str, str]] = [
+            cast(tuple[str, str], created)
+            for created in await asyncio.gather(*(f_create(-i) for i in range(1, SESSIONS + 1)))
         ]
         comp_sessions = await companion_sessions(client)
         f_create, f_sign, f_batch = filestore_calls(upload, file_sessions)

@@ -73,6 +73,7 @@ def compose_secrets() -> dict[str, str]:
 
     values = {
         "FILESTORE_AUTH_SECRET": secrets.token_hex(32),
+        "FILESTORE_UPLOAD_SESSION_KEY": secrets.token_hex(32),
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "FILESTORE_S3_ACCESS_KEY": access_key(),
         "FILESTORE_S3_SECRET_KEY": secrets.token_urlsafe(30),

@@ -65,6 +65,8 @@ def broker_env(stack: Stack, **extra: str) -> Env:
             "FILESTORE_S3_REGION": endpoints.s3_region,
             "FILESTORE_NATS_URL": endpoints.nats_url,
             "FILESTORE_REAPER_INTERVAL_S": "0",
+            # The stack's brokers' key: every replica must hold the same one.
+            "FILESTORE_UPLOAD_SESSION_KEY": endpoints.credentials.upload_session_key,
             **extra,
         }
     )

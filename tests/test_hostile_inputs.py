@@ -96,6 +96,16 @@ def _forged_page_token(world: World) -> Awaitable[Any]:
     return world.alice.metadata.ListFiles(metadata_service_pb2.ListFilesRequest(page_token="eyJwIjp7fX0"))
 
 
+def _forged_session_token(world: World) -> Awaitable[Any]:
+    """SignParts on alice's upload with a session token the broker never issued: refused before any
+    catalogue read, so whose upload it is does not even come up."""
+    return world.mallory.upload.SignParts(
+        upload_service_pb2.SignPartsRequest(
+            upload_id=world.pending.upload.id, part_numbers=[1], session_token="AQAAAAB" + "A" * 120
+        )
+    )
+
+
 CASES: list[Case] = [
     # Names: refused, never silently rewritten, never a key.
     Case("empty name", lambda w: _upload(w, name=""), C.INVALID_ARGUMENT, "INVALID_NAME"),
@@ -285,6 +295,7 @@ CASES: list[Case] = [
         "INVALID_PAGE_SIZE",
     ),
     Case("forged page token", _forged_page_token, C.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN"),
+    Case("forged session token", _forged_session_token, C.INVALID_ARGUMENT, "SESSION_TOKEN_INVALID"),
     Case(
         "garbage page token",
         lambda w: w.alice.metadata.ListFiles(

@@ -33,50 +33,15 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
+from tests.multipart import MIB, PART, chunk, complete, create_multipart, put_part
 from tests.stacks import broker_env
 from tests.storage import admin_storage, admin_store
 from tests.support import Client, ClientFactory, StatusEvents, rpc_error, service_token
 
-MIB = 1024**2
-PART = 5 * MIB
 Kind = resources_pb2.UploadKind
 UState = resources_pb2.UploadState
 FStatus = resources_pb2.FileStatus
 Algorithm = resources_pb2.ChecksumAlgorithm
-
-
-async def create_multipart(
-    client: Client,
-    body: bytes,
-    *,
-    part_size: int = PART,
-    request_id: str = "",
-    algorithm: resources_pb2.ChecksumAlgorithm.ValueType = Algorithm.CHECKSUM_ALGORITHM_UNSPECIFIED,
-) -> upload_service_pb2.CreateUploadResponse:
-    response: upload_service_pb2.CreateUploadResponse = await client.upload.CreateUpload(
-        upload_service_pb2.CreateUploadRequest(
-            name="video.mp4",
-            size=len(body),
-            content_type="video/mp4",
-            sha256=hashlib.sha256(body).hexdigest(),
-            kind=Kind.UPLOAD_KIND_MULTIPART,
-            part_size=part_size,
-            request_id=request_id,
-            part_checksum_algorithm=algorithm,
-        )
-    )
-    return response
-
-
-async def put_part(part: resources_pb2.PartUrl, data: bytes) -> httpx.Response:
-    """What a browser or device does: plain HTTP with only what the broker handed out."""
-    async with httpx.AsyncClient(timeout=60) as http:
-        return await http.put(part.request.url, content=data, headers=dict(part.request.headers))
-
-
-def chunk(body: bytes, upload: resources_pb2.Upload, number: int) -> bytes:
-    start = (number - 1) * upload.part_size
-    return body[start : start + upload.part_size]
 
 
 async def get_upload(client: Client, upload_id: str) -> resources_pb2.Upload:
@@ -86,25 +51,22 @@ async def get_upload(client: Client, upload_id: str) -> resources_pb2.Upload:
     return upload
 
 
-async def complete(
-    client: Client, upload_id: str, part_checksums: dict[int, str] | None = None
-) -> upload_service_pb2.CompleteUploadResponse:
-    response: upload_service_pb2.CompleteUploadResponse = await client.upload.CompleteUpload(
-        upload_service_pb2.CompleteUploadRequest(upload_id=upload_id, part_checksums=part_checksums or {})
-    )
-    return response
-
-
 async def sign(
     client: Client,
     upload_id: str,
     numbers: list[int],
     sha256: dict[int, str] | None = None,
     crc32: dict[int, str] | None = None,
+    *,
+    session_token: str = "",
 ) -> list[resources_pb2.PartUrl]:
     signed = await client.upload.SignParts(
         upload_service_pb2.SignPartsRequest(
-            upload_id=upload_id, part_numbers=numbers, part_sha256=sha256 or {}, part_crc32=crc32 or {}
+            upload_id=upload_id,
+            part_numbers=numbers,
+            part_sha256=sha256 or {},
+            part_crc32=crc32 or {},
+            session_token=session_token,
         )
     )
     return list(signed.part_urls)
@@ -241,6 +203,8 @@ NONE, CRC32, SHA256 = (
         "other-algorithm-too",
     ],
 )
+# The same checks whether the broker reads the upload from the catalogue or from its session token.
+@pytest.mark.parametrize("with_token", [False, True], ids=["catalogue", "session-token"])
 async def test_sign_parts_refuses_bad_part_numbers_and_checksums(
     client_for: ClientFactory,
     *,
@@ -249,10 +213,13 @@ async def test_sign_parts_refuses_bad_part_numbers_and_checksums(
     sha256: dict[int, str],
     crc32: dict[int, str],
     reason: str,
+    with_token: bool,
 ) -> None:
     client = client_for()
     created = await create_multipart(client, os.urandom(PART + 1), algorithm=algorithm)
-    refused = await rpc_error(sign(client, created.upload.id, numbers, sha256, crc32))
+    token = created.upload.session_token if with_token else ""
+    assert created.upload.session_token
+    refused = await rpc_error(sign(client, created.upload.id, numbers, sha256, crc32, session_token=token))
     assert (type(refused), refused.reason) == (InvalidArgument, reason)
     if reason in ("INVALID_SHA256", "INVALID_CRC32"):
         assert refused.metadata["part_number"] == "1"
@@ -280,17 +247,11 @@ async def test_parts_carry_the_checksum_the_upload_was_created_for(
     assert (await get_upload(client, upload.id)).part_checksum_algorithm == algorithm
     first, last = chunk(body, upload, 1), chunk(body, upload, 2)
     header = "x-amz-checksum-crc32" if algorithm == CRC32 else "x-amz-checksum-sha256"
-    field = "part_crc32" if algorithm == CRC32 else "part_sha256"
     checksums = {1: digest(first), 2: digest(last)}
-    urls = list(
-        (
-            await client.upload.SignParts(
-                upload_service_pb2.SignPartsRequest(
-                    upload_id=upload.id, part_numbers=[1, 2], **{field: checksums}
-                )
-            )
-        ).part_urls
-    )
+    if algorithm == CRC32:
+        urls = await sign(client, upload.id, [1, 2], crc32=checksums)
+    else:
+        urls = await sign(client, upload.id, [1, 2], sha256=checksums)
     assert all(header in url.request.headers for url in urls)
     # Storage refuses a part whose content differs from the checksum signed into its URL.
     tampered = first[:-1] + bytes([first[-1] ^ 0x01])

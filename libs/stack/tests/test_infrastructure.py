@@ -81,10 +81,12 @@ async def test_s3_refuses_anonymous_and_wrongly_signed_requests(stack: Stack) ->
 
 async def test_secrets_are_private_files(stack: Stack) -> None:
     paths = stack.paths
-    for secret in (paths.s3_credentials, paths.auth_secret, paths.s3_identities):
+    for secret in (paths.s3_credentials, paths.auth_secret, paths.s3_identities, paths.upload_session_key):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert len(stack.endpoints.auth_secret) >= 32
+    assert len(stack.endpoints.credentials.upload_session_key) >= 32
     assert stack.endpoints.s3_secret_key not in repr(stack.endpoints)
+    assert stack.endpoints.credentials.upload_session_key not in repr(stack.endpoints)
 
 
 async def test_jetstream_is_enabled(stack: Stack) -> None:

@@ -57,6 +57,10 @@ async def test_services_start_serving_get_their_env_and_survive_kill_and_restart
         assert env["FILESTORE_S3_REGION"] == "us-east-1"
         assert env["FILESTORE_NATS_URL"] == endpoints.nats_url
         assert env["FILESTORE_AUTH_SECRET"] == endpoints.auth_secret
+        # A session key of its own, not one derived from the auth secret.
+        assert len(env["FILESTORE_UPLOAD_SESSION_KEY"]) >= 32
+        assert env["FILESTORE_UPLOAD_SESSION_KEY"] == endpoints.credentials.upload_session_key
+        assert env["FILESTORE_UPLOAD_SESSION_KEY"] != endpoints.auth_secret
         assert env["FILESTORE_UPLOAD_TTL_S"] == "5"
         assert "FILESTORE_DATABASE_URL" not in env  # only metadata touches the database
 

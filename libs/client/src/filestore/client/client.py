@@ -26,7 +26,7 @@ import httpx
 from google.protobuf import timestamp_pb2
 
 from filestore.client.connection import Endpoints
-from filestore.client.errors import FailedPrecondition, FilestoreError, NotFound
+from filestore.client.errors import FailedPrecondition, FilestoreError, InvalidArgument, NotFound
 from filestore.client.progress import ProgressCallback, ProgressTracker, TransferEvent
 from filestore.client.retry import call_with_retries
 from filestore.client.sources import (
@@ -144,6 +144,19 @@ class _PartPlan:
 
     def length(self, number: int) -> int:
         return min(self.part_size, self.size - self.offset(number))
+
+
+@dataclass(slots=True)
+class _UploadSession:
+    """The session token the broker handed out with the upload (CreateUpload, or GetUpload on a
+    resume), shared by every part's signer: with it SignParts skips the catalogue read. Not kept in
+    the resume state: a resume takes a fresh one from GetUpload."""
+
+    token: str
+
+    def forget(self) -> None:
+        # The brokers no longer accept it (their key changed): sign through the catalogue instead.
+        self.token = ""
 
 
 def _deduplicated(created: upload_service_pb2.CreateUploadResponse, tracker: ProgressTracker) -> UploadResult:
@@ -415,7 +428,10 @@ class AsyncClient:
             )
             first_urls = {part.part_number: part.request for part in upload.part_urls}
             tracker.emit(TransferEvent.STARTED)
-        plan = _PartPlan(source.size, upload.part_size, upload.part_count)
+        plan, session = (
+            _PartPlan(source.size, upload.part_size, upload.part_count),
+            _UploadSession(upload.session_token),
+        )
         # Storage's own list decides what is there (a part whose size is off is sent again).
         state.parts = {
             p.part_number: p.etag for p in upload.uploaded_parts if p.size == plan.length(p.part_number)
@@ -447,7 +463,7 @@ class AsyncClient:
             checksum = (algorithm, await digest_of(number)) if algorithm else None
             # URLs from CreateUpload carry no checksum; with checksums each part is signed with its own.
             first = None if checksum else first_urls.pop(number, None)
-            sign = self._part_signer(state.upload_id, number, checksum, first)
+            sign = self._part_signer(state.upload_id, number, checksum, first, session)
             await sign(renew=False)  # kept by the signer; renewed at use if it nears its expiry
             return sign
 
@@ -502,8 +518,10 @@ class AsyncClient:
         number: int,
         checksum: tuple[str, str] | None,
         first: resources_pb2.PresignedRequest | None,
+        session: _UploadSession,
     ) -> Signer:
-        """Signs part ``number`` on demand, with ``checksum`` (algorithm, hex digest) when given."""
+        """Signs part ``number`` on demand, with ``checksum`` (algorithm, hex digest) when given,
+        and the upload's session token while the broker takes it."""
         current = first
         request = upload_service_pb2.SignPartsRequest(upload_id=upload_id, part_numbers=[number])
         if checksum is not None:
@@ -513,7 +531,15 @@ class AsyncClient:
         async def sign(*, renew: bool) -> resources_pb2.PresignedRequest:
             nonlocal current
             if current is None or renew:
-                signed = await self._call(self._uploads.SignParts, request)
+                request.session_token = session.token
+                try:
+                    signed = await self._call(self._uploads.SignParts, request)
+                except InvalidArgument as error:
+                    if error.reason != Reason.SESSION_TOKEN_INVALID or not request.session_token:
+                        raise
+                    session.forget()
+                    request.session_token = ""
+                    signed = await self._call(self._uploads.SignParts, request)
                 current = signed.part_urls[0].request
             return current
 

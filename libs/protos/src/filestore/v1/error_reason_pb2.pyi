@@ -318,6 +318,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     SHA-256 (metadata `expected_size`, `size`). Also a file's `status_reason` when the processor's
     digest differs from the declared one.
     """
+    ERROR_REASON_SESSION_TOKEN_INVALID: _ErrorReason.ValueType  # 113
+    """INVALID_ARGUMENT: a SignParts `session_token` that this service did not issue, was altered, or
+    was issued for another upload or another caller (the token carries no other detail). Sign
+    again without the token (the broker then reads the catalogue), or take a fresh one from
+    GetUpload. Metadata: `upload_id`.
+    """
     ERROR_REASON_GRANT_NOT_FOUND: _ErrorReason.ValueType  # 86
     """------------------------------------------------------------- grants and derivatives
 
@@ -697,6 +703,12 @@ ERROR_REASON_CHECKSUM_MISMATCH: ErrorReason.ValueType  # 85
 checksum of a part). From the SDKs, DATA_LOSS: downloaded bytes differ from the file's size or
 SHA-256 (metadata `expected_size`, `size`). Also a file's `status_reason` when the processor's
 digest differs from the declared one.
+"""
+ERROR_REASON_SESSION_TOKEN_INVALID: ErrorReason.ValueType  # 113
+"""INVALID_ARGUMENT: a SignParts `session_token` that this service did not issue, was altered, or
+was issued for another upload or another caller (the token carries no other detail). Sign
+again without the token (the broker then reads the catalogue), or take a fresh one from
+GetUpload. Metadata: `upload_id`.
 """
 ERROR_REASON_GRANT_NOT_FOUND: ErrorReason.ValueType  # 86
 """------------------------------------------------------------- grants and derivatives

@@ -615,6 +615,7 @@ class Upload(_message.Message):
     PART_URLS_FIELD_NUMBER: _builtins.int
     UPLOADED_PARTS_FIELD_NUMBER: _builtins.int
     PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque id. Output only."""
     file_id: _builtins.str
@@ -631,6 +632,17 @@ class Upload(_message.Message):
     """Multipart only: number of parts (at most 10,000). Output only."""
     part_checksum_algorithm: Global___ChecksumAlgorithm.ValueType
     """MULTIPART: the checksum every part must be signed with (see CreateUploadRequest). Output only."""
+    session_token: _builtins.str
+    """MULTIPART, OPEN: an opaque capability for this upload session, handed to the caller by
+    CreateUpload and GetUpload. Pass it as SignPartsRequest.session_token and the broker signs part
+    URLs from the facts the token carries (key, storage upload, plan, checksum algorithm) without
+    reading the catalogue. Opaque: its format may change at any time, do not parse it. It is
+    signed by the broker and bound to the caller who received it (subject and tenant) and to this
+    upload; it is valid until `expire_time`. It is not a secret from the caller (it names nothing
+    the part URLs do not), but it grants nothing without the caller's own credentials either.
+    Storage, not the token, refuses parts of an upload that was completed or aborted meanwhile.
+    Empty for any other kind or state. Output only.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """The session stops accepting bytes after this time and is reaped. Output only."""
@@ -662,10 +674,11 @@ class Upload(_message.Message):
         part_urls: _abc.Iterable[Global___PartUrl] | None = ...,
         uploaded_parts: _abc.Iterable[Global___UploadedPart] | None = ...,
         part_checksum_algorithm: Global___ChecksumAlgorithm.ValueType = ...,
+        session_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file_id", b"file_id", "id", b"id", "kind", b"kind", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "part_urls", b"part_urls", "request", b"request", "size", b"size", "state", b"state", "uploaded_parts", b"uploaded_parts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file_id", b"file_id", "id", b"id", "kind", b"kind", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "part_urls", b"part_urls", "request", b"request", "session_token", b"session_token", "size", b"size", "state", b"state", "uploaded_parts", b"uploaded_parts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

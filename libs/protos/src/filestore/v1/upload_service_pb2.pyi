@@ -130,7 +130,9 @@ class CreateUploadResponse(_message.Message):
     FILE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def upload(self) -> _resources_pb2.Upload:
-        """The upload session, with the request(s) to send the bytes."""
+        """The upload session, with the request(s) to send the bytes (and, for an OPEN MULTIPART upload,
+        the `session_token` to pass to SignParts).
+        """
 
     @_builtins.property
     def file(self) -> _resources_pb2.File:
@@ -222,8 +224,17 @@ class SignPartsRequest(_message.Message):
     PART_NUMBERS_FIELD_NUMBER: _builtins.int
     PART_SHA256_FIELD_NUMBER: _builtins.int
     PART_CRC32_FIELD_NUMBER: _builtins.int
+    SESSION_TOKEN_FIELD_NUMBER: _builtins.int
     upload_id: _builtins.str
     """The upload id."""
+    session_token: _builtins.str
+    """Optional: the upload's `session_token` (Upload.session_token, from CreateUpload or GetUpload),
+    opaque. With it the broker signs from the token alone, without a catalogue read: the token must
+    be this service's, unaltered, issued for `upload_id` and to this caller
+    (`SESSION_TOKEN_INVALID` otherwise), and before the upload's expiry (`UPLOAD_NOT_OPEN` after).
+    An upload completed or aborted meanwhile still gets URLs this way, which storage then refuses
+    (S3 `NoSuchUpload`). Without it SignParts reads the catalogue as it always did.
+    """
     @_builtins.property
     def part_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Part numbers to sign, 1..part_count, at most 1,000 per call (`TOO_MANY_PARTS` beyond)."""
@@ -249,10 +260,11 @@ class SignPartsRequest(_message.Message):
         part_numbers: _abc.Iterable[_builtins.int] | None = ...,
         part_sha256: _abc.Mapping[_builtins.int, _builtins.str] | None = ...,
         part_crc32: _abc.Mapping[_builtins.int, _builtins.str] | None = ...,
+        session_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["part_crc32", b"part_crc32", "part_numbers", b"part_numbers", "part_sha256", b"part_sha256", "upload_id", b"upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["part_crc32", b"part_crc32", "part_numbers", b"part_numbers", "part_sha256", b"part_sha256", "session_token", b"session_token", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

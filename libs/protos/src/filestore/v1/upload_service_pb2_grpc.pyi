@@ -74,7 +74,8 @@ class UploadServiceStub:
     GetUpload: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.GetUploadRequest, _resources_pb2.Upload]
     """Returns an upload with the parts storage already holds, so any client on any device can resume.
     For SINGLE and POST_POLICY uploads that are still OPEN the request is signed again; MULTIPART
-    uploads list their uploaded parts but no part URLs (use SignParts).
+    uploads list their uploaded parts but no part URLs (use SignParts), and an OPEN one carries a
+    fresh `session_token` for the caller.
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
     `STORAGE_UNAVAILABLE` for an OPEN multipart upload, whose parts storage lists).
@@ -87,10 +88,11 @@ class UploadServiceStub:
     `part_sha256` or `part_crc32` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`,
     `INVALID_CRC32`, `PART_CHECKSUM_REQUIRED` (metadata `part_number`) for a part without the
     checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
-    algorithm or on an upload created without one), FAILED_PRECONDITION
-    (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
-    (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` when storage did not create the
-    multipart upload yet).
+    algorithm or on an upload created without one; `SESSION_TOKEN_INVALID` for a `session_token`
+    not issued for this upload and caller), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`, also past
+    expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+    `STORAGE_UNAVAILABLE` when storage did not create the multipart upload yet). With a valid
+    `session_token` no catalogue read happens, so neither NOT_FOUND nor METADATA_UNAVAILABLE occur.
     """
     CompleteUpload: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.CompleteUploadRequest, _upload_service_pb2.CompleteUploadResponse]
     """Completes an upload: checks with storage that the object (or every part) is there with the
@@ -160,7 +162,8 @@ class UploadServiceAsyncStub(UploadServiceStub):
     GetUpload: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.GetUploadRequest, _resources_pb2.Upload]  # type: ignore[assignment]
     """Returns an upload with the parts storage already holds, so any client on any device can resume.
     For SINGLE and POST_POLICY uploads that are still OPEN the request is signed again; MULTIPART
-    uploads list their uploaded parts but no part URLs (use SignParts).
+    uploads list their uploaded parts but no part URLs (use SignParts), and an OPEN one carries a
+    fresh `session_token` for the caller.
 
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
     `STORAGE_UNAVAILABLE` for an OPEN multipart upload, whose parts storage lists).
@@ -173,10 +176,11 @@ class UploadServiceAsyncStub(UploadServiceStub):
     `part_sha256` or `part_crc32` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`,
     `INVALID_CRC32`, `PART_CHECKSUM_REQUIRED` (metadata `part_number`) for a part without the
     checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
-    algorithm or on an upload created without one), FAILED_PRECONDITION
-    (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
-    (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` when storage did not create the
-    multipart upload yet).
+    algorithm or on an upload created without one; `SESSION_TOKEN_INVALID` for a `session_token`
+    not issued for this upload and caller), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`, also past
+    expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+    `STORAGE_UNAVAILABLE` when storage did not create the multipart upload yet). With a valid
+    `session_token` no catalogue read happens, so neither NOT_FOUND nor METADATA_UNAVAILABLE occur.
     """
     CompleteUpload: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.CompleteUploadRequest, _upload_service_pb2.CompleteUploadResponse]  # type: ignore[assignment]
     """Completes an upload: checks with storage that the object (or every part) is there with the
@@ -255,7 +259,8 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.Upload, _abc.Awaitable[_resources_pb2.Upload]]:
         """Returns an upload with the parts storage already holds, so any client on any device can resume.
         For SINGLE and POST_POLICY uploads that are still OPEN the request is signed again; MULTIPART
-        uploads list their uploaded parts but no part URLs (use SignParts).
+        uploads list their uploaded parts but no part URLs (use SignParts), and an OPEN one carries a
+        fresh `session_token` for the caller.
 
         Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
         `STORAGE_UNAVAILABLE` for an OPEN multipart upload, whose parts storage lists).
@@ -274,10 +279,11 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         `part_sha256` or `part_crc32` key not in `part_numbers`; `TOO_MANY_PARTS`, `INVALID_SHA256`,
         `INVALID_CRC32`, `PART_CHECKSUM_REQUIRED` (metadata `part_number`) for a part without the
         checksum the upload was created for, `CHECKSUM_ALGORITHM_MISMATCH` for a checksum of another
-        algorithm or on an upload created without one), FAILED_PRECONDITION
-        (`UPLOAD_NOT_OPEN`, also past expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE
-        (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` when storage did not create the
-        multipart upload yet).
+        algorithm or on an upload created without one; `SESSION_TOKEN_INVALID` for a `session_token`
+        not issued for this upload and caller), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`, also past
+        expiry before the reaper ran; `NOT_MULTIPART`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`;
+        `STORAGE_UNAVAILABLE` when storage did not create the multipart upload yet). With a valid
+        `session_token` no catalogue read happens, so neither NOT_FOUND nor METADATA_UNAVAILABLE occur.
         """
 
     @_abc_1.abstractmethod

@@ -7,9 +7,7 @@ Tokens are opaque to clients, not secret: they name a row they could read anyway
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 
@@ -17,6 +15,7 @@ from google.protobuf.message import Message
 
 from filestore.core.errors import InvalidArgument
 from filestore.core.reasons import Reason
+from filestore.server.seals import Seal
 
 __all__ = ["PageTokens", "request_fingerprint"]
 
@@ -34,24 +33,15 @@ def request_fingerprint(request: Message, *, ignore: tuple[str, ...] = ("page_to
 
 class PageTokens:
     def __init__(self, secret: str, *, purpose: str) -> None:
-        label = f"filestore page tokens: {purpose}".encode()
-        self._key = hmac.new(secret.encode(), label, hashlib.sha256).digest()
+        self._seal = Seal(secret, label=f"filestore page tokens: {purpose}", mac_bytes=_MAC_BYTES)
 
     def encode(self, position: Mapping[str, str], *, fingerprint: str) -> str:
         payload = {"p": dict(position), "f": fingerprint}
-        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-        mac = hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
-        return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
+        return self._seal.seal(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
 
     def decode(self, token: str, *, fingerprint: str) -> dict[str, str]:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        except (ValueError, TypeError):
-            raise _invalid() from None
-        mac, body = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
-        if len(mac) != _MAC_BYTES or not hmac.compare_digest(
-            mac, hmac.new(self._key, body, hashlib.sha256).digest()[:_MAC_BYTES]
-        ):
+        body = self._seal.open(token)
+        if body is None:
             raise _invalid()
         payload = json.loads(body)
         if payload.get("f") != fingerprint:

@@ -203,6 +203,10 @@ class StackPaths:
         return self.secrets / "auth_secret"
 
     @property
+    def upload_session_key(self) -> Path:
+        return self.secrets / "upload_session_key"
+
+    @property
     def seaweedfs(self) -> Path:
         return self.home / "seaweedfs"
 

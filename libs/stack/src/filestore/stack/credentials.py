@@ -1,4 +1,5 @@
-"""Secrets of the embedded stack: S3 keys and the services' token secret.
+"""Secrets of the embedded stack: S3 keys, the services' token secret and the brokers' upload
+session key.
 
 They are generated once per state directory and kept in 0600 files, so data written before a
 restart stays readable and tokens minted before it stay valid.
@@ -50,6 +51,10 @@ class StackCredentials:
     auth_secret: str = field(repr=False)
     #: Each service's own S3 key pair, limited to SERVICE_S3_ACTIONS.
     service_s3_keys: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    #: The key every broker seals upload session tokens with (``FILESTORE_UPLOAD_SESSION_KEY``).
+    #: Only the brokers need it, so stack.json, which describes the stack to its clients, does not
+    #: name it: read back from there it is empty, and it takes no part in comparing credentials.
+    upload_session_key: str = field(default="", repr=False, compare=False)
 
 
 def write_private_file(path: Path, content: str) -> None:
@@ -80,13 +85,14 @@ def read_s3_credentials(path: Path) -> tuple[str, str]:
     return access_key, secret_key
 
 
-def read_auth_secret(path: Path) -> str:
+def read_auth_secret(path: Path, *, what: str = "auth secret") -> str:
+    """A one-line secret file (the auth secret, or another one named by ``what``)."""
     try:
         secret = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise StackConfigError(f"cannot read the auth secret {path} ({exc})") from None
+        raise StackConfigError(f"cannot read the {what} {path} ({exc})") from None
     if not secret:
-        raise StackConfigError(f"the auth secret {path} is empty")
+        raise StackConfigError(f"the {what} {path} is empty")
     return secret
 
 
@@ -111,6 +117,8 @@ def load_or_create_credentials(paths: StackPaths, *, bucket: str) -> StackCreden
         write_private_file(paths.s3_credentials, json.dumps(_new_key_pair(), indent=2) + "\n")
     if not paths.auth_secret.exists():
         write_private_file(paths.auth_secret, secrets.token_hex(32) + "\n")
+    if not paths.upload_session_key.exists():
+        write_private_file(paths.upload_session_key, secrets.token_hex(32) + "\n")
     access_key, secret_key = read_s3_credentials(paths.s3_credentials)
     service_keys = read_service_s3_keys(paths.s3_credentials)
     if set(service_keys) != set(SERVICE_S3_ACTIONS):
@@ -145,4 +153,5 @@ def load_or_create_credentials(paths: StackPaths, *, bucket: str) -> StackCreden
         s3_secret_key=secret_key,
         auth_secret=read_auth_secret(paths.auth_secret),
         service_s3_keys=service_keys,
+        upload_session_key=read_auth_secret(paths.upload_session_key, what="upload session key"),
     )

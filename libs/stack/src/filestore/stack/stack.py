@@ -501,6 +501,8 @@ class Stack:
             FILESTORE_METADATA_ADDR=endpoints.metadata_addr,
             FILESTORE_NATS_URL=endpoints.nats_url,
         )
+        if service == "upload":
+            env["FILESTORE_UPLOAD_SESSION_KEY"] = endpoints.credentials.upload_session_key
         if service == "processor":
             env["FILESTORE_FILER_GRPC"] = endpoints.filer_grpc
             env["FILESTORE_CLAMD_ADDR"] = endpoints.clamd_addr if "clamd" in self.components else _NO_SCANNER

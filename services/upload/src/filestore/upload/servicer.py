@@ -34,6 +34,7 @@ from filestore.server.storage import ObjectHead, StoredPart
 from filestore.upload import validation
 from filestore.upload.plan import PartPlan, plan_parts
 from filestore.upload.reaper import UploadBytes, discard_upload_bytes
+from filestore.upload.session import SessionTokens, UploadSession, parts_not_accepted
 from filestore.upload.settings import MAX_OBJECT_BYTES, SINGLE_PUT_LIMIT, UploadSettings
 from filestore.v1 import (
     events_pb2,
@@ -109,6 +110,33 @@ def _plan_of(record: Record) -> PartPlan:
     return PartPlan(size=record.size, part_size=record.part_size, part_count=record.part_count)
 
 
+def _parts_to_sign(
+    request: upload_service_pb2.SignPartsRequest, session: UploadSession
+) -> tuple[list[int], dict[int, PartChecksum]]:
+    """The part numbers SignParts was asked for and their checksums, checked against the upload's
+    plan and part checksum algorithm: the same checks whether the facts came from a session token
+    or from the catalogue."""
+    numbers = list(request.part_numbers)
+    if not numbers:
+        raise InvalidArgument("name at least one part number", reason=Reason.INVALID_PART_NUMBER)
+    if len(numbers) > MAX_PARTS_PER_SIGN:
+        raise InvalidArgument(
+            f"at most {MAX_PARTS_PER_SIGN} parts per call",
+            reason=Reason.TOO_MANY_PARTS,
+            metadata={"max_parts": str(MAX_PARTS_PER_SIGN)},
+        )
+    plan = session.plan
+    for number in numbers:
+        plan.part_length(number)  # refuses numbers outside 1..part_count
+    checksums = validation.part_checksums(
+        numbers,
+        request.part_sha256,
+        request.part_crc32,
+        algorithm=_PART_CHECKSUMS.get(session.part_checksum_algorithm),
+    )
+    return numbers, checksums
+
+
 def _current_parts(record: Record, parts: list[StoredPart]) -> dict[int, StoredPart]:
     """One part per part number. SeaweedFS (4.48) lists *every* copy of a part that was sent
     again, in no reliable order, where S3 keeps only the last. The copy to use is one with the
@@ -145,6 +173,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         self._store = store
         self._js = jetstream
         self._subjects = events.Subjects(settings.nats.subject_prefix)
+        self._sessions = SessionTokens(settings.session_key)
 
     # ------------------------------------------------------------------------------ RPCs
 
@@ -204,7 +233,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             size=request.size,
             kind=Kind.Name(record.kind),
         )
-        upload = self._client_view(record)
+        upload = self._client_view(record, caller=principal)
         if (
             record.kind == Kind.UPLOAD_KIND_MULTIPART
             and record.state == State.UPLOAD_STATE_OPEN
@@ -213,14 +242,15 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             # Without a declared checksum a part URL needs nothing from the client: a first batch
             # saves it a round trip. With one, every URL must carry its part's checksum.
             first = range(1, min(record.part_count, self._settings.first_part_urls) + 1)
-            upload.part_urls.extend(self._sign_parts(record, first, {}))
+            upload.part_urls.extend(self._sign_parts(UploadSession.of(record, principal), first, {}))
         return upload_service_pb2.CreateUploadResponse(upload=upload, file=began.file)
 
     async def GetUpload(
         self, request: upload_service_pb2.GetUploadRequest, context: Context
     ) -> resources_pb2.Upload:
-        record = await self._own_record(request.upload_id, current_principal())
-        upload = self._client_view(record)
+        principal = current_principal()
+        record = await self._own_record(request.upload_id, principal)
+        upload = self._client_view(record, caller=principal)
         if (
             record.kind == Kind.UPLOAD_KIND_MULTIPART
             and record.state == State.UPLOAD_STATE_OPEN
@@ -236,32 +266,29 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     async def SignParts(
         self, request: upload_service_pb2.SignPartsRequest, context: Context
     ) -> upload_service_pb2.SignPartsResponse:
-        record = await self._own_record(request.upload_id, current_principal())
-        if record.kind != Kind.UPLOAD_KIND_MULTIPART:
-            raise FailedPrecondition("only multipart uploads have parts", reason=Reason.NOT_MULTIPART)
-        if record.state != State.UPLOAD_STATE_OPEN or _past_expiry(record):
-            raise FailedPrecondition("the upload no longer accepts parts", reason=Reason.UPLOAD_NOT_OPEN)
-        numbers = list(request.part_numbers)
-        if not numbers:
-            raise InvalidArgument("name at least one part number", reason=Reason.INVALID_PART_NUMBER)
-        if len(numbers) > MAX_PARTS_PER_SIGN:
-            raise InvalidArgument(
-                f"at most {MAX_PARTS_PER_SIGN} parts per call",
-                reason=Reason.TOO_MANY_PARTS,
-                metadata={"max_parts": str(MAX_PARTS_PER_SIGN)},
-            )
-        plan = _plan_of(record)
-        for number in numbers:
-            plan.part_length(number)  # refuses numbers outside 1..part_count
-        checksums = validation.part_checksums(
-            numbers,
-            request.part_sha256,
-            request.part_crc32,
-            algorithm=_PART_CHECKSUMS.get(record.part_checksum_algorithm),
+        principal = current_principal()
+        if not request.upload_id:
+            raise upload_not_found(request.upload_id)
+        session = (
+            self._sessions.verify(request.session_token, upload_id=request.upload_id, principal=principal)
+            if request.session_token
+            else None
         )
-        if not record.storage_upload_id:
-            record = await self._ensure_storage_upload(record)
-        return upload_service_pb2.SignPartsResponse(part_urls=self._sign_parts(record, numbers, checksums))
+        if session is not None and session.storage_upload_id:
+            # The broker's own token: no catalogue read. An upload completed or aborted since the
+            # token was issued gets URLs that storage refuses (see filestore.upload.session).
+            numbers, checksums = _parts_to_sign(request, session)
+        else:
+            record = await self._own_record(request.upload_id, principal)
+            if record.kind != Kind.UPLOAD_KIND_MULTIPART:
+                raise FailedPrecondition("only multipart uploads have parts", reason=Reason.NOT_MULTIPART)
+            if record.state != State.UPLOAD_STATE_OPEN or _past_expiry(record):
+                raise parts_not_accepted()
+            session = UploadSession.of(record, principal)
+            numbers, checksums = _parts_to_sign(request, session)
+            if not record.storage_upload_id:
+                session = UploadSession.of(await self._ensure_storage_upload(record), principal)
+        return upload_service_pb2.SignPartsResponse(part_urls=self._sign_parts(session, numbers, checksums))
 
     async def CompleteUpload(
         self, request: upload_service_pb2.CompleteUploadRequest, context: Context
@@ -512,7 +539,9 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             raise upload_not_found(upload_id)
         return record
 
-    def _client_view(self, record: Record) -> resources_pb2.Upload:
+    def _client_view(self, record: Record, *, caller: Principal | None = None) -> resources_pb2.Upload:
+        """The upload as its caller sees it; an OPEN multipart upload handed to ``caller`` carries
+        a session token bound to them (CompleteUpload and AbortUpload end the upload and give none)."""
         upload = resources_pb2.Upload(
             id=record.id,
             file_id=record.file_id,
@@ -529,6 +558,8 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 upload.request.CopyFrom(self._presign_put(record))
             elif record.kind == Kind.UPLOAD_KIND_POST_POLICY:
                 upload.request.CopyFrom(self._presign_post(record))
+            elif record.kind == Kind.UPLOAD_KIND_MULTIPART and caller is not None:
+                upload.session_token = self._sessions.issue(UploadSession.of(record, caller))
         return upload
 
     def _presign_put(self, record: Record) -> resources_pb2.PresignedRequest:
@@ -564,15 +595,15 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         )
 
     def _sign_parts(
-        self, record: Record, numbers: range | list[int], checksums: dict[int, PartChecksum]
+        self, session: UploadSession, numbers: range | list[int], checksums: dict[int, PartChecksum]
     ) -> list[resources_pb2.PartUrl]:
-        plan = _plan_of(record)
+        plan = session.plan
         urls = []
         for number in numbers:
             size = plan.part_length(number)
             signed = self._store.presign_part(
-                record.storage_key,
-                upload_id=record.storage_upload_id,
+                session.storage_key,
+                upload_id=session.storage_upload_id,
                 part_number=number,
                 size=size,
                 checksum=checksums.get(number),

@@ -16,8 +16,9 @@ from filestore.server.settings import (
     S3Settings,
     metadata_timeout_from_env,
 )
+from filestore.upload.session import SESSION_KEY_MIN_CHARS
 
-__all__ = ["MAX_OBJECT_BYTES", "SINGLE_PUT_LIMIT", "TenantLimits", "UploadSettings"]
+__all__ = ["MAX_OBJECT_BYTES", "SINGLE_PUT_LIMIT", "TenantLimits", "UploadSettings", "session_key_from_env"]
 
 #: S3 refuses a single PUT (and a POST policy upload) above 5 GiB.
 SINGLE_PUT_LIMIT = 5 * 1024**3
@@ -67,13 +68,17 @@ class UploadSettings:
     reaper_batch: int = 100
     #: How long a claim holds before another broker may reap the same upload.
     reaper_lease_s: int = 300
+    #: The key that seals upload session tokens (:mod:`filestore.upload.session`); every broker
+    #: replica must hold the same one. Kept out of ``repr``, so out of logs and tracebacks.
+    session_key: str = field(repr=False)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> UploadSettings:
         env = env or Env()
+        auth = AuthSettings.from_env(env)
         return cls(
             server=GrpcServerSettings.from_env(env, default_listen="127.0.0.1:50052"),
-            auth=AuthSettings.from_env(env),
+            auth=auth,
             s3=S3Settings.from_env(env),
             nats=NatsSettings.from_env(env),
             metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
@@ -93,6 +98,7 @@ class UploadSettings:
             reaper_interval_s=env.number(f"{PREFIX}REAPER_INTERVAL_S", 60.0, minimum=0.0),
             reaper_batch=env.integer(f"{PREFIX}REAPER_BATCH", 100, minimum=1, maximum=500),
             reaper_lease_s=env.integer(f"{PREFIX}REAPER_LEASE_S", 300, minimum=1, maximum=3600),
+            session_key=session_key_from_env(env, auth_secret=auth.secret),
         )
 
     def limits_for(self, tenant: str) -> tuple[int, tuple[tuple[str, ...], ...]]:
@@ -106,6 +112,20 @@ class UploadSettings:
             if own.allowed_content_types:
                 type_lists.append(own.allowed_content_types)
         return maximum, tuple(type_lists)
+
+
+def session_key_from_env(env: Env, *, auth_secret: str) -> str:
+    """``FILESTORE_UPLOAD_SESSION_KEY``: 32 characters or more. Unset, the auth secret stands in (the
+    tokens' own key is derived from it under a label of its own, as page tokens' are): every broker
+    replica holds that one already, and whoever holds it can mint any caller's identity anyway, so
+    a session key derived from it grants nothing more."""
+    name = f"{PREFIX}UPLOAD_SESSION_KEY"
+    key = env.optional_str(name)
+    if key is None:
+        return auth_secret
+    if len(key) < SESSION_KEY_MIN_CHARS:
+        raise SettingsError(f"{name} must be at least {SESSION_KEY_MIN_CHARS} characters")
+    return key
 
 
 def parse_tenant_limits(raw: str | None) -> dict[str, TenantLimits]:
