@@ -160,11 +160,8 @@ RELAY_SERVICE = "bench.Relay"
 
 
 @asynccontextmanager
-async def relayed_echo(auth_secret: str) -> AsyncIterator[Callable[[int], Awaitable[object]]]:
-    """The floor of a call that makes one more call, as CreateUpload and GetDownloadUrl do: a relay
-    RPC served in this process (the services' bootstrap, like the broker or the download service
-    measured beside it) that calls an echo server in a process of its own (like the metadata
-    service) before it answers. Yields a ``measure``-shaped caller of the relay."""
+async def echo_process(auth_secret: str) -> AsyncIterator[tuple[int, int]]:
+    """``benchmarks.echo_process`` started: yields (pid, port); stopped on exit."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -175,43 +172,59 @@ async def relayed_echo(auth_secret: str) -> AsyncIterator[Callable[[int], Awaita
     )
     assert child.stdin is not None
     assert child.stdout is not None
+    try:
+        port = int(await asyncio.wait_for(child.stdout.readline(), timeout=30))
+        yield child.pid, port
+    finally:
+        child.stdin.close()
+        try:
+            await asyncio.wait_for(child.wait(), timeout=10)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+
+
+@asynccontextmanager
+async def relayed_echo(auth_secret: str) -> AsyncIterator[Callable[[int], Awaitable[object]]]:
+    """The floor of a call that makes one more call, as CreateUpload and GetDownloadUrl do: a relay
+    RPC served in this process (the services' bootstrap, like the broker or the download service
+    measured beside it) that calls an echo server in a process of its own (like the metadata
+    service) before it answers. Yields a ``measure``-shaped caller of the relay."""
     token = mint_token(auth_secret, subject="bench", tenant="bench")
     inner_channel: grpc.aio.Channel | None = None
     relay: ServerHandle | None = None
     outer_channel: grpc.aio.Channel | None = None
-    try:
-        port = int(await asyncio.wait_for(child.stdout.readline(), timeout=30))
-        inner_channel = insecure_channel(f"127.0.0.1:{port}", token=lambda: token)
-        call_inner = echo_caller(inner_channel)
+    async with echo_process(auth_secret) as (_, port):
+        try:
+            inner_channel = insecure_channel(f"127.0.0.1:{port}", token=lambda: token)
+            call_inner = echo_caller(inner_channel)
 
-        async def forward(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-            await call_inner(0)
-            return request
+            async def forward(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+                await call_inner(0)
+                return request
 
-        def register(server: grpc.aio.Server) -> list[str]:
-            handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(forward)
-            server.add_generic_rpc_handlers(
-                [grpc.method_handlers_generic_handler(RELAY_SERVICE, {"Echo": handler})]
+            def register(server: grpc.aio.Server) -> list[str]:
+                handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(forward)
+                server.add_generic_rpc_handlers(
+                    [grpc.method_handlers_generic_handler(RELAY_SERVICE, {"Echo": handler})]
+                )
+                return [RELAY_SERVICE]
+
+            relay = create_server(
+                listen="127.0.0.1:0",
+                domain="bench.filestore.v1",
+                verifier=TokenVerifier(auth_secret),
+                register=register,
             )
-            return [RELAY_SERVICE]
-
-        relay = create_server(
-            listen="127.0.0.1:0",
-            domain="bench.filestore.v1",
-            verifier=TokenVerifier(auth_secret),
-            register=register,
-        )
-        await relay.start()
-        outer_channel = insecure_channel(f"127.0.0.1:{relay.port}", token=lambda: token)
-        yield echo_caller(outer_channel, method=f"/{RELAY_SERVICE}/Echo")
-    finally:
-        for channel in (outer_channel, inner_channel):
-            if channel is not None:
-                await channel.close()
-        if relay is not None:
-            await relay.stop(0)
-        child.stdin.close()
-        await child.wait()
+            await relay.start()
+            outer_channel = insecure_channel(f"127.0.0.1:{relay.port}", token=lambda: token)
+            yield echo_caller(outer_channel, method=f"/{RELAY_SERVICE}/Echo")
+        finally:
+            for channel in (outer_channel, inner_channel):
+                if channel is not None:
+                    await channel.close()
+            if relay is not None:
+                await relay.stop(0)
 
 
 @asynccontextmanager

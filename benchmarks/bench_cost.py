@@ -86,7 +86,7 @@ from typing import NamedTuple
 
 import grpc
 
-from benchmarks._common import BENCH_LOG_LEVEL, IN_FLIGHT, load_average, median, percentile
+from benchmarks._common import BENCH_LOG_LEVEL, IN_FLIGHT, echo_process, load_average, median, percentile
 from benchmarks.bench_download import ready_files
 from filestore.client import AsyncClient, Endpoints, TransferOptions
 from filestore.core.auth import mint_token
@@ -268,31 +268,6 @@ async def cost_stack(profile_dir: Path | None) -> AsyncIterator[Stack]:
         )
         async with Stack(config) as stack:
             yield stack
-
-
-@asynccontextmanager
-async def echo_process(auth_secret: str) -> AsyncIterator[tuple[int, int]]:
-    """``benchmarks.echo_process`` started: yields (pid, port); stopped on exit."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.echo_process",
-        auth_secret,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert child.stdin is not None
-    assert child.stdout is not None
-    try:
-        port = int(await asyncio.wait_for(child.stdout.readline(), timeout=30))
-        yield child.pid, port
-    finally:
-        child.stdin.close()
-        try:
-            await asyncio.wait_for(child.wait(), timeout=10)
-        except TimeoutError:
-            child.kill()
-            await child.wait()
 
 
 # ------------------------------------------------------------------------------ load
