@@ -88,17 +88,23 @@ def _service_metadata(
     return channel, metadata_service_pb2_grpc.MetadataServiceStub(channel)
 
 
-async def _expired_upload(
+#: Long enough to create six uploads with their bytes before their sessions end.
+SETUP_S = timedelta(seconds=5)
+
+
+async def _expiring_upload(
     metadata: metadata_service_pb2_grpc.MetadataServiceAsyncStub,
     store: ObjectStore,
     stack: Stack,
     tenant: str,
     *,
     multipart: bool,
+    expires: datetime,
 ) -> metadata_service_pb2.UploadRecord:
-    """An upload whose session ended a minute ago, with bytes in storage (a part, or a partial
-    object) for the reaper to clean up."""
-    past = timestamp(datetime.now(UTC) - timedelta(minutes=1))
+    """An upload whose session ends at ``expires``, with bytes in storage (a part, or a partial
+    object) for the reaper to clean up. Not already expired: the stack's own broker runs a reaper,
+    which could end the upload between its creation and the attaching of its storage upload."""
+    expire_time = timestamp(expires)
     kind = resources_pb2.UPLOAD_KIND_MULTIPART if multipart else resources_pb2.UPLOAD_KIND_SINGLE
     began = await metadata.BeginUpload(
         metadata_service_pb2.BeginUploadRequest(
@@ -112,7 +118,7 @@ async def _expired_upload(
             kind=kind,
             part_size=5 * 1024**2 if multipart else 0,
             part_count=1 if multipart else 0,
-            expire_time=past,
+            expire_time=expire_time,
         )
     )
     record = began.upload
@@ -151,9 +157,13 @@ async def test_two_reapers_racing_reap_each_expired_upload_exactly_once(
     channels = [_service_metadata(stack) for _ in range(3)]
     try:
         setup = channels[0][1]
+        expires = datetime.now(UTC) + SETUP_S
         records = [
-            await _expired_upload(setup, s3_store, stack, tenant, multipart=i % 2 == 0) for i in range(6)
+            await _expiring_upload(setup, s3_store, stack, tenant, multipart=i % 2 == 0, expires=expires)
+            for i in range(6)
         ]
+        # Made before they expire (see _expiring_upload); the race starts once they all have.
+        await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
         ours = {record.id for record in records}
         reapers = [Reaper(metadata=stub, store=s3_store, batch=4, lease_s=60) for _, stub in channels[1:]]
         # Each reaper runs passes until it finds nothing more, both at once.
