@@ -5,6 +5,7 @@ throwaway embedded stack (only the components a benchmark needs) in a temp direc
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,9 @@ ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
 #: The level every benchmark logs at, in its own process and in the stack it starts: per-RPC info lines
 #: would otherwise be paid by the services measured and not by the echo floor beside them.
 BENCH_LOG_LEVEL = "warning"
+#: ``FILESTORE_BENCH_QUICK=1`` (any value but empty or 0): the benchmarks that have a smaller size run
+#: it, for trying them out; their figures then mean little.
+QUICK = os.environ.get("FILESTORE_BENCH_QUICK", "") not in ("", "0")
 CALLS = 3000
 IN_FLIGHT = 64
 WARMUP = 300

@@ -86,7 +86,15 @@ from typing import NamedTuple
 
 import grpc
 
-from benchmarks._common import BENCH_LOG_LEVEL, IN_FLIGHT, echo_process, load_average, median, percentile
+from benchmarks._common import (
+    BENCH_LOG_LEVEL,
+    IN_FLIGHT,
+    QUICK,
+    echo_process,
+    load_average,
+    median,
+    percentile,
+)
 from benchmarks.bench_download import ready_files
 from filestore.client import AsyncClient, Endpoints, TransferOptions
 from filestore.core.auth import mint_token
@@ -102,7 +110,6 @@ from filestore.v1 import (
     upload_service_pb2_grpc,
 )
 
-QUICK = os.environ.get("FILESTORE_BENCH_QUICK", "") not in ("", "0")
 PROFILE_DIR = os.environ.get("FILESTORE_BENCH_PROFILE", "")
 CALLS = 400 if QUICK else 2000
 MULTIPART_CALLS = 100 if QUICK else 400
@@ -113,6 +120,8 @@ OPEN_LOOP_S = 3.0 if QUICK else 10.0
 #: offered more than the server sustains would otherwise queue without bound.
 MAX_OUTSTANDING = 2048
 MIB = 1024**2
+#: How long the services may take to write their profiles when a profiled phase ends.
+PROFILE_WRITE_TIMEOUT_S = 30.0
 UPLOAD_MIB = 128 if QUICK else 1024
 SEED = 15
 TENANT = "bench"
@@ -462,9 +471,16 @@ class Profiler:
     def stop(self, label: str) -> None:
         if self.directory is not None:
             (self.directory / "label").write_text(label)
+            written = {service: self.directory / f"{service}-{label}.prof" for service in SERVICES}
+            for path in written.values():
+                path.unlink(missing_ok=True)
             for service in SERVICES:
                 os.kill(self.pids[service], signal.SIGUSR2)
-            time.sleep(1.0)  # each writes its profile
+            # Each service writes its profile from its signal handler; the next phase's label must
+            # not be read before it has.
+            deadline = time.monotonic() + PROFILE_WRITE_TIMEOUT_S
+            while not all(path.exists() for path in written.values()) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 #: Where self time goes, by the file of the function it is spent in (first match wins).

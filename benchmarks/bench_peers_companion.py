@@ -74,7 +74,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
 
-from benchmarks._common import BENCH_LOG_LEVEL, load_average, measure, temporary_stack
+from benchmarks._common import BENCH_LOG_LEVEL, QUICK, load_average, measure, temporary_stack
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.server.logging import configure_logging
@@ -82,7 +82,6 @@ from filestore.stack import Stack
 from filestore.v1 import resources_pb2, upload_service_pb2, upload_service_pb2_grpc
 
 COMPANION = "@uppy/companion@6.2.2"
-QUICK = os.environ.get("FILESTORE_BENCH_QUICK") == "1"
 SCALE = 5 if QUICK else 1
 IN_FLIGHT = 64
 #: Calls per side (in two halves), after WARMUP calls of the same kind.

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import BENCH_LOG_LEVEL, load_average, temporary_stack
+from benchmarks._common import BENCH_LOG_LEVEL, QUICK, load_average, temporary_stack
 from benchmarks.bench_proxy import (
     CONCURRENCY,
     MIB,
@@ -67,16 +67,14 @@ from benchmarks.bench_proxy import (
     cpu_seconds,
     s3_admin,
 )
-from benchmarks.netshape import DEFAULT_RATE_MBIT, ShapedLink, shaped_link
+from benchmarks.netshape import RATE_MBIT, ShapedLink, shaped_link
 from filestore.client import AsyncClient, Endpoints, TransferOptions
 from filestore.core.auth import mint_token
 from filestore.core.keys import original_key
 from filestore.server.logging import configure_logging
 from filestore.stack import Stack
 
-QUICK = bool(os.environ.get("FILESTORE_BENCH_QUICK"))
 SIZE = (64 if QUICK else 1024) * MIB
-RATE_MBIT = float(os.environ.get("FILESTORE_BENCH_RATE_MBIT", DEFAULT_RATE_MBIT))
 ROUNDS = 3  # each round: one upload by each side, the order alternating; 1 GiB: ~60 s a round
 #: Current versions when this benchmark was written (npm view), pinned exactly.
 TUS_PACKAGES = ("@tus/server@2.4.5", "@tus/s3-store@2.0.7", "tus-js-client@4.3.1")

@@ -59,7 +59,7 @@ import httpx
 import nats
 from botocore.config import Config
 
-from benchmarks._common import BENCH_LOG_LEVEL, load_average
+from benchmarks._common import BENCH_LOG_LEVEL, QUICK, load_average
 from benchmarks.bench_processor import ReadyEvents, generated
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
@@ -68,7 +68,6 @@ from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import resources_pb2, upload_service_pb2, upload_service_pb2_grpc
 
 MIB = 1024 * 1024
-QUICK = os.environ.get("FILESTORE_BENCH_QUICK") == "1"
 SIZE = (64 if QUICK else 1024) * MIB
 ROUNDS = 2
 #: The processor's defaults (FILESTORE_READ_CHUNK_BYTES, PipelineSettings.scan_chunk_bytes): the floor

@@ -63,7 +63,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks._common import BENCH_LOG_LEVEL, load_average, temporary_stack
+from benchmarks._common import BENCH_LOG_LEVEL, QUICK, load_average, temporary_stack
 from benchmarks.bench_proxy import (
     CONCURRENCY,
     MIB,
@@ -74,15 +74,13 @@ from benchmarks.bench_proxy import (
     s3_admin,
     start_proxy,
 )
-from benchmarks.netshape import DEFAULT_RATE_MBIT, ShapedLink, shaped_link
+from benchmarks.netshape import RATE_MBIT, ShapedLink, shaped_link
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
 from filestore.server.logging import configure_logging
 from filestore.v1 import upload_service_pb2_grpc
 
-QUICK = bool(os.environ.get("FILESTORE_BENCH_QUICK"))
 SIZE = (64 if QUICK else 1024) * MIB
-RATE_MBIT = float(os.environ.get("FILESTORE_BENCH_RATE_MBIT", DEFAULT_RATE_MBIT))
 ROUNDS = 2  # each round: one run of each path; 1 GiB full: ~29 + ~36 + ~58 s a round
 PATHS = ("direct", "proxy", "proxy-uplink")
 ROOT = Path(__file__).resolve().parent.parent

@@ -49,7 +49,7 @@ import asyncpg  # type: ignore[import-untyped]  # no stubs published
 import grpc
 from sqlalchemy.engine import make_url
 
-from benchmarks._common import BENCH_LOG_LEVEL, IN_FLIGHT, load_average, measure
+from benchmarks._common import BENCH_LOG_LEVEL, IN_FLIGHT, QUICK, load_average, measure
 from benchmarks.bench_metadata import OWNERS, TENANT, fill_postgres, scratch_postgres
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
@@ -59,7 +59,6 @@ from filestore.stack.probes import probe_grpc_health
 from filestore.stack.process import ManagedProcess
 from filestore.v1 import resources_pb2, upload_service_pb2, upload_service_pb2_grpc
 
-QUICK = os.environ.get("FILESTORE_BENCH_QUICK") == "1"
 ROWS = 100_000 if QUICK else 1_000_000
 CALLS = 600 if QUICK else 3000
 WARMUP = 128

@@ -51,6 +51,8 @@ from pathlib import Path
 __all__ = ["DEFAULT_RATE_MBIT", "DelayRelay", "ShapedLink", "shaped_link"]
 
 DEFAULT_RATE_MBIT = 300
+#: The rate the shaped-link benchmarks use: ``FILESTORE_BENCH_RATE_MBIT``, else the default.
+RATE_MBIT = float(os.environ.get("FILESTORE_BENCH_RATE_MBIT", DEFAULT_RATE_MBIT))
 #: The queue tbf keeps before it drops: a modest buffer, as on an access link.
 QUEUE_LATENCY_MS = 20
 _counter = itertools.count()

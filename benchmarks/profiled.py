@@ -36,7 +36,10 @@ def main(directory: str, service: str) -> None:
         profile = current.pop()
         profile.disable()
         label = (out / "label").read_text().strip() or "phase"
-        profile.dump_stats(str(out / f"{service}-{label}.prof"))
+        final = out / f"{service}-{label}.prof"
+        partial = final.with_suffix(".partial")
+        profile.dump_stats(str(partial))
+        partial.replace(final)  # whole, or not there: the benchmark waits for it to appear
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)

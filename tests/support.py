@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import grpc
 import httpx
@@ -250,3 +253,15 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_for_path(
+    path: Path, process: subprocess.Popen[Any], *, timeout_s: float, output: Callable[[], str]
+) -> None:
+    """Wait until ``process`` (a stack started as a command) has written ``path``; fail with the tail
+    of its ``output`` if it exits first, or if ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert process.poll() is None, f"{process.args!r} exited early: {output()[-3000:]}"
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout_s} s"
+        time.sleep(0.2)

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from filestore.v1 import (
     upload_service_pb2_grpc,
 )
 from tests.conftest import Client, StatusEvents
-from tests.support import upload_until_processed
+from tests.support import upload_until_processed, wait_for_path
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = str(Path(sys.executable).with_name("filestore-stack"))
@@ -169,11 +168,7 @@ def stack_without_tools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
         process = subprocess.Popen([STACK, "run"], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     stack_json = root / "home" / "stack.json"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not stack_json.exists():
-            assert process.poll() is None, f"filestore-stack exited: {stderr_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the stack was not ready within {START_TIMEOUT_S} s"
-            time.sleep(0.2)
+        wait_for_path(stack_json, process, timeout_s=START_TIMEOUT_S, output=stderr_path.read_text)
         yield RunningStack(info=load_stack_json(stack_json), stderr=stderr_path.read_text().splitlines())
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, stderr_path.read_text()[-3000:]

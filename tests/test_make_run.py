@@ -15,6 +15,7 @@ from pathlib import Path
 
 from filestore.server.healthcheck import check
 from filestore.stack import StackPorts, pid_alive, port_env_var
+from tests.support import wait_for_path
 
 STACK = str(Path(sys.executable).with_name("filestore-stack"))
 START_TIMEOUT_S = 90.0
@@ -30,13 +31,8 @@ def _environment(home: Path, ports: StackPorts) -> dict[str, str]:
 
 
 def _wait_for_file(path: Path, process: subprocess.Popen[str]) -> dict[str, object]:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"filestore-stack exited early: {process.communicate()[1][-2000:]}"
-        if path.exists():
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
-        time.sleep(0.2)
-    raise AssertionError(f"{path} did not appear within {START_TIMEOUT_S} s")
+    wait_for_path(path, process, timeout_s=START_TIMEOUT_S, output=lambda: process.communicate()[1])
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
 def test_run_starts_everything_restarts_what_crashes_and_stops_cleanly(tmp_path: Path) -> None:
