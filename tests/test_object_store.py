@@ -21,7 +21,7 @@ import pytest
 
 from filestore.core.errors import FailedPrecondition, Unavailable
 from filestore.server.settings import S3Settings
-from filestore.server.sigv4 import PartChecksum
+from filestore.server.sigv4 import PartChecksum, PartToSign
 from filestore.server.storage import (
     CORS_DENY_ALL_ORIGIN,
     ObjectStore,
@@ -154,10 +154,14 @@ async def test_a_multipart_upload_sent_through_signed_part_urls_completes_once(
     assert set(open_uploads) == {(key, upload_id), (f"{prefix}other", other_id)}
     assert open_uploads[(key, upload_id)].initiated.tzinfo is not None
 
-    for number, body in ((1, first), (2, last)):
-        signed = store.presign_part(
-            key, upload_id=upload_id, part_number=number, size=len(body), expires_s=300
-        )
+    bodies = {1: first, 2: last}
+    signed_parts = store.presign_parts(
+        key,
+        upload_id=upload_id,
+        parts=[PartToSign(number, len(body)) for number, body in bodies.items()],
+        expires_s=300,
+    )
+    for body, signed in zip(bodies.values(), signed_parts, strict=True):
         assert (await send(signed.url, signed.headers, body)).status_code == 200
     parts = await store.list_parts(key, upload_id)
     assert parts is not None
@@ -182,7 +186,7 @@ async def test_an_aborted_upload_is_forgotten_and_nothing_more_can_complete_it(
 ) -> None:
     key = f"{prefix}aborted"
     upload_id = await store.create_multipart(key, content_type=CONTENT_TYPE)
-    signed = store.presign_part(key, upload_id=upload_id, part_number=1, size=3, expires_s=300)
+    (signed,) = store.presign_parts(key, upload_id=upload_id, parts=[PartToSign(1, 3)], expires_s=300)
     assert (await send(signed.url, signed.headers, b"abc")).status_code == 200
     parts = await store.list_parts(key, upload_id)
     assert parts is not None
@@ -201,8 +205,8 @@ async def test_a_part_checksum_storage_refuses_at_completion_is_checksum_mismatc
     body = os.urandom(4096)
     upload_id = await store.create_multipart(key, content_type=CONTENT_TYPE, checksum_algorithm="sha256")
     right = PartChecksum("sha256", hashlib.sha256(body).hexdigest())
-    signed = store.presign_part(
-        key, upload_id=upload_id, part_number=1, size=len(body), checksum=right, expires_s=300
+    (signed,) = store.presign_parts(
+        key, upload_id=upload_id, parts=[PartToSign(1, len(body), right)], expires_s=300
     )
     assert (await send(signed.url, signed.headers, body)).status_code == 200
     parts = await store.list_parts(key, upload_id)

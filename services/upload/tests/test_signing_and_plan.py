@@ -15,7 +15,7 @@ from botocore.config import Config
 
 from filestore.core.env import SettingsError
 from filestore.core.errors import InvalidArgument
-from filestore.server.sigv4 import SigV4Presigner
+from filestore.server.sigv4 import PartChecksum, PartToSign, SigV4Presigner
 from filestore.upload.plan import MAX_PARTS, MIB, MIN_PART_SIZE, plan_parts
 from filestore.upload.settings import parse_cors_origins, parse_tenant_limits
 
@@ -104,6 +104,52 @@ def test_part_url_matches_botocore(presigner: SigV4Presigner) -> None:
         "upload_part", {"Key": KEY, "UploadId": "abc_DEF-1/2", "PartNumber": 42, "ContentLength": 5 * MIB}
     )
     assert _split(ours.url) == _split(theirs)
+
+
+def test_part_url_with_checksum_matches_botocore(presigner: SigV4Presigner) -> None:
+    crc32 = PartChecksum("crc32", "0a1b2c3d")
+    ours = presigner.presign_part(
+        KEY, upload_id="u-1", part_number=7, size=5 * MIB, checksum=crc32, expires_s=900, now=NOW
+    )
+    theirs = _botocore_url(
+        "upload_part",
+        {
+            "Key": KEY,
+            "UploadId": "u-1",
+            "PartNumber": 7,
+            "ContentLength": 5 * MIB,
+            "ChecksumCRC32": crc32.base64(),
+        },
+    )
+    assert _split(ours.url) == _split(theirs)
+    assert ours.headers == {"x-amz-checksum-crc32": crc32.base64()}
+
+
+def test_a_batch_of_part_urls_is_each_part_signed_alone(presigner: SigV4Presigner) -> None:
+    # Mixed on purpose: with and without a checksum, and both algorithms, in one batch.
+    parts = [
+        PartToSign(1, 5 * MIB),
+        PartToSign(2, 5 * MIB, PartChecksum("crc32", "0a1b2c3d")),
+        PartToSign(3, 5 * MIB, PartChecksum("sha256", SHA)),
+        PartToSign(10_000, 17),
+    ]
+    batch = presigner.presign_parts(KEY, upload_id="abc_DEF-1/2", parts=parts, expires_s=900, now=NOW)
+    general = [
+        presigner.presign(
+            "PUT",
+            KEY,
+            expires_s=900,
+            query={"partNumber": str(part.number), "uploadId": "abc_DEF-1/2"},
+            headers={
+                "Content-Length": str(part.size),
+                **dict([part.checksum.header()] if part.checksum else []),
+            },
+            now=NOW,
+        )
+        for part in parts
+    ]
+    assert batch == general
+    assert len({signed.url for signed in batch}) == len(parts)
 
 
 def test_post_policy_pins_key_type_and_exact_length(presigner: SigV4Presigner) -> None:

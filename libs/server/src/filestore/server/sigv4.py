@@ -19,13 +19,13 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
-__all__ = ["ChecksumName", "PartChecksum", "PostPolicy", "PresignedUrl", "SigV4Presigner"]
+__all__ = ["ChecksumName", "PartChecksum", "PartToSign", "PostPolicy", "PresignedUrl", "SigV4Presigner"]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -72,6 +72,16 @@ def _uri_encode(value: str, *, keep_slash: bool = False) -> str:
     if (_UNRESERVED_OR_SLASH if keep_slash else _UNRESERVED).fullmatch(value):
         return value
     return _quote(value, _SAFE + ("/" if keep_slash else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class PartToSign:
+    """One part of a multipart upload to sign a PUT for: its number, its exact length, and the
+    checksum storage is to verify (if any)."""
+
+    number: int
+    size: int
+    checksum: PartChecksum | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,18 +239,78 @@ class SigV4Presigner:
         now: datetime | None = None,
     ) -> PresignedUrl:
         """One part's PUT, pinning its length and (when given) its checksum."""
-        headers = {"Content-Length": str(size)}
-        if checksum is not None:
-            name, value = checksum.header()
-            headers[name] = value
-        return self.presign(
-            "PUT",
+        (signed,) = self.presign_parts(
             key,
+            upload_id=upload_id,
+            parts=[PartToSign(part_number, size, checksum)],
             expires_s=expires_s,
-            query={"partNumber": str(part_number), "uploadId": upload_id},
-            headers=headers,
             now=now,
         )
+        return signed
+
+    def presign_parts(
+        self,
+        key: str,
+        *,
+        upload_id: str,
+        parts: Iterable[PartToSign],
+        expires_s: int,
+        now: datetime | None = None,
+    ) -> list[PresignedUrl]:
+        """The PUTs of many parts of one multipart upload, each pinning its length and (when given)
+        its checksum: the same URLs :meth:`presign` makes, one by one, for each part.
+
+        A batch of part URLs is what a large upload asks for most, and all its URLs share their
+        date, scope, path and all but one query parameter: those are encoded once here, so a part
+        costs its canonical request's hash and one HMAC (about a third of a general signature).
+        """
+        moment = (now or datetime.now(UTC)).astimezone(UTC)
+        amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
+        date = amz_date[:8]
+        scope = f"{date}/{self._region}/{_SERVICE}/aws4_request"
+        signing_key = self.signing_key(date)
+        path = f"{self._path_prefix}/{_uri_encode(self._bucket)}/{_uri_encode(key, keep_slash=True)}"
+        upload_param = f"&uploadId={_uri_encode(upload_id)}"
+        expires_at = moment + timedelta(seconds=expires_s)
+        # Per signed-header set (with or without a checksum, and which): the signed-header list and
+        # the query up to the part number. Every X-Amz-* name sorts before "partNumber" and
+        # "uploadId" (upper case first), which is the order SigV4's canonical query needs.
+        frames: dict[str, tuple[str, str]] = {}
+        signed_urls = []
+        for part in parts:
+            checksum_header = f"x-amz-checksum-{part.checksum.algorithm}" if part.checksum else ""
+            frame = frames.get(checksum_header)
+            if frame is None:
+                names = sorted(["content-length", "host", *([checksum_header] if checksum_header else [])])
+                signed_headers = ";".join(names)
+                common = (
+                    f"X-Amz-Algorithm={ALGORITHM}"
+                    f"&X-Amz-Credential={_uri_encode(f'{self._access_key}/{scope}')}"
+                    f"&X-Amz-Date={amz_date}&X-Amz-Expires={expires_s}"
+                    f"&X-Amz-SignedHeaders={_uri_encode(signed_headers)}&partNumber="
+                )
+                frame = frames[checksum_header] = (signed_headers, common)
+            signed_headers, common = frame
+            query = f"{common}{part.number}{upload_param}"
+            checksum_value = part.checksum.base64() if part.checksum else ""
+            canonical_headers = f"content-length:{part.size}\nhost:{self._host}\n" + (
+                f"{checksum_header}:{checksum_value}\n" if checksum_header else ""
+            )
+            canonical_request = (
+                f"PUT\n{path}\n{query}\n{canonical_headers}\n{signed_headers}\n{UNSIGNED_PAYLOAD}"
+            )
+            string_to_sign = (
+                f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical_request.encode()).hexdigest()}"
+            )
+            signature = hmac.digest(signing_key, string_to_sign.encode(), "sha256").hex()
+            signed_urls.append(
+                PresignedUrl(
+                    url=f"{self._base}{path}?{query}&X-Amz-Signature={signature}",
+                    headers={checksum_header: checksum_value} if checksum_header else {},
+                    expires_at=expires_at,
+                )
+            )
+        return signed_urls
 
     def post_policy(
         self,

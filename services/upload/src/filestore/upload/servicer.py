@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,7 +29,7 @@ from filestore.core.errors import (
 )
 from filestore.core.reasons import Reason
 from filestore.server import events, metrics
-from filestore.server.sigv4 import ChecksumName, PartChecksum, PostPolicy, PresignedUrl
+from filestore.server.sigv4 import ChecksumName, PartChecksum, PartToSign, PostPolicy, PresignedUrl
 from filestore.server.storage import ObjectHead, StoredPart
 from filestore.upload import validation
 from filestore.upload.plan import PartPlan, plan_parts
@@ -84,16 +84,9 @@ class BrokerStorage(UploadBytes, Protocol):
         self, key: str, *, content_type: str, size: int, sha256_hex: str = "", expires_s: int
     ) -> PresignedUrl: ...
     def post_policy(self, key: str, *, content_type: str, size: int, expires_s: int) -> PostPolicy: ...
-    def presign_part(
-        self,
-        key: str,
-        *,
-        upload_id: str,
-        part_number: int,
-        size: int,
-        checksum: PartChecksum | None = None,
-        expires_s: int,
-    ) -> PresignedUrl: ...
+    def presign_parts(
+        self, key: str, *, upload_id: str, parts: Iterable[PartToSign], expires_s: int
+    ) -> list[PresignedUrl]: ...
 
 
 def _timestamp(moment: datetime) -> Timestamp:
@@ -598,29 +591,25 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         self, session: UploadSession, numbers: range | list[int], checksums: dict[int, PartChecksum]
     ) -> list[resources_pb2.PartUrl]:
         plan = session.plan
-        urls = []
-        for number in numbers:
-            size = plan.part_length(number)
-            signed = self._store.presign_part(
-                session.storage_key,
-                upload_id=session.storage_upload_id,
-                part_number=number,
-                size=size,
-                checksum=checksums.get(number),
-                expires_s=self._settings.presign_ttl_s,
+        parts = [PartToSign(number, plan.part_length(number), checksums.get(number)) for number in numbers]
+        signed = self._store.presign_parts(
+            session.storage_key,
+            upload_id=session.storage_upload_id,
+            parts=parts,
+            expires_s=self._settings.presign_ttl_s,
+        )
+        # One batch shares one expiry: its timestamp is built once and copied into each URL.
+        expire_time = _timestamp(signed[0].expires_at) if signed else None
+        urls = [
+            resources_pb2.PartUrl(
+                part_number=part.number,
+                size=part.size,
+                request=resources_pb2.PresignedRequest(
+                    method="PUT", url=url.url, headers=url.headers, expire_time=expire_time
+                ),
             )
-            urls.append(
-                resources_pb2.PartUrl(
-                    part_number=number,
-                    size=size,
-                    request=resources_pb2.PresignedRequest(
-                        method="PUT",
-                        url=signed.url,
-                        headers=signed.headers,
-                        expire_time=_timestamp(signed.expires_at),
-                    ),
-                )
-            )
+            for part, url in zip(parts, signed, strict=True)
+        ]
         _PART_URLS.inc(len(urls))
         return urls
 

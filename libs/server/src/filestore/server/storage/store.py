@@ -19,7 +19,7 @@ service that only signs (the download signer) never makes one and no event loop 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,7 +27,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from filestore.core.errors import FailedPrecondition
 from filestore.core.reasons import Reason
-from filestore.server.sigv4 import ChecksumName, PartChecksum, PostPolicy, PresignedUrl, SigV4Presigner
+from filestore.server.sigv4 import (
+    ChecksumName,
+    PartChecksum,
+    PartToSign,
+    PostPolicy,
+    PresignedUrl,
+    SigV4Presigner,
+)
 from filestore.server.storage import clients
 from filestore.server.storage.config import StoreConfig
 from filestore.server.storage.errors import (
@@ -394,25 +401,11 @@ class ObjectStore:
         """A browser's form upload of a whole object (see :meth:`SigV4Presigner.post_policy`)."""
         return self._public.post_policy(key, content_type=content_type, size=size, expires_s=expires_s)
 
-    def presign_part(
-        self,
-        key: str,
-        *,
-        upload_id: str,
-        part_number: int,
-        size: int,
-        checksum: PartChecksum | None = None,
-        expires_s: int,
-    ) -> PresignedUrl:
-        """A client's PUT of one part (see :meth:`SigV4Presigner.presign_part`)."""
-        return self._public.presign_part(
-            key,
-            upload_id=upload_id,
-            part_number=part_number,
-            size=size,
-            checksum=checksum,
-            expires_s=expires_s,
-        )
+    def presign_parts(
+        self, key: str, *, upload_id: str, parts: Iterable[PartToSign], expires_s: int
+    ) -> list[PresignedUrl]:
+        """A client's PUTs of parts of one upload (see :meth:`SigV4Presigner.presign_parts`)."""
+        return self._public.presign_parts(key, upload_id=upload_id, parts=parts, expires_s=expires_s)
 
     def presign_get(
         self,
