@@ -343,3 +343,88 @@ async def test_storage_allows_the_page_to_put_to_a_presigned_url(
     assert "PUT" in page.headers["access-control-allow-methods"]
     other = await preflight(url, EVIL, method="PUT", headers="content-type")
     assert other.headers.get("access-control-allow-origin") != EVIL
+
+
+# ------------------------------------------------------------------------- resuming from the page
+
+MIB = 1024 * 1024
+
+
+async def test_list_open_uploads_shows_the_parts_storage_holds(stack: Stack) -> None:
+    """A page that lost its state finds its upload by file id, with the parts already sent."""
+    base, tenant = stack.endpoints.edge_url, fresh_tenant()
+    token = user_token(stack, tenant)
+    created = await call_json(
+        base,
+        f"{UPLOAD}/CreateUpload",
+        {
+            "name": "video.mp4",
+            "size": str(5 * MIB + 1),
+            "contentType": "video/mp4",
+            "kind": "UPLOAD_KIND_MULTIPART",
+            "partSize": str(5 * MIB),
+        },
+        token=token,
+    )
+    assert created.status_code == 200, created.text
+    upload, file_id = created.json()["upload"], created.json()["file"]["id"]
+    first = next(p for p in upload["partUrls"] if p["partNumber"] == 1)
+    async with httpx.AsyncClient(timeout=60) as http:
+        put = await http.put(
+            first["request"]["url"], content=b"\x01" * (5 * MIB), headers=first["request"].get("headers", {})
+        )
+    assert put.status_code == 200, put.text
+
+    listed = await call_json(base, f"{UPLOAD}/ListOpenUploads", {"fileId": file_id}, token=token)
+    assert listed.status_code == 200, listed.text
+    [found] = listed.json()["uploads"]
+    assert found["id"] == upload["id"]
+    assert found["state"] == "UPLOAD_STATE_OPEN"
+    assert [(p["partNumber"], p["size"]) for p in found["uploadedParts"]] == [(1, str(5 * MIB))]
+    assert found["uploadedParts"][0]["etag"] == put.headers["etag"]  # as storage reports it
+    assert found["sessionToken"]  # SignParts for the missing part without a catalogue read
+
+    # Another user of the tenant sees none of it; the owner's other uploads are there unfiltered.
+    bob = user_token(stack, tenant, subject="bob")
+    assert (await call_json(base, f"{UPLOAD}/ListOpenUploads", {}, token=bob)).json().get("uploads", []) == []
+    everything = await call_json(base, f"{UPLOAD}/ListOpenUploads", {}, token=token)
+    assert [u["id"] for u in everything.json()["uploads"]] == [upload["id"]]
+
+
+async def test_list_open_uploads_pages_and_leaves_out_ended_uploads(stack: Stack) -> None:
+    base, token = stack.endpoints.edge_url, user_token(stack, fresh_tenant())
+    ids = []
+    for n in range(4):
+        created = await call_json(
+            base,
+            f"{UPLOAD}/CreateUpload",
+            {"name": f"n{n}.txt", "size": "1", "contentType": "text/plain"},
+            token=token,
+        )
+        ids.append(created.json()["upload"]["id"])
+    aborted = await call_json(base, f"{UPLOAD}/AbortUpload", {"uploadId": ids[0]}, token=token)
+    assert aborted.status_code == 200, aborted.text
+
+    first = (await call_json(base, f"{UPLOAD}/ListOpenUploads", {"pageSize": 2}, token=token)).json()
+    assert [u["id"] for u in first["uploads"]] == [ids[3], ids[2]]  # newest first
+    assert first["uploads"][0]["request"]["url"]  # a single upload's PUT, signed again
+    second = (
+        await call_json(
+            base,
+            f"{UPLOAD}/ListOpenUploads",
+            {"pageSize": 2, "pageToken": first["nextPageToken"]},
+            token=token,
+        )
+    ).json()
+    assert [u["id"] for u in second["uploads"]] == [ids[1]]
+    assert not second.get("nextPageToken")
+
+    too_big = await call_json(base, f"{UPLOAD}/ListOpenUploads", {"pageSize": 26}, token=token)
+    assert (too_big.json()["code"], error_info(too_big).reason) == ("invalid_argument", "INVALID_PAGE_SIZE")
+    assert error_info(too_big).metadata["max_page_size"] == "25"
+    # A token is bound to its caller and filter.
+    other = user_token(stack, fresh_tenant())
+    stolen = await call_json(
+        base, f"{UPLOAD}/ListOpenUploads", {"pageSize": 2, "pageToken": first["nextPageToken"]}, token=other
+    )
+    assert (stolen.json()["code"], error_info(stolen).reason) == ("invalid_argument", "INVALID_PAGE_TOKEN")

@@ -68,7 +68,7 @@ UPSTREAMS: Final = {
 #: FindAttachedStorageUploads, AuthorizeRead, StartProcessing, Record*, Create/TransitionFile,
 #: CreateDerivative, QuarantineContent, ListUploadRecords, SetQuota) and the operators' dead letters.
 PUBLIC_RPCS: Final[Mapping[str, tuple[str, ...]]] = {
-    "upload": ("CreateUpload", "GetUpload", "SignParts", "CompleteUpload", "AbortUpload"),
+    "upload": ("CreateUpload", "GetUpload", "SignParts", "CompleteUpload", "AbortUpload", "ListOpenUploads"),
     "download": ("GetDownloadUrl", "BatchGetDownloadUrls", "GetDerivativeUrl"),
     "metadata": (
         "GetFile",
