@@ -30,6 +30,9 @@ from tests.stacks import broker_env
 from tests.storage import admin_store
 from tests.support import fresh_tenant, service_token
 
+# The compose stack (`make test-stack`) does not run the face yet: these tests need the local one.
+pytestmark = pytest.mark.local_stack
+
 APP = "https://app.example.com"
 EVIL = "https://evil.example"
 CONNECT_JSON = {"Content-Type": "application/json", "Connect-Protocol-Version": "1"}
