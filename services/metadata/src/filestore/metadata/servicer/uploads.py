@@ -1,14 +1,16 @@
-"""The upload RPCs: BeginUpload, GetUploadRecord, AttachStorageUpload, CompleteUploadRecord,
-EndUploadRecord, ListUploadRecords, and the reaper's ClaimExpiredUploads and FindAttachedStorageUploads."""
+"""The upload RPCs: BeginUpload, GetUploadRecord, CompleteUploadRecord, EndUploadRecord,
+ListUploadRecords, and the reaper's ClaimExpiredUploads and FindAttachedStorageUploads; AttachStorageUpload,
+still declared in the contract, answers UNIMPLEMENTED (BeginUpload records the storage upload)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.auth import Principal, current_principal, require_service
-from filestore.core.errors import InvalidArgument, NotFound, upload_not_found
+from filestore.core.errors import InvalidArgument, NotFound, Unimplemented, upload_not_found
 from filestore.core.reasons import Reason
 from filestore.metadata import convert
 from filestore.metadata.db import models, store
@@ -24,6 +26,40 @@ __all__ = ["UploadRpcs"]
 MAX_STORAGE_UPLOADS_PER_CALL = 1000
 #: ListUploadRecords' page when the caller asks for none.
 DEFAULT_UPLOAD_PAGE_SIZE = 10
+#: The longest storage upload id an upload row holds (the column's width).
+MAX_STORAGE_UPLOAD_ID = 1024
+
+
+def _is_canonical_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def _check_storage_upload(request: pb.BeginUploadRequest, kind: models.UploadKind) -> None:
+    """The file id and storage upload a broker chose for BeginUpload: a MULTIPART upload comes with
+    the storage upload the broker created at the key of the file id it chose, any other kind with no
+    storage upload (a file id of its own is allowed, though the broker sends none)."""
+    if request.file_id or request.storage_upload_id:
+        require_service()  # users never name ids nor storage's uploads
+    multipart = kind is models.UploadKind.MULTIPART
+    if multipart != bool(request.storage_upload_id) or len(request.storage_upload_id) > MAX_STORAGE_UPLOAD_ID:
+        raise InvalidArgument(
+            "a MULTIPART upload needs the storage upload created for it, and only a MULTIPART upload "
+            f"has one (at most {MAX_STORAGE_UPLOAD_ID} characters)",
+            reason=Reason.INVALID_STORAGE_UPLOAD_ID,
+        )
+    if request.storage_upload_id and not request.file_id:
+        raise InvalidArgument(
+            "file_id is required with a storage_upload_id (the storage upload is at its key)",
+            reason=Reason.INVALID_FILE_ID,
+        )
+    if request.file_id and not _is_canonical_uuid(request.file_id):
+        raise InvalidArgument(
+            "file_id must be a UUID in canonical form (lower-case, 36 characters)",
+            reason=Reason.INVALID_FILE_ID,
+        )
 
 
 class UploadRpcs(ServicerBase):
@@ -51,6 +87,7 @@ class UploadRpcs(ServicerBase):
         if size == 0 and kind is models.UploadKind.MULTIPART:
             # Storage completes a multipart upload from one part at least; an empty file is SINGLE.
             raise InvalidArgument("a MULTIPART upload cannot be empty", reason=Reason.INVALID_SIZE)
+        _check_storage_upload(request, kind)
         name, content_type, sha256, labels = self._declared(request.file)
         expires = convert.from_timestamp(request.expire_time)
 
@@ -75,6 +112,7 @@ class UploadRpcs(ServicerBase):
                 sha256=sha256 or None,
                 labels=labels,
                 blob_id=blob.id if dedup and blob is not None else None,
+                file_id=request.file_id or None,
             )
             upload = await store.record_upload(
                 session,
@@ -86,6 +124,9 @@ class UploadRpcs(ServicerBase):
                 expires_at=expires,
                 reserved_bytes=size,
                 part_checksum=models.PartChecksum.NONE if dedup else part_checksum,
+                # A DEDUP upload moves no bytes: its answer holding no storage upload tells the
+                # broker to abort the one it created.
+                storage_upload_id=None if dedup else request.storage_upload_id or None,
             )
             if dedup:
                 # Verified content of this tenant already holds these bytes: no transfer, the upload is
@@ -101,8 +142,8 @@ class UploadRpcs(ServicerBase):
         async def as_it_is_now(
             session: AsyncSession, first: pb.BeginUploadResponse
         ) -> pb.BeginUploadResponse:
-            # A retry must see what happened since the first answer: the broker finds the storage
-            # upload it attached there, instead of searching storage for it.
+            # A retry must see what happened since the first answer (completed, ended); the storage
+            # upload is the first attempt's, and the broker aborts the one it created for the retry.
             upload, file = await self._upload_and_file(session, principal, tenant, first.upload.id)
             return pb.BeginUploadResponse(
                 file=convert.file_message(file), upload=convert.upload_record(upload, file)
@@ -115,8 +156,8 @@ class UploadRpcs(ServicerBase):
             tenant=tenant,
             # Keyed by owner too: two users of a tenant may pick the same request_id independently.
             caller=owner,
-            # The expiry is computed afresh by the broker on every retry: not part of "the same request".
-            leave_out=("expire_time",),
+            # The broker chooses these afresh on every attempt: not part of "the same request".
+            leave_out=("expire_time", "file_id", "storage_upload_id"),
             replayed=as_it_is_now,
         )
         return await self._unit.write(begin, idempotency=replay)
@@ -131,22 +172,8 @@ class UploadRpcs(ServicerBase):
     async def AttachStorageUpload(
         self, request: pb.AttachStorageUploadRequest, context: Context
     ) -> pb.UploadRecord:
-        principal = require_service()
-        if not request.storage_upload_id:
-            raise InvalidArgument("storage_upload_id is required", reason=Reason.INVALID_STORAGE_UPLOAD_ID)
-        scope = self._tenant(principal, request.tenant)
-
-        async def attach(session: AsyncSession) -> pb.UploadRecord:
-            upload, file = await self._upload_and_file(session, principal, scope, request.upload_id)
-            upload = await store.attach_storage_upload(
-                session,
-                tenant=upload.tenant,
-                upload_id=upload.id,
-                storage_upload_id=request.storage_upload_id,
-            )
-            return convert.upload_record(upload, file)
-
-        return await self._unit.write(attach)
+        # Declared still (the contract never deletes an RPC), served no more: nothing calls it.
+        raise Unimplemented("AttachStorageUpload is removed: BeginUpload records the storage upload")
 
     async def CompleteUploadRecord(
         self, request: pb.CompleteUploadRecordRequest, context: Context

@@ -117,8 +117,10 @@ async def create_file(
     labels: Mapping[str, str] | None = None,
     visibility: Visibility = Visibility.PRIVATE,
     blob_id: str | None = None,
+    file_id: str | None = None,
 ) -> File:
-    """A new PENDING file; its id and storage key are made here, from ids only.
+    """A new PENDING file; its storage key is made here, from ids only, and so is its id unless the
+    caller chose it (``file_id``: the broker, which creates a multipart upload at the file's key first).
 
     With ``blob_id`` the file is a deduplicated copy: it shares the tenant's verified blob (whose
     reference count goes up by one), takes the blob's storage key and verified digest, and no bytes
@@ -130,7 +132,7 @@ async def create_file(
     _require(declared_content_type, "declared_content_type")
     _check_non_negative(size, "size")
     _check_sha256(sha256)
-    file_id = new_id()
+    file_id = file_id or new_id()
     storage_key = original_key(tenant, file_id)
     verified_sha256: str | None = None
     if blob_id is not None:

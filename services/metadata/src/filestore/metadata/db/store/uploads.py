@@ -13,7 +13,6 @@ from sqlalchemy import and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.errors import (
-    FailedPrecondition,
     InvalidArgument,
     file_not_found,
     upload_ended,
@@ -37,14 +36,12 @@ from filestore.metadata.db.store._sql import (
     _dialect,
     _insert_loaded,
     _load_file,
-    _require,
 )
 from filestore.metadata.db.store.files import transition_file
 from filestore.metadata.db.store.quotas import release_quota, settle_quota
 
 __all__ = [
     "UploadOutcome",
-    "attach_storage_upload",
     "attached_storage_uploads",
     "claim_expired_uploads",
     "complete_upload",
@@ -217,39 +214,6 @@ async def set_upload_state(
     """
     upload, _ = await _close_upload(session, tenant=tenant, upload_id=upload_id, to_state=to_state)
     return upload
-
-
-async def attach_storage_upload(
-    session: AsyncSession, *, tenant: str | None, upload_id: str, storage_upload_id: str
-) -> Upload:
-    """Store storage's multipart upload id on an OPEN upload; attaching the same id again is a no-op.
-
-    Raises ``FailedPrecondition(reason=Reason.UPLOAD_NOT_OPEN)`` for a closed upload or one that already
-    has a different id (a second CreateMultipartUpload would orphan the first's parts).
-    """
-    _require(storage_upload_id, "storage_upload_id")
-    stmt = update(Upload).where(
-        Upload.id == upload_id,
-        Upload.state == UploadState.OPEN,
-        or_(Upload.storage_upload_id.is_(None), Upload.storage_upload_id == storage_upload_id),
-    )
-    if tenant is not None:
-        stmt = stmt.where(Upload.tenant == tenant)
-    attached = (
-        await session.scalars(
-            stmt.values(storage_upload_id=storage_upload_id, updated_at=utcnow())
-            .returning(Upload)
-            .execution_options(populate_existing=True)
-        )
-    ).one_or_none()
-    if attached is not None:
-        return attached
-    upload = await get_upload(session, tenant=tenant, upload_id=upload_id)
-    raise FailedPrecondition(
-        "upload is not open for a storage upload id",
-        reason=Reason.UPLOAD_NOT_OPEN,
-        metadata={"upload_id": upload_id, "state": str(upload.state)},
-    )
 
 
 async def attached_storage_uploads(
