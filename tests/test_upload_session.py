@@ -232,7 +232,6 @@ async def test_an_sdk_upload_reads_the_catalogue_only_to_complete(
     # CRC32 part checksums by default: every part signed by SignParts, none from the catalogue.
     assert calls == {
         "BeginUpload": 1,
-        "AttachStorageUpload": 1,
         "GetUploadRecord": 1,
         "CompleteUploadRecord": 1,
     }
