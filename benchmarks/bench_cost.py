@@ -26,7 +26,7 @@ calls, times the phase's wall time, is subtracted (it is printed; it is small).
      + metadata CPU. One BeginUpload on metadata, one presigned PUT. ``create_upload_cpu_ms``.
    * CreateUpload (multipart, as the SDK creates a 1 GiB upload: CRC32 part checksums declared, so
      no part URL is signed at creation), ``MULTIPART_CALLS`` calls: broker + metadata CPU
-     (``create_multipart_cpu_ms``; BeginUpload, storage's CreateMultipartUpload, AttachStorageUpload).
+     (``create_multipart_cpu_ms``; storage's CreateMultipartUpload, then one BeginUpload recording it).
      SeaweedFS's CPU per create is printed beside it and NOT counted in it
      (``storage_cpu_ms_per_multipart_create``): it is storage's work, not Filestore's.
    * GetDownloadUrl on READY files: download + metadata CPU. AuthorizeRead on metadata, a presigned

@@ -496,6 +496,14 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
         "INVALID_FILE_ID",
     ),
     (
+        "attach-storage-upload-is-served-no-more",
+        lambda s: s.service.AttachStorageUpload(
+            pb.AttachStorageUploadRequest(upload_id=_UNKNOWN_ID, tenant=s.tenant, storage_upload_id="u")
+        ),
+        Code.UNIMPLEMENTED,
+        "NOT_IMPLEMENTED_YET",
+    ),
+    (
         "begin-file-id-from-a-user",
         lambda s: s.alice.metadata.BeginUpload(_begin_single("", file_id=str(uuid.uuid4()))),
         Code.PERMISSION_DENIED,
