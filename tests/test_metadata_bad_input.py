@@ -504,6 +504,12 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
         "NOT_IMPLEMENTED_YET",
     ),
     (
+        "begin-file-id-in-use",
+        lambda s: s.service.BeginUpload(_begin_single(s.tenant, file_id=s.file.id)),
+        Code.ALREADY_EXISTS,
+        "FILE_ID_IN_USE",
+    ),
+    (
         "begin-file-id-from-a-user",
         lambda s: s.alice.metadata.BeginUpload(_begin_single("", file_id=str(uuid.uuid4()))),
         Code.PERMISSION_DENIED,

@@ -276,6 +276,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     (lower-case, 36 characters), or missing where the request needs one (BeginUpload with a
     `storage_upload_id`).
     """
+    ERROR_REASON_FILE_ID_IN_USE: _ErrorReason.ValueType  # 116
+    """ALREADY_EXISTS: a file id chosen by the caller (BeginUpload's `file_id`) that a file already has.
+    Metadata: `file_id`.
+    """
     ERROR_REASON_INVALID_LEASE: _ErrorReason.ValueType  # 72
     """INVALID_ARGUMENT: `lease_seconds` outside 1..3600."""
     ERROR_REASON_TOO_MANY_UPLOADS: _ErrorReason.ValueType  # 73
@@ -674,6 +678,10 @@ ERROR_REASON_INVALID_FILE_ID: ErrorReason.ValueType  # 115
 """INVALID_ARGUMENT: a file id chosen by the caller that is not a UUID in canonical form
 (lower-case, 36 characters), or missing where the request needs one (BeginUpload with a
 `storage_upload_id`).
+"""
+ERROR_REASON_FILE_ID_IN_USE: ErrorReason.ValueType  # 116
+"""ALREADY_EXISTS: a file id chosen by the caller (BeginUpload's `file_id`) that a file already has.
+Metadata: `file_id`.
 """
 ERROR_REASON_INVALID_LEASE: ErrorReason.ValueType  # 72
 """INVALID_ARGUMENT: `lease_seconds` outside 1..3600."""

@@ -325,7 +325,8 @@ class MetadataServiceServicer:
         `INVALID_STORAGE_UPLOAD_ID`: none for MULTIPART, or one for another kind;
         `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
         PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
-        RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+        RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
+        file has `file_id` already).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

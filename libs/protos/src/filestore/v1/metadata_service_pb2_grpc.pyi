@@ -139,7 +139,8 @@ class MetadataServiceStub:
     `INVALID_STORAGE_UPLOAD_ID`: none for MULTIPART, or one for another kind;
     `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
     PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
-    RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+    RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
+    file has `file_id` already).
     """
     GetUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
@@ -375,7 +376,8 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     `INVALID_STORAGE_UPLOAD_ID`: none for MULTIPART, or one for another kind;
     `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
     PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
-    RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+    RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
+    file has `file_id` already).
     """
     GetUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]  # type: ignore[assignment]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
@@ -668,7 +670,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         `INVALID_STORAGE_UPLOAD_ID`: none for MULTIPART, or one for another kind;
         `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
         PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
-        RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+        RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
+        file has `file_id` already).
         """
 
     @_abc_1.abstractmethod

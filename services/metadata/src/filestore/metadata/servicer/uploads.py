@@ -7,10 +7,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.auth import Principal, current_principal, require_service
-from filestore.core.errors import InvalidArgument, NotFound, Unimplemented, upload_not_found
+from filestore.core.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented, upload_not_found
 from filestore.core.reasons import Reason
 from filestore.metadata import convert
 from filestore.metadata.db import models, store
@@ -160,7 +161,18 @@ class UploadRpcs(ServicerBase):
             leave_out=("expire_time", "file_id", "storage_upload_id"),
             replayed=as_it_is_now,
         )
-        return await self._unit.write(begin, idempotency=replay)
+        try:
+            return await self._unit.write(begin, idempotency=replay)
+        except IntegrityError:
+            # Rolled back. A file id the caller chose that some file has is its mistake, told as such;
+            # anything else is ours (INTERNAL). Looked up only now: a fresh UUID never collides.
+            if request.file_id and await self._file_exists(request.file_id):
+                raise AlreadyExists(
+                    "file_id is in use; choose a fresh UUID",
+                    reason=Reason.FILE_ID_IN_USE,
+                    metadata={"file_id": request.file_id},
+                ) from None
+            raise
 
     async def GetUploadRecord(self, request: pb.GetUploadRecordRequest, context: Context) -> pb.UploadRecord:
         principal = current_principal()
@@ -308,6 +320,14 @@ class UploadRpcs(ServicerBase):
             uploads=[convert.upload_record(upload, file) for upload, file in page.uploads],
             next_page_token=token,
         )
+
+    async def _file_exists(self, file_id: str) -> bool:
+        async with self._unit.read() as session:
+            try:
+                await store.get_file(session, tenant=None, file_id=file_id, include_deleted=True)
+            except NotFound:
+                return False
+        return True
 
     async def _upload_and_file(
         self, session: AsyncSession, principal: Principal, scope: str | None, upload_id: str
