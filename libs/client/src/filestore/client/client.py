@@ -69,11 +69,11 @@ FileStatus = resources_pb2.FileStatus
 _MAX_PARTS_PER_SIGN = 1000
 #: Multipart parts are hashed and signed in groups of this many bytes (at least one part), one
 #: SignParts per group. The broker's CPU is per call (~2.5 ms for a call arriving alone, a URL
-#: ~0.02 ms of it), so with the 16 MiB parts it picks a GiB takes 8 calls, not 64. Bytes, not
+#: ~0.03 ms of it), so with the 16 MiB parts it picks a GiB takes 8 calls, not 64. Bytes, not
 #: parts, bound what a group costs whatever the part size: the first PUT waits for its group's
-#: hashing (128 MiB is ~70 ms of CRC32 on one core, ~110 ms of SHA-256, against ~10 ms for the
-#: one part it waited for before), and the one group more hashed ahead of its PUTs than before
-#: leaves the PUTs' second read still finding their parts in the page cache.
+#: hashing (128 MiB is ~70 ms of CRC32 on one core, ~110 ms of SHA-256, against ~10 ms for a
+#: single part), and the parts hashed ahead of their PUT, one group beyond one per lane at most,
+#: stay few enough for the PUT's second read to find them in the page cache.
 _SIGN_GROUP_BYTES = 128 * MIB
 
 #: States a file does not leave on its own: processing is over.
@@ -312,7 +312,8 @@ class AsyncClient:
         """Upload a path, a seekable binary file object, or bytes.
 
         Up to ``options.multipart_threshold`` bytes go in one PUT whose SHA-256 storage checks; larger
-        ones in parts (``options.concurrency`` at a time, each part's SHA-256 signed into its URL).
+        ones in parts (``options.concurrency`` at a time, each part's checksum, CRC32 by default,
+        signed into its URL; the parts hashed and signed a group of 128 MiB to a SignParts call).
         With ``resume`` (paths only), an interrupted multipart upload of the same unchanged file
         continues where it stopped: only the parts storage does not hold are sent again.
         ``name`` defaults to the file's name, ``content_type`` to a guess from the name.
