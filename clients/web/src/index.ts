@@ -19,3 +19,4 @@ export { FileStatus, UploadKind, UploadState, ChecksumAlgorithm } from "./gen/fi
 export { Code, ConnectError } from "@connectrpc/connect";
 export { create, fromJson, toJson } from "@bufbuild/protobuf";
 export * as uploadMessages from "./gen/filestore/v1/upload_service_pb.js";
+export * as resourceMessages from "./gen/filestore/v1/resources_pb.js";

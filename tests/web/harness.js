@@ -1,0 +1,65 @@
+// Drives the browser client from the tests (Playwright's page.evaluate): uploads a file the test
+// server holds, with the engine talking to an UploadApi given by the test.
+import * as filestore from "./filestore-web.js";
+
+const { create, fromJson, toJson, ConnectError, UploadEngine, MemoryResumeStore, uploadMessages: m, resourceMessages: r } = filestore;
+
+// The UploadApi over the test's bridge: every call goes to the Python side (Playwright's
+// exposeFunction `filestoreCall`), which makes it with gRPC against the real broker. Messages cross as
+// protobuf JSON; a gRPC error comes back as its code and message.
+function bridged(method, requestSchema, responseSchema) {
+  return async (request) => {
+    const answer = await window.filestoreCall(method, toJson(requestSchema, create(requestSchema, request)));
+    if (answer.error) throw new ConnectError(answer.error.message, answer.error.code);
+    return fromJson(responseSchema, answer.response);
+  };
+}
+
+export function bridgedUploadApi() {
+  return {
+    createUpload: bridged("CreateUpload", m.CreateUploadRequestSchema, m.CreateUploadResponseSchema),
+    getUpload: bridged("GetUpload", m.GetUploadRequestSchema, r.UploadSchema),
+    signParts: bridged("SignParts", m.SignPartsRequestSchema, m.SignPartsResponseSchema),
+    completeUpload: bridged("CompleteUpload", m.CompleteUploadRequestSchema, m.CompleteUploadResponseSchema),
+    abortUpload: bridged("AbortUpload", m.AbortUploadRequestSchema, m.AbortUploadResponseSchema),
+  };
+}
+
+let running;
+
+window.harness = {
+  events: [],
+  partsSent: 0,
+
+  /** Starts uploading `path` (served beside this page) as a File of `name` and `lastModified`; the
+   * engine options as given (resumeStore "memory" for none). Answers at once; `finish()` awaits it. */
+  async start(path, name, lastModified, options = {}) {
+    const blob = await (await fetch(path)).blob();
+    const file = new File([blob], name, { lastModified, type: "application/octet-stream" });
+    const engineOptions = { ...options };
+    if (options.resumeStore === "memory") engineOptions.resumeStore = new MemoryResumeStore();
+    const engine = new UploadEngine(bridgedUploadApi(), engineOptions);
+    this.events = [];
+    this.partsSent = 0;
+    const task = engine.upload(file, {
+      onEvent: (event) => {
+        this.events.push(event);
+        if (event.type === "part-sent") this.partsSent += 1;
+      },
+    });
+    running = task.done;
+  },
+
+  async finish() {
+    const result = await running;
+    return {
+      fileId: result.file.id,
+      uploadId: result.uploadId,
+      kind: result.kind,
+      partsSent: result.partsSent,
+      partsResumed: result.partsResumed,
+      bytesSent: result.bytesSent,
+      events: this.events.map((event) => event.type),
+    };
+  },
+};
