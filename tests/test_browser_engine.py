@@ -6,6 +6,7 @@ browser face. Every byte goes from the page to storage through the presigned URL
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.rpc import status_pb2
 from playwright.async_api import Page, Request
 
 from filestore.v1 import download_service_pb2, resources_pb2, upload_service_pb2
@@ -47,10 +49,23 @@ async def bridge_to_broker(page: Page, client: Client) -> None:
         try:
             response = await rpc(json_format.ParseDict(request, _REQUESTS[method]()))
         except grpc.aio.AioRpcError as error:
-            return {"error": {"code": error.code().value[0], "message": error.details() or ""}}
+            return {
+                "error": {
+                    "code": error.code().value[0],
+                    "message": error.details() or "",
+                    "details": _details(error),
+                }
+            }
         return {"response": json_format.MessageToDict(response)}
 
     await page.expose_function("filestoreCall", call)
+
+
+def _details(error: grpc.aio.AioRpcError) -> list[dict[str, str]]:
+    """The google.rpc.Status details of a failed call, as Connect carries them (type name, base64 bytes)."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
+    status = status_pb2.Status.FromString(raw if isinstance(raw, bytes) else raw.encode())
+    return [{"type": d.TypeName(), "value": base64.b64encode(d.value).decode()} for d in status.details]
 
 
 def file_body(size: int, seed: int) -> bytes:
@@ -95,7 +110,7 @@ async def test_multipart_upload_from_the_page_stores_the_exact_bytes(
 
     assert result["kind"] == "multipart"
     assert (result["partsSent"], result["partsResumed"], result["bytesSent"]) == (5, 0, SIZE)
-    assert sorted(puts) == [1, 2, 3, 4, 5]
+    assert sorted(puts) == [1, 2, 3, 4, 5]  # each part once
     await status_events.wait_for_status(result["fileId"], resources_pb2.FILE_STATUS_READY)
     file = await get_file(alice, result["fileId"])
     assert (file.size, file.sha256) == (SIZE, hashlib.sha256(body).hexdigest())
@@ -109,11 +124,12 @@ async def test_a_reload_mid_upload_resumes_with_only_the_missing_parts(
     (page_site.root / "resumed.bin").write_bytes(body)
     await bridge_to_broker(web_page, alice)
     start = (
-        "([size]) => harness.start('/resumed.bin', 'resumed.bin', 1700000000001,"
-        " { multipartThreshold: 0, partSize: size, concurrency: 1, signBatch: 2 })"
+        "([size, pauseAfter]) => harness.start('/resumed.bin', 'resumed.bin', 1700000000001,"
+        " { multipartThreshold: 0, partSize: size, concurrency: 1, signBatch: 2 }, {}, pauseAfter)"
     )
-    await web_page.evaluate(start, [PART_SIZE])
-    await web_page.wait_for_function("harness.partsSent >= 2")
+    # Paused in the event of the second part, so the reload comes mid-upload however fast storage is.
+    await web_page.evaluate(start, [PART_SIZE, 2])
+    await web_page.wait_for_function("harness.task.paused")
     await web_page.reload()  # the page's state is gone but for localStorage
     await web_page.wait_for_function("document.getElementById('state').textContent === 'ready'")
     record = await web_page.evaluate(
@@ -128,7 +144,7 @@ async def test_a_reload_mid_upload_resumes_with_only_the_missing_parts(
     assert len(stored) >= 2  # the parts the first page saw complete (and possibly the one cut by the reload)
 
     puts = part_puts(web_page)
-    await web_page.evaluate(start, [PART_SIZE])
+    await web_page.evaluate(start, [PART_SIZE, 0])
     result = await web_page.evaluate("harness.finish()")
 
     assert result["uploadId"] == upload.id
@@ -140,3 +156,94 @@ async def test_a_reload_mid_upload_resumes_with_only_the_missing_parts(
     file = await get_file(alice, result["fileId"])
     assert file.sha256 == hashlib.sha256(body).hexdigest()
     assert await stored_object_sha256(alice, file.id) == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.parametrize("checksum", ["sha256", "none"])
+async def test_parts_carry_the_checksum_asked_for(
+    web_page: Page, page_site: PageSite, alice: Client, status_events: StatusEvents, checksum: str
+) -> None:
+    body = file_body(11 * MIB, seed=3)
+    (page_site.root / f"{checksum}.bin").write_bytes(body)
+    await bridge_to_broker(web_page, alice)
+    await web_page.evaluate(
+        "([path, size, checksum]) => harness.start(path, 'c.bin', 1, { multipartThreshold: 0, partSize: size,"
+        " partChecksum: checksum, resumeStore: 'memory' })",
+        [f"/{checksum}.bin", PART_SIZE, checksum],
+    )
+    result = await web_page.evaluate("harness.finish()")
+
+    upload = await alice.upload.GetUpload(upload_service_pb2.GetUploadRequest(upload_id=result["uploadId"]))
+    expected = {
+        "sha256": resources_pb2.CHECKSUM_ALGORITHM_SHA256,
+        "none": resources_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED,
+    }[checksum]
+    assert upload.part_checksum_algorithm == expected
+    assert result["partsSent"] == 3
+    await status_events.wait_for_status(result["fileId"], resources_pb2.FILE_STATUS_READY)
+    assert await stored_object_sha256(alice, result["fileId"]) == hashlib.sha256(body).hexdigest()
+
+
+async def test_a_small_file_goes_in_one_put_with_its_sha256(
+    web_page: Page, page_site: PageSite, alice: Client, status_events: StatusEvents
+) -> None:
+    body = file_body(MIB, seed=4)
+    (page_site.root / "small.bin").write_bytes(body)
+    await bridge_to_broker(web_page, alice)
+    puts = part_puts(web_page)
+    await web_page.evaluate("harness.start('/small.bin', 'small.bin', 1, { resumeStore: 'memory' })")
+    result = await web_page.evaluate("harness.finish()")
+
+    assert (result["kind"], result["partsSent"], result["bytesSent"]) == ("single", 1, MIB)
+    assert puts == [0]  # one PUT of the whole object, no part number
+    file = await get_file(alice, result["fileId"])
+    assert file.sha256 == hashlib.sha256(body).hexdigest()  # declared by the page, signed into the PUT
+    await status_events.wait_for_status(result["fileId"], resources_pb2.FILE_STATUS_READY)
+    assert await stored_object_sha256(alice, file.id) == file.sha256
+
+
+async def test_a_refused_request_is_a_typed_error_with_the_errorinfo_reason(
+    web_page: Page, page_site: PageSite, alice: Client
+) -> None:
+    (page_site.root / "typed.bin").write_bytes(b"x")
+    await bridge_to_broker(web_page, alice)
+    await web_page.evaluate(
+        "harness.start('/typed.bin', 't.bin', 1, { resumeStore: 'memory' }, { contentType: 'not a type' })"
+    )
+    outcome = await web_page.evaluate("harness.finish()")
+
+    assert outcome["error"]["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert outcome["error"]["reason"] == "INVALID_CONTENT_TYPE"
+    assert outcome["error"]["retryable"] is False
+
+
+async def test_pause_then_resume_completes_and_abort_ends_the_upload(
+    web_page: Page, page_site: PageSite, alice: Client, status_events: StatusEvents
+) -> None:
+    body = file_body(SIZE, seed=5)
+    (page_site.root / "paused.bin").write_bytes(body)
+    await bridge_to_broker(web_page, alice)
+    options = f"{{ multipartThreshold: 0, partSize: {PART_SIZE}, concurrency: 1, resumeStore: 'memory' }}"
+    puts = part_puts(web_page)
+    await web_page.evaluate(f"harness.start('/paused.bin', 'paused.bin', 1, {options}, {{}}, 1)")
+    await web_page.wait_for_function("harness.task.paused")
+    await web_page.evaluate("harness.task.resume()")
+    result = await web_page.evaluate("harness.finish()")
+
+    # Part 1 was stored before the pause; part 2, cut by it, is sent again after the resume.
+    assert set(puts) == {1, 2, 3, 4, 5}
+    assert puts.count(1) == 1
+    assert result["events"].count("paused") == result["events"].count("unpaused") == 1
+    assert result["partsSent"] == 5
+    await status_events.wait_for_status(result["fileId"], resources_pb2.FILE_STATUS_READY)
+    assert await stored_object_sha256(alice, result["fileId"]) == hashlib.sha256(body).hexdigest()
+
+    # A second upload, aborted after its first part: the broker ends it and storage drops its parts.
+    await web_page.evaluate(f"harness.start('/paused.bin', 'aborted.bin', 2, {options}, {{}}, 1)")
+    await web_page.wait_for_function("harness.task.paused")
+    upload_id = await web_page.evaluate("harness.events.find((event) => event.type === 'started').uploadId")
+    await web_page.evaluate("harness.task.abort()")
+    outcome = await web_page.evaluate("harness.finish()")
+
+    assert outcome["error"]["reason"] == "ABORTED"
+    upload = await alice.upload.GetUpload(upload_service_pb2.GetUploadRequest(upload_id=upload_id))
+    assert upload.state == resources_pb2.UPLOAD_STATE_ABORTED

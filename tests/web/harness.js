@@ -10,7 +10,11 @@ const { create, fromJson, toJson, ConnectError, UploadEngine, MemoryResumeStore,
 function bridged(method, requestSchema, responseSchema) {
   return async (request) => {
     const answer = await window.filestoreCall(method, toJson(requestSchema, create(requestSchema, request)));
-    if (answer.error) throw new ConnectError(answer.error.message, answer.error.code);
+    if (answer.error) {
+      // As Connect hands details over: the Any's type name and bytes.
+      const details = answer.error.details.map((detail) => ({ type: detail.type, value: Uint8Array.from(atob(detail.value), (c) => c.charCodeAt(0)) }));
+      throw new ConnectError(answer.error.message, answer.error.code, undefined, details);
+    }
     return fromJson(responseSchema, answer.response);
   };
 }
@@ -32,8 +36,9 @@ window.harness = {
   partsSent: 0,
 
   /** Starts uploading `path` (served beside this page) as a File of `name` and `lastModified`; the
-   * engine options as given (resumeStore "memory" for none). Answers at once; `finish()` awaits it. */
-  async start(path, name, lastModified, options = {}) {
+   * engine options as given (resumeStore "memory" for none), `pauseAfterParts` to pause the task in
+   * the event of that part (not later, however fast storage is). Answers at once; `finish()` awaits it. */
+  async start(path, name, lastModified, options = {}, request = {}, pauseAfterParts = 0) {
     const blob = await (await fetch(path)).blob();
     const file = new File([blob], name, { lastModified, type: "application/octet-stream" });
     const engineOptions = { ...options };
@@ -42,16 +47,26 @@ window.harness = {
     this.events = [];
     this.partsSent = 0;
     const task = engine.upload(file, {
+      ...request,
       onEvent: (event) => {
         this.events.push(event);
         if (event.type === "part-sent") this.partsSent += 1;
+        if (event.type === "part-sent" && this.partsSent === pauseAfterParts) task.pause();
       },
     });
     running = task.done;
+    this.task = task;
   },
 
+  /** The result, or the FilestoreError as the page sees it. */
   async finish() {
-    const result = await running;
+    let result;
+    try {
+      result = await running;
+    } catch (error) {
+      if (!(error instanceof filestore.FilestoreError)) throw error;
+      return { error: { code: error.code, reason: error.reason, domain: error.domain, metadata: error.metadata, retryable: error.retryable } };
+    }
     return {
       fileId: result.file.id,
       uploadId: result.uploadId,
