@@ -18,7 +18,7 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import status_pb2
-from playwright.async_api import Page, Request
+from playwright.async_api import Page, Request, Route
 
 from filestore.v1 import download_service_pb2, resources_pb2, upload_service_pb2
 from tests.browser import PageSite
@@ -40,11 +40,14 @@ _REQUESTS: dict[str, type[Message]] = {
 }
 
 
-async def bridge_to_broker(page: Page, client: Client) -> None:
+async def bridge_to_broker(page: Page, client: Client) -> list[tuple[str, dict[str, Any]]]:
     """``window.filestoreCall(method, requestJson)``: the UploadService call made with ``client``'s
-    token over gRPC, answered as protobuf JSON (or the error's code and message)."""
+    token over gRPC, answered as protobuf JSON (or the error's code, message and details). Answers
+    the list of the calls made, as (method, request JSON)."""
+    calls: list[tuple[str, dict[str, Any]]] = []
 
     async def call(method: str, request: dict[str, Any]) -> dict[str, Any]:
+        calls.append((method, request))
         rpc: Callable[[Message], Awaitable[Message]] = getattr(client.upload, method)
         try:
             response = await rpc(json_format.ParseDict(request, _REQUESTS[method]()))
@@ -59,6 +62,7 @@ async def bridge_to_broker(page: Page, client: Client) -> None:
         return {"response": json_format.MessageToDict(response)}
 
     await page.expose_function("filestoreCall", call)
+    return calls
 
 
 def _details(error: grpc.aio.AioRpcError) -> list[dict[str, str]]:
@@ -247,3 +251,50 @@ async def test_pause_then_resume_completes_and_abort_ends_the_upload(
     assert outcome["error"]["reason"] == "ABORTED"
     upload = await alice.upload.GetUpload(upload_service_pb2.GetUploadRequest(upload_id=upload_id))
     assert upload.state == resources_pb2.UPLOAD_STATE_ABORTED
+
+
+async def test_transient_and_expired_answers_from_storage_are_retried_and_renewed(
+    web_page: Page, page_site: PageSite, alice: Client, status_events: StatusEvents
+) -> None:
+    """Faults injected on the wire (Playwright answers in storage's place, once each): a 503 for part
+    2 is retried after a backoff; a 403 "Request has expired" for part 3 has its URL signed again."""
+    body = file_body(SIZE, seed=6)
+    (page_site.root / "faults.bin").write_bytes(body)
+    calls = await bridge_to_broker(web_page, alice)
+    cors = {"Access-Control-Allow-Origin": page_site.origin, "Access-Control-Expose-Headers": "ETag"}
+    faults = {
+        2: {"status": 503, "body": "<Error><Code>ServiceUnavailable</Code></Error>"},
+        3: {
+            "status": 403,
+            "body": "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+        },
+    }
+
+    async def fault_once(route: Route) -> None:
+        number = int(httpx.URL(route.request.url).params.get("partNumber", "0"))
+        fault = faults.pop(number, None) if route.request.method == "PUT" else None
+        if fault is None:
+            await route.continue_()
+            return
+        await route.fulfill(status=fault["status"], body=fault["body"], headers=cors)
+
+    await web_page.route("**/*partNumber=*", fault_once)
+    puts = part_puts(web_page)
+    policy = "{ maxAttempts: 4, baseDelayMs: 1, maxDelayMs: 5, uniform: Math.random }"
+    await web_page.evaluate(
+        f"harness.start('/faults.bin', 'faults.bin', 1, {{ multipartThreshold: 0, partSize: {PART_SIZE},"
+        f" resumeStore: 'memory', retry: {policy} }})"
+    )
+    result = await web_page.evaluate("harness.finish()")
+
+    assert faults == {}  # both faults were served
+    assert "retrying" in result["events"]
+    assert "url-renewed" in result["events"]
+    assert sorted(puts) == [1, 2, 2, 3, 3, 4, 5]
+    # Signed in batches, then part 3 alone again once storage called its URL expired.
+    assert [request["partNumbers"] for method, request in calls if method == "SignParts"] == [
+        [1, 2, 3, 4, 5],
+        [3],
+    ]
+    await status_events.wait_for_status(result["fileId"], resources_pb2.FILE_STATUS_READY)
+    assert await stored_object_sha256(alice, result["fileId"]) == hashlib.sha256(body).hexdigest()
