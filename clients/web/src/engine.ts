@@ -23,7 +23,7 @@ import { type ChecksumName, digestOfRange } from "./hashing.js";
 import { type Progress, ProgressMeter } from "./progress.js";
 import { LocalStorageResumeStore, MemoryResumeStore, type ResumeRecord, type ResumeStore, resumeKey } from "./resume-state.js";
 import { callWithRetries, defaultRetryPolicy, type RetryPolicy } from "./retry.js";
-import { PauseGate, putRange, type Signer, type TransferEvent } from "./storage.js";
+import { anySignal, PauseGate, putRange, type Signer, type TransferEvent } from "./storage.js";
 
 const MIB = 1024 * 1024;
 
@@ -412,9 +412,10 @@ export class UploadEngine {
       return prepared;
     };
 
+    // The first part that fails for good stops the others (their PUTs are cut), as one error.
     const failed = new AbortController();
     let cursor = 0;
-    const context = this.context(task, meter, request.onEvent);
+    const context = { ...this.context(task, meter, request.onEvent), signal: anySignal([signal, failed.signal]) };
     const lane = async (): Promise<void> => {
       while (cursor < missing.length && !failed.signal.aborted) {
         const index = cursor++;

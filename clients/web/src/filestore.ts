@@ -46,6 +46,8 @@ export interface Filestore {
   upload(file: Blob, request?: UploadRequest): UploadTask;
   /** A short-lived GET URL for a READY file (`inline`: for <img>/<video>, else a download). */
   downloadUrl(fileId: string, options?: { inline?: boolean; ttlSeconds?: number }): Promise<DownloadUrl>;
+  /** Makes the browser download a READY file under its name (a short-lived URL, opened by a link). */
+  saveFile(fileId: string): Promise<void>;
   /** Polls the file until it is READY, QUARANTINED, FAILED or DELETED, and answers it. */
   watchFile(fileId: string, options?: WatchOptions): Promise<FileResource>;
 }
@@ -88,6 +90,16 @@ export function createFilestore(config: FilestoreConfig): Filestore {
           }),
         retry,
       ),
+    async saveFile(fileId) {
+      const { url } = await this.downloadUrl(fileId);
+      // Storage answers it with Content-Disposition: attachment, so the page stays where it is.
+      const link = document.createElement("a");
+      link.href = url;
+      link.rel = "noopener";
+      document.body.append(link);
+      link.click();
+      link.remove();
+    },
     async watchFile(fileId, options = {}) {
       const deadline = Date.now() + (options.timeoutMs ?? 600_000);
       let interval = options.intervalMs ?? 500;

@@ -51,7 +51,16 @@ export class PauseGate {
   async wait(signal: AbortSignal): Promise<void> {
     while (this.paused) {
       if (signal.aborted) throw abortedError();
-      await Promise.race([this.opened, new Promise((_, reject) => signal.addEventListener("abort", () => reject(abortedError()), { once: true }))]);
+      let onAbort = () => undefined as void;
+      const aborted = new Promise<never>((_, reject) => {
+        onAbort = () => reject(abortedError());
+        signal.addEventListener("abort", onAbort, { once: true });
+      });
+      try {
+        await Promise.race([this.opened, aborted]);
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
     }
   }
 }
@@ -123,7 +132,7 @@ function xhrPut(request: PresignedRequest, body: Blob, onBytes: (delta: number) 
   });
 }
 
-function anySignal(signals: AbortSignal[]): AbortSignal {
+export function anySignal(signals: AbortSignal[]): AbortSignal {
   const controller = new AbortController();
   for (const signal of signals) {
     if (signal.aborted) controller.abort();
