@@ -34,6 +34,14 @@ let running;
 window.harness = {
   events: [],
   partsSent: 0,
+  /** The UploadApi uploads use: the bridge to the broker, until `connect()` names the face. */
+  api: undefined,
+
+  /** From now on, calls go to the browser face at `baseUrl` with `token`, as a page's would. */
+  connect(baseUrl, token) {
+    this.fs = filestore.createFilestore({ baseUrl, token });
+    this.api = this.fs.uploadApi;
+  },
 
   /** Starts uploading `path` (served beside this page) as a File of `name` and `lastModified`; the
    * engine options as given (resumeStore "memory" for none), `pauseAfterParts` to pause the task in
@@ -43,7 +51,7 @@ window.harness = {
     const file = new File([blob], name, { lastModified, type: "application/octet-stream" });
     const engineOptions = { ...options };
     if (options.resumeStore === "memory") engineOptions.resumeStore = new MemoryResumeStore();
-    const engine = new UploadEngine(bridgedUploadApi(), engineOptions);
+    const engine = new UploadEngine(this.api ?? bridgedUploadApi(), engineOptions);
     this.events = [];
     this.partsSent = 0;
     const task = engine.upload(file, {

@@ -41,6 +41,8 @@ export interface Filestore {
   uploads: Client<typeof UploadService>;
   files: Client<typeof MetadataService>;
   downloads: Client<typeof DownloadService>;
+  /** The UploadService calls the engine makes, over this transport (for an engine of other options). */
+  uploadApi: UploadApi;
   engine: UploadEngine;
   /** Starts an upload; see UploadRequest (resume after reload, by file id, progress, pause). */
   upload(file: Blob, request?: UploadRequest): UploadTask;
@@ -78,6 +80,7 @@ export function createFilestore(config: FilestoreConfig): Filestore {
     uploads,
     files,
     downloads,
+    uploadApi: api,
     engine,
     upload: (file, request) => engine.upload(file, request),
     downloadUrl: (fileId, options = {}) =>
