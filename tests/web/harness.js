@@ -66,6 +66,23 @@ window.harness = {
     this.task = task;
   },
 
+  /** What the page ends up knowing of a file: its settled status, and the SHA-256 of the bytes it
+   * downloads through a signed URL (READY files only), or the error it got. */
+  async settle(fileId) {
+    try {
+      const file = await this.fs.watchFile(fileId, { intervalMs: 200 });
+      const status = filestore.FileStatus[file.status];
+      if (status !== "READY") return { status };
+      const { url } = await this.fs.downloadUrl(fileId);
+      const bytes = await (await fetch(url)).arrayBuffer();
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+      return { status, sha256: Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("") };
+    } catch (error) {
+      if (!(error instanceof filestore.FilestoreError)) throw error;
+      return { error: { code: error.code, reason: error.reason } };
+    }
+  },
+
   /** The result, or the FilestoreError as the page sees it. */
   async finish() {
     let result;
