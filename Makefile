@@ -99,7 +99,7 @@ lint: env
 
 typecheck: env
 	$(VENV)/bin/mypy libs/core/src libs/server/src libs/stack/src services/metadata/src services/upload/src \
-	  services/processor/src services/download/src libs/client/src scripts
+	  services/processor/src services/download/src services/edge/src libs/client/src scripts
 
 # node-deps: the Node client's test runs clients/node with @grpc/grpc-js; buf's tests run buf.
 pytest: env system-deps node-deps

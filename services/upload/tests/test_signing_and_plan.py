@@ -15,9 +15,10 @@ from botocore.config import Config
 
 from filestore.core.env import SettingsError
 from filestore.core.errors import InvalidArgument
+from filestore.server.settings import parse_cors_origins
 from filestore.server.sigv4 import PartChecksum, PartToSign, SigV4Presigner
 from filestore.upload.plan import MAX_PARTS, MIB, MIN_PART_SIZE, plan_parts
-from filestore.upload.settings import parse_cors_origins, parse_tenant_limits
+from filestore.upload.settings import parse_tenant_limits
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ENDPOINT = "http://127.0.0.1:8333"

@@ -26,6 +26,7 @@ __all__ = [
     "MetadataSource",
     "add_metadata_source",
     "insecure_channel",
+    "plain_channel",
     "service_channel",
     "translated_errors",
 ]
@@ -76,14 +77,26 @@ def service_channel(
     deadline the caller gives them.
     """
     chain: list[grpc.aio.ClientInterceptor] = [_IdentityInterceptor(token), *interceptors]
+    return plain_channel(address, tls=tls, interceptors=chain)
+
+
+def plain_channel(
+    address: str,
+    *,
+    tls: TlsSettings | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """A channel to ``address`` that adds no identity of its own: over TLS when ``tls`` names a CA
+    (and, for mutual TLS, presents the client certificate), else plaintext. For a process that
+    passes on its callers' own tokens (the browser face, filestore-edge)."""
     if tls is None or (tls.ca_file is None and tls.client_cert_file is None):
-        return grpc.aio.insecure_channel(address, interceptors=chain)
+        return grpc.aio.insecure_channel(address, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=_read(tls.ca_file),
         private_key=_read(tls.client_key_file),
         certificate_chain=_read(tls.client_cert_file),
     )
-    return grpc.aio.secure_channel(address, credentials, interceptors=chain)
+    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors)
 
 
 def insecure_channel(address: str, *, token: Callable[[], str]) -> grpc.aio.Channel:

@@ -156,3 +156,6 @@ class Reason(enum.StrEnum):
     URL_EXPIRED = "URL_EXPIRED"
     STORAGE_REJECTED = "STORAGE_REJECTED"
     LOCAL_FILE_CHANGED = "LOCAL_FILE_CHANGED"
+
+    # the browser face (filestore-edge)
+    ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"

@@ -418,6 +418,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_LOCAL_FILE_CHANGED: _ErrorReason.ValueType  # 111
     """FAILED_PRECONDITION: the local file changed while it was being uploaded; upload it again."""
+    ERROR_REASON_ORIGIN_NOT_ALLOWED: _ErrorReason.ValueType  # 114
+    """---------------------------------------------------- the browser face (filestore-edge)
+
+    PERMISSION_DENIED: the request came from a web page whose origin is not in
+    `FILESTORE_CORS_ORIGINS` (its `Origin` header). Metadata: `origin`.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every ErrorInfo reason Filestore gives."""
@@ -804,4 +810,10 @@ URL or 429). Metadata: `status` (HTTP), `storage_code` (S3's `<Code>`), `part_nu
 """
 ERROR_REASON_LOCAL_FILE_CHANGED: ErrorReason.ValueType  # 111
 """FAILED_PRECONDITION: the local file changed while it was being uploaded; upload it again."""
+ERROR_REASON_ORIGIN_NOT_ALLOWED: ErrorReason.ValueType  # 114
+"""---------------------------------------------------- the browser face (filestore-edge)
+
+PERMISSION_DENIED: the request came from a web page whose origin is not in
+`FILESTORE_CORS_ORIGINS` (its `Origin` header). Metadata: `origin`.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

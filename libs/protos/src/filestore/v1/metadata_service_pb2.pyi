@@ -889,6 +889,72 @@ class FindAttachedStorageUploadsResponse(_message.Message):
 Global___FindAttachedStorageUploadsResponse: _TypeAlias = FindAttachedStorageUploadsResponse  # noqa: Y015
 
 @_typing.final
+class ListUploadRecordsRequest(_message.Message):
+    """Request for ListUploadRecords."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Page size, 0..100; 0 means 10. Negative or above 100 is INVALID_ARGUMENT (`INVALID_PAGE_SIZE`)."""
+    page_token: _builtins.str
+    """Token from a previous page; empty for the first page."""
+    file_id: _builtins.str
+    """Optional: only the uploads of this file."""
+    tenant: _builtins.str
+    """Service callers: the tenant of the uploads. Ignored for other callers."""
+    owner: _builtins.str
+    """Service callers: whose uploads. Ignored for other callers (they list their own)."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        owner: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUploadRecordsRequest: _TypeAlias = ListUploadRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ListUploadRecordsResponse(_message.Message):
+    """Response for ListUploadRecords."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOADS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def uploads(self) -> _containers.RepeatedCompositeFieldContainer[Global___UploadRecord]:
+        """The page of OPEN, unexpired uploads."""
+
+    def __init__(
+        self,
+        *,
+        uploads: _abc.Iterable[Global___UploadRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "uploads", b"uploads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUploadRecordsResponse: _TypeAlias = ListUploadRecordsResponse  # noqa: Y015
+
+@_typing.final
 class AuthorizeReadRequest(_message.Message):
     """Request for AuthorizeRead."""
 

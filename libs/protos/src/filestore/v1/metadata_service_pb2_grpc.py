@@ -122,6 +122,11 @@ class MetadataServiceStub:
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsResponse.FromString,
                 _registered_method=True)
+        self.ListUploadRecords = channel.unary_unary(
+                '/filestore.v1.MetadataService/ListUploadRecords',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.ListUploadRecordsRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ListUploadRecordsResponse.FromString,
+                _registered_method=True)
         self.AuthorizeRead = channel.unary_unary(
                 '/filestore.v1.MetadataService/AuthorizeRead',
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.AuthorizeReadRequest.SerializeToString,
@@ -373,6 +378,19 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUploadRecords(self, request, context):
+        """Lists an owner's OPEN uploads that have not expired, newest first (create_time, then id), with
+        keyset pagination: what the broker's ListOpenUploads answers from. Users list their own; service
+        callers name `tenant` and `owner`. `page_size` 0 means 10; the maximum is 100. Page tokens are
+        opaque and signed; a token that was altered, or reused with other filters, is INVALID_ARGUMENT
+        (`INVALID_PAGE_TOKEN`). Read-only: safe to retry.
+        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`; `INVALID_OWNER`: a service
+        caller named no tenant and owner).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AuthorizeRead(self, request, context):
         """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
         it, holds an unexpired grant, or the file is public.
@@ -594,6 +612,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.FindAttachedStorageUploads,
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsResponse.SerializeToString,
+            ),
+            'ListUploadRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUploadRecords,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ListUploadRecordsRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.ListUploadRecordsResponse.SerializeToString,
             ),
             'AuthorizeRead': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthorizeRead,
@@ -1095,6 +1118,33 @@ class MetadataService:
             '/filestore.v1.MetadataService/FindAttachedStorageUploads',
             filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsRequest.SerializeToString,
             filestore_dot_v1_dot_metadata__service__pb2.FindAttachedStorageUploadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUploadRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/ListUploadRecords',
+            filestore_dot_v1_dot_metadata__service__pb2.ListUploadRecordsRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.ListUploadRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

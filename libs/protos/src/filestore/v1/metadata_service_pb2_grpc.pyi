@@ -157,6 +157,15 @@ class MetadataServiceStub:
     At most 1,000 uploads per call. Service role only.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
     """
+    ListUploadRecords: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ListUploadRecordsRequest, _metadata_service_pb2.ListUploadRecordsResponse]
+    """Lists an owner's OPEN uploads that have not expired, newest first (create_time, then id), with
+    keyset pagination: what the broker's ListOpenUploads answers from. Users list their own; service
+    callers name `tenant` and `owner`. `page_size` 0 means 10; the maximum is 100. Page tokens are
+    opaque and signed; a token that was altered, or reused with other filters, is INVALID_ARGUMENT
+    (`INVALID_PAGE_TOKEN`). Read-only: safe to retry.
+    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`; `INVALID_OWNER`: a service
+    caller named no tenant and owner).
+    """
     AuthorizeRead: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
     it, holds an unexpired grant, or the file is public.
@@ -369,6 +378,15 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     the storage upload and died before attaching it (no part URL was ever signed for those).
     At most 1,000 uploads per call. Service role only.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
+    """
+    ListUploadRecords: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ListUploadRecordsRequest, _metadata_service_pb2.ListUploadRecordsResponse]  # type: ignore[assignment]
+    """Lists an owner's OPEN uploads that have not expired, newest first (create_time, then id), with
+    keyset pagination: what the broker's ListOpenUploads answers from. Users list their own; service
+    callers name `tenant` and `owner`. `page_size` 0 means 10; the maximum is 100. Page tokens are
+    opaque and signed; a token that was altered, or reused with other filters, is INVALID_ARGUMENT
+    (`INVALID_PAGE_TOKEN`). Read-only: safe to retry.
+    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`; `INVALID_OWNER`: a service
+    caller named no tenant and owner).
     """
     AuthorizeRead: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AuthorizeReadRequest, _metadata_service_pb2.AuthorizeReadResponse]  # type: ignore[assignment]
     """Authorizes a read: answers the file when the caller (or `principal`, for service callers) owns
@@ -675,6 +693,21 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         the storage upload and died before attaching it (no part URL was ever signed for those).
         At most 1,000 uploads per call. Service role only.
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
+        """
+
+    @_abc_1.abstractmethod
+    def ListUploadRecords(
+        self,
+        request: _metadata_service_pb2.ListUploadRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.ListUploadRecordsResponse, _abc.Awaitable[_metadata_service_pb2.ListUploadRecordsResponse]]:
+        """Lists an owner's OPEN uploads that have not expired, newest first (create_time, then id), with
+        keyset pagination: what the broker's ListOpenUploads answers from. Users list their own; service
+        callers name `tenant` and `owner`. `page_size` 0 means 10; the maximum is 100. Page tokens are
+        opaque and signed; a token that was altered, or reused with other filters, is INVALID_ARGUMENT
+        (`INVALID_PAGE_TOKEN`). Read-only: safe to retry.
+        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`; `INVALID_OWNER`: a service
+        caller named no tenant and owner).
         """
 
     @_abc_1.abstractmethod

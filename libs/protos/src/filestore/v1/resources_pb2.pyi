@@ -65,6 +65,11 @@ Conventions that hold for every RPC in package filestore.v1:
   attempts for storage, 5 s for a NATS publish) and by the time the caller has left, less a margin
   (a tenth of it, between 50 ms and 1 s), so a caller with a short deadline still learns which
   dependency did not answer instead of getting DEADLINE_EXCEEDED.
+* Browsers: the browser face (filestore-edge, docs/browser.md) serves the RPCs a user's token may
+  call over the Connect protocol and gRPC-Web, forwarded to the services, so a page gets the same
+  answers, codes and ErrorInfo as a gRPC caller. A page whose origin the deployment does not allow
+  (FILESTORE_CORS_ORIGINS) is refused PERMISSION_DENIED `ORIGIN_NOT_ALLOWED`; a service the face
+  cannot reach is UNAVAILABLE `UNAVAILABLE` (metadata `service`, retryable).
 * Ids are opaque strings (UUIDs today); clients must not parse them.
 """
 

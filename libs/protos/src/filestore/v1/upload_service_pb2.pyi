@@ -408,6 +408,66 @@ class AbortUploadRequest(_message.Message):
 Global___AbortUploadRequest: _TypeAlias = AbortUploadRequest  # noqa: Y015
 
 @_typing.final
+class ListOpenUploadsRequest(_message.Message):
+    """Request for ListOpenUploads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Page size, 0..25; 0 means 10. Negative or above 25 is INVALID_ARGUMENT (`INVALID_PAGE_SIZE`)."""
+    page_token: _builtins.str
+    """Token from a previous page (`next_page_token`); empty for the first page."""
+    file_id: _builtins.str
+    """Optional: only the uploads of this file (the id CreateUpload answered; a page that knows only
+    the file id finds its upload this way).
+    """
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        file_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpenUploadsRequest: _TypeAlias = ListOpenUploadsRequest  # noqa: Y015
+
+@_typing.final
+class ListOpenUploadsResponse(_message.Message):
+    """Response for ListOpenUploads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOADS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def uploads(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Upload]:
+        """The page of OPEN uploads, newest first, as GetUpload answers each."""
+
+    def __init__(
+        self,
+        *,
+        uploads: _abc.Iterable[_resources_pb2.Upload] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "uploads", b"uploads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOpenUploadsResponse: _TypeAlias = ListOpenUploadsResponse  # noqa: Y015
+
+@_typing.final
 class AbortUploadResponse(_message.Message):
     """Response for AbortUpload."""
 

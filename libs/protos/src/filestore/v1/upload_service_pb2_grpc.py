@@ -76,6 +76,11 @@ class UploadServiceStub:
                 request_serializer=filestore_dot_v1_dot_upload__service__pb2.AbortUploadRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_upload__service__pb2.AbortUploadResponse.FromString,
                 _registered_method=True)
+        self.ListOpenUploads = channel.unary_unary(
+                '/filestore.v1.UploadService/ListOpenUploads',
+                request_serializer=filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsResponse.FromString,
+                _registered_method=True)
 
 
 class UploadServiceServicer:
@@ -183,6 +188,28 @@ class UploadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOpenUploads(self, request, context):
+        """Lists the caller's OPEN uploads, newest first, each as GetUpload answers it: a MULTIPART upload
+        with the parts storage holds (`uploaded_parts`, as storage reports them) and a fresh
+        `session_token`; a SINGLE or POST_POLICY upload with its request signed again. This is how a
+        client resumes when its own record of an upload is gone (a reloaded page, another device, a
+        lost state file): find the upload by its file id, SignParts for the parts missing, then
+        CompleteUpload. Uploads past their expiry are not listed (they cannot complete; the reaper ends
+        them), nor completed, aborted or expired ones.
+
+        Limits: `page_size` 0 means 10, at most 25: each MULTIPART upload on a page costs one storage
+        listing of its parts per 1,000 parts, so a page costs at most 25 uploads' listings. Page tokens
+        are opaque and signed, bound to the caller and `file_id`. Read-only: safe to retry on
+        UNAVAILABLE and DEADLINE_EXCEEDED. Service callers (tenant `*`) have no uploads of their own:
+        INVALID_ARGUMENT (`INVALID_TENANT`).
+
+        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE` (metadata `max_page_size`), `INVALID_PAGE_TOKEN`),
+        UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UploadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +237,11 @@ def add_UploadServiceServicer_to_server(servicer, server):
                     servicer.AbortUpload,
                     request_deserializer=filestore_dot_v1_dot_upload__service__pb2.AbortUploadRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_upload__service__pb2.AbortUploadResponse.SerializeToString,
+            ),
+            'ListOpenUploads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOpenUploads,
+                    request_deserializer=filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,6 +395,33 @@ class UploadService:
             '/filestore.v1.UploadService/AbortUpload',
             filestore_dot_v1_dot_upload__service__pb2.AbortUploadRequest.SerializeToString,
             filestore_dot_v1_dot_upload__service__pb2.AbortUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOpenUploads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.UploadService/ListOpenUploads',
+            filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsRequest.SerializeToString,
+            filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

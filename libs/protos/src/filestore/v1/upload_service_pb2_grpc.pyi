@@ -118,6 +118,24 @@ class UploadServiceStub:
     UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup.
     `METADATA_UNAVAILABLE`: nothing changed; retry).
     """
+    ListOpenUploads: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.ListOpenUploadsRequest, _upload_service_pb2.ListOpenUploadsResponse]
+    """Lists the caller's OPEN uploads, newest first, each as GetUpload answers it: a MULTIPART upload
+    with the parts storage holds (`uploaded_parts`, as storage reports them) and a fresh
+    `session_token`; a SINGLE or POST_POLICY upload with its request signed again. This is how a
+    client resumes when its own record of an upload is gone (a reloaded page, another device, a
+    lost state file): find the upload by its file id, SignParts for the parts missing, then
+    CompleteUpload. Uploads past their expiry are not listed (they cannot complete; the reaper ends
+    them), nor completed, aborted or expired ones.
+
+    Limits: `page_size` 0 means 10, at most 25: each MULTIPART upload on a page costs one storage
+    listing of its parts per 1,000 parts, so a page costs at most 25 uploads' listings. Page tokens
+    are opaque and signed, bound to the caller and `file_id`. Read-only: safe to retry on
+    UNAVAILABLE and DEADLINE_EXCEEDED. Service callers (tenant `*`) have no uploads of their own:
+    INVALID_ARGUMENT (`INVALID_TENANT`).
+
+    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE` (metadata `max_page_size`), `INVALID_PAGE_TOKEN`),
+    UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`).
+    """
 
 @_typing.type_check_only
 class UploadServiceAsyncStub(UploadServiceStub):
@@ -205,6 +223,24 @@ class UploadServiceAsyncStub(UploadServiceStub):
     Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_COMPLETED`),
     UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup.
     `METADATA_UNAVAILABLE`: nothing changed; retry).
+    """
+    ListOpenUploads: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.ListOpenUploadsRequest, _upload_service_pb2.ListOpenUploadsResponse]  # type: ignore[assignment]
+    """Lists the caller's OPEN uploads, newest first, each as GetUpload answers it: a MULTIPART upload
+    with the parts storage holds (`uploaded_parts`, as storage reports them) and a fresh
+    `session_token`; a SINGLE or POST_POLICY upload with its request signed again. This is how a
+    client resumes when its own record of an upload is gone (a reloaded page, another device, a
+    lost state file): find the upload by its file id, SignParts for the parts missing, then
+    CompleteUpload. Uploads past their expiry are not listed (they cannot complete; the reaper ends
+    them), nor completed, aborted or expired ones.
+
+    Limits: `page_size` 0 means 10, at most 25: each MULTIPART upload on a page costs one storage
+    listing of its parts per 1,000 parts, so a page costs at most 25 uploads' listings. Page tokens
+    are opaque and signed, bound to the caller and `file_id`. Read-only: safe to retry on
+    UNAVAILABLE and DEADLINE_EXCEEDED. Service callers (tenant `*`) have no uploads of their own:
+    INVALID_ARGUMENT (`INVALID_TENANT`).
+
+    Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE` (metadata `max_page_size`), `INVALID_PAGE_TOKEN`),
+    UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`).
     """
 
 class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -320,6 +356,30 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`), FAILED_PRECONDITION (`UPLOAD_COMPLETED`),
         UNAVAILABLE (`STORAGE_UNAVAILABLE`: the record is already ABORTED; retry to finish the cleanup.
         `METADATA_UNAVAILABLE`: nothing changed; retry).
+        """
+
+    @_abc_1.abstractmethod
+    def ListOpenUploads(
+        self,
+        request: _upload_service_pb2.ListOpenUploadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_upload_service_pb2.ListOpenUploadsResponse, _abc.Awaitable[_upload_service_pb2.ListOpenUploadsResponse]]:
+        """Lists the caller's OPEN uploads, newest first, each as GetUpload answers it: a MULTIPART upload
+        with the parts storage holds (`uploaded_parts`, as storage reports them) and a fresh
+        `session_token`; a SINGLE or POST_POLICY upload with its request signed again. This is how a
+        client resumes when its own record of an upload is gone (a reloaded page, another device, a
+        lost state file): find the upload by its file id, SignParts for the parts missing, then
+        CompleteUpload. Uploads past their expiry are not listed (they cannot complete; the reaper ends
+        them), nor completed, aborted or expired ones.
+
+        Limits: `page_size` 0 means 10, at most 25: each MULTIPART upload on a page costs one storage
+        listing of its parts per 1,000 parts, so a page costs at most 25 uploads' listings. Page tokens
+        are opaque and signed, bound to the caller and `file_id`. Read-only: safe to retry on
+        UNAVAILABLE and DEADLINE_EXCEEDED. Service callers (tenant `*`) have no uploads of their own:
+        INVALID_ARGUMENT (`INVALID_TENANT`).
+
+        Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE` (metadata `max_page_size`), `INVALID_PAGE_TOKEN`),
+        UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`).
         """
 
 def add_UploadServiceServicer_to_server(servicer: UploadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

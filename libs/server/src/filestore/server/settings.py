@@ -6,6 +6,7 @@ how tokens are verified, and how long a call to another service may take.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from filestore.core.auth import TokenVerifier
@@ -19,7 +20,9 @@ __all__ = [
     "NatsSettings",
     "ObservabilitySettings",
     "S3Settings",
+    "cors_origins_from_env",
     "metadata_timeout_from_env",
+    "parse_cors_origins",
 ]
 
 
@@ -203,3 +206,26 @@ class AuthSettings:
             issuer=self.issuer,
             audience=self.audience,
         )
+
+
+#: An exact origin: scheme, host and optional port, nothing else (no wildcard, path or trailing slash).
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def parse_cors_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    """``FILESTORE_CORS_ORIGINS``: exact origins only. ``*`` is refused: any web page could then
+    drive uploads with a user's presigned URLs and read storage's answers."""
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise SettingsError(
+                f"{PREFIX}CORS_ORIGINS entry {origin!r} is not an origin like https://app.example.com "
+                "(wildcards are not accepted)"
+            )
+    return origins
+
+
+def cors_origins_from_env(env: Env) -> tuple[str, ...]:
+    """``FILESTORE_CORS_ORIGINS`` (comma-separated, default none): the web origins allowed to call
+    Filestore from a page. One list for both places a browser reaches: the bucket's CORS rules (the
+    broker applies them) and the browser face (filestore-edge)."""
+    return parse_cors_origins(env.csv(f"{PREFIX}CORS_ORIGINS"))

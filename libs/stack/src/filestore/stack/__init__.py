@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from filestore.stack.config import (
     ALL_COMPONENTS,
+    FACES,
     INFRASTRUCTURE,
     SERVICES,
     RestartPolicy,
@@ -35,6 +36,7 @@ from filestore.stack.stack import Stack
 
 __all__ = [
     "ALL_COMPONENTS",
+    "FACES",
     "INFRASTRUCTURE",
     "SERVICES",
     "ManagedProcess",

@@ -61,6 +61,11 @@ def _describe(info: StackInfo, stack_json: Path) -> str:
             for s in ("metadata", "upload", "processor", "download")
             if s in info.components
         ),
+        *(
+            [("browser", f"{e.edge_url}  (Connect and gRPC-Web; origins from FILESTORE_CORS_ORIGINS)")]
+            if "edge" in info.components
+            else []
+        ),
         ("stack.json", str(stack_json)),
         ("logs", str(info.logs_dir)),
     ]

@@ -20,6 +20,7 @@ from filestore.stack.errors import StackConfigError
 __all__ = [
     "ADMIN_GRPC_OFFSET",
     "ALL_COMPONENTS",
+    "FACES",
     "INFRASTRUCTURE",
     "SERVICES",
     "RestartPolicy",
@@ -31,8 +32,10 @@ __all__ = [
 
 INFRASTRUCTURE: Final = ("seaweedfs", "nats", "clamd")
 SERVICES: Final = ("metadata", "upload", "processor", "download")
+# HTTP faces in front of the services: the browser face (Connect and gRPC-Web), filestore-edge.
+FACES: Final = ("edge",)
 # Start order; stop runs it backwards.
-ALL_COMPONENTS: Final = (*INFRASTRUCTURE, *SERVICES)
+ALL_COMPONENTS: Final = (*INFRASTRUCTURE, *SERVICES, *FACES)
 
 # weed mini's embedded maintenance worker dials the admin server at "admin http port + 10000" and
 # ignores -admin.port.grpc, so the admin gRPC port cannot be chosen freely: it is derived.
@@ -60,6 +63,8 @@ class StackPorts:
     upload: int = 50052
     processor: int = 50053
     download: int = 50054
+    # The browser face (HTTP: Connect and gRPC-Web).
+    edge: int = 8090
     # Prometheus /metrics of each service (FILESTORE_METRICS_PORT).
     metadata_metrics: int = 9151
     upload_metrics: int = 9152

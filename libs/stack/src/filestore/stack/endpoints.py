@@ -22,6 +22,7 @@ keys and the token secret stay in their own 0600 files, which it names. Format, 
       "upload_addr": "127.0.0.1:50052",
       "processor_addr": "127.0.0.1:50053",
       "download_addr": "127.0.0.1:50054",
+      "edge_url": "http://127.0.0.1:8090",
       "clamd_addr": "127.0.0.1:3320",
       "metrics_urls": {"metadata": "http://127.0.0.1:9151/metrics", "upload": ..., ...},
       "components": ["seaweedfs", "nats", "metadata", "upload", "processor", "download"],
@@ -52,7 +53,7 @@ from filestore.stack.credentials import (
     write_private_file,
 )
 from filestore.stack.errors import StackConfigError
-from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_nats, probe_s3
+from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_http_health, probe_nats, probe_s3
 
 __all__ = ["STACK_JSON_VERSION", "StackEndpoints", "StackInfo", "check_health", "load_stack_json"]
 
@@ -79,6 +80,9 @@ class StackEndpoints:
     download_addr: str
     #: clamd's TCP address (host:port), for the processor's virus scan.
     clamd_addr: str
+    #: The browser face's base URL (Connect and gRPC-Web): ``{edge_url}/filestore.v1.UploadService/...``.
+    #: Empty in a stack.json written before the face existed.
+    edge_url: str = ""
     credentials: StackCredentials
     #: Each service's Prometheus endpoint, by service name (absent from a stack.json written by an
     #: older stack, or by a stack whose services expose none).
@@ -134,6 +138,7 @@ class StackEndpoints:
             processor_addr=f"{host}:{ports.processor}",
             download_addr=f"{host}:{ports.download}",
             clamd_addr=f"{host}:{ports.clamd}",
+            edge_url=f"http://{host}:{ports.edge}",
             credentials=credentials,
             metrics_urls={
                 service: f"http://{host}:{ports.metrics_port(service)}/metrics" for service in SERVICES
@@ -158,6 +163,7 @@ class StackEndpoints:
             "processor_addr": self.processor_addr,
             "download_addr": self.download_addr,
             "clamd_addr": self.clamd_addr,
+            "edge_url": self.edge_url,
         }
 
 
@@ -211,10 +217,15 @@ def load_stack_json(path: Path) -> StackInfo:
             auth_secret=read_auth_secret(auth_secret_file),
             service_s3_keys=read_service_s3_keys(s3_credentials_file),
         )
-        endpoint_fields = StackEndpoints.__dataclass_fields__.keys() - {"credentials", "metrics_urls"}
+        endpoint_fields = StackEndpoints.__dataclass_fields__.keys() - {
+            "credentials",
+            "metrics_urls",
+            "edge_url",
+        }
         endpoints = StackEndpoints(
             credentials=credentials,
             metrics_urls={str(k): str(v) for k, v in dict(data.get("metrics_urls", {})).items()},
+            edge_url=str(data.get("edge_url", "")),
             **{k: str(data[k]) for k in endpoint_fields},
         )
         return StackInfo(
@@ -246,6 +257,8 @@ async def check_health(endpoints: StackEndpoints, components: tuple[str, ...]) -
             return await probe_nats(endpoints.nats_monitor_url)
         if component == "clamd":
             return await probe_clamd(endpoints.clamd_addr)
+        if component == "edge":
+            return await probe_http_health(endpoints.edge_url)
         return await probe_grpc_health(endpoints.service_addr(component))
 
     results = await asyncio.gather(*(probe(c) for c in components))

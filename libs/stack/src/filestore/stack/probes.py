@@ -110,6 +110,21 @@ async def probe_nats(monitor_url: str) -> tuple[bool, str]:
     return await asyncio.to_thread(_nats_healthz, monitor_url)
 
 
+def _http_health(url: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1.0) as response:
+            return response.status == 200, f"healthz: HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"healthz: HTTP {exc.code}"
+    except OSError as exc:
+        return False, f"healthz: {exc}"
+
+
+async def probe_http_health(url: str) -> tuple[bool, str]:
+    """Ready when ``url``/healthz answers 200 (the browser face)."""
+    return await asyncio.to_thread(_http_health, url)
+
+
 async def probe_grpc_health(address: str, *, rpc_timeout_s: float = 1.0) -> tuple[bool, str]:
     """Ready when grpc.health.v1 Check for the overall server (service "") answers SERVING."""
     # A fresh channel per probe: a shared one would back off exponentially while the server boots.

@@ -29,6 +29,7 @@ from typing import Final, Self
 
 from filestore.stack.config import (
     ADMIN_GRPC_OFFSET,
+    FACES,
     INFRASTRUCTURE,
     SERVICES,
     StackConfig,
@@ -37,7 +38,7 @@ from filestore.stack.config import (
 from filestore.stack.credentials import StackCredentials, load_or_create_credentials, write_private_file
 from filestore.stack.endpoints import StackEndpoints, StackInfo, check_health
 from filestore.stack.errors import StackConfigError, StackError, StackPortInUseError, StackStartError
-from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_nats, probe_s3
+from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_http_health, probe_nats, probe_s3
 from filestore.stack.process import ManagedProcess, exit_description, find_executable, tail
 
 __all__ = ["Stack"]
@@ -53,6 +54,7 @@ _COMPONENT_PORTS: Final[dict[str, tuple[str, ...]]] = {
     "nats": ("nats", "nats_monitor"),
     "clamd": ("clamd",),
     **{service: (service, f"{service}_metrics") for service in SERVICES},
+    "edge": ("edge",),
 }  # fmt: skip
 _WEED_GRPC_PORTS: Final = ("master_grpc", "volume_grpc", "filer_grpc", "s3_grpc", "admin_grpc")
 # Unix socket paths are limited to 108 bytes; a deep FILESTORE_HOME falls back to a short path.
@@ -188,7 +190,8 @@ class Stack:
         budget = self.config.stop_timeout_s
         try:
             # Services get half the budget, so infrastructure always keeps time for a clean stop.
-            await self._stop_group(reversed(SERVICES), budget / 2)
+            await self._stop_group(reversed(FACES), budget / 4)
+            await self._stop_group(reversed(SERVICES), budget / 4)
             await self._stop_group(reversed(INFRASTRUCTURE), budget / 2)
         finally:
             self._release_home_lock()
@@ -296,6 +299,8 @@ class Stack:
             return lambda: probe_nats(endpoints.nats_monitor_url)
         if component == "clamd":
             return lambda: probe_clamd(endpoints.clamd_addr)
+        if component == "edge":
+            return lambda: probe_http_health(endpoints.edge_url)
         address = endpoints.service_addr(component)
         return lambda: probe_grpc_health(address)
 
@@ -336,6 +341,8 @@ class Stack:
             argv, env, cwd = self._nats_command(), dict(os.environ), self.paths.nats
         elif component == "clamd":
             argv, env, cwd = self._clamd_command(), dict(os.environ), self.paths.clamd
+        elif component == "edge":
+            argv, env, cwd = [_require_executable("filestore-edge")], self._edge_env(), self.paths.home
         else:
             argv = list(
                 self.config.commands.get(component) or [_require_executable(f"filestore-{component}")]
@@ -506,6 +513,23 @@ class Stack:
         if service == "processor":
             env["FILESTORE_FILER_GRPC"] = endpoints.filer_grpc
             env["FILESTORE_CLAMD_ADDR"] = endpoints.clamd_addr if "clamd" in self.components else _NO_SCANNER
+        return env
+
+    def _edge_env(self) -> dict[str, str]:
+        """The browser face forwards to the services; it holds no secret (callers bring their
+        tokens). Its allowed origins, FILESTORE_CORS_ORIGINS, come from the stack's environment, as
+        the broker's do, so that the page's origin is allowed by both the face and the bucket."""
+        endpoints = self.endpoints
+        env = dict(os.environ)
+        env.update(
+            PYTHONUNBUFFERED="1",
+            FILESTORE_LISTEN=f"{self.config.host}:{self.config.ports.edge}",
+            FILESTORE_LOG_LEVEL=self.config.log_level,
+            FILESTORE_UPLOAD_ADDR=endpoints.upload_addr,
+            FILESTORE_METADATA_ADDR=endpoints.metadata_addr,
+            FILESTORE_DOWNLOAD_ADDR=endpoints.download_addr,
+            FILESTORE_PROCESSOR_ADDR=endpoints.processor_addr,
+        )
         return env
 
     def _socket_dir(self) -> Path:

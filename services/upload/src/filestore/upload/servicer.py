@@ -6,6 +6,7 @@ The broker never touches file content: it signs requests, makes control calls to
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -152,6 +153,11 @@ def _current_parts(record: Record, parts: list[StoredPart]) -> dict[int, StoredP
     return chosen
 
 
+#: ListOpenUploads' page: the default, and the most, each a listing of parts in storage at worst.
+DEFAULT_OPEN_UPLOADS_PAGE = 10
+MAX_OPEN_UPLOADS_PAGE = 25
+
+
 class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     def __init__(
         self,
@@ -243,6 +249,38 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     ) -> resources_pb2.Upload:
         principal = current_principal()
         record = await self._own_record(request.upload_id, principal)
+        return await self._resumable_view(record, principal)
+
+    async def ListOpenUploads(
+        self, request: upload_service_pb2.ListOpenUploadsRequest, context: Context
+    ) -> upload_service_pb2.ListOpenUploadsResponse:
+        principal = current_principal()
+        if not 0 <= request.page_size <= MAX_OPEN_UPLOADS_PAGE:
+            # Bounded well below the catalogue's own maximum: every multipart upload on a page costs
+            # a listing of its parts in storage.
+            raise InvalidArgument(
+                f"page_size must be between 0 and {MAX_OPEN_UPLOADS_PAGE}",
+                reason=Reason.INVALID_PAGE_SIZE,
+                metadata={"max_page_size": str(MAX_OPEN_UPLOADS_PAGE)},
+            )
+        with translated_errors():
+            page = await self._metadata.ListUploadRecords(
+                metadata_service_pb2.ListUploadRecordsRequest(
+                    page_size=request.page_size or DEFAULT_OPEN_UPLOADS_PAGE,
+                    page_token=request.page_token,
+                    file_id=request.file_id,
+                    tenant=principal.tenant,
+                    owner=principal.subject,
+                )
+            )
+        uploads = await asyncio.gather(*(self._resumable_view(record, principal) for record in page.uploads))
+        return upload_service_pb2.ListOpenUploadsResponse(
+            uploads=uploads, next_page_token=page.next_page_token
+        )
+
+    async def _resumable_view(self, record: Record, principal: Principal) -> resources_pb2.Upload:
+        """The upload as GetUpload answers it: the client view, and for an OPEN multipart upload the
+        parts storage holds (one listing of storage per 1,000 parts)."""
         upload = self._client_view(record, caller=principal)
         if (
             record.kind == Kind.UPLOAD_KIND_MULTIPART

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,6 +13,7 @@ from filestore.server.settings import (
     GrpcServerSettings,
     NatsSettings,
     S3Settings,
+    cors_origins_from_env,
     metadata_timeout_from_env,
 )
 from filestore.upload.session import SESSION_KEY_MIN_CHARS
@@ -26,7 +26,6 @@ SINGLE_PUT_LIMIT = 5 * 1024**3
 MAX_OBJECT_BYTES = 5 * 1024**4
 MIB = 1024**2
 # A browser origin: scheme, host, optional port; nothing after it (no path, no wildcard).
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +93,7 @@ class UploadSettings:
             ),
             first_part_urls=env.integer(f"{PREFIX}FIRST_PART_URLS", 16, minimum=0, maximum=1000),
             tenant_limits=parse_tenant_limits(env.optional_str(f"{PREFIX}TENANT_LIMITS")),
-            cors_origins=parse_cors_origins(env.csv(f"{PREFIX}CORS_ORIGINS")),
+            cors_origins=cors_origins_from_env(env),
             reaper_interval_s=env.number(f"{PREFIX}REAPER_INTERVAL_S", 60.0, minimum=0.0),
             reaper_batch=env.integer(f"{PREFIX}REAPER_BATCH", 100, minimum=1, maximum=500),
             reaper_lease_s=env.integer(f"{PREFIX}REAPER_LEASE_S", 300, minimum=1, maximum=3600),
@@ -156,15 +155,3 @@ def parse_tenant_limits(raw: str | None) -> dict[str, TenantLimits]:
             max_upload_bytes=maximum, allowed_content_types=tuple(item.lower() for item in types)
         )
     return limits
-
-
-def parse_cors_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
-    """``FILESTORE_CORS_ORIGINS``: exact origins only. ``*`` is refused: any web page could then
-    drive uploads with a user's presigned URLs and read storage's answers."""
-    for origin in origins:
-        if not _ORIGIN.match(origin):
-            raise SettingsError(
-                f"{PREFIX}CORS_ORIGINS entry {origin!r} is not an origin like https://app.example.com "
-                "(wildcards are not accepted)"
-            )
-    return origins

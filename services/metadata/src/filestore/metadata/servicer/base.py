@@ -35,6 +35,7 @@ class ServicerBase(metadata_service_pb2_grpc.MetadataServiceServicer):
         self._unit = UnitOfWork(sessions)
         self._objects = objects
         self._page_tokens = PageTokens(page_token_secret, purpose="ListFiles")
+        self._upload_page_tokens = PageTokens(page_token_secret, purpose="ListUploadRecords")
 
     @staticmethod
     def _tenant(principal: Principal, requested: str) -> str | None:

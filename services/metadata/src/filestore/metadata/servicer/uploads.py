@@ -1,9 +1,9 @@
 """The upload RPCs: BeginUpload, GetUploadRecord, AttachStorageUpload, CompleteUploadRecord,
-EndUploadRecord, and the reaper's ClaimExpiredUploads and FindAttachedStorageUploads."""
+EndUploadRecord, ListUploadRecords, and the reaper's ClaimExpiredUploads and FindAttachedStorageUploads."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +14,7 @@ from filestore.metadata import convert
 from filestore.metadata.db import models, store
 from filestore.metadata.servicer.base import Context, ServicerBase
 from filestore.metadata.servicer.unit_of_work import Idempotency
+from filestore.server.pagetokens import request_fingerprint
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import resources_pb2
 
@@ -21,6 +22,8 @@ __all__ = ["UploadRpcs"]
 
 #: FindAttachedStorageUploads looks up at most this many (a page of ListMultipartUploads).
 MAX_STORAGE_UPLOADS_PER_CALL = 1000
+#: ListUploadRecords' page when the caller asks for none.
+DEFAULT_UPLOAD_PAGE_SIZE = 10
 
 
 class UploadRpcs(ServicerBase):
@@ -228,6 +231,55 @@ class UploadRpcs(ServicerBase):
             )
         return pb.FindAttachedStorageUploadsResponse(
             uploads=[upload for upload in request.uploads if (upload.key, upload.storage_upload_id) in held]
+        )
+
+    async def ListUploadRecords(
+        self, request: pb.ListUploadRecordsRequest, context: Context
+    ) -> pb.ListUploadRecordsResponse:
+        principal = current_principal()
+        # Whose uploads: the caller's own, or those a service names (as for whom a file is made).
+        tenant, owner = self._creator(
+            principal, resources_pb2.File(tenant=request.tenant, owner=request.owner)
+        )
+        if request.page_size < 0:
+            raise InvalidArgument(
+                "page_size must not be negative",
+                reason=Reason.INVALID_PAGE_SIZE,
+                metadata={"max_page_size": str(store.MAX_UPLOAD_PAGE_SIZE)},
+            )
+        # The token is bound to what is listed: whose uploads and which file (a user's own request
+        # names no tenant or owner, so those are added to the fingerprint explicitly).
+        scoped = pb.ListUploadRecordsRequest()
+        scoped.CopyFrom(request)
+        scoped.tenant, scoped.owner = tenant, owner
+        fingerprint = request_fingerprint(scoped)
+        after = None
+        if request.page_token:
+            position = self._upload_page_tokens.decode(request.page_token, fingerprint=fingerprint)
+            try:
+                after = store.UploadCursor(created_at=datetime.fromisoformat(position["c"]), id=position["i"])
+            except (KeyError, ValueError):
+                raise InvalidArgument(
+                    "the page token is malformed", reason=Reason.INVALID_PAGE_TOKEN
+                ) from None
+        async with self._unit.read() as session:
+            page = await store.list_open_uploads(
+                session,
+                tenant=tenant,
+                owner=owner,
+                file_id=request.file_id,
+                page_size=request.page_size or DEFAULT_UPLOAD_PAGE_SIZE,
+                after=after,
+            )
+        token = ""
+        if page.next_cursor is not None:
+            token = self._upload_page_tokens.encode(
+                {"c": page.next_cursor.created_at.isoformat(), "i": page.next_cursor.id},
+                fingerprint=fingerprint,
+            )
+        return pb.ListUploadRecordsResponse(
+            uploads=[convert.upload_record(upload, file) for upload, file in page.uploads],
+            next_page_token=token,
         )
 
     async def _upload_and_file(

@@ -112,6 +112,9 @@ from filestore.metadata.db.store.results import (
     set_processing_result,
 )
 from filestore.metadata.db.store.uploads import (
+    MAX_UPLOAD_PAGE_SIZE,
+    OpenUploadPage,
+    UploadCursor,
     UploadOutcome,
     attach_storage_upload,
     attached_storage_uploads,
@@ -119,6 +122,7 @@ from filestore.metadata.db.store.uploads import (
     complete_upload,
     end_upload,
     get_upload,
+    list_open_uploads,
     list_uploads,
     record_upload,
     set_upload_state,
@@ -126,6 +130,7 @@ from filestore.metadata.db.store.uploads import (
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "MAX_UPLOAD_PAGE_SIZE",
     "SETTLED_OUTCOMES",
     "STATES_WITH_BYTES",
     "BlobLink",
@@ -136,6 +141,8 @@ __all__ = [
     "FileFilter",
     "FilePage",
     "IdempotentSave",
+    "OpenUploadPage",
+    "UploadCursor",
     "UploadOutcome",
     "VerifiedContent",
     "add_derivative",
@@ -168,6 +175,7 @@ __all__ = [
     "list_derivatives",
     "list_files",
     "list_grants",
+    "list_open_uploads",
     "list_processing_results",
     "list_uploads",
     "live_reference_count",

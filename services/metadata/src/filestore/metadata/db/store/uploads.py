@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.errors import (
@@ -110,6 +110,67 @@ async def get_upload(session: AsyncSession, *, tenant: str | None, upload_id: st
     if upload is None:
         raise upload_not_found(upload_id)
     return upload
+
+
+@dataclass(frozen=True, slots=True)
+class UploadCursor:
+    """Position after the last upload of a page; the servicer turns it into a signed token."""
+
+    created_at: datetime
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUploadPage:
+    #: Each OPEN, unexpired upload with its file.
+    uploads: list[tuple[Upload, File]]
+    next_cursor: UploadCursor | None
+
+
+#: The most uploads ListUploadRecords answers in one page.
+MAX_UPLOAD_PAGE_SIZE = 100
+
+
+async def list_open_uploads(
+    session: AsyncSession,
+    *,
+    tenant: str,
+    owner: str,
+    file_id: str = "",
+    page_size: int,
+    after: UploadCursor | None = None,
+) -> OpenUploadPage:
+    """One page of ``owner``'s OPEN uploads that have not expired (with their files), newest first
+    (``created_at``, then ``id``), keyset-paginated like :func:`.files.list_files`."""
+    if not 1 <= page_size <= MAX_UPLOAD_PAGE_SIZE:
+        raise InvalidArgument(
+            f"page_size must be between 1 and {MAX_UPLOAD_PAGE_SIZE}",
+            reason=Reason.INVALID_PAGE_SIZE,
+            metadata={"max_page_size": str(MAX_UPLOAD_PAGE_SIZE)},
+        )
+    stmt = (
+        select(Upload, File)
+        .join(File, File.id == Upload.file_id)
+        .where(
+            Upload.tenant == tenant,
+            File.tenant == tenant,
+            File.owner == owner,
+            Upload.state == UploadState.OPEN,
+            Upload.expires_at > utcnow(),
+        )
+    )
+    if file_id:
+        stmt = stmt.where(Upload.file_id == file_id)
+    if after is not None:
+        stmt = stmt.where(tuple_(Upload.created_at, Upload.id) < (after.created_at, after.id))
+    stmt = stmt.order_by(Upload.created_at.desc(), Upload.id.desc()).limit(page_size + 1)
+    rows = [(upload, file) for upload, file in (await session.execute(stmt)).all()]
+    next_cursor = None
+    if len(rows) > page_size:
+        rows = rows[:page_size]
+        last = rows[-1][0]
+        next_cursor = UploadCursor(created_at=last.created_at, id=last.id)
+    return OpenUploadPage(uploads=rows, next_cursor=next_cursor)
 
 
 async def list_uploads(session: AsyncSession, *, tenant: str | None, file_id: str) -> list[Upload]:
