@@ -4,16 +4,27 @@ allows. The pages import the browser client as `make web` bundles it (clients/we
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import grpc
+import httpx
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+from playwright.async_api import Page, Request
+
+from filestore.v1 import upload_service_pb2
+from tests.support import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The test pages (HTML and the harness that drives the client).
@@ -76,3 +87,57 @@ class PageSite:
 
     origin: str
     root: Path
+
+
+REQUESTS: dict[str, type[Message]] = {
+    "CreateUpload": upload_service_pb2.CreateUploadRequest,
+    "GetUpload": upload_service_pb2.GetUploadRequest,
+    "SignParts": upload_service_pb2.SignPartsRequest,
+    "CompleteUpload": upload_service_pb2.CompleteUploadRequest,
+    "AbortUpload": upload_service_pb2.AbortUploadRequest,
+}
+
+
+async def bridge_to_broker(page: Page, client: Client) -> list[tuple[str, dict[str, Any]]]:
+    """``window.filestoreCall(method, requestJson)``: the UploadService call made with ``client``'s
+    token over gRPC, answered as protobuf JSON (or the error's code, message and details). Answers
+    the list of the calls made, as (method, request JSON)."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def call(method: str, request: dict[str, Any]) -> dict[str, Any]:
+        calls.append((method, request))
+        rpc: Callable[[Message], Awaitable[Message]] = getattr(client.upload, method)
+        try:
+            response = await rpc(json_format.ParseDict(request, REQUESTS[method]()))
+        except grpc.aio.AioRpcError as error:
+            return {
+                "error": {
+                    "code": error.code().value[0],
+                    "message": error.details() or "",
+                    "details": _details(error),
+                }
+            }
+        return {"response": json_format.MessageToDict(response)}
+
+    await page.expose_function("filestoreCall", call)
+    return calls
+
+
+def _details(error: grpc.aio.AioRpcError) -> list[dict[str, str]]:
+    """The google.rpc.Status details of a failed call, as Connect carries them (type name, base64 bytes)."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
+    status = status_pb2.Status.FromString(raw if isinstance(raw, bytes) else raw.encode())
+    return [{"type": d.TypeName(), "value": base64.b64encode(d.value).decode()} for d in status.details]
+
+
+def part_puts(page: Page) -> list[int]:
+    """The part numbers of the PUTs the page sends from now on (preflights are OPTIONS, not counted)."""
+    numbers: list[int] = []
+
+    def seen(request: Request) -> None:
+        if request.method == "PUT":
+            query = httpx.URL(request.url).params
+            numbers.append(int(query.get("partNumber", "0")))
+
+    page.on("request", seen)
+    return numbers

@@ -47,8 +47,11 @@ async def stack(
             database_url = await resources.enter_async_context(scratch_postgres_database())
         home: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
         extra_env = traced_services(home)
-        # The broker sets the bucket's CORS rules from this at start: the test pages may PUT parts.
-        extra_env["upload"] = {**extra_env["upload"], "FILESTORE_CORS_ORIGINS": page_site.origin}
+        # The test pages' origin, allowed by the face and (the broker sets the bucket's CORS rules
+        # from it at start) by storage: the pages may call the face and PUT parts.
+        pages_allowed = {"FILESTORE_CORS_ORIGINS": page_site.origin}
+        extra_env["upload"] = {**extra_env["upload"], **pages_allowed}
+        extra_env["edge"] = {**extra_env.get("edge", {}), **pages_allowed}
         config = StackConfig(
             home=home,
             ports=StackPorts.free(),

@@ -6,22 +6,16 @@ browser face. Every byte goes from the page to storage through the presigned URL
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
 import httpx
 import pytest
-from google.protobuf import json_format
-from google.protobuf.message import Message
-from google.rpc import status_pb2
-from playwright.async_api import Page, Request, Route
+from playwright.async_api import Page, Route
 
 from filestore.v1 import download_service_pb2, resources_pb2, upload_service_pb2
-from tests.browser import PageSite
+from tests.browser import PageSite, bridge_to_broker, part_puts
 from tests.support import Client, StatusEvents, get_file
 
 pytestmark = pytest.mark.local_stack  # the stack's CORS must allow the test pages' origin
@@ -31,62 +25,9 @@ PART_SIZE = 5 * MIB
 #: Five parts: four of 5 MiB and a last one of 3 MiB.
 SIZE = 23 * MIB
 
-_REQUESTS: dict[str, type[Message]] = {
-    "CreateUpload": upload_service_pb2.CreateUploadRequest,
-    "GetUpload": upload_service_pb2.GetUploadRequest,
-    "SignParts": upload_service_pb2.SignPartsRequest,
-    "CompleteUpload": upload_service_pb2.CompleteUploadRequest,
-    "AbortUpload": upload_service_pb2.AbortUploadRequest,
-}
-
-
-async def bridge_to_broker(page: Page, client: Client) -> list[tuple[str, dict[str, Any]]]:
-    """``window.filestoreCall(method, requestJson)``: the UploadService call made with ``client``'s
-    token over gRPC, answered as protobuf JSON (or the error's code, message and details). Answers
-    the list of the calls made, as (method, request JSON)."""
-    calls: list[tuple[str, dict[str, Any]]] = []
-
-    async def call(method: str, request: dict[str, Any]) -> dict[str, Any]:
-        calls.append((method, request))
-        rpc: Callable[[Message], Awaitable[Message]] = getattr(client.upload, method)
-        try:
-            response = await rpc(json_format.ParseDict(request, _REQUESTS[method]()))
-        except grpc.aio.AioRpcError as error:
-            return {
-                "error": {
-                    "code": error.code().value[0],
-                    "message": error.details() or "",
-                    "details": _details(error),
-                }
-            }
-        return {"response": json_format.MessageToDict(response)}
-
-    await page.expose_function("filestoreCall", call)
-    return calls
-
-
-def _details(error: grpc.aio.AioRpcError) -> list[dict[str, str]]:
-    """The google.rpc.Status details of a failed call, as Connect carries them (type name, base64 bytes)."""
-    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin", b"")
-    status = status_pb2.Status.FromString(raw if isinstance(raw, bytes) else raw.encode())
-    return [{"type": d.TypeName(), "value": base64.b64encode(d.value).decode()} for d in status.details]
-
 
 def file_body(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-def part_puts(page: Page) -> list[int]:
-    """The part numbers of the PUTs the page sends from now on (preflights are OPTIONS, not counted)."""
-    numbers: list[int] = []
-
-    def seen(request: Request) -> None:
-        if request.method == "PUT":
-            query = httpx.URL(request.url).params
-            numbers.append(int(query.get("partNumber", "0")))
-
-    page.on("request", seen)
-    return numbers
 
 
 async def stored_object_sha256(client: Client, file_id: str) -> str:

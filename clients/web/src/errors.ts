@@ -14,6 +14,9 @@ export const ClientReason = {
   URL_EXPIRED: "URL_EXPIRED",
   /** The caller aborted the upload (`UploadTask.abort()`) or its AbortSignal fired. */
   ABORTED: "ABORTED",
+  /** The face did not answer: no connection, or a refusal the browser hides from the page (an origin
+   * the face does not allow fails its CORS check exactly like a network error). Retryable. */
+  NETWORK_ERROR: "NETWORK_ERROR",
   /** The file did not settle (READY, QUARANTINED, FAILED, DELETED) before the watch gave up. */
   WATCH_TIMEOUT: "WATCH_TIMEOUT",
 } as const;
@@ -89,6 +92,16 @@ function decodeErrorInfo(bytes: Uint8Array): ErrorInfo {
 export function errorFromConnect(error: unknown): FilestoreError {
   if (error instanceof FilestoreError) return error;
   const connect = ConnectError.from(error);
+  // fetch rejects with a TypeError when no answer reached the page, which Connect reports as
+  // UNKNOWN; it is the transient failure a retry may cure, as UNAVAILABLE is.
+  if (connect.code === Code.Unknown && connect.cause instanceof TypeError) {
+    return new FilestoreError(`the face did not answer: ${connect.cause.message}`, {
+      code: Code.Unavailable,
+      reason: ClientReason.NETWORK_ERROR,
+      domain: "client",
+      cause: error,
+    });
+  }
   const detail = connect.details.find((d) => "type" in d && d.type === ERROR_INFO);
   const info = detail && detail.value instanceof Uint8Array ? decodeErrorInfo(detail.value) : undefined;
   return new FilestoreError(connect.rawMessage, {

@@ -72,6 +72,8 @@ export function createFilestore(config: FilestoreConfig): Filestore {
     signParts: (request, options) => uploads.signParts(request, options),
     completeUpload: (request, options) => uploads.completeUpload(request, options),
     abortUpload: (request, options) => uploads.abortUpload(request, options),
+    // Newest first: the caller's latest OPEN upload of the file is the one to continue.
+    findOpenUpload: async (fileId, options) => (await uploads.listOpenUploads({ fileId, pageSize: 1 }, options)).uploads[0]?.id,
   };
   const engine = new UploadEngine(api, { resumeScope: config.baseUrl, ...config.upload });
   const retry = engine.options.retry;

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file filestore/v1/upload_service.proto.
  */
 export const file_filestore_v1_upload_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFmaWxlc3RvcmUvdjEvdXBsb2FkX3NlcnZpY2UucHJvdG8SDGZpbGVzdG9yZS52MSLWAgoTQ3JlYXRlVXBsb2FkUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAMSFAoMY29udGVudF90eXBlGAMgASgJEg4KBnNoYTI1NhgEIAEoCRImCgRraW5kGAUgASgOMhguZmlsZXN0b3JlLnYxLlVwbG9hZEtpbmQSEQoJcGFydF9zaXplGAYgASgDEj0KBmxhYmVscxgHIAMoCzItLmZpbGVzdG9yZS52MS5DcmVhdGVVcGxvYWRSZXF1ZXN0LkxhYmVsc0VudHJ5EhIKCnJlcXVlc3RfaWQYCCABKAkSQAoXcGFydF9jaGVja3N1bV9hbGdvcml0aG0YCSABKA4yHy5maWxlc3RvcmUudjEuQ2hlY2tzdW1BbGdvcml0aG0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJeChRDcmVhdGVVcGxvYWRSZXNwb25zZRIkCgZ1cGxvYWQYASABKAsyFC5maWxlc3RvcmUudjEuVXBsb2FkEiAKBGZpbGUYAiABKAsyEi5maWxlc3RvcmUudjEuRmlsZSIlChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSK/AgoQU2lnblBhcnRzUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSFAoMcGFydF9udW1iZXJzGAIgAygFEkMKC3BhcnRfc2hhMjU2GAMgAygLMi4uZmlsZXN0b3JlLnYxLlNpZ25QYXJ0c1JlcXVlc3QuUGFydFNoYTI1NkVudHJ5EkEKCnBhcnRfY3JjMzIYBCADKAsyLS5maWxlc3RvcmUudjEuU2lnblBhcnRzUmVxdWVzdC5QYXJ0Q3JjMzJFbnRyeRIVCg1zZXNzaW9uX3Rva2VuGAUgASgJGjEKD1BhcnRTaGEyNTZFbnRyeRILCgNrZXkYASABKAUSDQoFdmFsdWUYAiABKAk6AjgBGjAKDlBhcnRDcmMzMkVudHJ5EgsKA2tleRgBIAEoBRINCgV2YWx1ZRgCIAEoCToCOAEiPQoRU2lnblBhcnRzUmVzcG9uc2USKAoJcGFydF91cmxzGAEgAygLMhUuZmlsZXN0b3JlLnYxLlBhcnRVcmwixAEKFUNvbXBsZXRlVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRJOCg5wYXJ0X2NoZWNrc3VtcxgDIAMoCzI2LmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlcXVlc3QuUGFydENoZWNrc3Vtc0VudHJ5GjQKElBhcnRDaGVja3N1bXNFbnRyeRILCgNrZXkYASABKAUSDQoFdmFsdWUYAiABKAk6AjgBImAKFkNvbXBsZXRlVXBsb2FkUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEiQKBnVwbG9hZBgCIAEoCzIULmZpbGVzdG9yZS52MS5VcGxvYWQiOwoSQWJvcnRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIjsKE0Fib3J0VXBsb2FkUmVzcG9uc2USJAoGdXBsb2FkGAEgASgLMhQuZmlsZXN0b3JlLnYxLlVwbG9hZDKoAwoNVXBsb2FkU2VydmljZRJVCgxDcmVhdGVVcGxvYWQSIS5maWxlc3RvcmUudjEuQ3JlYXRlVXBsb2FkUmVxdWVzdBoiLmZpbGVzdG9yZS52MS5DcmVhdGVVcGxvYWRSZXNwb25zZRJBCglHZXRVcGxvYWQSHi5maWxlc3RvcmUudjEuR2V0VXBsb2FkUmVxdWVzdBoULmZpbGVzdG9yZS52MS5VcGxvYWQSTAoJU2lnblBhcnRzEh4uZmlsZXN0b3JlLnYxLlNpZ25QYXJ0c1JlcXVlc3QaHy5maWxlc3RvcmUudjEuU2lnblBhcnRzUmVzcG9uc2USWwoOQ29tcGxldGVVcGxvYWQSIy5maWxlc3RvcmUudjEuQ29tcGxldGVVcGxvYWRSZXF1ZXN0GiQuZmlsZXN0b3JlLnYxLkNvbXBsZXRlVXBsb2FkUmVzcG9uc2USUgoLQWJvcnRVcGxvYWQSIC5maWxlc3RvcmUudjEuQWJvcnRVcGxvYWRSZXF1ZXN0GiEuZmlsZXN0b3JlLnYxLkFib3J0VXBsb2FkUmVzcG9uc2ViBnByb3RvMw", [file_filestore_v1_resources]);
+  fileDesc("CiFmaWxlc3RvcmUvdjEvdXBsb2FkX3NlcnZpY2UucHJvdG8SDGZpbGVzdG9yZS52MSLWAgoTQ3JlYXRlVXBsb2FkUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAMSFAoMY29udGVudF90eXBlGAMgASgJEg4KBnNoYTI1NhgEIAEoCRImCgRraW5kGAUgASgOMhguZmlsZXN0b3JlLnYxLlVwbG9hZEtpbmQSEQoJcGFydF9zaXplGAYgASgDEj0KBmxhYmVscxgHIAMoCzItLmZpbGVzdG9yZS52MS5DcmVhdGVVcGxvYWRSZXF1ZXN0LkxhYmVsc0VudHJ5EhIKCnJlcXVlc3RfaWQYCCABKAkSQAoXcGFydF9jaGVja3N1bV9hbGdvcml0aG0YCSABKA4yHy5maWxlc3RvcmUudjEuQ2hlY2tzdW1BbGdvcml0aG0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJeChRDcmVhdGVVcGxvYWRSZXNwb25zZRIkCgZ1cGxvYWQYASABKAsyFC5maWxlc3RvcmUudjEuVXBsb2FkEiAKBGZpbGUYAiABKAsyEi5maWxlc3RvcmUudjEuRmlsZSIlChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSK/AgoQU2lnblBhcnRzUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSFAoMcGFydF9udW1iZXJzGAIgAygFEkMKC3BhcnRfc2hhMjU2GAMgAygLMi4uZmlsZXN0b3JlLnYxLlNpZ25QYXJ0c1JlcXVlc3QuUGFydFNoYTI1NkVudHJ5EkEKCnBhcnRfY3JjMzIYBCADKAsyLS5maWxlc3RvcmUudjEuU2lnblBhcnRzUmVxdWVzdC5QYXJ0Q3JjMzJFbnRyeRIVCg1zZXNzaW9uX3Rva2VuGAUgASgJGjEKD1BhcnRTaGEyNTZFbnRyeRILCgNrZXkYASABKAUSDQoFdmFsdWUYAiABKAk6AjgBGjAKDlBhcnRDcmMzMkVudHJ5EgsKA2tleRgBIAEoBRINCgV2YWx1ZRgCIAEoCToCOAEiPQoRU2lnblBhcnRzUmVzcG9uc2USKAoJcGFydF91cmxzGAEgAygLMhUuZmlsZXN0b3JlLnYxLlBhcnRVcmwixAEKFUNvbXBsZXRlVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRJOCg5wYXJ0X2NoZWNrc3VtcxgDIAMoCzI2LmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlcXVlc3QuUGFydENoZWNrc3Vtc0VudHJ5GjQKElBhcnRDaGVja3N1bXNFbnRyeRILCgNrZXkYASABKAUSDQoFdmFsdWUYAiABKAk6AjgBImAKFkNvbXBsZXRlVXBsb2FkUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEiQKBnVwbG9hZBgCIAEoCzIULmZpbGVzdG9yZS52MS5VcGxvYWQiOwoSQWJvcnRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIlAKFkxpc3RPcGVuVXBsb2Fkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDwoHZmlsZV9pZBgDIAEoCSJZChdMaXN0T3BlblVwbG9hZHNSZXNwb25zZRIlCgd1cGxvYWRzGAEgAygLMhQuZmlsZXN0b3JlLnYxLlVwbG9hZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOwoTQWJvcnRVcGxvYWRSZXNwb25zZRIkCgZ1cGxvYWQYASABKAsyFC5maWxlc3RvcmUudjEuVXBsb2FkMogECg1VcGxvYWRTZXJ2aWNlElUKDENyZWF0ZVVwbG9hZBIhLmZpbGVzdG9yZS52MS5DcmVhdGVVcGxvYWRSZXF1ZXN0GiIuZmlsZXN0b3JlLnYxLkNyZWF0ZVVwbG9hZFJlc3BvbnNlEkEKCUdldFVwbG9hZBIeLmZpbGVzdG9yZS52MS5HZXRVcGxvYWRSZXF1ZXN0GhQuZmlsZXN0b3JlLnYxLlVwbG9hZBJMCglTaWduUGFydHMSHi5maWxlc3RvcmUudjEuU2lnblBhcnRzUmVxdWVzdBofLmZpbGVzdG9yZS52MS5TaWduUGFydHNSZXNwb25zZRJbCg5Db21wbGV0ZVVwbG9hZBIjLmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlcXVlc3QaJC5maWxlc3RvcmUudjEuQ29tcGxldGVVcGxvYWRSZXNwb25zZRJSCgtBYm9ydFVwbG9hZBIgLmZpbGVzdG9yZS52MS5BYm9ydFVwbG9hZFJlcXVlc3QaIS5maWxlc3RvcmUudjEuQWJvcnRVcGxvYWRSZXNwb25zZRJeCg9MaXN0T3BlblVwbG9hZHMSJC5maWxlc3RvcmUudjEuTGlzdE9wZW5VcGxvYWRzUmVxdWVzdBolLmZpbGVzdG9yZS52MS5MaXN0T3BlblVwbG9hZHNSZXNwb25zZWIGcHJvdG8z", [file_filestore_v1_resources]);
 
 /**
  * Request for CreateUpload.
@@ -333,6 +333,70 @@ export const AbortUploadRequestSchema: GenMessage<AbortUploadRequest> = /*@__PUR
   messageDesc(file_filestore_v1_upload_service, 7);
 
 /**
+ * Request for ListOpenUploads.
+ *
+ * @generated from message filestore.v1.ListOpenUploadsRequest
+ */
+export type ListOpenUploadsRequest = Message<"filestore.v1.ListOpenUploadsRequest"> & {
+  /**
+   * Page size, 0..25; 0 means 10. Negative or above 25 is INVALID_ARGUMENT (`INVALID_PAGE_SIZE`).
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * Token from a previous page (`next_page_token`); empty for the first page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Optional: only the uploads of this file (the id CreateUpload answered; a page that knows only
+   * the file id finds its upload this way).
+   *
+   * @generated from field: string file_id = 3;
+   */
+  fileId: string;
+};
+
+/**
+ * Describes the message filestore.v1.ListOpenUploadsRequest.
+ * Use `create(ListOpenUploadsRequestSchema)` to create a new message.
+ */
+export const ListOpenUploadsRequestSchema: GenMessage<ListOpenUploadsRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_upload_service, 8);
+
+/**
+ * Response for ListOpenUploads.
+ *
+ * @generated from message filestore.v1.ListOpenUploadsResponse
+ */
+export type ListOpenUploadsResponse = Message<"filestore.v1.ListOpenUploadsResponse"> & {
+  /**
+   * The page of OPEN uploads, newest first, as GetUpload answers each.
+   *
+   * @generated from field: repeated filestore.v1.Upload uploads = 1;
+   */
+  uploads: Upload[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message filestore.v1.ListOpenUploadsResponse.
+ * Use `create(ListOpenUploadsResponseSchema)` to create a new message.
+ */
+export const ListOpenUploadsResponseSchema: GenMessage<ListOpenUploadsResponse> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_upload_service, 9);
+
+/**
  * Response for AbortUpload.
  *
  * @generated from message filestore.v1.AbortUploadResponse
@@ -351,7 +415,7 @@ export type AbortUploadResponse = Message<"filestore.v1.AbortUploadResponse"> & 
  * Use `create(AbortUploadResponseSchema)` to create a new message.
  */
 export const AbortUploadResponseSchema: GenMessage<AbortUploadResponse> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 8);
+  messageDesc(file_filestore_v1_upload_service, 10);
 
 /**
  * UploadService creates, resumes, completes and aborts uploads.
@@ -474,6 +538,31 @@ export const UploadService: GenService<{
     methodKind: "unary";
     input: typeof AbortUploadRequestSchema;
     output: typeof AbortUploadResponseSchema;
+  },
+  /**
+   * Lists the caller's OPEN uploads, newest first, each as GetUpload answers it: a MULTIPART upload
+   * with the parts storage holds (`uploaded_parts`, as storage reports them) and a fresh
+   * `session_token`; a SINGLE or POST_POLICY upload with its request signed again. This is how a
+   * client resumes when its own record of an upload is gone (a reloaded page, another device, a
+   * lost state file): find the upload by its file id, SignParts for the parts missing, then
+   * CompleteUpload. Uploads past their expiry are not listed (they cannot complete; the reaper ends
+   * them), nor completed, aborted or expired ones.
+   *
+   * Limits: `page_size` 0 means 10, at most 25: each MULTIPART upload on a page costs one storage
+   * listing of its parts per 1,000 parts, so a page costs at most 25 uploads' listings. Page tokens
+   * are opaque and signed, bound to the caller and `file_id`. Read-only: safe to retry on
+   * UNAVAILABLE and DEADLINE_EXCEEDED. Service callers (tenant `*`) have no uploads of their own:
+   * INVALID_ARGUMENT (`INVALID_TENANT`).
+   *
+   * Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE` (metadata `max_page_size`), `INVALID_PAGE_TOKEN`),
+   * UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`).
+   *
+   * @generated from rpc filestore.v1.UploadService.ListOpenUploads
+   */
+  listOpenUploads: {
+    methodKind: "unary";
+    input: typeof ListOpenUploadsRequestSchema;
+    output: typeof ListOpenUploadsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_filestore_v1_upload_service, 0);
