@@ -192,7 +192,9 @@ async def test_pause_then_resume_completes_and_abort_ends_the_upload(
     assert await stored_object_sha256(alice, result["fileId"]) == hashlib.sha256(body).hexdigest()
 
     # A second upload, aborted after its first part: the broker ends it and storage drops its parts.
-    await web_page.evaluate(f"harness.start('/paused.bin', 'aborted.bin', 2, {options}, {{}}, 1)")
+    # Remembered in localStorage this time (the default store), so that forgetting it shows.
+    remembered = f"{{ multipartThreshold: 0, partSize: {PART_SIZE}, concurrency: 1 }}"
+    await web_page.evaluate(f"harness.start('/paused.bin', 'aborted.bin', 2, {remembered}, {{}}, 1)")
     await web_page.wait_for_function("harness.task.paused")
     upload_id = await web_page.evaluate("harness.events.find((event) => event.type === 'started').uploadId")
     await web_page.evaluate("harness.task.abort()")
@@ -201,6 +203,7 @@ async def test_pause_then_resume_completes_and_abort_ends_the_upload(
     assert outcome["error"]["reason"] == "ABORTED"
     upload = await alice.upload.GetUpload(upload_service_pb2.GetUploadRequest(upload_id=upload_id))
     assert upload.state == resources_pb2.UPLOAD_STATE_ABORTED
+    assert await web_page.evaluate("localStorage.length") == 0  # an aborted upload is not resumed
 
 
 async def test_transient_and_expired_answers_from_storage_are_retried_and_renewed(
