@@ -10,11 +10,13 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 # Debian packages (installed when missing and running as root): those the stack uses (libmagic for
 # the processor's type sniffing, clamd, tesseract, ffmpeg), and those only the tests need: nginx and its
-# njs module are the CDN edge of tests/test_cdn_nginx.py, which starts its own nginx (never the system's).
+# njs module are the CDN edge of tests/test_cdn_nginx.py, which starts its own nginx (never the system's);
+# chromium is the browser Playwright drives in tests/browser/ (no browser build can be downloaded).
 RUN_APT_PACKAGES := libmagic1 clamav clamav-daemon tesseract-ocr tesseract-ocr-eng ffmpeg
-APT_PACKAGES := $(RUN_APT_PACKAGES) nginx libnginx-mod-http-js
+APT_PACKAGES := $(RUN_APT_PACKAGES) nginx libnginx-mod-http-js chromium
 
-.PHONY: help run test lint typecheck proto proto-check buf-lint pytest env node-deps system-deps run-deps clean
+.PHONY: help run test lint typecheck proto proto-check buf-lint pytest env node-deps system-deps run-deps clean \
+  web web-check
 
 help:
 	@echo "make run    start the embedded stack (SeaweedFS, NATS, the four services) under \$$FILESTORE_HOME"
@@ -35,7 +37,7 @@ env: $(if $(shell command -v uv 2>/dev/null),,$(TOOLS)/bin/uv)
 # `npm install` honours package-lock.json; `npm ci` would refuse it, because the registry here
 # serves only this platform's optional buf binaries, which the lock then does not list.
 node-deps:
-	@if [ ! -x $(BUF) ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+	@if [ ! -x $(BUF) ] || [ ! -x node_modules/.bin/esbuild ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
 	  npm install --no-audit --no-fund --loglevel=error; fi
 
 # Installs the packages of $(1) that are missing, when running as root. RUNLEVEL=1: the packages' init
@@ -76,6 +78,21 @@ buf-lint: node-deps
 buf-breaking: node-deps
 	BUF=$(BUF) scripts/buf-breaking.sh
 
+# The browser client (clients/web): its generated code from protos/ (clients/web/buf.gen.yaml) must be
+# what buf generates now, it must typecheck, and it bundles into one ES module, clients/web/dist/.
+WEB := clients/web
+web: node-deps
+	node_modules/.bin/esbuild $(WEB)/src/index.ts --bundle --format=esm --target=es2022 --minify --sourcemap \
+	  --outfile=$(WEB)/dist/filestore-web.js
+
+web-check: node-deps
+	@fresh=$$(mktemp -d) && trap 'rm -rf "$$fresh"' EXIT && \
+	  $(BUF) generate --template $(WEB)/buf.gen.yaml -o "$$fresh" && \
+	  diff -r "$$fresh/$(WEB)/src/gen" $(WEB)/src/gen || { \
+	  echo "$(WEB)/src/gen is stale: run node_modules/.bin/buf generate --template $(WEB)/buf.gen.yaml"; exit 1; }
+	node_modules/.bin/tsc --noEmit -p $(WEB)
+	$(MAKE) --no-print-directory web
+
 lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -102,7 +119,7 @@ test-faults: env system-deps
 	FILESTORE_FAULT_UPLOADS=1000 FILESTORE_FAULT_SESSIONS=1000 FILESTORE_FAULT_DATABASES=sqlite,postgresql \
 	  $(VENV)/bin/pytest tests/test_faults.py -s $(PYTEST_ARGS)
 
-test: env node-deps system-deps lint typecheck buf-lint buf-breaking proto-check pytest
+test: env node-deps system-deps lint typecheck buf-lint buf-breaking proto-check web-check pytest
 
 clean:
 	rm -rf $(VENV) $(TOOLS) node_modules .mypy_cache .ruff_cache .pytest_cache

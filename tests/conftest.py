@@ -4,15 +4,17 @@ free ports in a temp dir, with the metadata database on SQLite and again on Post
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, Page, async_playwright
 
 from filestore.core.channels import insecure_channel
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import metadata_service_pb2_grpc
+from tests.browser import CHROMIUM, PageSite, install_pages, page_server
 from tests.external_stack import external_stack_from_env
 from tests.stacks import scratch_postgres_database, traced_services
 from tests.support import (
@@ -34,7 +36,7 @@ EXTERNAL_STACK = external_stack_from_env(os.environ)
     scope="session", params=["external"] if EXTERNAL_STACK is not None else ["sqlite", "postgresql"]
 )
 async def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, page_site: PageSite
 ) -> AsyncIterator[Stack]:
     if EXTERNAL_STACK is not None:
         yield EXTERNAL_STACK
@@ -44,14 +46,52 @@ async def stack(
         if request.param == "postgresql":
             database_url = await resources.enter_async_context(scratch_postgres_database())
         home: Path = tmp_path_factory.mktemp(f"stack-{request.param}")
+        extra_env = traced_services(home)
+        # The test pages' origin, allowed by the face and (the broker sets the bucket's CORS rules
+        # from it at start) by storage: the pages may call the face and PUT parts.
+        pages_allowed = {"FILESTORE_CORS_ORIGINS": page_site.origin}
+        extra_env["upload"] = {**extra_env["upload"], **pages_allowed}
+        extra_env["edge"] = {**extra_env.get("edge", {}), **pages_allowed}
         config = StackConfig(
             home=home,
             ports=StackPorts.free(),
             database_url=database_url,
             ready_timeout_s=60.0,
-            extra_env=traced_services(home),
+            extra_env=extra_env,
         )
         yield await resources.enter_async_context(Stack(config))
+
+
+@pytest.fixture(scope="session")
+def page_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PageSite]:
+    """The origin the browser tests' pages come from; started before the stack, whose CORS allows it.
+    Serving an empty directory costs nothing: the pages are installed by the first browser test."""
+    root = tmp_path_factory.mktemp("pages")
+    with page_server(root) as origin:
+        yield PageSite(origin, root)
+
+
+@pytest.fixture(scope="session")
+async def chromium(page_site: PageSite) -> AsyncIterator[Browser]:
+    """Headless Chromium, once per session, with the test pages and the client bundle installed."""
+    install_pages(page_site.root)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def web_page(chromium: Browser, page_site: PageSite) -> AsyncIterator[Page]:
+    """A fresh browser context (its own localStorage) with the test harness loaded from the page site.
+    Errors in the page's console fail loudly in the test output."""
+    context = await chromium.new_context()
+    page = await context.new_page()
+    page.on("pageerror", lambda error: print(f"page error: {error}"))
+    await page.goto(f"{page_site.origin}/index.html")
+    await page.wait_for_function("document.getElementById('state').textContent === 'ready'")
+    yield page
+    await context.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:
