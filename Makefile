@@ -16,7 +16,7 @@ RUN_APT_PACKAGES := libmagic1 clamav clamav-daemon tesseract-ocr tesseract-ocr-e
 APT_PACKAGES := $(RUN_APT_PACKAGES) nginx libnginx-mod-http-js chromium
 
 .PHONY: help run test lint typecheck proto proto-check buf-lint pytest env node-deps system-deps run-deps clean \
-  web web-check
+  web web-check web-bundle
 
 help:
 	@echo "make run    start the embedded stack (SeaweedFS, NATS, the four services) under \$$FILESTORE_HOME"
@@ -61,7 +61,7 @@ system-deps:
 run-deps:
 	@$(call apt_install,$(RUN_APT_PACKAGES),optional)
 
-run: env run-deps
+run: env run-deps web-bundle
 	$(VENV)/bin/filestore-stack run
 
 proto: env
@@ -81,9 +81,18 @@ buf-breaking: node-deps
 # The browser client (clients/web): its generated code from protos/ (clients/web/buf.gen.yaml) must be
 # what buf generates now, it must typecheck, and it bundles into one ES module, clients/web/dist/.
 WEB := clients/web
+WEB_BUNDLE := $(WEB)/dist/filestore-web.js
 web: node-deps
 	node_modules/.bin/esbuild $(WEB)/src/index.ts --bundle --format=esm --target=es2022 --minify --sourcemap \
-	  --outfile=$(WEB)/dist/filestore-web.js
+	  --outfile=$(WEB_BUNDLE)
+
+# `make run`'s demo page loads the bundle: built when it is missing or older than its sources (npm
+# install first, from nothing). Without npm, one line says so and the stack starts all the same (the
+# page then says the client is not built).
+web-bundle:
+	@if [ -f $(WEB_BUNDLE) ] && [ -z "$$(find $(WEB)/src package-lock.json -newer $(WEB_BUNDLE) -type f | head -1)" ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory web; \
+	else echo "npm not found (install Debian nodejs and npm): the demo page cannot load the browser client until \`make web\` builds it"; fi
 
 web-check: node-deps
 	@fresh=$$(mktemp -d) && trap 'rm -rf "$$fresh"' EXIT && \

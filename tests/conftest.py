@@ -14,7 +14,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from filestore.core.channels import insecure_channel
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import metadata_service_pb2_grpc
-from tests.browser import CHROMIUM, PageSite, install_pages, page_server
+from tests.browser import BUNDLE_NAME, CHROMIUM, PageSite, install_pages, page_server
 from tests.external_stack import external_stack_from_env
 from tests.stacks import scratch_postgres_database, traced_services
 from tests.support import (
@@ -58,6 +58,9 @@ async def stack(
             database_url=database_url,
             ready_timeout_s=60.0,
             extra_env=extra_env,
+            # The demo page loads the bundle the browser tests build (read at every request, so it
+            # may be written after the stack started: tests/browser.py install_pages).
+            web_bundle=page_site.root / BUNDLE_NAME,
         )
         yield await resources.enter_async_context(Stack(config))
 

@@ -180,7 +180,9 @@ def stack_without_tools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
 
 def test_the_stack_comes_up_without_them_and_says_so_once_each(stack_without_tools: RunningStack) -> None:
     info, said = stack_without_tools.info, stack_without_tools.stderr
-    assert info.components == ("seaweedfs", "nats", "metadata", "upload", "processor", "download", "edge")
+    assert info.components == (
+        "seaweedfs", "nats", "metadata", "upload", "processor", "download", "edge", "demo"
+    )  # fmt: skip
     missing_clamd = str(info.home.parent / "no-clamd-here" / "clamd")
     expected = [
         f"filestore-stack: {missing_clamd} not found (install Debian clamav-daemon, or set "

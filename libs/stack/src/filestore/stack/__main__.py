@@ -66,6 +66,11 @@ def _describe(info: StackInfo, stack_json: Path) -> str:
             if "edge" in info.components
             else []
         ),
+        *(
+            [("demo page", f"{e.demo_url}  (open it in a browser: upload as the development user)")]
+            if "demo" in info.components
+            else []
+        ),
         ("stack.json", str(stack_json)),
         ("logs", str(info.logs_dir)),
     ]

@@ -32,14 +32,18 @@ __all__ = [
 
 INFRASTRUCTURE: Final = ("seaweedfs", "nats", "clamd")
 SERVICES: Final = ("metadata", "upload", "processor", "download")
-# HTTP faces in front of the services: the browser face (Connect and gRPC-Web), filestore-edge.
-FACES: Final = ("edge",)
+# HTTP faces in front of the services: the browser face (Connect and gRPC-Web), filestore-edge, and the
+# demo page (filestore.stack.demo), which exists only in this embedded stack.
+FACES: Final = ("edge", "demo")
 # Start order; stop runs it backwards.
 ALL_COMPONENTS: Final = (*INFRASTRUCTURE, *SERVICES, *FACES)
 
 # weed mini's embedded maintenance worker dials the admin server at "admin http port + 10000" and
 # ignores -admin.port.grpc, so the admin gRPC port cannot be chosen freely: it is derived.
 ADMIN_GRPC_OFFSET: Final = 10000
+
+#: Where ``make web`` writes the browser client, relative to the repository (``make run``'s cwd).
+DEFAULT_WEB_BUNDLE: Final = "clients/web/dist/filestore-web.js"
 
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 # S3 bucket naming rules (the subset SeaweedFS and AWS agree on).
@@ -65,6 +69,8 @@ class StackPorts:
     download: int = 50054
     # The browser face (HTTP: Connect and gRPC-Web).
     edge: int = 8090
+    # The demo page, and the development identity it uses (the local stack only).
+    demo: int = 8091
     # Prometheus /metrics of each service (FILESTORE_METRICS_PORT).
     metadata_metrics: int = 9151
     upload_metrics: int = 9152
@@ -271,6 +277,8 @@ class StackConfig:
     (a :class:`Stack` used directly, as in the test fixtures, restarts nothing by itself).
     ``clamd_executable`` is the clamd to run, a name looked up like the other executables or a path;
     when there is none the stack starts without clamd (see :meth:`Stack.start`).
+    ``web_bundle`` is the browser client the demo page loads (``make web`` builds it); it is read at
+    every request, so it may appear or change while the stack runs. None: the page says it is missing.
     """
 
     home: Path
@@ -287,6 +295,7 @@ class StackConfig:
     stop_timeout_s: float = 12.0
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     clamd_executable: str = "clamd"
+    web_bundle: Path | None = None
 
     def __post_init__(self) -> None:
         # A relative home would silently change meaning for children started with another cwd.
@@ -334,8 +343,9 @@ class StackConfig:
 
         ``FILESTORE_HOME`` (default ``.filestore`` in ``cwd``), ``FILESTORE_STACK_HOST``,
         ``FILESTORE_STACK_BUCKET``, ``FILESTORE_STACK_COMPONENTS`` (comma separated),
-        ``FILESTORE_DATABASE_URL``, ``FILESTORE_LOG_LEVEL``, ``FILESTORE_STACK_CLAMD`` and
-        ``FILESTORE_STACK_<NAME>_PORT``.
+        ``FILESTORE_DATABASE_URL``, ``FILESTORE_LOG_LEVEL``, ``FILESTORE_STACK_CLAMD``,
+        ``FILESTORE_STACK_WEB_BUNDLE`` (default ``clients/web/dist/filestore-web.js`` in ``cwd``, where
+        ``make web`` writes it) and ``FILESTORE_STACK_<NAME>_PORT``.
         """
         env = os.environ if environ is None else environ
 
@@ -375,4 +385,5 @@ class StackConfig:
             log_level=log_level,
             components=components,
             clamd_executable=get("FILESTORE_STACK_CLAMD") or "clamd",
+            web_bundle=base / Path(get("FILESTORE_STACK_WEB_BUNDLE") or DEFAULT_WEB_BUNDLE),
         )

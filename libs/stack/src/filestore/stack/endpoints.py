@@ -23,6 +23,7 @@ keys and the token secret stay in their own 0600 files, which it names. Format, 
       "processor_addr": "127.0.0.1:50053",
       "download_addr": "127.0.0.1:50054",
       "edge_url": "http://127.0.0.1:8090",
+      "demo_url": "http://127.0.0.1:8091/",
       "clamd_addr": "127.0.0.1:3320",
       "metrics_urls": {"metadata": "http://127.0.0.1:9151/metrics", "upload": ..., ...},
       "components": ["seaweedfs", "nats", "metadata", "upload", "processor", "download"],
@@ -83,6 +84,8 @@ class StackEndpoints:
     #: The browser face's base URL (Connect and gRPC-Web): ``{edge_url}/filestore.v1.UploadService/...``.
     #: Empty in a stack.json written before the face existed.
     edge_url: str = ""
+    #: The demo page (the local stack only): open it in a browser. Empty in an older stack.json.
+    demo_url: str = ""
     credentials: StackCredentials
     #: Each service's Prometheus endpoint, by service name (absent from a stack.json written by an
     #: older stack, or by a stack whose services expose none).
@@ -139,6 +142,7 @@ class StackEndpoints:
             download_addr=f"{host}:{ports.download}",
             clamd_addr=f"{host}:{ports.clamd}",
             edge_url=f"http://{host}:{ports.edge}",
+            demo_url=f"http://{host}:{ports.demo}/",
             credentials=credentials,
             metrics_urls={
                 service: f"http://{host}:{ports.metrics_port(service)}/metrics" for service in SERVICES
@@ -164,6 +168,7 @@ class StackEndpoints:
             "download_addr": self.download_addr,
             "clamd_addr": self.clamd_addr,
             "edge_url": self.edge_url,
+            "demo_url": self.demo_url,
         }
 
 
@@ -221,11 +226,13 @@ def load_stack_json(path: Path) -> StackInfo:
             "credentials",
             "metrics_urls",
             "edge_url",
+            "demo_url",
         }
         endpoints = StackEndpoints(
             credentials=credentials,
             metrics_urls={str(k): str(v) for k, v in dict(data.get("metrics_urls", {})).items()},
             edge_url=str(data.get("edge_url", "")),
+            demo_url=str(data.get("demo_url", "")),
             **{k: str(data[k]) for k in endpoint_fields},
         )
         return StackInfo(
@@ -259,6 +266,8 @@ async def check_health(endpoints: StackEndpoints, components: tuple[str, ...]) -
             return await probe_clamd(endpoints.clamd_addr)
         if component == "edge":
             return await probe_http_health(endpoints.edge_url)
+        if component == "demo":
+            return await probe_http_health(endpoints.demo_url.rstrip("/"))
         return await probe_grpc_health(endpoints.service_addr(component))
 
     results = await asyncio.gather(*(probe(c) for c in components))

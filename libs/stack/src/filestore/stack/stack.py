@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -55,6 +56,7 @@ _COMPONENT_PORTS: Final[dict[str, tuple[str, ...]]] = {
     "clamd": ("clamd",),
     **{service: (service, f"{service}_metrics") for service in SERVICES},
     "edge": ("edge",),
+    "demo": ("demo",),
 }  # fmt: skip
 _WEED_GRPC_PORTS: Final = ("master_grpc", "volume_grpc", "filer_grpc", "s3_grpc", "admin_grpc")
 # Unix socket paths are limited to 108 bytes; a deep FILESTORE_HOME falls back to a short path.
@@ -254,6 +256,12 @@ class Stack:
                 "The signature database)",
                 self._clamd_database,
             )
+        bundle = self.config.web_bundle
+        if "demo" in self.components and (bundle is None or not bundle.is_file()):
+            log.warning(
+                "the browser client %s is not built (run `make web`): the demo page says so until it is",
+                bundle or "(FILESTORE_STACK_WEB_BUNDLE unset)",
+            )
         if "processor" not in self.components:
             return
         env = self._service_env("processor")
@@ -301,6 +309,8 @@ class Stack:
             return lambda: probe_clamd(endpoints.clamd_addr)
         if component == "edge":
             return lambda: probe_http_health(endpoints.edge_url)
+        if component == "demo":
+            return lambda: probe_http_health(endpoints.demo_url.rstrip("/"))
         address = endpoints.service_addr(component)
         return lambda: probe_grpc_health(address)
 
@@ -343,12 +353,18 @@ class Stack:
             argv, env, cwd = self._clamd_command(), dict(os.environ), self.paths.clamd
         elif component == "edge":
             argv, env, cwd = [_require_executable("filestore-edge")], self._edge_env(), self.paths.home
+        elif component == "demo":
+            argv, env, cwd = [sys.executable, "-m", "filestore.stack.demo"], self._demo_env(), self.paths.home
         else:
             argv = list(
                 self.config.commands.get(component) or [_require_executable(f"filestore-{component}")]
             )
             env, cwd = self._service_env(component), self.paths.home
         env.update(self.config.extra_env.get(component, {}))
+        if component in ("upload", "edge") and "demo" in self.components:
+            env["FILESTORE_CORS_ORIGINS"] = _with_origin(
+                env.get("FILESTORE_CORS_ORIGINS", ""), self._demo_origin
+            )
         cwd.mkdir(parents=True, exist_ok=True)
         return ManagedProcess(component, argv, log_path=self.paths.log(component), env=env, cwd=cwd)
 
@@ -532,6 +548,24 @@ class Stack:
         )
         return env
 
+    @property
+    def _demo_origin(self) -> str:
+        return f"http://{self.config.host}:{self.config.ports.demo}"
+
+    def _demo_env(self) -> dict[str, str]:
+        """The demo page's server mints the development user's tokens, so it holds the token secret
+        (as every service of the stack does); see :mod:`filestore.stack.demo`."""
+        endpoints = self.endpoints
+        env = dict(os.environ)
+        env.update(
+            PYTHONUNBUFFERED="1",
+            FILESTORE_LISTEN=f"{self.config.host}:{self.config.ports.demo}",
+            FILESTORE_AUTH_SECRET=endpoints.auth_secret,
+            FILESTORE_EDGE_URL=endpoints.edge_url,
+            FILESTORE_DEMO_WEB_BUNDLE=str(self.config.web_bundle or ""),
+        )
+        return env
+
     def _socket_dir(self) -> Path:
         preferred = self.paths.home / "run"
         if len(str(preferred / "filer.sock")) <= _MAX_SOCKET_PATH:
@@ -600,6 +634,13 @@ class Stack:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _with_origin(origins: str, origin: str) -> str:
+    """``FILESTORE_CORS_ORIGINS`` (comma separated) with ``origin`` added when it is not there yet:
+    the demo page's origin is allowed by the face and the bucket beside the user's own."""
+    listed = [o.strip() for o in origins.split(",") if o.strip()]
+    return ",".join(listed if origin in listed else [*listed, origin])
 
 
 def _port_is_free(host: str, port: int) -> bool:
