@@ -8,6 +8,8 @@ A screenshot of the page after an upload is written to the test's tmp dir and, w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -21,8 +23,8 @@ import httpx
 import jwt
 import pytest
 from PIL import Image, ImageDraw
-from playwright.async_api import Browser, Page
-from playwright.async_api import FilePayload
+from playwright.async_api import Browser, FilePayload, Page, Route
+from playwright.async_api import Error as PlaywrightError
 
 from filestore.stack import Stack
 from filestore.stack.demo import DEV_SUBJECT, DEV_TENANT, IDENTITY_PATH
@@ -82,6 +84,8 @@ async def test_two_dropped_files_upload_with_progress_and_are_listed_ready_with_
             await page.locator(f'li.file-item[data-name="{name}"][data-status="READY"]').wait_for(
                 timeout=SETTLE_MS
             )
+        done = page.locator(f'li.upload-item[data-name="{archive["name"]}"] .upload-state')
+        assert await done.text_content() == "Uploaded and ready"
         # The processor made a thumbnail of the picture; the page shows it.
         picture_row = page.locator(f'li.file-item[data-name="{picture["name"]}"]')
         await picture_row.locator(".thumb img").wait_for(timeout=SETTLE_MS)
@@ -106,6 +110,56 @@ async def test_two_dropped_files_upload_with_progress_and_are_listed_ready_with_
     assert hashlib.sha256(downloaded.content).hexdigest() == hashlib.sha256(data).hexdigest()
     assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     _save_artifact(screenshot)
+
+
+async def test_an_upload_paused_and_resumed_from_its_buttons_completes(
+    chromium: Browser, stack: Stack
+) -> None:
+    """The first PUT to storage is held until the page has paused (which cuts it) and resumed."""
+    name = f"paused-{uuid.uuid4().hex[:8]}.bin"
+    body = random.Random(name).randbytes(3 * 1024 * 1024)
+    page = await open_demo_page(chromium, stack)
+    in_flight, released = asyncio.Event(), asyncio.Event()
+    puts: list[str] = []  # the URLs of the PUTs to storage
+
+    async def hold_the_first_put(route: Route) -> None:
+        if route.request.method != "PUT":  # the thumbnails of files listed already
+            await route.continue_()
+            return
+        puts.append(route.request.url)
+        if len(puts) == 1:
+            in_flight.set()
+            await released.wait()
+            with contextlib.suppress(PlaywrightError):  # the page cut it when it paused
+                await route.abort()
+            return
+        await route.continue_()
+
+    try:
+        await page.route(f"{stack.endpoints.s3_endpoint}/**", hold_the_first_put)
+        await page.set_input_files(
+            "#file-input", [FilePayload(name=name, mimeType="text/plain", buffer=body)]
+        )
+        await in_flight.wait()
+        item = page.locator(f'li.upload-item[data-name="{name}"]')
+        await item.get_by_role("button", name=f"Pause {name}").click()
+        await page.locator(f'li.upload-item[data-name="{name}"][data-state="paused"]').wait_for()
+        paused_text = await item.locator(".upload-state").text_content()
+        pause_all = await page.locator("#pause-all").text_content()
+        await item.get_by_role("button", name=f"Resume {name}").click()
+        released.set()
+        await page.locator(f'li.file-item[data-name="{name}"][data-status="READY"]').wait_for(
+            timeout=SETTLE_MS
+        )
+        final_text = await item.locator(".upload-state").text_content()
+    finally:
+        released.set()
+        await page.context.close()
+
+    assert paused_text is not None and paused_text.startswith("Paused at ")
+    assert pause_all == "Resume all"
+    assert final_text == "Uploaded and ready"
+    assert len(puts) == 2  # the one cut by the pause, then the one after the resume
 
 
 async def test_an_eicar_file_ends_quarantined_and_is_offered_no_download(

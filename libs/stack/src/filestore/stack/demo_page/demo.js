@@ -126,7 +126,7 @@ function renderUpload(u) {
   const text = {
     uploading: `${percent}%` + (u.rate > 0 ? ` · ${formatBytes(u.rate)}/s · ${formatEta(u.eta)}` : ""),
     paused: `Paused at ${percent}%`,
-    done: "Uploaded: being checked",
+    done: { READY: "Uploaded and ready", QUARANTINED: "Quarantined: not safe", FAILED: "Processing failed" }[u.fileStatus] ?? "Uploaded: being checked",
     failed: `Failed: ${u.error ?? ""}`,
     cancelled: "Cancelled",
   }[u.state];
@@ -184,6 +184,7 @@ function startUpload(file) {
   u.task.done.then(
     (result) => {
       u.state = "done";
+      u.fileId = result.file.id;
       renderUpload(u);
       renderTotal();
       announce(`${file.name} uploaded; it is being checked.`);
@@ -217,6 +218,11 @@ function upsertFile(file) {
   row.file = file;
   row.status = statusName(file.status);
   renderFile(row);
+  for (const u of uploads) {
+    if (u.fileId !== file.id || u.fileStatus === row.status) continue;
+    u.fileStatus = row.status;
+    renderUpload(u);
+  }
   if (previous !== undefined && previous !== row.status) announce(`${file.name} is now ${row.status}.`);
   $("#files-empty").hidden = rows.size > 0;
 }
