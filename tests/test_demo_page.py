@@ -101,9 +101,7 @@ async def test_two_dropped_files_upload_with_progress_and_are_listed_ready_with_
     finally:
         await page.context.close()
 
-    assert label is not None and label.startswith(
-        f"Anyone with this link can download {archive['name']} until "
-    )
+    assert (label or "").startswith(f"Anyone with this link can download {archive['name']} until ")
     async with httpx.AsyncClient() as http:
         downloaded = await http.get(url)
     assert downloaded.status_code == 200
@@ -156,7 +154,7 @@ async def test_an_upload_paused_and_resumed_from_its_buttons_completes(
         released.set()
         await page.context.close()
 
-    assert paused_text is not None and paused_text.startswith("Paused at ")
+    assert (paused_text or "").startswith("Paused at ")
     assert pause_all == "Resume all"
     assert final_text == "Uploaded and ready"
     assert len(puts) == 2  # the one cut by the pause, then the one after the resume
@@ -182,7 +180,7 @@ async def test_an_eicar_file_ends_quarantined_and_is_offered_no_download(
 
     assert buttons == []  # neither Download nor Share link
     assert badge == "QUARANTINED"
-    assert reason is not None and reason.startswith("Quarantined: it will never be served.")
+    assert (reason or "").startswith("Quarantined: it will never be served.")
     # And the download service refuses it to the page's user, whatever a page would try.
     assert file_id
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -233,7 +231,8 @@ async def test_the_development_identity_is_for_the_page_itself_and_the_face_serv
     assert identity["edgeUrl"] == stack.endpoints.edge_url
     assert "access-control-allow-origin" not in own.headers
     assert (other_page.status_code, cross_site.status_code, rebound.status_code) == (403, 403, 421)
-    assert "token" not in other_page.text and "token" not in rebound.text
+    assert "token" not in other_page.text
+    assert "token" not in rebound.text
     # The same machine by another name is another origin: sent to the one the face and bucket allow.
     assert (by_name.status_code, by_name.headers["location"]) == (307, demo + "/")
     # The browser face has no page and no identity to hand out: POSTed RPCs only.

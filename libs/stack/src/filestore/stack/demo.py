@@ -184,12 +184,11 @@ def serve(settings: DemoSettings) -> http.server.ThreadingHTTPServer:
 
 
 def main() -> None:
-    server = serve(DemoSettings.from_env())
+    settings = DemoSettings.from_env()
+    server = serve(settings)
     # SIGTERM (the stack stopping) ends serve_forever from another thread, as shutdown() requires.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(
-        f"filestore-demo: serving http://{server.server_address[0]}:{server.server_address[1]}/", flush=True
-    )
+    print(f"filestore-demo: serving {settings.origin}/", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
