@@ -38,10 +38,11 @@ def _wait_for_file(path: Path, process: subprocess.Popen[str]) -> dict[str, obje
 def test_run_starts_everything_restarts_what_crashes_and_stops_cleanly(tmp_path: Path) -> None:
     home = tmp_path / "home"
     stderr_path = tmp_path / "stderr.txt"
+    ports = StackPorts.free()
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
             [STACK, "run"],
-            env=_environment(home, StackPorts.free()),
+            env=_environment(home, ports),
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -54,7 +55,19 @@ def test_run_starts_everything_restarts_what_crashes_and_stops_cleanly(tmp_path:
             assert info[key], key
         assert os.stat(str(info["auth_secret_file"])).st_mode & 0o077 == 0
         pids = dict(info["pids"])  # type: ignore[call-overload]
-        assert set(pids) >= {"seaweedfs", "nats", "metadata", "upload", "processor", "download"}
+        assert set(pids) >= {
+            "seaweedfs",
+            "nats",
+            "metadata",
+            "upload",
+            "processor",
+            "download",
+            "edge",
+            "demo",
+        }
+        # The demo page: listed in stack.json, and its URL printed with the endpoints (below).
+        demo_url = f"http://127.0.0.1:{ports.demo}/"
+        assert info["demo_url"] == demo_url
 
         # A crashed service and a crashed NATS are started again, each announced in one line; the
         # others keep their processes.
@@ -80,6 +93,11 @@ def test_run_starts_everything_restarts_what_crashes_and_stops_cleanly(tmp_path:
         process.wait(timeout=15)
         assert time.monotonic() - started < 15
         assert process.returncode == 0
+        assert process.stdout is not None
+        printed = process.stdout.read().splitlines()
+        assert any(line.startswith(f"  demo page   {demo_url}  (open it in a browser") for line in printed), (
+            printed
+        )
         assert not [name for name, pid in pids.items() if pid_alive(int(pid))]
     finally:
         if process.poll() is None:
