@@ -80,10 +80,15 @@ buf-breaking: node-deps
 
 # The browser client (clients/web): its generated code from protos/ (clients/web/buf.gen.yaml) must be
 # what buf generates now, it must typecheck, and it bundles into one ES module, clients/web/dist/.
+# The Uppy adapter (clients/uppy) builds with it: clients/uppy/dist/filestore-uppy.js, the web client inside,
+# @uppy/aws-s3 left to the app's own copy (it is the app's plugin the adapter configures).
 WEB := clients/web
+UPPY := clients/uppy
 web: node-deps
 	node_modules/.bin/esbuild $(WEB)/src/index.ts --bundle --format=esm --target=es2022 --minify --sourcemap \
 	  --outfile=$(WEB)/dist/filestore-web.js
+	node_modules/.bin/esbuild $(UPPY)/src/index.ts --bundle --format=esm --target=es2022 --minify --sourcemap \
+	  --external:@uppy/aws-s3 --outfile=$(UPPY)/dist/filestore-uppy.js
 
 web-check: node-deps
 	@fresh=$$(mktemp -d) && trap 'rm -rf "$$fresh"' EXIT && \
@@ -91,6 +96,7 @@ web-check: node-deps
 	  diff -r "$$fresh/$(WEB)/src/gen" $(WEB)/src/gen || { \
 	  echo "$(WEB)/src/gen is stale: run node_modules/.bin/buf generate --template $(WEB)/buf.gen.yaml"; exit 1; }
 	node_modules/.bin/tsc --noEmit -p $(WEB)
+	node_modules/.bin/tsc --noEmit -p $(UPPY)
 	$(MAKE) --no-print-directory web
 
 lint: env

@@ -16,11 +16,20 @@ window.uppyHarness = {
   start(baseUrl, token, adapterOptions, limit = 4) {
     this.fs = createFilestore({ baseUrl, token });
     this.adapter = filestoreUppy(this.fs, adapterOptions);
+    // The part numbers storage listed when the S3 plugin resumed an upload (GetUpload's uploaded_parts).
+    const listParts = this.adapter.options.listParts;
+    this.adapter.options.listParts = async (...args) => {
+      const parts = await listParts(...args);
+      this.listed = parts.map((part) => part.PartNumber).sort((a, b) => a - b);
+      return parts;
+    };
     this.partsUploaded = [];
     this.restored = new Promise((resolve) => {
       this.uppy = new Uppy({ autoProceed: false })
         .use(Dashboard, { inline: true, target: "#dashboard", hideUploadButton: false })
-        .use(GoldenRetriever)
+        // Golden Retriever keeps files up to 10 MiB in IndexedDB unless told otherwise (an option its
+        // type definitions leave out): enough here for the multipart test files.
+        .use(GoldenRetriever, { indexedDB: { maxFileSize: 128 * 1024 * 1024, maxTotalSize: 512 * 1024 * 1024 } })
         .use(AwsS3, { ...this.adapter.options, limit });
       this.uppy.on("restored", () => resolve(true));
     });
@@ -36,8 +45,8 @@ window.uppyHarness = {
     return this.uppy.addFile({ name, type: "application/octet-stream", data: blob, source: "test" });
   },
 
-  /** Runs `action` ("pause" or "reload-ready") once `count` parts are uploaded: pausing the file in
-   * that part's event, or just reporting it. Answers a promise that settles then. */
+  /** Answers a promise that settles once `count` parts are uploaded, pausing file `fileId` in that
+   * part's event first when `pause` (not later, however fast storage is). */
   whenParts(count, fileId, pause) {
     this.pauseAfterParts = count;
     return new Promise((resolve) => {
