@@ -92,8 +92,8 @@ def _clamped_decrement(column: Any, amount: int) -> ColumnElement[int]:
 
 
 # The hot paths (BeginUpload, GetUploadRecord, AuthorizeRead, idempotency) run statements built once
-# here with bind parameters: building a statement and its cache key costs more than executing it.
-# Every ORM read also takes ``populate_existing``: a retry after a lost compare-and-set must see the
+# at import with bind parameters: building a statement and its cache key costs more than executing
+# it. Every ORM read takes ``populate_existing``: a retry after a lost compare-and-set must see the
 # row as it is now, not the copy the session loaded before.
 _FRESH = {"populate_existing": True}
 
