@@ -126,8 +126,7 @@ async def test_a_file_and_its_upload_recorded_with_the_ids_the_broker_chose(
         )
         upload = await store.record_upload(
             session,
-            tenant=tenant,
-            file_id=file.id,
+            file=file,
             kind=UploadKind.MULTIPART,
             part_size=5 * 2**20,
             part_count=1,
