@@ -26,7 +26,7 @@ calls, times the phase's wall time, is subtracted (it is printed; it is small).
      + metadata CPU. One BeginUpload on metadata, one presigned PUT. ``create_upload_cpu_ms``.
    * CreateUpload (multipart, as the SDK creates a 1 GiB upload: CRC32 part checksums declared, so
      no part URL is signed at creation), ``MULTIPART_CALLS`` calls: broker + metadata CPU
-     (``create_multipart_cpu_ms``; BeginUpload, storage's CreateMultipartUpload, AttachStorageUpload).
+     (``create_multipart_cpu_ms``; storage's CreateMultipartUpload, then one BeginUpload recording it).
      SeaweedFS's CPU per create is printed beside it and NOT counted in it
      (``storage_cpu_ms_per_multipart_create``): it is storage's work, not Filestore's.
    * GetDownloadUrl on READY files: download + metadata CPU. AuthorizeRead on metadata, a presigned
@@ -48,10 +48,11 @@ calls, times the phase's wall time, is subtracted (it is printed; it is small).
 
 3. A whole upload's service cost: one ``UPLOAD_MIB`` MiB file uploaded by the SDK
    (``filestore.client.AsyncClient.upload``, its defaults: the broker's 16 MiB parts, a CRC32 per
-   part, one SignParts per part, 8 in flight), CreateUpload to CompleteUpload answered (READY needs
-   the processor, which is not running: its work is excluded, as the issue says). CPU of every
-   Filestore RPC process involved (broker + metadata; the download signer is idle and printed),
-   scaled to one GiB: ``service_cpu_ms_per_gib_upload``; the same with 8 MiB parts,
+   part, the parts hashed and signed in groups of 128 MiB, one SignParts per group: 8 per GiB,
+   8 parts in flight), CreateUpload to CompleteUpload answered (READY needs the processor, which is not
+   running: its work is excluded, as the issue says). CPU of every Filestore RPC process involved
+   (broker + metadata; the download signer is idle and printed), scaled to one GiB:
+   ``service_cpu_ms_per_gib_upload``; the same with 8 MiB parts (also 8 SignParts per GiB),
    ``service_cpu_ms_per_gib_upload_8mib``. In quick mode the file is smaller and the figure is
    scaled up, which also scales the constant cost of create and complete (an overestimate).
 

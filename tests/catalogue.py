@@ -4,6 +4,7 @@ test can prove that a refused call changed nothing."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -138,3 +139,24 @@ def begin_upload_request(tenant: str, owner: str, size: int, request_id: str = "
         expire_time=in_an_hour(),
         request_id=request_id,
     )
+
+
+def begin_multipart_request(
+    tenant: str,
+    owner: str,
+    *,
+    part_size: int,
+    part_count: int,
+    size: int,
+    storage_upload_id: str,
+    request_id: str = "",
+) -> pb.BeginUploadRequest:
+    """BeginUpload as the broker sends it for a multipart upload: with a file id it chose and the
+    storage upload it created at that file's key (``storage_upload_id``; metadata does not check it
+    with storage, so a test that never uses the upload may pass any)."""
+    request = begin_upload_request(tenant, owner, size, request_id=request_id)
+    request.kind = resources_pb2.UPLOAD_KIND_MULTIPART
+    request.part_size, request.part_count = part_size, part_count
+    request.file_id = str(uuid.uuid4())
+    request.storage_upload_id = storage_upload_id
+    return request

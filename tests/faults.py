@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -33,7 +33,6 @@ import boto3
 import grpc
 import httpx
 import nats
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from PIL import Image
@@ -91,7 +90,7 @@ OUTAGE_S: Final = 1.0
 #: Every third upload is a PNG, which gets a thumbnail; the others are text, which gets none.
 IMAGE_EVERY: Final = 3
 #: Every fourth upload is a one-part multipart upload, so the broker's multipart bookkeeping (a
-#: storage upload created, attached to the record, completed from storage's part list) meets the kills.
+#: storage upload created, recorded with the upload, completed from storage's part list) meets the kills.
 MULTIPART_EVERY: Final = 4
 THUMBNAIL_KIND: Final = "thumbnail_256"
 #: The pipeline of the fault stack: the thumbnail gates READY, so READY means "every derivative is
@@ -345,28 +344,6 @@ class World:
         file: resources_pb2.File = await self.service_metadata.TransitionFile(request)
         return file
 
-    async def begin_multipart_record(self, body: Body) -> metadata_service_pb2.BeginUploadResponse:
-        """What the broker's CreateUpload records before it creates the storage upload: an OPEN
-        one-part multipart upload with no storage upload attached yet."""
-        expire = Timestamp()
-        expire.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
-        request = metadata_service_pb2.BeginUploadRequest(
-            file=resources_pb2.File(
-                tenant=self.tenant,
-                owner=CLIENT_SUBJECT,
-                name=body.name,
-                declared_content_type=body.content_type,
-                size=len(body.data),
-                sha256=hashlib.sha256(body.data).hexdigest(),
-            ),
-            kind=Kind.UPLOAD_KIND_MULTIPART,
-            part_size=MULTIPART_PART_BYTES,
-            part_count=1,
-            expire_time=expire,
-        )
-        began: metadata_service_pb2.BeginUploadResponse = await self.service_metadata.BeginUpload(request)
-        return began
-
     async def download_and_check(self, file_id: str, sha256: str) -> None:
         request = download_service_pb2.GetDownloadUrlRequest(file_id=file_id)
         url: download_service_pb2.DownloadUrl = await self.stats.rpc(
@@ -490,7 +467,7 @@ class World:
     async def sweep_unattached_storage_uploads(self) -> list[str]:
         """The broker reaper's sweep as it runs once its grace has passed: aborts the multipart uploads
         storage holds that no OPEN upload record holds (a CreateUpload killed between storage's
-        create and the attach leaves one). Answers the storage upload ids it aborted."""
+        create and BeginUpload leaves one). Answers the storage upload ids it aborted."""
         reaper = Reaper(
             metadata=self.service_metadata,
             store=ObjectStore(StoreConfig.from_settings(self.s3_admin_settings())),

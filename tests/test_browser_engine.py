@@ -56,6 +56,9 @@ async def test_multipart_upload_from_the_page_stores_the_exact_bytes(
     assert result["kind"] == "multipart"
     assert (result["partsSent"], result["partsResumed"], result["bytesSent"]) == (5, 0, SIZE)
     assert sorted(puts) == [1, 2, 3, 4, 5]  # each part once
+    last = result["progress"]["last"]
+    assert (last["bytesSent"], last["totalBytes"], last["partsDone"], last["partCount"]) == (SIZE, SIZE, 5, 5)
+    assert result["progress"]["outOfRange"] == 0
     await status_events.wait_for_status(result["fileId"], resources_pb2.FILE_STATUS_READY)
     file = await get_file(alice, result["fileId"])
     assert (file.size, file.sha256) == (SIZE, hashlib.sha256(body).hexdigest())
@@ -96,6 +99,9 @@ async def test_a_reload_mid_upload_resumes_with_only_the_missing_parts(
     assert "resumed" in result["events"]
     assert sorted(puts) == sorted(set(range(1, 6)) - stored)
     assert (result["partsSent"], result["partsResumed"]) == (5 - len(stored), len(stored))
+    # Progress counts the resumed parts from the start, and the rewound bytes of cut attempts never linger.
+    assert result["progress"]["last"]["bytesSent"] == SIZE
+    assert result["progress"]["outOfRange"] == 0
     assert await web_page.evaluate("localStorage.length") == 0  # a completed upload is forgotten
     await status_events.wait_for_status(result["fileId"], resources_pb2.FILE_STATUS_READY)
     file = await get_file(alice, result["fileId"])
@@ -177,13 +183,18 @@ async def test_pause_then_resume_completes_and_abort_ends_the_upload(
     # Part 1 was stored before the pause; part 2, cut by it, is sent again after the resume.
     assert set(puts) == {1, 2, 3, 4, 5}
     assert puts.count(1) == 1
+    # The cut attempt's bytes were taken back: sent again, they are counted once.
+    assert result["progress"]["last"]["bytesSent"] == SIZE
+    assert result["progress"]["outOfRange"] == 0
     assert result["events"].count("paused") == result["events"].count("unpaused") == 1
     assert result["partsSent"] == 5
     await status_events.wait_for_status(result["fileId"], resources_pb2.FILE_STATUS_READY)
     assert await stored_object_sha256(alice, result["fileId"]) == hashlib.sha256(body).hexdigest()
 
     # A second upload, aborted after its first part: the broker ends it and storage drops its parts.
-    await web_page.evaluate(f"harness.start('/paused.bin', 'aborted.bin', 2, {options}, {{}}, 1)")
+    # Remembered in localStorage this time (the default store), so that forgetting it shows.
+    remembered = f"{{ multipartThreshold: 0, partSize: {PART_SIZE}, concurrency: 1 }}"
+    await web_page.evaluate(f"harness.start('/paused.bin', 'aborted.bin', 2, {remembered}, {{}}, 1)")
     await web_page.wait_for_function("harness.task.paused")
     upload_id = await web_page.evaluate("harness.events.find((event) => event.type === 'started').uploadId")
     await web_page.evaluate("harness.task.abort()")
@@ -192,6 +203,7 @@ async def test_pause_then_resume_completes_and_abort_ends_the_upload(
     assert outcome["error"]["reason"] == "ABORTED"
     upload = await alice.upload.GetUpload(upload_service_pb2.GetUploadRequest(upload_id=upload_id))
     assert upload.state == resources_pb2.UPLOAD_STATE_ABORTED
+    assert await web_page.evaluate("localStorage.length") == 0  # an aborted upload is not resumed
 
 
 async def test_transient_and_expired_answers_from_storage_are_retried_and_renewed(

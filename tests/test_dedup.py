@@ -313,6 +313,30 @@ async def test_owners_skip_the_upload_others_send_the_bytes_and_storage_keeps_on
     assert [await tenant.used_bytes(owner) for owner in ("", "alice", "bob", "carol")] == [0, 0, 0, 0]
 
 
+async def test_an_owners_multipart_create_of_held_content_leaves_no_storage_upload(
+    client_for: ClientFactory, status_events: StatusEvents, tenant: Tenant
+) -> None:
+    body = os.urandom(6000)
+    alice = client_for("alice", tenant.name)
+    original = await upload_ready(alice, body, status_events)
+    # The broker creates a multipart upload's storage upload before BeginUpload decides on dedup (so
+    # that one transaction records both); a DEDUP answer holds none, and the broker aborts its own.
+    again = await create_upload(alice, body, kind=Kind.UPLOAD_KIND_MULTIPART)
+    assert (again.upload.kind, again.file.deduplicated, len(again.upload.part_urls)) == (
+        Kind.UPLOAD_KIND_DEDUP,
+        True,
+        0,
+    )
+    open_uploads = [
+        upload
+        async for page in tenant.storage.list_multipart_uploads(f"originals/{tenant.name}/")
+        for upload in page
+    ]
+    assert open_uploads == []
+    assert await tenant.stored_originals() == {tenant.own_key(original.id): body}
+    assert (await status_events.wait_for(again.file.id)).status == Status.FILE_STATUS_READY
+
+
 async def test_the_later_copy_deleted_first_leaves_the_first_readable(
     client_for: ClientFactory, status_events: StatusEvents, tenant: Tenant
 ) -> None:

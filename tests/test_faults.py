@@ -17,7 +17,7 @@ import nats
 import pytest
 
 from filestore.stack import Stack, StackConfig, StackPorts
-from filestore.v1 import events_pb2, resources_pb2, upload_service_pb2
+from filestore.v1 import events_pb2, resources_pb2
 from tests.faults import (
     CHAOS_ORDER,
     PIPELINE_ENV,
@@ -115,8 +115,9 @@ async def test_uploads_survive_every_component_being_killed(
     assert stored == Counter(
         {f"derivatives/{world.tenant}/{f}/{THUMBNAIL_KIND}": 1 for f, k in expected.items() if k}
     )
-    # A create killed between storage's create and the attach leaves a storage upload nothing knows
-    # of; the broker's reaper sweeps those once they are old enough (here: now).
+    # A create killed between storage's create and BeginUpload (or that never heard BeginUpload's
+    # answer) leaves a storage upload nothing knows of; the broker's reaper sweeps those once they
+    # are old enough (here: now).
     swept = await world.sweep_unattached_storage_uploads()
     print(f"faults: {len(swept)} storage uploads left by dead creates swept")
     report = await world.fsck()
@@ -172,26 +173,27 @@ async def test_a_worker_killed_between_ready_and_its_event_is_announced_by_the_r
 
 
 async def test_a_storage_upload_left_by_a_dead_attempt_is_swept_not_adopted(world: World) -> None:
-    """The broker creates the storage multipart upload and then attaches it to the record; an attempt
-    that died in between (broker killed, metadata's answer lost) leaves one under the upload's key.
-    The next attempt creates its own (finding the leftover would take a listing of storage, whose cost
-    grows with every upload open in the bucket, on every create); the leftover holds no parts, since
-    no URL was ever signed for it, and the reaper's sweep aborts it."""
+    """The broker creates the storage multipart upload at the key of a file id it chose, then records
+    both with the upload in BeginUpload; an attempt that died in between (broker killed, metadata's
+    answer lost) leaves one under a key no file has. The next attempt creates its own (finding the
+    leftover would take a listing of storage, whose cost grows with every upload open in the bucket,
+    on every create); the leftover holds no parts, since no URL was ever signed for it, and the
+    reaper's sweep aborts it."""
     body = make_body(2)
-    began = await world.begin_multipart_record(body)
-    key = began.upload.storage_key
-    left = await asyncio.to_thread(world.storage.create_multipart_upload, Bucket=world.bucket, Key=key)
-    signed = await world.upload.SignParts(
-        upload_service_pb2.SignPartsRequest(upload_id=began.upload.id, part_numbers=[1])
-    )
-    [part] = signed.part_urls
+    left_key = f"originals/{world.tenant}/{uuid.uuid4()}"
+    left = await asyncio.to_thread(world.storage.create_multipart_upload, Bucket=world.bucket, Key=left_key)
+    created = await world.create(body, kind=resources_pb2.UPLOAD_KIND_MULTIPART)
+    key = f"originals/{world.tenant}/{created.file.id}"
+    [part] = created.upload.part_urls
     assert f"uploadId={left['UploadId']}" not in part.request.url
-    assert await asyncio.to_thread(world.open_multipart_uploads, key) == 2
-    assert left["UploadId"] in await world.sweep_unattached_storage_uploads()
+    assert await asyncio.to_thread(world.open_multipart_uploads, f"originals/{world.tenant}/") == 2
+    swept = await world.sweep_unattached_storage_uploads()
+    assert left["UploadId"] in swept
+    assert await asyncio.to_thread(world.open_multipart_uploads, left_key) == 0
     assert await asyncio.to_thread(world.open_multipart_uploads, key) == 1
     await world.put("PUT part", part.request, body.data)
-    await world.complete(began.upload.id)
-    await world.wait_all_ready([began.file.id], within_s=60)
+    await world.complete(created.upload.id)
+    await world.wait_all_ready([created.file.id], within_s=60)
     assert await asyncio.to_thread(world.open_multipart_uploads, key) == 0
     report = await world.fsck()
     assert report.findings == [], report.render_text()

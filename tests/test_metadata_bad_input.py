@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import resources_pb2
-from tests.catalogue import begin_upload_request, create_file, refused_without_change
+from tests.catalogue import begin_multipart_request, begin_upload_request, create_file, refused_without_change
 from tests.support import Client, ClientFactory, rpc_error
 
 if TYPE_CHECKING:
@@ -64,6 +64,23 @@ def _begin_with_checksum(
     request.part_checksum_algorithm = algorithm
     if kind == resources_pb2.UPLOAD_KIND_MULTIPART:
         request.part_size, request.part_count = 5 * 1024 * 1024, 2
+    return request
+
+
+def _begin_multipart(tenant: str, **fields: str) -> pb.BeginUploadRequest:
+    """A service's multipart BeginUpload with a storage upload (``fields`` override its ids)."""
+    request = begin_multipart_request(
+        tenant, "alice", size=6, part_size=5 * 1024 * 1024, part_count=1, storage_upload_id="u"
+    )
+    for name, value in fields.items():
+        setattr(request, name, value)
+    return request
+
+
+def _begin_single(tenant: str, **fields: str) -> pb.BeginUploadRequest:
+    request = begin_upload_request(tenant, "alice" if tenant else "", 6)
+    for name, value in fields.items():
+        setattr(request, name, value)
     return request
 
 
@@ -439,6 +456,64 @@ _BAD_CASES: list[tuple[str, Callable[[Scene], Awaitable[object]], grpc.StatusCod
         lambda s: s.service.BeginUpload(_begin_empty_multipart(s.tenant)),
         Code.INVALID_ARGUMENT,
         "INVALID_SIZE",
+    ),
+    (
+        "begin-multipart-without-its-storage-upload",
+        lambda s: s.service.BeginUpload(_begin_multipart(s.tenant, storage_upload_id="")),
+        Code.INVALID_ARGUMENT,
+        "INVALID_STORAGE_UPLOAD_ID",
+    ),
+    (
+        "begin-single-put-with-a-storage-upload",
+        lambda s: s.service.BeginUpload(
+            _begin_single(s.tenant, file_id=str(uuid.uuid4()), storage_upload_id="u")
+        ),
+        Code.INVALID_ARGUMENT,
+        "INVALID_STORAGE_UPLOAD_ID",
+    ),
+    (
+        "begin-storage-upload-id-too-long",
+        lambda s: s.service.BeginUpload(_begin_multipart(s.tenant, storage_upload_id="u" * 1025)),
+        Code.INVALID_ARGUMENT,
+        "INVALID_STORAGE_UPLOAD_ID",
+    ),
+    (
+        "begin-storage-upload-without-a-file-id",
+        lambda s: s.service.BeginUpload(_begin_multipart(s.tenant, file_id="")),
+        Code.INVALID_ARGUMENT,
+        "INVALID_FILE_ID",
+    ),
+    (
+        "begin-file-id-not-canonical",
+        lambda s: s.service.BeginUpload(_begin_multipart(s.tenant, file_id=str(uuid.uuid4()).upper())),
+        Code.INVALID_ARGUMENT,
+        "INVALID_FILE_ID",
+    ),
+    (
+        "begin-file-id-not-a-uuid",
+        lambda s: s.service.BeginUpload(_begin_single(s.tenant, file_id="../other-tenant/file")),
+        Code.INVALID_ARGUMENT,
+        "INVALID_FILE_ID",
+    ),
+    (
+        "attach-storage-upload-is-served-no-more",
+        lambda s: s.service.AttachStorageUpload(
+            pb.AttachStorageUploadRequest(upload_id=_UNKNOWN_ID, tenant=s.tenant, storage_upload_id="u")
+        ),
+        Code.UNIMPLEMENTED,
+        "NOT_IMPLEMENTED_YET",
+    ),
+    (
+        "begin-file-id-in-use",
+        lambda s: s.service.BeginUpload(_begin_single(s.tenant, file_id=s.file.id)),
+        Code.ALREADY_EXISTS,
+        "FILE_ID_IN_USE",
+    ),
+    (
+        "begin-file-id-from-a-user",
+        lambda s: s.alice.metadata.BeginUpload(_begin_single("", file_id=str(uuid.uuid4()))),
+        Code.PERMISSION_DENIED,
+        "SERVICE_ROLE_REQUIRED",
     ),
 ]
 

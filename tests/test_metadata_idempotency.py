@@ -16,7 +16,14 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import resources_pb2
-from tests.catalogue import begin_upload_request, create_file, list_all, refused_without_change, timestamp
+from tests.catalogue import (
+    begin_multipart_request,
+    begin_upload_request,
+    create_file,
+    list_all,
+    refused_without_change,
+    timestamp,
+)
 from tests.support import Client, ClientFactory, rpc_error
 
 if TYPE_CHECKING:
@@ -170,28 +177,53 @@ async def test_a_request_id_reused_for_another_begin_upload_is_refused(
 @pytest.fixture
 def multipart(tenant: str) -> pb.BeginUploadRequest:
     """BeginUpload of two parts, with its request id."""
-    request = begin_upload_request(tenant, "alice", 6 * 1024 * 1024, request_id=str(uuid.uuid4()))
-    request.kind = resources_pb2.UPLOAD_KIND_MULTIPART
-    request.part_size, request.part_count = 5 * 1024 * 1024, 2
-    return request
+    return begin_multipart_request(
+        tenant,
+        "alice",
+        size=6 * 1024 * 1024,
+        part_size=5 * 1024 * 1024,
+        part_count=2,
+        storage_upload_id="s3-id",
+        request_id=str(uuid.uuid4()),
+    )
+
+
+def attempt(request: pb.BeginUploadRequest, storage_upload_id: str) -> pb.BeginUploadRequest:
+    """Another attempt of the same create: the broker brings a file id and a storage upload of its own."""
+    again = pb.BeginUploadRequest()
+    again.CopyFrom(request)
+    again.file_id, again.storage_upload_id = str(uuid.uuid4()), storage_upload_id
+    return again
 
 
 async def test_concurrent_twins_of_a_begin_upload_begin_one_upload(
     service_metadata: MetadataStub, multipart: pb.BeginUploadRequest
 ) -> None:
-    twins = await asyncio.gather(*(service_metadata.BeginUpload(multipart) for _ in range(8)))
-    assert {twin.upload.id for twin in twins} == {twins[0].upload.id}
-    assert not twins[0].upload.storage_upload_id
+    twins = [attempt(multipart, f"s3-id-{n}") for n in range(8)]
+    answers = await asyncio.gather(*(service_metadata.BeginUpload(twin) for twin in twins))
+    first = answers[0]
+    assert {(a.upload.id, a.file.id, a.upload.storage_upload_id) for a in answers} == {
+        (first.upload.id, first.file.id, first.upload.storage_upload_id)
+    }
+    # The one recorded is one attempt's own, whole: its file id, its key, its storage upload.
+    [winner] = [twin for twin in twins if twin.file_id == first.file.id]
+    assert first.upload.storage_upload_id == winner.storage_upload_id
+    assert first.upload.storage_key == f"originals/{winner.file.tenant}/{winner.file_id}"
 
 
 async def test_a_replayed_begin_upload_answers_the_upload_as_it_is_now(
     service_metadata: MetadataStub, multipart: pb.BeginUploadRequest, tenant: str
 ) -> None:
-    # Not its first answer: a broker retrying a multipart create finds the storage upload it attached
-    # (never by listing storage), concurrent replays included.
+    # Not its first answer: a broker retrying a create learns what happened since (here: the
+    # upload was aborted), with the first attempt's file and storage upload.
     began = await service_metadata.BeginUpload(multipart)
-    await service_metadata.AttachStorageUpload(
-        pb.AttachStorageUploadRequest(upload_id=began.upload.id, tenant=tenant, storage_upload_id="s3-id")
+    await service_metadata.EndUploadRecord(
+        pb.EndUploadRecordRequest(
+            upload_id=began.upload.id, tenant=tenant, state=resources_pb2.UPLOAD_STATE_ABORTED
+        )
     )
-    replays = await asyncio.gather(*(service_metadata.BeginUpload(multipart) for _ in range(4)))
-    assert {(r.upload.id, r.upload.storage_upload_id) for r in replays} == {(began.upload.id, "s3-id")}
+    retry = attempt(multipart, "s3-id-of-the-retry")
+    replays = await asyncio.gather(*(service_metadata.BeginUpload(retry) for _ in range(4)))
+    assert {(r.upload.id, r.file.id, r.upload.storage_upload_id, r.upload.state) for r in replays} == {
+        (began.upload.id, began.file.id, "s3-id", resources_pb2.UPLOAD_STATE_ABORTED)
+    }

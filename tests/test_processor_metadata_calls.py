@@ -24,7 +24,7 @@ from tests.support import StackClients, collected_status_events, fresh_tenant, u
 
 METADATA = "/filestore.v1.MetadataService/"
 #: What the upload broker asks of the metadata service for one upload; the rest is the processor's.
-BROKER_METHODS = frozenset({"BeginUpload", "AttachStorageUpload", "GetUploadRecord", "CompleteUploadRecord"})
+BROKER_METHODS = frozenset({"BeginUpload", "GetUploadRecord", "CompleteUploadRecord"})
 #: The issue's budget for a required-path file, from claim to READY.
 MAX_PROCESSOR_CALLS = 3
 WAIT_S = 60.0

@@ -4,16 +4,19 @@ typed errors carrying the server's reason."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from filestore.client import (
     AsyncClient,
@@ -24,6 +27,7 @@ from filestore.client import (
     TransferEvent,
     TransferOptions,
 )
+from filestore.client import client as sdk_client
 from filestore.client.errors import InvalidArgument, NotFound
 from filestore.client.transfer import EXPIRED_AT_STORAGE
 from filestore.stack import Stack
@@ -35,6 +39,7 @@ from tests.support import endpoints_for
 
 MIB = 1024**2
 PART = 5 * MIB  # the smallest part storage and the broker allow
+SIGN_PARTS_OK = {"method": "/filestore.v1.UploadService/SignParts", "code": "OK"}
 READY = resources_pb2.FILE_STATUS_READY
 
 
@@ -156,15 +161,47 @@ async def test_parts_go_in_parallel_but_never_more_than_the_concurrency(
     assert not list((tmp_path / "state").glob("*.json"))  # resume state removed on completion
 
 
+class Grouping(NamedTuple):
+    algorithm: Literal["crc32", "sha256"]
+    #: Parts to a group, ``None`` for the SDK's own (128 MiB: every part of a small file).
+    group_parts: int | None
+    sign_calls: int
+
+
+@pytest.mark.parametrize(
+    "grouping",
+    [Grouping("crc32", None, 1), Grouping("sha256", 2, 4)],
+    ids=["crc32-one-group", "sha256-groups-of-two"],
+)
+async def test_parts_are_hashed_and_signed_a_group_to_a_call(
+    tmp_path: Path, own_broker: Endpoints, monkeypatch: pytest.MonkeyPatch, grouping: Grouping
+) -> None:
+    algorithm, group_parts, sign_calls = grouping
+    if group_parts is not None:
+        monkeypatch.setattr(sdk_client, "_SIGN_GROUP_BYTES", group_parts * PART)
+    source = tmp_path / "big.bin"
+    body = write_random(source, 6 * PART + 1)  # seven parts
+    options = TransferOptions(
+        multipart_threshold=PART, part_size=PART, concurrency=3, part_checksum=algorithm
+    )
+    signed = SignedParts()
+    async with AsyncClient(own_broker, options=options, state_dir=tmp_path / "state") as client:
+        result = await client.upload(source)
+    assert (result.parts_sent, result.file.size) == (7, len(body))
+    # Each part once, with its own checksum (storage checked each part's against its bytes, and
+    # the completion each part's against storage's), in one SignParts per group.
+    assert signed.since() == (sign_calls, 7)
+
+
 async def test_a_second_run_after_a_crash_sends_only_the_missing_parts(
-    stack: Stack, tmp_path: Path, storage_requests: StorageRequests
+    own_broker: Endpoints, tmp_path: Path, storage_requests: StorageRequests
 ) -> None:
     source = tmp_path / "video.mp4"
     body = write_random(source, 3 * PART + 12_345)  # four parts
     state_dir = tmp_path / "state"
     # One part at a time so the crash point is exact: parts 1 and 2 stored, 3 and 4 not.
     options = TransferOptions(multipart_threshold=PART, part_size=PART, concurrency=1)
-    endpoints = endpoints_for(stack)
+    endpoints = own_broker
     first: list[Progress] = []
     crash_after_part_2 = events(
         first, fail_when=lambda p: p.event is TransferEvent.PART_SENT and p.part_number == 2
@@ -177,11 +214,13 @@ async def test_a_second_run_after_a_crash_sends_only_the_missing_parts(
     assert '"parts":{"1":' in state_file.read_text()
 
     second: list[Progress] = []
+    signed = SignedParts()
     async with AsyncClient(
         endpoints, options=options, state_dir=state_dir, http=storage_requests.http
     ) as client:
         result = await client.upload(source, progress=events(second))
         assert storage_requests.put_parts == [3, 4]  # on the wire: only the missing parts
+        assert signed.since() == (1, 2)  # and signed: only them, in one call
         assert (result.parts_resumed, result.parts_sent, result.bytes_sent) == (2, 2, PART + 12_345)
         resumed = [p for p in second if p.event is TransferEvent.RESUMED]
         assert [p.bytes_done for p in resumed] == [2 * PART]
@@ -210,27 +249,55 @@ async def test_a_changed_file_is_not_resumed_into_the_old_upload(stack: Stack, t
     assert ready.sha256 == hashlib.sha256(body).hexdigest()
 
 
-@pytest.fixture
-async def short_lived_urls_broker(stack: Stack) -> AsyncIterator[str]:
-    """A second broker on the same stack whose presigned URLs live one second."""
-    handle = await build(UploadSettings.from_env(broker_env(stack, FILESTORE_PRESIGN_TTL_S="1")))
+@asynccontextmanager
+async def broker_in_this_process(stack: Stack, **env: str) -> AsyncIterator[Endpoints]:
+    """The stack's endpoints with a second broker of its own, in this process, so that what it
+    serves is counted in this process's Prometheus registry (see :class:`SignedParts`)."""
+    handle = await build(UploadSettings.from_env(broker_env(stack, **env)))
     await handle.start()
-    yield f"127.0.0.1:{handle.port}"
-    await handle.stop(0)
+    try:
+        yield dataclasses.replace(endpoints_for(stack), upload=f"127.0.0.1:{handle.port}")
+    finally:
+        await handle.stop(0)
 
 
-async def test_expired_part_urls_are_signed_again(
-    stack: Stack, tmp_path: Path, short_lived_urls_broker: str
+@pytest.fixture
+async def own_broker(stack: Stack) -> AsyncIterator[Endpoints]:
+    async with broker_in_this_process(stack) as endpoints:
+        yield endpoints
+
+
+@pytest.fixture
+async def short_lived_urls_broker(stack: Stack) -> AsyncIterator[Endpoints]:
+    """A broker whose presigned URLs live one second."""
+    async with broker_in_this_process(stack, FILESTORE_PRESIGN_TTL_S="1") as endpoints:
+        yield endpoints
+
+
+def sign_parts_served() -> tuple[int, int]:
+    """(SignParts calls answered OK, part URLs signed) by the brokers of this process so far, from
+    their own counters (``filestore_rpc_server_handled_total``, ``filestore_presigned_urls_issued_total``)."""
+    calls = REGISTRY.get_sample_value("filestore_rpc_server_handled_total", SIGN_PARTS_OK)
+    urls = REGISTRY.get_sample_value("filestore_presigned_urls_issued_total", {"kind": "part"})
+    return int(calls or 0), int(urls or 0)
+
+
+class SignedParts:
+    """What the brokers of this process have signed since this was made: (SignParts calls, part URLs)."""
+
+    def __init__(self) -> None:
+        self._before = sign_parts_served()
+
+    def since(self) -> tuple[int, int]:
+        calls, urls = sign_parts_served()
+        return calls - self._before[0], urls - self._before[1]
+
+
+async def test_expired_part_urls_are_signed_again_one_part_at_a_time(
+    tmp_path: Path, short_lived_urls_broker: Endpoints
 ) -> None:
     source = tmp_path / "slow.bin"
     body = write_random(source, 2 * PART + 7)
-    endpoints = endpoints_for(stack)
-    endpoints = Endpoints(
-        upload=short_lived_urls_broker,
-        metadata=endpoints.metadata,
-        download=endpoints.download,
-        token=endpoints.token,
-    )
     # No checksums: the parts use the URLs CreateUpload answered; a negative refresh margin: the SDK
     # does not renew them before use, so storage itself must refuse them as expired.
     options = TransferOptions(
@@ -248,10 +315,13 @@ async def test_expired_part_urls_are_signed_again(
             # Blocks the loop on purpose: nothing else may happen until the first URLs are stale.
             time.sleep(2.5)
 
-    async with AsyncClient(endpoints, options=options, state_dir=tmp_path / "state") as client:
+    signed = SignedParts()
+    async with AsyncClient(short_lived_urls_broker, options=options, state_dir=tmp_path / "state") as client:
         result = await client.upload(source, progress=outlive_the_urls)
         renewed = [(p.part_number, p.detail) for p in seen if p.event is TransferEvent.URL_RENEWED]
         assert (1, EXPIRED_AT_STORAGE) in renewed
+        # CreateUpload signed the three parts' URLs; each renewal signed its own part alone.
+        assert signed.since() == (len(renewed), 3 + len(renewed))
         assert result.file.status == resources_pb2.FILE_STATUS_UPLOADED
         ready = await client.wait_until_processed(result.file.id)
     assert ready.sha256 == hashlib.sha256(body).hexdigest()

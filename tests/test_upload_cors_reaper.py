@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,7 @@ import pytest
 
 from filestore.core.channels import insecure_channel
 from filestore.core.env import SettingsError
+from filestore.core.keys import original_key
 from filestore.server.storage import ObjectStore
 from filestore.stack import Stack
 from filestore.upload.app import build
@@ -102,10 +104,15 @@ async def _expiring_upload(
     expires: datetime,
 ) -> metadata_service_pb2.UploadRecord:
     """An upload whose session ends at ``expires``, with bytes in storage (a part, or a partial
-    object) for the reaper to clean up. Not already expired: the stack's own broker runs a reaper,
-    which could end the upload between its creation and the attaching of its storage upload."""
-    expire_time = timestamp(expires)
-    kind = resources_pb2.UPLOAD_KIND_MULTIPART if multipart else resources_pb2.UPLOAD_KIND_SINGLE
+    object) for the reaper to clean up, made as the broker makes it. Not already expired: the stack's
+    own broker runs a reaper, which could end the upload before its bytes are there."""
+    client = admin_storage(stack)
+    file_id = str(uuid.uuid4())
+    storage_upload_id = (
+        await store.create_multipart(original_key(tenant, file_id), content_type="application/octet-stream")
+        if multipart
+        else ""
+    )
     began = await metadata.BeginUpload(
         metadata_service_pb2.BeginUploadRequest(
             file=resources_pb2.File(
@@ -115,18 +122,17 @@ async def _expiring_upload(
                 declared_content_type="application/octet-stream",
                 size=6,
             ),
-            kind=kind,
+            kind=resources_pb2.UPLOAD_KIND_MULTIPART if multipart else resources_pb2.UPLOAD_KIND_SINGLE,
             part_size=5 * 1024**2 if multipart else 0,
             part_count=1 if multipart else 0,
-            expire_time=expire_time,
+            expire_time=timestamp(expires),
+            file_id=file_id,
+            storage_upload_id=storage_upload_id,
         )
     )
     record = began.upload
-    client = admin_storage(stack)
+    assert record.storage_key == original_key(tenant, file_id)
     if multipart:
-        storage_upload_id = await store.create_multipart(
-            record.storage_key, content_type="application/octet-stream"
-        )
         await asyncio.to_thread(
             client.upload_part,
             Bucket=stack.endpoints.bucket,
@@ -134,11 +140,6 @@ async def _expiring_upload(
             UploadId=storage_upload_id,
             PartNumber=1,
             Body=b"abc",
-        )
-        record = await metadata.AttachStorageUpload(
-            metadata_service_pb2.AttachStorageUploadRequest(
-                upload_id=record.id, tenant=tenant, storage_upload_id=storage_upload_id
-            )
         )
     else:
         await asyncio.to_thread(

@@ -4,6 +4,7 @@ from storage's own part list, per-part SHA-256 enforced by storage, completion c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -20,7 +21,13 @@ from botocore.exceptions import ClientError
 
 from filestore.core.auth import mint_token
 from filestore.core.channels import insecure_channel
-from filestore.core.errors import FailedPrecondition, InvalidArgument
+from filestore.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from filestore.server.storage import ObjectStore
 from filestore.stack import Stack
 from filestore.upload import app as upload_app
@@ -36,7 +43,7 @@ from filestore.v1 import (
 from tests.multipart import MIB, PART, chunk, complete, create_multipart, put_part
 from tests.stacks import broker_env
 from tests.storage import admin_storage, admin_store
-from tests.support import Client, ClientFactory, StatusEvents, rpc_error, service_token
+from tests.support import Client, ClientFactory, StatusEvents, free_port, rpc_error, service_token
 
 Kind = resources_pb2.UploadKind
 UState = resources_pb2.UploadState
@@ -348,15 +355,75 @@ async def test_completed_upload_cannot_be_aborted(client_for: ClientFactory) -> 
     assert (type(refused), refused.reason) == (FailedPrecondition, "UPLOAD_COMPLETED")
 
 
-async def test_a_retried_multipart_create_returns_the_same_storage_upload(client_for: ClientFactory) -> None:
-    client = client_for()
+async def test_a_retried_multipart_create_returns_the_same_storage_upload(
+    client_for: ClientFactory, stack: Stack
+) -> None:
+    client = client_for("alice", f"retry-{uuid.uuid4().hex[:10]}")
     body = os.urandom(PART + 3)
     first = await create_multipart(client, body, request_id="0f8e3f52-2222-4e8e-9a0f-1d2c3b4a5e6f")
     again = await create_multipart(client, body, request_id="0f8e3f52-2222-4e8e-9a0f-1d2c3b4a5e6f")
     assert (again.upload.id, again.file.id) == (first.upload.id, first.file.id)
-    assert _storage_upload_id(again.upload.part_urls[0].request.url) == _storage_upload_id(
-        first.upload.part_urls[0].request.url
-    )
+    recorded = _storage_upload_id(first.upload.part_urls[0].request.url)
+    assert _storage_upload_id(again.upload.part_urls[0].request.url) == recorded
+    # The retry created a storage upload of its own before BeginUpload answered the first attempt's
+    # upload; it is aborted, so storage holds the recorded one only.
+    assert await _open_uploads_of(stack, client.tenant) == {(_key(client, first), recorded)}
+
+
+async def test_concurrent_creates_under_one_request_id_leave_one_storage_upload(
+    client_for: ClientFactory, stack: Stack
+) -> None:
+    client = client_for("alice", f"twins-{uuid.uuid4().hex[:10]}")
+    body = os.urandom(PART + 3)
+    request_id = str(uuid.uuid4())
+    twins = await asyncio.gather(*(create_multipart(client, body, request_id=request_id) for _ in range(6)))
+    assert {(twin.upload.id, twin.file.id) for twin in twins} == {(twins[0].upload.id, twins[0].file.id)}
+    recorded = {_storage_upload_id(twin.upload.part_urls[0].request.url) for twin in twins}
+    assert len(recorded) == 1
+    assert await _open_uploads_of(stack, client.tenant) == {(_key(client, twins[0]), recorded.pop())}
+
+
+async def test_a_multipart_create_metadata_refuses_leaves_no_storage_upload(
+    client_for: ClientFactory, stack: Stack
+) -> None:
+    tenant = f"refused-{uuid.uuid4().hex[:10]}"
+    client = client_for("alice", tenant)
+    token = service_token(stack)
+    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+        metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
+        await metadata.SetQuota(metadata_service_pb2.SetQuotaRequest(tenant=tenant, limit_bytes=PART))
+    # Over the quota: refused in BeginUpload, after the broker created the storage upload.
+    over = await rpc_error(create_multipart(client, os.urandom(PART + 1)))
+    assert (type(over), over.reason) == (ResourceExhausted, "QUOTA_EXCEEDED")
+    # A request id reused for another request: refused too.
+    request_id = str(uuid.uuid4())
+    first = await create_multipart(client, os.urandom(100), request_id=request_id)
+    reused = await rpc_error(create_multipart(client, os.urandom(200), request_id=request_id))
+    assert (type(reused), reused.reason) == (AlreadyExists, "REQUEST_ID_REUSED")
+    recorded = _storage_upload_id(first.upload.part_urls[0].request.url)
+    assert await _open_uploads_of(stack, tenant) == {(_key(client, first), recorded)}
+
+
+async def test_a_create_that_never_hears_from_metadata_leaves_its_storage_upload_to_the_sweep(
+    stack: Stack, client_for: ClientFactory
+) -> None:
+    # Metadata unreachable: the broker cannot know whether BeginUpload committed (a lost answer looks
+    # the same), so it leaves the storage upload it created, as a broker that died between the two
+    # calls does. The reaper's sweep finds it: no upload record holds it.
+    tenant = f"lost-{uuid.uuid4().hex[:10]}"
+    async with _own_broker(stack, client_for, FILESTORE_METADATA_ADDR=f"127.0.0.1:{free_port()}") as make:
+        lost = await rpc_error(create_multipart(make("alice", tenant), os.urandom(PART + 1)))
+    assert (type(lost), lost.reason) == (Unavailable, "METADATA_UNAVAILABLE")
+    [(key, left)] = await _open_uploads_of(stack, tenant)
+    assert key.startswith(f"originals/{tenant}/")
+    token = service_token(stack)
+    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+        metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
+        swept = await Reaper(
+            metadata=metadata, store=admin_store(stack), unattached_grace=timedelta(0)
+        ).sweep_unattached()
+    assert left in swept
+    assert await _open_uploads_of(stack, tenant) == set()
 
 
 @pytest.mark.parametrize(
@@ -410,14 +477,13 @@ class CountingObjectStore(ObjectStore):
         return await super()._request(operation, **params)
 
 
-@pytest.fixture
-async def counting_broker(
-    stack: Stack, client_for: ClientFactory, monkeypatch: pytest.MonkeyPatch
+@contextlib.asynccontextmanager
+async def _own_broker(
+    stack: Stack, client_for: ClientFactory, **env: str
 ) -> AsyncIterator[Callable[[str, str], Client]]:
-    """A broker of its own, built as the service builds it, whose storage requests are counted;
+    """A broker of its own, built as the service builds it with ``env`` over the stack's settings;
     ``make(subject, tenant)`` is a Client whose uploads go through it."""
-    monkeypatch.setattr(upload_app, "ObjectStore", CountingObjectStore)
-    handle = await upload_app.build(UploadSettings.from_env(broker_env(stack)))
+    handle = await upload_app.build(UploadSettings.from_env(broker_env(stack, **env)))
     await handle.start()
     channels: list[grpc.aio.Channel] = []
 
@@ -429,10 +495,22 @@ async def counting_broker(
             client_for(subject, tenant), upload=upload_service_pb2_grpc.UploadServiceStub(channel)
         )
 
-    yield make
-    for channel in channels:
-        await channel.close()
-    await handle.stop(0)
+    try:
+        yield make
+    finally:
+        for channel in channels:
+            await channel.close()
+        await handle.stop(0)
+
+
+@pytest.fixture
+async def counting_broker(
+    stack: Stack, client_for: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Callable[[str, str], Client]]:
+    """A broker of its own whose storage requests are counted (:func:`_own_broker`)."""
+    monkeypatch.setattr(upload_app, "ObjectStore", CountingObjectStore)
+    async with _own_broker(stack, client_for) as make:
+        yield make
 
 
 async def test_a_multipart_create_makes_one_storage_call_however_many_uploads_are_open(
@@ -459,16 +537,27 @@ async def test_a_multipart_create_makes_one_storage_call_however_many_uploads_ar
         calls_per_create.append(list(CountingObjectStore.calls))
     assert calls_per_create == [["create_multipart_upload"], ["create_multipart_upload"]]
 
-    # A retried create finds the storage upload in the catalogue: no storage call at all.
+    # A retried create finds the storage upload in the catalogue, never by listing storage: it
+    # creates one (before BeginUpload answers that the upload exists) and aborts it.
     request_id = str(uuid.uuid4())
     body = os.urandom(PART + 1)
     first = await create_multipart(client, body, request_id=request_id)
     CountingObjectStore.calls.clear()
     again = await create_multipart(client, body, request_id=request_id)
-    assert CountingObjectStore.calls == []
+    assert CountingObjectStore.calls == ["create_multipart_upload", "abort_multipart_upload"]
     assert _storage_upload_id(again.upload.part_urls[0].request.url) == _storage_upload_id(
         first.upload.part_urls[0].request.url
     )
+
+    # Single PUTs and browser forms make no storage call at all.
+    for kind in (Kind.UPLOAD_KIND_SINGLE, Kind.UPLOAD_KIND_POST_POLICY):
+        CountingObjectStore.calls.clear()
+        created = await client.upload.CreateUpload(
+            upload_service_pb2.CreateUploadRequest(
+                name="a.bin", size=1000, content_type="application/octet-stream", kind=kind
+            )
+        )
+        assert (created.upload.kind, CountingObjectStore.calls) == (kind, [])
     for key, upload_id in opened:
         await asyncio.to_thread(
             client_s3.abort_multipart_upload,
@@ -478,19 +567,24 @@ async def test_a_multipart_create_makes_one_storage_call_however_many_uploads_ar
         )
 
 
-async def test_a_storage_upload_a_dead_attempt_never_attached_is_swept_and_no_other(
+async def test_a_storage_upload_a_dead_attempt_never_recorded_is_swept_and_no_other(
     client_for: ClientFactory, stack: Stack, status_events: StatusEvents
 ) -> None:
-    # The broker creates the storage upload, then records its id; an attempt that died in between
-    # (broker killed, metadata's answer lost) leaves one under the upload's key that nothing knows.
-    # No part URL was ever signed for it, so it holds nothing, and the reaper's sweep aborts it.
+    # The broker creates the storage upload at the key of a file id it chose, then records both in
+    # BeginUpload; an attempt that died in between (broker killed, metadata's answer lost) leaves one
+    # under a key that no file has. No part URL was ever signed for it, so it holds nothing, and the
+    # reaper's sweep aborts it. (An earlier release attached the storage upload to a recorded
+    # upload in a second call, so its dead attempts left one under the key of a recorded file: the
+    # same sweep finds those.)
     client = client_for("alice", f"sweep-{uuid.uuid4().hex[:10]}")
     client_s3 = admin_storage(stack)
     bucket = stack.endpoints.bucket
     body = os.urandom(PART + 5)
     created = await create_multipart(client, body)
-    key = f"originals/{client.tenant}/{created.file.id}"
+    key = _key(client, created)
     attached = _storage_upload_id(created.upload.part_urls[0].request.url)
+    dead_key = f"originals/{client.tenant}/{uuid.uuid4()}"
+    dead = await asyncio.to_thread(client_s3.create_multipart_upload, Bucket=bucket, Key=dead_key)
     left = await asyncio.to_thread(
         client_s3.create_multipart_upload,
         Bucket=bucket,
@@ -502,14 +596,15 @@ async def test_a_storage_upload_a_dead_attempt_never_attached_is_swept_and_no_ot
     async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
         metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
         store = admin_store(stack)
-        # Younger than the grace: a create may still be on its way to attaching it.
+        # Younger than the grace: a create may still be on its way to recording it.
         patient = Reaper(metadata=metadata, store=store)
-        assert left["UploadId"] not in await patient.sweep_unattached()
+        assert not {left["UploadId"], dead["UploadId"]} & set(await patient.sweep_unattached())
         assert await _open_upload_ids(stack, key) == {attached, left["UploadId"]}
+        assert await _open_upload_ids(stack, dead_key) == {dead["UploadId"]}
         swept = await Reaper(metadata=metadata, store=store, unattached_grace=timedelta(0)).sweep_unattached()
-    assert left["UploadId"] in swept
+    assert {left["UploadId"], dead["UploadId"]} <= set(swept)
     assert attached not in swept
-    assert await _open_upload_ids(stack, key) == {attached}
+    assert await _open_uploads_of(stack, client.tenant) == {(key, attached)}
 
     # The attached upload was never touched: it completes as usual.
     parts = created.upload.part_urls
@@ -527,3 +622,17 @@ async def _open_upload_ids(stack: Stack, key: str) -> set[str]:
         Prefix=key,
     )
     return {upload["UploadId"] for upload in listed.get("Uploads", []) if upload["Key"] == key}
+
+
+async def _open_uploads_of(stack: Stack, tenant: str) -> set[tuple[str, str]]:
+    """(key, storage upload id) of every multipart upload storage holds open under the tenant's originals."""
+    listed = await asyncio.to_thread(
+        admin_storage(stack).list_multipart_uploads,
+        Bucket=stack.endpoints.bucket,
+        Prefix=f"originals/{tenant}/",
+    )
+    return {(upload["Key"], upload["UploadId"]) for upload in listed.get("Uploads", [])}
+
+
+def _key(client: Client, created: upload_service_pb2.CreateUploadResponse) -> str:
+    return f"originals/{client.tenant}/{created.file.id}"

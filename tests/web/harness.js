@@ -54,8 +54,13 @@ window.harness = {
     const engine = new UploadEngine(this.api ?? bridgedUploadApi(), engineOptions);
     this.events = [];
     this.partsSent = 0;
+    const progress = (this.progress = { last: undefined, outOfRange: 0 });
     const task = engine.upload(file, {
       ...request,
+      onProgress: (p) => {
+        progress.last = p;
+        if (p.bytesSent < 0 || p.bytesSent > p.totalBytes || p.partsDone > p.partCount) progress.outOfRange += 1;
+      },
       onEvent: (event) => {
         this.events.push(event);
         if (event.type === "part-sent") this.partsSent += 1;
@@ -100,6 +105,7 @@ window.harness = {
       partsResumed: result.partsResumed,
       bytesSent: result.bytesSent,
       events: this.events.map((event) => event.type),
+      progress: this.progress,
     };
   },
 };

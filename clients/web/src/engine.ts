@@ -116,6 +116,7 @@ export class UploadTask {
   private readonly gate = new PauseGate();
   private readonly stop = new AbortController();
   private uploadId = "";
+  private forget: (() => void) | undefined;
   readonly done: Promise<UploadResult>;
 
   constructor(
@@ -146,10 +147,12 @@ export class UploadTask {
     this.onEvent?.({ type: "unpaused" });
   }
 
-  /** Stops every PUT, aborts the upload at the broker (storage drops its parts) and forgets it. */
+  /** Stops every PUT, aborts the upload at the broker (storage drops its parts) and forgets it. An
+   * upload whose CreateUpload had not answered yet is left to the broker's reaper. */
   async abort(): Promise<void> {
     this.stop.abort();
     this.gate.resume();
+    this.forget?.();
     if (this.uploadId) {
       await callWithRetries(() => this.api.abortUpload({ uploadId: this.uploadId, requestId: crypto.randomUUID() }), this.options.retry).catch(
         (error: FilestoreError) => {
@@ -160,8 +163,15 @@ export class UploadTask {
   }
 
   /** @internal */
-  get internals(): { gate: PauseGate; signal: AbortSignal; began: (uploadId: string) => void } {
-    return { gate: this.gate, signal: this.stop.signal, began: (uploadId) => (this.uploadId = uploadId) };
+  get internals(): { gate: PauseGate; signal: AbortSignal; began: (uploadId: string, forget?: () => void) => void } {
+    return {
+      gate: this.gate,
+      signal: this.stop.signal,
+      began: (uploadId, forget) => {
+        this.uploadId = uploadId;
+        this.forget = forget;
+      },
+    };
   }
 }
 
@@ -218,9 +228,9 @@ export class UploadEngine {
   }
 
   private async run(task: UploadTask, blob: Blob, request: UploadRequest): Promise<UploadResult> {
-    const name = request.name ?? (isFile(blob) ? blob.name : "") ?? "";
+    const name = request.name || (isFile(blob) ? blob.name : "") || "upload.bin";
     const contentType = request.contentType || blob.type || "application/octet-stream";
-    const spec = { name: name || "upload.bin", contentType, labels: request.labels ?? {}, sha256: request.sha256 ?? "" };
+    const spec = { name, contentType, labels: request.labels ?? {}, sha256: request.sha256 ?? "" };
     if (blob.size <= this.options.multipartThreshold && !request.fileId) return this.single(task, blob, spec, request);
     return this.multipart(task, blob, spec, request);
   }
@@ -333,7 +343,7 @@ export class UploadEngine {
       firstUrls = new Map(upload.partUrls.map((part) => [part.partNumber, part.request!]));
     }
     const uploadId = upload.id;
-    began(uploadId);
+    began(uploadId, key ? () => store.remove(key) : undefined);
     if (upload.state === UploadState.COMPLETED) {
       // The last run completed it but stopped before forgetting it: completing again answers the file.
       const done = await this.call(task, (options) => this.api.completeUpload({ uploadId, requestId: crypto.randomUUID() }, options));

@@ -52,13 +52,13 @@ async def test_run_pipelined_prepares_ahead_in_order_but_no_further_than_asked()
     worked: list[tuple[int, str]] = []
     running = most = most_open = 0
 
-    async def prepare(item: int) -> str:
+    async def prepare(items: list[int]) -> list[str]:
         nonlocal most_open
-        prepared.append(item)
+        prepared.extend(items)
         # Started and not yet done: the items of the lanes plus those prepared ahead.
         most_open = max(most_open, len(prepared) - len(worked))
         await asyncio.sleep(0)
-        return f"signed-{item}"
+        return [f"signed-{item}" for item in items]
 
     async def work(item: int, url: str) -> None:
         nonlocal running, most
@@ -75,11 +75,35 @@ async def test_run_pipelined_prepares_ahead_in_order_but_no_further_than_asked()
     assert (most, most_open) == (3, 3 + 2)
 
 
+async def test_run_pipelined_prepares_whole_groups_in_one_call_each() -> None:
+    groups: list[list[int]] = []
+    worked: list[tuple[int, str]] = []
+    most_open = 0
+
+    async def prepare(items: list[int]) -> list[str]:
+        nonlocal most_open
+        groups.append(items)
+        most_open = max(most_open, sum(len(group) for group in groups) - len(worked))
+        await asyncio.sleep(0)
+        return [f"signed-{item}" for item in items]
+
+    async def work(item: int, url: str) -> None:
+        await asyncio.sleep(0)
+        worked.append((item, url))
+
+    await run_pipelined(range(11), prepare, work, 2, ahead=2, group=4)
+    assert groups == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]  # in order, the last one short
+    assert sorted(worked) == [(i, f"signed-{i}") for i in range(11)]  # each item its own value
+    # The lanes' items, at least ``ahead`` more, and the rest of the group that supplied them.
+    assert most_open <= 2 + 2 + 4 - 1
+
+
 async def test_run_pipelined_raises_a_failed_preparation_and_cancels_the_others() -> None:
     cancelled = asyncio.Event()
     worked: list[int] = []
 
-    async def prepare(item: int) -> int:
+    async def prepare(items: list[int]) -> list[int]:
+        [item] = items
         if item == 1:
             raise RuntimeError("cannot sign part 1")
         if item > 1:
@@ -88,7 +112,7 @@ async def test_run_pipelined_raises_a_failed_preparation_and_cancels_the_others(
             except asyncio.CancelledError:
                 cancelled.set()
                 raise
-        return item
+        return items
 
     async def work(item: int, prepared: int) -> None:
         worked.append(item)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from filestore.core.keys import derivative_key
+from filestore.core.keys import derivative_key, original_key
 from filestore.metadata.db import store
 from filestore.metadata.db.models import (
     File,
@@ -45,8 +46,7 @@ async def _new_upload(
     async with sessions() as session, session.begin():
         upload = await store.record_upload(
             session,
-            tenant=tenant,
-            file_id=file.id,
+            file=file,
             kind=UploadKind.MULTIPART,
             part_size=5 * 2**20,
             part_count=3,
@@ -108,26 +108,36 @@ async def test_complete_and_abort_race_has_one_winner(sessions: Sessions, tenant
         assert outcome == ("OK" if state == final.state else f"UPLOAD_{final.state}")
 
 
-async def test_attach_storage_upload(sessions: Sessions, tenant: str) -> None:
-    file = await _new_file(sessions, tenant)
-    upload_id = await _new_upload(sessions, tenant, file)
+async def test_a_file_and_its_upload_recorded_with_the_ids_the_broker_chose(
+    sessions: Sessions, tenant: str
+) -> None:
+    # The broker creates the storage multipart upload at the key of a file id it chose, then records
+    # both in one transaction.
+    file_id = str(uuid.uuid4())
     async with sessions() as session, session.begin():
-        attached = await store.attach_storage_upload(
-            session, tenant=tenant, upload_id=upload_id, storage_upload_id="mp-2"
+        file = await store.create_file(
+            session,
+            tenant=tenant,
+            owner="alice",
+            name="a.bin",
+            declared_content_type="x/y",
+            size=5,
+            file_id=file_id,
         )
-        assert attached.storage_upload_id == "mp-2"
-        await store.attach_storage_upload(
-            session, tenant=tenant, upload_id=upload_id, storage_upload_id="mp-2"
+        upload = await store.record_upload(
+            session,
+            file=file,
+            kind=UploadKind.MULTIPART,
+            part_size=5 * 2**20,
+            part_count=1,
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+            storage_upload_id="mp-1",
         )
-        with pytest.raises(FailedPrecondition) as refused:
-            await store.attach_storage_upload(
-                session, tenant=tenant, upload_id=upload_id, storage_upload_id="mp-3"
-            )
-        assert refused.value.reason == "UPLOAD_NOT_OPEN"
-        with pytest.raises(NotFound):
-            await store.attach_storage_upload(
-                session, tenant="other", upload_id=upload_id, storage_upload_id="mp-2"
-            )
+    async with sessions() as session:
+        stored = await store.get_upload(session, tenant=tenant, upload_id=upload.id)
+        again = await store.get_file(session, tenant=tenant, file_id=file_id)
+    assert (stored.file_id, stored.storage_upload_id) == (file_id, "mp-1")
+    assert again.storage_key == original_key(tenant, file_id)
 
 
 async def test_complete_upload_settles_exactly_once(sessions: Sessions, tenant: str) -> None:
@@ -138,8 +148,7 @@ async def test_complete_upload_settles_exactly_once(sessions: Sessions, tenant: 
         await store.reserve_quota(session, tenant=tenant, owner="alice", nbytes=1000)
         upload = await store.record_upload(
             session,
-            tenant=tenant,
-            file_id=file.id,
+            file=file,
             kind=UploadKind.SINGLE,
             part_size=1000,
             part_count=1,

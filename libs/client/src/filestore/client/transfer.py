@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
@@ -374,23 +374,34 @@ async def run_bounded(items: Iterable[T], work: Callable[[T], Awaitable[None]], 
 
 async def run_pipelined(
     items: Iterable[T],
-    prepare: Callable[[T], Awaitable[P]],
+    prepare: Callable[[list[T]], Awaitable[Sequence[P]]],
     work: Callable[[T, P], Awaitable[None]],
     concurrency: int,
     *,
     ahead: int,
+    group: int = 1,
 ) -> None:
-    """``work(item, await prepare(item))`` for every item, at most ``concurrency`` works at a time,
-    while the next ``ahead`` items are prepared, in order. A lane that becomes free then finds its
-    next item ready instead of leaving its connection idle while the item is prepared. Failures as
-    in :func:`run_bounded`; preparations not yet used are cancelled."""
+    """``work(item, prepared)`` for every item, at most ``concurrency`` works at a time, while the
+    next ``ahead`` items (or more) are prepared, in order, ``group`` items to a call: ``prepare``
+    answers one prepared value per item it is given, in their order, and the next group is started
+    as soon as fewer than ``ahead`` items are left prepared or being prepared. A lane that becomes
+    free then finds its next item ready instead of leaving its connection idle while the item is
+    prepared. Failures as in :func:`run_bounded`; preparations not yet used are cancelled."""
     pending = iter(items)
-    ready: collections.deque[tuple[T, asyncio.Task[P]]] = collections.deque()
+    # Each item with its group's preparation and its place in the group.
+    ready: collections.deque[tuple[T, asyncio.Future[Sequence[P]], int]] = collections.deque()
+    preparations: list[asyncio.Future[Sequence[P]]] = []
     window = max(1, ahead)  # with none prepared ahead, a free lane would find nothing to take
+    size = max(1, group)
 
     def prepare_ahead() -> None:
-        for item in itertools.islice(pending, max(0, window - len(ready))):
-            ready.append((item, asyncio.ensure_future(prepare(item))))
+        while len(ready) < window:
+            batch = list(itertools.islice(pending, size))
+            if not batch:
+                return
+            preparation = asyncio.ensure_future(prepare(batch))
+            preparations.append(preparation)
+            ready.extend((item, preparation, index) for index, item in enumerate(batch))
 
     async def lane() -> None:
         while True:
@@ -399,15 +410,16 @@ async def run_pipelined(
                 return
             # Lanes take items in order, whichever is free first: the last items never queue
             # behind a busy lane while another lane idles.
-            item, prepared = ready.popleft()
+            item, preparation, index = ready.popleft()
             prepare_ahead()
-            await work(item, await prepared)
+            # Shielded: the group's other lanes await the same preparation, which a lane's own
+            # cancellation must not cancel for them (the finally below cancels what is left).
+            prepared = await asyncio.shield(preparation)
+            await work(item, prepared[index])
 
     try:
         await _run_lanes(lane, concurrency)
     finally:
-        # A preparation a lane was awaiting is cancelled with the lane; these are the ones no lane took.
-        unused = [prepared for _, prepared in ready]
-        for task in unused:
-            task.cancel()
-        await asyncio.gather(*unused, return_exceptions=True)
+        for preparation in preparations:
+            preparation.cancel()
+        await asyncio.gather(*preparations, return_exceptions=True)

@@ -268,7 +268,18 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_INVALID_EXPIRY: _ErrorReason.ValueType  # 70
     """INVALID_ARGUMENT: an expiry time that is missing or not in the future."""
     ERROR_REASON_INVALID_STORAGE_UPLOAD_ID: _ErrorReason.ValueType  # 71
-    """INVALID_ARGUMENT: no storage upload id was given."""
+    """INVALID_ARGUMENT: a storage upload id missing where one is required (a MULTIPART BeginUpload), or
+    given where none belongs (another kind), or longer than 1,024 characters.
+    """
+    ERROR_REASON_INVALID_FILE_ID: _ErrorReason.ValueType  # 115
+    """INVALID_ARGUMENT: a file id chosen by the caller that is not a UUID in canonical form
+    (lower-case, 36 characters), or missing where the request needs one (BeginUpload with a
+    `storage_upload_id`).
+    """
+    ERROR_REASON_FILE_ID_IN_USE: _ErrorReason.ValueType  # 116
+    """ALREADY_EXISTS: a file id chosen by the caller (BeginUpload's `file_id`) that a file already has.
+    Metadata: `file_id`.
+    """
     ERROR_REASON_INVALID_LEASE: _ErrorReason.ValueType  # 72
     """INVALID_ARGUMENT: `lease_seconds` outside 1..3600."""
     ERROR_REASON_TOO_MANY_UPLOADS: _ErrorReason.ValueType  # 73
@@ -660,7 +671,18 @@ ERROR_REASON_INVALID_UPLOAD_STATE: ErrorReason.ValueType  # 69
 ERROR_REASON_INVALID_EXPIRY: ErrorReason.ValueType  # 70
 """INVALID_ARGUMENT: an expiry time that is missing or not in the future."""
 ERROR_REASON_INVALID_STORAGE_UPLOAD_ID: ErrorReason.ValueType  # 71
-"""INVALID_ARGUMENT: no storage upload id was given."""
+"""INVALID_ARGUMENT: a storage upload id missing where one is required (a MULTIPART BeginUpload), or
+given where none belongs (another kind), or longer than 1,024 characters.
+"""
+ERROR_REASON_INVALID_FILE_ID: ErrorReason.ValueType  # 115
+"""INVALID_ARGUMENT: a file id chosen by the caller that is not a UUID in canonical form
+(lower-case, 36 characters), or missing where the request needs one (BeginUpload with a
+`storage_upload_id`).
+"""
+ERROR_REASON_FILE_ID_IN_USE: ErrorReason.ValueType  # 116
+"""ALREADY_EXISTS: a file id chosen by the caller (BeginUpload's `file_id`) that a file already has.
+Metadata: `file_id`.
+"""
 ERROR_REASON_INVALID_LEASE: ErrorReason.ValueType  # 72
 """INVALID_ARGUMENT: `lease_seconds` outside 1..3600."""
 ERROR_REASON_TOO_MANY_UPLOADS: ErrorReason.ValueType  # 73

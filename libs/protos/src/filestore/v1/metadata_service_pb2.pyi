@@ -22,6 +22,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -484,7 +489,7 @@ class UploadRecord(_message.Message):
     the shared object's: where the file's bytes are).
     """
     storage_upload_id: _builtins.str
-    """Storage's multipart upload id (MULTIPART only, once attached)."""
+    """Storage's multipart upload id (MULTIPART only: recorded by BeginUpload)."""
     part_size: _builtins.int
     """Multipart part size."""
     part_count: _builtins.int
@@ -543,6 +548,8 @@ class BeginUploadRequest(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    STORAGE_UPLOAD_ID_FIELD_NUMBER: _builtins.int
     kind: _resources_pb2.UploadKind.ValueType
     """SINGLE, POST_POLICY or MULTIPART; DEDUP is decided by the service."""
     part_size: _builtins.int
@@ -553,6 +560,17 @@ class BeginUploadRequest(_message.Message):
     """Optional idempotency key (a UUID)."""
     part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType
     """MULTIPART: the checksum every part will carry."""
+    file_id: _builtins.str
+    """The new file's id, chosen by the caller (service callers only): a fresh UUID in canonical form
+    (lower-case, 36 characters). Required with `storage_upload_id`, whose key is the file's original
+    key (`originals/{tenant}/{file_id}`); otherwise optional, and the service chooses the id. Not part
+    of "the same request" for `request_id`.
+    """
+    storage_upload_id: _builtins.str
+    """MULTIPART (required), service callers only: storage's multipart upload id, created by the caller
+    at the original key of `file_id` before this call; recorded in the upload row. A DEDUP answer
+    records none. Not part of "the same request" for `request_id`. At most 1,024 characters.
+    """
     @_builtins.property
     def file(self) -> _resources_pb2.File:
         """The file to create: name, declared_content_type, size, sha256, labels."""
@@ -571,10 +589,12 @@ class BeginUploadRequest(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         request_id: _builtins.str = ...,
         part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType = ...,
+        file_id: _builtins.str = ...,
+        storage_upload_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file", b"file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file", b"file", "kind", b"kind", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file", b"file", "file_id", b"file_id", "kind", b"kind", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "request_id", b"request_id", "storage_upload_id", b"storage_upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -636,9 +656,10 @@ class GetUploadRecordRequest(_message.Message):
 
 Global___GetUploadRecordRequest: _TypeAlias = GetUploadRecordRequest  # noqa: Y015
 
+@_deprecated("""This message has been marked as deprecated using proto message options.""")
 @_typing.final
 class AttachStorageUploadRequest(_message.Message):
-    """Request for AttachStorageUpload."""
+    """Request for AttachStorageUpload (removed: see the RPC)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

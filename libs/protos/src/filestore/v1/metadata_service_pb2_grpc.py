@@ -310,12 +310,23 @@ class MetadataServiceServicer:
         the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
         file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
         digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
-        A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
-        with the storage upload attached since, or completed.
+        A MULTIPART upload is recorded with its storage multipart upload, which the broker creates first
+        at the key of the file id it chose (`file_id`, `storage_upload_id`; service callers only): one
+        transaction per create. The broker aborts that storage upload when the answer does not hold it
+        (a refusal, a DEDUP answer, a replay answering the first attempt's); one left by a broker that
+        died before its BeginUpload is found by the reaper's sweep (FindAttachedStorageUploads).
+        A replay (same `request_id`; `expire_time`, `file_id` and `storage_upload_id` are left out of
+        "the same request", the broker chooses them afresh on every attempt) answers the upload and file
+        as they are now, not as first answered: completed since, or ended. It keeps the first attempt's
+        file id and storage upload.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART;
         `INVALID_SIZE`: negative, or 0 for MULTIPART; `INVALID_UPLOAD_KIND`; `INVALID_EXPIRY`: no
-        `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner), RESOURCE_EXHAUSTED
-        (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+        `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner;
+        `INVALID_STORAGE_UPLOAD_ID`: none for MULTIPART, or one for another kind;
+        `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
+        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
+        RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
+        file has `file_id` already).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -329,8 +340,9 @@ class MetadataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AttachStorageUpload(self, request, context):
-        """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND, INVALID_ARGUMENT
-        (`INVALID_STORAGE_UPLOAD_ID`: none given), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
+        """Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens
+        it. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.
+        Errors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -367,10 +379,11 @@ class MetadataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FindAttachedStorageUploads(self, request, context):
-        """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
-        AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
-        on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
-        the storage upload and died before attaching it (no part URL was ever signed for those).
+        """Answers which of the given storage multipart uploads an OPEN upload record holds (recorded by
+        BeginUpload). The broker's reaper asks this about the multipart uploads storage lists, on a slow
+        schedule, and aborts the old ones no record holds: left by a CreateUpload that created the
+        storage upload and died before its BeginUpload, or whose BeginUpload's outcome it never learnt
+        (no part URL was ever signed for those).
         At most 1,000 uploads per call. Service role only.
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
         """

@@ -11,6 +11,7 @@ from filestore.v1 import metadata_service_pb2 as _metadata_service_pb2
 from filestore.v1 import resources_pb2 as _resources_pb2
 from grpc import aio as _aio
 import abc as _abc_1
+import builtins as _builtins
 import grpc as _grpc
 import sys
 import typing as _typing
@@ -19,6 +20,11 @@ if sys.version_info >= (3, 11):
     from typing import Self as _Self
 else:
     from typing_extensions import Self as _Self
+
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
 
 _T = _typing.TypeVar("_T")
 
@@ -118,19 +124,33 @@ class MetadataServiceStub:
     the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
     file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
     digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
-    A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
-    with the storage upload attached since, or completed.
+    A MULTIPART upload is recorded with its storage multipart upload, which the broker creates first
+    at the key of the file id it chose (`file_id`, `storage_upload_id`; service callers only): one
+    transaction per create. The broker aborts that storage upload when the answer does not hold it
+    (a refusal, a DEDUP answer, a replay answering the first attempt's); one left by a broker that
+    died before its BeginUpload is found by the reaper's sweep (FindAttachedStorageUploads).
+    A replay (same `request_id`; `expire_time`, `file_id` and `storage_upload_id` are left out of
+    "the same request", the broker chooses them afresh on every attempt) answers the upload and file
+    as they are now, not as first answered: completed since, or ended. It keeps the first attempt's
+    file id and storage upload.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART;
     `INVALID_SIZE`: negative, or 0 for MULTIPART; `INVALID_UPLOAD_KIND`; `INVALID_EXPIRY`: no
-    `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner), RESOURCE_EXHAUSTED
-    (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+    `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner;
+    `INVALID_STORAGE_UPLOAD_ID`: none for MULTIPART, or one for another kind;
+    `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
+    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
+    RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
+    file has `file_id` already).
     """
     GetUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
-    AttachStorageUpload: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AttachStorageUploadRequest, _metadata_service_pb2.UploadRecord]
-    """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND, INVALID_ARGUMENT
-    (`INVALID_STORAGE_UPLOAD_ID`: none given), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
-    """
+    @_builtins.property
+    @_deprecated("""This method has been marked as deprecated using proto method options.""")
+    def AttachStorageUpload(self) -> _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AttachStorageUploadRequest, _metadata_service_pb2.UploadRecord]:
+        """Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens
+        it. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.
+        Errors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).
+        """
     CompleteUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.CompleteUploadRecordRequest, _metadata_service_pb2.CompleteUploadRecordResponse]
     """Completes an upload in one transaction: upload COMPLETED, quota settled to the real size, file
     UPLOADED. Completing a completed upload answers it unchanged.
@@ -150,10 +170,11 @@ class MetadataServiceStub:
     `INVALID_LEASE`).
     """
     FindAttachedStorageUploads: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.FindAttachedStorageUploadsRequest, _metadata_service_pb2.FindAttachedStorageUploadsResponse]
-    """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
-    AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
-    on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
-    the storage upload and died before attaching it (no part URL was ever signed for those).
+    """Answers which of the given storage multipart uploads an OPEN upload record holds (recorded by
+    BeginUpload). The broker's reaper asks this about the multipart uploads storage lists, on a slow
+    schedule, and aborts the old ones no record holds: left by a CreateUpload that created the
+    storage upload and died before its BeginUpload, or whose BeginUpload's outcome it never learnt
+    (no part URL was ever signed for those).
     At most 1,000 uploads per call. Service role only.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
     """
@@ -340,19 +361,33 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
     file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
     digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
-    A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
-    with the storage upload attached since, or completed.
+    A MULTIPART upload is recorded with its storage multipart upload, which the broker creates first
+    at the key of the file id it chose (`file_id`, `storage_upload_id`; service callers only): one
+    transaction per create. The broker aborts that storage upload when the answer does not hold it
+    (a refusal, a DEDUP answer, a replay answering the first attempt's); one left by a broker that
+    died before its BeginUpload is found by the reaper's sweep (FindAttachedStorageUploads).
+    A replay (same `request_id`; `expire_time`, `file_id` and `storage_upload_id` are left out of
+    "the same request", the broker chooses them afresh on every attempt) answers the upload and file
+    as they are now, not as first answered: completed since, or ended. It keeps the first attempt's
+    file id and storage upload.
     Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART;
     `INVALID_SIZE`: negative, or 0 for MULTIPART; `INVALID_UPLOAD_KIND`; `INVALID_EXPIRY`: no
-    `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner), RESOURCE_EXHAUSTED
-    (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+    `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner;
+    `INVALID_STORAGE_UPLOAD_ID`: none for MULTIPART, or one for another kind;
+    `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
+    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
+    RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
+    file has `file_id` already).
     """
     GetUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]  # type: ignore[assignment]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
-    AttachStorageUpload: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AttachStorageUploadRequest, _metadata_service_pb2.UploadRecord]  # type: ignore[assignment]
-    """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND, INVALID_ARGUMENT
-    (`INVALID_STORAGE_UPLOAD_ID`: none given), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
-    """
+    @_builtins.property
+    @_deprecated("""This method has been marked as deprecated using proto method options.""")
+    def AttachStorageUpload(self) -> _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AttachStorageUploadRequest, _metadata_service_pb2.UploadRecord]:  # type: ignore[override]
+        """Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens
+        it. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.
+        Errors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).
+        """
     CompleteUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.CompleteUploadRecordRequest, _metadata_service_pb2.CompleteUploadRecordResponse]  # type: ignore[assignment]
     """Completes an upload in one transaction: upload COMPLETED, quota settled to the real size, file
     UPLOADED. Completing a completed upload answers it unchanged.
@@ -372,10 +407,11 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     `INVALID_LEASE`).
     """
     FindAttachedStorageUploads: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.FindAttachedStorageUploadsRequest, _metadata_service_pb2.FindAttachedStorageUploadsResponse]  # type: ignore[assignment]
-    """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
-    AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
-    on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
-    the storage upload and died before attaching it (no part URL was ever signed for those).
+    """Answers which of the given storage multipart uploads an OPEN upload record holds (recorded by
+    BeginUpload). The broker's reaper asks this about the multipart uploads storage lists, on a slow
+    schedule, and aborts the old ones no record holds: left by a CreateUpload that created the
+    storage upload and died before its BeginUpload, or whose BeginUpload's outcome it never learnt
+    (no part URL was ever signed for those).
     At most 1,000 uploads per call. Service role only.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
     """
@@ -619,12 +655,23 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         the owner already owns a live file of the tenant's verified blob with `sha256`, a deduplicated
         file referencing it (kind DEDUP, UPLOADED at once). Another owner's content is never offered: a
         digest is no proof of possession (RecordVerifiedContent deduplicates after the upload instead).
-        A replay (same `request_id`) answers the upload and file as they are now, not as first answered:
-        with the storage upload attached since, or completed.
+        A MULTIPART upload is recorded with its storage multipart upload, which the broker creates first
+        at the key of the file id it chose (`file_id`, `storage_upload_id`; service callers only): one
+        transaction per create. The broker aborts that storage upload when the answer does not hold it
+        (a refusal, a DEDUP answer, a replay answering the first attempt's); one left by a broker that
+        died before its BeginUpload is found by the reaper's sweep (FindAttachedStorageUploads).
+        A replay (same `request_id`; `expire_time`, `file_id` and `storage_upload_id` are left out of
+        "the same request", the broker chooses them afresh on every attempt) answers the upload and file
+        as they are now, not as first answered: completed since, or ended. It keeps the first attempt's
+        file id and storage upload.
         Errors: INVALID_ARGUMENT (also `INVALID_CHECKSUM_ALGORITHM`: set, but not MULTIPART;
         `INVALID_SIZE`: negative, or 0 for MULTIPART; `INVALID_UPLOAD_KIND`; `INVALID_EXPIRY`: no
-        `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner), RESOURCE_EXHAUSTED
-        (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`).
+        `expire_time`; `INVALID_OWNER`: a service caller named no tenant and owner;
+        `INVALID_STORAGE_UPLOAD_ID`: none for MULTIPART, or one for another kind;
+        `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
+        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
+        RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
+        file has `file_id` already).
         """
 
     @_abc_1.abstractmethod
@@ -635,14 +682,16 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.UploadRecord, _abc.Awaitable[_metadata_service_pb2.UploadRecord]]:
         """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
 
+    @_deprecated("""Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens\nit. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.\nErrors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).""")
     @_abc_1.abstractmethod
     def AttachStorageUpload(
         self,
         request: _metadata_service_pb2.AttachStorageUploadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_service_pb2.UploadRecord, _abc.Awaitable[_metadata_service_pb2.UploadRecord]]:
-        """Stores the storage's multipart upload id on an OPEN upload. Errors: NOT_FOUND, INVALID_ARGUMENT
-        (`INVALID_STORAGE_UPLOAD_ID`: none given), FAILED_PRECONDITION (`UPLOAD_NOT_OPEN`).
+        """Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens
+        it. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.
+        Errors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).
         """
 
     @_abc_1.abstractmethod
@@ -687,10 +736,11 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _metadata_service_pb2.FindAttachedStorageUploadsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_service_pb2.FindAttachedStorageUploadsResponse, _abc.Awaitable[_metadata_service_pb2.FindAttachedStorageUploadsResponse]]:
-        """Answers which of the given storage multipart uploads an OPEN upload record holds (attached with
-        AttachStorageUpload). The broker's reaper asks this about the multipart uploads storage lists,
-        on a slow schedule, and aborts the old ones no record holds: left by a CreateUpload that created
-        the storage upload and died before attaching it (no part URL was ever signed for those).
+        """Answers which of the given storage multipart uploads an OPEN upload record holds (recorded by
+        BeginUpload). The broker's reaper asks this about the multipart uploads storage lists, on a slow
+        schedule, and aborts the old ones no record holds: left by a CreateUpload that created the
+        storage upload and died before its BeginUpload, or whose BeginUpload's outcome it never learnt
+        (no part URL was ever signed for those).
         At most 1,000 uploads per call. Service role only.
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`TOO_MANY_UPLOADS`).
         """

@@ -9,9 +9,11 @@ record were ended first and the storage call then failed, nothing would ever cla
 again and its parts would stay in storage for ever.
 
 Every ``sweep_interval_s`` (and at start) the reaper also sweeps storage for multipart uploads that no
-upload record holds: a CreateUpload creates the storage upload and then attaches its id to the record,
-and an attempt that dies in between leaves one behind that nothing else knows of. Listing storage is
-slow in a busy bucket, which is why this happens here, in the background, and never on a request.
+upload record holds: a multipart CreateUpload creates the storage upload (at the key of a file id it
+chose) and then records its id with the upload in BeginUpload, and an attempt that dies in between, or
+never learns whether BeginUpload committed (metadata unavailable), leaves one behind that nothing else
+knows of; so does an abort of one BeginUpload did not record that failed. Listing storage is slow in a
+busy bucket, which is why this happens here, in the background, and never on a request.
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ log = structlog.get_logger("filestore.upload.reaper")
 
 State = resources_pb2.UploadState
 #: How often storage is swept for multipart uploads no record holds. Leftovers of dead attempts hold
-#: no parts (no part URL is signed before the attach), so they cost storage a listing entry only.
+#: no parts (no part URL is signed before BeginUpload records the upload), so they cost storage a
+#: listing entry only.
 SWEEP_INTERVAL_S = 600.0
 #: How old an unattached storage upload must be to be aborted: a younger one may belong to a
-#: CreateUpload still on its way to attaching it (which takes one metadata call).
+#: CreateUpload still on its way to recording it (which takes one metadata call).
 UNATTACHED_GRACE = timedelta(minutes=10)
 
 
@@ -133,7 +136,7 @@ class Reaper:
         """One sweep: abort the multipart uploads open in storage under ``originals/`` that are older
         than the grace and that no OPEN upload record holds; answers the storage ids it aborted.
 
-        Uploads attached to an OPEN record are never touched, expired or not (those are the reaper's
+        Uploads an OPEN record holds are never touched, expired or not (those are the reaper's
         own business, and it releases their quota too). An abort that fails is left to the next sweep.
         """
         cutoff = (now or datetime.now(UTC)) - self._unattached_grace

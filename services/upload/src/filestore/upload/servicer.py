@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,12 +23,21 @@ from nats.js import JetStreamContext
 from filestore.core.auth import Principal, current_principal
 from filestore.core.channels import translated_errors
 from filestore.core.errors import (
+    Aborted,
+    AlreadyExists,
     FailedPrecondition,
+    FilestoreError,
     InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
     Unavailable,
+    Unimplemented,
     upload_ended,
     upload_not_found,
 )
+from filestore.core.keys import original_key
 from filestore.core.reasons import Reason
 from filestore.server import events, metrics
 from filestore.server.sigv4 import ChecksumName, PartChecksum, PartToSign, PostPolicy, PresignedUrl
@@ -67,6 +77,20 @@ _PART_CHECKSUMS: dict[int, ChecksumName] = {
 }
 #: States in which an upload has ended without its bytes: it can no longer be completed.
 _ENDED_UNCOMPLETED = frozenset({State.UPLOAD_STATE_ABORTED, State.UPLOAD_STATE_EXPIRED})
+#: BeginUpload's answers that say its transaction recorded nothing: the request was refused before
+#: or inside it, and rolled back. UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL and a cancelled call are
+#: not among them: the transaction may have committed and only its answer been lost.
+_REFUSED = (
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Aborted,
+    ResourceExhausted,
+    PermissionDenied,
+    Unauthenticated,
+    Unimplemented,
+)
 
 
 class BrokerStorage(UploadBytes, Protocol):
@@ -197,6 +221,16 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 "part_checksum_algorithm must be CRC32 or SHA256", reason=Reason.INVALID_CHECKSUM_ALGORITHM
             )
         expires = datetime.now(UTC) + timedelta(seconds=self._settings.upload_ttl_s)
+        file_id = storage_upload_id = ""
+        if kind == Kind.UPLOAD_KIND_MULTIPART:
+            # The storage upload first, at the key of a file id chosen here, so that BeginUpload
+            # records it in the transaction that opens the upload: one metadata write per create.
+            file_id = str(uuid.uuid4())
+            storage_upload_id = await self._store.create_multipart(
+                original_key(principal.tenant, file_id),
+                content_type=content_type,
+                checksum_algorithm=_PART_CHECKSUMS.get(checksum_algorithm),
+            )
         begin = metadata_service_pb2.BeginUploadRequest(
             file=resources_pb2.File(
                 tenant=principal.tenant,
@@ -217,12 +251,11 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 if kind == Kind.UPLOAD_KIND_MULTIPART
                 else resources_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED
             ),
+            file_id=file_id,
+            storage_upload_id=storage_upload_id,
         )
-        with translated_errors():
-            began = await self._metadata.BeginUpload(begin)
+        began = await self._begin_upload(begin)
         record = began.upload
-        if record.kind == Kind.UPLOAD_KIND_MULTIPART and record.state == State.UPLOAD_STATE_OPEN:
-            record = await self._ensure_storage_upload(record)
         if record.kind == Kind.UPLOAD_KIND_DEDUP:
             await self._publish_dedup(record)
         log.info(
@@ -236,6 +269,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         if (
             record.kind == Kind.UPLOAD_KIND_MULTIPART
             and record.state == State.UPLOAD_STATE_OPEN
+            and record.storage_upload_id  # none only on a record older than this broker: see SignParts
             and record.part_checksum_algorithm not in _PART_CHECKSUMS
         ):
             # Without a declared checksum a part URL needs nothing from the client: a first batch
@@ -313,12 +347,18 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             record = await self._own_record(request.upload_id, principal)
             if record.kind != Kind.UPLOAD_KIND_MULTIPART:
                 raise FailedPrecondition("only multipart uploads have parts", reason=Reason.NOT_MULTIPART)
-            if record.state != State.UPLOAD_STATE_OPEN or _past_expiry(record):
+            # An OPEN multipart record holds its storage upload since BeginUpload records both in one
+            # transaction. One without was opened by a broker of an earlier release (which attached
+            # the storage upload in a second call) that died before attaching it: no part was ever
+            # signed for it, and the reaper ends it at its expiry; the client creates another.
+            if (
+                record.state != State.UPLOAD_STATE_OPEN
+                or _past_expiry(record)
+                or not record.storage_upload_id
+            ):
                 raise parts_not_accepted()
             session = UploadSession.of(record, principal)
             numbers, checksums = _parts_to_sign(request, session)
-            if not record.storage_upload_id:
-                session = UploadSession.of(await self._ensure_storage_upload(record), principal)
         return upload_service_pb2.SignPartsResponse(part_urls=self._sign_parts(session, numbers, checksums))
 
     async def CompleteUpload(
@@ -420,46 +460,47 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             )
         return kind, None
 
-    async def _ensure_storage_upload(self, record: Record) -> Record:
-        """The storage multipart upload of ``record``, created on first need: one storage call,
-        whatever else storage holds.
+    async def _begin_upload(
+        self, begin: metadata_service_pb2.BeginUploadRequest
+    ) -> metadata_service_pb2.BeginUploadResponse:
+        """BeginUpload, then one rule for the storage upload the create made for it (if any): it stays
+        only if the answer's record holds it. Otherwise it goes at once (best effort): refused (quota,
+        validation), a DEDUP answer (no bytes to move), a replay (the record holds the first
+        attempt's). Creating it only once the answer is known would take a second metadata write
+        (AttachStorageUpload, as before), and skipping it when dedup is possible (a declared sha256)
+        would too whenever the dedup does not happen; an abort on these rarer paths is cheaper.
 
-        The record is the catalogue's current one (a replayed BeginUpload answers the upload as it
-        now is), so an upload attached by an earlier attempt is found there, never by listing
-        storage, whose listings cost time in proportion to every upload open in the bucket.
-
-        Creating the storage upload and attaching it are two calls to two systems, and the broker can
-        die, or lose metadata's answer, between them; the retry then creates another. The one left
-        behind was never attached, so no part URL was ever signed for it and it holds nothing: the
-        reaper's sweep aborts it once it is old enough (:meth:`Reaper.sweep_unattached`).
+        When the outcome is unknown (metadata unavailable, the deadline passed, the call cancelled:
+        the transaction may have committed, and aborting would leave a recorded upload without its
+        storage upload), it stays, and so does one whose abort failed, or whose broker died before
+        BeginUpload: the reaper's sweep aborts what no record holds (:meth:`Reaper.sweep_unattached`).
         """
-        if record.storage_upload_id:
-            return record
-        storage_upload_id = await self._store.create_multipart(
-            record.storage_key,
-            content_type=record.content_type,
-            checksum_algorithm=_PART_CHECKSUMS.get(record.part_checksum_algorithm),
-        )
+        created = begin.storage_upload_id
         try:
             with translated_errors():
-                attached = await self._metadata.AttachStorageUpload(
-                    metadata_service_pb2.AttachStorageUploadRequest(
-                        upload_id=record.id, tenant=record.tenant, storage_upload_id=storage_upload_id
-                    )
-                )
-        except FailedPrecondition:
-            # A concurrent retry attached one first (or the upload ended meanwhile): unless that is
-            # the one we hold, ours would only leak, so it goes, and the record as it now stands answers.
-            with translated_errors():
-                current = await self._metadata.GetUploadRecord(
-                    metadata_service_pb2.GetUploadRecordRequest(upload_id=record.id, tenant=record.tenant)
-                )
-            if current.storage_upload_id != storage_upload_id:
-                await self._store.abort_multipart(record.storage_key, storage_upload_id)
-            if current.state == State.UPLOAD_STATE_OPEN and not current.storage_upload_id:
-                raise
-            return current
-        return attached
+                began: metadata_service_pb2.BeginUploadResponse = await self._metadata.BeginUpload(begin)
+        except _REFUSED:
+            if created:
+                await self._abort_unrecorded(begin, reason="refused")
+            raise
+        if created and began.upload.storage_upload_id != created:
+            await self._abort_unrecorded(
+                begin, reason="dedup" if began.upload.kind == Kind.UPLOAD_KIND_DEDUP else "replay"
+            )
+        return began
+
+    async def _abort_unrecorded(self, begin: metadata_service_pb2.BeginUploadRequest, *, reason: str) -> None:
+        key = original_key(begin.file.tenant, begin.file_id)
+        try:
+            await self._store.abort_multipart(key, begin.storage_upload_id)
+        except FilestoreError as error:
+            log.warning(
+                "unrecorded_storage_upload_abort_failed",
+                key=key,
+                storage_upload_id=begin.storage_upload_id,
+                why=reason,
+                reason=error.reason,
+            )
 
     async def _complete_in_storage(self, record: Record, given: Mapping[int, str]) -> ObjectHead:
         """Complete the multipart upload from storage's own part list, after checking that every

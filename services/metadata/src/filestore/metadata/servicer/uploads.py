@@ -1,19 +1,24 @@
-"""The upload RPCs: BeginUpload, GetUploadRecord, AttachStorageUpload, CompleteUploadRecord,
-EndUploadRecord, ListUploadRecords, and the reaper's ClaimExpiredUploads and FindAttachedStorageUploads."""
+"""The upload RPCs: BeginUpload, GetUploadRecord, CompleteUploadRecord, EndUploadRecord,
+ListUploadRecords, and the reaper's ClaimExpiredUploads and FindAttachedStorageUploads; AttachStorageUpload,
+still declared in the contract, answers UNIMPLEMENTED (BeginUpload records the storage upload)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from filestore.core.auth import Principal, current_principal, require_service
-from filestore.core.errors import InvalidArgument, NotFound, upload_not_found
+from filestore.core.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented, upload_not_found
 from filestore.core.reasons import Reason
 from filestore.metadata import convert
 from filestore.metadata.db import models, store
 from filestore.metadata.servicer.base import Context, ServicerBase
-from filestore.metadata.servicer.unit_of_work import Idempotency
+from filestore.metadata.servicer.unit_of_work import Idempotency, orm_session
 from filestore.server.pagetokens import request_fingerprint
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import resources_pb2
@@ -24,6 +29,40 @@ __all__ = ["UploadRpcs"]
 MAX_STORAGE_UPLOADS_PER_CALL = 1000
 #: ListUploadRecords' page when the caller asks for none.
 DEFAULT_UPLOAD_PAGE_SIZE = 10
+#: The longest storage upload id an upload row holds (the column's width).
+MAX_STORAGE_UPLOAD_ID = 1024
+
+
+def _is_canonical_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def _check_storage_upload(request: pb.BeginUploadRequest, kind: models.UploadKind) -> None:
+    """The file id and storage upload a broker chose for BeginUpload: a MULTIPART upload comes with
+    the storage upload the broker created at the key of the file id it chose, any other kind with no
+    storage upload (a file id of its own is allowed, though the broker sends none)."""
+    if request.file_id or request.storage_upload_id:
+        require_service()  # users never name ids nor storage's uploads
+    multipart = kind is models.UploadKind.MULTIPART
+    if multipart != bool(request.storage_upload_id) or len(request.storage_upload_id) > MAX_STORAGE_UPLOAD_ID:
+        raise InvalidArgument(
+            "a MULTIPART upload needs the storage upload created for it, and only a MULTIPART upload "
+            f"has one (at most {MAX_STORAGE_UPLOAD_ID} characters)",
+            reason=Reason.INVALID_STORAGE_UPLOAD_ID,
+        )
+    if request.storage_upload_id and not request.file_id:
+        raise InvalidArgument(
+            "file_id is required with a storage_upload_id (the storage upload is at its key)",
+            reason=Reason.INVALID_FILE_ID,
+        )
+    if request.file_id and not _is_canonical_uuid(request.file_id):
+        raise InvalidArgument(
+            "file_id must be a UUID in canonical form (lower-case, 36 characters)",
+            reason=Reason.INVALID_FILE_ID,
+        )
 
 
 class UploadRpcs(ServicerBase):
@@ -51,22 +90,25 @@ class UploadRpcs(ServicerBase):
         if size == 0 and kind is models.UploadKind.MULTIPART:
             # Storage completes a multipart upload from one part at least; an empty file is SINGLE.
             raise InvalidArgument("a MULTIPART upload cannot be empty", reason=Reason.INVALID_SIZE)
+        _check_storage_upload(request, kind)
         name, content_type, sha256, labels = self._declared(request.file)
         expires = convert.from_timestamp(request.expire_time)
 
-        async def begin(session: AsyncSession) -> pb.BeginUploadResponse:
-            await store.reserve_quota(session, tenant=tenant, owner=owner, nbytes=size)
+        # Core statements on a plain connection: the hottest write of the catalogue needs nothing of
+        # the ORM, and answers from the values it wrote.
+        async def begin(connection: AsyncConnection) -> pb.BeginUploadResponse:
+            await store.reserve_quota(connection, tenant=tenant, owner=owner, nbytes=size)
             # A digest proves nothing (anyone may have learnt it), so only the owner of content the
             # tenant holds gets it without sending it; everyone else uploads, and dedup happens
             # once the processor has verified the bytes (RecordVerifiedContent).
             blob = (
-                await store.find_dedup_blob(session, tenant=tenant, owner=owner, sha256=sha256)
+                await store.find_dedup_blob(connection, tenant=tenant, owner=owner, sha256=sha256)
                 if sha256
                 else None
             )
             dedup = blob is not None and blob.size == size
-            file = await store.create_file(
-                session,
+            file: models.FileColumns = await store.create_file(
+                connection,
                 tenant=tenant,
                 owner=owner,
                 name=name,
@@ -75,35 +117,37 @@ class UploadRpcs(ServicerBase):
                 sha256=sha256 or None,
                 labels=labels,
                 blob_id=blob.id if dedup and blob is not None else None,
+                file_id=request.file_id or None,
             )
-            upload = await store.record_upload(
-                session,
-                tenant=tenant,
-                file_id=file.id,
+            upload: models.UploadColumns = await store.record_upload(
+                connection,
+                file=file,
                 kind=models.UploadKind.DEDUP if dedup else kind,
                 part_size=0 if dedup else request.part_size,
                 part_count=0 if dedup else request.part_count,
                 expires_at=expires,
                 reserved_bytes=size,
                 part_checksum=models.PartChecksum.NONE if dedup else part_checksum,
+                # A DEDUP upload moves no bytes: its answer holding no storage upload tells the
+                # broker to abort the one it created.
+                storage_upload_id=None if dedup else request.storage_upload_id or None,
             )
             if dedup:
                 # Verified content of this tenant already holds these bytes: no transfer, the upload is
                 # complete at once and the file UPLOADED (the pipeline still runs for the new record).
-                outcome = await store.complete_upload(
-                    session, tenant=tenant, upload_id=upload.id, actual_size=size
-                )
+                async with orm_session(connection) as session:
+                    outcome = await store.complete_upload(
+                        session, tenant=tenant, upload_id=upload.id, actual_size=size
+                    )
                 file, upload = outcome.file, outcome.upload
             return pb.BeginUploadResponse(
                 file=convert.file_message(file), upload=convert.upload_record(upload, file)
             )
 
-        async def as_it_is_now(
-            session: AsyncSession, first: pb.BeginUploadResponse
-        ) -> pb.BeginUploadResponse:
-            # A retry must see what happened since the first answer: the broker finds the storage
-            # upload it attached there, instead of searching storage for it.
-            upload, file = await self._upload_and_file(session, principal, tenant, first.upload.id)
+        async def as_it_is_now(db: store.Executor, first: pb.BeginUploadResponse) -> pb.BeginUploadResponse:
+            # A retry must see what happened since the first answer (completed, ended); the storage
+            # upload is the first attempt's, and the broker aborts the one it created for the retry.
+            upload, file = await self._upload_and_file(db, principal, tenant, first.upload.id)
             return pb.BeginUploadResponse(
                 file=convert.file_message(file), upload=convert.upload_record(upload, file)
             )
@@ -115,38 +159,35 @@ class UploadRpcs(ServicerBase):
             tenant=tenant,
             # Keyed by owner too: two users of a tenant may pick the same request_id independently.
             caller=owner,
-            # The expiry is computed afresh by the broker on every retry: not part of "the same request".
-            leave_out=("expire_time",),
+            # The broker chooses these afresh on every attempt: not part of "the same request".
+            leave_out=("expire_time", "file_id", "storage_upload_id"),
             replayed=as_it_is_now,
         )
-        return await self._unit.write(begin, idempotency=replay)
+        try:
+            return await self._unit.write_rows(begin, idempotency=replay)
+        except IntegrityError:
+            # Rolled back. A file id the caller chose that some file has is its mistake, told as such;
+            # anything else is ours (INTERNAL). Looked up only now: a fresh UUID never collides.
+            if request.file_id and await self._file_exists(request.file_id):
+                raise AlreadyExists(
+                    "file_id is in use; choose a fresh UUID",
+                    reason=Reason.FILE_ID_IN_USE,
+                    metadata={"file_id": request.file_id},
+                ) from None
+            raise
 
     async def GetUploadRecord(self, request: pb.GetUploadRecordRequest, context: Context) -> pb.UploadRecord:
         principal = current_principal()
         scope = self._tenant(principal, request.tenant)
-        async with self._unit.read() as session:
-            upload, file = await self._upload_and_file(session, principal, scope, request.upload_id)
+        async with self._unit.read_rows() as connection:
+            upload, file = await self._upload_and_file(connection, principal, scope, request.upload_id)
             return convert.upload_record(upload, file)
 
     async def AttachStorageUpload(
         self, request: pb.AttachStorageUploadRequest, context: Context
     ) -> pb.UploadRecord:
-        principal = require_service()
-        if not request.storage_upload_id:
-            raise InvalidArgument("storage_upload_id is required", reason=Reason.INVALID_STORAGE_UPLOAD_ID)
-        scope = self._tenant(principal, request.tenant)
-
-        async def attach(session: AsyncSession) -> pb.UploadRecord:
-            upload, file = await self._upload_and_file(session, principal, scope, request.upload_id)
-            upload = await store.attach_storage_upload(
-                session,
-                tenant=upload.tenant,
-                upload_id=upload.id,
-                storage_upload_id=request.storage_upload_id,
-            )
-            return convert.upload_record(upload, file)
-
-        return await self._unit.write(attach)
+        # Declared still (the contract never deletes an RPC), served no more: nothing calls it.
+        raise Unimplemented("AttachStorageUpload is removed: BeginUpload records the storage upload")
 
     async def CompleteUploadRecord(
         self, request: pb.CompleteUploadRecordRequest, context: Context
@@ -282,13 +323,21 @@ class UploadRpcs(ServicerBase):
             next_page_token=token,
         )
 
+    async def _file_exists(self, file_id: str) -> bool:
+        async with self._unit.read_rows() as connection:
+            try:
+                await store.get_file(connection, tenant=None, file_id=file_id, include_deleted=True)
+            except NotFound:
+                return False
+        return True
+
     async def _upload_and_file(
-        self, session: AsyncSession, principal: Principal, scope: str | None, upload_id: str
-    ) -> tuple[models.Upload, models.File]:
+        self, db: store.Executor, principal: Principal, scope: str | None, upload_id: str
+    ) -> tuple[Row[Any], Row[Any]]:
         try:
-            upload = await store.get_upload(session, tenant=scope, upload_id=upload_id)
+            upload = await store.get_upload(db, tenant=scope, upload_id=upload_id)
             file = await store.get_file(
-                session, tenant=upload.tenant, file_id=upload.file_id, include_deleted=True
+                db, tenant=upload.tenant, file_id=upload.file_id, include_deleted=True
             )
         except NotFound:
             raise upload_not_found(upload_id) from None

@@ -4,6 +4,10 @@ Conventions shared by every function here:
 
 * The caller owns the transaction (``async with session.begin(): ...``); nothing here commits, so one
   RPC's writes land or vanish together. A raised error leaves the transaction to be rolled back.
+* A function taking an :data:`Executor` runs Core statements only (on tables, rows back) and works on
+  an ORM session or a plain connection alike; it answers Rows read by column name, or the values it
+  wrote (:class:`~filestore.metadata.db.models.FileValues`), never ORM objects. The hot RPCs use only
+  these. The file lifecycle and the listings stay ORM code and take an ``AsyncSession``.
 * ``tenant`` scopes every lookup. A row of another tenant is reported exactly like a missing row
   (``NotFound``), so ids of other tenants cannot be probed. ``tenant=None`` is reserved for trusted
   internal callers (the processor acting for any tenant) and must never come from a client.
@@ -41,7 +45,7 @@ condition the reconciler found, so a finding that stopped holding changes nothin
 
 from __future__ import annotations
 
-from filestore.metadata.db.store._sql import has_prefix
+from filestore.metadata.db.store._sql import Executor, has_prefix
 from filestore.metadata.db.store.blobs import (
     BlobLink,
     BlobRecount,
@@ -116,7 +120,6 @@ from filestore.metadata.db.store.uploads import (
     OpenUploadPage,
     UploadCursor,
     UploadOutcome,
-    attach_storage_upload,
     attached_storage_uploads,
     claim_expired_uploads,
     complete_upload,
@@ -135,6 +138,7 @@ __all__ = [
     "STATES_WITH_BYTES",
     "BlobLink",
     "BlobRecount",
+    "Executor",
     "FileClaim",
     "FileCursor",
     "FileDeletion",
@@ -147,7 +151,6 @@ __all__ = [
     "VerifiedContent",
     "add_derivative",
     "allowed_sources",
-    "attach_storage_upload",
     "attached_storage_uploads",
     "claim_expired_uploads",
     "claim_file",
