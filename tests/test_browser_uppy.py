@@ -147,3 +147,29 @@ async def test_a_reload_mid_upload_resumes_with_golden_retriever_sending_only_mi
     assert sorted(puts) == sorted(set(range(1, PARTS + 1)) - set(listed))
     assert upload.state == resources_pb2.UPLOAD_STATE_COMPLETED
     assert settled == {"status": "READY", "sha256": hashlib.sha256(body).hexdigest()}
+
+
+async def test_a_file_removed_mid_upload_aborts_its_upload(
+    chromium: Browser, page_site: PageSite, stack: Stack, client_for: ClientFactory
+) -> None:
+    write(page_site, "uppy-removed.bin", BIG, 5)
+    tenant = fresh_tenant()
+    context = await chromium.new_context()
+    page = await context.new_page()
+    try:
+        await uppy_page(page, page_site, stack, user_token(stack, tenant), 1)
+        uppy_id = await page.evaluate("uppyHarness.addFile('/uppy-removed.bin', 'removed.bin')")
+        await page.evaluate("id => { window.reached = uppyHarness.whenParts(2, id, false) }", uppy_id)
+        await page.evaluate("() => { uppyHarness.upload() }")
+        await page.evaluate("window.reached")
+        upload_id = await page.evaluate("id => uppyHarness.uppy.getFile(id).s3Multipart.uploadId", uppy_id)
+        await page.evaluate("id => uppyHarness.uppy.removeFile(id)", uppy_id)
+        aborted = await page.evaluate("uppyHarness.aborted")
+    finally:
+        await context.close()
+
+    upload = await client_for("alice", tenant).upload.GetUpload(
+        upload_service_pb2.GetUploadRequest(upload_id=upload_id)
+    )
+    assert aborted == upload_id
+    assert upload.state == resources_pb2.UPLOAD_STATE_ABORTED

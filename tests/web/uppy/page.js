@@ -23,6 +23,14 @@ window.uppyHarness = {
       this.listed = parts.map((part) => part.PartNumber).sort((a, b) => a - b);
       return parts;
     };
+    // Settles once the plugin has asked the adapter to abort an upload (a file removed mid-upload).
+    const abortMultipartUpload = this.adapter.options.abortMultipartUpload;
+    this.aborted = new Promise((resolve) => {
+      this.adapter.options.abortMultipartUpload = async (...args) => {
+        await abortMultipartUpload(...args);
+        resolve(args[1].uploadId);
+      };
+    });
     this.partsUploaded = [];
     this.restored = new Promise((resolve) => {
       this.uppy = new Uppy({ autoProceed: false })
