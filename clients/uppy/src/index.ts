@@ -70,7 +70,7 @@ export function filestoreUppy<M extends Meta, B extends Body>(fs: { uploadApi: U
   };
   const contentType = (file: UppyFile<M, B>) => file.type || "application/octet-stream";
 
-  const options = {
+  const options: AwsS3MultipartOptions<M, B> = {
     shouldUseMultipart: (file: UppyFile<M, B>) => (file.size ?? 0) > threshold,
     getChunkSize: (data: { size: number }) => planPartSize(data.size, wanted),
 
@@ -190,7 +190,7 @@ export function filestoreUppy<M extends Meta, B extends Body>(fs: { uploadApi: U
   }
 
   return {
-    options: options as unknown as AwsS3MultipartOptions<M, B>,
+    options,
     fileIdOf: (file) => fileIds.get(file.id) ?? (file as { s3Multipart?: { key?: string } }).s3Multipart?.key,
   };
 }
