@@ -3,9 +3,10 @@
 
 * **browser**: headless Chromium (Debian's, driven by Playwright, as in the browser tests) loads the
   browser tests' page (``tests/web``, with the client bundled from ``clients/web`` by esbuild, as
-  ``make web`` does), which uploads the file with the client's engine: CreateUpload, SignParts and
-  CompleteUpload over Connect through the browser face (``filestore-edge``) to the broker, the parts
-  PUT from the page straight to SeaweedFS with ``XMLHttpRequest``, CRC32 of each part in WASM.
+  ``make web`` does, unminified), which uploads the file with the client's engine: CreateUpload,
+  SignParts and CompleteUpload over Connect through the browser face (``filestore-edge``) to the
+  broker, the parts PUT from the page straight to SeaweedFS with ``XMLHttpRequest``, CRC32 of each
+  part in WASM.
 * **sdk**: ``filestore.client.AsyncClient.upload`` from this process, the same calls over gRPC
   straight to the broker, the parts PUT with httpx, CRC32 of each part.
 
@@ -15,8 +16,8 @@ SDK's file is in the page cache); each side times its own client, from the uploa
 file UPLOADED (the page with ``performance.now()``). The stack: SeaweedFS, NATS, metadata, the
 broker and the face, on SQLite; no processor (its reads of the stored object are the processing
 path, which would compete for the two cores during the timing), no download service (not called).
-Each run uploads as a tenant of its own, and its object is deleted afterwards, so storage does the
-same work every run. Before the rounds, one small upload each way opens the connections the runs
+Each run uploads as a tenant of its own; its object's size is checked in storage, then the object is
+deleted, so storage does the same work every run. Before the rounds, one small upload each way opens the connections the runs
 then reuse (Chromium's to the face, the face's and the SDK's channels).
 
 During each browser run, for the face, the broker and the metadata service (Filestore's processes
@@ -158,8 +159,13 @@ async def main() -> None:
 
         async def one(which: str, file_name: str) -> tuple[float, str, str]:
             if which == "browser":
-                return await browser_upload(page, stack, file_name)
-            return await sdk_upload(stack, pages / file_name, state_dir)
+                wall, tenant, file_id = await browser_upload(page, stack, file_name)
+            else:
+                wall, tenant, file_id = await sdk_upload(stack, pages / file_name, state_dir)
+            stored = await asyncio.to_thread(s3.head_object, Bucket=bucket, Key=original_key(tenant, file_id))
+            if stored["ContentLength"] != (pages / file_name).stat().st_size:
+                raise RuntimeError(f"{which}: storage holds {stored['ContentLength']} bytes of {file_name}")
+            return wall, tenant, file_id
 
         print(
             f"{SIZE // MIB} MiB, {PART_SIZE // MIB} MiB parts, {CONCURRENCY} in flight, CRC32, "
