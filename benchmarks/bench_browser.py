@@ -17,8 +17,8 @@ file UPLOADED (the page with ``performance.now()``). The stack: SeaweedFS, NATS,
 broker and the face, on SQLite; no processor (its reads of the stored object are the processing
 path, which would compete for the two cores during the timing), no download service (not called).
 Each run uploads as a tenant of its own; its object's size is checked in storage, then the object is
-deleted, so storage does the same work every run. Before the rounds, one small upload each way opens the connections the runs
-then reuse (Chromium's to the face, the face's and the SDK's channels).
+deleted, so storage does the same work every run. Before the rounds, one small upload each way
+opens the connections the runs then reuse (Chromium's to the face, the face's and the SDK's channels).
 
 During each browser run, for the face, the broker and the metadata service (Filestore's processes
 the upload involves): the TCP payload bytes through their sockets and their CPU seconds, with
