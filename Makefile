@@ -198,6 +198,11 @@ bench-scale: env
 bench-peers-companion: env
 	$(PY) -m benchmarks.bench_peers_companion
 
+# 300 MiB from a page in Chromium (the browser client, through the face) vs the Python SDK, alternating;
+# the bytes and CPU of the face, broker and metadata during the browser's upload.
+.PHONY: bench-browser
+bench-browser: env system-deps node-deps
+	$(PY) -m benchmarks.bench_browser
 # Both peers: Companion (signing) and tus (the bytes through a server), each a target of its own.
 .PHONY: bench-peers
 bench-peers: bench-peers-companion bench-peers-tus
