@@ -80,11 +80,16 @@ buf-breaking: node-deps
 
 # The browser client (clients/web): its generated code from protos/ (clients/web/buf.gen.yaml) must be
 # what buf generates now, it must typecheck, and it bundles into one ES module, clients/web/dist/.
+# The Uppy adapter (clients/uppy) builds with it: clients/uppy/dist/filestore-uppy.js, the web client inside,
+# @uppy/aws-s3 left to the app's own copy (it is the app's plugin the adapter configures).
 WEB := clients/web
+UPPY := clients/uppy
 WEB_BUNDLE := $(WEB)/dist/filestore-web.js
 web: node-deps
 	node_modules/.bin/esbuild $(WEB)/src/index.ts --bundle --format=esm --target=es2022 --minify --sourcemap \
 	  --outfile=$(WEB_BUNDLE)
+	node_modules/.bin/esbuild $(UPPY)/src/index.ts --bundle --format=esm --target=es2022 --minify --sourcemap \
+	  --external:@uppy/aws-s3 --outfile=$(UPPY)/dist/filestore-uppy.js
 
 # `make run`'s demo page loads the bundle: built when it is missing or older than its sources (npm
 # install first, from nothing). Without npm, one line says so and the stack starts all the same (the
@@ -100,6 +105,7 @@ web-check: node-deps
 	  diff -r "$$fresh/$(WEB)/src/gen" $(WEB)/src/gen || { \
 	  echo "$(WEB)/src/gen is stale: run node_modules/.bin/buf generate --template $(WEB)/buf.gen.yaml"; exit 1; }
 	node_modules/.bin/tsc --noEmit -p $(WEB)
+	node_modules/.bin/tsc --noEmit -p $(UPPY)
 	$(MAKE) --no-print-directory web
 
 lint: env
@@ -201,6 +207,11 @@ bench-scale: env
 bench-peers-companion: env
 	$(PY) -m benchmarks.bench_peers_companion
 
+# 300 MiB from a page in Chromium (the browser client, through the face) vs the Python SDK, alternating;
+# the bytes and CPU of the face, broker and metadata during the browser's upload.
+.PHONY: bench-browser
+bench-browser: env system-deps node-deps
+	$(PY) -m benchmarks.bench_browser
 # Both peers: Companion (signing) and tus (the bytes through a server), each a target of its own.
 .PHONY: bench-peers
 bench-peers: bench-peers-companion bench-peers-tus

@@ -10,7 +10,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -232,9 +232,15 @@ async def relayed_echo(auth_secret: str) -> AsyncIterator[Callable[[int], Awaita
 
 
 @asynccontextmanager
-async def temporary_stack(components: tuple[str, ...], *, host: str = "127.0.0.1") -> AsyncIterator[Stack]:
+async def temporary_stack(
+    components: tuple[str, ...],
+    *,
+    host: str = "127.0.0.1",
+    extra_env: Mapping[str, Mapping[str, str]] | None = None,
+) -> AsyncIterator[Stack]:
     """The stack's ``components`` on free ports of ``host`` (every component listens there, and the
-    presigned URLs name it: a shaped link's root-side address lets a client in its namespace in)."""
+    presigned URLs name it: a shaped link's root-side address lets a client in its namespace in),
+    with ``extra_env`` added to the environment of the components it names."""
     with tempfile.TemporaryDirectory(prefix="filestore-bench-") as home:
         config = StackConfig(
             home=Path(home),
@@ -245,6 +251,7 @@ async def temporary_stack(components: tuple[str, ...], *, host: str = "127.0.0.1
             # The level the benchmark process and its echo server log at: the services measured
             # and the echo floor they are compared with pay for the same logging.
             log_level=BENCH_LOG_LEVEL,
+            extra_env=extra_env or {},
         )
         async with Stack(config) as stack:
             yield stack

@@ -60,21 +60,27 @@ def page_server(root: Path) -> Iterator[str]:
 
 
 def install_pages(root: Path) -> None:
-    """Copies the test pages into ``root`` and bundles the client beside them, from its sources (so a
-    test never runs a stale bundle), exactly as `make web` does but unminified for readable traces."""
+    """Copies the test pages into ``root`` and bundles, from their sources (so a test never runs a stale
+    bundle), the client beside them exactly as `make web` does but unminified for readable traces, and
+    the Uppy page (Uppy's own packages with the adapter of clients/uppy) into ``uppy/``."""
     shutil.copytree(PAGES, root, dirs_exist_ok=True)
+    _bundle(ROOT / "clients" / "web" / "src" / "index.ts", root / BUNDLE_NAME)
+    _bundle(PAGES / "uppy" / "page.js", root / "uppy" / "uppy.js")
+
+
+def _bundle(entry: Path, outfile: Path) -> None:
     esbuild = ROOT / "node_modules" / ".bin" / "esbuild"
     if not esbuild.exists():
         raise RuntimeError("node_modules/.bin/esbuild is missing: run `make node-deps`")
     subprocess.run(
         [
             str(esbuild),
-            str(ROOT / "clients" / "web" / "src" / "index.ts"),
+            str(entry),
             "--bundle",
             "--format=esm",
             "--target=es2022",
             "--log-level=warning",
-            f"--outfile={root / BUNDLE_NAME}",
+            f"--outfile={outfile}",
         ],
         check=True,
         cwd=ROOT,

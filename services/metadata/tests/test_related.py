@@ -46,8 +46,7 @@ async def _new_upload(
     async with sessions() as session, session.begin():
         upload = await store.record_upload(
             session,
-            tenant=tenant,
-            file_id=file.id,
+            file=file,
             kind=UploadKind.MULTIPART,
             part_size=5 * 2**20,
             part_count=3,
@@ -127,8 +126,7 @@ async def test_a_file_and_its_upload_recorded_with_the_ids_the_broker_chose(
         )
         upload = await store.record_upload(
             session,
-            tenant=tenant,
-            file_id=file.id,
+            file=file,
             kind=UploadKind.MULTIPART,
             part_size=5 * 2**20,
             part_count=1,
@@ -150,8 +148,7 @@ async def test_complete_upload_settles_exactly_once(sessions: Sessions, tenant: 
         await store.reserve_quota(session, tenant=tenant, owner="alice", nbytes=1000)
         upload = await store.record_upload(
             session,
-            tenant=tenant,
-            file_id=file.id,
+            file=file,
             kind=UploadKind.SINGLE,
             part_size=1000,
             part_count=1,

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from filestore.core.errors import AlreadyExists
+from filestore.core.errors import AlreadyExists, NotFound
 from filestore.metadata import convert
-from filestore.metadata.db import store
+from filestore.metadata.db import models, store
 from filestore.metadata.servicer import MetadataServicer
 from filestore.metadata.servicer.base import ServicerBase
-from filestore.metadata.servicer.unit_of_work import Idempotency, UnitOfWork
+from filestore.metadata.servicer.unit_of_work import Idempotency, UnitOfWork, orm_session
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import metadata_service_pb2_grpc, resources_pb2
 
@@ -130,9 +131,9 @@ async def test_a_twin_answered_first_so_this_work_is_rolled_back(
         )
         return answer
 
-    async def now(session: AsyncSession, first: resources_pb2.Quota) -> resources_pb2.Quota:
+    async def now(db: store.Executor, first: resources_pb2.Quota) -> resources_pb2.Quota:
         # As GetQuota answers it: -1 when there is no quota row.
-        quota = await store.get_quota(session, tenant=tenant)
+        quota = await store.get_quota(db, tenant=tenant)
         return resources_pb2.Quota(
             tenant=first.tenant, limit_bytes=-1 if quota is None else quota.limit_bytes
         )
@@ -143,6 +144,85 @@ async def test_a_twin_answered_first_so_this_work_is_rolled_back(
     # The twin's answer; as it is now, that is after this work was rolled back.
     assert answer.limit_bytes == (-1 if as_it_is_now else 7)
     assert await _limit(sessions, tenant) is None
+
+
+async def _new_file(connection: AsyncConnection, tenant: str) -> models.FileValues:
+    return await store.create_file(
+        connection, tenant=tenant, owner="alice", name="a.txt", declared_content_type="text/plain", size=1
+    )
+
+
+async def test_a_write_on_a_connection_lands_or_vanishes_whole_orm_session_included(
+    sessions: Sessions, tenant: str
+) -> None:
+    unit = UnitOfWork(sessions)
+    created: list[str] = []
+
+    async def create_and_set(connection: AsyncConnection, limit_bytes: int) -> resources_pb2.Quota:
+        created.append((await _new_file(connection, tenant)).id)
+        async with orm_session(connection) as session:
+            return convert.quota(await store.set_quota(session, tenant=tenant, limit_bytes=limit_bytes))
+
+    async def create_set_then_refuse(connection: AsyncConnection) -> resources_pb2.Quota:
+        await create_and_set(connection, 10)
+        raise Refused
+
+    with pytest.raises(Refused):
+        await unit.write_rows(create_set_then_refuse)
+    assert await _limit(sessions, tenant) is None
+    async with unit.read_rows() as connection:
+        with pytest.raises(NotFound):
+            await store.get_file(connection, tenant=tenant, file_id=created[0])
+
+    async def create_and_set_20(connection: AsyncConnection) -> resources_pb2.Quota:
+        return await create_and_set(connection, 20)
+
+    # Closing the ORM session leaves the connection's transaction to commit both writes.
+    assert (await unit.write_rows(create_and_set_20)).limit_bytes == 20
+    assert await _limit(sessions, tenant) == 20
+    async with unit.read_rows() as connection:
+        assert (await store.get_file(connection, tenant=tenant, file_id=created[1])).name == "a.txt"
+
+
+async def test_a_twin_answered_first_so_this_work_on_a_connection_is_rolled_back(
+    sessions: Sessions, tenant: str
+) -> None:
+    request = pb.CreateFileRequest(file=resources_pb2.File(name="a.txt"))
+    twin_answer = resources_pb2.File(id="the-twin's", name="a.txt")
+    created: list[str] = []
+
+    async def work_while_a_twin_answers(connection: AsyncConnection) -> resources_pb2.File:
+        file = await _new_file(connection, tenant)
+        created.append(file.id)
+        await store.save_idempotent(
+            connection,
+            tenant=idempotency.tenant,
+            method=idempotency.method,
+            request_id=idempotency.request_id,
+            request_hash=idempotency.request_hash,
+            response=twin_answer.SerializeToString(),
+        )
+        return convert.file_message(file)
+
+    async def now(db: store.Executor, first: resources_pb2.File) -> resources_pb2.File:
+        try:
+            await store.get_file(db, tenant=tenant, file_id=created[0])
+        except NotFound:
+            return resources_pb2.File(id=first.id, name="gone")
+        return first
+
+    idempotency = Idempotency.of(request, "r1", resources_pb2.File, tenant=tenant, replayed=now)
+    answer = await UnitOfWork(sessions).write_rows(work_while_a_twin_answers, idempotency=idempotency)
+    assert (answer.id, answer.name) == ("the-twin's", "gone")
+
+
+@pytest.mark.parametrize(
+    ("values", "model"), [(models.FileValues, models.File), (models.UploadValues, models.Upload)]
+)
+def test_the_values_an_insert_answers_are_every_column_of_the_table(values: type, model: type) -> None:
+    # The store INSERTs these fields and answers them as the row: a column missing here would be
+    # written as its default and answered as nothing at all.
+    assert [field.name for field in fields(values)] == [column.name for column in model.__table__.columns]
 
 
 def test_every_rpc_is_served_by_exactly_one_resource_module() -> None:

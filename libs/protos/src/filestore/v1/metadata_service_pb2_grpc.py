@@ -340,9 +340,9 @@ class MetadataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AttachStorageUpload(self, request, context):
-        """Removed: answers UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`). BeginUpload records a MULTIPART upload's
-        storage upload in the transaction that opens it. Declared still because the contract never
-        deletes an RPC (`buf breaking`); nothing calls it.
+        """Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens
+        it. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.
+        Errors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

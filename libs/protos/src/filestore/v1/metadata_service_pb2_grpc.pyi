@@ -147,9 +147,9 @@ class MetadataServiceStub:
     @_builtins.property
     @_deprecated("""This method has been marked as deprecated using proto method options.""")
     def AttachStorageUpload(self) -> _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.AttachStorageUploadRequest, _metadata_service_pb2.UploadRecord]:
-        """Removed: answers UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`). BeginUpload records a MULTIPART upload's
-        storage upload in the transaction that opens it. Declared still because the contract never
-        deletes an RPC (`buf breaking`); nothing calls it.
+        """Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens
+        it. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.
+        Errors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).
         """
     CompleteUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.CompleteUploadRecordRequest, _metadata_service_pb2.CompleteUploadRecordResponse]
     """Completes an upload in one transaction: upload COMPLETED, quota settled to the real size, file
@@ -384,9 +384,9 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     @_builtins.property
     @_deprecated("""This method has been marked as deprecated using proto method options.""")
     def AttachStorageUpload(self) -> _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.AttachStorageUploadRequest, _metadata_service_pb2.UploadRecord]:  # type: ignore[override]
-        """Removed: answers UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`). BeginUpload records a MULTIPART upload's
-        storage upload in the transaction that opens it. Declared still because the contract never
-        deletes an RPC (`buf breaking`); nothing calls it.
+        """Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens
+        it. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.
+        Errors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).
         """
     CompleteUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.CompleteUploadRecordRequest, _metadata_service_pb2.CompleteUploadRecordResponse]  # type: ignore[assignment]
     """Completes an upload in one transaction: upload COMPLETED, quota settled to the real size, file
@@ -682,16 +682,16 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.UploadRecord, _abc.Awaitable[_metadata_service_pb2.UploadRecord]]:
         """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
 
-    @_deprecated("""Removed: answers UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`). BeginUpload records a MULTIPART upload's\nstorage upload in the transaction that opens it. Declared still because the contract never\ndeletes an RPC (`buf breaking`); nothing calls it.""")
+    @_deprecated("""Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens\nit. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.\nErrors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).""")
     @_abc_1.abstractmethod
     def AttachStorageUpload(
         self,
         request: _metadata_service_pb2.AttachStorageUploadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_metadata_service_pb2.UploadRecord, _abc.Awaitable[_metadata_service_pb2.UploadRecord]]:
-        """Removed: answers UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`). BeginUpload records a MULTIPART upload's
-        storage upload in the transaction that opens it. Declared still because the contract never
-        deletes an RPC (`buf breaking`); nothing calls it.
+        """Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens
+        it. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.
+        Errors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).
         """
 
     @_abc_1.abstractmethod

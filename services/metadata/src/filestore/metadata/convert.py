@@ -1,4 +1,7 @@
-"""Rows of the catalogue to protobuf messages and back (enums map by name)."""
+"""Rows of the catalogue to protobuf messages and back (enums map by name).
+
+A row is read by column name, so a message is made the same way from an ORM object, a Core Row or
+the values the store just wrote (:data:`filestore.metadata.db.models.FileColumns`)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import Row
 
 from filestore.core.errors import InvalidArgument
 from filestore.core.keys import original_key
@@ -79,7 +83,7 @@ def step_outcome_from_proto(outcome: resources_pb2.StepOutcome.ValueType) -> mod
     return _member(resources_pb2.StepOutcome, outcome, "STEP_OUTCOME_", models.ProcessingOutcome)
 
 
-def file_message(row: models.File) -> resources_pb2.File:
+def file_message(row: models.FileColumns) -> resources_pb2.File:
     message = resources_pb2.File(
         id=row.id,
         tenant=row.tenant,
@@ -104,7 +108,9 @@ def file_message(row: models.File) -> resources_pb2.File:
     return message
 
 
-def upload_record(upload: models.Upload, file: models.File) -> metadata_service_pb2.UploadRecord:
+def upload_record(
+    upload: models.UploadColumns, file: models.FileColumns
+) -> metadata_service_pb2.UploadRecord:
     return metadata_service_pb2.UploadRecord(
         id=upload.id,
         file_id=upload.file_id,
@@ -174,7 +180,7 @@ def derivative(row: models.Derivative) -> resources_pb2.Derivative:
     )
 
 
-def quota(row: models.Quota) -> resources_pb2.Quota:
+def quota(row: models.Quota | Row[Any]) -> resources_pb2.Quota:
     return resources_pb2.Quota(
         tenant=row.tenant,
         owner=row.owner,

@@ -1900,9 +1900,9 @@ export const MetadataService: GenService<{
     output: typeof UploadRecordSchema;
   },
   /**
-   * Removed: answers UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`). BeginUpload records a MULTIPART upload's
-   * storage upload in the transaction that opens it. Declared still because the contract never
-   * deletes an RPC (`buf breaking`); nothing calls it.
+   * Removed: BeginUpload records a MULTIPART upload's storage upload in the transaction that opens
+   * it. Declared still because the contract never deletes an RPC (`buf breaking`); nothing calls it.
+   * Errors: always UNIMPLEMENTED (`NOT_IMPLEMENTED_YET`).
    *
    * @generated from rpc filestore.v1.MetadataService.AttachStorageUpload
    * @deprecated

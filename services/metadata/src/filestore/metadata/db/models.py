@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
     String,
     Text,
     TypeDecorator,
@@ -42,7 +44,9 @@ __all__ = [
     "Blob",
     "Derivative",
     "File",
+    "FileColumns",
     "FileStatus",
+    "FileValues",
     "Grant",
     "IdempotencyKey",
     "PartChecksum",
@@ -52,8 +56,10 @@ __all__ = [
     "Quota",
     "StrEnumType",
     "Upload",
+    "UploadColumns",
     "UploadKind",
     "UploadState",
+    "UploadValues",
     "UtcDateTime",
     "Visibility",
     "new_id",
@@ -273,6 +279,39 @@ class File(Base):
         return str(self.version)
 
 
+@dataclass(frozen=True, slots=True)
+class FileValues:
+    """A file row as the store wrote it, every column a plain value: what an INSERT answers without
+    reading the row back or making an ORM object (see :data:`FileColumns`). A test keeps the fields
+    and the table's columns the same."""
+
+    id: str
+    tenant: str
+    owner: str
+    name: str
+    declared_content_type: str
+    sniffed_content_type: str | None
+    size: int
+    sha256: str | None
+    verified_sha256: str | None
+    storage_key: str
+    blob_id: str | None
+    status: FileStatus
+    status_reason: str | None
+    version: int
+    labels: dict[str, str]
+    visibility: Visibility
+    extracted_text: str | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+#: A file's columns by name, however they were read: an ORM object (the lifecycle's paths), a Core
+#: Row of the ``files`` table (the reads), or the values an INSERT wrote.
+FileColumns: TypeAlias = File | FileValues | Row[Any]
+
+
 class Upload(Base):
     """An upload session: the broker's record of a presigned single, multipart or POST upload."""
 
@@ -302,6 +341,30 @@ class Upload(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     reaper_lock_until: Mapped[datetime | None] = mapped_column()
+
+
+@dataclass(frozen=True, slots=True)
+class UploadValues:
+    """An upload row as the store wrote it (see :class:`FileValues`)."""
+
+    id: str
+    file_id: str
+    tenant: str
+    kind: UploadKind
+    storage_upload_id: str | None
+    part_size: int
+    part_count: int
+    part_checksum: PartChecksum
+    state: UploadState
+    expires_at: datetime
+    reserved_bytes: int
+    created_at: datetime
+    updated_at: datetime
+    reaper_lock_until: datetime | None
+
+
+#: An upload's columns by name (see :data:`FileColumns`).
+UploadColumns: TypeAlias = Upload | UploadValues | Row[Any]
 
 
 class Grant(Base):

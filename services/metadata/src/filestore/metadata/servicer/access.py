@@ -27,9 +27,9 @@ class AccessRpcs(ServicerBase):
         principal = current_principal()
         if principal.is_service and not request.principal:
             raise InvalidArgument("service callers must name the principal", reason=Reason.INVALID_PRINCIPAL)
-        async with self._unit.read() as session:
+        async with self._unit.read_rows() as connection:
             file = await self._readable_file(
-                session,
+                connection,
                 principal,
                 tenant=request.tenant,
                 file_id=request.file_id,
@@ -38,7 +38,7 @@ class AccessRpcs(ServicerBase):
             )
             key = file.storage_key
             if file.blob_id is not None:
-                key = (await store.get_blob(session, tenant=file.tenant, blob_id=file.blob_id)).storage_key
+                key = (await store.get_blob(connection, tenant=file.tenant, blob_id=file.blob_id)).storage_key
             return pb.AuthorizeReadResponse(file=convert.file_message(file), storage_key=key)
 
     async def CreateGrant(self, request: pb.CreateGrantRequest, context: Context) -> resources_pb2.Grant:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from filestore.core.auth import Principal
@@ -43,42 +44,43 @@ class ServicerBase(metadata_service_pb2_grpc.MetadataServiceServicer):
 
     async def _readable_file(
         self,
-        session: AsyncSession,
+        db: store.Executor,
         principal: Principal,
         *,
         tenant: str,
         file_id: str,
         reader: str,
         include_deleted: bool = False,
-    ) -> models.File:
-        """The file if ``reader`` may read it; otherwise NOT_FOUND, exactly as if it did not exist."""
+    ) -> Row[Any]:
+        """The file (a Row) if ``reader`` may read it; otherwise NOT_FOUND, exactly as if it did not
+        exist."""
         scope = self._tenant(principal, tenant)
-        file = await store.get_file(session, tenant=scope, file_id=file_id, include_deleted=include_deleted)
+        file = await store.get_file(db, tenant=scope, file_id=file_id, include_deleted=include_deleted)
         if principal.is_service and not reader:
             return file
         who = reader if principal.is_service else principal.subject
-        if not await store.is_permitted(session, file=file, principal=who, permission=models.Permission.READ):
+        if not await store.is_permitted(db, file=file, principal=who, permission=models.Permission.READ):
             raise file_not_found(file_id)
         return file
 
     async def _writable_file(
         self,
-        session: AsyncSession,
+        db: store.Executor,
         principal: Principal,
         *,
         tenant: str,
         file_id: str,
         include_deleted: bool = False,
         owner_only: bool = False,
-    ) -> models.File:
-        """The file if the caller may change it (the owner, a WRITE grant unless ``owner_only``, or a
-        service); otherwise NOT_FOUND, exactly as if it did not exist."""
+    ) -> Row[Any]:
+        """The file (a Row) if the caller may change it (the owner, a WRITE grant unless
+        ``owner_only``, or a service); otherwise NOT_FOUND, exactly as if it did not exist."""
         scope = self._tenant(principal, tenant)
-        file = await store.get_file(session, tenant=scope, file_id=file_id, include_deleted=include_deleted)
+        file = await store.get_file(db, tenant=scope, file_id=file_id, include_deleted=include_deleted)
         if principal.is_service or file.owner == principal.subject:
             return file
         if not owner_only and await store.is_permitted(
-            session, file=file, principal=principal.subject, permission=models.Permission.WRITE
+            db, file=file, principal=principal.subject, permission=models.Permission.WRITE
         ):
             return file
         raise file_not_found(file_id)

@@ -29,9 +29,9 @@ UPDATABLE_FILE_FIELDS = frozenset({"name", "labels", "visibility"})
 class FileRpcs(ServicerBase):
     async def GetFile(self, request: pb.GetFileRequest, context: Context) -> resources_pb2.File:
         principal = current_principal()
-        async with self._unit.read() as session:
+        async with self._unit.read_rows() as connection:
             file = await self._readable_file(
-                session,
+                connection,
                 principal,
                 tenant=request.tenant,
                 file_id=request.file_id,
@@ -197,7 +197,9 @@ class FileRpcs(ServicerBase):
             raise InvalidArgument("etag is not one this service issued", reason=Reason.INVALID_ETAG)
         return int(etag)
 
-    async def _owned_file(self, session: AsyncSession, principal: Principal, file_id: str) -> models.File:
+    async def _owned_file(
+        self, session: AsyncSession, principal: Principal, file_id: str
+    ) -> models.FileColumns:
         file = await store.get_file(session, tenant=principal.tenant, file_id=file_id, include_deleted=True)
         if file.owner != principal.subject:
             raise file_not_found(file_id)

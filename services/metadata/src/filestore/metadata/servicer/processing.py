@@ -205,7 +205,7 @@ class ProcessingRpcs(ServicerBase):
         superseded: list[str] = []
 
         async def record(session: AsyncSession) -> pb.RecordProcessingOutcomeResponse:
-            file = await store.get_file(session, tenant=scope, file_id=request.file_id)
+            file: models.FileColumns = await store.get_file(session, tenant=scope, file_id=request.file_id)
             content = None
             if verified is not None:
                 content = await store.record_verified_content(
@@ -315,7 +315,7 @@ def _checked_conclusion(status: resources_pb2.FileStatus.ValueType, reason: str)
 
 
 async def _register_derivative(
-    session: AsyncSession, file: models.File, derivative: resources_pb2.Derivative, content_type: str
+    session: AsyncSession, file: models.FileColumns, derivative: resources_pb2.Derivative, content_type: str
 ) -> resources_pb2.Derivative:
     """One per file and kind, at the key the catalogue builds (never one the caller names)."""
     row = await store.add_derivative(

@@ -4,25 +4,35 @@
 work as a function instead, because an idempotent write may not run it at all (a replay) or may run it
 and roll it back (a concurrent twin answered first); every write has that shape, so any write becomes
 idempotent by passing an :class:`Idempotency`.
+
+Each comes in two kinds. ``read``/``write`` hand the work an ORM session, for RPCs that go through the
+store's ORM code (the file lifecycle, listings). ``read_rows``/``write_rows`` hand it a plain
+connection in a transaction, for RPCs whose statements are all Core (the store's functions taking an
+``Executor``): no session, identity map or unit of work is set up or torn down around them, which was
+about a third of what the hot RPCs (BeginUpload, AuthorizeRead) cost. Both begin the same way, so the
+isolation is the same (``BEGIN IMMEDIATE`` on SQLite, see :func:`filestore.metadata.db.engine.create_engine`).
+A rare branch of a Core RPC that needs the ORM's code opens :func:`orm_session` in the same transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from filestore.core.identity import ANY_TENANT
 from filestore.metadata.db import store
 
-__all__ = ["Idempotency", "UnitOfWork"]
+__all__ = ["Idempotency", "UnitOfWork", "orm_session"]
 
 M = TypeVar("M", bound=Message)
+#: What a unit of work hands its work: an ORM session or a plain connection.
+D = TypeVar("D", AsyncSession, AsyncConnection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +52,9 @@ class Idempotency(Generic[M]):
     request_hash: str
     answer_type: type[M]
     #: Turns the stored first answer into the answer a replay gets (the resource as it is now rather
-    #: than as it was created); ``None`` answers it as stored.
-    replayed: Callable[[AsyncSession, M], Awaitable[M]] | None = None
+    #: than as it was created), in the write's kind of transaction; ``None`` answers it as stored.
+    #: It reads through Core statements, which run in either kind of transaction.
+    replayed: Callable[[store.Executor, M], Awaitable[M]] | None = None
 
     @classmethod
     def of(
@@ -56,7 +67,7 @@ class Idempotency(Generic[M]):
         tenant: str | None,
         caller: str | None = None,
         leave_out: Iterable[str] = (),
-        replayed: Callable[[AsyncSession, M], Awaitable[M]] | None = None,
+        replayed: Callable[[store.Executor, M], Awaitable[M]] | None = None,
     ) -> Idempotency[M]:
         """The idempotency of ``request`` under ``request_id``, answered by an ``answer_type``.
 
@@ -91,11 +102,14 @@ class _Replayed(Exception):
 
 
 class UnitOfWork:
-    """One session and one transaction per RPC, committed when the work returns and rolled back when
-    it raises."""
+    """One transaction per RPC, committed when the work returns and rolled back when it raises."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        engine = sessions.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("the session factory must be bound to an AsyncEngine")
+        self._engine = engine
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -103,25 +117,40 @@ class UnitOfWork:
         async with self._sessions() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def read_rows(self) -> AsyncIterator[AsyncConnection]:
+        """``async with unit.read_rows() as connection:`` the same, on a plain connection."""
+        async with self._engine.begin() as connection:
+            yield connection
+
     async def write(
         self, work: Callable[[AsyncSession], Awaitable[M]], *, idempotency: Idempotency[M] | None = None
     ) -> M:
         """Run ``work`` in one transaction and answer what it answers; with ``idempotency`` (and a
         request_id), its answer is stored with the changes, and a replay answers the stored one."""
-        if idempotency is None or not idempotency.request_id:
-            async with self._sessions() as session, session.begin():
-                return await work(session)
-        return await self._write_once(work, idempotency)
+        return await self._write(self._sessions, work, idempotency)
 
-    async def _write_once(
-        self, work: Callable[[AsyncSession], Awaitable[M]], idempotency: Idempotency[M]
+    async def write_rows(
+        self, work: Callable[[AsyncConnection], Awaitable[M]], *, idempotency: Idempotency[M] | None = None
     ) -> M:
+        """:meth:`write`, on a plain connection."""
+        return await self._write(self._engine.connect, work, idempotency)
+
+    @staticmethod
+    async def _write(
+        open_db: Callable[[], AbstractAsyncContextManager[D]],
+        work: Callable[[D], Awaitable[M]],
+        idempotency: Idempotency[M] | None,
+    ) -> M:
+        if idempotency is None or not idempotency.request_id:
+            async with open_db() as db, db.begin():
+                return await work(db)
         replayed = idempotency.replayed
-        async with self._sessions() as session:
+        async with open_db() as db:
             try:
-                async with session.begin():
+                async with db.begin():
                     stored = await store.get_idempotent(
-                        session,
+                        db,
                         tenant=idempotency.tenant,
                         method=idempotency.method,
                         request_id=idempotency.request_id,
@@ -129,10 +158,10 @@ class UnitOfWork:
                     )
                     if stored is not None:
                         first = idempotency.answer_type.FromString(stored.response)
-                        return await replayed(session, first) if replayed else first
-                    response = await work(session)
+                        return await replayed(db, first) if replayed else first
+                    response = await work(db)
                     saved = await store.save_idempotent(
-                        session,
+                        db,
                         tenant=idempotency.tenant,
                         method=idempotency.method,
                         request_id=idempotency.request_id,
@@ -141,11 +170,25 @@ class UnitOfWork:
                     )
                     if saved.replayed:
                         # A concurrent twin committed first: undo our work, answer its answer.
-                        raise _Replayed(saved.record.response)
+                        raise _Replayed(saved.response)
                     return response
             except _Replayed as twin:
                 first = idempotency.answer_type.FromString(twin.response)
                 if replayed is None:
                     return first
-                async with session.begin():
-                    return await replayed(session, first)
+                async with db.begin():
+                    return await replayed(db, first)
+
+
+@asynccontextmanager
+async def orm_session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """An ORM session inside ``connection``'s transaction, for the rare branch of a Core RPC that
+    needs the store's ORM code (BeginUpload's dedup completes the upload through the lifecycle).
+
+    The session joins the transaction without owning it: its changes commit or roll back with the
+    connection's, and closing it leaves the transaction as it is.
+    """
+    async with AsyncSession(
+        bind=connection, expire_on_commit=False, join_transaction_mode="rollback_only"
+    ) as session:
+        yield session

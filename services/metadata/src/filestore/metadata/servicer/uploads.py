@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from filestore.core.auth import Principal, current_principal, require_service
 from filestore.core.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented, upload_not_found
@@ -16,7 +18,7 @@ from filestore.core.reasons import Reason
 from filestore.metadata import convert
 from filestore.metadata.db import models, store
 from filestore.metadata.servicer.base import Context, ServicerBase
-from filestore.metadata.servicer.unit_of_work import Idempotency
+from filestore.metadata.servicer.unit_of_work import Idempotency, orm_session
 from filestore.server.pagetokens import request_fingerprint
 from filestore.v1 import metadata_service_pb2 as pb
 from filestore.v1 import resources_pb2
@@ -92,19 +94,21 @@ class UploadRpcs(ServicerBase):
         name, content_type, sha256, labels = self._declared(request.file)
         expires = convert.from_timestamp(request.expire_time)
 
-        async def begin(session: AsyncSession) -> pb.BeginUploadResponse:
-            await store.reserve_quota(session, tenant=tenant, owner=owner, nbytes=size)
+        # Core statements on a plain connection: the hottest write of the catalogue needs nothing of
+        # the ORM, and answers from the values it wrote.
+        async def begin(connection: AsyncConnection) -> pb.BeginUploadResponse:
+            await store.reserve_quota(connection, tenant=tenant, owner=owner, nbytes=size)
             # A digest proves nothing (anyone may have learnt it), so only the owner of content the
             # tenant holds gets it without sending it; everyone else uploads, and dedup happens
             # once the processor has verified the bytes (RecordVerifiedContent).
             blob = (
-                await store.find_dedup_blob(session, tenant=tenant, owner=owner, sha256=sha256)
+                await store.find_dedup_blob(connection, tenant=tenant, owner=owner, sha256=sha256)
                 if sha256
                 else None
             )
             dedup = blob is not None and blob.size == size
-            file = await store.create_file(
-                session,
+            file: models.FileColumns = await store.create_file(
+                connection,
                 tenant=tenant,
                 owner=owner,
                 name=name,
@@ -115,10 +119,9 @@ class UploadRpcs(ServicerBase):
                 blob_id=blob.id if dedup and blob is not None else None,
                 file_id=request.file_id or None,
             )
-            upload = await store.record_upload(
-                session,
-                tenant=tenant,
-                file_id=file.id,
+            upload: models.UploadColumns = await store.record_upload(
+                connection,
+                file=file,
                 kind=models.UploadKind.DEDUP if dedup else kind,
                 part_size=0 if dedup else request.part_size,
                 part_count=0 if dedup else request.part_count,
@@ -132,20 +135,19 @@ class UploadRpcs(ServicerBase):
             if dedup:
                 # Verified content of this tenant already holds these bytes: no transfer, the upload is
                 # complete at once and the file UPLOADED (the pipeline still runs for the new record).
-                outcome = await store.complete_upload(
-                    session, tenant=tenant, upload_id=upload.id, actual_size=size
-                )
+                async with orm_session(connection) as session:
+                    outcome = await store.complete_upload(
+                        session, tenant=tenant, upload_id=upload.id, actual_size=size
+                    )
                 file, upload = outcome.file, outcome.upload
             return pb.BeginUploadResponse(
                 file=convert.file_message(file), upload=convert.upload_record(upload, file)
             )
 
-        async def as_it_is_now(
-            session: AsyncSession, first: pb.BeginUploadResponse
-        ) -> pb.BeginUploadResponse:
+        async def as_it_is_now(db: store.Executor, first: pb.BeginUploadResponse) -> pb.BeginUploadResponse:
             # A retry must see what happened since the first answer (completed, ended); the storage
             # upload is the first attempt's, and the broker aborts the one it created for the retry.
-            upload, file = await self._upload_and_file(session, principal, tenant, first.upload.id)
+            upload, file = await self._upload_and_file(db, principal, tenant, first.upload.id)
             return pb.BeginUploadResponse(
                 file=convert.file_message(file), upload=convert.upload_record(upload, file)
             )
@@ -162,7 +164,7 @@ class UploadRpcs(ServicerBase):
             replayed=as_it_is_now,
         )
         try:
-            return await self._unit.write(begin, idempotency=replay)
+            return await self._unit.write_rows(begin, idempotency=replay)
         except IntegrityError:
             # Rolled back. A file id the caller chose that some file has is its mistake, told as such;
             # anything else is ours (INTERNAL). Looked up only now: a fresh UUID never collides.
@@ -177,8 +179,8 @@ class UploadRpcs(ServicerBase):
     async def GetUploadRecord(self, request: pb.GetUploadRecordRequest, context: Context) -> pb.UploadRecord:
         principal = current_principal()
         scope = self._tenant(principal, request.tenant)
-        async with self._unit.read() as session:
-            upload, file = await self._upload_and_file(session, principal, scope, request.upload_id)
+        async with self._unit.read_rows() as connection:
+            upload, file = await self._upload_and_file(connection, principal, scope, request.upload_id)
             return convert.upload_record(upload, file)
 
     async def AttachStorageUpload(
@@ -322,20 +324,20 @@ class UploadRpcs(ServicerBase):
         )
 
     async def _file_exists(self, file_id: str) -> bool:
-        async with self._unit.read() as session:
+        async with self._unit.read_rows() as connection:
             try:
-                await store.get_file(session, tenant=None, file_id=file_id, include_deleted=True)
+                await store.get_file(connection, tenant=None, file_id=file_id, include_deleted=True)
             except NotFound:
                 return False
         return True
 
     async def _upload_and_file(
-        self, session: AsyncSession, principal: Principal, scope: str | None, upload_id: str
-    ) -> tuple[models.Upload, models.File]:
+        self, db: store.Executor, principal: Principal, scope: str | None, upload_id: str
+    ) -> tuple[Row[Any], Row[Any]]:
         try:
-            upload = await store.get_upload(session, tenant=scope, upload_id=upload_id)
+            upload = await store.get_upload(db, tenant=scope, upload_id=upload_id)
             file = await store.get_file(
-                session, tenant=upload.tenant, file_id=upload.file_id, include_deleted=True
+                db, tenant=upload.tenant, file_id=upload.file_id, include_deleted=True
             )
         except NotFound:
             raise upload_not_found(upload_id) from None

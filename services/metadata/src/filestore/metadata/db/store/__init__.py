@@ -4,6 +4,10 @@ Conventions shared by every function here:
 
 * The caller owns the transaction (``async with session.begin(): ...``); nothing here commits, so one
   RPC's writes land or vanish together. A raised error leaves the transaction to be rolled back.
+* A function taking an :data:`Executor` runs Core statements only (on tables, rows back) and works on
+  an ORM session or a plain connection alike; it answers Rows read by column name, or the values it
+  wrote (:class:`~filestore.metadata.db.models.FileValues`), never ORM objects. The hot RPCs use only
+  these. The file lifecycle and the listings stay ORM code and take an ``AsyncSession``.
 * ``tenant`` scopes every lookup. A row of another tenant is reported exactly like a missing row
   (``NotFound``), so ids of other tenants cannot be probed. ``tenant=None`` is reserved for trusted
   internal callers (the processor acting for any tenant) and must never come from a client.
@@ -41,7 +45,7 @@ condition the reconciler found, so a finding that stopped holding changes nothin
 
 from __future__ import annotations
 
-from filestore.metadata.db.store._sql import has_prefix
+from filestore.metadata.db.store._sql import Executor, has_prefix
 from filestore.metadata.db.store.blobs import (
     BlobLink,
     BlobRecount,
@@ -134,6 +138,7 @@ __all__ = [
     "STATES_WITH_BYTES",
     "BlobLink",
     "BlobRecount",
+    "Executor",
     "FileClaim",
     "FileCursor",
     "FileDeletion",

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Select, bindparam, case, func, insert, inspect, select
+from sqlalchemy import ColumnElement, Row, Table, bindparam, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from filestore.core.errors import InvalidArgument, file_not_found
 from filestore.core.reasons import Reason
 from filestore.core.validation import MAX_NAME_CHARS
-from filestore.metadata.db.models import File, FileStatus
+from filestore.metadata.db.models import Base, File, FileStatus, FileValues, UploadValues
+
+#: Where a statement runs: an ORM session, or a plain connection for the RPCs that need nothing of the
+#: ORM (see :mod:`filestore.metadata.servicer.unit_of_work`). Functions taking an ``Executor`` run
+#: Core statements only (tables and columns, rows back), which behave the same on both.
+Executor = AsyncSession | AsyncConnection
 
 #: Compare-and-set attempts before giving up with ``Aborted``; each failed attempt means another
 #: transaction changed the row in between, so more than a handful means a hot row, not bad luck.
@@ -75,8 +80,10 @@ def _check_labels(labels: Mapping[str, str]) -> dict[str, str]:
     return dict(labels)
 
 
-def _dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
+def _dialect(db: Executor) -> str:
+    if isinstance(db, AsyncConnection):
+        return db.dialect.name
+    return db.get_bind().dialect.name
 
 
 def _clamped_decrement(column: Any, amount: int) -> ColumnElement[int]:
@@ -85,37 +92,15 @@ def _clamped_decrement(column: Any, amount: int) -> ColumnElement[int]:
 
 
 # The hot paths (BeginUpload, GetUploadRecord, AuthorizeRead, idempotency) run statements built once
-# here with bind parameters: building a statement and its cache key costs more than executing it.
-# Every read also takes ``populate_existing``: a retry after a lost compare-and-set must see the row
-# as it is now, not the copy the session loaded before.
+# at import with bind parameters: building a statement and its cache key costs more than executing
+# it. Every ORM read takes ``populate_existing``: a retry after a lost compare-and-set must see the
+# row as it is now, not the copy the session loaded before.
 _FRESH = {"populate_existing": True}
-_INSERTS: dict[type[Any], Insert] = {}
 
 
-async def _insert_loaded(session: AsyncSession, row: Any) -> None:
-    """INSERT ``row`` (every column set) with one statement and attach it to the session as a loaded,
-    persistent object, without the unit of work's flush (several times the cost of the INSERT).
-
-    For rows written once and read back in the same transaction; later changes go through the
-    usual UPDATEs.
-    """
-    model = type(row)
-    statement = _INSERTS.get(model)
-    if statement is None:
-        # Of the table, not the entity: an entity INSERT takes the ORM's bulk-insert path.
-        statement = _INSERTS[model] = insert(model.__table__)
-    values: dict[str, Any] = {}
-    for attribute in inspect(model).column_attrs:
-        if attribute.key not in row.__dict__:
-            # Left unset, a column would be expired on the attached object and loaded again on first
-            # read; a column with a default must be set by the caller, the others are NULL.
-            if any(column.default is not None for column in attribute.columns):
-                raise TypeError(f"{model.__name__}.{attribute.key} must be set")
-            setattr(row, attribute.key, None)
-        values[attribute.key] = getattr(row, attribute.key)
-    await session.execute(statement, values)
-    make_transient_to_detached(row)
-    session.add(row)
+def _values_of(record: FileValues | UploadValues) -> dict[str, Any]:
+    """A record's fields as the parameters of its INSERT (its fields are its table's columns)."""
+    return {field.name: getattr(record, field.name) for field in fields(record)}
 
 
 def _upsert(session: AsyncSession, model: type[Any], values: Mapping[str, Any]) -> Any:
@@ -126,20 +111,55 @@ def _upsert(session: AsyncSession, model: type[Any], values: Mapping[str, Any]) 
     return sqlite.insert(model).values(dict(values))
 
 
-def _file_lookup(*, by_tenant: bool, include_deleted: bool) -> Select[File]:
-    stmt = select(File).where(File.id == bindparam("file_id"))
+def _table(model: type[Base]) -> Table:
+    """The model's table, typed as one (the ORM types ``__table__`` as any FROM clause)."""
+    table = model.__table__
+    if not isinstance(table, Table):  # pragma: no cover - every model here is mapped to a Table
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
+
+
+_FILES = _table(File)
+
+
+def _file_conditions(*, by_tenant: bool, include_deleted: bool) -> list[ColumnElement[bool]]:
+    # On the table's columns, not the entity's attributes: those would make the Core statements
+    # below ORM statements, compiled and run through the ORM's machinery.
+    conditions = [_FILES.c.id == bindparam("file_id")]
     if by_tenant:
-        stmt = stmt.where(File.tenant == bindparam("tenant"))
+        conditions.append(_FILES.c.tenant == bindparam("tenant"))
     if not include_deleted:
-        stmt = stmt.where(File.status != FileStatus.DELETED)
-    return stmt.execution_options(**_FRESH)
+        conditions.append(_FILES.c.status != FileStatus.DELETED)
+    return conditions
 
 
+_SCOPES = [(by_tenant, include_deleted) for by_tenant in (False, True) for include_deleted in (False, True)]
+#: The lifecycle's reads, as ORM objects: its compare-and-set UPDATEs answer entities too.
 _FILE_LOOKUPS = {
-    (by_tenant, include_deleted): _file_lookup(by_tenant=by_tenant, include_deleted=include_deleted)
-    for by_tenant in (False, True)
-    for include_deleted in (False, True)
+    (by_tenant, include_deleted): select(File)
+    .where(*_file_conditions(by_tenant=by_tenant, include_deleted=include_deleted))
+    .execution_options(**_FRESH)
+    for by_tenant, include_deleted in _SCOPES
 }
+#: Every other read, as Core statements on the table: a Row of every column, no ORM object made.
+_FILE_ROWS = {
+    (by_tenant, include_deleted): select(_FILES).where(
+        *_file_conditions(by_tenant=by_tenant, include_deleted=include_deleted)
+    )
+    for by_tenant, include_deleted in _SCOPES
+}
+
+
+async def _file_row(db: Executor, *, tenant: str | None, file_id: str, include_deleted: bool) -> Row[Any]:
+    """The file as a Core Row (its columns by name); ``tenant=None`` looks in every tenant."""
+    found: Row[Any] | None = (
+        await db.execute(
+            _FILE_ROWS[tenant is not None, include_deleted], {"file_id": file_id, "tenant": tenant}
+        )
+    ).first()
+    if found is None:
+        raise file_not_found(file_id)
+    return found
 
 
 async def _load_file(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -19,11 +19,13 @@ from filestore.core.errors import FailedPrecondition, NotFound
 from filestore.core.reasons import Reason
 from filestore.metadata.db.models import Blob, File, FileStatus, new_id, utcnow
 from filestore.metadata.db.store._sql import (
+    Executor,
     _check_non_negative,
     _check_sha256,
     _clamped_decrement,
     _load_file,
     _require,
+    _table,
     _upsert,
 )
 
@@ -41,11 +43,33 @@ __all__ = [
 ]
 
 
-async def get_blob(session: AsyncSession, *, tenant: str | None, blob_id: str) -> Blob:
-    stmt = select(Blob).where(Blob.id == blob_id)
-    if tenant is not None:
-        stmt = stmt.where(Blob.tenant == tenant)
-    blob = await session.scalar(stmt.execution_options(populate_existing=True))
+# Core statements on the tables: a blob is read for a few columns and never changed through the ORM.
+_BLOBS = _table(Blob)
+_FILES = _table(File)
+_BLOB_BY_ID = select(_BLOBS).where(_BLOBS.c.id == bindparam("blob_id"))
+_BLOB_BY_TENANT_AND_ID = _BLOB_BY_ID.where(_BLOBS.c.tenant == bindparam("tenant"))
+_DEDUP_BLOB = select(_BLOBS).where(
+    _BLOBS.c.tenant == bindparam("tenant"),
+    _BLOBS.c.sha256 == bindparam("sha256"),
+    _BLOBS.c.verified.is_(True),
+    select(_FILES.c.id)
+    .where(
+        _FILES.c.blob_id == _BLOBS.c.id,
+        _FILES.c.tenant == bindparam("tenant"),
+        _FILES.c.owner == bindparam("owner"),
+        _FILES.c.status != FileStatus.DELETED,
+    )
+    .exists(),
+)
+
+
+async def get_blob(db: Executor, *, tenant: str | None, blob_id: str) -> Row[Any]:
+    """The blob as a Row of its columns."""
+    blob = (
+        await db.execute(
+            _BLOB_BY_ID if tenant is None else _BLOB_BY_TENANT_AND_ID, {"blob_id": blob_id, "tenant": tenant}
+        )
+    ).first()
     if blob is None:
         raise NotFound(
             f"blob {blob_id!r} not found", reason=Reason.BLOB_NOT_FOUND, metadata={"blob_id": blob_id}
@@ -53,26 +77,15 @@ async def get_blob(session: AsyncSession, *, tenant: str | None, blob_id: str) -
     return blob
 
 
-async def find_dedup_blob(session: AsyncSession, *, tenant: str, owner: str, sha256: str) -> Blob | None:
-    """The tenant's verified blob with this digest, if ``owner`` already owns a live file of it.
+async def find_dedup_blob(db: Executor, *, tenant: str, owner: str, sha256: str) -> Row[Any] | None:
+    """The tenant's verified blob with this digest (a Row), if ``owner`` already owns a live file of it.
 
     Knowing a digest is no proof of holding the content, so a blob is offered only to whoever
     already has it; everyone else uploads, and :func:`link_file_blob` shares the bytes once they
     are verified. Dedup never crosses tenants.
     """
     _check_sha256(sha256)
-    owned = (
-        select(File.id)
-        .where(
-            File.blob_id == Blob.id,
-            File.tenant == tenant,
-            File.owner == owner,
-            File.status != FileStatus.DELETED,
-        )
-        .exists()
-    )
-    stmt = select(Blob).where(Blob.tenant == tenant, Blob.sha256 == sha256, Blob.verified.is_(True), owned)
-    return await session.scalar(stmt.execution_options(populate_existing=True))
+    return (await db.execute(_DEDUP_BLOB, {"tenant": tenant, "owner": owner, "sha256": sha256})).first()
 
 
 async def register_blob(
@@ -107,19 +120,20 @@ async def register_blob(
     return blob
 
 
-async def _reference_blob(session: AsyncSession, blob: Blob) -> None:
-    stmt = (
-        update(Blob)
-        .where(Blob.id == blob.id, Blob.verified.is_(True))
-        .values(ref_count=Blob.ref_count + 1)
-        .returning(Blob.id)
-        .execution_options(synchronize_session=False)
-    )
-    if (await session.execute(stmt)).first() is None:
+_REFERENCE_VERIFIED_BLOB = (
+    update(_BLOBS)
+    .where(_BLOBS.c.id == bindparam("blob_id"), _BLOBS.c.verified.is_(True))
+    .values(ref_count=_BLOBS.c.ref_count + 1)
+    .returning(_BLOBS.c.id)
+)
+
+
+async def _reference_blob(db: Executor, *, blob_id: str) -> None:
+    if (await db.execute(_REFERENCE_VERIFIED_BLOB, {"blob_id": blob_id})).first() is None:
         raise FailedPrecondition(
             "blob is not verified and cannot be shared yet",
             reason=Reason.BLOB_NOT_VERIFIED,
-            metadata={"blob_id": blob.id},
+            metadata={"blob_id": blob_id},
         )
 
 

@@ -15,23 +15,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from filestore.core.errors import Aborted, FailedPrecondition, InvalidArgument
 from filestore.core.keys import original_key
 from filestore.core.reasons import Reason
-from filestore.metadata.db.models import File, FileStatus, Visibility, new_id, utcnow
+from filestore.metadata.db.models import File, FileStatus, FileValues, Visibility, new_id, utcnow
 from filestore.metadata.db.store._sql import (
     _CAS_ATTEMPTS,
+    Executor,
     _check_labels,
     _check_name,
     _check_non_negative,
     _check_sha256,
-    _insert_loaded,
+    _file_row,
     _load_file,
     _require,
+    _table,
+    _values_of,
     has_prefix,
 )
 from filestore.metadata.db.store.blobs import _forget_blobs_at, _reference_blob, _release_blob, get_blob
@@ -98,15 +101,18 @@ class FilePage:
 
 
 async def get_file(
-    session: AsyncSession, *, tenant: str | None, file_id: str, include_deleted: bool = False
-) -> File:
-    """The file ``file_id`` of ``tenant`` (any tenant when ``None``); a deleted file is NotFound
-    unless ``include_deleted``."""
-    return await _load_file(session, tenant=tenant, file_id=file_id, include_deleted=include_deleted)
+    db: Executor, *, tenant: str | None, file_id: str, include_deleted: bool = False
+) -> Row[Any]:
+    """The file ``file_id`` of ``tenant`` (any tenant when ``None``) as a Row of its columns; a deleted
+    file is NotFound unless ``include_deleted``."""
+    return await _file_row(db, tenant=tenant, file_id=file_id, include_deleted=include_deleted)
+
+
+_INSERT_FILE = insert(_table(File))
 
 
 async def create_file(
-    session: AsyncSession,
+    db: Executor,
     *,
     tenant: str,
     owner: str,
@@ -118,9 +124,10 @@ async def create_file(
     visibility: Visibility = Visibility.PRIVATE,
     blob_id: str | None = None,
     file_id: str | None = None,
-) -> File:
+) -> FileValues:
     """A new PENDING file; its storage key is made here, from ids only, and so is its id unless the
     caller chose it (``file_id``: the broker, which creates a multipart upload at the file's key first).
+    Answers the values written (one INSERT, nothing read back).
 
     With ``blob_id`` the file is a deduplicated copy: it shares the tenant's verified blob (whose
     reference count goes up by one), takes the blob's storage key and verified digest, and no bytes
@@ -136,36 +143,40 @@ async def create_file(
     storage_key = original_key(tenant, file_id)
     verified_sha256: str | None = None
     if blob_id is not None:
-        blob = await get_blob(session, tenant=tenant, blob_id=blob_id)
+        blob = await get_blob(db, tenant=tenant, blob_id=blob_id)
         if sha256 is not None and sha256 != blob.sha256:
             raise InvalidArgument("sha256 differs from the blob's digest", reason=Reason.SHA256_MISMATCH)
         if size != blob.size:
             raise InvalidArgument("size differs from the blob's size", reason=Reason.SIZE_MISMATCH)
         # Validated before the reference is taken so that a refusal leaves nothing behind.
-        await _reference_blob(session, blob)
+        await _reference_blob(db, blob_id=blob.id)
         storage_key = blob.storage_key
         verified_sha256 = blob.sha256
         sha256 = blob.sha256
     now = utcnow()
-    file = File(
+    file = FileValues(
         id=file_id,
         tenant=tenant,
         owner=owner,
         name=name,
         declared_content_type=declared_content_type,
         size=size,
+        sniffed_content_type=None,
         sha256=sha256,
         verified_sha256=verified_sha256,
         storage_key=storage_key,
         blob_id=blob_id,
         status=FileStatus.PENDING,
+        status_reason=None,
         version=1,
         labels=_check_labels(labels or {}),
         visibility=visibility,
+        extracted_text=None,
         created_at=now,
         updated_at=now,
+        deleted_at=None,
     )
-    await _insert_loaded(session, file)
+    await db.execute(_INSERT_FILE, _values_of(file))
     return file
 
 

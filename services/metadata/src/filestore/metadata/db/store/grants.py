@@ -10,8 +10,8 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.errors import grant_not_found
-from filestore.metadata.db.models import File, Grant, Permission, Visibility, new_id, utcnow
-from filestore.metadata.db.store._sql import _load_file, _require
+from filestore.metadata.db.models import FileColumns, Grant, Permission, Visibility, new_id, utcnow
+from filestore.metadata.db.store._sql import Executor, _load_file, _require, _table
 
 __all__ = [
     "create_grant",
@@ -74,8 +74,14 @@ async def revoke_grant(session: AsyncSession, *, tenant: str, grant_id: str) -> 
     return revoked or await get_grant(session, tenant=tenant, grant_id=grant_id)
 
 
+# The table's columns rather than the entity's: is_permitted is a Core statement (see _sql.Executor).
+_GRANTS = _table(Grant)
+
+
 def _active_grant(now: datetime) -> ColumnElement[bool]:
-    return and_(Grant.revoked_at.is_(None), or_(Grant.expires_at.is_(None), Grant.expires_at > now))
+    return and_(
+        _GRANTS.c.revoked_at.is_(None), or_(_GRANTS.c.expires_at.is_(None), _GRANTS.c.expires_at > now)
+    )
 
 
 async def list_grants(
@@ -89,9 +95,9 @@ async def list_grants(
 
 
 async def is_permitted(
-    session: AsyncSession,
+    db: Executor,
     *,
-    file: File,
+    file: FileColumns,
     principal: str,
     permission: Permission,
     now: datetime | None = None,
@@ -108,14 +114,14 @@ async def is_permitted(
         return True
     sufficient = [Permission.WRITE] if permission == Permission.WRITE else [Permission.READ, Permission.WRITE]
     stmt = (
-        select(Grant.id)
+        select(_GRANTS.c.id)
         .where(
-            Grant.file_id == file.id,
-            Grant.tenant == file.tenant,
-            Grant.principal == principal,
-            Grant.permission.in_(sufficient),
+            _GRANTS.c.file_id == file.id,
+            _GRANTS.c.tenant == file.tenant,
+            _GRANTS.c.principal == principal,
+            _GRANTS.c.permission.in_(sufficient),
             _active_grant(now or utcnow()),
         )
         .limit(1)
     )
-    return (await session.scalar(stmt)) is not None
+    return (await db.scalar(stmt)) is not None

@@ -7,15 +7,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Row, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.errors import Aborted, AlreadyExists
 from filestore.core.reasons import Reason
 from filestore.metadata.db.models import IdempotencyKey, utcnow
-from filestore.metadata.db.store._sql import _dialect, _require
+from filestore.metadata.db.store._sql import Executor, _dialect, _require, _table
 
 __all__ = [
     "IdempotentSave",
@@ -27,14 +28,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class IdempotentSave:
-    """What :func:`save_idempotent` stored: ``replayed`` means another request got there first, and
-    the caller must roll back its own work and answer ``record.response`` instead."""
+    """What :func:`save_idempotent` did: ``replayed`` means another request got there first, and the
+    caller must roll back its own work and answer ``response`` (that request's) instead."""
 
-    record: IdempotencyKey
+    response: bytes
     replayed: bool
 
 
-def _request_id_reused(record: IdempotencyKey) -> AlreadyExists:
+def _request_id_reused(record: Row[Any]) -> AlreadyExists:
     return AlreadyExists(
         "request_id was already used for a different request",
         reason=Reason.REQUEST_ID_REUSED,
@@ -42,9 +43,8 @@ def _request_id_reused(record: IdempotencyKey) -> AlreadyExists:
     )
 
 
-# Answers are written once and never changed, so they are read and written as plain rows (Core, no
-# identity map) and handed out as detached IdempotencyKey objects.
-_IDEMPOTENCY_KEYS = IdempotencyKey.__table__
+# Answers are written once and never changed, so they are read and written as plain rows (Core).
+_IDEMPOTENCY_KEYS = _table(IdempotencyKey)
 _IDEMPOTENCY_KEY = select(_IDEMPOTENCY_KEYS).where(
     _IDEMPOTENCY_KEYS.c.tenant == bindparam("tenant"),
     _IDEMPOTENCY_KEYS.c.method == bindparam("method"),
@@ -79,26 +79,26 @@ def _method_key(method: str) -> str:
 
 
 async def get_idempotent(
-    session: AsyncSession, *, tenant: str, method: str, request_id: str, request_hash: str | None = None
-) -> IdempotencyKey | None:
-    """The stored answer for a replayed request, or ``None`` for a new one.
+    db: Executor, *, tenant: str, method: str, request_id: str, request_hash: str | None = None
+) -> Row[Any] | None:
+    """The stored answer for a replayed request (a Row of ``idempotency_keys``), or ``None`` for a
+    new one.
 
     With ``request_hash``, a stored request whose hash differs raises
     ``AlreadyExists(reason=Reason.REQUEST_ID_REUSED)``: the same id for a different request is a client bug.
     """
-    row = (
-        await session.execute(
+    record = (
+        await db.execute(
             _IDEMPOTENCY_KEY, {"tenant": tenant, "method": _method_key(method), "request_id": request_id}
         )
     ).first()
-    record = IdempotencyKey(**row._mapping) if row is not None else None
     if record is not None and request_hash is not None and record.request_hash != request_hash:
         raise _request_id_reused(record)
     return record
 
 
 async def save_idempotent(
-    session: AsyncSession,
+    db: Executor,
     *,
     tenant: str,
     method: str,
@@ -109,7 +109,7 @@ async def save_idempotent(
     """Store the answer to a request, unless a concurrent request with the same id stored one first.
 
     The primary key decides races: the INSERT does nothing on conflict (on PostgreSQL it first waits
-    for the other transaction to finish), and the loser gets the winner's record with
+    for the other transaction to finish), and the loser gets the winner's answer with
     ``replayed=True``. A different ``request_hash`` raises ``AlreadyExists(reason=Reason.REQUEST_ID_REUSED)``.
     """
     _require(request_id, "request_id")
@@ -121,15 +121,15 @@ async def save_idempotent(
         "response": response,
         "created_at": utcnow(),
     }
-    inserted = (await session.execute(_SAVE_IDEMPOTENT[_dialect(session)], values)).first()
+    inserted = (await db.execute(_SAVE_IDEMPOTENT[_dialect(db)], values)).first()
     if inserted is not None:
-        return IdempotentSave(record=IdempotencyKey(**values), replayed=False)
-    existing = await get_idempotent(session, tenant=tenant, method=method, request_id=request_id)
+        return IdempotentSave(response=response, replayed=False)
+    existing = await get_idempotent(db, tenant=tenant, method=method, request_id=request_id)
     if existing is None:  # pragma: no cover - a conflicting row cannot vanish inside our transaction
         raise Aborted("idempotency record disappeared; retry", reason=Reason.CONCURRENT_MODIFICATION)
     if existing.request_hash != request_hash:
         raise _request_id_reused(existing)
-    return IdempotentSave(record=existing, replayed=True)
+    return IdempotentSave(response=existing.response, replayed=True)
 
 
 async def purge_idempotency_keys(session: AsyncSession, *, older_than: datetime) -> int:

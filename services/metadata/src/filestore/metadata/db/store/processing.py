@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.errors import Aborted, FailedPrecondition
 from filestore.core.reasons import Reason
-from filestore.metadata.db.models import File, FileStatus, ProcessingOutcome, ProcessingResult
+from filestore.metadata.db.models import File, FileColumns, FileStatus, ProcessingOutcome, ProcessingResult
 from filestore.metadata.db.store._sql import _CAS_ATTEMPTS, _load_file
 from filestore.metadata.db.store.blobs import link_file_blob, register_blob
 from filestore.metadata.db.store.files import _transition, update_file_facts
@@ -38,7 +38,7 @@ SETTLED_OUTCOMES = frozenset({ProcessingOutcome.PASSED, ProcessingOutcome.SKIPPE
 
 @dataclass(frozen=True, slots=True)
 class FileClaim:
-    file: File
+    file: FileColumns
     #: Whether this call moved the file UPLOADED -> PROCESSING (of concurrent claims, one wins).
     claimed: bool
 

@@ -11,13 +11,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.errors import ResourceExhausted
 from filestore.core.reasons import Reason
 from filestore.metadata.db.models import Quota, new_id
-from filestore.metadata.db.store._sql import _check_non_negative, _clamped_decrement, _require, _upsert
+from filestore.metadata.db.store._sql import (
+    Executor,
+    _check_non_negative,
+    _clamped_decrement,
+    _require,
+    _table,
+    _upsert,
+)
 
 __all__ = [
     "get_quota",
@@ -60,48 +67,47 @@ async def set_quota(session: AsyncSession, *, tenant: str, owner: str = "", limi
     return quota
 
 
-async def get_quota(session: AsyncSession, *, tenant: str, owner: str = "") -> Quota | None:
-    stmt = select(Quota).where(Quota.tenant == tenant, Quota.owner == owner)
-    return await session.scalar(stmt.execution_options(populate_existing=True))
+# Core statements on the table: quotas are changed by conditional UPDATEs only, never through the ORM.
+_QUOTAS = _table(Quota)
+_QUOTA = select(_QUOTAS).where(_QUOTAS.c.tenant == bindparam("tenant"), _QUOTAS.c.owner == bindparam("owner"))
 
 
-_QUOTA_SCOPES_WITH_LIMITS = select(Quota.owner).where(
-    Quota.tenant == bindparam("tenant"), Quota.owner.in_(bindparam("scopes", expanding=True))
+async def get_quota(db: Executor, *, tenant: str, owner: str = "") -> Row[Any] | None:
+    """The quota of a tenant (``owner=""``) or owner as a Row of its columns; ``None``: unlimited."""
+    return (await db.execute(_QUOTA, {"tenant": tenant, "owner": owner})).first()
+
+
+_QUOTA_SCOPES_WITH_LIMITS = select(_QUOTAS.c.owner).where(
+    _QUOTAS.c.tenant == bindparam("tenant"), _QUOTAS.c.owner.in_(bindparam("scopes", expanding=True))
 )
 _RESERVE_IF_IT_FITS = (
-    update(Quota)
+    update(_QUOTAS)
     .where(
         # Not named after columns: an UPDATE reserves those names for its SET clause.
-        Quota.tenant == bindparam("quota_tenant"),
-        Quota.owner == bindparam("quota_owner"),
-        Quota.used_bytes + Quota.reserved_bytes + bindparam("nbytes") <= Quota.limit_bytes,
+        _QUOTAS.c.tenant == bindparam("quota_tenant"),
+        _QUOTAS.c.owner == bindparam("quota_owner"),
+        _QUOTAS.c.used_bytes + _QUOTAS.c.reserved_bytes + bindparam("nbytes") <= _QUOTAS.c.limit_bytes,
     )
-    .values(reserved_bytes=Quota.reserved_bytes + bindparam("nbytes"))
-    .returning(Quota.id)
-    .execution_options(synchronize_session=False)
+    .values(reserved_bytes=_QUOTAS.c.reserved_bytes + bindparam("nbytes"))
+    .returning(_QUOTAS.c.id)
 )
 
 
-async def _add_reserved(session: AsyncSession, *, tenant: str, owner: str, nbytes: int) -> bool:
+async def _add_reserved(db: Executor, *, tenant: str, owner: str, nbytes: int) -> bool:
     """Reserve under one quota row in a single conditional UPDATE; False if it does not fit."""
-    result = await session.execute(
+    result = await db.execute(
         _RESERVE_IF_IT_FITS, {"quota_tenant": tenant, "quota_owner": owner, "nbytes": nbytes}
     )
     return result.first() is not None
 
 
-async def _adjust(
-    session: AsyncSession, *, tenant: str, owners: Iterable[str], values: dict[str, Any]
-) -> None:
-    await session.execute(
-        update(Quota)
-        .where(Quota.tenant == tenant, Quota.owner.in_(list(owners)))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+async def _adjust(db: Executor, *, tenant: str, owners: Iterable[str], values: dict[str, Any]) -> None:
+    await db.execute(
+        update(_QUOTAS).where(_QUOTAS.c.tenant == tenant, _QUOTAS.c.owner.in_(list(owners))).values(**values)
     )
 
 
-async def reserve_quota(session: AsyncSession, *, tenant: str, owner: str, nbytes: int) -> None:
+async def reserve_quota(db: Executor, *, tenant: str, owner: str, nbytes: int) -> None:
     """Reserve ``nbytes`` against the tenant's and the owner's quota, atomically per row.
 
     Raises ``ResourceExhausted(reason=Reason.QUOTA_EXCEEDED)`` (metadata names the scope and the numbers)
@@ -110,25 +116,23 @@ async def reserve_quota(session: AsyncSession, *, tenant: str, owner: str, nbyte
     """
     _check_non_negative(nbytes, "nbytes")
     scopes = _quota_scopes(owner)
-    limited = set(
-        (await session.scalars(_QUOTA_SCOPES_WITH_LIMITS, {"tenant": tenant, "scopes": scopes})).all()
-    )
+    limited = set((await db.scalars(_QUOTA_SCOPES_WITH_LIMITS, {"tenant": tenant, "scopes": scopes})).all())
     if not limited:
         return  # neither the tenant nor the owner has a limit: nothing to reserve against
     reserved: list[str] = []
     for scope in (scope for scope in scopes if scope in limited):
-        if await _add_reserved(session, tenant=tenant, owner=scope, nbytes=nbytes):
+        if await _add_reserved(db, tenant=tenant, owner=scope, nbytes=nbytes):
             reserved.append(scope)
             continue
-        quota = await get_quota(session, tenant=tenant, owner=scope)
+        quota = await get_quota(db, tenant=tenant, owner=scope)
         if quota is None:
             continue  # no row: this scope is unlimited
         if reserved:
             await _adjust(
-                session,
+                db,
                 tenant=tenant,
                 owners=reserved,
-                values={"reserved_bytes": _clamped_decrement(Quota.reserved_bytes, nbytes)},
+                values={"reserved_bytes": _clamped_decrement(_QUOTAS.c.reserved_bytes, nbytes)},
             )
         raise ResourceExhausted(
             "storage quota exceeded",
@@ -156,8 +160,8 @@ async def settle_quota(session: AsyncSession, *, tenant: str, owner: str, reserv
         tenant=tenant,
         owners=_quota_scopes(owner),
         values={
-            "reserved_bytes": _clamped_decrement(Quota.reserved_bytes, reserved),
-            "used_bytes": Quota.used_bytes + actual,
+            "reserved_bytes": _clamped_decrement(_QUOTAS.c.reserved_bytes, reserved),
+            "used_bytes": _QUOTAS.c.used_bytes + actual,
         },
     )
 
@@ -169,7 +173,7 @@ async def release_quota(session: AsyncSession, *, tenant: str, owner: str, reser
         session,
         tenant=tenant,
         owners=_quota_scopes(owner),
-        values={"reserved_bytes": _clamped_decrement(Quota.reserved_bytes, reserved)},
+        values={"reserved_bytes": _clamped_decrement(_QUOTAS.c.reserved_bytes, reserved)},
     )
 
 
@@ -180,5 +184,5 @@ async def refund_quota(session: AsyncSession, *, tenant: str, owner: str, nbytes
         session,
         tenant=tenant,
         owners=_quota_scopes(owner),
-        values={"used_bytes": _clamped_decrement(Quota.used_bytes, nbytes)},
+        values={"used_bytes": _clamped_decrement(_QUOTAS.c.used_bytes, nbytes)},
     )

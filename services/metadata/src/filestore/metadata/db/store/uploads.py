@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, tuple_, update
+from sqlalchemy import Row, and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.errors import (
@@ -22,20 +23,24 @@ from filestore.core.keys import KeyKind, original_key, parse_key
 from filestore.core.reasons import Reason
 from filestore.metadata.db.models import (
     File,
+    FileColumns,
     FileStatus,
     PartChecksum,
     Upload,
+    UploadColumns,
     UploadKind,
     UploadState,
+    UploadValues,
     new_id,
     utcnow,
 )
 from filestore.metadata.db.store._sql import (
-    _FRESH,
+    Executor,
     _check_non_negative,
     _dialect,
-    _insert_loaded,
     _load_file,
+    _table,
+    _values_of,
 )
 from filestore.metadata.db.store.files import transition_file
 from filestore.metadata.db.store.quotas import release_quota, settle_quota
@@ -53,11 +58,14 @@ __all__ = [
 ]
 
 
+_UPLOADS = _table(Upload)
+_INSERT_UPLOAD = insert(_UPLOADS)
+
+
 async def record_upload(
-    session: AsyncSession,
+    db: Executor,
     *,
-    tenant: str,
-    file_id: str,
+    file: FileColumns,
     kind: UploadKind,
     part_size: int,
     part_count: int,
@@ -65,21 +73,20 @@ async def record_upload(
     reserved_bytes: int = 0,
     storage_upload_id: str | None = None,
     part_checksum: PartChecksum = PartChecksum.NONE,
-) -> Upload:
-    """A new OPEN upload session for ``file_id`` (which must be a live file of ``tenant``)."""
+) -> UploadValues:
+    """A new OPEN upload session filling ``file`` (as the caller read or created it in this
+    transaction; a row is only ever deleted logically, so it cannot be stale). Answers the values
+    written (one INSERT, nothing read back)."""
     _check_non_negative(part_size, "part_size")
     _check_non_negative(part_count, "part_count")
     _check_non_negative(reserved_bytes, "reserved_bytes")
-    # Usually the file was created a moment ago in this very transaction: the session's identity
-    # map answers without a query (a row is only ever deleted logically, so it cannot be stale).
-    file = await session.get(File, file_id)
-    if file is None or file.tenant != tenant or file.status == FileStatus.DELETED:
-        raise file_not_found(file_id)
+    if file.status == FileStatus.DELETED:
+        raise file_not_found(file.id)
     now = utcnow()
-    upload = Upload(
+    upload = UploadValues(
         id=new_id(),
-        file_id=file_id,
-        tenant=tenant,
+        file_id=file.id,
+        tenant=file.tenant,
         kind=kind,
         storage_upload_id=storage_upload_id,
         part_size=part_size,
@@ -90,20 +97,24 @@ async def record_upload(
         reserved_bytes=reserved_bytes,
         created_at=now,
         updated_at=now,
+        reaper_lock_until=None,
     )
-    await _insert_loaded(session, upload)
+    await db.execute(_INSERT_UPLOAD, _values_of(upload))
     return upload
 
 
-_UPLOAD_BY_ID = select(Upload).where(Upload.id == bindparam("upload_id")).execution_options(**_FRESH)
-_UPLOAD_BY_TENANT_AND_ID = _UPLOAD_BY_ID.where(Upload.tenant == bindparam("tenant"))
+_UPLOAD_BY_ID = select(_UPLOADS).where(_UPLOADS.c.id == bindparam("upload_id"))
+_UPLOAD_BY_TENANT_AND_ID = _UPLOAD_BY_ID.where(_UPLOADS.c.tenant == bindparam("tenant"))
 
 
-async def get_upload(session: AsyncSession, *, tenant: str | None, upload_id: str) -> Upload:
-    upload = await session.scalar(
-        _UPLOAD_BY_ID if tenant is None else _UPLOAD_BY_TENANT_AND_ID,
-        {"upload_id": upload_id, "tenant": tenant},
-    )
+async def get_upload(db: Executor, *, tenant: str | None, upload_id: str) -> Row[Any]:
+    """The upload as a Row of its columns."""
+    upload = (
+        await db.execute(
+            _UPLOAD_BY_ID if tenant is None else _UPLOAD_BY_TENANT_AND_ID,
+            {"upload_id": upload_id, "tenant": tenant},
+        )
+    ).first()
     if upload is None:
         raise upload_not_found(upload_id)
     return upload
@@ -180,7 +191,7 @@ async def list_uploads(session: AsyncSession, *, tenant: str | None, file_id: st
 
 async def _close_upload(
     session: AsyncSession, *, tenant: str | None, upload_id: str, to_state: UploadState
-) -> tuple[Upload, bool]:
+) -> tuple[UploadColumns, bool]:
     if to_state == UploadState.OPEN:
         raise InvalidArgument("an upload cannot be reopened", reason=Reason.ILLEGAL_TRANSITION)
     stmt = update(Upload).where(Upload.id == upload_id, Upload.state == UploadState.OPEN)
@@ -203,7 +214,7 @@ async def _close_upload(
 
 async def set_upload_state(
     session: AsyncSession, *, tenant: str | None, upload_id: str, to_state: UploadState
-) -> Upload:
+) -> UploadColumns:
     """Close an OPEN upload as COMPLETED, ABORTED or EXPIRED; quota and file are not touched.
 
     Re-applying the current state is a no-op (a retried CompleteUpload, a second reaper pass); closing
@@ -242,8 +253,8 @@ async def attached_storage_uploads(
 
 @dataclass(frozen=True, slots=True)
 class UploadOutcome:
-    upload: Upload
-    file: File
+    upload: UploadColumns
+    file: FileColumns
     #: False when the upload was already in the requested state (a retry or a racing duplicate):
     #: nothing was changed, in particular no quota was settled or released a second time.
     changed: bool
