@@ -44,6 +44,10 @@ def _mask_password(url: str) -> str:
 
 def _describe(info: StackInfo, stack_json: Path) -> str:
     e = info.endpoints
+    # The stack allows the demo page's origin itself, beside those of the environment.
+    origins = (
+        "the demo page, FILESTORE_CORS_ORIGINS" if "demo" in info.components else "FILESTORE_CORS_ORIGINS"
+    )
     rows = [
         ("S3", f"{e.s3_endpoint}  (bucket {e.bucket}, region {e.s3_region})"),
         ("S3 keys", str(info.s3_credentials_file)),
@@ -62,7 +66,7 @@ def _describe(info: StackInfo, stack_json: Path) -> str:
             if s in info.components
         ),
         *(
-            [("browser", f"{e.edge_url}  (Connect and gRPC-Web; origins from FILESTORE_CORS_ORIGINS)")]
+            [("browser", f"{e.edge_url}  (Connect and gRPC-Web; origins: {origins})")]
             if "edge" in info.components
             else []
         ),

@@ -115,6 +115,7 @@ function renderTotal() {
 function renderUpload(u) {
   const percent = u.state === "done" ? 100 : u.total === 0 ? 0 : Math.floor((u.sent * 100) / u.total);
   u.el.dataset.state = u.state;
+  u.el.dataset.fileStatus = u.fileStatus ?? "";
   $("progress", u.el).value = percent;
   $(".upload-detail", u.el).textContent = `${formatBytes(u.total)}`;
   const pause = $(".pause", u.el);
