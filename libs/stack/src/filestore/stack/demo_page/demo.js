@@ -117,7 +117,7 @@ function renderUpload(u) {
   u.el.dataset.state = u.state;
   u.el.dataset.fileStatus = u.fileStatus ?? "";
   $("progress", u.el).value = percent;
-  $(".upload-detail", u.el).textContent = `${formatBytes(u.total)}`;
+  $(".upload-detail", u.el).textContent = formatBytes(u.total);
   const pause = $(".pause", u.el);
   const cancel = $(".cancel", u.el);
   const running = u.state === "uploading" || u.state === "paused";
