@@ -23,7 +23,10 @@ opens the connections the runs then reuse (Chromium's to the face, the face's an
 During each browser run, for the face, the broker and the metadata service (Filestore's processes
 the upload involves): the TCP payload bytes through their sockets and their CPU seconds, with
 ``ProcessWatch`` of ``benchmarks/bench_proxy.py`` (the kernel's per-socket counters through
-``ss``, sampled every 100 ms; see there). The bytes of the file must not cross any of them.
+``ss``, sampled every 100 ms; see there). The bytes of the file must not cross any of them. For
+every run, the CPU seconds of the client (every Chromium process: browser, renderer, network, GPU;
+or this process, the SDK's) and of SeaweedFS: on two cores the run is CPU-bound, its wall at least
+(storage + client + services CPU) / 2. Before the rounds, the page's time to CRC32 one part.
 
 Medians over ``ROUNDS`` runs each. The machine is shared: the load average is printed alongside.
 
