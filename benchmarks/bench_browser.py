@@ -23,7 +23,10 @@ opens the connections the runs then reuse (Chromium's to the face, the face's an
 During each browser run, for the face, the broker and the metadata service (Filestore's processes
 the upload involves): the TCP payload bytes through their sockets and their CPU seconds, with
 ``ProcessWatch`` of ``benchmarks/bench_proxy.py`` (the kernel's per-socket counters through
-``ss``, sampled every 100 ms; see there). The bytes of the file must not cross any of them.
+``ss``, sampled every 100 ms; see there). The bytes of the file must not cross any of them. For
+every run, the CPU seconds of the client (every Chromium process: browser, renderer, network, GPU;
+or this process, the SDK's) and of SeaweedFS: on two cores the run is CPU-bound, its wall at least
+(storage + client + services CPU) / 2. Before the rounds, the page's time to CRC32 one part.
 
 Medians over ``ROUNDS`` runs each. The machine is shared: the load average is printed alongside.
 
@@ -34,6 +37,7 @@ Ends with: RESULT browser_vs_sdk_wall=<browser wall / sdk wall> service_bytes_br
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import statistics
 import tempfile
@@ -48,7 +52,7 @@ from typing import Any
 from playwright.async_api import Page, async_playwright
 
 from benchmarks._common import BENCH_LOG_LEVEL, QUICK, load_average, temporary_stack
-from benchmarks.bench_proxy import ProcessUsage, ProcessWatch, s3_admin
+from benchmarks.bench_proxy import ProcessUsage, ProcessWatch, cpu_seconds, s3_admin
 from filestore.client import AsyncClient, Endpoints, TransferOptions
 from filestore.core.auth import mint_token
 from filestore.core.keys import original_key
@@ -69,11 +73,40 @@ COMPONENTS = ("seaweedfs", "nats", "metadata", "upload", "edge")
 class Run:
     path: str
     wall_s: float
+    #: CPU seconds of the uploading client: every Chromium process, or this (the SDK's) process.
+    client_cpu_s: float
+    #: CPU seconds of SeaweedFS (its bytes are the file's, so not counted with the services').
+    storage_cpu_s: float
     usage: Mapping[str, ProcessUsage]
 
     @property
     def service_bytes(self) -> int:
         return sum(u.bytes_total for u in self.usage.values())
+
+
+def chromium_pids() -> list[int]:
+    """This process's Chromium processes (the browser, its zygotes, renderers, GPU and network
+    processes), found among its descendants by their command name."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, _, rest = (entry / "stat").read_text().rpartition(")")
+        except OSError:
+            continue  # ended meanwhile
+        names[int(entry.name)] = head.partition("(")[2]
+        parents[int(entry.name)] = int(rest.split()[1])
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, name in names.items() if name.startswith("chrom") and descends(pid)]
 
 
 def write_file(path: Path, size: int, seed: int) -> None:
@@ -104,6 +137,27 @@ async def browser_upload(page: Page, stack: Stack, file_name: str) -> tuple[floa
     return result["wallMs"] / 1000, tenant, str(result["fileId"])
 
 
+async def page_hash_ms(page: Page) -> float:
+    """How long the page's client takes to CRC32 one part of bench.bin (read from its Blob and hashed,
+    as the engine does), best of three."""
+    return float(
+        await page.evaluate(
+            """async (partSize) => {
+              const { digestOfRange } = await import("./filestore-web.js");
+              const blob = await (await fetch("/bench.bin")).blob();
+              let best = Infinity;
+              for (let i = 0; i < 3; i++) {
+                const started = performance.now();
+                await digestOfRange("crc32", blob, 0, partSize);
+                best = Math.min(best, performance.now() - started);
+              }
+              return best;
+            }""",
+            PART_SIZE,
+        )
+    )
+
+
 async def sdk_upload(stack: Stack, path: Path, state_dir: Path) -> tuple[float, str, str]:
     """``AsyncClient.upload`` of ``path``; answers its wall time, tenant and file id."""
     e = stack.endpoints
@@ -123,7 +177,10 @@ def describe(run: Run) -> str:
     processes = "  ".join(
         f"{name} {u.bytes_total / 1024:8.1f} KiB {u.cpu_s:5.2f} s-CPU" for name, u in run.usage.items()
     )
-    return f"{run.path:<7} {run.wall_s:6.2f} s  {SIZE / MIB / run.wall_s:6.1f} MiB/s | {processes}"
+    return (
+        f"{run.path:<7} {run.wall_s:6.2f} s  {SIZE / MIB / run.wall_s:6.1f} MiB/s"
+        f"  client {run.client_cpu_s:5.2f} s-CPU  storage {run.storage_cpu_s:5.2f} s-CPU | {processes}"
+    )
 
 
 async def main() -> None:
@@ -174,16 +231,22 @@ async def main() -> None:
         for which in ("browser", "sdk"):
             _, tenant, file_id = await one(which, "warmup.bin")
             await asyncio.to_thread(s3.delete_object, Bucket=bucket, Key=original_key(tenant, file_id))
+        # Chromium's processes are all up once the page has uploaded (its network process included).
+        client_pids = {"browser": chromium_pids(), "sdk": [os.getpid()]}
+        print(f"page CRC32 of {PART_SIZE // MIB} MiB: {await page_hash_ms(page):.0f} ms")
         print(f"load average before: {load_average()}", flush=True)
         runs: list[Run] = []
         for round_number in range(ROUNDS):
             # Alternate who goes first, so neither always meets a warmer (or fuller) storage.
             order = ("browser", "sdk") if round_number % 2 == 0 else ("sdk", "browser")
             for which in order:
+                watched = {"client": client_pids[which], "storage": [stack.pids["seaweedfs"]]}
+                before = {name: sum(map(cpu_seconds, group)) for name, group in watched.items()}
                 with ProcessWatch(pids) as watch:
                     wall, tenant, file_id = await one(which, "bench.bin")
                     usage = watch.usage()
-                runs.append(Run(which, wall, usage))
+                used = {name: sum(map(cpu_seconds, group)) - before[name] for name, group in watched.items()}
+                runs.append(Run(which, wall, used["client"], used["storage"], usage))
                 print(f"round {round_number + 1} {describe(runs[-1])}", flush=True)
                 await asyncio.to_thread(s3.delete_object, Bucket=bucket, Key=original_key(tenant, file_id))
         report(runs)
@@ -200,7 +263,12 @@ def report(runs: list[Run]) -> None:
     print("medians:")
     for name, chosen in (("browser", browser), ("sdk", sdk)):
         wall = statistics.median(r.wall_s for r in chosen)
-        print(f"  {name}: wall {wall:.2f} s, {SIZE / MIB / wall:.1f} MiB/s")
+        client_cpu = statistics.median(r.client_cpu_s for r in chosen)
+        storage_cpu = statistics.median(r.storage_cpu_s for r in chosen)
+        print(
+            f"  {name}: wall {wall:.2f} s, {SIZE / MIB / wall:.1f} MiB/s, "
+            f"CPU client {client_cpu:.2f} s, storage {storage_cpu:.2f} s"
+        )
         for process in chosen[0].usage:
             sent = statistics.median(r.usage[process].bytes_total for r in chosen)
             cpu = statistics.median(r.usage[process].cpu_s for r in chosen)

@@ -405,12 +405,22 @@ export class UploadEngine {
     const missing = Array.from({ length: plan.count }, (_, i) => i + 1).filter((n) => !stored.has(n));
     // Parts are hashed and signed a batch at a time, one batch ahead of the lanes, so that a free lane
     // finds its next URL ready; URLs from CreateUpload (parts without checksums) need no signing.
+    // Batches grow 1, 2, 4, ... up to `signBatch` parts: the first PUT waits for one part's hash, not
+    // a whole batch's (hashing runs on this thread, one part after another: ~30 ms per 16 MiB).
     const batchSize = Math.max(1, Math.min(1000, this.options.signBatch));
+    const batchStarts: number[] = []; // index into `missing` of each batch's first part
+    const batchOfIndex: number[] = [];
+    for (let start = 0; start < missing.length; ) {
+      const end = Math.min(missing.length, start + Math.min(batchSize, 2 ** batchStarts.length));
+      for (let i = start; i < end; i++) batchOfIndex.push(batchStarts.length);
+      batchStarts.push(start);
+      start = end;
+    }
     const batches = new Map<number, Promise<Map<number, PresignedRequest>>>();
     const batch = (index: number): Promise<Map<number, PresignedRequest>> => {
       let prepared = batches.get(index);
       if (prepared === undefined) {
-        const numbers = missing.slice(index * batchSize, (index + 1) * batchSize);
+        const numbers = missing.slice(batchStarts[index], batchStarts[index + 1] ?? missing.length);
         const unsigned = numbers.filter((n) => algorithm || !firstUrls.has(n));
         prepared = (unsigned.length ? signParts(unsigned) : Promise.resolve(new Map<number, PresignedRequest>())).then((urls) => {
           for (const n of numbers) if (!urls.has(n) && firstUrls.has(n)) urls.set(n, firstUrls.get(n)!);
@@ -430,9 +440,9 @@ export class UploadEngine {
       while (cursor < missing.length && !failed.signal.aborted) {
         const index = cursor++;
         const number = missing[index];
-        const batchIndex = Math.floor(index / batchSize);
+        const batchIndex = batchOfIndex[index];
         let current: PresignedRequest | undefined = (await batch(batchIndex)).get(number);
-        if (batchIndex + 1 < Math.ceil(missing.length / batchSize)) void batch(batchIndex + 1);
+        if (batchIndex + 1 < batchStarts.length) void batch(batchIndex + 1);
         batches.delete(batchIndex - 1); // keep memory bounded on 10,000-part uploads
         const sign: Signer = async (renew) => {
           if (renew || current === undefined) current = (await signParts([number])).get(number);

@@ -98,6 +98,12 @@ class Cut extends Error {}
 
 function xhrPut(request: PresignedRequest, body: Blob, onBytes: (delta: number) => void, stop: AbortSignal): Promise<Answer> {
   return new Promise((resolve, reject) => {
+    // Stopped while the URL was being signed (an abort, or a pause): its "abort" event has fired
+    // already, so the listener below would never cut this PUT.
+    if (stop.aborted) {
+      reject(new Cut());
+      return;
+    }
     const xhr = new XMLHttpRequest();
     let reported = 0;
     const onStop = () => xhr.abort();
