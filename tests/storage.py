@@ -8,6 +8,8 @@ for setting up situations."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import boto3
@@ -20,7 +22,7 @@ from filestore.stack import Stack
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
-__all__ = ["admin_storage", "admin_store", "object_exists"]
+__all__ = ["admin_storage", "admin_store", "bucket_cors_kept", "object_exists"]
 
 
 def admin_storage(stack: Stack) -> S3Client:
@@ -58,3 +60,19 @@ async def object_exists(stack: Stack, key: str) -> bool:
             return False
         raise
     return True
+
+
+@asynccontextmanager
+async def bucket_cors_kept(stack: Stack) -> AsyncIterator[None]:
+    """The bucket's CORS rules as they are now, put back afterwards. The stack's broker applied them at
+    start (the browser tests' page origin and the demo page's among them), so a test that changes them
+    must leave them so: one that reset them to none instead would fail every browser test after it."""
+    operator = admin_storage(stack)
+    bucket = stack.endpoints.bucket
+    saved = (await asyncio.to_thread(operator.get_bucket_cors, Bucket=bucket))["CORSRules"]
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(
+            operator.put_bucket_cors, Bucket=bucket, CORSConfiguration={"CORSRules": saved}
+        )

@@ -21,13 +21,12 @@ from filestore.edge.app import EdgeHandle, start
 from filestore.edge.cors import ALLOWED_REQUEST_HEADERS
 from filestore.edge.routes import PUBLIC_RPCS, UPSTREAMS
 from filestore.edge.settings import EdgeSettings
-from filestore.server.storage import ObjectStore
 from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings
 from filestore.v1 import resources_pb2, upload_service_pb2
 from tests.stacks import broker_env
-from tests.storage import admin_store
+from tests.storage import bucket_cors_kept
 from tests.support import fresh_tenant, service_token
 
 # The compose stack (`make test-stack`) does not run the face yet: these tests need the local one.
@@ -319,11 +318,10 @@ async def test_an_allowed_origin_gets_cors_and_others_do_not(stack: Stack, face_
 async def bucket_cors_for_app(stack: Stack) -> AsyncIterator[None]:
     """A broker started with the page's origin applies it to the bucket's CORS rules, as the stack's
     broker does at start with FILESTORE_CORS_ORIGINS; afterwards the bucket is as the stack left it."""
-    handle = await build(UploadSettings.from_env(broker_env(stack, FILESTORE_CORS_ORIGINS=APP)))
-    await handle.stop(0)
-    yield
-    store: ObjectStore = admin_store(stack)
-    await store.apply_cors(())
+    async with bucket_cors_kept(stack):
+        handle = await build(UploadSettings.from_env(broker_env(stack, FILESTORE_CORS_ORIGINS=APP)))
+        await handle.stop(0)
+        yield
 
 
 async def test_storage_allows_the_page_to_put_to_a_presigned_url(

@@ -30,7 +30,7 @@ from filestore.server.storage import (
     StoreCredentials,
 )
 from filestore.stack import Stack
-from tests.storage import admin_storage, admin_store
+from tests.storage import admin_storage, admin_store, bucket_cors_kept
 
 MIB = 1024**2
 CONTENT_TYPE = "application/octet-stream"
@@ -293,16 +293,14 @@ async def test_bucket_cors_rules_are_replaced_and_no_origins_means_none_allowed(
     stack: Stack, store: ObjectStore
 ) -> None:
     operator = admin_storage(stack)
-    try:
+    async with bucket_cors_kept(stack):
         await store.apply_cors(["https://app.example.com"])
         rules = (await asyncio.to_thread(operator.get_bucket_cors, Bucket=store.bucket))["CORSRules"]
         assert [rule["AllowedOrigins"] for rule in rules] == [["https://app.example.com"]]
         assert rules[0]["ExposeHeaders"] == ["ETag"]
-    finally:
-        # What the stack's broker applied at start: no cross-origin access.
         await store.apply_cors(())
-    rules = (await asyncio.to_thread(operator.get_bucket_cors, Bucket=store.bucket))["CORSRules"]
-    assert [rule["AllowedOrigins"] for rule in rules] == [[CORS_DENY_ALL_ORIGIN]]
+        rules = (await asyncio.to_thread(operator.get_bucket_cors, Bucket=store.bucket))["CORSRules"]
+        assert [rule["AllowedOrigins"] for rule in rules] == [[CORS_DENY_ALL_ORIGIN]]
 
 
 def test_a_store_config_is_made_from_the_settings_and_keeps_its_secret_out_of_its_repr() -> None:

@@ -23,7 +23,7 @@ from filestore.upload.settings import UploadSettings
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
 from tests.catalogue import timestamp
 from tests.stacks import broker_env
-from tests.storage import admin_storage, admin_store
+from tests.storage import admin_storage, admin_store, bucket_cors_kept
 from tests.support import service_token
 
 APP = "https://app.example.com"
@@ -48,13 +48,12 @@ def allowed(response: httpx.Response, origin: str) -> bool:
 
 @pytest.fixture
 async def s3_store(stack: Stack) -> AsyncIterator[ObjectStore]:
-    store = admin_store(stack)
-    yield store
-    await store.apply_cors(())  # back to what the stack's broker applied: no cross-origin access
+    async with bucket_cors_kept(stack):
+        yield admin_store(stack)
 
 
 async def test_by_default_no_origin_may_upload_cross_origin(stack: Stack) -> None:
-    # The stack's broker applied its (empty) origin list at start.
+    # The stack's broker applied its origin list at start (the test pages' origin only), so no other.
     for origin in (APP, "https://evil.example", "null"):
         assert not allowed(await preflight(stack, origin), origin)
 

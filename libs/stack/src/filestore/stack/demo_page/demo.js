@@ -8,12 +8,16 @@ const TOKEN_MARGIN_S = 300;
 const SHARE_TTL_S = 3600;
 const POLL_BUSY_MS = 1500;
 const POLL_IDLE_MS = 20000;
+// Polls (at POLL_BUSY_MS) a READY file is asked for its thumbnail before the page stops asking.
+const THUMB_TRIES = 40;
+// StepOutcome (protos/filestore/v1/resources.proto) values after which a step leaves no derivative.
+const THUMB_ENDED_WITHOUT = new Set([3 /* FAILED */, 4 /* SKIPPED */]);
 
 let filestore; // the bundle's exports
 let fs; // createFilestore(...)
 let identity;
 const uploads = new Set();
-const rows = new Map(); // file id -> { el, status, thumbDone }
+const rows = new Map(); // file id -> { el, status, thumbDone, thumbAsking, thumbTries }
 let pollTimer;
 
 // ---------------------------------------------------------------------------------------- helpers
@@ -210,7 +214,7 @@ function upsertFile(file) {
   if (row === undefined) {
     const el = $("#file-item").content.firstElementChild.cloneNode(true);
     el.dataset.fileId = file.id;
-    row = { el, status: undefined, thumbDone: false, file };
+    row = { el, status: undefined, thumbDone: false, thumbAsking: false, thumbTries: 0, file };
     rows.set(file.id, row);
     $("#file-list").prepend(el);
     $(".copy", el).addEventListener("click", () => copyShareLink(row));
@@ -250,21 +254,38 @@ function renderFile(row) {
 function renderThumb(row) {
   const thumb = $(".thumb", row.el);
   if (!thumb.firstChild) thumb.textContent = (row.file.name.split(".").pop() || "file").slice(0, 4);
-  if (row.status !== "READY" || row.thumbDone) return;
-  row.thumbDone = true;
-  // The processor renders thumbnails of images, PDFs and videos; other files keep their extension.
-  fs.files
-    .listDerivatives({ fileId: row.file.id })
-    .then(async ({ derivatives }) => {
-      const made = derivatives.find((d) => d.kind.startsWith("thumbnail_"));
-      if (!made) return;
-      const { url } = await fs.downloads.getDerivativeUrl({ fileId: row.file.id, kind: made.kind });
-      const img = document.createElement("img");
-      img.alt = "";
-      img.src = url;
-      img.addEventListener("load", () => thumb.replaceChildren(img), { once: true });
-    })
-    .catch((error) => console.warn("thumbnail", row.file.id, error));
+  if (row.status !== "READY" || row.thumbDone || row.thumbAsking) return;
+  row.thumbAsking = true;
+  // The processor renders thumbnails of images, PDFs and videos after the file is READY (they do not
+  // gate it), so a READY file may not have one yet: ask again at each poll until the thumbnail step
+  // has an outcome (other files have no such step: those stop asking after THUMB_TRIES polls).
+  askForThumb(row, thumb)
+    .catch((error) => console.warn("thumbnail", row.file.id, error))
+    .finally(() => {
+      row.thumbAsking = false;
+    });
+}
+
+async function askForThumb(row, thumb) {
+  const { derivatives } = await fs.files.listDerivatives({ fileId: row.file.id });
+  const made = derivatives.find((d) => d.kind.startsWith("thumbnail_"));
+  if (made) {
+    row.thumbDone = true;
+    const { url } = await fs.downloads.getDerivativeUrl({ fileId: row.file.id, kind: made.kind });
+    const img = document.createElement("img");
+    img.alt = "";
+    img.src = url;
+    img.addEventListener("load", () => thumb.replaceChildren(img), { once: true });
+    return;
+  }
+  const { results } = await fs.files.listProcessingResults({ fileId: row.file.id });
+  row.thumbTries += 1;
+  // A thumbnail step SKIPPED or FAILED leaves no derivative: nothing will come. (PASSED without a
+  // derivative listed yet, PENDING and ERROR, which the processor retries, are asked again.)
+  const ended = results.some((r) => r.step === "thumbnail" && THUMB_ENDED_WITHOUT.has(r.outcome));
+  if (ended || row.thumbTries >= THUMB_TRIES) {
+    row.thumbDone = true;
+  }
 }
 
 function renderActions(row) {
@@ -351,7 +372,9 @@ async function poll() {
     showError(`Could not list your files: ${describeError(error)}`);
   }
   const settled = new Set(["READY", "QUARANTINED", "FAILED", "DELETED"]);
-  const busy = activeUploads().length > 0 || [...rows.values()].some((row) => !settled.has(row.status));
+  const busy =
+    activeUploads().length > 0 ||
+    [...rows.values()].some((row) => !settled.has(row.status) || (row.status === "READY" && !row.thumbDone));
   schedulePoll(busy ? POLL_BUSY_MS : POLL_IDLE_MS);
 }
 
