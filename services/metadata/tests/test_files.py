@@ -284,7 +284,7 @@ async def test_keyset_pagination(sessions: Sessions, tenant: str) -> None:
     newest_first = [file.id for file in sorted(created, key=lambda f: (f.created_at, f.id), reverse=True)]
     async with sessions() as session:
         seen: list[str] = []
-        cursor: store.FileCursor | None = None
+        cursor: store.KeysetCursor | None = None
         while True:
             page = await store.list_files(session, tenant=tenant, page_size=3, after=cursor)
             seen.extend(file.id for file in page.files)
@@ -296,7 +296,7 @@ async def test_keyset_pagination(sessions: Sessions, tenant: str) -> None:
         # The same position expressed in another time zone must mean the same place.
         first = await store.list_files(session, tenant=tenant, page_size=3)
         assert first.next_cursor is not None
-        shifted = store.FileCursor(
+        shifted = store.KeysetCursor(
             created_at=first.next_cursor.created_at.astimezone(timezone(timedelta(hours=-7))),
             id=first.next_cursor.id,
         )

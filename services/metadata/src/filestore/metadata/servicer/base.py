@@ -8,6 +8,7 @@ or a grant whose file is gone is ``UPLOAD_NOT_FOUND`` or ``GRANT_NOT_FOUND``).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -37,6 +38,25 @@ class ServicerBase(metadata_service_pb2_grpc.MetadataServiceServicer):
         self._objects = objects
         self._page_tokens = PageTokens(page_token_secret, purpose="ListFiles")
         self._upload_page_tokens = PageTokens(page_token_secret, purpose="ListUploadRecords")
+
+    @staticmethod
+    def _cursor_of(tokens: PageTokens, page_token: str, *, fingerprint: str) -> store.KeysetCursor | None:
+        """Where the page asked for by ``page_token`` starts (None: the first page). The token must
+        have been issued by :meth:`_token_of` for a request of the same ``fingerprint``."""
+        if not page_token:
+            return None
+        position = tokens.decode(page_token, fingerprint=fingerprint)
+        try:
+            return store.KeysetCursor(created_at=datetime.fromisoformat(position["c"]), id=position["i"])
+        except (KeyError, TypeError, ValueError):
+            raise InvalidArgument("the page token is malformed", reason=Reason.INVALID_PAGE_TOKEN) from None
+
+    @staticmethod
+    def _token_of(tokens: PageTokens, cursor: store.KeysetCursor | None, *, fingerprint: str) -> str:
+        """The page token of the page after ``cursor`` ("" when there is none)."""
+        if cursor is None:
+            return ""
+        return tokens.encode({"c": cursor.created_at.isoformat(), "i": cursor.id}, fingerprint=fingerprint)
 
     @staticmethod
     def _tenant(principal: Principal, requested: str) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,27 +47,14 @@ class FileRpcs(ServicerBase):
         page_size = self._page_size(request.page_size)
         filters = self._file_filter(request, principal)
         fingerprint = request_fingerprint(request)
-        after = None
-        if request.page_token:
-            position = self._page_tokens.decode(request.page_token, fingerprint=fingerprint)
-            try:
-                after = store.FileCursor(created_at=datetime.fromisoformat(position["c"]), id=position["i"])
-            except (KeyError, ValueError):
-                raise InvalidArgument(
-                    "the page token is malformed", reason=Reason.INVALID_PAGE_TOKEN
-                ) from None
+        after = self._cursor_of(self._page_tokens, request.page_token, fingerprint=fingerprint)
         async with self._unit.read() as session:
             page = await store.list_files(
                 session, tenant=tenant, filters=filters, page_size=page_size, after=after
             )
-        token = ""
-        if page.next_cursor is not None:
-            token = self._page_tokens.encode(
-                {"c": page.next_cursor.created_at.isoformat(), "i": page.next_cursor.id},
-                fingerprint=fingerprint,
-            )
         return pb.ListFilesResponse(
-            files=[convert.file_message(f) for f in page.files], next_page_token=token
+            files=[convert.file_message(f) for f in page.files],
+            next_page_token=self._token_of(self._page_tokens, page.next_cursor, fingerprint=fingerprint),
         )
 
     async def CreateFile(self, request: pb.CreateFileRequest, context: Context) -> resources_pb2.File:

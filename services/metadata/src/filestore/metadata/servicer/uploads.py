@@ -5,7 +5,7 @@ still declared in the contract, answers UNIMPLEMENTED (BeginUpload records the s
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Row
@@ -294,15 +294,7 @@ class UploadRpcs(ServicerBase):
         scoped.CopyFrom(request)
         scoped.tenant, scoped.owner = tenant, owner
         fingerprint = request_fingerprint(scoped)
-        after = None
-        if request.page_token:
-            position = self._upload_page_tokens.decode(request.page_token, fingerprint=fingerprint)
-            try:
-                after = store.UploadCursor(created_at=datetime.fromisoformat(position["c"]), id=position["i"])
-            except (KeyError, ValueError):
-                raise InvalidArgument(
-                    "the page token is malformed", reason=Reason.INVALID_PAGE_TOKEN
-                ) from None
+        after = self._cursor_of(self._upload_page_tokens, request.page_token, fingerprint=fingerprint)
         async with self._unit.read() as session:
             page = await store.list_open_uploads(
                 session,
@@ -312,15 +304,11 @@ class UploadRpcs(ServicerBase):
                 page_size=request.page_size or DEFAULT_UPLOAD_PAGE_SIZE,
                 after=after,
             )
-        token = ""
-        if page.next_cursor is not None:
-            token = self._upload_page_tokens.encode(
-                {"c": page.next_cursor.created_at.isoformat(), "i": page.next_cursor.id},
-                fingerprint=fingerprint,
-            )
         return pb.ListUploadRecordsResponse(
             uploads=[convert.upload_record(upload, file) for upload, file in page.uploads],
-            next_page_token=token,
+            next_page_token=self._token_of(
+                self._upload_page_tokens, page.next_cursor, fingerprint=fingerprint
+            ),
         )
 
     async def _file_exists(self, file_id: str) -> bool:

@@ -45,7 +45,7 @@ condition the reconciler found, so a finding that stopped holding changes nothin
 
 from __future__ import annotations
 
-from filestore.metadata.db.store._sql import Executor, has_prefix
+from filestore.metadata.db.store._sql import Executor, KeysetCursor, has_prefix
 from filestore.metadata.db.store.blobs import (
     BlobLink,
     BlobRecount,
@@ -61,7 +61,6 @@ from filestore.metadata.db.store.blobs import (
 from filestore.metadata.db.store.files import (
     MAX_PAGE_SIZE,
     STATES_WITH_BYTES,
-    FileCursor,
     FileDeletion,
     FileFilter,
     FilePage,
@@ -118,7 +117,6 @@ from filestore.metadata.db.store.results import (
 from filestore.metadata.db.store.uploads import (
     MAX_UPLOAD_PAGE_SIZE,
     OpenUploadPage,
-    UploadCursor,
     UploadOutcome,
     attached_storage_uploads,
     claim_expired_uploads,
@@ -140,13 +138,12 @@ __all__ = [
     "BlobRecount",
     "Executor",
     "FileClaim",
-    "FileCursor",
     "FileDeletion",
     "FileFilter",
     "FilePage",
     "IdempotentSave",
+    "KeysetCursor",
     "OpenUploadPage",
-    "UploadCursor",
     "UploadOutcome",
     "VerifiedContent",
     "add_derivative",

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Table, bindparam, case, func, select
@@ -25,6 +26,16 @@ from filestore.metadata.db.models import Base, File, FileStatus, FileValues, Upl
 #: ORM (see :mod:`filestore.metadata.servicer.unit_of_work`). Functions taking an ``Executor`` run
 #: Core statements only (tables and columns, rows back), which behave the same on both.
 Executor = AsyncSession | AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class KeysetCursor:
+    """Position after the last row of a page listed newest first (``created_at``, then ``id``): the
+    next page starts below it. The servicer turns it into an opaque signed page token."""
+
+    created_at: datetime
+    id: str
+
 
 #: Compare-and-set attempts before giving up with ``Aborted``; each failed attempt means another
 #: transaction changed the row in between, so more than a handful means a hot row, not bad luck.

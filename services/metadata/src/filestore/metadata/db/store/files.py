@@ -26,6 +26,7 @@ from filestore.metadata.db.models import File, FileStatus, FileValues, Visibilit
 from filestore.metadata.db.store._sql import (
     _CAS_ATTEMPTS,
     Executor,
+    KeysetCursor,
     _check_labels,
     _check_name,
     _check_non_negative,
@@ -44,7 +45,6 @@ from filestore.metadata.db.store.results import _clear_processing_results, _drop
 __all__ = [
     "MAX_PAGE_SIZE",
     "STATES_WITH_BYTES",
-    "FileCursor",
     "FileDeletion",
     "FileFilter",
     "FilePage",
@@ -87,17 +87,9 @@ STATES_WITH_BYTES = frozenset({FileStatus.UPLOADED, FileStatus.PROCESSING, FileS
 
 
 @dataclass(frozen=True, slots=True)
-class FileCursor:
-    """Position after the last file of a page; the servicer turns it into an opaque signed token."""
-
-    created_at: datetime
-    id: str
-
-
-@dataclass(frozen=True, slots=True)
 class FilePage:
     files: list[File]
-    next_cursor: FileCursor | None
+    next_cursor: KeysetCursor | None
 
 
 async def get_file(
@@ -230,7 +222,7 @@ async def list_files(
     tenant: str,
     filters: FileFilter | None = None,
     page_size: int = 50,
-    after: FileCursor | None = None,
+    after: KeysetCursor | None = None,
 ) -> FilePage:
     """One page of ``tenant``'s files, newest first (``created_at``, then ``id``), keyset-paginated.
 
@@ -253,7 +245,7 @@ async def list_files(
     next_cursor = None
     if len(files) > page_size:
         files = files[:page_size]
-        next_cursor = FileCursor(created_at=files[-1].created_at, id=files[-1].id)
+        next_cursor = KeysetCursor(created_at=files[-1].created_at, id=files[-1].id)
     return FilePage(files=files, next_cursor=next_cursor)
 
 

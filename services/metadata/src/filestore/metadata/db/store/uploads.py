@@ -36,6 +36,7 @@ from filestore.metadata.db.models import (
 )
 from filestore.metadata.db.store._sql import (
     Executor,
+    KeysetCursor,
     _check_non_negative,
     _dialect,
     _load_file,
@@ -121,18 +122,10 @@ async def get_upload(db: Executor, *, tenant: str | None, upload_id: str) -> Row
 
 
 @dataclass(frozen=True, slots=True)
-class UploadCursor:
-    """Position after the last upload of a page; the servicer turns it into a signed token."""
-
-    created_at: datetime
-    id: str
-
-
-@dataclass(frozen=True, slots=True)
 class OpenUploadPage:
     #: Each OPEN, unexpired upload with its file.
     uploads: list[tuple[Upload, File]]
-    next_cursor: UploadCursor | None
+    next_cursor: KeysetCursor | None
 
 
 #: The most uploads ListUploadRecords answers in one page.
@@ -146,7 +139,7 @@ async def list_open_uploads(
     owner: str,
     file_id: str = "",
     page_size: int,
-    after: UploadCursor | None = None,
+    after: KeysetCursor | None = None,
 ) -> OpenUploadPage:
     """One page of ``owner``'s OPEN uploads that have not expired (with their files), newest first
     (``created_at``, then ``id``), keyset-paginated like :func:`.files.list_files`."""
@@ -177,7 +170,7 @@ async def list_open_uploads(
     if len(rows) > page_size:
         rows = rows[:page_size]
         last = rows[-1][0]
-        next_cursor = UploadCursor(created_at=last.created_at, id=last.id)
+        next_cursor = KeysetCursor(created_at=last.created_at, id=last.id)
     return OpenUploadPage(uploads=rows, next_cursor=next_cursor)
 
 
