@@ -5,7 +5,7 @@ import AwsS3, { type AwsS3MultipartOptions, type AwsS3Part, type AwsS3UploadPara
 import type { Body, Meta, UppyFile } from "@uppy/utils";
 import { Code } from "@connectrpc/connect";
 
-import type { UploadApi } from "../../web/src/engine.js";
+import { type UploadApi, withSessionToken } from "../../web/src/engine.js";
 import { FilestoreError } from "../../web/src/errors.js";
 import { ChecksumAlgorithm, type PresignedRequest, UploadKind } from "../../web/src/gen/filestore/v1/resources_pb.js";
 import { digestOfRange } from "../../web/src/hashing.js";
@@ -143,15 +143,8 @@ export function filestoreUppy<M extends Meta, B extends Body>(fs: { uploadApi: U
         partCrc32[partNumber] = digest;
       }
       const ask = (sessionToken: string) => call((o) => api.signParts({ uploadId, partNumbers: [partNumber], sessionToken, partCrc32 }, o), signal);
-      let answer;
-      try {
-        answer = await ask(sessionTokens.get(uploadId) ?? "");
-      } catch (error) {
-        // A token the brokers no longer take (their key changed): sign through the catalogue.
-        if (!(error instanceof FilestoreError) || error.reason !== "SESSION_TOKEN_INVALID") throw error;
-        sessionTokens.delete(uploadId);
-        answer = await ask("");
-      }
+      const { answer, token } = await withSessionToken(sessionTokens.get(uploadId) ?? "", ask);
+      if (!token) sessionTokens.delete(uploadId);
       return signed(answer.partUrls.find((part) => part.partNumber === partNumber)?.request);
     },
 

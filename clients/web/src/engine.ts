@@ -29,6 +29,18 @@ const MIB = 1024 * 1024;
 
 /** The UploadService calls the engine makes: a Connect client of UploadService satisfies it, and a
  * test can hand in anything with the same shape. */
+/** `ask(token)` with an upload's session token and, if the brokers no longer take it (their key
+ * changed: SESSION_TOKEN_INVALID), once more without one, which signs through the catalogue. Answers
+ * the result and the token to send from then on ("" once refused). */
+export async function withSessionToken<T>(token: string, ask: (token: string) => Promise<T>): Promise<{ answer: T; token: string }> {
+  try {
+    return { answer: await ask(token), token };
+  } catch (error) {
+    if (!(error instanceof FilestoreError) || error.reason !== "SESSION_TOKEN_INVALID" || !token) throw error;
+    return { answer: await ask(""), token: "" };
+  }
+}
+
 export interface UploadApi {
   createUpload(request: MessageInitShape<typeof CreateUploadRequestSchema>, options?: CallOptions): Promise<CreateUploadResponse>;
   getUpload(request: MessageInitShape<typeof GetUploadRequestSchema>, options?: CallOptions): Promise<Upload>;
@@ -392,13 +404,7 @@ export class UploadEngine {
           ),
         );
       let signed: SignPartsResponse;
-      try {
-        signed = await ask(sessionToken);
-      } catch (error) {
-        if (!(error instanceof FilestoreError) || error.reason !== "SESSION_TOKEN_INVALID" || !sessionToken) throw error;
-        sessionToken = ""; // the brokers no longer take it (their key changed): sign through the catalogue
-        signed = await ask("");
-      }
+      ({ answer: signed, token: sessionToken } = await withSessionToken(sessionToken, ask));
       return new Map(signed.partUrls.map((part) => [part.partNumber, part.request!]));
     };
 
