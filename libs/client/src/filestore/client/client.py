@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2
 from filestore.client.connection import Endpoints
 from filestore.client.errors import FailedPrecondition, FilestoreError, InvalidArgument, NotFound
 from filestore.client.progress import ProgressCallback, ProgressTracker, TransferEvent
-from filestore.client.retry import call_with_retries
+from filestore.client.retry import RpcRetryCallback, call_with_retries
 from filestore.client.sources import (
     ByteSource,
     SourceIdentity,
@@ -215,7 +215,9 @@ class AsyncClient:
 
     ``http`` lets the caller supply the ``httpx.AsyncClient`` used for storage (proxies, TLS,
     event hooks); the SDK then leaves closing it to the caller. ``state_dir`` is where upload resume
-    states live (see :mod:`filestore.client.state`).
+    states live (see :mod:`filestore.client.state`). ``on_rpc_retry`` hears every RPC the client
+    retries (see :data:`filestore.client.retry.RpcRetryCallback`), for metrics or logs: a retried call
+    that then succeeds raises nothing, so this is the only place its failed attempts show.
     """
 
     def __init__(
@@ -226,8 +228,10 @@ class AsyncClient:
         state_dir: Path | None = None,
         http: httpx.AsyncClient | None = None,
         rpc_timeout_s: float = 30.0,
+        on_rpc_retry: RpcRetryCallback | None = None,
     ) -> None:
         self.endpoints = endpoints
+        self._on_rpc_retry = on_rpc_retry
         self.options = options or TransferOptions()
         self._state = StateStore(state_dir or default_state_dir())
         self._rpc_timeout_s = rpc_timeout_s
@@ -292,8 +296,16 @@ class AsyncClient:
     async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
         """One RPC with the API's retry rule. Every call made here is safe to repeat: reads,
         signing, and mutations that carry a ``request_id``."""
+        observer = self._on_rpc_retry
+        # The request message names the method: CreateUploadRequest is CreateUpload's.
+        name = type(request).__name__.removesuffix("Request")
+
+        def on_retry(attempt: int, error: FilestoreError, delay_s: float) -> None:
+            if observer is not None:
+                observer(name, error, attempt, delay_s)
+
         return await call_with_retries(
-            lambda: method(request, timeout=self._rpc_timeout_s), self.options.retry
+            lambda: method(request, timeout=self._rpc_timeout_s), self.options.retry, on_retry=on_retry
         )
 
     # ------------------------------------------------------------------ uploads
@@ -745,10 +757,15 @@ class Client:
         options: TransferOptions | None = None,
         state_dir: Path | None = None,
         rpc_timeout_s: float = 30.0,
+        on_rpc_retry: RpcRetryCallback | None = None,
     ) -> None:
         self._runner = asyncio.Runner()
         self._client = AsyncClient(
-            endpoints, options=options, state_dir=state_dir, rpc_timeout_s=rpc_timeout_s
+            endpoints,
+            options=options,
+            state_dir=state_dir,
+            rpc_timeout_s=rpc_timeout_s,
+            on_rpc_retry=on_rpc_retry,
         )
 
     def __enter__(self) -> Self:

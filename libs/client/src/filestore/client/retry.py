@@ -17,9 +17,20 @@ import grpc
 from filestore.core.errors import FilestoreError, ResourceExhausted, error_from_rpc
 from filestore.core.reasons import Reason
 
-__all__ = ["RetryPolicy", "call_with_retries", "is_retryable_error", "is_transient_status"]
+__all__ = [
+    "RetryPolicy",
+    "RpcRetryCallback",
+    "call_with_retries",
+    "is_retryable_error",
+    "is_transient_status",
+]
 
 T = TypeVar("T")
+
+#: Told of every RPC the SDK retries: the method (``"CreateUpload"``), the error of the failed attempt,
+#: the attempt's number (1-based) and the delay before the next one. Storage retries are not RPCs:
+#: an upload's or download's progress callback hears them as ``TransferEvent.RETRYING``.
+RpcRetryCallback = Callable[[str, FilestoreError, int, float], None]
 
 # 408/429 and the gateway family say "not now"; 501 and 505 say "never", so they are not here.
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
