@@ -108,6 +108,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE, retryable: the download could not be audited (its event was not published), so no
     URL was given.
     """
+    ERROR_REASON_DATABASE_UNAVAILABLE: _ErrorReason.ValueType  # 117
+    """UNAVAILABLE, retryable: the metadata service lost its database connection in the middle of the
+    call, could not open one, or waited too long for one. A write that carried a `request_id` may have
+    committed before the connection was lost: retry it with the same `request_id` to learn which.
+    No metadata.
+    """
     ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 19
     """RESOURCE_EXHAUSTED, retryable with backoff: a rate limit. Filestore's services do not limit
     rates themselves; a gateway in front of them may, and the SDKs retry it.
@@ -510,6 +516,12 @@ again (with the same `request_id`) to publish it.
 ERROR_REASON_AUDIT_UNAVAILABLE: ErrorReason.ValueType  # 18
 """UNAVAILABLE, retryable: the download could not be audited (its event was not published), so no
 URL was given.
+"""
+ERROR_REASON_DATABASE_UNAVAILABLE: ErrorReason.ValueType  # 117
+"""UNAVAILABLE, retryable: the metadata service lost its database connection in the middle of the
+call, could not open one, or waited too long for one. A write that carried a `request_id` may have
+committed before the connection was lost: retry it with the same `request_id` to learn which.
+No metadata.
 """
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 19
 """RESOURCE_EXHAUSTED, retryable with backoff: a rate limit. Filestore's services do not limit

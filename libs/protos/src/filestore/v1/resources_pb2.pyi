@@ -59,7 +59,8 @@ Conventions that hold for every RPC in package filestore.v1:
   carry a `request_id` (AIP-155): a replay answers the first answer. Other codes are final.
 * Dependencies: a service that cannot reach one of its own dependencies answers UNAVAILABLE
   (retryable) with a reason naming it: `METADATA_UNAVAILABLE` (the metadata service),
-  `STORAGE_UNAVAILABLE` (object storage), `EVENT_PUBLISH_FAILED` or `AUDIT_UNAVAILABLE` (NATS). It
+  `STORAGE_UNAVAILABLE` (object storage), `EVENT_PUBLISH_FAILED` or `AUDIT_UNAVAILABLE` (NATS),
+  `DATABASE_UNAVAILABLE` (the metadata service's database: a connection lost mid-call). It
   answers before the caller's deadline: each call it makes to a dependency is bounded by the
   dependency's own timeout (by default 10 s for the metadata service, 5 s per attempt and two
   attempts for storage, 5 s for a NATS publish) and by the time the caller has left, less a margin

@@ -12,20 +12,29 @@ connection in a transaction, for RPCs whose statements are all Core (the store's
 about a third of what the hot RPCs (BeginUpload, AuthorizeRead) cost. Both begin the same way, so the
 isolation is the same (``BEGIN IMMEDIATE`` on SQLite, see :func:`filestore.metadata.db.engine.create_engine`).
 A rare branch of a Core RPC that needs the ORM's code opens :func:`orm_session` in the same transaction.
+
+A transaction whose connection is lost (the database restarted, failed over, or an operator
+terminated the backend), or that cannot get one, answers UNAVAILABLE ``DATABASE_UNAVAILABLE``, which
+callers retry, instead of INTERNAL: the pool's pre-ping catches connections that died while idle, but
+not one that dies in the middle of a transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from filestore.core.errors import Unavailable
 from filestore.core.identity import ANY_TENANT
+from filestore.core.reasons import Reason
 from filestore.metadata.db import store
 
 __all__ = ["Idempotency", "UnitOfWork", "orm_session"]
@@ -93,6 +102,29 @@ class Idempotency(Generic[M]):
         )
 
 
+@contextmanager
+def _database_outage_is_unavailable() -> Iterator[None]:
+    """Turns a lost or unobtainable database connection into a retryable UNAVAILABLE.
+
+    SQLAlchemy marks the errors its dialect recognises as a disconnect with ``connection_invalidated``
+    (and discards the connection); a refused connect surfaces as ``OSError``; a pool that stayed
+    exhausted for its whole timeout as its ``TimeoutError``. Any other database error is a fault of
+    ours and stays INTERNAL.
+    """
+    try:
+        yield
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        raise Unavailable(
+            "the metadata service lost its database connection; retry", reason=Reason.DATABASE_UNAVAILABLE
+        ) from error
+    except (OSError, PoolTimeoutError) as error:
+        raise Unavailable(
+            "the metadata service could not reach its database; retry", reason=Reason.DATABASE_UNAVAILABLE
+        ) from error
+
+
 class _Replayed(Exception):
     """Rolls back a transaction whose request was answered concurrently under the same request_id."""
 
@@ -114,27 +146,31 @@ class UnitOfWork:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """``async with unit.read() as session:`` a transaction for an RPC that changes nothing."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        with _database_outage_is_unavailable():
+            async with self._sessions() as session, session.begin():
+                yield session
 
     @asynccontextmanager
     async def read_rows(self) -> AsyncIterator[AsyncConnection]:
         """``async with unit.read_rows() as connection:`` the same, on a plain connection."""
-        async with self._engine.begin() as connection:
-            yield connection
+        with _database_outage_is_unavailable():
+            async with self._engine.begin() as connection:
+                yield connection
 
     async def write(
         self, work: Callable[[AsyncSession], Awaitable[M]], *, idempotency: Idempotency[M] | None = None
     ) -> M:
         """Run ``work`` in one transaction and answer what it answers; with ``idempotency`` (and a
         request_id), its answer is stored with the changes, and a replay answers the stored one."""
-        return await self._write(self._sessions, work, idempotency)
+        with _database_outage_is_unavailable():
+            return await self._write(self._sessions, work, idempotency)
 
     async def write_rows(
         self, work: Callable[[AsyncConnection], Awaitable[M]], *, idempotency: Idempotency[M] | None = None
     ) -> M:
         """:meth:`write`, on a plain connection."""
-        return await self._write(self._engine.connect, work, idempotency)
+        with _database_outage_is_unavailable():
+            return await self._write(self._engine.connect, work, idempotency)
 
     @staticmethod
     async def _write(
