@@ -36,7 +36,8 @@ def test_the_ca_is_made_once_and_reused(tmp_path: Path) -> None:
     assert set(first.clients) == set(TLS_CLIENTS)
     assert _mode(directory) == 0o700
     assert _mode(directory / "ca.key") == 0o600
-    assert all(_mode(issued.key_file) == 0o600 for issued in (*first.servers.values(), *first.clients.values()))
+    issued = (*first.servers.values(), *first.clients.values())
+    assert all(_mode(certificate.key_file) == 0o600 for certificate in issued)
     assert _sans(first.server("nats").cert_file) == {"10.1.2.3", "files.internal", "127.0.0.1", "localhost"}
     # stack.json names the user's files without the issued objects at hand.
     user = user_tls_settings(directory)
