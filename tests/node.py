@@ -28,6 +28,21 @@ def node_executable() -> str:
     return node
 
 
+def tls_env(stack: Stack) -> dict[str, str]:
+    """What the script connects to a TLS stack with: the CA and the user's client certificate for the
+    services, and the CA trusted by Node itself for fetch() to storage. Empty for a plaintext stack."""
+    tls = stack.endpoints.tls
+    if tls is None or tls.ca_file is None:
+        return {}
+    env = {"FILESTORE_TLS_CA_FILE": tls.ca_file, "NODE_EXTRA_CA_CERTS": tls.ca_file}
+    if tls.client_cert_file is not None and tls.client_key_file is not None:
+        env.update(
+            FILESTORE_TLS_CLIENT_CERT_FILE=tls.client_cert_file,
+            FILESTORE_TLS_CLIENT_KEY_FILE=tls.client_key_file,
+        )
+    return env
+
+
 async def run_e2e(stack: Stack, token: str, *args: str) -> tuple[int | None, bytes, bytes]:
     """The script's exit code, stdout and stderr, run with ``args`` as ``token``'s holder."""
     endpoints = stack.endpoints
@@ -42,6 +57,7 @@ async def run_e2e(stack: Stack, token: str, *args: str) -> tuple[int | None, byt
             "FILESTORE_METADATA_ADDR": endpoints.metadata_addr,
             "FILESTORE_DOWNLOAD_ADDR": endpoints.download_addr,
             "FILESTORE_TOKEN": token,
+            **tls_env(stack),
         },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -42,6 +42,7 @@ def admin_storage(stack: Stack) -> S3Client:
             connect_timeout=settings.control_timeout_s,
             read_timeout=settings.control_timeout_s,
         ),
+        verify=settings.ca_file,
     )
     return client
 

@@ -100,7 +100,9 @@ def endpoints_for(stack: Stack, *, tenant: str | None = None, subject: str = "al
     """What the SDK needs to reach the stack as ``subject`` of ``tenant`` (by default a fresh one)."""
     e = stack.endpoints
     token = mint_token(e.auth_secret, subject=subject, tenant=tenant or fresh_tenant())
-    return Endpoints(upload=e.upload_addr, metadata=e.metadata_addr, download=e.download_addr, token=token)
+    return Endpoints(
+        upload=e.upload_addr, metadata=e.metadata_addr, download=e.download_addr, token=token, tls=e.tls
+    )
 
 
 async def rpc_error(call: Awaitable[object]) -> FilestoreError:

@@ -8,13 +8,17 @@
 // Create, PUT, complete, wait for the file to settle (READY expected), presigned GET; the downloaded
 // bytes go to --out. Prints one JSON line describing what happened; exits 1 on any failure. The token
 // comes from the environment, not argv, so it does not show in process listings.
+//
+// TLS: FILESTORE_TLS_CA_FILE (and, for services that demand one, FILESTORE_TLS_CLIENT_CERT_FILE and
+// FILESTORE_TLS_CLIENT_KEY_FILE), as a TLS stack's stack.json names them; for storage over HTTPS with
+// the same CA, NODE_EXTRA_CA_CERTS=<the CA file>.
 
 import { createHash } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 
-import { FilestoreClient, FilestoreError } from "./filestore.mjs";
+import { FilestoreClient, FilestoreError, tlsCredentials } from "./filestore.mjs";
 
 function required(name) {
   const value = process.env[name];
@@ -38,6 +42,13 @@ async function main() {
     metadata: required("FILESTORE_METADATA_ADDR"),
     download: required("FILESTORE_DOWNLOAD_ADDR"),
     token: required("FILESTORE_TOKEN"),
+    credentials: process.env.FILESTORE_TLS_CA_FILE
+      ? tlsCredentials({
+          caFile: process.env.FILESTORE_TLS_CA_FILE,
+          certFile: process.env.FILESTORE_TLS_CLIENT_CERT_FILE,
+          keyFile: process.env.FILESTORE_TLS_CLIENT_KEY_FILE,
+        })
+      : undefined,
   });
   try {
     const body = await readFile(values.in);

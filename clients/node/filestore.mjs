@@ -10,6 +10,7 @@
 //   client.close();
 
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -110,6 +111,27 @@ function unary(stub, method, request, deadlineMs) {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * TLS credentials from PEM files: the CA the services are verified against and, where they demand a
+ * client certificate (a TLS stack: mutual TLS), the certificate and its key. The bytes go to storage
+ * with fetch(), which trusts what Node trusts: start Node with NODE_EXTRA_CA_CERTS=<the CA file> when
+ * storage's certificate comes from the same private CA.
+ *
+ * @param {object} files
+ * @param {string} files.caFile
+ * @param {string} [files.certFile]
+ * @param {string} [files.keyFile]
+ * @returns {grpc.ChannelCredentials}
+ */
+export function tlsCredentials({ caFile, certFile, keyFile }) {
+  if (Boolean(certFile) !== Boolean(keyFile)) throw new Error("a client certificate and its key go together");
+  return grpc.credentials.createSsl(
+    readFileSync(caFile),
+    keyFile ? readFileSync(keyFile) : null,
+    certFile ? readFileSync(certFile) : null,
+  );
+}
 
 export class FilestoreClient {
   /**

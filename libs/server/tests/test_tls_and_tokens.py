@@ -21,8 +21,7 @@ from filestore.core.channels import service_channel, translated_errors
 from filestore.core.errors import FilestoreError, Unauthenticated
 from filestore.core.tls import TlsSettings
 from filestore.server.bootstrap import ServerHandle, create_server
-
-from .certificates import Authority
+from filestore.stack.certificates import CertificateAuthority
 
 SECRET = "m" * 40
 SERVICE = "test.Tls"
@@ -39,8 +38,8 @@ def _register(server: grpc.aio.Server) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
-    return Authority(tmp_path_factory.mktemp("pki"))
+def authority(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
+    return CertificateAuthority.create(tmp_path_factory.mktemp("pki"), name="Filestore Test CA")
 
 
 async def _serve(tls: TlsSettings) -> ServerHandle:
@@ -64,16 +63,16 @@ async def _call(port: int, tls: TlsSettings | None) -> bytes:
 
 
 @pytest.fixture
-async def tls_server(authority: Authority) -> AsyncIterator[ServerHandle]:
-    server = authority.issue("server", server=True)
+async def tls_server(authority: CertificateAuthority) -> AsyncIterator[ServerHandle]:
+    server = authority.server_certificate("server", hosts=["127.0.0.1", "localhost"])
     handle = await _serve(TlsSettings(cert_file=str(server.cert_file), key_file=str(server.key_file)))
     yield handle
     await handle.stop(0)
 
 
 @pytest.fixture
-async def mtls_server(authority: Authority) -> AsyncIterator[ServerHandle]:
-    server = authority.issue("mserver", server=True)
+async def mtls_server(authority: CertificateAuthority) -> AsyncIterator[ServerHandle]:
+    server = authority.server_certificate("mserver", hosts=["127.0.0.1", "localhost"])
     handle = await _serve(
         TlsSettings(
             cert_file=str(server.cert_file),
@@ -86,7 +85,7 @@ async def mtls_server(authority: Authority) -> AsyncIterator[ServerHandle]:
 
 
 async def test_tls_server_answers_clients_that_trust_its_ca(
-    tls_server: ServerHandle, authority: Authority
+    tls_server: ServerHandle, authority: CertificateAuthority
 ) -> None:
     assert await _call(tls_server.port, TlsSettings(ca_file=str(authority.cert_file))) == b"ann"
     with pytest.raises(FilestoreError) as plaintext:
@@ -95,9 +94,9 @@ async def test_tls_server_answers_clients_that_trust_its_ca(
 
 
 async def test_mutual_tls_needs_a_client_certificate_from_the_ca(
-    mtls_server: ServerHandle, authority: Authority, tmp_path: Path
+    mtls_server: ServerHandle, authority: CertificateAuthority, tmp_path: Path
 ) -> None:
-    client = authority.issue("client", server=False)
+    client = authority.client_certificate("client")
     trusted = TlsSettings(
         ca_file=str(authority.cert_file),
         client_cert_file=str(client.cert_file),
@@ -107,7 +106,7 @@ async def test_mutual_tls_needs_a_client_certificate_from_the_ca(
     with pytest.raises(FilestoreError) as anonymous:
         await _call(mtls_server.port, TlsSettings(ca_file=str(authority.cert_file)))
     assert anonymous.value.code is grpc.StatusCode.UNAVAILABLE
-    stranger = Authority(tmp_path, name="Other CA").issue("intruder", server=False)
+    stranger = CertificateAuthority.create(tmp_path, name="Other CA").client_certificate("intruder")
     with pytest.raises(FilestoreError) as foreign:
         await _call(
             mtls_server.port,

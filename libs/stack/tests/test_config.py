@@ -91,3 +91,14 @@ def test_from_env_errors_name_the_variable(tmp_path: Path, env: dict[str, str], 
 def test_commands_may_only_replace_services(tmp_path: Path) -> None:
     with pytest.raises(StackConfigError, match="only replace a service"):
         StackConfig(home=tmp_path, commands={"nats": ["true"]})
+
+
+def test_tls_is_off_by_default_and_asked_for_by_filestore_stack_tls(tmp_path: Path) -> None:
+    assert StackConfig.from_env({}, cwd=tmp_path).tls is False
+    config = StackConfig.from_env(
+        {"FILESTORE_STACK_TLS": "1", "FILESTORE_STACK_TLS_NAMES": "files.lan, 10.0.0.5"}, cwd=tmp_path
+    )
+    assert (config.tls, config.tls_names) == (True, ("files.lan", "10.0.0.5"))
+    assert config.paths.tls == tmp_path / ".filestore" / "tls"
+    with pytest.raises(StackConfigError, match="FILESTORE_STACK_TLS"):
+        StackConfig.from_env({"FILESTORE_STACK_TLS": "maybe"}, cwd=tmp_path)

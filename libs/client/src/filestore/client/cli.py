@@ -28,7 +28,13 @@ from rich.progress import (
 from rich.progress import Progress as ProgressBar
 
 from filestore.client.client import Client, FileInfo
-from filestore.client.connection import ConfigurationError, Endpoints, default_stack_json
+from filestore.client.connection import (
+    TLS_ENV_VARS,
+    ConfigurationError,
+    Endpoints,
+    client_tls,
+    default_stack_json,
+)
 from filestore.client.errors import FilestoreError
 from filestore.client.progress import Progress, TransferEvent
 from filestore.client.retry import is_retryable_error
@@ -55,6 +61,10 @@ finding the services (first match wins):
   otherwise the local stack's stack.json ($FILESTORE_HOME/stack.json, default .filestore/), with a
   development token minted for --user (FILESTORE_USER, default dev) of --tenant (FILESTORE_TENANT,
   default dev).
+
+TLS: --ca-file (FILESTORE_TLS_CA_FILE) verifies the services and storage against a private CA;
+  --client-cert/--client-key (FILESTORE_TLS_CLIENT_CERT_FILE, FILESTORE_TLS_CLIENT_KEY_FILE) present
+  a certificate to services that demand one. A TLS stack's stack.json names all three itself.
 
 interrupted uploads: run the same `filestore upload` again; only the missing parts are sent.
 Resume state lives in $FILESTORE_STATE_DIR (default ~/.local/state/filestore/uploads).
@@ -115,6 +125,17 @@ def _common_options() -> argparse.ArgumentParser:
     connection.add_argument("--stack-file", type=Path, help="stack.json of a local stack")
     connection.add_argument("--user", help="development token subject [FILESTORE_USER, default dev]")
     connection.add_argument("--tenant", help="development token tenant [FILESTORE_TENANT, default dev]")
+    connection.add_argument(
+        "--ca-file", metavar="PEM", help="CA to verify services and storage against [FILESTORE_TLS_CA_FILE]"
+    )
+    connection.add_argument(
+        "--client-cert",
+        metavar="PEM",
+        help="client certificate for mutual TLS [FILESTORE_TLS_CLIENT_CERT_FILE]",
+    )
+    connection.add_argument(
+        "--client-key", metavar="PEM", help="its private key [FILESTORE_TLS_CLIENT_KEY_FILE]"
+    )
     return common
 
 
@@ -240,8 +261,13 @@ def _endpoints(args: argparse.Namespace) -> Endpoints:
     metadata = args.metadata_addr or env.get("FILESTORE_METADATA_ADDR", "").strip()
     download = args.download_addr or env.get("FILESTORE_DOWNLOAD_ADDR", "").strip()
     token = args.token or env.get("FILESTORE_TOKEN", "").strip()
+    tls = client_tls(
+        ca_file=args.ca_file or env.get(TLS_ENV_VARS["ca_file"], "").strip() or None,
+        client_cert_file=args.client_cert or env.get(TLS_ENV_VARS["client_cert_file"], "").strip() or None,
+        client_key_file=args.client_key or env.get(TLS_ENV_VARS["client_key_file"], "").strip() or None,
+    )
     if upload and metadata and download and token:
-        return Endpoints(upload=upload, metadata=metadata, download=download, token=token)
+        return Endpoints(upload=upload, metadata=metadata, download=download, token=token, tls=tls)
     try:
         stack = Endpoints.from_stack_json(
             args.stack_file or default_stack_json(),
@@ -258,6 +284,7 @@ def _endpoints(args: argparse.Namespace) -> Endpoints:
         metadata=metadata or stack.metadata,
         download=download or stack.download,
         token=token or stack.token,
+        tls=tls or stack.tls,
     )
 
 
@@ -507,6 +534,9 @@ def _fsck_environment(stack_file: Path | None) -> dict[str, str]:
         FILESTORE_S3_ACCESS_KEY=stack.s3_access_key,
         FILESTORE_S3_SECRET_KEY=stack.s3_secret_key,
     )
+    if stack.tls is not None and stack.tls.ca_file is not None:
+        # A TLS stack's storage answers HTTPS with a certificate from the stack's CA.
+        env["FILESTORE_S3_CA_FILE"] = stack.tls.ca_file
     return env
 
 

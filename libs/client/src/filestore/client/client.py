@@ -41,6 +41,7 @@ from filestore.client.state import ResumeState, StateStore, default_state_dir
 from filestore.client.transfer import MIB, Signer, StorageTransfer, TransferOptions, run_pipelined
 from filestore.core.channels import service_channel
 from filestore.core.reasons import Reason
+from filestore.core.tls import client_ssl_context
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,
@@ -239,9 +240,15 @@ class AsyncClient:
         # One connection per part in flight, kept alive between parts (HTTP/1.1: storage speaks it
         # everywhere, and one TCP stream per part is what makes parallel parts parallel).
         connections = self.options.concurrency + 2
+        tls = endpoints.tls
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(self.options.timeout_s),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            # Storage is verified against the services' CA as well as the system's: a private store
+            # (the TLS stack's) signs with the CA, a public one (AWS S3) with a public CA.
+            verify=client_ssl_context(ca_file=tls.ca_file, system_roots=True)
+            if tls and tls.ca_file
+            else True,
         )
         self._transfer = StorageTransfer(self._http, self.options)
         self._channels: list[grpc.aio.Channel] = []

@@ -2,9 +2,11 @@
 
 Three ways to say it, from most to least explicit: :class:`Endpoints` built by hand;
 :meth:`Endpoints.from_env` (``FILESTORE_UPLOAD_ADDR``, ``FILESTORE_METADATA_ADDR``,
-``FILESTORE_DOWNLOAD_ADDR``, ``FILESTORE_TOKEN``); :meth:`Endpoints.from_stack_json`, for the embedded
-development stack (``make run`` / ``filestore stack run``), which mints a development token with the
-stack's own secret.
+``FILESTORE_DOWNLOAD_ADDR``, ``FILESTORE_TOKEN``, and for TLS ``FILESTORE_TLS_CA_FILE`` with, where
+the services demand client certificates, ``FILESTORE_TLS_CLIENT_CERT_FILE`` and
+``FILESTORE_TLS_CLIENT_KEY_FILE``); :meth:`Endpoints.from_stack_json`, for the embedded development
+stack (``make run`` / ``filestore stack run``), which mints a development token with the stack's own
+secret and, for a TLS stack, takes its CA and client certificate from stack.json.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from filestore.core.auth import mint_token
 from filestore.core.tls import TlsSettings
 
-__all__ = ["ENV_VARS", "ConfigurationError", "Endpoints", "default_stack_json"]
+__all__ = ["ENV_VARS", "TLS_ENV_VARS", "ConfigurationError", "Endpoints", "client_tls", "default_stack_json"]
 
 #: Environment variables read by :meth:`Endpoints.from_env`, by field.
 ENV_VARS: Mapping[str, str] = {
@@ -25,6 +27,13 @@ ENV_VARS: Mapping[str, str] = {
     "metadata": "FILESTORE_METADATA_ADDR",
     "download": "FILESTORE_DOWNLOAD_ADDR",
     "token": "FILESTORE_TOKEN",
+}
+
+#: TLS files read by :meth:`Endpoints.from_env` (all optional), by TlsSettings field.
+TLS_ENV_VARS: Mapping[str, str] = {
+    "ca_file": "FILESTORE_TLS_CA_FILE",
+    "client_cert_file": "FILESTORE_TLS_CLIENT_CERT_FILE",
+    "client_key_file": "FILESTORE_TLS_CLIENT_KEY_FILE",
 }
 
 
@@ -38,7 +47,8 @@ class Endpoints:
 
     ``token`` may be a callable, called before every RPC, for tokens that are refreshed. ``tls``
     names a CA (and client certificate, for mutual TLS); without it channels are plaintext, which
-    is for loopback and the embedded stack only.
+    is for loopback and the embedded stack only. The CA is also trusted for storage (beside the
+    system's CAs): a store behind the same private CA serves presigned URLs over HTTPS.
     """
 
     upload: str
@@ -65,6 +75,9 @@ class Endpoints:
             metadata=values["metadata"],
             download=values["download"],
             token=values["token"],
+            tls=client_tls(
+                **{field: env.get(var, "").strip() or None for field, var in TLS_ENV_VARS.items()}
+            ),
         )
 
     @classmethod
@@ -91,7 +104,26 @@ class Endpoints:
             download=endpoints.download_addr,
             # Minted per call (an HMAC, microseconds): a long upload never presents an expired token.
             token=lambda: mint_token(secret, subject=subject, tenant=tenant),
+            tls=endpoints.tls,
         )
+
+
+def client_tls(
+    *, ca_file: str | None = None, client_cert_file: str | None = None, client_key_file: str | None = None
+) -> TlsSettings | None:
+    """A client's TLS files as :class:`TlsSettings`, checked (each readable, the certificate and its
+    key together); None when none is given: plaintext."""
+    given = {"ca_file": ca_file, "client_cert_file": client_cert_file, "client_key_file": client_key_file}
+    if all(path is None for path in given.values()):
+        return None
+    for field, path in given.items():
+        if path is not None and not os.path.isfile(path):
+            raise ConfigurationError(f"{TLS_ENV_VARS[field]}={path!r} is not a readable file")
+    if (client_cert_file is None) != (client_key_file is None):
+        raise ConfigurationError(
+            f"{TLS_ENV_VARS['client_cert_file']} and {TLS_ENV_VARS['client_key_file']} go together"
+        )
+    return TlsSettings(ca_file=ca_file, client_cert_file=client_cert_file, client_key_file=client_key_file)
 
 
 def default_stack_json() -> Path:

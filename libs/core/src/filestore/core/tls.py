@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 
 from filestore.core.env import PREFIX, Env, SettingsError
 
-__all__ = ["TlsSettings"]
+__all__ = ["TlsSettings", "client_ssl_context"]
+
+
+def client_ssl_context(
+    *,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    system_roots: bool = False,
+) -> ssl.SSLContext:
+    """A context for the client side of TLS (NATS, HTTPS) that verifies servers against ``ca_file``
+    and, given ``cert_file``/``key_file``, presents that certificate for mutual TLS.
+
+    ``system_roots`` also trusts the system's CAs beside ``ca_file``: for storage, whose presigned URLs
+    may name a public store (AWS S3) as well as one signed by a private CA. Without it, only
+    ``ca_file`` is trusted (a private CA's servers: nothing else may impersonate them).
+    """
+    context = ssl.create_default_context(cafile=None if system_roots else ca_file)
+    if system_roots and ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,6 +48,16 @@ class TlsSettings:
     ca_file: str | None = None
     client_cert_file: str | None = None
     client_key_file: str | None = None
+
+    def client_context(self, *, system_roots: bool = False) -> ssl.SSLContext:
+        """The client side of these settings as an :class:`ssl.SSLContext` (for HTTPS and NATS,
+        which take one where gRPC takes file contents): see :func:`client_ssl_context`."""
+        return client_ssl_context(
+            ca_file=self.ca_file,
+            cert_file=self.client_cert_file,
+            key_file=self.client_key_file,
+            system_roots=system_roots,
+        )
 
     @classmethod
     def from_env(cls, env: Env) -> TlsSettings:

@@ -108,6 +108,8 @@ async def connect(settings: NatsSettings, *, name: str) -> NatsClient:
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
+        # None: plaintext, unless the URL says tls:// or the server demands TLS (then the system's CAs).
+        tls=settings.ssl_context(),
     )
     return client
 

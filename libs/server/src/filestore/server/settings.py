@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 
 from filestore.core.auth import TokenVerifier
 from filestore.core.env import PREFIX, Env, SettingsError
-from filestore.core.tls import TlsSettings
+from filestore.core.tls import TlsSettings, client_ssl_context
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT_S",
@@ -106,6 +107,9 @@ class S3Settings:
     listings: storage answers them in milliseconds) and every connect; ``read_timeout_s`` is how long
     a streaming read of an object's bytes may wait for the next ones (see
     :mod:`filestore.server.storage.clients`).
+
+    ``ca_file`` (``FILESTORE_S3_CA_FILE``) is a CA bundle that an ``https`` endpoint's certificate is
+    verified against instead of the system's (a store behind a private CA); None: the system's.
     """
 
     endpoint: str
@@ -116,6 +120,7 @@ class S3Settings:
     bucket: str
     control_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
+    ca_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> S3Settings:
@@ -129,6 +134,7 @@ class S3Settings:
             bucket=env.string(f"{PREFIX}S3_BUCKET", "filestore"),
             control_timeout_s=env.number(f"{PREFIX}S3_CONTROL_TIMEOUT_S", 5.0, minimum=0.1),
             read_timeout_s=env.number(f"{PREFIX}S3_READ_TIMEOUT_S", 60.0, minimum=0.1),
+            ca_file=_readable_file(env, f"{PREFIX}S3_CA_FILE"),
         )
 
 
@@ -144,19 +150,51 @@ def metadata_timeout_from_env(env: Env) -> float:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NatsSettings:
-    """The NATS server(s) and the JetStream stream that carries file events."""
+    """The NATS server(s) and the JetStream stream that carries file events.
+
+    ``ca_file`` (``FILESTORE_NATS_CA_FILE``) is what the server's certificate is verified against
+    (only it: a private CA's NATS may not be impersonated by any publicly trusted certificate);
+    ``client_cert_file``/``client_key_file`` (``FILESTORE_NATS_CLIENT_CERT_FILE``/``_KEY_FILE``) the
+    certificate presented to a server that verifies its clients (nats-server ``tls { verify: true }``).
+    A ``tls://`` URL without a CA verifies against the system's CAs.
+    """
 
     url: str
     stream: str
     subject_prefix: str
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> NatsSettings:
+        files = {
+            name: _readable_file(env, f"{PREFIX}NATS_{name.upper()}")
+            for name in ("ca_file", "client_cert_file", "client_key_file")
+        }
+        if (files["client_cert_file"] is None) != (files["client_key_file"] is None):
+            raise SettingsError(f"{PREFIX}NATS_CLIENT_CERT_FILE and {PREFIX}NATS_CLIENT_KEY_FILE go together")
         return cls(
             url=env.url(f"{PREFIX}NATS_URL", schemes=("nats", "tls")),
             stream=env.string(f"{PREFIX}NATS_STREAM", "FILES"),
             subject_prefix=env.string(f"{PREFIX}NATS_SUBJECT_PREFIX", "files"),
+            **files,
         )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What the connection verifies the server with (and presents), or None for plaintext."""
+        if self.ca_file is None and self.client_cert_file is None:
+            return None
+        return client_ssl_context(
+            ca_file=self.ca_file, cert_file=self.client_cert_file, key_file=self.client_key_file
+        )
+
+
+def _readable_file(env: Env, name: str) -> str | None:
+    path = env.optional_str(name)
+    if path is not None and not os.path.isfile(path):
+        raise SettingsError(f"{name}={path!r} is not a readable file")
+    return path
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

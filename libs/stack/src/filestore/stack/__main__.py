@@ -75,6 +75,11 @@ def _describe(info: StackInfo, stack_json: Path) -> str:
             if "demo" in info.components
             else []
         ),
+        *(
+            [("TLS", f"CA {e.tls.ca_file}, client certificate {e.tls.client_cert_file} (mutual TLS)")]
+            if e.tls is not None
+            else []
+        ),
         ("stack.json", str(stack_json)),
         ("logs", str(info.logs_dir)),
     ]

@@ -46,6 +46,8 @@ ADMIN_GRPC_OFFSET: Final = 10000
 DEFAULT_WEB_BUNDLE: Final = "clients/web/dist/filestore-web.js"
 
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+_TRUE: Final = ("1", "true", "yes", "on")
+_FALSE: Final = ("0", "false", "no", "off")
 # S3 bucket naming rules (the subset SeaweedFS and AWS agree on).
 _BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -218,6 +220,11 @@ class StackPaths:
         return self.secrets / "upload_session_key"
 
     @property
+    def tls(self) -> Path:
+        """The local CA and the certificates of a TLS stack (see :mod:`filestore.stack.tls`)."""
+        return self.home / "tls"
+
+    @property
     def seaweedfs(self) -> Path:
         return self.home / "seaweedfs"
 
@@ -279,6 +286,9 @@ class StackConfig:
     when there is none the stack starts without clamd (see :meth:`Stack.start`).
     ``web_bundle`` is the browser client the demo page loads (``make web`` builds it); it is read at
     every request, so it may appear or change while the stack runs. None: the page says it is missing.
+    ``tls`` puts every service, NATS, S3 and the browser face on TLS with certificates from a local CA
+    (mutual TLS for the services and NATS; see :mod:`filestore.stack.tls`); ``tls_names`` are extra
+    host names or addresses the server certificates carry, beside ``host``, 127.0.0.1 and localhost.
     """
 
     home: Path
@@ -296,6 +306,8 @@ class StackConfig:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     clamd_executable: str = "clamd"
     web_bundle: Path | None = None
+    tls: bool = False
+    tls_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A relative home would silently change meaning for children started with another cwd.
@@ -345,7 +357,8 @@ class StackConfig:
         ``FILESTORE_STACK_BUCKET``, ``FILESTORE_STACK_COMPONENTS`` (comma separated),
         ``FILESTORE_DATABASE_URL``, ``FILESTORE_LOG_LEVEL``, ``FILESTORE_STACK_CLAMD``,
         ``FILESTORE_STACK_WEB_BUNDLE`` (default ``clients/web/dist/filestore-web.js`` in ``cwd``, where
-        ``make web`` writes it) and ``FILESTORE_STACK_<NAME>_PORT``.
+        ``make web`` writes it), ``FILESTORE_STACK_TLS`` (1/true: TLS everywhere; default off),
+        ``FILESTORE_STACK_TLS_NAMES`` (comma separated) and ``FILESTORE_STACK_<NAME>_PORT``.
         """
         env = os.environ if environ is None else environ
 
@@ -376,6 +389,9 @@ class StackConfig:
         bucket = get("FILESTORE_STACK_BUCKET") or "filestore"
         if not _BUCKET_RE.fullmatch(bucket):
             raise StackConfigError(f"FILESTORE_STACK_BUCKET={bucket!r} is not a valid S3 bucket name")
+        tls_raw = (get("FILESTORE_STACK_TLS") or "0").lower()
+        if tls_raw not in _TRUE + _FALSE:
+            raise StackConfigError(f"FILESTORE_STACK_TLS={tls_raw!r} is not one of 1, true, 0, false")
         return cls(
             home=home if home.is_absolute() else base / home,
             host=get("FILESTORE_STACK_HOST") or "127.0.0.1",
@@ -386,4 +402,8 @@ class StackConfig:
             components=components,
             clamd_executable=get("FILESTORE_STACK_CLAMD") or "clamd",
             web_bundle=base / Path(get("FILESTORE_STACK_WEB_BUNDLE") or DEFAULT_WEB_BUNDLE),
+            tls=tls_raw in _TRUE,
+            tls_names=tuple(
+                n.strip() for n in (get("FILESTORE_STACK_TLS_NAMES") or "").split(",") if n.strip()
+            ),
         )

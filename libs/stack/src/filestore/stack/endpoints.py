@@ -28,11 +28,22 @@ keys and the token secret stay in their own 0600 files, which it names. Format, 
       "metrics_urls": {"metadata": "http://127.0.0.1:9151/metrics", "upload": ..., ...},
       "components": ["seaweedfs", "nats", "metadata", "upload", "processor", "download"],
       "pids": {"seaweedfs": 1234, "nats": 1235, "metadata": 1236, ...},
-      "logs_dir": "/abs/.filestore/logs"
+      "logs_dir": "/abs/.filestore/logs",
+      "tls": null
     }
 
 ``s3_credentials_file`` is JSON ``{"access_key": ..., "secret_key": ...}``; ``auth_secret_file``
 holds the HS256 secret as one line of text.
+
+A TLS stack (``FILESTORE_STACK_TLS=1``) says ``https://`` for S3 and the browser face, ``tls://``
+for NATS and ``https://`` for its monitor, and names what a client connects with::
+
+      "tls": {"ca_file": "/abs/.filestore/tls/ca.pem",
+              "client_cert_file": "/abs/.filestore/tls/client-user.pem",
+              "client_key_file": "/abs/.filestore/tls/client-user.key"}
+
+(the gRPC services demand a client certificate signed by that CA; storage and the face only the CA).
+A stack.json without ``tls`` (or with null) describes a plaintext stack.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from filestore.core.tls import TlsSettings
 from filestore.server.settings import S3Settings
 from filestore.stack.config import SERVICES, StackConfig
 from filestore.stack.credentials import (
@@ -55,6 +67,7 @@ from filestore.stack.credentials import (
 )
 from filestore.stack.errors import StackConfigError
 from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_http_health, probe_nats, probe_s3
+from filestore.stack.tls import user_tls_settings
 
 __all__ = ["STACK_JSON_VERSION", "StackEndpoints", "StackInfo", "check_health", "load_stack_json"]
 
@@ -90,6 +103,8 @@ class StackEndpoints:
     #: Each service's Prometheus endpoint, by service name (absent from a stack.json written by an
     #: older stack, or by a stack whose services expose none).
     metrics_urls: Mapping[str, str] = field(default_factory=dict)
+    #: A TLS stack's CA and the user's client certificate (see the module's docstring); None: plaintext.
+    tls: TlsSettings | None = None
 
     @property
     def s3_access_key(self) -> str:
@@ -113,6 +128,7 @@ class StackEndpoints:
             access_key=self.s3_access_key,
             secret_key=self.s3_secret_key,
             bucket=self.bucket,
+            ca_file=self.tls.ca_file if self.tls is not None else None,
         )
 
     def service_addr(self, service: str) -> str:
@@ -125,13 +141,14 @@ class StackEndpoints:
     @classmethod
     def from_config(cls, config: StackConfig, credentials: StackCredentials) -> StackEndpoints:
         host, ports = config.host, config.ports
+        https, nats = ("https", "tls") if config.tls else ("http", "nats")
         return cls(
             host=host,
-            s3_endpoint=f"http://{host}:{ports.s3}",
+            s3_endpoint=f"{https}://{host}:{ports.s3}",
             s3_region=config.region,
             bucket=config.bucket,
-            nats_url=f"nats://{host}:{ports.nats}",
-            nats_monitor_url=f"http://{host}:{ports.nats_monitor}",
+            nats_url=f"{nats}://{host}:{ports.nats}",
+            nats_monitor_url=f"{https}://{host}:{ports.nats_monitor}",
             filer_grpc=f"{host}:{ports.filer_grpc}",
             filer_url=f"http://{host}:{ports.filer}",
             master_url=f"http://{host}:{ports.master}",
@@ -141,12 +158,13 @@ class StackEndpoints:
             processor_addr=f"{host}:{ports.processor}",
             download_addr=f"{host}:{ports.download}",
             clamd_addr=f"{host}:{ports.clamd}",
-            edge_url=f"http://{host}:{ports.edge}",
+            edge_url=f"{https}://{host}:{ports.edge}",
             demo_url=f"http://{host}:{ports.demo}/",
             credentials=credentials,
             metrics_urls={
                 service: f"http://{host}:{ports.metrics_port(service)}/metrics" for service in SERVICES
             },
+            tls=user_tls_settings(config.paths.tls) if config.tls else None,
         )
 
     def to_json(self) -> dict[str, str]:
@@ -195,6 +213,7 @@ class StackInfo:
             "components": list(self.components),
             "pids": dict(self.pids),
             "logs_dir": str(self.logs_dir),
+            "tls": _tls_to_json(self.endpoints.tls),
         }
 
     def write(self, path: Path) -> Path:
@@ -227,9 +246,11 @@ def load_stack_json(path: Path) -> StackInfo:
             "metrics_urls",
             "edge_url",
             "demo_url",
+            "tls",
         }
         endpoints = StackEndpoints(
             credentials=credentials,
+            tls=_tls_from_json(data.get("tls")),
             metrics_urls={str(k): str(v) for k, v in dict(data.get("metrics_urls", {})).items()},
             edge_url=str(data.get("edge_url", "")),
             demo_url=str(data.get("demo_url", "")),
@@ -248,6 +269,27 @@ def load_stack_json(path: Path) -> StackInfo:
         raise StackConfigError(f"{path} is missing or has a malformed field ({exc})") from None
 
 
+def _tls_to_json(tls: TlsSettings | None) -> dict[str, str | None] | None:
+    if tls is None:
+        return None
+    return {
+        "ca_file": tls.ca_file,
+        "client_cert_file": tls.client_cert_file,
+        "client_key_file": tls.client_key_file,
+    }
+
+
+def _tls_from_json(data: Any) -> TlsSettings | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("ca_file"), str):
+        raise ValueError("tls must name at least a ca_file")
+    optional = {k: data.get(k) for k in ("client_cert_file", "client_key_file")}
+    if any(v is not None and not isinstance(v, str) for v in optional.values()):
+        raise ValueError("tls client_cert_file and client_key_file must be paths")
+    return TlsSettings(ca_file=data["ca_file"], **optional)
+
+
 async def check_health(endpoints: StackEndpoints, components: tuple[str, ...]) -> dict[str, tuple[bool, str]]:
     """Probe each component once, concurrently: {component: (healthy, detail)}."""
 
@@ -259,16 +301,17 @@ async def check_health(endpoints: StackEndpoints, components: tuple[str, ...]) -
                 bucket=endpoints.bucket,
                 access_key=endpoints.s3_access_key,
                 secret_key=endpoints.s3_secret_key,
+                tls=endpoints.tls,
             )
         if component == "nats":
-            return await probe_nats(endpoints.nats_monitor_url)
+            return await probe_nats(endpoints.nats_monitor_url, tls=endpoints.tls)
         if component == "clamd":
             return await probe_clamd(endpoints.clamd_addr)
         if component == "edge":
-            return await probe_http_health(endpoints.edge_url)
+            return await probe_http_health(endpoints.edge_url, tls=endpoints.tls)
         if component == "demo":
             return await probe_http_health(endpoints.demo_url.rstrip("/"))
-        return await probe_grpc_health(endpoints.service_addr(component))
+        return await probe_grpc_health(endpoints.service_addr(component), tls=endpoints.tls)
 
     results = await asyncio.gather(*(probe(c) for c in components))
     return dict(zip(components, results, strict=True))

@@ -1,10 +1,16 @@
-"""One-shot health probes. Each answers (healthy, detail) and never raises for an unhealthy target."""
+"""One-shot health probes. Each answers (healthy, detail) and never raises for an unhealthy target.
+
+Given ``tls`` (a TLS stack's CA and client certificate), a probe speaks TLS, verifying the target
+against the CA and presenting the client certificate where the target demands one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -12,10 +18,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from filestore.core.channels import plain_channel
+from filestore.core.tls import TlsSettings
+
 __all__ = ["probe_clamd", "probe_grpc_health", "probe_nats", "probe_s3"]
 
 
-def _s3_client(endpoint: str, region: str, access_key: str | None, secret_key: str | None) -> Any:
+def _s3_client(
+    endpoint: str, region: str, access_key: str | None, secret_key: str | None, ca_file: str | None = None
+) -> Any:
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
@@ -36,16 +47,17 @@ def _s3_client(endpoint: str, region: str, access_key: str | None, secret_key: s
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         config=config,
+        verify=ca_file,
     )
 
 
 def _head_bucket(
-    endpoint: str, region: str, bucket: str, access_key: str, secret_key: str
+    endpoint: str, region: str, bucket: str, access_key: str, secret_key: str, *, ca_file: str | None
 ) -> tuple[bool, str]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        _s3_client(endpoint, region, access_key, secret_key).head_bucket(Bucket=bucket)
+        _s3_client(endpoint, region, access_key, secret_key, ca_file).head_bucket(Bucket=bucket)
     except ClientError as exc:
         return False, f"HeadBucket {bucket}: {exc.response.get('Error', {}).get('Code', exc)}"
     except BotoCoreError as exc:
@@ -82,20 +94,28 @@ async def probe_s3(
     access_key: str,
     secret_key: str,
     master_url: str | None = None,
+    tls: TlsSettings | None = None,
 ) -> tuple[bool, str]:
     """Ready when an authenticated HeadBucket succeeds (S3, filer and the bucket work) and, given the
     master's URL, a volume server has registered (objects can be read and written)."""
-    ok, detail = await asyncio.to_thread(_head_bucket, endpoint, region, bucket, access_key, secret_key)
+    ca_file = tls.ca_file if tls is not None else None
+    ok, detail = await asyncio.to_thread(
+        functools.partial(_head_bucket, endpoint, region, bucket, access_key, secret_key, ca_file=ca_file)
+    )
     if not ok or master_url is None:
         return ok, detail
     return await asyncio.to_thread(_volume_server_registered, master_url)
 
 
-def _nats_healthz(monitor_url: str) -> tuple[bool, str]:
+def _ssl_context(tls: TlsSettings | None) -> ssl.SSLContext | None:
+    return tls.client_context() if tls is not None else None
+
+
+def _nats_healthz(monitor_url: str, tls: TlsSettings | None) -> tuple[bool, str]:
     # The full check, not js-enabled-only: after a restart it waits until the streams are recovered.
     url = f"{monitor_url}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
+        with urllib.request.urlopen(url, timeout=1.0, context=_ssl_context(tls)) as response:
             body = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return False, f"healthz: HTTP {exc.code}"
@@ -105,14 +125,14 @@ def _nats_healthz(monitor_url: str) -> tuple[bool, str]:
     return status == "ok", f"healthz: {status}"
 
 
-async def probe_nats(monitor_url: str) -> tuple[bool, str]:
+async def probe_nats(monitor_url: str, *, tls: TlsSettings | None = None) -> tuple[bool, str]:
     """Ready when the monitor's healthz answers ok: JetStream on, its streams and consumers current."""
-    return await asyncio.to_thread(_nats_healthz, monitor_url)
+    return await asyncio.to_thread(_nats_healthz, monitor_url, tls)
 
 
-def _http_health(url: str) -> tuple[bool, str]:
+def _http_health(url: str, tls: TlsSettings | None) -> tuple[bool, str]:
     try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=1.0) as response:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1.0, context=_ssl_context(tls)) as response:
             return response.status == 200, f"healthz: HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return False, f"healthz: HTTP {exc.code}"
@@ -120,15 +140,17 @@ def _http_health(url: str) -> tuple[bool, str]:
         return False, f"healthz: {exc}"
 
 
-async def probe_http_health(url: str) -> tuple[bool, str]:
+async def probe_http_health(url: str, *, tls: TlsSettings | None = None) -> tuple[bool, str]:
     """Ready when ``url``/healthz answers 200 (the browser face)."""
-    return await asyncio.to_thread(_http_health, url)
+    return await asyncio.to_thread(_http_health, url, tls if url.startswith("https:") else None)
 
 
-async def probe_grpc_health(address: str, *, rpc_timeout_s: float = 1.0) -> tuple[bool, str]:
+async def probe_grpc_health(
+    address: str, *, tls: TlsSettings | None = None, rpc_timeout_s: float = 1.0
+) -> tuple[bool, str]:
     """Ready when grpc.health.v1 Check for the overall server (service "") answers SERVING."""
     # A fresh channel per probe: a shared one would back off exponentially while the server boots.
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with plain_channel(address, tls=tls) as channel:
         stub: Any = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=rpc_timeout_s)

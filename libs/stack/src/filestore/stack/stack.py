@@ -41,6 +41,7 @@ from filestore.stack.endpoints import StackEndpoints, StackInfo, check_health
 from filestore.stack.errors import StackConfigError, StackError, StackPortInUseError, StackStartError
 from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_http_health, probe_nats, probe_s3
 from filestore.stack.process import ManagedProcess, exit_description, find_executable, tail
+from filestore.stack.tls import StackTls, ensure_stack_tls, nats_tls_config, tls_env_for, weed_s3_tls_args
 
 __all__ = ["Stack"]
 
@@ -88,6 +89,7 @@ class Stack:
         self.paths = config.paths
         self._processes: dict[str, ManagedProcess] = {}
         self._credentials: StackCredentials | None = None
+        self._tls: StackTls | None = None
         self._lock_fd: int | None = None
         self._components: tuple[str, ...] = config.components
 
@@ -176,6 +178,8 @@ class Stack:
             self._components = self._runnable_components()
             self._check_ports_free(self.components)
             self._credentials = load_or_create_credentials(self.paths, bucket=self.config.bucket)
+            if self.config.tls:
+                self._tls = ensure_stack_tls(self.paths.tls, hosts=(self.config.host, *self.config.tls_names))
             self.paths.logs.mkdir(parents=True, exist_ok=True)
             self._say_what_is_missing()
             for component in self.components:
@@ -302,17 +306,18 @@ class Stack:
                 access_key=endpoints.s3_access_key,
                 secret_key=endpoints.s3_secret_key,
                 master_url=endpoints.master_url,
+                tls=endpoints.tls,
             )
         if component == "nats":
-            return lambda: probe_nats(endpoints.nats_monitor_url)
+            return lambda: probe_nats(endpoints.nats_monitor_url, tls=endpoints.tls)
         if component == "clamd":
             return lambda: probe_clamd(endpoints.clamd_addr)
         if component == "edge":
-            return lambda: probe_http_health(endpoints.edge_url)
+            return lambda: probe_http_health(endpoints.edge_url, tls=endpoints.tls)
         if component == "demo":
             return lambda: probe_http_health(endpoints.demo_url.rstrip("/"))
         address = endpoints.service_addr(component)
-        return lambda: probe_grpc_health(address)
+        return lambda: probe_grpc_health(address, tls=endpoints.tls)
 
     async def _wait_ready(
         self, proc: ManagedProcess, probe: Callable[[], Awaitable[tuple[bool, str]]]
@@ -405,6 +410,7 @@ class Stack:
             f"-admin.port.grpc={ports.admin_grpc}",
             "-webdav=false",
             f"-bucket={self.config.bucket}",
+            *(weed_s3_tls_args(self._tls) if self._tls is not None else ()),
         ]
 
     def _write_weed_security(self) -> Path:
@@ -429,13 +435,16 @@ class Stack:
         # A config file, because the command line cannot bind the monitor to a host explicitly.
         conf = self.paths.nats / "nats-server.conf"
         conf.parent.mkdir(parents=True, exist_ok=True)
+        # With TLS, the monitor is served over HTTPS ("https:") with the same certificate.
+        monitor = "https" if self._tls is not None else "http"
         conf.write_text(
             "# Written by filestore-stack at every start; edits are lost.\n"
             f"server_name: {json.dumps('filestore-stack')}\n"
             f"host: {json.dumps(host)}\n"
             f"port: {ports.nats}\n"
-            f"http: {json.dumps(f'{host}:{ports.nats_monitor}')}\n"
-            f"jetstream {{\n  store_dir: {json.dumps(str(self.paths.nats / 'jetstream'))}\n}}\n",
+            f"{monitor}: {json.dumps(f'{host}:{ports.nats_monitor}')}\n"
+            f"jetstream {{\n  store_dir: {json.dumps(str(self.paths.nats / 'jetstream'))}\n}}\n"
+            + (nats_tls_config(self._tls) if self._tls is not None else ""),
             encoding="utf-8",
         )
         return [_require_executable("nats-server"), "--config", str(conf)]
@@ -517,6 +526,8 @@ class Stack:
             FILESTORE_S3_BUCKET=endpoints.bucket,
             FILESTORE_S3_REGION=endpoints.s3_region,
         )
+        if self._tls is not None:
+            env.update(tls_env_for(service, self._tls))
         if service == "metadata":
             env["FILESTORE_DATABASE_URL"] = endpoints.database_url
             return env
@@ -546,6 +557,8 @@ class Stack:
             FILESTORE_DOWNLOAD_ADDR=endpoints.download_addr,
             FILESTORE_PROCESSOR_ADDR=endpoints.processor_addr,
         )
+        if self._tls is not None:
+            env.update(tls_env_for("edge", self._tls))
         return env
 
     @property

@@ -59,6 +59,8 @@ def _client(config: StoreConfig, *, read_timeout_s: float) -> S3Client:
         aws_access_key_id=config.credentials.access_key,
         aws_secret_access_key=config.credentials.secret_key,
         config=botocore_config,
+        # None keeps botocore's default: verify against the system's CAs.
+        verify=config.ca_file,
     )
     return client
 

@@ -33,7 +33,8 @@ class StoreConfig:
     what their presigned URLs name (they differ behind a container network or a load balancer).
     ``control_timeout_s`` bounds each attempt of a control call and every connect;
     ``read_timeout_s`` how long a streaming read may wait for its next bytes (see
-    :mod:`filestore.server.storage.clients`).
+    :mod:`filestore.server.storage.clients`). ``ca_file`` is the CA bundle an ``https`` endpoint is
+    verified against (None: the system's CAs).
     """
 
     name: str
@@ -44,6 +45,7 @@ class StoreConfig:
     credentials: StoreCredentials
     control_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
+    ca_file: str | None = None
 
     @classmethod
     def from_settings(cls, settings: S3Settings, *, name: str = DEFAULT_STORE) -> StoreConfig:
@@ -57,4 +59,5 @@ class StoreConfig:
             credentials=StoreCredentials(settings.access_key, settings.secret_key),
             control_timeout_s=settings.control_timeout_s,
             read_timeout_s=settings.read_timeout_s,
+            ca_file=settings.ca_file,
         )
