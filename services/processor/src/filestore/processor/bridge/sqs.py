@@ -16,6 +16,7 @@ tests drive the source with a fake queue, and :class:`Boto3SqsQueue` is the adap
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -82,7 +83,8 @@ class _SqsDelivery:
         await self.queue.delete(self.message.receipt_handle)
 
     async def retry(self, delay_s: float) -> None:
-        await self.queue.change_visibility(self.message.receipt_handle, max(0, round(delay_s)))
+        # SQS counts whole seconds; rounding down could make it visible at once.
+        await self.queue.change_visibility(self.message.receipt_handle, math.ceil(delay_s))
 
 
 class SqsSource:
