@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from filestore.core.errors import InvalidArgument
-from filestore.processor.bridge import from_aws_s3, from_minio
+from filestore.processor.bridge import from_aws, from_aws_eventbridge, from_aws_s3, from_minio
 from filestore.server import events
 from filestore.v1 import events_pb2
 
@@ -95,3 +95,54 @@ def test_malformed_notifications_are_invalid_argument(payload: bytes) -> None:
     with pytest.raises(InvalidArgument) as raised:
         from_aws_s3(payload)
     assert raised.value.reason == "BAD_NOTIFICATION"
+
+
+def test_aws_eventbridge_object_created() -> None:
+    (event,) = from_aws_eventbridge(_fixture("aws_eventbridge_object_created.json"))
+    assert (event.bucket, event.key, event.size, event.etag) == (
+        "filestore",
+        "originals/acme/01HXZ5R8Q3KJ7V2M4N6P8T0W1Y",
+        5,
+        "b1946ac92492d2347c6235b4d2611184",
+    )
+    assert event.source == events_pb2.EVENT_SOURCE_AWS_S3
+    assert event.mtime_ns == 1_636_675_200_000_000_000
+    assert (event.tenant, event.file_id) == ("acme", "01HXZ5R8Q3KJ7V2M4N6P8T0W1Y")
+    assert from_aws_eventbridge(_fixture("aws_eventbridge_object_created.json"), bucket="other") == []
+
+
+def test_aws_eventbridge_other_detail_types_are_no_creations() -> None:
+    document = json.loads(_fixture("aws_eventbridge_object_created.json"))
+    document["detail-type"] = "Object Tags Added"
+    assert from_aws_eventbridge(document) == []
+    document["detail-type"], document["source"] = "Object Created", "aws.ec2"
+    assert from_aws_eventbridge(document) == []
+
+
+def test_aws_eventbridge_without_an_object_is_a_bad_notification() -> None:
+    document = json.loads(_fixture("aws_eventbridge_object_created.json"))
+    del document["detail"]["object"]
+    with pytest.raises(InvalidArgument) as raised:
+        from_aws_eventbridge(document)
+    assert raised.value.reason == "BAD_NOTIFICATION"
+
+
+def test_from_aws_reads_every_shape_sqs_receives() -> None:
+    direct = from_aws(_fixture("aws_s3_put_multipart.json"))
+    assert len(direct) == 2
+    assert from_aws(_fixture("aws_sns_s3_put_multipart.json")) == direct
+    assert from_aws(_fixture("aws_eventbridge_object_created.json")) == from_aws_eventbridge(
+        _fixture("aws_eventbridge_object_created.json")
+    )
+    assert from_aws(_fixture("aws_s3_test_event.json")) == []
+
+
+def test_from_aws_sns_envelope_with_a_bad_message_is_a_bad_notification() -> None:
+    envelope = json.loads(_fixture("aws_sns_s3_put_multipart.json"))
+    envelope["Message"] = "not json"
+    with pytest.raises(InvalidArgument) as raised:
+        from_aws(json.dumps(envelope))
+    assert raised.value.reason == "BAD_NOTIFICATION"
+    del envelope["Message"]
+    with pytest.raises(InvalidArgument):
+        from_aws(envelope)

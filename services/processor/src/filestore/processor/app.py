@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from filestore.core.auth import ServiceIdentity
-from filestore.processor.bridge import SeaweedBridge
+from filestore.processor.bridge.modes import storage_bridge
 from filestore.processor.pipeline import Pipeline
 from filestore.processor.servicer import ProcessorServicer
 from filestore.processor.settings import ProcessorSettings
@@ -59,14 +59,10 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
     handle.on_shutdown.append(channel.close)
     handle.on_shutdown.append(nats_client.drain)
     handle.on_shutdown.append(worker.stop)
-    if settings.filer_grpc is not None:
-        bridge = SeaweedBridge(
-            filer_address=settings.filer_grpc,
-            bucket=settings.s3.bucket,
-            jetstream=jetstream,
-            subject_prefix=settings.nats.subject_prefix,
-        )
+    bridge = storage_bridge(settings, nats_client=nats_client, jetstream=jetstream)
+    if bridge is not None:
         await bridge.start()
-        # Runs first at shutdown: the bridge saves its cursor while NATS is still connected.
+        # Runs first at shutdown: the bridge saves its cursor (or settles the notification in hand)
+        # while NATS is still connected.
         handle.on_shutdown.append(bridge.stop)
     return handle

@@ -23,13 +23,8 @@ from filestore.core.errors import (
     file_not_found,
 )
 from filestore.core.reasons import Reason
-from filestore.processor.worker import (
-    DEAD_LETTER_DELIVERIES,
-    DEAD_LETTER_DETAIL,
-    DEAD_LETTER_REASON,
-    MalformedEvent,
-    parse_event,
-)
+from filestore.processor.dead_letters import DEAD_LETTER_DELIVERIES, DEAD_LETTER_DETAIL, DEAD_LETTER_REASON
+from filestore.processor.worker import MalformedEvent, parse_event
 from filestore.server import events
 from filestore.server.pagetokens import PageTokens, request_fingerprint
 from filestore.server.settings import NatsSettings

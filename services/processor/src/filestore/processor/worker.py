@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 
 from filestore.core.errors import DeadlineExceeded, FilestoreError, Unavailable
 from filestore.core.reasons import Reason
+from filestore.processor.dead_letters import publish_dead_letter
 from filestore.processor.pipeline import NotYetUploaded, Pipeline, Stage
 from filestore.processor.settings import ProcessorSettings
 from filestore.server import events, metrics, tracing
@@ -41,10 +42,6 @@ log = structlog.get_logger("filestore.processor.worker")
 
 DURABLE = "processor-pipeline"
 ENRICH_DURABLE = "processor-enrich"
-DEAD_LETTER_REASON = "Filestore-Reason"
-DEAD_LETTER_DELIVERIES = "Filestore-Deliveries"
-#: Why a message was malformed, in a short sentence (dead letters of reason MALFORMED_EVENT only).
-DEAD_LETTER_DETAIL = "Filestore-Detail"
 #: S3's longest object key, in bytes of UTF-8.
 MAX_KEY_BYTES = 1024
 #: Redelivery delays after a transient failure; the last one repeats.
@@ -331,11 +328,13 @@ class Worker:
     async def _publish_dead_letter(self, message: Msg, reason: str, *, detail: str = "") -> None:
         """The message as received, on the dead-letter subject. The message id names this stream
         sequence, so a delivery that dies before its ack and comes back does not publish it twice."""
-        headers = {
-            DEAD_LETTER_REASON: reason,
-            DEAD_LETTER_DELIVERIES: str(message.metadata.num_delivered),
-            "Nats-Msg-Id": f"dead:{message.metadata.sequence.stream}",
-        }
-        if detail:
-            headers[DEAD_LETTER_DETAIL] = detail
-        await self._js.publish(self._subjects.dead_letter(message.subject), message.data, headers=headers)
+        await publish_dead_letter(
+            self._js,
+            self._subjects,
+            subject=message.subject,
+            data=message.data,
+            reason=reason,
+            deliveries=message.metadata.num_delivered,
+            msg_id=f"dead:{message.metadata.sequence.stream}",
+            detail=detail,
+        )

@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from filestore.core.errors import Unavailable
 from filestore.core.reasons import Reason
 from filestore.processor.bridge._filer import filer_pb2, filer_pb2_grpc
+from filestore.processor.bridge.announce import announce_created
 from filestore.processor.bridge.filer import FilerLayout, object_created_from_filer, object_deleted_from_filer
 from filestore.processor.bridge.state import CURSOR_BUCKET, LEASE_BUCKET, Cursor, Lease, key_value
 from filestore.server import events
@@ -172,15 +173,7 @@ class SeaweedBridge:
         """Publish the event the notification stands for, if any; True when one was published."""
         created = object_created_from_filer(response, layout)
         if created is not None:
-            msg_id = events.object_created_msg_id(created)
-            await events.publish(self._js, self._subjects.object_created, created, msg_id=msg_id)
-            log.info(
-                "bridge_published",
-                key=created.key,
-                etag=created.etag,
-                size=created.size,
-                ts_ns=response.ts_ns,
-            )
+            await announce_created(self._js, self._subjects, created, ts_ns=response.ts_ns)
         else:
             deleted = object_deleted_from_filer(response, layout)
             if deleted is None:
