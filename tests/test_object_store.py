@@ -294,7 +294,7 @@ async def test_bucket_cors_rules_are_replaced_and_no_origins_means_none_allowed(
 ) -> None:
     operator = admin_storage(stack)
     async with bucket_cors_kept(stack):
-        await store.apply_cors(["https://app.example.com"])
+        assert await store.apply_cors(["https://app.example.com"]) is True
         rules = (await asyncio.to_thread(operator.get_bucket_cors, Bucket=store.bucket))["CORSRules"]
         assert [rule["AllowedOrigins"] for rule in rules] == [["https://app.example.com"]]
         assert rules[0]["ExposeHeaders"] == ["ETag"]

@@ -38,8 +38,16 @@ async def build(settings: UploadSettings) -> ServerHandle:
     await store.check_bucket()
     # The broker owns the bucket's CORS rules: applied at every start, so the settings are the
     # single source of truth (an edit made by hand in storage is undone on the next start).
-    await store.apply_cors(settings.cors_origins)
-    log.info("bucket_cors_applied", origins=list(settings.cors_origins))
+    if await store.apply_cors(settings.cors_origins):
+        log.info("bucket_cors_applied", origins=list(settings.cors_origins))
+    else:
+        # Not fatal: uploads from services and the SDK need no CORS; browsers then depend on the
+        # store's own server-wide CORS setting (docs/stores.md).
+        log.warning(
+            "bucket_cors_unsupported",
+            origins=list(settings.cors_origins),
+            detail="the store has no bucket CORS (NotImplemented): browsers need its server-wide CORS",
+        )
     metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
     servicer = UploadServicer(settings, metadata=metadata, store=store, jetstream=jetstream)
 

@@ -19,6 +19,7 @@ from filestore.core.reasons import Reason
 
 __all__ = [
     "CHECKSUM_REFUSED",
+    "NOT_IMPLEMENTED",
     "NO_SUCH_OBJECT",
     "NO_SUCH_UPLOAD",
     "RANGE_NOT_SATISFIABLE",
@@ -43,6 +44,8 @@ NO_SUCH_UPLOAD: Final = frozenset({"404", "NoSuchUpload"})
 CHECKSUM_REFUSED: Final = frozenset({"BadDigest", "InvalidPart"})
 #: A Range that starts past the object's end (every Range of an empty object does).
 RANGE_NOT_SATISFIABLE: Final = frozenset({"InvalidRange"})
+#: The store does not have the feature at all (MinIO's community edition for bucket CORS).
+NOT_IMPLEMENTED: Final = "NotImplemented"
 
 #: What botocore raises when storage could not be reached or stopped answering (a connect refused or
 #: timed out, a read timed out, a connection dropped mid-answer), as opposed to storage refusing, or

@@ -41,6 +41,7 @@ from filestore.server.storage.errors import (
     CHECKSUM_REFUSED,
     NO_SUCH_OBJECT,
     NO_SUCH_UPLOAD,
+    NOT_IMPLEMENTED,
     RANGE_NOT_SATISFIABLE,
     error_code,
     refused,
@@ -153,12 +154,17 @@ class ObjectStore:
         except ClientError as error:
             raise refused(error) from error
 
-    async def apply_cors(self, origins: Sequence[str]) -> None:
-        """Replace the bucket's CORS rules with :func:`cors_rules` for ``origins``."""
+    async def apply_cors(self, origins: Sequence[str]) -> bool:
+        """Replace the bucket's CORS rules with :func:`cors_rules` for ``origins``. Answers False,
+        changing nothing, when the store has no bucket CORS at all (``NotImplemented``: MinIO's
+        community edition and RustFS configure CORS for the whole server instead)."""
         try:
             await self._request("put_bucket_cors", CORSConfiguration={"CORSRules": cors_rules(origins)})
         except ClientError as error:
+            if error_code(error) == NOT_IMPLEMENTED:
+                return False
             raise refused(error) from error
+        return True
 
     # ------------------------------------------------------------------------------ objects
 
