@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from filestore.core.env import PREFIX, Env
+from filestore.processor.bridge.seaweedfs import LEASE_TTL_S
 from filestore.processor.pipeline_config import PipelineSettings
 from filestore.server.settings import (
     DEFAULT_CALL_TIMEOUT_S,
@@ -38,6 +39,9 @@ class ProcessorSettings:
     read_chunk_bytes: int
     #: SeaweedFS filer gRPC address: when set, this process also runs the storage-event bridge.
     filer_grpc: str | None = None
+    #: How long the bridge's lease outlives a holder that stops renewing it (a crash): the longest a
+    #: crashed bridge keeps the others from following. Set when the lease bucket is created.
+    bridge_lease_ttl_s: float = LEASE_TTL_S
     #: Steps per content type, which gate READY, scanner address and rendering limits.
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
@@ -49,7 +53,7 @@ class ProcessorSettings:
             auth=AuthSettings.from_env(env),
             s3=S3Settings.from_env(env),
             nats=NatsSettings.from_env(env),
-            metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
+            metadata_address=env.service_address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
             metadata_timeout_s=metadata_timeout_from_env(env),
             concurrency=env.integer(f"{PREFIX}WORKER_CONCURRENCY", 4, minimum=1, maximum=256),
             enrich_concurrency=env.integer(f"{PREFIX}WORKER_ENRICH_CONCURRENCY", 2, minimum=1, maximum=256),
@@ -59,6 +63,7 @@ class ProcessorSettings:
                 f"{PREFIX}READ_CHUNK_BYTES", 1024 * 1024, minimum=64 * 1024, maximum=64 * 1024 * 1024
             ),
             pipeline=PipelineSettings.from_env(env),
+            bridge_lease_ttl_s=env.number(f"{PREFIX}BRIDGE_LEASE_TTL_S", LEASE_TTL_S, minimum=1.0),
             filer_grpc=(
                 env.address(f"{PREFIX}FILER_GRPC") if env.optional_str(f"{PREFIX}FILER_GRPC") else None
             ),
