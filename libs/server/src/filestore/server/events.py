@@ -98,7 +98,7 @@ async def connect(settings: NatsSettings, *, name: str) -> NatsClient:
         log.info("nats_reconnected")
 
     client: NatsClient = await nats.connect(
-        servers=[settings.url],
+        servers=list(settings.urls),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -120,6 +120,8 @@ async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
         storage=StorageType.FILE,
         max_age=STREAM_MAX_AGE_S,
         duplicate_window=DUPLICATE_WINDOW_S,
+        # Copies on this many servers of a cluster; an update changes it (JetStream moves the data).
+        num_replicas=settings.replicas,
     )
     try:
         await js.stream_info(settings.stream)

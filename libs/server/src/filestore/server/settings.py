@@ -144,18 +144,40 @@ def metadata_timeout_from_env(env: Env) -> float:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NatsSettings:
-    """The NATS server(s) and the JetStream stream that carries file events."""
+    """The NATS server(s) and the JetStream stream that carries file events.
 
-    url: str
+    ``urls`` (``FILESTORE_NATS_URL``, comma separated) are the servers a client may connect to: in a
+    cluster, list several, so that a client starting while one is down still connects (once connected
+    it learns the others from the cluster too). ``replicas`` (``FILESTORE_NATS_REPLICAS``, 1 to 5) is
+    how many servers keep a copy of the stream and of the key-value buckets that Filestore creates:
+    3 in a three-node cluster, so that losing one server loses no event. It applies when the stream or
+    bucket is created; a stream's is also brought up to date at every start, a bucket's is not.
+    """
+
+    urls: tuple[str, ...]
     stream: str
     subject_prefix: str
+    replicas: int = 1
+
+    @property
+    def url(self) -> str:
+        """The first server (for messages naming where NATS is)."""
+        return self.urls[0]
 
     @classmethod
     def from_env(cls, env: Env) -> NatsSettings:
+        name = f"{PREFIX}NATS_URL"
+        urls = env.csv(name)
+        if not urls:
+            raise SettingsError(f"{name} is required but not set")
+        for url in urls:
+            env_of_one = Env({name: url})
+            env_of_one.url(name, schemes=("nats", "tls"))
         return cls(
-            url=env.url(f"{PREFIX}NATS_URL", schemes=("nats", "tls")),
+            urls=urls,
             stream=env.string(f"{PREFIX}NATS_STREAM", "FILES"),
             subject_prefix=env.string(f"{PREFIX}NATS_SUBJECT_PREFIX", "files"),
+            replicas=env.integer(f"{PREFIX}NATS_REPLICAS", 1, minimum=1, maximum=5),
         )
 
 

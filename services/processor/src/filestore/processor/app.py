@@ -65,6 +65,8 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
             bucket=settings.s3.bucket,
             jetstream=jetstream,
             subject_prefix=settings.nats.subject_prefix,
+            lease_ttl_s=settings.bridge_lease_ttl_s,
+            replicas=settings.nats.replicas,
         )
         await bridge.start()
         # Runs first at shutdown: the bridge saves its cursor while NATS is still connected.
