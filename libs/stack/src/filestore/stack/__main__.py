@@ -177,7 +177,7 @@ async def _status(stack_json: Path, *, as_json: bool) -> int:
     else:
         for name, row in report.items():
             state = "ok" if row["healthy"] else ("UNHEALTHY" if row["alive"] else "DOWN")
-            print(f"{name:<10} pid {row['pid']!s:<8} {state:<10} {row['detail']}")
+            print(f"{name:<12} pid {row['pid']!s:<8} {state:<10} {row['detail']}")
     return EXIT_OK if all(row["healthy"] for row in report.values()) else EXIT_FAILURE
 
 
