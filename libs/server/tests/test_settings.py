@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from filestore.core.env import Env, SettingsError
-from filestore.server.settings import GrpcServerSettings, S3Settings
+from filestore.server.settings import GrpcServerSettings, NatsSettings, S3Settings
 
 
 def test_missing_required_variable_names_it() -> None:
@@ -59,3 +59,30 @@ def test_a_service_with_bad_configuration_exits_with_one_line() -> None:
         "filestore-upload: configuration error: FILESTORE_S3_ENDPOINT='ftp://nope' is not a valid URL "
         "(scheme must be one of http, https)"
     ]
+
+
+def test_nats_servers_are_a_comma_list_and_replicas_a_setting() -> None:
+    settings = NatsSettings.from_env(
+        Env(
+            {
+                "FILESTORE_NATS_URL": "nats://a:4222, nats://b:4222,nats://c:4222",
+                "FILESTORE_NATS_REPLICAS": "3",
+            }
+        )
+    )
+    assert settings.urls == ("nats://a:4222", "nats://b:4222", "nats://c:4222")
+    assert settings.replicas == 3
+    assert NatsSettings.from_env(Env({"FILESTORE_NATS_URL": "nats://a:4222"})).replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"FILESTORE_NATS_URL": "nats://a:4222,http://b:80"}, "http://b:80' is not a valid URL"),
+        ({"FILESTORE_NATS_URL": " , "}, "FILESTORE_NATS_URL is required"),
+        ({"FILESTORE_NATS_URL": "nats://a:4222", "FILESTORE_NATS_REPLICAS": "7"}, "must be <= 5"),
+    ],
+)
+def test_malformed_nats_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        NatsSettings.from_env(Env(environ))

@@ -7,10 +7,16 @@ it is serving, so that one request can be followed across services in the logs, 
 context, so that the callee's span joins the caller's trace. Services add their own interceptors
 (deadlines, naming a dependency that did not answer: :mod:`filestore.server.dependencies`) through
 ``interceptors``; there is one channel, whoever opens it.
+
+An address may name several replicas of a service, comma separated (``10.0.0.5:50051,10.0.0.6:50051``):
+the channel then keeps a connection to each and spreads calls over the ready ones with gRPC's own
+``round_robin`` balancing, so a replica that goes away costs the callers nothing but its in-flight calls.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +31,7 @@ __all__ = [
     "REQUEST_ID_KEY",
     "MetadataSource",
     "add_metadata_source",
+    "channel_target",
     "insecure_channel",
     "plain_channel",
     "service_channel",
@@ -39,6 +46,10 @@ REQUEST_ID_KEY = "x-request-id"
 MetadataSource = Callable[[Collection[str]], Iterable[tuple[str, str]]]
 
 _metadata_sources: list[MetadataSource] = []
+
+#: gRPC's client-side balancing over every address a target resolves to (the default, pick_first,
+#: would send every call to the first replica until it fails).
+_ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 def add_metadata_source(source: MetadataSource) -> None:
@@ -88,15 +99,57 @@ def plain_channel(
 ) -> grpc.aio.Channel:
     """A channel to ``address`` that adds no identity of its own: over TLS when ``tls`` names a CA
     (and, for mutual TLS, presents the client certificate), else plaintext. For a process that
-    passes on its callers' own tokens (the browser face, filestore-edge)."""
+    passes on its callers' own tokens (the browser face, filestore-edge).
+
+    ``address`` may list several replicas, comma separated: see :func:`channel_target`."""
+    target, options = channel_target(address)
     if tls is None or (tls.ca_file is None and tls.client_cert_file is None):
-        return grpc.aio.insecure_channel(address, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=_read(tls.ca_file),
         private_key=_read(tls.client_key_file),
         certificate_chain=_read(tls.client_cert_file),
     )
-    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+
+
+def channel_target(address: str) -> tuple[str, list[tuple[str, str]]]:
+    """The gRPC target and channel options for ``address``: one ``host:port`` (or any gRPC target,
+    such as ``dns:///filestore-metadata:50051``) as it is; several, comma separated, as one
+    ``ipv4:``/``ipv6:`` target balanced ``round_robin`` over all of them.
+
+    The listed form takes IP addresses only, because a gRPC target names one resolver: replicas
+    behind a DNS name are ``dns:///name:port``, which is balanced the same way. The authority (what
+    a TLS server certificate is checked against) is the first replica's: give every replica a
+    certificate that names all their addresses, or one name they share.
+    """
+    addresses = [part.strip() for part in address.split(",") if part.strip()]
+    if len(addresses) <= 1:
+        single = addresses[0] if addresses else address
+        if single.startswith("dns:"):
+            return single, [("grpc.service_config", _ROUND_ROBIN)]
+        return single, []
+    families = {_ip_family(replica, whole=address) for replica in addresses}
+    if len(families) != 1:
+        raise ValueError(f"{address!r} mixes IPv4 and IPv6 replicas; gRPC balances over one family")
+    (family,) = families
+    # Else the authority would be the whole list, which no certificate names.
+    options = [("grpc.service_config", _ROUND_ROBIN), ("grpc.default_authority", addresses[0])]
+    return f"{family}:{','.join(addresses)}", options
+
+
+def _ip_family(replica: str, *, whole: str) -> str:
+    host, sep, port = replica.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"replica {replica!r} of {whole!r} is not ip:port")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ValueError(
+            f"replica {replica!r} of {whole!r} is not an IP address; list IP addresses, or give one "
+            "dns:///name:port target whose name resolves to every replica"
+        ) from None
+    return "ipv4" if ip.version == 4 else "ipv6"
 
 
 def insecure_channel(address: str, *, token: Callable[[], str]) -> grpc.aio.Channel:

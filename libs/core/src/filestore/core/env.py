@@ -96,6 +96,28 @@ class Env:
 
         return self._parse(name, default, parse, "address")
 
+    def service_address(self, name: str, default: str | None = None) -> str:
+        """Where another Filestore service answers: ``host:port``, a gRPC target such as
+        ``dns:///name:port``, or several replicas' ``ip:port``, comma separated, which a channel
+        balances round_robin (see :func:`filestore.core.channels.channel_target`)."""
+        # Imported here: channels depends on this module (through tls).
+        from filestore.core.channels import channel_target
+
+        def parse(raw: str) -> str:
+            parts = [part.strip() for part in raw.split(",") if part.strip()]
+            if not parts:
+                raise ValueError("expected host:port")
+            for part in parts:
+                host, sep, port = part.rpartition(":")
+                if not part.startswith("dns:") and (
+                    not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535
+                ):
+                    raise ValueError(f"{part!r} is not host:port")
+            channel_target(raw)  # a list must name IP addresses of one family
+            return ",".join(parts)
+
+        return self._parse(name, default, parse, "address")
+
     def url(self, name: str, default: str | None = None, *, schemes: tuple[str, ...]) -> str:
         def parse(raw: str) -> str:
             scheme = raw.split("://", 1)[0] if "://" in raw else ""

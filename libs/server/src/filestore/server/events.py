@@ -98,7 +98,7 @@ async def connect(settings: NatsSettings, *, name: str) -> NatsClient:
         log.info("nats_reconnected")
 
     client: NatsClient = await nats.connect(
-        servers=[settings.url],
+        servers=list(settings.urls),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -122,17 +122,35 @@ async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
         storage=StorageType.FILE,
         max_age=STREAM_MAX_AGE_S,
         duplicate_window=DUPLICATE_WINDOW_S,
+        # Copies on this many servers of a cluster; an update changes it (JetStream moves the data).
+        num_replicas=settings.replicas,
     )
     try:
-        await js.stream_info(settings.stream)
+        existing = (await js.stream_info(settings.stream)).config
     except NotFoundError:
         try:
             await js.add_stream(config)
             log.info("stream_created", stream=settings.stream)
             return
         except nats.js.errors.BadRequestError:
-            pass  # another service created it between our look and our add
-    await js.update_stream(config)
+            # Another service created it between our look and our add.
+            existing = (await js.stream_info(settings.stream)).config
+    # Only a change is sent: in a cluster an update is a round of consensus, and every replica of
+    # every service starting at once would queue one each (and time out) for nothing.
+    if not _stream_matches(existing, config):
+        await js.update_stream(config)
+        log.info("stream_updated", stream=settings.stream, replicas=settings.replicas)
+
+
+def _stream_matches(existing: StreamConfig, wanted: StreamConfig) -> bool:
+    return (
+        sorted(existing.subjects or []) == sorted(wanted.subjects or [])
+        and existing.retention == wanted.retention
+        and existing.storage == wanted.storage
+        and (existing.num_replicas or 1) == (wanted.num_replicas or 1)
+        and abs((existing.max_age or 0) - (wanted.max_age or 0)) < 1
+        and abs((existing.duplicate_window or 0) - (wanted.duplicate_window or 0)) < 1
+    )
 
 
 #: JetStream's ``max_deliver`` for "redeliver until acknowledged".

@@ -157,27 +157,48 @@ class NatsSettings:
     ``client_cert_file``/``client_key_file`` (``FILESTORE_NATS_CLIENT_CERT_FILE``/``_KEY_FILE``) the
     certificate presented to a server that verifies its clients (nats-server ``tls { verify: true }``).
     A ``tls://`` URL without a CA verifies against the system's CAs.
+
+    ``urls`` (``FILESTORE_NATS_URL``, comma separated) are the servers a client may connect to: in a
+    cluster, list several, so that a client starting while one is down still connects (once connected
+    it learns the others from the cluster too). ``replicas`` (``FILESTORE_NATS_REPLICAS``, 1 to 5) is
+    how many servers keep a copy of the stream and of the key-value buckets that Filestore creates:
+    3 in a three-node cluster, so that losing one server loses no event. It applies when the stream or
+    bucket is created; a stream's is also brought up to date at every start, a bucket's is not.
     """
 
-    url: str
+    urls: tuple[str, ...]
     stream: str
     subject_prefix: str
+    replicas: int = 1
     ca_file: str | None = None
     client_cert_file: str | None = None
     client_key_file: str | None = None
 
+    @property
+    def url(self) -> str:
+        """The first server (for messages naming where NATS is)."""
+        return self.urls[0]
+
     @classmethod
     def from_env(cls, env: Env) -> NatsSettings:
+        name = f"{PREFIX}NATS_URL"
+        urls = env.csv(name)
+        if not urls:
+            raise SettingsError(f"{name} is required but not set")
+        for url in urls:
+            env_of_one = Env({name: url})
+            env_of_one.url(name, schemes=("nats", "tls"))
         files = {
-            name: _readable_file(env, f"{PREFIX}NATS_{name.upper()}")
-            for name in ("ca_file", "client_cert_file", "client_key_file")
+            field: _readable_file(env, f"{PREFIX}NATS_{field.upper()}")
+            for field in ("ca_file", "client_cert_file", "client_key_file")
         }
         if (files["client_cert_file"] is None) != (files["client_key_file"] is None):
             raise SettingsError(f"{PREFIX}NATS_CLIENT_CERT_FILE and {PREFIX}NATS_CLIENT_KEY_FILE go together")
         return cls(
-            url=env.url(f"{PREFIX}NATS_URL", schemes=("nats", "tls")),
+            urls=urls,
             stream=env.string(f"{PREFIX}NATS_STREAM", "FILES"),
             subject_prefix=env.string(f"{PREFIX}NATS_SUBJECT_PREFIX", "files"),
+            replicas=env.integer(f"{PREFIX}NATS_REPLICAS", 1, minimum=1, maximum=5),
             **files,
         )
 

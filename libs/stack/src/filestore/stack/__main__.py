@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -51,7 +52,7 @@ def _describe(info: StackInfo, stack_json: Path) -> str:
     rows = [
         ("S3", f"{e.s3_endpoint}  (bucket {e.bucket}, region {e.s3_region})"),
         ("S3 keys", str(info.s3_credentials_file)),
-        ("NATS", f"{e.nats_url}  (monitor {e.nats_monitor_url})"),
+        ("NATS", f"{','.join(e.nats_urls)}  (monitor {e.nats_monitor_url})"),
         ("filer gRPC", e.filer_grpc),
         ("database", _mask_password(e.database_url)),
         ("auth secret", str(info.auth_secret_file)),
@@ -63,7 +64,7 @@ def _describe(info: StackInfo, stack_json: Path) -> str:
                 else e.service_addr(s),
             )
             for s in ("metadata", "upload", "processor", "download")
-            if s in info.components
+            if s in info.components or e.replicas(s)
         ),
         *(
             [("browser", f"{e.edge_url}  (Connect and gRPC-Web; origins: {origins})")]
@@ -86,9 +87,16 @@ def _describe(info: StackInfo, stack_json: Path) -> str:
     return "\n".join(f"  {name:<12}{value}" for name, value in rows)
 
 
-async def run_in_foreground(config: StackConfig) -> int:
-    """``filestore-stack run``: start, supervise until SIGINT or SIGTERM, stop; the exit status."""
-    stack = Stack(config)
+async def run_in_foreground(config: StackConfig, *, profile: str = "single") -> int:
+    """``filestore-stack run``: start, supervise until SIGINT or SIGTERM, stop; the exit status.
+
+    ``profile`` ``cluster`` runs :class:`filestore.stack.cluster.ClusterStack` (replicas of every
+    role, ``FILESTORE_STACK_REPLICAS`` of each service) instead of one process per component."""
+    try:
+        stack = _stack_of(config, profile)
+    except StackConfigError as exc:
+        _say(f"configuration error: {exc}")
+        return EXIT_CONFIG
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -145,6 +153,17 @@ async def run_in_foreground(config: StackConfig) -> int:
     return status
 
 
+def _stack_of(config: StackConfig, profile: str) -> Stack:
+    if profile == "single":
+        return Stack(config)
+    from filestore.stack.cluster import ClusterShape, ClusterStack
+
+    raw = os.environ.get("FILESTORE_STACK_REPLICAS", "").strip() or "2"
+    if not raw.isdigit():
+        raise StackConfigError(f"FILESTORE_STACK_REPLICAS={raw!r} is not a number")
+    return ClusterStack(config, shape=ClusterShape(replicas=int(raw)))
+
+
 async def _status(stack_json: Path, *, as_json: bool) -> int:
     try:
         info = load_stack_json(stack_json)
@@ -163,14 +182,21 @@ async def _status(stack_json: Path, *, as_json: bool) -> int:
     else:
         for name, row in report.items():
             state = "ok" if row["healthy"] else ("UNHEALTHY" if row["alive"] else "DOWN")
-            print(f"{name:<10} pid {row['pid']!s:<8} {state:<10} {row['detail']}")
+            print(f"{name:<12} pid {row['pid']!s:<8} {state:<10} {row['detail']}")
     return EXIT_OK if all(row["healthy"] for row in report.values()) else EXIT_FAILURE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Run the embedded Filestore stack.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="start everything, wait until SERVING, run until Ctrl-C/SIGTERM")
+    run = commands.add_parser("run", help="start everything, wait until SERVING, run until Ctrl-C/SIGTERM")
+    run.add_argument(
+        "--profile",
+        choices=("single", "cluster"),
+        default="single",
+        help="single: one process per component (default); cluster: a NATS cluster, SeaweedFS in its "
+        "roles, FILESTORE_STACK_REPLICAS (2) replicas of every service, on PostgreSQL",
+    )
     status = commands.add_parser("status", help="report the health of the stack described by stack.json")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--file", type=Path, help="stack.json to read (default $FILESTORE_HOME/stack.json)")
@@ -183,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"configuration error: {exc}")
         return EXIT_CONFIG
     if args.command == "run":
-        return asyncio.run(run_in_foreground(config))
+        return asyncio.run(run_in_foreground(config, profile=args.profile))
     return asyncio.run(_status(args.file or config.paths.stack_json, as_json=args.json))
 
 

@@ -32,6 +32,23 @@ keys and the token secret stay in their own 0600 files, which it names. Format, 
       "tls": null
     }
 
+A stack that runs several processes per role (``filestore-stack run --profile cluster``, see
+:mod:`filestore.stack.cluster`) says ``"profile": "cluster"`` and adds ``processes``, one entry per
+process, by the name ``components`` and ``pids`` use::
+
+      "processes": {
+        "metadata-0": {"role": "metadata", "address": "127.0.0.1:50051",
+                       "metrics_url": "http://127.0.0.1:9151/metrics"},
+        "nats-1": {"role": "nats", "address": "nats://127.0.0.1:4323", "monitor_url": "http://127.0.0.1:8323"},
+        "volume-0": {"role": "volume", "address": "http://127.0.0.1:9340"}, ...
+      }
+
+Its one-address fields stay usable by any client: ``metadata_addr`` (and upload, processor, download)
+lists every replica, comma separated, which Filestore's channels balance round_robin; ``nats_url`` is
+the first NATS server (a client learns the others from it; ``StackEndpoints.nats_urls`` lists all);
+``metrics_urls`` names each service's first replica. A single-node stack.json has neither field
+(``"profile"`` absent means ``"single"``).
+
 ``s3_credentials_file`` is JSON ``{"access_key": ..., "secret_key": ...}``; ``auth_secret_file``
 holds the HS256 secret as one line of text.
 
@@ -69,9 +86,50 @@ from filestore.stack.errors import StackConfigError
 from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_http_health, probe_nats, probe_s3
 from filestore.stack.tls import user_tls_settings
 
-__all__ = ["STACK_JSON_VERSION", "StackEndpoints", "StackInfo", "check_health", "load_stack_json"]
+__all__ = [
+    "STACK_JSON_VERSION",
+    "ProcessEndpoint",
+    "StackEndpoints",
+    "StackInfo",
+    "check_health",
+    "load_stack_json",
+]
 
 STACK_JSON_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessEndpoint:
+    """Where one process of a multi-process stack answers.
+
+    ``role`` is what it is: a service (``metadata``, ``upload``, ``processor``, ``download``), ``nats``,
+    a SeaweedFS role (``master``, ``volume``, ``filer``, ``s3``), ``clamd``, ``edge`` or ``demo``.
+    ``address`` is ``host:port`` for gRPC services and clamd, the client URL for NATS, the base URL for
+    HTTP servers; ``monitor_url`` is a NATS server's monitoring endpoint, ``metrics_url`` a service's
+    Prometheus endpoint.
+    """
+
+    role: str
+    address: str
+    metrics_url: str = ""
+    monitor_url: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        fields = {"role": self.role, "address": self.address}
+        if self.metrics_url:
+            fields["metrics_url"] = self.metrics_url
+        if self.monitor_url:
+            fields["monitor_url"] = self.monitor_url
+        return fields
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProcessEndpoint:
+        return cls(
+            role=str(data["role"]),
+            address=str(data["address"]),
+            metrics_url=str(data.get("metrics_url", "")),
+            monitor_url=str(data.get("monitor_url", "")),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +163,19 @@ class StackEndpoints:
     metrics_urls: Mapping[str, str] = field(default_factory=dict)
     #: A TLS stack's CA and the user's client certificate (see the module's docstring); None: plaintext.
     tls: TlsSettings | None = None
+    #: Every process by name, when the stack runs several per role (the cluster profile); empty for the
+    #: single-node stack, whose components are the roles themselves.
+    processes: Mapping[str, ProcessEndpoint] = field(default_factory=dict)
+
+    def replicas(self, role: str) -> dict[str, ProcessEndpoint]:
+        """The processes of one role, by name (``{"metadata-0": ..., "metadata-1": ...}``); empty for
+        a single-node stack."""
+        return {name: process for name, process in self.processes.items() if process.role == role}
+
+    @property
+    def nats_urls(self) -> tuple[str, ...]:
+        """Every NATS server's client URL (one, in a single-node stack)."""
+        return tuple(p.address for p in self.replicas("nats").values()) or (self.nats_url,)
 
     @property
     def s3_access_key(self) -> str:
@@ -201,8 +272,15 @@ class StackInfo:
     s3_credentials_file: Path
     auth_secret_file: Path
     logs_dir: Path
+    #: ``single`` (one process per component) or ``cluster`` (see :mod:`filestore.stack.cluster`).
+    profile: str = "single"
 
     def to_json(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.profile != "single":
+            extra["profile"] = self.profile
+        if self.endpoints.processes:
+            extra["processes"] = {name: p.to_json() for name, p in self.endpoints.processes.items()}
         return {
             "version": STACK_JSON_VERSION,
             "home": str(self.home),
@@ -214,6 +292,7 @@ class StackInfo:
             "pids": dict(self.pids),
             "logs_dir": str(self.logs_dir),
             "tls": _tls_to_json(self.endpoints.tls),
+            **extra,
         }
 
     def write(self, path: Path) -> Path:
@@ -247,6 +326,7 @@ def load_stack_json(path: Path) -> StackInfo:
             "edge_url",
             "demo_url",
             "tls",
+            "processes",
         }
         endpoints = StackEndpoints(
             credentials=credentials,
@@ -254,6 +334,10 @@ def load_stack_json(path: Path) -> StackInfo:
             metrics_urls={str(k): str(v) for k, v in dict(data.get("metrics_urls", {})).items()},
             edge_url=str(data.get("edge_url", "")),
             demo_url=str(data.get("demo_url", "")),
+            processes={
+                str(name): ProcessEndpoint.from_json(process)
+                for name, process in dict(data.get("processes", {})).items()
+            },
             **{k: str(data[k]) for k in endpoint_fields},
         )
         return StackInfo(
@@ -264,6 +348,7 @@ def load_stack_json(path: Path) -> StackInfo:
             s3_credentials_file=s3_credentials_file,
             auth_secret_file=auth_secret_file,
             logs_dir=Path(data["logs_dir"]),
+            profile=str(data.get("profile", "single")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise StackConfigError(f"{path} is missing or has a malformed field ({exc})") from None
@@ -294,6 +379,8 @@ async def check_health(endpoints: StackEndpoints, components: tuple[str, ...]) -
     """Probe each component once, concurrently: {component: (healthy, detail)}."""
 
     async def probe(component: str) -> tuple[bool, str]:
+        if component in endpoints.processes:
+            return await probe_process(endpoints, endpoints.processes[component])
         if component == "seaweedfs":
             return await probe_s3(
                 endpoints.s3_endpoint,
@@ -315,3 +402,26 @@ async def check_health(endpoints: StackEndpoints, components: tuple[str, ...]) -
 
     results = await asyncio.gather(*(probe(c) for c in components))
     return dict(zip(components, results, strict=True))
+
+
+async def probe_process(endpoints: StackEndpoints, process: ProcessEndpoint) -> tuple[bool, str]:
+    """Probe one process of a multi-process stack once, by its role."""
+    role = process.role
+    if role in SERVICES:
+        return await probe_grpc_health(process.address)
+    if role == "nats":
+        return await probe_nats(process.monitor_url)
+    if role == "clamd":
+        return await probe_clamd(process.address)
+    if role == "s3":
+        return await probe_s3(
+            process.address,
+            region=endpoints.s3_region,
+            bucket=endpoints.bucket,
+            access_key=endpoints.s3_access_key,
+            secret_key=endpoints.s3_secret_key,
+        )
+    if role == "demo":
+        return await probe_http_health(process.address.rstrip("/"))
+    # edge, and SeaweedFS's master, volume servers and filer, all answer /healthz.
+    return await probe_http_health(process.address)

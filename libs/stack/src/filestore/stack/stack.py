@@ -182,8 +182,7 @@ class Stack:
                 self._tls = ensure_stack_tls(self.paths.tls, hosts=(self.config.host, *self.config.tls_names))
             self.paths.logs.mkdir(parents=True, exist_ok=True)
             self._say_what_is_missing()
-            for component in self.components:
-                await self._start_component(component)
+            await self._start_all()
         except BaseException:
             # Includes cancellation (Ctrl-C during start-up): never leave half a stack running.
             await self.stop()
@@ -195,12 +194,24 @@ class Stack:
         """Stop everything within ``config.stop_timeout_s``: SIGTERM in reverse order, then SIGKILL."""
         budget = self.config.stop_timeout_s
         try:
-            # Services get half the budget, so infrastructure always keeps time for a clean stop.
-            await self._stop_group(reversed(FACES), budget / 4)
-            await self._stop_group(reversed(SERVICES), budget / 4)
-            await self._stop_group(reversed(INFRASTRUCTURE), budget / 2)
+            for group, share in self._stop_plan():
+                await self._stop_group(group, budget * share)
         finally:
             self._release_home_lock()
+
+    async def _start_all(self) -> None:
+        """Start every component, each ready before the next (the cluster profile starts waves)."""
+        for component in self.components:
+            await self._start_component(component)
+
+    def _stop_plan(self) -> list[tuple[list[str], float]]:
+        """Groups of components to stop one after the other, each with its share of the stop budget."""
+        # Services get half the budget, so infrastructure always keeps time for a clean stop.
+        return [
+            (list(reversed(FACES)), 1 / 4),
+            (list(reversed(SERVICES)), 1 / 4),
+            (list(reversed(INFRASTRUCTURE)), 1 / 2),
+        ]
 
     async def kill(self, component: str) -> None:
         """SIGKILL one component (its whole process group), as a crash would. For fault injection."""

@@ -90,7 +90,7 @@ class DownloadSettings:
             auth=AuthSettings.from_env(env),
             s3=S3Settings.from_env(env),
             nats=NatsSettings.from_env(env) if env.optional_str(f"{PREFIX}NATS_URL") else None,
-            metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
+            metadata_address=env.service_address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
             metadata_timeout_s=metadata_timeout_from_env(env),
             default_ttl_s=default_ttl,
             min_ttl_s=min_ttl,

@@ -33,9 +33,9 @@ class EdgeSettings:
         return cls(
             server=GrpcServerSettings.from_env(env, default_listen=DEFAULT_LISTEN),
             cors_origins=cors_origins_from_env(env),
-            upload_address=env.address(f"{PREFIX}UPLOAD_ADDR", "127.0.0.1:50052"),
-            metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
-            download_address=env.address(f"{PREFIX}DOWNLOAD_ADDR", "127.0.0.1:50054"),
-            processor_address=env.address(f"{PREFIX}PROCESSOR_ADDR", "127.0.0.1:50053"),
+            upload_address=env.service_address(f"{PREFIX}UPLOAD_ADDR", "127.0.0.1:50052"),
+            metadata_address=env.service_address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
+            download_address=env.service_address(f"{PREFIX}DOWNLOAD_ADDR", "127.0.0.1:50054"),
+            processor_address=env.service_address(f"{PREFIX}PROCESSOR_ADDR", "127.0.0.1:50053"),
             call_timeout_s=env.number(f"{PREFIX}EDGE_CALL_TIMEOUT_S", DEFAULT_CALL_TIMEOUT_S, minimum=0.1),
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from filestore.core.env import PREFIX, Env, SettingsError
+from filestore.processor.bridge.seaweedfs import LEASE_TTL_S
 from filestore.processor.pipeline_config import PipelineSettings
 from filestore.server.settings import (
     DEFAULT_CALL_TIMEOUT_S,
@@ -135,6 +136,9 @@ class ProcessorSettings:
     filer_grpc: str | None = None
     #: The storage-event bridge this process runs, if any.
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    #: How long the SeaweedFS bridge's lease outlives a holder that stops renewing it (a crash): the
+    #: longest a crashed bridge keeps the others from following. Set when the lease bucket is created.
+    bridge_lease_ttl_s: float = LEASE_TTL_S
     #: Steps per content type, which gate READY, scanner address and rendering limits.
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
@@ -149,7 +153,7 @@ class ProcessorSettings:
             auth=AuthSettings.from_env(env),
             s3=s3,
             nats=nats,
-            metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
+            metadata_address=env.service_address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
             metadata_timeout_s=metadata_timeout_from_env(env),
             concurrency=env.integer(f"{PREFIX}WORKER_CONCURRENCY", 4, minimum=1, maximum=256),
             enrich_concurrency=env.integer(f"{PREFIX}WORKER_ENRICH_CONCURRENCY", 2, minimum=1, maximum=256),
@@ -159,6 +163,7 @@ class ProcessorSettings:
                 f"{PREFIX}READ_CHUNK_BYTES", 1024 * 1024, minimum=64 * 1024, maximum=64 * 1024 * 1024
             ),
             pipeline=PipelineSettings.from_env(env),
+            bridge_lease_ttl_s=env.number(f"{PREFIX}BRIDGE_LEASE_TTL_S", LEASE_TTL_S, minimum=1.0),
             filer_grpc=filer_grpc,
             bridge=BridgeSettings.from_env(
                 env, filer_grpc=filer_grpc, subject_prefix=nats.subject_prefix, s3_region=s3.region

@@ -80,7 +80,7 @@ class UploadSettings:
             auth=auth,
             s3=S3Settings.from_env(env),
             nats=NatsSettings.from_env(env),
-            metadata_address=env.address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
+            metadata_address=env.service_address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
             metadata_timeout_s=metadata_timeout_from_env(env),
             presign_ttl_s=env.integer(f"{PREFIX}PRESIGN_TTL_S", 900, minimum=1, maximum=7 * 24 * 3600),
             upload_ttl_s=env.integer(f"{PREFIX}UPLOAD_TTL_S", 24 * 3600, minimum=60),

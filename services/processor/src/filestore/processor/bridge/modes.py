@@ -44,6 +44,8 @@ def storage_bridge(
             bucket=settings.s3.bucket,
             jetstream=jetstream,
             subject_prefix=settings.nats.subject_prefix,
+            lease_ttl_s=settings.bridge_lease_ttl_s,
+            replicas=settings.nats.replicas,
         )
     source: NotificationSource
     if bridge.sqs_queue_url is not None:

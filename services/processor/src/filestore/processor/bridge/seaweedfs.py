@@ -50,12 +50,14 @@ class SeaweedBridge:
         jetstream: JetStreamContext,
         subject_prefix: str,
         lease_ttl_s: float = LEASE_TTL_S,
+        replicas: int = 1,
     ) -> None:
         self._filer_address = filer_address
         self._bucket = bucket
         self._js = jetstream
         self._subjects = events.Subjects(subject_prefix)
         self._lease_ttl_s = lease_ttl_s
+        self._replicas = replicas
         # Identifies our stream to the filer; a re-subscription with a higher epoch replaces the old.
         self._client_id = random.randint(1, 2**31 - 1)
         self._epoch = 0
@@ -71,8 +73,8 @@ class SeaweedBridge:
 
     async def start(self) -> None:
         self._channel = grpc.aio.insecure_channel(self._filer_address)
-        cursor_kv = await key_value(self._js, CURSOR_BUCKET)
-        lease_kv = await key_value(self._js, LEASE_BUCKET, ttl_s=self._lease_ttl_s)
+        cursor_kv = await key_value(self._js, CURSOR_BUCKET, replicas=self._replicas)
+        lease_kv = await key_value(self._js, LEASE_BUCKET, ttl_s=self._lease_ttl_s, replicas=self._replicas)
         key = f"seaweedfs.{self._bucket}"
         self._cursor = Cursor(cursor_kv, key)
         self._lease = Lease(lease_kv, key, ttl_s=self._lease_ttl_s)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import uuid
 
 import structlog
@@ -24,7 +26,15 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-__all__ = ["CURSOR_BUCKET", "LEASE_BUCKET", "Cursor", "Lease", "key_value"]
+__all__ = [
+    "CURSOR_BUCKET",
+    "LEASE_BUCKET",
+    "Cursor",
+    "Lease",
+    "key_value",
+    "lease_holder_id",
+    "lease_holder_pid",
+]
 
 log = structlog.get_logger("filestore.processor.bridge")
 
@@ -32,13 +42,16 @@ CURSOR_BUCKET = "filestore-bridge-cursor"
 LEASE_BUCKET = "filestore-bridge-lease"
 
 
-async def key_value(js: JetStreamContext, bucket: str, *, ttl_s: float | None = None) -> KeyValue:
-    """Bind to a KV bucket, creating it when missing (idempotent, safe when processes race)."""
+async def key_value(
+    js: JetStreamContext, bucket: str, *, ttl_s: float | None = None, replicas: int = 1
+) -> KeyValue:
+    """Bind to a KV bucket, creating it when missing (idempotent, safe when processes race) with
+    ``replicas`` copies in a NATS cluster. An existing bucket is used as it is."""
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
         pass
-    config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, storage=StorageType.FILE)
+    config = KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, storage=StorageType.FILE, replicas=replicas)
     try:
         return await js.create_key_value(config)
     except BadRequestError:
@@ -67,6 +80,18 @@ class Cursor:
         await self._kv.put(self._key, str(ts_ns).encode())
 
 
+def lease_holder_id() -> str:
+    """What a lease holder writes into the lease: unique per holder, and saying which process it is
+    (``host/pid/random``), so an operator, or a test that kills the holder, can tell who follows."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex}"
+
+
+def lease_holder_pid(value: bytes) -> int | None:
+    """The pid in a lease's value (see :func:`lease_holder_id`), or None when it names none."""
+    parts = value.decode(errors="replace").split("/")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
 class Lease:
     """A lease on a KV key: held by whoever created it, kept by updating it against its revision
     before the bucket's TTL removes it. A holder that stalls longer than the TTL loses it."""
@@ -75,7 +100,7 @@ class Lease:
         self._kv = kv
         self._key = key
         self._ttl_s = ttl_s
-        self._holder = uuid.uuid4().hex.encode()
+        self._holder = lease_holder_id().encode()
         self._revision: int | None = None
 
     @property
