@@ -14,8 +14,7 @@ import pytest
 from filestore.core.channels import channel_target, plain_channel
 from filestore.core.env import Env, SettingsError
 from filestore.core.tls import TlsSettings
-
-from .certificates import Authority
+from filestore.stack.certificates import CertificateAuthority
 
 WHO = "/filestore.test.Replica/Who"
 
@@ -70,8 +69,8 @@ async def test_a_listed_replica_that_is_down_costs_nothing() -> None:
 
 
 async def test_balanced_over_tls_the_certificate_is_checked_against_the_replicas(tmp_path: Path) -> None:
-    authority = Authority(tmp_path)
-    issued = authority.issue("127.0.0.1", server=True)
+    authority = CertificateAuthority.create(tmp_path, name="Filestore Test CA")
+    issued = authority.server_certificate("replica", hosts=["127.0.0.1"])
     pair = (issued.key_file.read_bytes(), issued.cert_file.read_bytes())
     tls = TlsSettings(ca_file=str(authority.cert_file))
     async with (
