@@ -1,7 +1,8 @@
 """The cluster profile of the local stack (filestore.stack.cluster), started once for this module: a
 three-server NATS cluster, SeaweedFS in its roles with replicated volumes, PostgreSQL, two replicas of
-every service. Uploads through the SDK reach READY, calls land on both replicas, the stream has three
-replicas, the bridge's lease moves when its holder is killed, and a volume server may die."""
+every service, on TLS (the profile's default: mutual TLS between the services and for NATS, HTTPS for
+S3). Uploads through the SDK reach READY, calls land on both replicas, the stream has three replicas,
+the bridge's lease moves when its holder is killed, and a volume server may die."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
             components=("seaweedfs", "nats", "metadata", "upload", "processor", "download"),
             extra_env={"processor": {"FILESTORE_BRIDGE_LEASE_TTL_S": str(LEASE_TTL_S)}},
             ready_timeout_s=90.0,
+            tls=True,
         )
         async with ClusterStack(config, shape=shape, ports=ClusterPorts.free(shape)) as running:
             yield running
@@ -92,6 +94,9 @@ async def test_every_replica_serves_and_stack_json_lists_them(cluster: ClusterSt
         # The one-address field lists every replica: what the SDK and the services balance over.
         assert info.endpoints.service_addr(service).split(",") == [r.address for r in replicas.values()]
     assert len(info.endpoints.nats_urls) == 3
+    assert all(url.startswith("tls://") for url in info.endpoints.nats_urls)
+    assert info.endpoints.s3_endpoint.startswith("https://")
+    assert info.endpoints.tls is not None
     assert sorted(info.endpoints.replicas("volume")) == ["volume-0", "volume-1"]
     health = await check_health(info.endpoints, info.components)
     assert all(ok for ok, _ in health.values()), health

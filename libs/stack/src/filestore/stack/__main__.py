@@ -20,6 +20,7 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from filestore.stack.config import StackConfig
@@ -161,6 +162,9 @@ def _stack_of(config: StackConfig, profile: str) -> Stack:
     raw = os.environ.get("FILESTORE_STACK_REPLICAS", "").strip() or "2"
     if not raw.isdigit():
         raise StackConfigError(f"FILESTORE_STACK_REPLICAS={raw!r} is not a number")
+    if not os.environ.get("FILESTORE_STACK_TLS", "").strip():
+        # The production shape runs on TLS unless told otherwise (FILESTORE_STACK_TLS=0).
+        config = replace(config, tls=True)
     return ClusterStack(config, shape=ClusterShape(replicas=int(raw)))
 
 

@@ -138,29 +138,39 @@ class CertificateAuthority:
     # ------------------------------------------------------------------------------ issuing
 
     def server_certificate(
-        self, name: str, *, hosts: Iterable[str], validity: timedelta = LEAF_VALIDITY
+        self,
+        name: str,
+        *,
+        hosts: Iterable[str],
+        validity: timedelta = LEAF_VALIDITY,
+        also_client: bool = False,
     ) -> IssuedCertificate:
         """``name.pem``/``name.key``: a server certificate whose subject alternative names are
-        ``hosts`` (IP addresses and DNS names), reused while it is still good for all of them."""
+        ``hosts`` (IP addresses and DNS names), reused while it is still good for all of them.
+        ``also_client`` makes it good for the client side too, for servers that connect to each other
+        with one certificate and check each other's (NATS cluster routes)."""
         wanted = _alternative_names(hosts)
-        return self._certificate(name, ExtendedKeyUsageOID.SERVER_AUTH, wanted, validity)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+        if also_client:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        return self._certificate(name, usages, wanted, validity)
 
     def client_certificate(self, name: str, *, validity: timedelta = LEAF_VALIDITY) -> IssuedCertificate:
         """``name.pem``/``name.key``: a client certificate for mutual TLS, whose common name is
         ``name`` (the caller's identity in a server's logs), reused while it is still good."""
-        return self._certificate(name, ExtendedKeyUsageOID.CLIENT_AUTH, [], validity)
+        return self._certificate(name, [ExtendedKeyUsageOID.CLIENT_AUTH], [], validity)
 
     def _certificate(
         self,
         name: str,
-        usage: x509.ObjectIdentifier,
+        usages: list[x509.ObjectIdentifier],
         names: list[x509.GeneralName],
         validity: timedelta,
     ) -> IssuedCertificate:
         if not name or "/" in name or name.startswith(".") or name in ("ca",):
             raise StackConfigError(f"{name!r} is not a certificate name")
         issued = IssuedCertificate(self.directory / f"{name}.pem", self.directory / f"{name}.key")
-        if self._still_good(issued, usage, names):
+        if self._still_good(issued, usages, names):
             return issued
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
@@ -187,7 +197,7 @@ class CertificateAuthority:
                 ),
                 critical=True,
             )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
@@ -201,7 +211,7 @@ class CertificateAuthority:
         return issued
 
     def _still_good(
-        self, issued: IssuedCertificate, usage: x509.ObjectIdentifier, names: list[x509.GeneralName]
+        self, issued: IssuedCertificate, usages: list[x509.ObjectIdentifier], names: list[x509.GeneralName]
     ) -> bool:
         try:
             cert = x509.load_pem_x509_certificate(issued.cert_file.read_bytes())
@@ -214,7 +224,7 @@ class CertificateAuthority:
         ):
             return False
         try:
-            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            present_usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
             present: list[x509.GeneralName] = (
                 list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
                 if names
@@ -222,7 +232,11 @@ class CertificateAuthority:
             )
         except x509.ExtensionNotFound:
             return False
-        return usage in usages and all(name in present for name in names) and not _expires_soon(cert)
+        return (
+            all(usage in present_usages for usage in usages)
+            and all(name in present for name in names)
+            and not _expires_soon(cert)
+        )
 
 
 def _alternative_names(hosts: Iterable[str]) -> list[x509.GeneralName]:

@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import tempfile
 import time
 import urllib.error
@@ -49,6 +50,7 @@ from filestore.stack.errors import StackConfigError, StackError, StackPortInUseE
 from filestore.stack.probes import probe_s3
 from filestore.stack.process import ManagedProcess
 from filestore.stack.stack import Stack, _port_is_free, _require_executable, _with_origin
+from filestore.stack.tls import nats_tls_config, weed_s3_tls_args
 
 __all__ = ["CLUSTER_PROFILE", "ClusterPorts", "ClusterShape", "ClusterStack"]
 
@@ -273,10 +275,11 @@ class ClusterStack(Stack):
                     metrics_url=f"http://{host}:{ports.port(f'{role}_metrics', i)}/metrics",
                 )
             elif role == "nats":
+                secure = self.config.tls
                 processes[process.name] = ProcessEndpoint(
                     role=role,
-                    address=f"nats://{host}:{ports.port('nats', i)}",
-                    monitor_url=f"http://{host}:{ports.port('nats_monitor', i)}",
+                    address=f"{'tls' if secure else 'nats'}://{host}:{ports.port('nats', i)}",
+                    monitor_url=f"{'https' if secure else 'http'}://{host}:{ports.port('nats_monitor', i)}",
                 )
             elif role in ("master", "volume", "filer"):
                 processes[process.name] = ProcessEndpoint(
@@ -343,11 +346,13 @@ class ClusterStack(Stack):
         return next((name for name, known in self.pids.items() if known == pid), None)
 
     async def _nats(self) -> NatsClient:
+        endpoints = self.endpoints
         return await nats.connect(
-            servers=list(self.endpoints.nats_urls),
+            servers=list(endpoints.nats_urls),
             connect_timeout=_NATS_CALL_TIMEOUT_S,
             max_reconnect_attempts=1,
             allow_reconnect=False,
+            tls=endpoints.tls.client_context() if endpoints.tls is not None else None,
         )
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -404,8 +409,10 @@ class ClusterStack(Stack):
         raise StackStartError("nats", f"waited {self.config.ready_timeout_s:g}s until the {what}: {detail}")
 
     async def _nats_meta_leader(self) -> tuple[bool, str]:
-        monitor = next(iter(self.endpoints.replicas("nats").values())).monitor_url
-        status = await asyncio.to_thread(_get_json, f"{monitor}/jsz")
+        endpoints = self.endpoints
+        monitor = next(iter(endpoints.replicas("nats").values())).monitor_url
+        context = endpoints.tls.client_context() if endpoints.tls is not None else None
+        status = await asyncio.to_thread(_get_json, f"{monitor}/jsz", context)
         meta = (status.get("meta_cluster") or {}) if status else {}
         leader = meta.get("leader")
         return bool(leader), f"meta leader {leader or 'none yet'}"
@@ -447,10 +454,11 @@ class ClusterStack(Stack):
         )
 
     def _process_env(self, process: _Process) -> dict[str, str]:
-        """The environment of one process: the one place to add what every process of a role needs
-        (TLS files, for one)."""
+        """The environment of one process: the one place to add what every process of a role needs.
+        A service starts from the single-node stack's environment of its role (its TLS files among
+        it: one certificate per service serves all its replicas, whose addresses it names)."""
         if process.role not in SERVICES:
-            return {**os.environ, **self._tls_env(process)}
+            return dict(os.environ)
         endpoints, ports, host = self.endpoints, self.cluster_ports, self.config.host
         env = self._service_env(process.role)
         env.update(
@@ -459,19 +467,12 @@ class ClusterStack(Stack):
             FILESTORE_NATS_URL=",".join(endpoints.nats_urls),
             FILESTORE_NATS_REPLICAS=str(self.shape.nats_replicas),
         )
-        env.update(self._tls_env(process))
         env.update(self.config.extra_env.get(process.role, {}))
         if process.role == "upload" and "demo" in self.components:
             env["FILESTORE_CORS_ORIGINS"] = _with_origin(
                 env.get("FILESTORE_CORS_ORIGINS", ""), self._demo_origin
             )
         return env
-
-    def _tls_env(self, process: _Process) -> dict[str, str]:
-        """TLS for one process: none yet (the single-node stack's services get theirs from
-        ``_service_env``); certificates per process go here."""
-        del process
-        return {}
 
     def _work_dir(self, process: _Process) -> Path:
         if process.role == "nats":
@@ -496,6 +497,20 @@ class ClusterStack(Stack):
                 f"  routes: {json.dumps(routes)}\n"
                 "}\n"
             )
+        if self._tls is not None and cluster:
+            # Routes between the nodes are mutual TLS: each node presents its certificate (good for
+            # both sides: filestore.stack.tls) and checks the other's against the CA.
+            route_cert = self._tls.server("nats")
+            cluster = cluster.removesuffix("}\n") + (
+                "  tls {\n"
+                f"    cert_file: {json.dumps(str(route_cert.cert_file))}\n"
+                f"    key_file: {json.dumps(str(route_cert.key_file))}\n"
+                f"    ca_file: {json.dumps(str(self._tls.ca_file))}\n"
+                "    verify: true\n"
+                "    timeout: 5\n"
+                "  }\n"
+                "}\n"
+            )
         work = self._work_dir(process)
         monitor = f"{host}:{ports.port('nats_monitor', process.index)}"
         conf = work / "nats-server.conf"
@@ -505,8 +520,11 @@ class ClusterStack(Stack):
             f"server_name: {json.dumps(process.name)}\n"
             f"host: {json.dumps(host)}\n"
             f"port: {ports.port('nats', process.index)}\n"
-            f"http: {json.dumps(monitor)}\n"
-            f"jetstream {{\n  store_dir: {json.dumps(str(work / 'jetstream'))}\n}}\n" + cluster,
+            # With TLS the monitor is served over HTTPS with the server's certificate.
+            f"{'https' if self._tls is not None else 'http'}: {json.dumps(monitor)}\n"
+            f"jetstream {{\n  store_dir: {json.dumps(str(work / 'jetstream'))}\n}}\n"
+            + cluster
+            + (nats_tls_config(self._tls) if self._tls is not None else ""),
             encoding="utf-8",
         )
         return [_require_executable("nats-server"), "--config", str(conf)]
@@ -588,6 +606,7 @@ class ClusterStack(Stack):
             # Iceberg and Lance catalogues would listen on fixed ports (8181, 9101); 0 disables them.
             "-port.iceberg=0",
             "-port.lance=0",
+            *(weed_s3_tls_args(self._tls, flag_prefix="") if self._tls is not None else ()),
         ]
 
     def _remove_weed_socket(self, component: str) -> None:
@@ -627,6 +646,7 @@ class ClusterStack(Stack):
             bucket=endpoints.bucket,
             access_key=endpoints.s3_access_key,
             secret_key=endpoints.s3_secret_key,
+            tls=endpoints.tls,
         )
         if not ok and ("404" in detail or "NoSuchBucket" in detail):
             return await asyncio.to_thread(_create_bucket, endpoints)
@@ -665,9 +685,9 @@ def _weed(role: str, roles: tuple[str, ...]) -> bool:
     return role in _WEED_ROLES and "seaweedfs" in roles
 
 
-def _get_json(url: str) -> dict[str, Any] | None:
+def _get_json(url: str, context: ssl.SSLContext | None = None) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
+        with urllib.request.urlopen(url, timeout=2.0, context=context) as response:
             body = json.load(response)
     except (OSError, ValueError, urllib.error.URLError):
         return None
@@ -703,7 +723,11 @@ def _create_bucket(endpoints: StackEndpoints) -> tuple[bool, str]:
     from filestore.stack.probes import _s3_client
 
     client = _s3_client(
-        endpoints.s3_endpoint, endpoints.s3_region, endpoints.s3_access_key, endpoints.s3_secret_key
+        endpoints.s3_endpoint,
+        endpoints.s3_region,
+        endpoints.s3_access_key,
+        endpoints.s3_secret_key,
+        ca_file=endpoints.tls.ca_file if endpoints.tls is not None else None,
     )
     try:
         client.create_bucket(Bucket=endpoints.bucket)

@@ -406,11 +406,11 @@ async def check_health(endpoints: StackEndpoints, components: tuple[str, ...]) -
 
 async def probe_process(endpoints: StackEndpoints, process: ProcessEndpoint) -> tuple[bool, str]:
     """Probe one process of a multi-process stack once, by its role."""
-    role = process.role
+    role, tls = process.role, endpoints.tls
     if role in SERVICES:
-        return await probe_grpc_health(process.address)
+        return await probe_grpc_health(process.address, tls=tls)
     if role == "nats":
-        return await probe_nats(process.monitor_url)
+        return await probe_nats(process.monitor_url, tls=tls)
     if role == "clamd":
         return await probe_clamd(process.address)
     if role == "s3":
@@ -420,8 +420,10 @@ async def probe_process(endpoints: StackEndpoints, process: ProcessEndpoint) -> 
             bucket=endpoints.bucket,
             access_key=endpoints.s3_access_key,
             secret_key=endpoints.s3_secret_key,
+            tls=tls,
         )
     if role == "demo":
         return await probe_http_health(process.address.rstrip("/"))
-    # edge, and SeaweedFS's master, volume servers and filer, all answer /healthz.
-    return await probe_http_health(process.address)
+    # edge (HTTPS in a TLS stack), and SeaweedFS's master, volume servers and filer (plaintext on
+    # the stack's host), all answer /healthz.
+    return await probe_http_health(process.address, tls=tls)

@@ -101,7 +101,12 @@ def ensure_stack_tls(
     names = (*hosts, *LOCAL_NAMES)
     return StackTls(
         ca_file=authority.cert_file,
-        servers={c: authority.server_certificate(_server_name(c), hosts=names) for c in servers},
+        servers={
+            # NATS servers of a cluster dial each other's routes with their own certificate, and
+            # each checks the other's as a client's.
+            c: authority.server_certificate(_server_name(c), hosts=names, also_client=c == "nats")
+            for c in servers
+        },
         clients={c: authority.client_certificate(_client_name(c)) for c in clients},
     )
 
@@ -168,11 +173,12 @@ def nats_tls_config(tls: StackTls) -> str:
     )
 
 
-def weed_s3_tls_args(tls: StackTls) -> list[str]:
-    """``weed mini``/``weed s3`` flags that serve the S3 API over HTTPS on its usual port (plaintext
-    requests are then refused there)."""
+def weed_s3_tls_args(tls: StackTls, *, flag_prefix: str = "s3.") -> list[str]:
+    """The SeaweedFS flags that serve the S3 API over HTTPS on its usual port (plaintext requests
+    are then refused there): ``weed mini`` names them ``-s3.cert.file``, ``weed s3`` (``flag_prefix``
+    ``""``) ``-cert.file``."""
     server = tls.server("s3")
-    return [f"-s3.cert.file={server.cert_file}", f"-s3.key.file={server.key_file}"]
+    return [f"-{flag_prefix}cert.file={server.cert_file}", f"-{flag_prefix}key.file={server.key_file}"]
 
 
 def _quoted(path: Path) -> str:
