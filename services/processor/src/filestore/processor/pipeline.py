@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -28,8 +28,9 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from filestore.core.errors import NotFound
+from filestore.core.errors import FailedPrecondition, NotFound
 from filestore.core.keys import original_key
+from filestore.core.reasons import Reason
 from filestore.processor.catalogue import Catalogue, Started
 from filestore.processor.pipeline_config import StepName
 from filestore.processor.scanner import ClamdScanner, Scanner
@@ -37,6 +38,7 @@ from filestore.processor.scratch import scratch_directory
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.steps import Heartbeat, PipelineStorage, Run, Step, StepOutcome, all_steps
 from filestore.server import events, metrics, tracing
+from filestore.server.storage import DEFAULT_STORE
 from filestore.v1 import events_pb2, resources_pb2
 
 if TYPE_CHECKING:
@@ -83,11 +85,14 @@ class Pipeline:
         store: PipelineStorage,
         jetstream: JetStreamContext,
         scanner: Scanner | None = None,
+        stores: Mapping[str, PipelineStorage] | None = None,
     ) -> None:
+        """``store`` is the store named ``default``; ``stores`` every store by name (that one
+        included): a file is read, and its derivatives written, in the store the catalogue records."""
         self._settings = settings
         self._config = settings.pipeline
         self._catalogue = Catalogue(metadata)
-        self._store = store
+        self._stores: dict[str, PipelineStorage] = dict(stores) if stores else {DEFAULT_STORE: store}
         if scanner is None and self._config.clamd_address is not None:
             scanner = ClamdScanner(
                 self._config.clamd_address,
@@ -304,12 +309,23 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------- plumbing
 
+    def _store_of(self, file: resources_pb2.File) -> PipelineStorage:
+        """Where the file's original is (and so its derivatives go): the store the catalogue records."""
+        store = self._stores.get(file.store or DEFAULT_STORE)
+        if store is None:
+            raise FailedPrecondition(
+                f"store {file.store!r} is not configured here",
+                reason=Reason.UNKNOWN_STORE,
+                metadata={"store": file.store},
+            )
+        return store
+
     def _run(self, file: resources_pb2.File, key: str, heartbeat: Heartbeat) -> Run:
         return Run(
             file=file,
             key=key,
             heartbeat=heartbeat,
-            store=self._store,
+            store=self._store_of(file),
             chunk_bytes=self._settings.read_chunk_bytes,
             heartbeat_interval_s=self._heartbeat_interval_s,
             sniffed=file.sniffed_content_type,

@@ -5,7 +5,8 @@ who may do what, and runs each RPC in one transaction.
 One module per resource: :mod:`.files`, :mod:`.uploads`, :mod:`.access` (AuthorizeRead and grants),
 :mod:`.processing` (what the pipeline records: verified content, facts, step results, derivatives,
 quarantined content), :mod:`.quotas` and :mod:`.placement` (residency, replicas). What they share
-is in :mod:`.base` (the access checks) and :mod:`.unit_of_work` (the transactions, and the request_id replays of the write RPCs).
+is in :mod:`.base` (the access checks) and :mod:`.unit_of_work` (the transactions, and the
+request_id replays of the write RPCs).
 
 Each module is a mixin over :class:`.base.ServicerBase`, and :class:`MetadataServicer` combines them.
 Mixins rather than delegation because gRPC dispatches to one servicer object by method name: delegating
