@@ -41,6 +41,7 @@ from filestore.stack.endpoints import StackEndpoints, StackInfo, check_health
 from filestore.stack.errors import StackConfigError, StackError, StackPortInUseError, StackStartError
 from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_http_health, probe_nats, probe_s3
 from filestore.stack.process import ManagedProcess, exit_description, find_executable, tail
+from filestore.stack.regions import region_stack_configs, stores_env
 
 __all__ = ["Stack"]
 
@@ -90,6 +91,8 @@ class Stack:
         self._credentials: StackCredentials | None = None
         self._lock_fd: int | None = None
         self._components: tuple[str, ...] = config.components
+        # Regions beyond the first (FILESTORE_STACK_REGIONS; see filestore.stack.regions).
+        self.regions: list[Stack] = [Stack(each) for each in region_stack_configs(config)]
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -178,6 +181,8 @@ class Stack:
             self._credentials = load_or_create_credentials(self.paths, bucket=self.config.bucket)
             self.paths.logs.mkdir(parents=True, exist_ok=True)
             self._say_what_is_missing()
+            for region in self.regions:
+                await region.start()
             for component in self.components:
                 await self._start_component(component)
         except BaseException:
@@ -195,6 +200,8 @@ class Stack:
             await self._stop_group(reversed(FACES), budget / 4)
             await self._stop_group(reversed(SERVICES), budget / 4)
             await self._stop_group(reversed(INFRASTRUCTURE), budget / 2)
+            for region in self.regions:
+                await region.stop()
         finally:
             self._release_home_lock()
 
@@ -517,6 +524,7 @@ class Stack:
             FILESTORE_S3_BUCKET=endpoints.bucket,
             FILESTORE_S3_REGION=endpoints.s3_region,
         )
+        env.update(stores_env(self.regions, service))
         if service == "metadata":
             env["FILESTORE_DATABASE_URL"] = endpoints.database_url
             return env
