@@ -180,9 +180,9 @@ class Stack:
             self._check_ports_free(self.components)
             self._credentials = load_or_create_credentials(self.paths, bucket=self.config.bucket)
             self.paths.logs.mkdir(parents=True, exist_ok=True)
-            self._say_what_is_missing()
             for region in self.regions:
                 await region.start()
+            self._say_what_is_missing()
             for component in self.components:
                 await self._start_component(component)
         except BaseException:
