@@ -1,6 +1,8 @@
 """Stores and regions against a real stack with two SeaweedFS instances (FILESTORE_STACK_REGIONS=2):
 placement by residency, by the client's hint and by default; residency never violated (uploads,
-multipart, dedup, derivatives); downloads signed for the store that holds the file.
+multipart, dedup, replicas, derivatives); downloads signed for the store that holds the file (the
+nearest replica by the caller's hint); replication and its repair by the reconciler, which checks
+each record in the store it names.
 
 One stack for the module (SQLite): every test uses a tenant of its own.
 """
@@ -8,11 +10,13 @@ One stack for the module (SQLite): every test uses a tenant of its own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
@@ -23,6 +27,10 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from filestore.core.channels import insecure_channel
+from filestore.metadata.fsck.reconciler import run as run_reconciler
+from filestore.metadata.fsck.report import FindingKind, Resolution
+from filestore.metadata.fsck.scan import FsckOptions
+from filestore.server.storage import StoreConfig, StoreSet
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.stack.regions import SECOND_REGION, SECOND_STORE
 from filestore.v1 import (
@@ -321,3 +329,110 @@ async def test_dedup_never_crosses_stores(
     assert settled.store == SECOND_STORE
     assert not settled.deduplicated
     assert await holds(two_regions, SECOND_STORE, f"originals/{tenant}/{pinned.file.id}")
+
+
+async def wait_for_replicas(client: Client, file_id: str, expected: list[str]) -> resources_pb2.File:
+    file = await get_file(client, file_id)
+    for _ in range(150):
+        if list(file.replica_stores) == expected:
+            return file
+        await asyncio.sleep(0.2)
+        file = await get_file(client, file_id)
+    raise AssertionError(f"replicas {list(file.replica_stores)}, expected {expected}")
+
+
+def reconciler_options(stack: Stack, tenant: str) -> FsckOptions:
+    """The reconciler as an operator runs it: the administrator's keys of both stores."""
+    home = stack.endpoints.admin_s3_settings()
+    second = stack.regions[0].endpoints.admin_s3_settings()
+    stores = StoreSet(
+        (
+            StoreConfig.from_settings(home),
+            dataclasses.replace(StoreConfig.from_settings(second), name=SECOND_STORE),
+        )
+    )
+    return FsckOptions(
+        database_url=stack.endpoints.database_url,
+        s3=home,
+        stores=stores,
+        repair=True,
+        grace=timedelta(0),
+        tenants=(tenant,),
+    )
+
+
+async def test_replication_copies_ready_originals_and_the_reconciler_repairs_them(
+    two_regions: Stack,
+    clients: StackClients,
+    status_events: StatusEvents,
+    admin_metadata: metadata_service_pb2_grpc.MetadataServiceAsyncStub,
+) -> None:
+    tenant = fresh_tenant()
+    client = clients("alice", tenant)
+    await set_policy(admin_metadata, tenant, replicate=True)
+    body = os.urandom(300 * 1024)
+    file = await upload_processed(client, status_events, body)
+    assert file.status == resources_pb2.FILE_STATUS_READY
+    assert file.store == DEFAULT
+    file = await wait_for_replicas(client, file.id, [SECOND_STORE])
+    key = f"originals/{tenant}/{file.id}"
+    client_r2, bucket_r2 = storage_of(two_regions, SECOND_STORE)
+    copied = await asyncio.to_thread(client_r2.get_object, Bucket=bucket_r2, Key=key)  # type: ignore[attr-defined]
+    assert copied["Body"].read() == body
+    # The nearest copy by the caller's hint; the file's own store without one.
+    near = await client.download.GetDownloadUrl(
+        download_service_pb2.GetDownloadUrlRequest(file_id=file.id, preferred_region=SECOND_REGION)
+    )
+    home = await client.download.GetDownloadUrl(download_service_pb2.GetDownloadUrlRequest(file_id=file.id))
+    assert near.url.startswith(endpoint_of(two_regions, SECOND_STORE))
+    assert home.url.startswith(endpoint_of(two_regions, DEFAULT))
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.get(near.url)).content == body
+
+    # The replica's object is lost: the reconciler (across both stores) copies it again.
+    await asyncio.to_thread(client_r2.delete_object, Bucket=bucket_r2, Key=key)  # type: ignore[attr-defined]
+    assert not await holds(two_regions, SECOND_STORE, key)
+    report = await run_reconciler(reconciler_options(two_regions, tenant))
+    kinds = [(finding.kind, finding.resolution) for finding in report.findings]
+    assert kinds == [(FindingKind.MISSING_REPLICA, Resolution.REPAIRED)], report.render_text()
+    assert await holds(two_regions, SECOND_STORE, key)
+    assert report.scanned["replicas"] == 1
+
+
+async def test_residency_bounds_replication_and_the_reconciler_reads_each_store(
+    two_regions: Stack,
+    clients: StackClients,
+    status_events: StatusEvents,
+    admin_metadata: metadata_service_pb2_grpc.MetadataServiceAsyncStub,
+) -> None:
+    tenant = fresh_tenant()
+    client = clients("alice", tenant)
+    await set_policy(admin_metadata, tenant, SECOND_STORE, replicate=True)
+    file = await upload_processed(client, status_events, png(), content_type="image/png")
+    assert file.status == resources_pb2.FILE_STATUS_READY
+    assert file.store == SECOND_STORE
+    # Replication runs before the thumbnail: once the thumbnail is there, replication was decided.
+    for _ in range(100):
+        listed = await client.metadata.ListDerivatives(
+            metadata_service_pb2.ListDerivativesRequest(file_id=file.id)
+        )
+        if listed.derivatives:
+            break
+        await asyncio.sleep(0.2)
+    assert listed.derivatives
+    assert list((await get_file(client, file.id)).replica_stores) == []
+    assert not await holds(two_regions, DEFAULT, f"originals/{tenant}/{file.id}")
+    # The catalogue itself refuses a replica outside the residency.
+    refused = await rpc_error(
+        admin_metadata.RecordReplica(
+            metadata_service_pb2.RecordReplicaRequest(
+                file_id=file.id, store=DEFAULT, state=metadata_service_pb2.REPLICA_STATE_READY
+            )
+        )
+    )
+    assert refused.reason == "RESIDENCY_VIOLATION"
+    # A file, its blob and its derivatives in the second store are found there: nothing is missing.
+    report = await run_reconciler(reconciler_options(two_regions, tenant))
+    assert report.findings == [], report.render_text()
+    assert report.scanned["files"] == 1
+    assert report.scanned["derivatives"] >= 1

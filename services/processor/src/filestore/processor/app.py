@@ -7,6 +7,7 @@ import grpc
 from filestore.core.auth import ServiceIdentity
 from filestore.processor.bridge import SeaweedBridge
 from filestore.processor.pipeline import Pipeline
+from filestore.processor.replication import Replicator
 from filestore.processor.servicer import ProcessorServicer
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.worker import Worker
@@ -39,6 +40,7 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
         store=stores.get(DEFAULT_STORE),
         jetstream=jetstream,
         stores={each.config.name: each for each in stores},
+        replicator=Replicator(metadata, {each.config.name: each for each in stores}),
     )
     worker = Worker(settings, jetstream=jetstream, pipeline=pipeline)
     servicer = ProcessorServicer(

@@ -33,6 +33,7 @@ from filestore.core.keys import original_key
 from filestore.core.reasons import Reason
 from filestore.processor.catalogue import Catalogue, Started
 from filestore.processor.pipeline_config import StepName
+from filestore.processor.replication import Replicator
 from filestore.processor.scanner import ClamdScanner, Scanner
 from filestore.processor.scratch import scratch_directory
 from filestore.processor.settings import ProcessorSettings
@@ -86,6 +87,7 @@ class Pipeline:
         jetstream: JetStreamContext,
         scanner: Scanner | None = None,
         stores: Mapping[str, PipelineStorage] | None = None,
+        replicator: Replicator | None = None,
     ) -> None:
         """``store`` is the store named ``default``; ``stores`` every store by name (that one
         included): a file is read, and its derivatives written, in the store the catalogue records."""
@@ -93,6 +95,7 @@ class Pipeline:
         self._config = settings.pipeline
         self._catalogue = Catalogue(metadata)
         self._stores: dict[str, PipelineStorage] = dict(stores) if stores else {DEFAULT_STORE: store}
+        self._replicator = replicator
         if scanner is None and self._config.clamd_address is not None:
             scanner = ClamdScanner(
                 self._config.clamd_address,
@@ -272,6 +275,10 @@ class Pipeline:
             return
         with contextlib.ExitStack() as cleanup:
             run = self._run(file, _content_key(event.key, started), heartbeat)
+            if self._replicator is not None:
+                # First: a copy in another region matters more than a thumbnail, and a failed copy
+                # is retried with the event (the steps already settled are not run again).
+                await run.beating(self._replicator.replicate(file, run.key))
             run.scratch = cleanup.enter_context(scratch_directory())
             for step in self._steps.values():
                 if step.name in self._config.required or step.name in started.settled:
@@ -352,14 +359,16 @@ class Pipeline:
     async def _queue_enrichment(
         self, file: resources_pb2.File, cause: events_pb2.ObjectCreated, key: str
     ) -> None:
-        """Queue the optional steps of a READY file, if its type has any. The event queued names the
-        object holding the file's bytes (``key``), so the enrichment reads that."""
+        """Queue the optional steps (and replication) of a READY file, if it has any. The event queued
+        names the object holding the file's bytes (``key``), so the enrichment reads that."""
         optional = [
             step
             for step in self._config.steps_for(file.sniffed_content_type)
             if step not in self._config.required
         ]
-        if file.sniffed_content_type and not optional:
+        # Replication runs in the enrichment stage too: with several stores every READY file goes there.
+        replicates = self._replicator is not None and self._replicator.has_targets
+        if file.sniffed_content_type and not optional and not replicates:
             return
         queued = events_pb2.ObjectCreated()
         queued.CopyFrom(cause)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from filestore.core.errors import FailedPrecondition
@@ -89,16 +90,23 @@ async def choose_store(db: Executor, *, tenant: str, offered: Sequence[str], def
     )
 
 
-async def list_replicas(db: Executor, *, file_ids: Sequence[str]) -> dict[str, list[Replica]]:
-    """Every replica row of these files, by file id."""
-    replicas: dict[str, list[Replica]] = {file_id: [] for file_id in file_ids}
+#: A replica as :func:`list_replicas` reads it: file id, store, state.
+ReplicaRow: TypeAlias = Row[str, str, ReplicaState]
+
+
+async def list_replicas(db: Executor, *, file_ids: Sequence[str]) -> dict[str, list[ReplicaRow]]:
+    """Every replica of these files (rows of file_id, store, state), by file id, in store order.
+    Core columns, so that it reads on a plain connection as on a session."""
+    replicas: dict[str, list[ReplicaRow]] = {file_id: [] for file_id in file_ids}
     if not file_ids:
         return replicas
     rows = await db.execute(
-        select(Replica).where(Replica.file_id.in_(list(file_ids))).order_by(Replica.store)
+        select(Replica.file_id, Replica.store, Replica.state)
+        .where(Replica.file_id.in_(list(file_ids)))
+        .order_by(Replica.store)
     )
-    for (replica,) in rows:
-        replicas[replica.file_id].append(replica)
+    for row in rows:
+        replicas[row.file_id].append(row)
     return replicas
 
 
