@@ -14,7 +14,7 @@ from filestore.processor.worker import Worker
 from filestore.server import events
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.server.dependencies import METADATA, dependency_channel
-from filestore.server.storage import DEFAULT_STORE, ObjectStores
+from filestore.server.storage import DEFAULT_STORE, ObjectStore
 from filestore.v1 import metadata_service_pb2_grpc, processor_service_pb2, processor_service_pb2_grpc
 
 DOMAIN = "processor.filestore.v1"
@@ -33,14 +33,14 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
     nats_client = await events.connect(settings.nats, name="filestore-processor")
     jetstream = nats_client.jetstream()
     await events.ensure_stream(jetstream, settings.nats)
-    stores = ObjectStores(settings.stores)
+    stores = {config.name: ObjectStore(config) for config in settings.stores}
     pipeline = Pipeline(
         settings,
         metadata=metadata,
-        store=stores.get(DEFAULT_STORE),
+        store=stores[DEFAULT_STORE],
         jetstream=jetstream,
-        stores={each.config.name: each for each in stores},
-        replicator=Replicator(metadata, {each.config.name: each for each in stores}),
+        stores=stores,
+        replicator=Replicator(metadata, stores),
     )
     worker = Worker(settings, jetstream=jetstream, pipeline=pipeline)
     servicer = ProcessorServicer(

@@ -11,7 +11,7 @@ from filestore.core.auth import ServiceIdentity
 from filestore.server import events
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.server.dependencies import METADATA, dependency_channel
-from filestore.server.storage import DEFAULT_STORE, ObjectStores
+from filestore.server.storage import DEFAULT_STORE, ObjectStore
 from filestore.upload.reaper import Reaper
 from filestore.upload.servicer import UploadServicer
 from filestore.upload.settings import UploadSettings
@@ -34,21 +34,21 @@ async def build(settings: UploadSettings) -> ServerHandle:
     nats_client = await events.connect(settings.nats, name="filestore-upload")
     jetstream = nats_client.jetstream()
     await events.ensure_stream(jetstream, settings.nats)
-    stores = ObjectStores(settings.stores)
-    for each in stores:
+    stores = {config.name: ObjectStore(config) for config in settings.stores}
+    for each in stores.values():
         await each.check_bucket()
         # The broker owns the buckets' CORS rules: applied at every start, so the settings are the
         # single source of truth (an edit made by hand in storage is undone on the next start).
         await each.apply_cors(settings.cors_origins)
         log.info("bucket_cors_applied", store=each.config.name, origins=list(settings.cors_origins))
-    store = stores.get(DEFAULT_STORE)
+    store = stores[DEFAULT_STORE]
     metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
     servicer = UploadServicer(
         settings,
         metadata=metadata,
         store=store,
         jetstream=jetstream,
-        stores={each.config.name: each for each in stores},
+        stores=stores,
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -68,7 +68,7 @@ async def build(settings: UploadSettings) -> ServerHandle:
             store=store,
             batch=settings.reaper_batch,
             lease_s=settings.reaper_lease_s,
-            stores={each.config.name: each for each in stores},
+            stores=stores,
         )
         task = asyncio.get_running_loop().create_task(reaper.run(settings.reaper_interval_s))
 

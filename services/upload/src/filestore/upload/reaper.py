@@ -30,6 +30,7 @@ import structlog
 from filestore.core.channels import translated_errors
 from filestore.core.errors import FilestoreError
 from filestore.core.keys import KeyKind, key_prefix
+from filestore.core.reasons import Reason
 from filestore.server import metrics
 from filestore.server.storage import DEFAULT_STORE, OpenUpload
 from filestore.v1 import metadata_service_pb2, resources_pb2
@@ -122,7 +123,7 @@ class Reaper:
             try:
                 own = self._stores.get(record.store or DEFAULT_STORE)
                 if own is None:
-                    log.warning("upload_reap_failed", upload_id=record.id, reason="UNKNOWN_STORE")
+                    log.warning("upload_reap_failed", upload_id=record.id, reason=Reason.UNKNOWN_STORE)
                     continue
                 await discard_upload_bytes(own, record)
                 with translated_errors():

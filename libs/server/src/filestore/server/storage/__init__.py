@@ -5,7 +5,6 @@ from filestore.server.storage.config import DEFAULT_STORE, StoreConfig, StoreCre
 from filestore.server.storage.errors import TRANSPORT_ERRORS, StorageRefused
 from filestore.server.storage.results import ListedObject, ObjectHead, OpenUpload, StoredPart
 from filestore.server.storage.store import CORS_DENY_ALL_ORIGIN, LIST_PAGE_SIZE, ObjectStore, cors_rules
-from filestore.server.storage.stores import ObjectStores
 
 __all__ = [
     "CORS_DENY_ALL_ORIGIN",
@@ -15,7 +14,6 @@ __all__ = [
     "ListedObject",
     "ObjectHead",
     "ObjectStore",
-    "ObjectStores",
     "OpenUpload",
     "StorageRefused",
     "StoreConfig",
