@@ -162,3 +162,7 @@ class Reason(enum.StrEnum):
 
     # the browser face (filestore-edge)
     ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"
+
+    # stores and residency
+    UNKNOWN_STORE = "UNKNOWN_STORE"
+    RESIDENCY_VIOLATION = "RESIDENCY_VIOLATION"

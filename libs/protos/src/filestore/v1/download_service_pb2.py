@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#filestore/v1/download_service.proto\x12\x0c\x66ilestore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"m\n\x15GetDownloadUrlRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x05\x12.\n\x0b\x64isposition\x18\x03 \x01(\x0e\x32\x19.filestore.v1.Disposition\"\x9d\x01\n\x0b\x44ownloadUrl\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x1b\n\x13\x63ontent_disposition\x18\x05 \x01(\t\x12\x0c\n\x04size\x18\x06 \x01(\x03\"T\n\x1b\x42\x61tchGetDownloadUrlsRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.filestore.v1.GetDownloadUrlRequest\"p\n\x16\x42\x61tchDownloadUrlResult\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12/\n\x0c\x64ownload_url\x18\x02 \x01(\x0b\x32\x19.filestore.v1.DownloadUrl\x12\x14\n\x0c\x65rror_reason\x18\x03 \x01(\t\"U\n\x1c\x42\x61tchGetDownloadUrlsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.filestore.v1.BatchDownloadUrlResult\"M\n\x17GetDerivativeUrlRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05*^\n\x0b\x44isposition\x12\x1b\n\x17\x44ISPOSITION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ISPOSITION_ATTACHMENT\x10\x01\x12\x16\n\x12\x44ISPOSITION_INLINE\x10\x02\x32\xa8\x02\n\x0f\x44ownloadService\x12P\n\x0eGetDownloadUrl\x12#.filestore.v1.GetDownloadUrlRequest\x1a\x19.filestore.v1.DownloadUrl\x12m\n\x14\x42\x61tchGetDownloadUrls\x12).filestore.v1.BatchGetDownloadUrlsRequest\x1a*.filestore.v1.BatchGetDownloadUrlsResponse\x12T\n\x10GetDerivativeUrl\x12%.filestore.v1.GetDerivativeUrlRequest\x1a\x19.filestore.v1.DownloadUrlb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#filestore/v1/download_service.proto\x12\x0c\x66ilestore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n\x15GetDownloadUrlRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x05\x12.\n\x0b\x64isposition\x18\x03 \x01(\x0e\x32\x19.filestore.v1.Disposition\x12\x18\n\x10preferred_region\x18\x04 \x01(\t\"\x9d\x01\n\x0b\x44ownloadUrl\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x1b\n\x13\x63ontent_disposition\x18\x05 \x01(\t\x12\x0c\n\x04size\x18\x06 \x01(\x03\"T\n\x1b\x42\x61tchGetDownloadUrlsRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.filestore.v1.GetDownloadUrlRequest\"p\n\x16\x42\x61tchDownloadUrlResult\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12/\n\x0c\x64ownload_url\x18\x02 \x01(\x0b\x32\x19.filestore.v1.DownloadUrl\x12\x14\n\x0c\x65rror_reason\x18\x03 \x01(\t\"U\n\x1c\x42\x61tchGetDownloadUrlsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.filestore.v1.BatchDownloadUrlResult\"M\n\x17GetDerivativeUrlRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05*^\n\x0b\x44isposition\x12\x1b\n\x17\x44ISPOSITION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ISPOSITION_ATTACHMENT\x10\x01\x12\x16\n\x12\x44ISPOSITION_INLINE\x10\x02\x32\xa8\x02\n\x0f\x44ownloadService\x12P\n\x0eGetDownloadUrl\x12#.filestore.v1.GetDownloadUrlRequest\x1a\x19.filestore.v1.DownloadUrl\x12m\n\x14\x42\x61tchGetDownloadUrls\x12).filestore.v1.BatchGetDownloadUrlsRequest\x1a*.filestore.v1.BatchGetDownloadUrlsResponse\x12T\n\x10GetDerivativeUrl\x12%.filestore.v1.GetDerivativeUrlRequest\x1a\x19.filestore.v1.DownloadUrlb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'filestore.v1.download_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DISPOSITION']._serialized_start=723
-  _globals['_DISPOSITION']._serialized_end=817
-  _globals['_GETDOWNLOADURLREQUEST']._serialized_start=86
-  _globals['_GETDOWNLOADURLREQUEST']._serialized_end=195
-  _globals['_DOWNLOADURL']._serialized_start=198
-  _globals['_DOWNLOADURL']._serialized_end=355
-  _globals['_BATCHGETDOWNLOADURLSREQUEST']._serialized_start=357
-  _globals['_BATCHGETDOWNLOADURLSREQUEST']._serialized_end=441
-  _globals['_BATCHDOWNLOADURLRESULT']._serialized_start=443
-  _globals['_BATCHDOWNLOADURLRESULT']._serialized_end=555
-  _globals['_BATCHGETDOWNLOADURLSRESPONSE']._serialized_start=557
-  _globals['_BATCHGETDOWNLOADURLSRESPONSE']._serialized_end=642
-  _globals['_GETDERIVATIVEURLREQUEST']._serialized_start=644
-  _globals['_GETDERIVATIVEURLREQUEST']._serialized_end=721
-  _globals['_DOWNLOADSERVICE']._serialized_start=820
-  _globals['_DOWNLOADSERVICE']._serialized_end=1116
+  _globals['_DISPOSITION']._serialized_start=750
+  _globals['_DISPOSITION']._serialized_end=844
+  _globals['_GETDOWNLOADURLREQUEST']._serialized_start=87
+  _globals['_GETDOWNLOADURLREQUEST']._serialized_end=222
+  _globals['_DOWNLOADURL']._serialized_start=225
+  _globals['_DOWNLOADURL']._serialized_end=382
+  _globals['_BATCHGETDOWNLOADURLSREQUEST']._serialized_start=384
+  _globals['_BATCHGETDOWNLOADURLSREQUEST']._serialized_end=468
+  _globals['_BATCHDOWNLOADURLRESULT']._serialized_start=470
+  _globals['_BATCHDOWNLOADURLRESULT']._serialized_end=582
+  _globals['_BATCHGETDOWNLOADURLSRESPONSE']._serialized_start=584
+  _globals['_BATCHGETDOWNLOADURLSRESPONSE']._serialized_end=669
+  _globals['_GETDERIVATIVEURLREQUEST']._serialized_start=671
+  _globals['_GETDERIVATIVEURLREQUEST']._serialized_end=748
+  _globals['_DOWNLOADSERVICE']._serialized_start=847
+  _globals['_DOWNLOADSERVICE']._serialized_end=1143
 # @@protoc_insertion_point(module_scope)

@@ -55,22 +55,29 @@ class GetDownloadUrlRequest(_message.Message):
     FILE_ID_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
     DISPOSITION_FIELD_NUMBER: _builtins.int
+    PREFERRED_REGION_FIELD_NUMBER: _builtins.int
     file_id: _builtins.str
     """The file id."""
     ttl_seconds: _builtins.int
     """Wanted lifetime in seconds; 0 means the default. Clamped to the configured bounds."""
     disposition: Global___Disposition.ValueType
     """Wanted disposition."""
+    preferred_region: _builtins.str
+    """Optional: the region the caller prefers. When the file is held in several stores (its own and
+    replicas), the URL is signed for a store in this region if one holds it, else for the file's own
+    store. At most 63 characters; an unknown region is ignored.
+    """
     def __init__(
         self,
         *,
         file_id: _builtins.str = ...,
         ttl_seconds: _builtins.int = ...,
         disposition: Global___Disposition.ValueType = ...,
+        preferred_region: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disposition", b"disposition", "file_id", b"file_id", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disposition", b"disposition", "file_id", b"file_id", "preferred_region", b"preferred_region", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -441,6 +441,17 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     PERMISSION_DENIED: the request came from a web page whose origin is not in
     `FILESTORE_CORS_ORIGINS` (its `Origin` header). Metadata: `origin`.
     """
+    ERROR_REASON_UNKNOWN_STORE: _ErrorReason.ValueType  # 118
+    """------------------------------------------------------------------ stores and residency
+
+    INVALID_ARGUMENT when a request names a store the deployment does not configure;
+    FAILED_PRECONDITION when the catalogue records a file in a store this service does not
+    configure. Metadata: `store`.
+    """
+    ERROR_REASON_RESIDENCY_VIOLATION: _ErrorReason.ValueType  # 119
+    """FAILED_PRECONDITION: the tenant's residency allows none of the stores offered for its file (an
+    upload) or not this one (a replica). Metadata: `tenant`, `store` when one was named.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every ErrorInfo reason Filestore gives."""
@@ -849,5 +860,16 @@ ERROR_REASON_ORIGIN_NOT_ALLOWED: ErrorReason.ValueType  # 114
 
 PERMISSION_DENIED: the request came from a web page whose origin is not in
 `FILESTORE_CORS_ORIGINS` (its `Origin` header). Metadata: `origin`.
+"""
+ERROR_REASON_UNKNOWN_STORE: ErrorReason.ValueType  # 118
+"""------------------------------------------------------------------ stores and residency
+
+INVALID_ARGUMENT when a request names a store the deployment does not configure;
+FAILED_PRECONDITION when the catalogue records a file in a store this service does not
+configure. Metadata: `store`.
+"""
+ERROR_REASON_RESIDENCY_VIOLATION: ErrorReason.ValueType  # 119
+"""FAILED_PRECONDITION: the tenant's residency allows none of the stores offered for its file (an
+upload) or not this one (a replica). Metadata: `tenant`, `store` when one was named.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -13,6 +13,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -28,6 +29,34 @@ else:
     from typing_extensions import deprecated as _deprecated
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ReplicaState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReplicaStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplicaState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPLICA_STATE_UNSPECIFIED: _ReplicaState.ValueType  # 0
+    """Not set; never stored."""
+    REPLICA_STATE_PENDING: _ReplicaState.ValueType  # 1
+    """Being copied."""
+    REPLICA_STATE_READY: _ReplicaState.ValueType  # 2
+    """Copied and checked: downloads may be signed for it."""
+    REPLICA_STATE_MISSING: _ReplicaState.ValueType  # 3
+    """Its object was found gone (the reconciler); it is copied again."""
+
+class ReplicaState(_ReplicaState, metaclass=_ReplicaStateEnumTypeWrapper):
+    """The state of a replica."""
+
+REPLICA_STATE_UNSPECIFIED: ReplicaState.ValueType  # 0
+"""Not set; never stored."""
+REPLICA_STATE_PENDING: ReplicaState.ValueType  # 1
+"""Being copied."""
+REPLICA_STATE_READY: ReplicaState.ValueType  # 2
+"""Copied and checked: downloads may be signed for it."""
+REPLICA_STATE_MISSING: ReplicaState.ValueType  # 3
+"""Its object was found gone (the reconciler); it is copied again."""
+Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 
 @_typing.final
 class GetFileRequest(_message.Message):
@@ -466,6 +495,7 @@ class UploadRecord(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
+    STORE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque id."""
     file_id: _builtins.str
@@ -498,6 +528,8 @@ class UploadRecord(_message.Message):
     """Bytes reserved against the quota while OPEN."""
     part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType
     """MULTIPART: the checksum every part carries (storage was told when the upload was created)."""
+    store: _builtins.str
+    """The store the bytes go to (the file's)."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the session expires."""
@@ -526,10 +558,11 @@ class UploadRecord(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType = ...,
+        store: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "expire_time", b"expire_time", "file_id", b"file_id", "id", b"id", "kind", b"kind", "owner", b"owner", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "reserved_bytes", b"reserved_bytes", "sha256", b"sha256", "size", b"size", "state", b"state", "storage_key", b"storage_key", "storage_upload_id", b"storage_upload_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "expire_time", b"expire_time", "file_id", b"file_id", "id", b"id", "kind", b"kind", "owner", b"owner", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "reserved_bytes", b"reserved_bytes", "sha256", b"sha256", "size", b"size", "state", b"state", "storage_key", b"storage_key", "storage_upload_id", b"storage_upload_id", "store", b"store", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -550,6 +583,7 @@ class BeginUploadRequest(_message.Message):
     PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
     FILE_ID_FIELD_NUMBER: _builtins.int
     STORAGE_UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    STORES_FIELD_NUMBER: _builtins.int
     kind: _resources_pb2.UploadKind.ValueType
     """SINGLE, POST_POLICY or MULTIPART; DEDUP is decided by the service."""
     part_size: _builtins.int
@@ -579,6 +613,14 @@ class BeginUploadRequest(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the session expires."""
 
+    @_builtins.property
+    def stores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The stores the caller (the broker) may place the file in, nearest first: the file goes to the
+        first the tenant's residency allows, and the answer's `file.store` names it. Empty means the
+        store named `default`. A MULTIPART upload's storage upload was created in the first (the broker
+        offers that one only). Not part of "the same request" for `request_id`. At most 64 names.
+        """
+
     def __init__(
         self,
         *,
@@ -591,10 +633,11 @@ class BeginUploadRequest(_message.Message):
         part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType = ...,
         file_id: _builtins.str = ...,
         storage_upload_id: _builtins.str = ...,
+        stores: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file", b"file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file", b"file", "file_id", b"file_id", "kind", b"kind", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "request_id", b"request_id", "storage_upload_id", b"storage_upload_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "file", b"file", "file_id", b"file_id", "kind", b"kind", "part_checksum_algorithm", b"part_checksum_algorithm", "part_count", b"part_count", "part_size", b"part_size", "request_id", b"request_id", "storage_upload_id", b"storage_upload_id", "stores", b"stores"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1529,6 +1572,146 @@ class GetQuotaRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetQuotaRequest: _TypeAlias = GetQuotaRequest  # noqa: Y015
+
+@_typing.final
+class StoragePolicy(_message.Message):
+    """Where a tenant's bytes may live."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ALLOWED_STORES_FIELD_NUMBER: _builtins.int
+    REPLICATE_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant."""
+    replicate: _builtins.bool
+    """Whether READY originals are copied to every other allowed store, in the background."""
+    @_builtins.property
+    def allowed_stores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The stores (Store.name) its files may be placed, replicated and deduplicated in; empty means
+        every configured store. A jurisdiction is the set of stores in it.
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        allowed_stores: _abc.Iterable[_builtins.str] | None = ...,
+        replicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_stores", b"allowed_stores", "replicate", b"replicate", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoragePolicy: _TypeAlias = StoragePolicy  # noqa: Y015
+
+@_typing.final
+class GetStoragePolicyRequest(_message.Message):
+    """Request for GetStoragePolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant; service callers only (others read their own tenant)."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStoragePolicyRequest: _TypeAlias = GetStoragePolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetStoragePolicyRequest(_message.Message):
+    """Request for SetStoragePolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___StoragePolicy:
+        """The policy to set (its `tenant` is required)."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___StoragePolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetStoragePolicyRequest: _TypeAlias = SetStoragePolicyRequest  # noqa: Y015
+
+@_typing.final
+class Replica(_message.Message):
+    """A copy of a file's original in another store, at the same key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    STORE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file."""
+    store: _builtins.str
+    """The store holding the copy."""
+    state: Global___ReplicaState.ValueType
+    """The copy's state."""
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        store: _builtins.str = ...,
+        state: Global___ReplicaState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "state", b"state", "store", b"store"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Replica: _TypeAlias = Replica  # noqa: Y015
+
+@_typing.final
+class RecordReplicaRequest(_message.Message):
+    """Request for RecordReplica."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    STORE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file."""
+    store: _builtins.str
+    """The store holding (or about to hold) the copy."""
+    state: Global___ReplicaState.ValueType
+    """The copy's state."""
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        store: _builtins.str = ...,
+        state: Global___ReplicaState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "state", b"state", "store", b"store"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordReplicaRequest: _TypeAlias = RecordReplicaRequest  # noqa: Y015
 
 @_typing.final
 class SetQuotaRequest(_message.Message):

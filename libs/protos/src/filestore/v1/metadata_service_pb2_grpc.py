@@ -187,6 +187,21 @@ class MetadataServiceStub:
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.SetQuotaRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_resources__pb2.Quota.FromString,
                 _registered_method=True)
+        self.GetStoragePolicy = channel.unary_unary(
+                '/filestore.v1.MetadataService/GetStoragePolicy',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.GetStoragePolicyRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.StoragePolicy.FromString,
+                _registered_method=True)
+        self.SetStoragePolicy = channel.unary_unary(
+                '/filestore.v1.MetadataService/SetStoragePolicy',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.SetStoragePolicyRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.StoragePolicy.FromString,
+                _registered_method=True)
+        self.RecordReplica = channel.unary_unary(
+                '/filestore.v1.MetadataService/RecordReplica',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.RecordReplicaRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.Replica.FromString,
+                _registered_method=True)
 
 
 class MetadataServiceServicer:
@@ -326,7 +341,8 @@ class MetadataServiceServicer:
         `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
         PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
-        file has `file_id` already).
+        file has `file_id` already), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency
+        allows none of `stores`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -543,6 +559,37 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStoragePolicy(self, request, context):
+        """Returns a tenant's storage policy: its residency (the stores its files may be placed, copied and
+        deduplicated in) and whether its READY originals are replicated. A tenant without one may use
+        every store and is not replicated. Service callers name the tenant; users read their own.
+        Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetStoragePolicy(self, request, context):
+        """Sets a tenant's storage policy (an administrator's call: service role only). Files already
+        stored stay where they are; uploads, replicas and dedup follow the new policy at once.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`;
+        `UNKNOWN_STORE`: a name not of the form of Store.name; `TOO_MANY_VALUES`: more than 64 stores).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordReplica(self, request, context):
+        """Records the state of a copy of a file's original in another store (the replication worker,
+        service role only): PENDING before it copies, READY once the copy is written and checked.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
+        INVALID_ARGUMENT (`INVALID_STATUS`: no state), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the
+        tenant's residency excludes the store; `UNKNOWN_STORE`: the file's own store).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetadataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -690,6 +737,21 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.SetQuota,
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.SetQuotaRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_resources__pb2.Quota.SerializeToString,
+            ),
+            'GetStoragePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStoragePolicy,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.GetStoragePolicyRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.StoragePolicy.SerializeToString,
+            ),
+            'SetStoragePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetStoragePolicy,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.SetStoragePolicyRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.StoragePolicy.SerializeToString,
+            ),
+            'RecordReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordReplica,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.RecordReplicaRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.Replica.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1482,6 +1544,87 @@ class MetadataService:
             '/filestore.v1.MetadataService/SetQuota',
             filestore_dot_v1_dot_metadata__service__pb2.SetQuotaRequest.SerializeToString,
             filestore_dot_v1_dot_resources__pb2.Quota.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStoragePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/GetStoragePolicy',
+            filestore_dot_v1_dot_metadata__service__pb2.GetStoragePolicyRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.StoragePolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetStoragePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/SetStoragePolicy',
+            filestore_dot_v1_dot_metadata__service__pb2.SetStoragePolicyRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.StoragePolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/RecordReplica',
+            filestore_dot_v1_dot_metadata__service__pb2.RecordReplicaRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.Replica.FromString,
             options,
             channel_credentials,
             insecure,

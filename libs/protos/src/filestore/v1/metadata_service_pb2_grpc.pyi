@@ -140,7 +140,8 @@ class MetadataServiceStub:
     `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
     PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
-    file has `file_id` already).
+    file has `file_id` already), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency
+    allows none of `stores`).
     """
     GetUploadRecord: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
@@ -274,6 +275,25 @@ class MetadataServiceStub:
     """Sets a quota's limit in bytes (>= 0; usage is kept). Service role only.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`, `INVALID_LIMIT`).
     """
+    GetStoragePolicy: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetStoragePolicyRequest, _metadata_service_pb2.StoragePolicy]
+    """Returns a tenant's storage policy: its residency (the stores its files may be placed, copied and
+    deduplicated in) and whether its READY originals are replicated. A tenant without one may use
+    every store and is not replicated. Service callers name the tenant; users read their own.
+    Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+    """
+    SetStoragePolicy: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.SetStoragePolicyRequest, _metadata_service_pb2.StoragePolicy]
+    """Sets a tenant's storage policy (an administrator's call: service role only). Files already
+    stored stay where they are; uploads, replicas and dedup follow the new policy at once.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`;
+    `UNKNOWN_STORE`: a name not of the form of Store.name; `TOO_MANY_VALUES`: more than 64 stores).
+    """
+    RecordReplica: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordReplicaRequest, _metadata_service_pb2.Replica]
+    """Records the state of a copy of a file's original in another store (the replication worker,
+    service role only): PENDING before it copies, READY once the copy is written and checked.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
+    INVALID_ARGUMENT (`INVALID_STATUS`: no state), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the
+    tenant's residency excludes the store; `UNKNOWN_STORE`: the file's own store).
+    """
 
 @_typing.type_check_only
 class MetadataServiceAsyncStub(MetadataServiceStub):
@@ -377,7 +397,8 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
     PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
-    file has `file_id` already).
+    file has `file_id` already), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency
+    allows none of `stores`).
     """
     GetUploadRecord: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetUploadRecordRequest, _metadata_service_pb2.UploadRecord]  # type: ignore[assignment]
     """Returns an upload record. Errors: NOT_FOUND (`UPLOAD_NOT_FOUND`)."""
@@ -510,6 +531,25 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     SetQuota: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.SetQuotaRequest, _resources_pb2.Quota]  # type: ignore[assignment]
     """Sets a quota's limit in bytes (>= 0; usage is kept). Service role only.
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`, `INVALID_LIMIT`).
+    """
+    GetStoragePolicy: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetStoragePolicyRequest, _metadata_service_pb2.StoragePolicy]  # type: ignore[assignment]
+    """Returns a tenant's storage policy: its residency (the stores its files may be placed, copied and
+    deduplicated in) and whether its READY originals are replicated. A tenant without one may use
+    every store and is not replicated. Service callers name the tenant; users read their own.
+    Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+    """
+    SetStoragePolicy: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.SetStoragePolicyRequest, _metadata_service_pb2.StoragePolicy]  # type: ignore[assignment]
+    """Sets a tenant's storage policy (an administrator's call: service role only). Files already
+    stored stay where they are; uploads, replicas and dedup follow the new policy at once.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`;
+    `UNKNOWN_STORE`: a name not of the form of Store.name; `TOO_MANY_VALUES`: more than 64 stores).
+    """
+    RecordReplica: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordReplicaRequest, _metadata_service_pb2.Replica]  # type: ignore[assignment]
+    """Records the state of a copy of a file's original in another store (the replication worker,
+    service role only): PENDING before it copies, READY once the copy is written and checked.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
+    INVALID_ARGUMENT (`INVALID_STATUS`: no state), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the
+    tenant's residency excludes the store; `UNKNOWN_STORE`: the file's own store).
     """
 
 class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -671,7 +711,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
         PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
-        file has `file_id` already).
+        file has `file_id` already), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency
+        allows none of `stores`).
         """
 
     @_abc_1.abstractmethod
@@ -917,6 +958,43 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_resources_pb2.Quota, _abc.Awaitable[_resources_pb2.Quota]]:
         """Sets a quota's limit in bytes (>= 0; usage is kept). Service role only.
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`, `INVALID_LIMIT`).
+        """
+
+    @_abc_1.abstractmethod
+    def GetStoragePolicy(
+        self,
+        request: _metadata_service_pb2.GetStoragePolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.StoragePolicy, _abc.Awaitable[_metadata_service_pb2.StoragePolicy]]:
+        """Returns a tenant's storage policy: its residency (the stores its files may be placed, copied and
+        deduplicated in) and whether its READY originals are replicated. A tenant without one may use
+        every store and is not replicated. Service callers name the tenant; users read their own.
+        Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+        """
+
+    @_abc_1.abstractmethod
+    def SetStoragePolicy(
+        self,
+        request: _metadata_service_pb2.SetStoragePolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.StoragePolicy, _abc.Awaitable[_metadata_service_pb2.StoragePolicy]]:
+        """Sets a tenant's storage policy (an administrator's call: service role only). Files already
+        stored stay where they are; uploads, replicas and dedup follow the new policy at once.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`;
+        `UNKNOWN_STORE`: a name not of the form of Store.name; `TOO_MANY_VALUES`: more than 64 stores).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordReplica(
+        self,
+        request: _metadata_service_pb2.RecordReplicaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.Replica, _abc.Awaitable[_metadata_service_pb2.Replica]]:
+        """Records the state of a copy of a file's original in another store (the replication worker,
+        service role only): PENDING before it copies, READY once the copy is written and checked.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
+        INVALID_ARGUMENT (`INVALID_STATUS`: no state), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the
+        tenant's residency excludes the store; `UNKNOWN_STORE`: the file's own store).
         """
 
 def add_MetadataServiceServicer_to_server(servicer: MetadataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

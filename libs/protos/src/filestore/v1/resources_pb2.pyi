@@ -370,6 +370,8 @@ class File(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     DELETE_TIME_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    STORE_FIELD_NUMBER: _builtins.int
+    REPLICA_STORES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque id, assigned by the service. Output only."""
     tenant: _builtins.str
@@ -410,6 +412,12 @@ class File(_message.Message):
     own upload is then deleted). An uploader thus learns that the tenant held the bytes it sent,
     never anything about content it did not send. Output only.
     """
+    store: _builtins.str
+    """The store holding the original (chosen at upload by the tenant's residency, the client's hint,
+    then the deployment's default; see UploadService.ListStores). Derivatives are written there
+    too. Empty in an answer from a service older than stores means the store named `default`.
+    Output only.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """User labels: at most 64 entries (`INVALID_LABELS` beyond); keys 1-63 characters of [a-z0-9_-],
@@ -427,6 +435,12 @@ class File(_message.Message):
     @_builtins.property
     def delete_time(self) -> _timestamp_pb2.Timestamp:
         """When the file was deleted; unset unless status is DELETED. Output only."""
+
+    @_builtins.property
+    def replica_stores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The other stores holding a verified copy of the original (replication, per tenant), in name
+        order. Downloads are signed for the nearest of `store` and these (the caller's hint). Output only.
+        """
 
     def __init__(
         self,
@@ -448,14 +462,78 @@ class File(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         delete_time: _timestamp_pb2.Timestamp | None = ...,
         deduplicated: _builtins.bool = ...,
+        store: _builtins.str = ...,
+        replica_stores: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "declared_content_type", b"declared_content_type", "deduplicated", b"deduplicated", "delete_time", b"delete_time", "etag", b"etag", "id", b"id", "labels", b"labels", "name", b"name", "owner", b"owner", "sha256", b"sha256", "size", b"size", "sniffed_content_type", b"sniffed_content_type", "status", b"status", "status_reason", b"status_reason", "tenant", b"tenant", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "declared_content_type", b"declared_content_type", "deduplicated", b"deduplicated", "delete_time", b"delete_time", "etag", b"etag", "id", b"id", "labels", b"labels", "name", b"name", "owner", b"owner", "replica_stores", b"replica_stores", "sha256", b"sha256", "size", b"size", "sniffed_content_type", b"sniffed_content_type", "status", b"status", "status_reason", b"status_reason", "store", b"store", "tenant", b"tenant", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___File: _TypeAlias = File  # noqa: Y015
+
+@_typing.final
+class Store(_message.Message):
+    """An object store a deployment configures: a bucket in a region, reached at an endpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    PROBE_URL_FIELD_NUMBER: _builtins.int
+    DEFAULT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The store's name: 1-63 characters of [a-z0-9-]."""
+    region: _builtins.str
+    """The region it is in (as storage names it, e.g. `eu-central-1`)."""
+    probe_url: _builtins.str
+    """A URL the client may time (a HEAD or GET, unauthenticated: storage answers 403 quickly) to
+    measure its round trip to the store, then name the times in CreateUploadRequest.store_rtts.
+    """
+    default: _builtins.bool
+    """Whether new files go here when neither residency nor the client's hint decides."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        region: _builtins.str = ...,
+        probe_url: _builtins.str = ...,
+        default: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default", b"default", "name", b"name", "probe_url", b"probe_url", "region", b"region"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Store: _TypeAlias = Store  # noqa: Y015
+
+@_typing.final
+class StoreRtt(_message.Message):
+    """A round-trip time a client measured to a store (see UploadService.ListStores)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_FIELD_NUMBER: _builtins.int
+    RTT_MS_FIELD_NUMBER: _builtins.int
+    store: _builtins.str
+    """The store's name (Store.name)."""
+    rtt_ms: _builtins.int
+    """The measured round-trip time in milliseconds, >= 0."""
+    def __init__(
+        self,
+        *,
+        store: _builtins.str = ...,
+        rtt_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rtt_ms", b"rtt_ms", "store", b"store"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreRtt: _TypeAlias = StoreRtt  # noqa: Y015
 
 @_typing.final
 class PresignedRequest(_message.Message):

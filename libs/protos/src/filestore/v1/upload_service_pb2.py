@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from filestore.v1 import resources_pb2 as filestore_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!filestore/v1/upload_service.proto\x12\x0c\x66ilestore.v1\x1a\x1c\x66ilestore/v1/resources.proto\"\xd6\x02\n\x13\x43reateUploadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12&\n\x04kind\x18\x05 \x01(\x0e\x32\x18.filestore.v1.UploadKind\x12\x11\n\tpart_size\x18\x06 \x01(\x03\x12=\n\x06labels\x18\x07 \x03(\x0b\x32-.filestore.v1.CreateUploadRequest.LabelsEntry\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12@\n\x17part_checksum_algorithm\x18\t \x01(\x0e\x32\x1f.filestore.v1.ChecksumAlgorithm\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"^\n\x14\x43reateUploadResponse\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.filestore.v1.Upload\x12 \n\x04\x66ile\x18\x02 \x01(\x0b\x32\x12.filestore.v1.File\"%\n\x10GetUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\xbf\x02\n\x10SignPartsRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x14\n\x0cpart_numbers\x18\x02 \x03(\x05\x12\x43\n\x0bpart_sha256\x18\x03 \x03(\x0b\x32..filestore.v1.SignPartsRequest.PartSha256Entry\x12\x41\n\npart_crc32\x18\x04 \x03(\x0b\x32-.filestore.v1.SignPartsRequest.PartCrc32Entry\x12\x15\n\rsession_token\x18\x05 \x01(\t\x1a\x31\n\x0fPartSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0ePartCrc32Entry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x11SignPartsResponse\x12(\n\tpart_urls\x18\x01 \x03(\x0b\x32\x15.filestore.v1.PartUrl\"\xc4\x01\n\x15\x43ompleteUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12N\n\x0epart_checksums\x18\x03 \x03(\x0b\x32\x36.filestore.v1.CompleteUploadRequest.PartChecksumsEntry\x1a\x34\n\x12PartChecksumsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x16\x43ompleteUploadResponse\x12 \n\x04\x66ile\x18\x01 \x01(\x0b\x32\x12.filestore.v1.File\x12$\n\x06upload\x18\x02 \x01(\x0b\x32\x14.filestore.v1.Upload\";\n\x12\x41\x62ortUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"P\n\x16ListOpenUploadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\"Y\n\x17ListOpenUploadsResponse\x12%\n\x07uploads\x18\x01 \x03(\x0b\x32\x14.filestore.v1.Upload\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x13\x41\x62ortUploadResponse\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.filestore.v1.Upload2\x88\x04\n\rUploadService\x12U\n\x0c\x43reateUpload\x12!.filestore.v1.CreateUploadRequest\x1a\".filestore.v1.CreateUploadResponse\x12\x41\n\tGetUpload\x12\x1e.filestore.v1.GetUploadRequest\x1a\x14.filestore.v1.Upload\x12L\n\tSignParts\x12\x1e.filestore.v1.SignPartsRequest\x1a\x1f.filestore.v1.SignPartsResponse\x12[\n\x0e\x43ompleteUpload\x12#.filestore.v1.CompleteUploadRequest\x1a$.filestore.v1.CompleteUploadResponse\x12R\n\x0b\x41\x62ortUpload\x12 .filestore.v1.AbortUploadRequest\x1a!.filestore.v1.AbortUploadResponse\x12^\n\x0fListOpenUploads\x12$.filestore.v1.ListOpenUploadsRequest\x1a%.filestore.v1.ListOpenUploadsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!filestore/v1/upload_service.proto\x12\x0c\x66ilestore.v1\x1a\x1c\x66ilestore/v1/resources.proto\"\x13\n\x11ListStoresRequest\"9\n\x12ListStoresResponse\x12#\n\x06stores\x18\x01 \x03(\x0b\x32\x13.filestore.v1.Store\"\x9c\x03\n\x13\x43reateUploadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12&\n\x04kind\x18\x05 \x01(\x0e\x32\x18.filestore.v1.UploadKind\x12\x11\n\tpart_size\x18\x06 \x01(\x03\x12=\n\x06labels\x18\x07 \x03(\x0b\x32-.filestore.v1.CreateUploadRequest.LabelsEntry\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12@\n\x17part_checksum_algorithm\x18\t \x01(\x0e\x32\x1f.filestore.v1.ChecksumAlgorithm\x12\x18\n\x10preferred_region\x18\n \x01(\t\x12*\n\nstore_rtts\x18\x0b \x03(\x0b\x32\x16.filestore.v1.StoreRtt\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"^\n\x14\x43reateUploadResponse\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.filestore.v1.Upload\x12 \n\x04\x66ile\x18\x02 \x01(\x0b\x32\x12.filestore.v1.File\"%\n\x10GetUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\xbf\x02\n\x10SignPartsRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x14\n\x0cpart_numbers\x18\x02 \x03(\x05\x12\x43\n\x0bpart_sha256\x18\x03 \x03(\x0b\x32..filestore.v1.SignPartsRequest.PartSha256Entry\x12\x41\n\npart_crc32\x18\x04 \x03(\x0b\x32-.filestore.v1.SignPartsRequest.PartCrc32Entry\x12\x15\n\rsession_token\x18\x05 \x01(\t\x1a\x31\n\x0fPartSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0ePartCrc32Entry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x11SignPartsResponse\x12(\n\tpart_urls\x18\x01 \x03(\x0b\x32\x15.filestore.v1.PartUrl\"\xc4\x01\n\x15\x43ompleteUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12N\n\x0epart_checksums\x18\x03 \x03(\x0b\x32\x36.filestore.v1.CompleteUploadRequest.PartChecksumsEntry\x1a\x34\n\x12PartChecksumsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x16\x43ompleteUploadResponse\x12 \n\x04\x66ile\x18\x01 \x01(\x0b\x32\x12.filestore.v1.File\x12$\n\x06upload\x18\x02 \x01(\x0b\x32\x14.filestore.v1.Upload\";\n\x12\x41\x62ortUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"P\n\x16ListOpenUploadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\"Y\n\x17ListOpenUploadsResponse\x12%\n\x07uploads\x18\x01 \x03(\x0b\x32\x14.filestore.v1.Upload\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x13\x41\x62ortUploadResponse\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.filestore.v1.Upload2\xd9\x04\n\rUploadService\x12U\n\x0c\x43reateUpload\x12!.filestore.v1.CreateUploadRequest\x1a\".filestore.v1.CreateUploadResponse\x12\x41\n\tGetUpload\x12\x1e.filestore.v1.GetUploadRequest\x1a\x14.filestore.v1.Upload\x12L\n\tSignParts\x12\x1e.filestore.v1.SignPartsRequest\x1a\x1f.filestore.v1.SignPartsResponse\x12[\n\x0e\x43ompleteUpload\x12#.filestore.v1.CompleteUploadRequest\x1a$.filestore.v1.CompleteUploadResponse\x12R\n\x0b\x41\x62ortUpload\x12 .filestore.v1.AbortUploadRequest\x1a!.filestore.v1.AbortUploadResponse\x12^\n\x0fListOpenUploads\x12$.filestore.v1.ListOpenUploadsRequest\x1a%.filestore.v1.ListOpenUploadsResponse\x12O\n\nListStores\x12\x1f.filestore.v1.ListStoresRequest\x1a .filestore.v1.ListStoresResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,36 +40,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNPARTSREQUEST_PARTCRC32ENTRY']._serialized_options = b'8\001'
   _globals['_COMPLETEUPLOADREQUEST_PARTCHECKSUMSENTRY']._loaded_options = None
   _globals['_COMPLETEUPLOADREQUEST_PARTCHECKSUMSENTRY']._serialized_options = b'8\001'
-  _globals['_CREATEUPLOADREQUEST']._serialized_start=82
-  _globals['_CREATEUPLOADREQUEST']._serialized_end=424
-  _globals['_CREATEUPLOADREQUEST_LABELSENTRY']._serialized_start=379
-  _globals['_CREATEUPLOADREQUEST_LABELSENTRY']._serialized_end=424
-  _globals['_CREATEUPLOADRESPONSE']._serialized_start=426
-  _globals['_CREATEUPLOADRESPONSE']._serialized_end=520
-  _globals['_GETUPLOADREQUEST']._serialized_start=522
-  _globals['_GETUPLOADREQUEST']._serialized_end=559
-  _globals['_SIGNPARTSREQUEST']._serialized_start=562
-  _globals['_SIGNPARTSREQUEST']._serialized_end=881
-  _globals['_SIGNPARTSREQUEST_PARTSHA256ENTRY']._serialized_start=782
-  _globals['_SIGNPARTSREQUEST_PARTSHA256ENTRY']._serialized_end=831
-  _globals['_SIGNPARTSREQUEST_PARTCRC32ENTRY']._serialized_start=833
-  _globals['_SIGNPARTSREQUEST_PARTCRC32ENTRY']._serialized_end=881
-  _globals['_SIGNPARTSRESPONSE']._serialized_start=883
-  _globals['_SIGNPARTSRESPONSE']._serialized_end=944
-  _globals['_COMPLETEUPLOADREQUEST']._serialized_start=947
-  _globals['_COMPLETEUPLOADREQUEST']._serialized_end=1143
-  _globals['_COMPLETEUPLOADREQUEST_PARTCHECKSUMSENTRY']._serialized_start=1091
-  _globals['_COMPLETEUPLOADREQUEST_PARTCHECKSUMSENTRY']._serialized_end=1143
-  _globals['_COMPLETEUPLOADRESPONSE']._serialized_start=1145
-  _globals['_COMPLETEUPLOADRESPONSE']._serialized_end=1241
-  _globals['_ABORTUPLOADREQUEST']._serialized_start=1243
-  _globals['_ABORTUPLOADREQUEST']._serialized_end=1302
-  _globals['_LISTOPENUPLOADSREQUEST']._serialized_start=1304
-  _globals['_LISTOPENUPLOADSREQUEST']._serialized_end=1384
-  _globals['_LISTOPENUPLOADSRESPONSE']._serialized_start=1386
-  _globals['_LISTOPENUPLOADSRESPONSE']._serialized_end=1475
-  _globals['_ABORTUPLOADRESPONSE']._serialized_start=1477
-  _globals['_ABORTUPLOADRESPONSE']._serialized_end=1536
-  _globals['_UPLOADSERVICE']._serialized_start=1539
-  _globals['_UPLOADSERVICE']._serialized_end=2059
+  _globals['_LISTSTORESREQUEST']._serialized_start=81
+  _globals['_LISTSTORESREQUEST']._serialized_end=100
+  _globals['_LISTSTORESRESPONSE']._serialized_start=102
+  _globals['_LISTSTORESRESPONSE']._serialized_end=159
+  _globals['_CREATEUPLOADREQUEST']._serialized_start=162
+  _globals['_CREATEUPLOADREQUEST']._serialized_end=574
+  _globals['_CREATEUPLOADREQUEST_LABELSENTRY']._serialized_start=529
+  _globals['_CREATEUPLOADREQUEST_LABELSENTRY']._serialized_end=574
+  _globals['_CREATEUPLOADRESPONSE']._serialized_start=576
+  _globals['_CREATEUPLOADRESPONSE']._serialized_end=670
+  _globals['_GETUPLOADREQUEST']._serialized_start=672
+  _globals['_GETUPLOADREQUEST']._serialized_end=709
+  _globals['_SIGNPARTSREQUEST']._serialized_start=712
+  _globals['_SIGNPARTSREQUEST']._serialized_end=1031
+  _globals['_SIGNPARTSREQUEST_PARTSHA256ENTRY']._serialized_start=932
+  _globals['_SIGNPARTSREQUEST_PARTSHA256ENTRY']._serialized_end=981
+  _globals['_SIGNPARTSREQUEST_PARTCRC32ENTRY']._serialized_start=983
+  _globals['_SIGNPARTSREQUEST_PARTCRC32ENTRY']._serialized_end=1031
+  _globals['_SIGNPARTSRESPONSE']._serialized_start=1033
+  _globals['_SIGNPARTSRESPONSE']._serialized_end=1094
+  _globals['_COMPLETEUPLOADREQUEST']._serialized_start=1097
+  _globals['_COMPLETEUPLOADREQUEST']._serialized_end=1293
+  _globals['_COMPLETEUPLOADREQUEST_PARTCHECKSUMSENTRY']._serialized_start=1241
+  _globals['_COMPLETEUPLOADREQUEST_PARTCHECKSUMSENTRY']._serialized_end=1293
+  _globals['_COMPLETEUPLOADRESPONSE']._serialized_start=1295
+  _globals['_COMPLETEUPLOADRESPONSE']._serialized_end=1391
+  _globals['_ABORTUPLOADREQUEST']._serialized_start=1393
+  _globals['_ABORTUPLOADREQUEST']._serialized_end=1452
+  _globals['_LISTOPENUPLOADSREQUEST']._serialized_start=1454
+  _globals['_LISTOPENUPLOADSREQUEST']._serialized_end=1534
+  _globals['_LISTOPENUPLOADSRESPONSE']._serialized_start=1536
+  _globals['_LISTOPENUPLOADSRESPONSE']._serialized_end=1625
+  _globals['_ABORTUPLOADRESPONSE']._serialized_start=1627
+  _globals['_ABORTUPLOADRESPONSE']._serialized_end=1686
+  _globals['_UPLOADSERVICE']._serialized_start=1689
+  _globals['_UPLOADSERVICE']._serialized_end=2290
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,47 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ListStoresRequest(_message.Message):
+    """Request for ListStores."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStoresRequest: _TypeAlias = ListStoresRequest  # noqa: Y015
+
+@_typing.final
+class ListStoresResponse(_message.Message):
+    """Response for ListStores."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stores(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Store]:
+        """The stores, default first, then by name."""
+
+    def __init__(
+        self,
+        *,
+        stores: _abc.Iterable[_resources_pb2.Store] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stores", b"stores"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStoresResponse: _TypeAlias = ListStoresResponse  # noqa: Y015
+
+@_typing.final
 class CreateUploadRequest(_message.Message):
     """Request for CreateUpload."""
 
@@ -56,6 +97,8 @@ class CreateUploadRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PART_CHECKSUM_ALGORITHM_FIELD_NUMBER: _builtins.int
+    PREFERRED_REGION_FIELD_NUMBER: _builtins.int
+    STORE_RTTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Display name of the file (metadata only): 1-255 characters after sanitizing (NFC), under the
     rules of File.name; `INVALID_NAME` otherwise (ErrorInfo metadata `max_chars` when too long).
@@ -93,10 +136,20 @@ class CreateUploadRequest(_message.Message):
     with that part's checksum, the answer's `part_urls` is empty, and CompleteUpload needs every
     part's checksum (from storage's part list, or `part_checksums`). Unspecified: parts carry none.
     """
+    preferred_region: _builtins.str
+    """Optional placement hint: the region the client prefers (Store.region), e.g. the one it is in.
+    A region no store is in is no error (the hint is ignored). At most 63 characters.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Optional user labels for the file: at most 64 entries (`INVALID_LABELS` beyond), with the limits
         of File.labels.
+        """
+
+    @_builtins.property
+    def store_rtts(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.StoreRtt]:
+        """Optional placement hint: round-trip times the client measured to stores (ListStores); unknown
+        stores are ignored. At most 64 entries.
         """
 
     def __init__(
@@ -111,10 +164,12 @@ class CreateUploadRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
         part_checksum_algorithm: _resources_pb2.ChecksumAlgorithm.ValueType = ...,
+        preferred_region: _builtins.str = ...,
+        store_rtts: _abc.Iterable[_resources_pb2.StoreRtt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "kind", b"kind", "labels", b"labels", "name", b"name", "part_checksum_algorithm", b"part_checksum_algorithm", "part_size", b"part_size", "request_id", b"request_id", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "kind", b"kind", "labels", b"labels", "name", b"name", "part_checksum_algorithm", b"part_checksum_algorithm", "part_size", b"part_size", "preferred_region", b"preferred_region", "request_id", b"request_id", "sha256", b"sha256", "size", b"size", "store_rtts", b"store_rtts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -81,6 +81,11 @@ class UploadServiceStub:
                 request_serializer=filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsResponse.FromString,
                 _registered_method=True)
+        self.ListStores = channel.unary_unary(
+                '/filestore.v1.UploadService/ListStores',
+                request_serializer=filestore_dot_v1_dot_upload__service__pb2.ListStoresRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_upload__service__pb2.ListStoresResponse.FromString,
+                _registered_method=True)
 
 
 class UploadServiceServicer:
@@ -117,9 +122,15 @@ class UploadServiceServicer:
         `INVALID_CHECKSUM_ALGORITHM`),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
         ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
+        FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency allows none of the
+        deployment's stores),
         UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` for MULTIPART, when
         storage did not create the multipart upload; `EVENT_PUBLISH_FAILED` for DEDUP). Retry with the
         same `request_id` to get the same upload.
+
+        Placement: the file goes to the first store, in this order, that the tenant's residency allows:
+        the stores of `preferred_region`, then those of `store_rtts` fastest first, then the default
+        store, then the others. The answer's `file.store` names it; every URL is signed for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,6 +221,17 @@ class UploadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStores(self, request, context):
+        """Lists the stores an upload may be placed in, with a URL to time for each, so that a client can
+        measure its round trips and send them in CreateUploadRequest.store_rtts. Every configured store
+        is listed (the tenant's residency is applied at CreateUpload). Read-only, no catalogue read.
+
+        Errors: none beyond the common ones (UNAUTHENTICATED for a missing or invalid token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UploadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +264,11 @@ def add_UploadServiceServicer_to_server(servicer, server):
                     servicer.ListOpenUploads,
                     request_deserializer=filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsResponse.SerializeToString,
+            ),
+            'ListStores': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStores,
+                    request_deserializer=filestore_dot_v1_dot_upload__service__pb2.ListStoresRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_upload__service__pb2.ListStoresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -422,6 +449,33 @@ class UploadService:
             '/filestore.v1.UploadService/ListOpenUploads',
             filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsRequest.SerializeToString,
             filestore_dot_v1_dot_upload__service__pb2.ListOpenUploadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.UploadService/ListStores',
+            filestore_dot_v1_dot_upload__service__pb2.ListStoresRequest.SerializeToString,
+            filestore_dot_v1_dot_upload__service__pb2.ListStoresResponse.FromString,
             options,
             channel_credentials,
             insecure,

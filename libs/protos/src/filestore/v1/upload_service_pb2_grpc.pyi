@@ -67,9 +67,15 @@ class UploadServiceStub:
     `INVALID_CHECKSUM_ALGORITHM`),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
     ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
+    FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency allows none of the
+    deployment's stores),
     UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` for MULTIPART, when
     storage did not create the multipart upload; `EVENT_PUBLISH_FAILED` for DEDUP). Retry with the
     same `request_id` to get the same upload.
+
+    Placement: the file goes to the first store, in this order, that the tenant's residency allows:
+    the stores of `preferred_region`, then those of `store_rtts` fastest first, then the default
+    store, then the others. The answer's `file.store` names it; every URL is signed for it.
     """
     GetUpload: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.GetUploadRequest, _resources_pb2.Upload]
     """Returns an upload with the parts storage already holds, so any client on any device can resume.
@@ -136,6 +142,13 @@ class UploadServiceStub:
     Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE` (metadata `max_page_size`), `INVALID_PAGE_TOKEN`),
     UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`).
     """
+    ListStores: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.ListStoresRequest, _upload_service_pb2.ListStoresResponse]
+    """Lists the stores an upload may be placed in, with a URL to time for each, so that a client can
+    measure its round trips and send them in CreateUploadRequest.store_rtts. Every configured store
+    is listed (the tenant's residency is applied at CreateUpload). Read-only, no catalogue read.
+
+    Errors: none beyond the common ones (UNAUTHENTICATED for a missing or invalid token).
+    """
 
 @_typing.type_check_only
 class UploadServiceAsyncStub(UploadServiceStub):
@@ -173,9 +186,15 @@ class UploadServiceAsyncStub(UploadServiceStub):
     `INVALID_CHECKSUM_ALGORITHM`),
     RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
     ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
+    FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency allows none of the
+    deployment's stores),
     UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` for MULTIPART, when
     storage did not create the multipart upload; `EVENT_PUBLISH_FAILED` for DEDUP). Retry with the
     same `request_id` to get the same upload.
+
+    Placement: the file goes to the first store, in this order, that the tenant's residency allows:
+    the stores of `preferred_region`, then those of `store_rtts` fastest first, then the default
+    store, then the others. The answer's `file.store` names it; every URL is signed for it.
     """
     GetUpload: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.GetUploadRequest, _resources_pb2.Upload]  # type: ignore[assignment]
     """Returns an upload with the parts storage already holds, so any client on any device can resume.
@@ -242,6 +261,13 @@ class UploadServiceAsyncStub(UploadServiceStub):
     Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE` (metadata `max_page_size`), `INVALID_PAGE_TOKEN`),
     UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`).
     """
+    ListStores: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.ListStoresRequest, _upload_service_pb2.ListStoresResponse]  # type: ignore[assignment]
+    """Lists the stores an upload may be placed in, with a URL to time for each, so that a client can
+    measure its round trips and send them in CreateUploadRequest.store_rtts. Every configured store
+    is listed (the tenant's residency is applied at CreateUpload). Read-only, no catalogue read.
+
+    Errors: none beyond the common ones (UNAUTHENTICATED for a missing or invalid token).
+    """
 
 class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
     """UploadService creates, resumes, completes and aborts uploads.
@@ -282,9 +308,15 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         `INVALID_CHECKSUM_ALGORITHM`),
         RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
         ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
+        FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency allows none of the
+        deployment's stores),
         UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` for MULTIPART, when
         storage did not create the multipart upload; `EVENT_PUBLISH_FAILED` for DEDUP). Retry with the
         same `request_id` to get the same upload.
+
+        Placement: the file goes to the first store, in this order, that the tenant's residency allows:
+        the stores of `preferred_region`, then those of `store_rtts` fastest first, then the default
+        store, then the others. The answer's `file.store` names it; every URL is signed for it.
         """
 
     @_abc_1.abstractmethod
@@ -380,6 +412,19 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT (`INVALID_PAGE_SIZE` (metadata `max_page_size`), `INVALID_PAGE_TOKEN`),
         UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`).
+        """
+
+    @_abc_1.abstractmethod
+    def ListStores(
+        self,
+        request: _upload_service_pb2.ListStoresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_upload_service_pb2.ListStoresResponse, _abc.Awaitable[_upload_service_pb2.ListStoresResponse]]:
+        """Lists the stores an upload may be placed in, with a URL to time for each, so that a client can
+        measure its round trips and send them in CreateUploadRequest.store_rtts. Every configured store
+        is listed (the tenant's residency is applied at CreateUpload). Read-only, no catalogue read.
+
+        Errors: none beyond the common ones (UNAUTHENTICATED for a missing or invalid token).
         """
 
 def add_UploadServiceServicer_to_server(servicer: UploadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

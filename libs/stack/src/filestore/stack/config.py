@@ -308,6 +308,9 @@ class StackConfig:
     web_bundle: Path | None = None
     tls: bool = False
     tls_names: tuple[str, ...] = ()
+    #: How many regions: 1, or 2 for a second SeaweedFS as a second store (see
+    #: :mod:`filestore.stack.regions`).
+    regions: int = 1
 
     def __post_init__(self) -> None:
         # A relative home would silently change meaning for children started with another cwd.
@@ -332,6 +335,8 @@ class StackConfig:
             raise StackConfigError(f"bucket {self.bucket!r} is not a valid S3 bucket name")
         if not self.host or any(ch.isspace() for ch in self.host):
             raise StackConfigError(f"host {self.host!r} is not a host name or address")
+        if self.regions not in (1, 2):
+            raise StackConfigError(f"regions must be 1 or 2, not {self.regions}")
         if self.ready_timeout_s <= 0 or self.stop_timeout_s <= 0:
             raise StackConfigError("ready_timeout_s and stop_timeout_s must be positive")
 
@@ -358,7 +363,8 @@ class StackConfig:
         ``FILESTORE_DATABASE_URL``, ``FILESTORE_LOG_LEVEL``, ``FILESTORE_STACK_CLAMD``,
         ``FILESTORE_STACK_WEB_BUNDLE`` (default ``clients/web/dist/filestore-web.js`` in ``cwd``, where
         ``make web`` writes it), ``FILESTORE_STACK_TLS`` (1/true: TLS everywhere; default off),
-        ``FILESTORE_STACK_TLS_NAMES`` (comma separated) and ``FILESTORE_STACK_<NAME>_PORT``.
+        ``FILESTORE_STACK_TLS_NAMES`` (comma separated), ``FILESTORE_STACK_REGIONS`` (1 or 2) and
+        ``FILESTORE_STACK_<NAME>_PORT``.
         """
         env = os.environ if environ is None else environ
 
@@ -386,6 +392,9 @@ class StackConfig:
             raise StackConfigError(
                 f"FILESTORE_LOG_LEVEL={log_level!r} is not one of {', '.join(_LOG_LEVELS)}"
             )
+        regions = get("FILESTORE_STACK_REGIONS") or "1"
+        if regions not in ("1", "2"):
+            raise StackConfigError(f"FILESTORE_STACK_REGIONS={regions!r} must be 1 or 2")
         bucket = get("FILESTORE_STACK_BUCKET") or "filestore"
         if not _BUCKET_RE.fullmatch(bucket):
             raise StackConfigError(f"FILESTORE_STACK_BUCKET={bucket!r} is not a valid S3 bucket name")
@@ -406,4 +415,5 @@ class StackConfig:
             tls_names=tuple(
                 n.strip() for n in (get("FILESTORE_STACK_TLS_NAMES") or "").split(",") if n.strip()
             ),
+            regions=int(regions),
         )

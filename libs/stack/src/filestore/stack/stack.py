@@ -41,6 +41,7 @@ from filestore.stack.endpoints import StackEndpoints, StackInfo, check_health
 from filestore.stack.errors import StackConfigError, StackError, StackPortInUseError, StackStartError
 from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_http_health, probe_nats, probe_s3
 from filestore.stack.process import ManagedProcess, exit_description, find_executable, tail
+from filestore.stack.regions import region_stack_configs, stores_env
 from filestore.stack.tls import StackTls, ensure_stack_tls, nats_tls_config, tls_env_for, weed_s3_tls_args
 
 __all__ = ["Stack"]
@@ -92,6 +93,8 @@ class Stack:
         self._tls: StackTls | None = None
         self._lock_fd: int | None = None
         self._components: tuple[str, ...] = config.components
+        # Regions beyond the first (FILESTORE_STACK_REGIONS; see filestore.stack.regions).
+        self.regions: list[Stack] = [Stack(each) for each in region_stack_configs(config)]
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -181,6 +184,8 @@ class Stack:
             if self.config.tls:
                 self._tls = ensure_stack_tls(self.paths.tls, hosts=(self.config.host, *self.config.tls_names))
             self.paths.logs.mkdir(parents=True, exist_ok=True)
+            for region in self.regions:
+                await region.start()
             self._say_what_is_missing()
             await self._start_all()
         except BaseException:
@@ -196,6 +201,8 @@ class Stack:
         try:
             for group, share in self._stop_plan():
                 await self._stop_group(group, budget * share)
+            for region in self.regions:
+                await region.stop()
         finally:
             self._release_home_lock()
 
@@ -539,6 +546,7 @@ class Stack:
         )
         if self._tls is not None:
             env.update(tls_env_for(service, self._tls))
+        env.update(stores_env(self.regions, service))
         if service == "metadata":
             env["FILESTORE_DATABASE_URL"] = endpoints.database_url
             return env

@@ -11,7 +11,7 @@ from filestore.download.settings import CdnSettings, DownloadSettings
 from filestore.server import events
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.server.dependencies import METADATA, dependency_channel
-from filestore.server.storage import ObjectStore, StoreConfig
+from filestore.server.storage import DEFAULT_STORE, ObjectStore
 from filestore.v1 import download_service_pb2, download_service_pb2_grpc, metadata_service_pb2_grpc
 
 DOMAIN = "download.filestore.v1"
@@ -47,12 +47,14 @@ async def build(settings: DownloadSettings) -> ServerHandle:
         nats_client = await events.connect(settings.nats, name="filestore-download")
         jetstream = nats_client.jetstream()
         await events.ensure_stream(jetstream, settings.nats)
+    stores = {config.name: ObjectStore(config) for config in settings.stores}
     servicer = DownloadServicer(
         settings,
         metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel),
-        store=ObjectStore(StoreConfig.from_settings(settings.s3)),
+        store=stores[DEFAULT_STORE],
         jetstream=jetstream,
         cdn=cdn_urls(settings.cdn),
+        stores=stores,
     )
 
     def register(server: grpc.aio.Server) -> list[str]:

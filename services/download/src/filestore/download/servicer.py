@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,6 +35,7 @@ from filestore.download.cdn import CdnUrls
 from filestore.download.settings import DownloadSettings
 from filestore.server import events, metrics
 from filestore.server.sigv4 import PresignedUrl
+from filestore.server.storage import DEFAULT_STORE
 from filestore.v1 import (
     download_service_pb2,
     download_service_pb2_grpc,
@@ -129,10 +131,13 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
         store: DownloadSigning,
         jetstream: JetStreamContext | None,
         cdn: CdnUrls | None,
+        stores: Mapping[str, DownloadSigning] | None = None,
     ) -> None:
+        """``store`` is the store named ``default``; ``stores`` every store by name (that one
+        included): a URL is signed for the store holding the file (or its nearest replica)."""
         self._settings = settings
         self._metadata = metadata
-        self._store = store
+        self._stores: dict[str, DownloadSigning] = dict(stores) if stores else {DEFAULT_STORE: store}
         self._js = jetstream
         self._cdn = cdn
         self._subjects = events.Subjects(settings.nats.subject_prefix if settings.nats else "files")
@@ -183,7 +188,10 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
         content_type = derivative.content_type.split(";")[0].strip().lower() or FALLBACK_TYPE
         inline = content_type in SAFE_TO_RENDER
         disposition = content_disposition(f"{authorized.file.name}.{request.kind}", inline=inline)
-        url, expires = self._presign(derivative.storage_key, content_type, disposition, ttl)
+        # Derivatives are written to the file's own store, and are not replicated.
+        url, expires = self._presign(
+            authorized.file.store, derivative.storage_key, content_type, disposition, ttl
+        )
         await self._audit(authorized.file, principal, derivative_kind=request.kind, expires=expires)
         return download_service_pb2.DownloadUrl(
             file_id=authorized.file.id,
@@ -211,7 +219,8 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
             url = self._cdn.url(authorized.storage_key, expires=expires)
             _CDN_URLS.inc()
         else:
-            url, expires = self._presign(authorized.storage_key, content_type, disposition, ttl)
+            store = self._nearest(file, request.preferred_region)
+            url, expires = self._presign(store, authorized.storage_key, content_type, disposition, ttl)
         await self._audit(file, principal, derivative_kind="", expires=expires)
         log.info("download_signed", file_id=file.id, ttl_s=ttl, inline=inline)
         return download_service_pb2.DownloadUrl(
@@ -237,8 +246,29 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
             raise FailedPrecondition(f"the file is not ready to download ({reason})", reason=reason)
         return _Authorized(file=authorized.file, storage_key=authorized.storage_key)
 
-    def _presign(self, key: str, content_type: str, disposition: str, ttl: int) -> tuple[str, datetime]:
-        signed = self._store.presign_get(
+    def _nearest(self, file: resources_pb2.File, preferred_region: str) -> str:
+        """The store to sign for: of the file's own store and its READY replicas (those this signer
+        knows), the first in ``preferred_region``; the file's own store when none is there."""
+        own = file.store or DEFAULT_STORE
+        if preferred_region:
+            configured = self._settings.stores
+            for name in (own, *file.replica_stores):
+                config = configured.get(name)
+                if name in self._stores and config is not None and config.region == preferred_region:
+                    return name
+        return own
+
+    def _presign(
+        self, store_name: str, key: str, content_type: str, disposition: str, ttl: int
+    ) -> tuple[str, datetime]:
+        store = self._stores.get(store_name or DEFAULT_STORE)
+        if store is None:
+            raise FailedPrecondition(
+                f"store {store_name!r} is not configured here",
+                reason=Reason.UNKNOWN_STORE,
+                metadata={"store": store_name},
+            )
+        signed = store.presign_get(
             key,
             expires_s=ttl,
             response_content_type=content_type,

@@ -14,6 +14,7 @@ from filestore.server.settings import (
     S3Settings,
     metadata_timeout_from_env,
 )
+from filestore.server.storage import StoreSet
 
 CDN_SIGNING = ("none", "cloudfront", "cloudfront-custom", "nginx")
 
@@ -62,6 +63,9 @@ class DownloadSettings:
     server: GrpcServerSettings
     auth: AuthSettings
     s3: S3Settings
+    #: Every store: ``s3``'s (named ``default``) and ``FILESTORE_STORES``' (see
+    #: :class:`filestore.server.storage.StoreSet`); only ``s3``'s when not given.
+    store_set: StoreSet | None = None
     #: For the audit events (files.file.downloaded); without it no audit events are published.
     nats: NatsSettings | None
     metadata_address: str
@@ -73,6 +77,10 @@ class DownloadSettings:
     min_ttl_s: int
     max_ttl_s: int
     cdn: CdnSettings | None
+
+    @property
+    def stores(self) -> StoreSet:
+        return self.store_set if self.store_set is not None else StoreSet.single(self.s3)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> DownloadSettings:
@@ -89,6 +97,7 @@ class DownloadSettings:
             server=GrpcServerSettings.from_env(env, default_listen="127.0.0.1:50054"),
             auth=AuthSettings.from_env(env),
             s3=S3Settings.from_env(env),
+            store_set=StoreSet.from_env(env, S3Settings.from_env(env)),
             nats=NatsSettings.from_env(env) if env.optional_str(f"{PREFIX}NATS_URL") else None,
             metadata_address=env.service_address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
             metadata_timeout_s=metadata_timeout_from_env(env),

@@ -66,9 +66,18 @@ UPSTREAMS: Final = {
 #: the processor, a file's processing status and reprocessing one's own file. Not served: the
 #: services' bookkeeping (BeginUpload, *UploadRecord, AttachStorageUpload, ClaimExpiredUploads,
 #: FindAttachedStorageUploads, AuthorizeRead, StartProcessing, Record*, Create/TransitionFile,
-#: CreateDerivative, QuarantineContent, ListUploadRecords, SetQuota) and the operators' dead letters.
+#: CreateDerivative, QuarantineContent, ListUploadRecords, SetQuota, SetStoragePolicy, RecordReplica)
+#: and the operators' dead letters.
 PUBLIC_RPCS: Final[Mapping[str, tuple[str, ...]]] = {
-    "upload": ("CreateUpload", "GetUpload", "SignParts", "CompleteUpload", "AbortUpload", "ListOpenUploads"),
+    "upload": (
+        "CreateUpload",
+        "GetUpload",
+        "SignParts",
+        "CompleteUpload",
+        "AbortUpload",
+        "ListOpenUploads",
+        "ListStores",
+    ),
     "download": ("GetDownloadUrl", "BatchGetDownloadUrls", "GetDerivativeUrl"),
     "metadata": (
         "GetFile",
@@ -81,6 +90,7 @@ PUBLIC_RPCS: Final[Mapping[str, tuple[str, ...]]] = {
         "ListDerivatives",
         "ListProcessingResults",
         "GetQuota",
+        "GetStoragePolicy",
     ),
     "processor": ("GetProcessingStatus", "ReprocessFile"),
 }

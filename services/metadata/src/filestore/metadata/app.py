@@ -6,11 +6,11 @@ import grpc
 
 from filestore.metadata.db.engine import create_engine, session_factory
 from filestore.metadata.db.migrate import upgrade_to_head
-from filestore.metadata.janitor import ObjectJanitor
+from filestore.metadata.janitor import EveryStore, ObjectJanitor
 from filestore.metadata.servicer import MetadataServicer
 from filestore.metadata.settings import MetadataSettings
 from filestore.server.bootstrap import ServerHandle, create_server
-from filestore.server.storage import ObjectStore, StoreConfig
+from filestore.server.storage import ObjectStore
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc
 
 DOMAIN = "metadata.filestore.v1"
@@ -20,11 +20,12 @@ async def build(settings: MetadataSettings) -> ServerHandle:
     if settings.migrate_on_start:
         await upgrade_to_head(settings.database_url)
     engine = create_engine(settings.database_url)
-    if settings.s3 is None:
+    if settings.s3 is None or settings.stores is None:
         janitor = ObjectJanitor(None, wait_s=0.0)
     else:
         janitor = ObjectJanitor(
-            ObjectStore(StoreConfig.from_settings(settings.s3)), wait_s=settings.s3.control_timeout_s
+            EveryStore([ObjectStore(config) for config in settings.stores]),
+            wait_s=settings.s3.control_timeout_s,
         )
     servicer = MetadataServicer(
         session_factory(engine),

@@ -6,6 +6,7 @@ the values the store just wrote (:data:`filestore.metadata.db.models.FileColumns
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from filestore.core.errors import InvalidArgument
 from filestore.core.keys import original_key
 from filestore.core.reasons import Reason
 from filestore.metadata.db import models
+from filestore.metadata.db.store.placement import Residency
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
 E = TypeVar("E", bound=enum.StrEnum)
@@ -83,7 +85,9 @@ def step_outcome_from_proto(outcome: resources_pb2.StepOutcome.ValueType) -> mod
     return _member(resources_pb2.StepOutcome, outcome, "STEP_OUTCOME_", models.ProcessingOutcome)
 
 
-def file_message(row: models.FileColumns) -> resources_pb2.File:
+def file_message(row: models.FileColumns, *, replica_stores: Sequence[str] = ()) -> resources_pb2.File:
+    """The file as the contract shows it; ``replica_stores``: the READY replicas' stores, for the
+    answers that name them (GetFile, AuthorizeRead)."""
     message = resources_pb2.File(
         id=row.id,
         tenant=row.tenant,
@@ -102,6 +106,8 @@ def file_message(row: models.FileColumns) -> resources_pb2.File:
         update_time=timestamp(row.updated_at),
         # A deduplicated file reads another file's bytes: its key is not the one made from its own id.
         deduplicated=row.storage_key != original_key(row.tenant, row.id),
+        store=row.store,
+        replica_stores=sorted(replica_stores),
     )
     if row.deleted_at is not None:
         message.delete_time.CopyFrom(timestamp(row.deleted_at))
@@ -126,6 +132,7 @@ def upload_record(
         part_size=upload.part_size,
         part_count=upload.part_count,
         part_checksum_algorithm=part_checksum(upload.part_checksum),
+        store=file.store,
         reserved_bytes=upload.reserved_bytes,
         expire_time=timestamp(upload.expires_at),
         create_time=timestamp(upload.created_at),
@@ -188,3 +195,24 @@ def quota(row: models.Quota | Row[Any]) -> resources_pb2.Quota:
         used_bytes=row.used_bytes,
         reserved_bytes=row.reserved_bytes,
     )
+
+
+def storage_policy(residency: Residency) -> metadata_service_pb2.StoragePolicy:
+    return metadata_service_pb2.StoragePolicy(
+        tenant=residency.tenant, allowed_stores=list(residency.allowed_stores), replicate=residency.replicate
+    )
+
+
+def replica(row: models.Replica) -> metadata_service_pb2.Replica:
+    return metadata_service_pb2.Replica(
+        file_id=row.file_id,
+        store=row.store,
+        state=metadata_service_pb2.ReplicaState.Value(f"REPLICA_STATE_{row.state.name}"),
+    )
+
+
+def replica_state_from_proto(
+    value: metadata_service_pb2.ReplicaState.ValueType,
+) -> models.ReplicaState | None:
+    name = metadata_service_pb2.ReplicaState.Name(value).removeprefix("REPLICA_STATE_")
+    return models.ReplicaState.__members__.get(name)

@@ -21,7 +21,7 @@ from filestore.core.errors import Unavailable
 from filestore.server import deadlines
 from filestore.server.storage import StorageRefused
 
-__all__ = ["RETRY_DELAYS_S", "ObjectDeleter", "ObjectJanitor"]
+__all__ = ["RETRY_DELAYS_S", "EveryStore", "ObjectDeleter", "ObjectJanitor"]
 
 log = structlog.get_logger("filestore.metadata.janitor")
 
@@ -35,6 +35,20 @@ class ObjectDeleter(Protocol):
     ``Unavailable``."""
 
     async def delete(self, key: str) -> None: ...
+
+
+class EveryStore:
+    """Deletes a key in every store. A key is made from a file's id, so the same key in two stores is
+    the same file's original and its replica (or a derivative and its copy): what the catalogue no
+    longer needs in one store it needs in none. A store that does not hold the key answers the delete
+    as done, so this costs one request per store and needs no lookup of where copies are."""
+
+    def __init__(self, stores: Sequence[ObjectDeleter]) -> None:
+        self._stores = list(stores)
+
+    async def delete(self, key: str) -> None:
+        for store in self._stores:
+            await store.delete(key)
 
 
 class ObjectJanitor:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from filestore.core.env import PREFIX, Env
 from filestore.server.settings import AuthSettings, GrpcServerSettings, S3Settings
+from filestore.server.storage import StoreSet
 
 
 def database_url_from_env(env: Env) -> str:
@@ -27,14 +28,19 @@ class MetadataSettings:
     migrate_on_start: bool
     #: Storage, to delete objects no file needs any more; without it they are left to the reconciler.
     s3: S3Settings | None
+    #: Every store (``FILESTORE_S3_*``'s, named ``default``, and ``FILESTORE_STORES``'), when storage is
+    #: configured: an object no file needs any more is deleted from each.
+    stores: StoreSet | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> MetadataSettings:
         env = env or Env()
+        s3 = S3Settings.from_env(env) if env.optional_str(f"{PREFIX}S3_ENDPOINT") else None
         return cls(
             server=GrpcServerSettings.from_env(env, default_listen="127.0.0.1:50051"),
             auth=AuthSettings.from_env(env),
             database_url=database_url_from_env(env),
             migrate_on_start=env.boolean(f"{PREFIX}MIGRATE_ON_START", True),
-            s3=S3Settings.from_env(env) if env.optional_str(f"{PREFIX}S3_ENDPOINT") else None,
+            s3=s3,
+            stores=StoreSet.from_env(env, s3) if s3 is not None else None,
         )

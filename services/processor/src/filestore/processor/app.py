@@ -7,13 +7,14 @@ import grpc
 from filestore.core.auth import ServiceIdentity
 from filestore.processor.bridge.modes import storage_bridge
 from filestore.processor.pipeline import Pipeline
+from filestore.processor.replication import Replicator
 from filestore.processor.servicer import ProcessorServicer
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.worker import Worker
 from filestore.server import events
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.server.dependencies import METADATA, dependency_channel
-from filestore.server.storage import ObjectStore, StoreConfig
+from filestore.server.storage import DEFAULT_STORE, ObjectStore
 from filestore.v1 import metadata_service_pb2_grpc, processor_service_pb2, processor_service_pb2_grpc
 
 DOMAIN = "processor.filestore.v1"
@@ -32,11 +33,14 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
     nats_client = await events.connect(settings.nats, name="filestore-processor")
     jetstream = nats_client.jetstream()
     await events.ensure_stream(jetstream, settings.nats)
+    stores = {config.name: ObjectStore(config) for config in settings.stores}
     pipeline = Pipeline(
         settings,
         metadata=metadata,
-        store=ObjectStore(StoreConfig.from_settings(settings.s3)),
+        store=stores[DEFAULT_STORE],
         jetstream=jetstream,
+        stores=stores,
+        replicator=Replicator(metadata, stores),
     )
     worker = Worker(settings, jetstream=jetstream, pipeline=pipeline)
     servicer = ProcessorServicer(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -28,15 +28,18 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
-from filestore.core.errors import NotFound
+from filestore.core.errors import FailedPrecondition, NotFound
 from filestore.core.keys import original_key
+from filestore.core.reasons import Reason
 from filestore.processor.catalogue import Catalogue, Started
 from filestore.processor.pipeline_config import StepName
+from filestore.processor.replication import Replicator
 from filestore.processor.scanner import ClamdScanner, Scanner
 from filestore.processor.scratch import scratch_directory
 from filestore.processor.settings import ProcessorSettings
 from filestore.processor.steps import Heartbeat, PipelineStorage, Run, Step, StepOutcome, all_steps
 from filestore.server import events, metrics, tracing
+from filestore.server.storage import DEFAULT_STORE
 from filestore.v1 import events_pb2, resources_pb2
 
 if TYPE_CHECKING:
@@ -83,11 +86,16 @@ class Pipeline:
         store: PipelineStorage,
         jetstream: JetStreamContext,
         scanner: Scanner | None = None,
+        stores: Mapping[str, PipelineStorage] | None = None,
+        replicator: Replicator | None = None,
     ) -> None:
+        """``store`` is the store named ``default``; ``stores`` every store by name (that one
+        included): a file is read, and its derivatives written, in the store the catalogue records."""
         self._settings = settings
         self._config = settings.pipeline
         self._catalogue = Catalogue(metadata)
-        self._store = store
+        self._stores: dict[str, PipelineStorage] = dict(stores) if stores else {DEFAULT_STORE: store}
+        self._replicator = replicator
         if scanner is None and self._config.clamd_address is not None:
             scanner = ClamdScanner(
                 self._config.clamd_address,
@@ -267,6 +275,10 @@ class Pipeline:
             return
         with contextlib.ExitStack() as cleanup:
             run = self._run(file, _content_key(event.key, started), heartbeat)
+            if self._replicator is not None:
+                # First: a copy in another region matters more than a thumbnail, and a failed copy
+                # is retried with the event (the steps already settled are not run again).
+                await run.beating(self._replicator.replicate(file, run.key))
             run.scratch = cleanup.enter_context(scratch_directory())
             for step in self._steps.values():
                 if step.name in self._config.required or step.name in started.settled:
@@ -304,12 +316,23 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------- plumbing
 
+    def _store_of(self, file: resources_pb2.File) -> PipelineStorage:
+        """Where the file's original is (and so its derivatives go): the store the catalogue records."""
+        store = self._stores.get(file.store or DEFAULT_STORE)
+        if store is None:
+            raise FailedPrecondition(
+                f"store {file.store!r} is not configured here",
+                reason=Reason.UNKNOWN_STORE,
+                metadata={"store": file.store},
+            )
+        return store
+
     def _run(self, file: resources_pb2.File, key: str, heartbeat: Heartbeat) -> Run:
         return Run(
             file=file,
             key=key,
             heartbeat=heartbeat,
-            store=self._store,
+            store=self._store_of(file),
             chunk_bytes=self._settings.read_chunk_bytes,
             heartbeat_interval_s=self._heartbeat_interval_s,
             sniffed=file.sniffed_content_type,
@@ -336,14 +359,16 @@ class Pipeline:
     async def _queue_enrichment(
         self, file: resources_pb2.File, cause: events_pb2.ObjectCreated, key: str
     ) -> None:
-        """Queue the optional steps of a READY file, if its type has any. The event queued names the
-        object holding the file's bytes (``key``), so the enrichment reads that."""
+        """Queue the optional steps (and replication) of a READY file, if it has any. The event queued
+        names the object holding the file's bytes (``key``), so the enrichment reads that."""
         optional = [
             step
             for step in self._config.steps_for(file.sniffed_content_type)
             if step not in self._config.required
         ]
-        if file.sniffed_content_type and not optional:
+        # Replication runs in the enrichment stage too: with several stores every READY file goes there.
+        replicates = self._replicator is not None and self._replicator.has_targets
+        if file.sniffed_content_type and not optional and not replicates:
             return
         queued = events_pb2.ObjectCreated()
         queued.CopyFrom(cause)

@@ -16,6 +16,7 @@ from filestore.server.settings import (
     S3Settings,
     metadata_timeout_from_env,
 )
+from filestore.server.storage import StoreSet
 
 
 class BridgeSource(StrEnum):
@@ -116,6 +117,9 @@ class ProcessorSettings:
     server: GrpcServerSettings
     auth: AuthSettings
     s3: S3Settings
+    #: Every store: ``s3``'s (named ``default``) and ``FILESTORE_STORES``' (see
+    #: :class:`filestore.server.storage.StoreSet`); only ``s3``'s when not given.
+    store_set: StoreSet | None = None
     nats: NatsSettings
     metadata_address: str
     #: Deadline of a call to the metadata service (less when the RPC being served has less time left).
@@ -142,6 +146,10 @@ class ProcessorSettings:
     #: Steps per content type, which gate READY, scanner address and rendering limits.
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
+    @property
+    def stores(self) -> StoreSet:
+        return self.store_set if self.store_set is not None else StoreSet.single(self.s3)
+
     @classmethod
     def from_env(cls, env: Env | None = None) -> ProcessorSettings:
         env = env or Env()
@@ -152,6 +160,7 @@ class ProcessorSettings:
             server=GrpcServerSettings.from_env(env, default_listen="127.0.0.1:50053"),
             auth=AuthSettings.from_env(env),
             s3=s3,
+            store_set=StoreSet.from_env(env, s3),
             nats=nats,
             metadata_address=env.service_address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
             metadata_timeout_s=metadata_timeout_from_env(env),

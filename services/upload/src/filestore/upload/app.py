@@ -11,7 +11,7 @@ from filestore.core.auth import ServiceIdentity
 from filestore.server import events
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.server.dependencies import METADATA, dependency_channel
-from filestore.server.storage import ObjectStore, StoreConfig
+from filestore.server.storage import DEFAULT_STORE, ObjectStore
 from filestore.upload.reaper import Reaper
 from filestore.upload.servicer import UploadServicer
 from filestore.upload.settings import UploadSettings
@@ -34,22 +34,31 @@ async def build(settings: UploadSettings) -> ServerHandle:
     nats_client = await events.connect(settings.nats, name="filestore-upload")
     jetstream = nats_client.jetstream()
     await events.ensure_stream(jetstream, settings.nats)
-    store = ObjectStore(StoreConfig.from_settings(settings.s3))
-    await store.check_bucket()
-    # The broker owns the bucket's CORS rules: applied at every start, so the settings are the
-    # single source of truth (an edit made by hand in storage is undone on the next start).
-    if await store.apply_cors(settings.cors_origins):
-        log.info("bucket_cors_applied", origins=list(settings.cors_origins))
-    else:
-        # Not fatal: uploads from services and the SDK need no CORS; browsers then depend on the
-        # store's own server-wide CORS setting (docs/stores.md).
-        log.warning(
-            "bucket_cors_unsupported",
-            origins=list(settings.cors_origins),
-            detail="the store has no bucket CORS (NotImplemented): browsers need its server-wide CORS",
-        )
+    stores = {config.name: ObjectStore(config) for config in settings.stores}
+    for each in stores.values():
+        await each.check_bucket()
+        # The broker owns the buckets' CORS rules: applied at every start, so the settings are the
+        # single source of truth (an edit made by hand in storage is undone on the next start).
+        if await each.apply_cors(settings.cors_origins):
+            log.info("bucket_cors_applied", store=each.config.name, origins=list(settings.cors_origins))
+        else:
+            # Not fatal: uploads from services and the SDK need no CORS; browsers then depend on the
+            # store's own server-wide CORS setting (docs/stores.md).
+            log.warning(
+                "bucket_cors_unsupported",
+                store=each.config.name,
+                origins=list(settings.cors_origins),
+                detail="the store has no bucket CORS (NotImplemented): browsers need its server-wide CORS",
+            )
+    store = stores[DEFAULT_STORE]
     metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
-    servicer = UploadServicer(settings, metadata=metadata, store=store, jetstream=jetstream)
+    servicer = UploadServicer(
+        settings,
+        metadata=metadata,
+        store=store,
+        jetstream=jetstream,
+        stores=stores,
+    )
 
     def register(server: grpc.aio.Server) -> list[str]:
         upload_service_pb2_grpc.add_UploadServiceServicer_to_server(servicer, server)
@@ -64,7 +73,11 @@ async def build(settings: UploadSettings) -> ServerHandle:
     )
     if settings.reaper_interval_s > 0:
         reaper = Reaper(
-            metadata=metadata, store=store, batch=settings.reaper_batch, lease_s=settings.reaper_lease_s
+            metadata=metadata,
+            store=store,
+            batch=settings.reaper_batch,
+            lease_s=settings.reaper_lease_s,
+            stores=stores,
         )
         task = asyncio.get_running_loop().create_task(reaper.run(settings.reaper_interval_s))
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,8 +30,9 @@ import structlog
 from filestore.core.channels import translated_errors
 from filestore.core.errors import FilestoreError
 from filestore.core.keys import KeyKind, key_prefix
+from filestore.core.reasons import Reason
 from filestore.server import metrics
-from filestore.server.storage import OpenUpload
+from filestore.server.storage import DEFAULT_STORE, OpenUpload
 from filestore.v1 import metadata_service_pb2, resources_pb2
 
 __all__ = [
@@ -96,9 +97,13 @@ class Reaper:
         lease_s: int = 300,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
         unattached_grace: timedelta = UNATTACHED_GRACE,
+        stores: Mapping[str, ReaperStorage] | None = None,
     ) -> None:
+        """``store`` is the store named ``default``; ``stores`` every store by name (that one
+        included): an upload's bytes are discarded in its own store, and every store is swept."""
         self._metadata = metadata
         self._store = store
+        self._stores: dict[str, ReaperStorage] = dict(stores) if stores else {DEFAULT_STORE: store}
         self._batch = batch
         self._lease_s = lease_s
         self._sweep_interval_s = sweep_interval_s
@@ -116,7 +121,11 @@ class Reaper:
         reaped: list[str] = []
         for record in claimed.uploads:
             try:
-                await discard_upload_bytes(self._store, record)
+                own = self._stores.get(record.store or DEFAULT_STORE)
+                if own is None:
+                    log.warning("upload_reap_failed", upload_id=record.id, reason=Reason.UNKNOWN_STORE)
+                    continue
+                await discard_upload_bytes(own, record)
                 with translated_errors():
                     await self._metadata.EndUploadRecord(
                         metadata_service_pb2.EndUploadRecordRequest(
@@ -141,7 +150,13 @@ class Reaper:
         """
         cutoff = (now or datetime.now(UTC)) - self._unattached_grace
         aborted: list[str] = []
-        async for page in self._store.list_multipart_uploads(key_prefix(KeyKind.ORIGINAL)):
+        for store in self._stores.values():
+            aborted.extend(await self._sweep_store(store, cutoff))
+        return aborted
+
+    async def _sweep_store(self, store: ReaperStorage, cutoff: datetime) -> list[str]:
+        aborted: list[str] = []
+        async for page in store.list_multipart_uploads(key_prefix(KeyKind.ORIGINAL)):
             old = [upload for upload in page if upload.initiated <= cutoff]
             if not old:
                 continue
@@ -161,7 +176,7 @@ class Reaper:
                 if (upload.key, upload.upload_id) in held:
                     continue
                 try:
-                    await self._store.abort_multipart(upload.key, upload.upload_id)
+                    await store.abort_multipart(upload.key, upload.upload_id)
                 except FilestoreError as error:
                     log.warning("unattached_storage_upload_abort_failed", key=upload.key, reason=error.reason)
                     continue

@@ -41,7 +41,7 @@ from filestore.core.keys import original_key
 from filestore.core.reasons import Reason
 from filestore.server import events, metrics
 from filestore.server.sigv4 import ChecksumName, PartChecksum, PartToSign, PostPolicy, PresignedUrl
-from filestore.server.storage import ObjectHead, StoredPart
+from filestore.server.storage import DEFAULT_STORE, ObjectHead, StoredPart
 from filestore.upload import validation
 from filestore.upload.plan import PartPlan, plan_parts
 from filestore.upload.reaper import UploadBytes, discard_upload_bytes
@@ -182,6 +182,11 @@ DEFAULT_OPEN_UPLOADS_PAGE = 10
 MAX_OPEN_UPLOADS_PAGE = 25
 
 
+#: CreateUpload's placement hints: the longest region name, the most round-trip times.
+MAX_REGION_CHARS = 63
+MAX_STORE_RTTS = 64
+
+
 class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     def __init__(
         self,
@@ -190,10 +195,13 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         metadata: MetadataServiceAsyncStub,
         store: BrokerStorage,
         jetstream: JetStreamContext,
+        stores: Mapping[str, BrokerStorage] | None = None,
     ) -> None:
+        """``store`` is the store named ``default`` (``FILESTORE_S3_*``); ``stores`` every store by
+        name, that one included (only it when not given)."""
         self._settings = settings
         self._metadata = metadata
-        self._store = store
+        self._stores: dict[str, BrokerStorage] = dict(stores) if stores else {DEFAULT_STORE: store}
         self._js = jetstream
         self._subjects = events.Subjects(settings.nats.subject_prefix)
         self._sessions = SessionTokens(settings.session_key)
@@ -221,12 +229,15 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 "part_checksum_algorithm must be CRC32 or SHA256", reason=Reason.INVALID_CHECKSUM_ALGORITHM
             )
         expires = datetime.now(UTC) + timedelta(seconds=self._settings.upload_ttl_s)
+        offered = await self._placement(principal, request)
         file_id = storage_upload_id = ""
         if kind == Kind.UPLOAD_KIND_MULTIPART:
+            # Storage's upload is made before the catalogue records it: in the one store chosen.
+            offered = offered[:1]
             # The storage upload first, at the key of a file id chosen here, so that BeginUpload
             # records it in the transaction that opens the upload: one metadata write per create.
             file_id = str(uuid.uuid4())
-            storage_upload_id = await self._store.create_multipart(
+            storage_upload_id = await self._storage(offered[0]).create_multipart(
                 original_key(principal.tenant, file_id),
                 content_type=content_type,
                 checksum_algorithm=_PART_CHECKSUMS.get(checksum_algorithm),
@@ -253,6 +264,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             ),
             file_id=file_id,
             storage_upload_id=storage_upload_id,
+            stores=offered,
         )
         began = await self._begin_upload(begin)
         record = began.upload
@@ -321,7 +333,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             and record.state == State.UPLOAD_STATE_OPEN
             and record.storage_upload_id
         ):
-            parts = await self._store.list_parts(record.storage_key, record.storage_upload_id)
+            parts = await self._storage(record.store).list_parts(record.storage_key, record.storage_upload_id)
             current = _current_parts(record, parts or [])
             for number in sorted(current):
                 part = current[number]
@@ -378,7 +390,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         if record.kind == Kind.UPLOAD_KIND_MULTIPART and record.state == State.UPLOAD_STATE_OPEN:
             head = await self._complete_in_storage(record, request.part_checksums)
         else:
-            found = await self._store.head(record.storage_key)
+            found = await self._storage(record.store).head(record.storage_key)
             if found is None:
                 raise FailedPrecondition(
                     "storage holds no object for this upload yet", reason=Reason.OBJECT_MISSING
@@ -424,7 +436,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 )
         # Also for an upload that was already ABORTED: a retry finishes a cleanup that failed.
         try:
-            await discard_upload_bytes(self._store, record)
+            await discard_upload_bytes(self._storage(record.store), record)
         except Unavailable as error:
             raise Unavailable(
                 "the upload is aborted but storage could not be cleaned up yet; abort again",
@@ -433,7 +445,85 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         log.info("upload_aborted", upload_id=record.id, file_id=record.file_id)
         return upload_service_pb2.AbortUploadResponse(upload=self._client_view(record))
 
+    async def ListStores(
+        self, request: upload_service_pb2.ListStoresRequest, context: Context
+    ) -> upload_service_pb2.ListStoresResponse:
+        current_principal()
+        return upload_service_pb2.ListStoresResponse(stores=self._listed_stores)
+
     # ------------------------------------------------------------------------------ helpers
+
+    @property
+    def _listed_stores(self) -> list[resources_pb2.Store]:
+        configured = self._settings.stores
+        ordered = sorted(configured, key=lambda config: (config.name != configured.default, config.name))
+        return [
+            resources_pb2.Store(
+                name=config.name,
+                region=config.region,
+                # The bucket's URL at the address clients use: any answer (403 included) times a trip.
+                probe_url=f"{config.public_endpoint.rstrip('/')}/{config.bucket}",
+                default=config.name == configured.default,
+            )
+            for config in ordered
+            if config.name in self._stores
+        ]
+
+    def _storage(self, name: str) -> BrokerStorage:
+        """The store a record names (empty: one recorded before there were several, ``default``)."""
+        store = self._stores.get(name or DEFAULT_STORE)
+        if store is None:
+            raise FailedPrecondition(
+                f"store {name!r} is not configured here",
+                reason=Reason.UNKNOWN_STORE,
+                metadata={"store": name},
+            )
+        return store
+
+    async def _placement(
+        self, principal: Principal, request: upload_service_pb2.CreateUploadRequest
+    ) -> list[str]:
+        """The stores to offer the catalogue for a new file, best first: those in the client's
+        preferred region, then those it measured, fastest first, then the default, then the rest;
+        less those the tenant's residency excludes (the catalogue checks again: it decides)."""
+        if len(request.preferred_region) > MAX_REGION_CHARS or len(request.store_rtts) > MAX_STORE_RTTS:
+            raise InvalidArgument(
+                f"preferred_region: at most {MAX_REGION_CHARS} characters; store_rtts: at most "
+                f"{MAX_STORE_RTTS} entries",
+                reason=Reason.TOO_MANY_VALUES,
+            )
+        configured = self._settings.stores
+        rtts = {entry.store: entry.rtt_ms for entry in request.store_rtts if entry.rtt_ms >= 0}
+
+        def rank(name: str) -> tuple[int, int, str]:
+            config = configured.get(name)
+            in_region = (
+                bool(request.preferred_region)
+                and config is not None
+                and (config.region == request.preferred_region)
+            )
+            if in_region:
+                return (0, rtts.get(name, 0), name)
+            if name in rtts:
+                return (1, rtts[name], name)
+            return (2 if name == configured.default else 3, 0, name)
+
+        ordered = sorted(self._stores, key=rank)
+        if len(ordered) == 1:
+            return ordered
+        with translated_errors():
+            policy = await self._metadata.GetStoragePolicy(
+                metadata_service_pb2.GetStoragePolicyRequest(tenant=principal.tenant)
+            )
+        allowed = set(policy.allowed_stores)
+        placed = [name for name in ordered if not allowed or name in allowed]
+        if not placed:
+            raise FailedPrecondition(
+                "the tenant's residency allows none of this deployment's stores",
+                reason=Reason.RESIDENCY_VIOLATION,
+                metadata={"tenant": principal.tenant},
+            )
+        return placed
 
     def _choose_kind(
         self, request: upload_service_pb2.CreateUploadRequest
@@ -492,7 +582,9 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     async def _abort_unrecorded(self, begin: metadata_service_pb2.BeginUploadRequest, *, reason: str) -> None:
         key = original_key(begin.file.tenant, begin.file_id)
         try:
-            await self._store.abort_multipart(key, begin.storage_upload_id)
+            await self._storage(begin.stores[0] if begin.stores else DEFAULT_STORE).abort_multipart(
+                key, begin.storage_upload_id
+            )
         except FilestoreError as error:
             log.warning(
                 "unrecorded_storage_upload_abort_failed",
@@ -506,8 +598,9 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
         """Complete the multipart upload from storage's own part list, after checking that every
         planned part is there with its planned size (and, for an upload created with a checksum
         algorithm, that each part's checksum is known). Nothing changes when a check fails."""
+        store = self._storage(record.store)
         parts = (
-            await self._store.list_parts(record.storage_key, record.storage_upload_id)
+            await store.list_parts(record.storage_key, record.storage_upload_id)
             if record.storage_upload_id
             else []
         )
@@ -516,10 +609,10 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
             self._check_parts(record, current)
             chosen = [current[number] for number in sorted(current)]
             checksums = self._part_checksums(record, chosen, given)
-            if await self._store.complete_multipart(
+            if await store.complete_multipart(
                 record.storage_key, record.storage_upload_id, chosen, checksums
             ):
-                head = await self._store.head(record.storage_key)
+                head = await store.head(record.storage_key)
                 if head is None:
                     raise Unavailable(
                         "storage lost the object it just assembled", reason=Reason.STORAGE_UNAVAILABLE
@@ -527,7 +620,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                 return head
         # Storage no longer knows the multipart upload: a concurrent or earlier completion
         # assembled it (and then the object is there), or it was aborted (and it is not).
-        head = await self._store.head(record.storage_key)
+        head = await store.head(record.storage_key)
         if head is None:
             raise FailedPrecondition("storage holds none of the parts", reason=Reason.PARTS_MISSING)
         return head
@@ -637,7 +730,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     def _presign_put(self, record: Record) -> resources_pb2.PresignedRequest:
         """A PUT with the content type, length and (when declared) SHA-256 in its signature, so
         storage itself refuses any other body."""
-        signed = self._store.presign_put(
+        signed = self._storage(record.store).presign_put(
             record.storage_key,
             content_type=record.content_type,
             size=record.size,
@@ -652,7 +745,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     def _presign_post(self, record: Record) -> resources_pb2.PresignedRequest:
         """A browser form: the policy pins key, content type and exact length
         (``content-length-range`` with both ends equal to the declared size)."""
-        policy = self._store.post_policy(
+        policy = self._storage(record.store).post_policy(
             record.storage_key,
             content_type=record.content_type,
             size=record.size,
@@ -671,7 +764,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     ) -> list[resources_pb2.PartUrl]:
         plan = session.plan
         parts = [PartToSign(number, plan.part_length(number), checksums.get(number)) for number in numbers]
-        signed = self._store.presign_parts(
+        signed = self._storage(session.store).presign_parts(
             session.storage_key,
             upload_id=session.storage_upload_id,
             parts=parts,
@@ -720,8 +813,9 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
     async def _publish_object_created(
         self, record: Record, *, etag: str, size: int, msg_id: str | None = None
     ) -> None:
+        config = self._settings.stores.get(record.store or DEFAULT_STORE)
         event = events_pb2.ObjectCreated(
-            bucket=self._settings.s3.bucket,
+            bucket=config.bucket if config is not None else self._settings.s3.bucket,
             key=record.storage_key,
             size=size,
             etag=etag,

@@ -43,7 +43,7 @@ __all__ = [
 SESSION_KEY_MIN_CHARS = 32
 #: The first byte of every token: a new layout gets a new number, and tokens of another are refused
 #: (the SDK then signs through the catalogue and takes a fresh token from GetUpload).
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 #: Separates this key from every other use of the same secret (identity tokens, page tokens).
 _KEY_LABEL = "filestore upload session tokens"
 #: Far above any real token (five short strings and a few numbers), far below a cost worth noticing.
@@ -86,6 +86,8 @@ class UploadSession:
     #: The upload's expiry in Unix seconds, rounded down (a token ends a little early, never late);
     #: ``None`` for a record without one (no token is issued for it).
     expires_at_s: int | None
+    #: The store the upload's bytes go to (its part URLs are signed for it).
+    store: str = ""
 
     @classmethod
     def of(cls, record: metadata_service_pb2.UploadRecord, principal: Principal) -> UploadSession:
@@ -100,6 +102,7 @@ class UploadSession:
             part_count=record.part_count,
             part_checksum_algorithm=record.part_checksum_algorithm,
             expires_at_s=record.expire_time.seconds if record.HasField("expire_time") else None,
+            store=record.store,
         )
 
     @property
@@ -141,6 +144,7 @@ class SessionTokens:
                     session.tenant,
                     session.storage_key,
                     session.storage_upload_id,
+                    session.store,
                 )
             )
         )
@@ -174,7 +178,7 @@ def _parse(body: bytes) -> UploadSession | None:
             return None
         offset = _NUMBERS.size
         texts: list[str] = []
-        for _ in range(5):
+        for _ in range(6):
             (length,) = _LENGTH.unpack_from(body, offset)
             offset += _LENGTH.size
             if offset + length > len(body):
@@ -185,7 +189,7 @@ def _parse(body: bytes) -> UploadSession | None:
         return None
     if offset != len(body):
         return None
-    upload_id, subject, tenant, storage_key, storage_upload_id = texts
+    upload_id, subject, tenant, storage_key, storage_upload_id, store = texts
     return UploadSession(
         upload_id=upload_id,
         subject=subject,
@@ -197,4 +201,5 @@ def _parse(body: bytes) -> UploadSession | None:
         part_count=part_count,
         part_checksum_algorithm=resources_pb2.ChecksumAlgorithm.ValueType(algorithm),
         expires_at_s=expires_at_s,
+        store=store,
     )

@@ -16,6 +16,7 @@ from filestore.server.settings import (
     cors_origins_from_env,
     metadata_timeout_from_env,
 )
+from filestore.server.storage import StoreSet
 from filestore.upload.session import SESSION_KEY_MIN_CHARS
 
 __all__ = ["MAX_OBJECT_BYTES", "SINGLE_PUT_LIMIT", "TenantLimits", "UploadSettings", "session_key_from_env"]
@@ -41,6 +42,9 @@ class UploadSettings:
     server: GrpcServerSettings
     auth: AuthSettings
     s3: S3Settings
+    #: Every store: ``s3``'s (named ``default``) and ``FILESTORE_STORES``' (see
+    #: :class:`filestore.server.storage.StoreSet`); only ``s3``'s when not given.
+    store_set: StoreSet | None = None
     nats: NatsSettings
     metadata_address: str
     #: Deadline of a call to the metadata service (less when the RPC being served has less time left).
@@ -71,6 +75,10 @@ class UploadSettings:
     #: replica must hold the same one. Kept out of ``repr``, so out of logs and tracebacks.
     session_key: str = field(repr=False)
 
+    @property
+    def stores(self) -> StoreSet:
+        return self.store_set if self.store_set is not None else StoreSet.single(self.s3)
+
     @classmethod
     def from_env(cls, env: Env | None = None) -> UploadSettings:
         env = env or Env()
@@ -79,6 +87,7 @@ class UploadSettings:
             server=GrpcServerSettings.from_env(env, default_listen="127.0.0.1:50052"),
             auth=auth,
             s3=S3Settings.from_env(env),
+            store_set=StoreSet.from_env(env, S3Settings.from_env(env)),
             nats=NatsSettings.from_env(env),
             metadata_address=env.service_address(f"{PREFIX}METADATA_ADDR", "127.0.0.1:50051"),
             metadata_timeout_s=metadata_timeout_from_env(env),

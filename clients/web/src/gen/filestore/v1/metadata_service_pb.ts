@@ -6,8 +6,8 @@
 // @generated from file filestore/v1/metadata_service.proto (package filestore.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { ChecksumAlgorithm, Derivative, DerivativeSchema, File, FileSchema, FileStatus, Grant, GrantSchema, ProcessingResult, ProcessingResultSchema, QuotaSchema, UploadKind, UploadState } from "./resources_pb.js";
 import { file_filestore_v1_resources } from "./resources_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file filestore/v1/metadata_service.proto.
  */
 export const file_filestore_v1_metadata_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNmaWxlc3RvcmUvdjEvbWV0YWRhdGFfc2VydmljZS5wcm90bxIMZmlsZXN0b3JlLnYxIkoKDkdldEZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEhcKD2luY2x1ZGVfZGVsZXRlZBgDIAEoCCKfAwoQTGlzdEZpbGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRINCgVvd25lchgDIAEoCRIqCghzdGF0dXNlcxgEIAMoDjIYLmZpbGVzdG9yZS52MS5GaWxlU3RhdHVzEhsKE2NvbnRlbnRfdHlwZV9wcmVmaXgYBSABKAkSMQoNY3JlYXRlZF9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKBmxhYmVscxgIIAMoCzIqLmZpbGVzdG9yZS52MS5MaXN0RmlsZXNSZXF1ZXN0LkxhYmVsc0VudHJ5EhMKC25hbWVfcHJlZml4GAkgASgJEhUKDXRleHRfY29udGFpbnMYCiABKAkSDgoGdGVuYW50GAsgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTwoRTGlzdEZpbGVzUmVzcG9uc2USIQoFZmlsZXMYASADKAsyEi5maWxlc3RvcmUudjEuRmlsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSQoRQ3JlYXRlRmlsZVJlcXVlc3QSIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEhIKCnJlcXVlc3RfaWQYAiABKAkiegoRVXBkYXRlRmlsZVJlcXVlc3QSIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxISCgpyZXF1ZXN0X2lkGAMgASgJIlYKEURlbGV0ZUZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDAoEZXRhZxgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEg4KBnRlbmFudBgEIAEoCSKUAQoVVHJhbnNpdGlvbkZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSKAoGc3RhdHVzGAIgASgOMhguZmlsZXN0b3JlLnYxLkZpbGVTdGF0dXMSDgoGcmVhc29uGAMgASgJEgwKBGV0YWcYBCABKAkSDgoGdGVuYW50GAUgASgJEhIKCnJlcXVlc3RfaWQYBiABKAkiXQocUmVjb3JkVmVyaWZpZWRDb250ZW50UmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIOCgZzaGEyNTYYAyABKAkSDAoEc2l6ZRgEIAEoAyJPChhRdWFyYW50aW5lQ29udGVudFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEhMKC3N0b3JhZ2Vfa2V5GAIgASgJEg4KBnJlYXNvbhgDIAEoCSI+ChlRdWFyYW50aW5lQ29udGVudFJlc3BvbnNlEiEKBWZpbGVzGAEgAygLMhIuZmlsZXN0b3JlLnYxLkZpbGUibwoWUmVjb3JkRmlsZUZhY3RzUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIcChRzbmlmZmVkX2NvbnRlbnRfdHlwZRgDIAEoCRIWCg5leHRyYWN0ZWRfdGV4dBgEIAEoCSLjAwoMVXBsb2FkUmVjb3JkEgoKAmlkGAEgASgJEg8KB2ZpbGVfaWQYAiABKAkSDgoGdGVuYW50GAMgASgJEg0KBW93bmVyGAQgASgJEiYKBGtpbmQYBSABKA4yGC5maWxlc3RvcmUudjEuVXBsb2FkS2luZBIoCgVzdGF0ZRgGIAEoDjIZLmZpbGVzdG9yZS52MS5VcGxvYWRTdGF0ZRIMCgRzaXplGAcgASgDEhQKDGNvbnRlbnRfdHlwZRgIIAEoCRIOCgZzaGEyNTYYCSABKAkSEwoLc3RvcmFnZV9rZXkYCiABKAkSGQoRc3RvcmFnZV91cGxvYWRfaWQYCyABKAkSEQoJcGFydF9zaXplGAwgASgDEhIKCnBhcnRfY291bnQYDSABKAUSFgoOcmVzZXJ2ZWRfYnl0ZXMYDiABKAMSLwoLZXhwaXJlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJAChdwYXJ0X2NoZWNrc3VtX2FsZ29yaXRobRgRIAEoDjIfLmZpbGVzdG9yZS52MS5DaGVja3N1bUFsZ29yaXRobSK4AgoSQmVnaW5VcGxvYWRSZXF1ZXN0EiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRImCgRraW5kGAIgASgOMhguZmlsZXN0b3JlLnYxLlVwbG9hZEtpbmQSEQoJcGFydF9zaXplGAMgASgDEhIKCnBhcnRfY291bnQYBCABKAUSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnJlcXVlc3RfaWQYBiABKAkSQAoXcGFydF9jaGVja3N1bV9hbGdvcml0aG0YByABKA4yHy5maWxlc3RvcmUudjEuQ2hlY2tzdW1BbGdvcml0aG0SDwoHZmlsZV9pZBgIIAEoCRIZChFzdG9yYWdlX3VwbG9hZF9pZBgJIAEoCSJjChNCZWdpblVwbG9hZFJlc3BvbnNlEiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRIqCgZ1cGxvYWQYAiABKAsyGi5maWxlc3RvcmUudjEuVXBsb2FkUmVjb3JkIjsKFkdldFVwbG9hZFJlY29yZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCSJeChpBdHRhY2hTdG9yYWdlVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEhkKEXN0b3JhZ2VfdXBsb2FkX2lkGAMgASgJOgIYASJiChtDb21wbGV0ZVVwbG9hZFJlY29yZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIMCgRzaXplGAMgASgDEhIKCnJlcXVlc3RfaWQYBCABKAkibAocQ29tcGxldGVVcGxvYWRSZWNvcmRSZXNwb25zZRIgCgRmaWxlGAEgASgLMhIuZmlsZXN0b3JlLnYxLkZpbGUSKgoGdXBsb2FkGAIgASgLMhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZCJ5ChZFbmRVcGxvYWRSZWNvcmRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSKAoFc3RhdGUYAyABKA4yGS5maWxlc3RvcmUudjEuVXBsb2FkU3RhdGUSEgoKcmVxdWVzdF9pZBgEIAEoCSJCChpDbGFpbUV4cGlyZWRVcGxvYWRzUmVxdWVzdBINCgVsaW1pdBgBIAEoBRIVCg1sZWFzZV9zZWNvbmRzGAIgASgFIkoKG0NsYWltRXhwaXJlZFVwbG9hZHNSZXNwb25zZRIrCgd1cGxvYWRzGAEgAygLMhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZCI3Cg1TdG9yYWdlVXBsb2FkEgsKA2tleRgBIAEoCRIZChFzdG9yYWdlX3VwbG9hZF9pZBgCIAEoCSJRCiFGaW5kQXR0YWNoZWRTdG9yYWdlVXBsb2Fkc1JlcXVlc3QSLAoHdXBsb2FkcxgBIAMoCzIbLmZpbGVzdG9yZS52MS5TdG9yYWdlVXBsb2FkIlIKIkZpbmRBdHRhY2hlZFN0b3JhZ2VVcGxvYWRzUmVzcG9uc2USLAoHdXBsb2FkcxgBIAMoCzIbLmZpbGVzdG9yZS52MS5TdG9yYWdlVXBsb2FkInEKGExpc3RVcGxvYWRSZWNvcmRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIPCgdmaWxlX2lkGAMgASgJEg4KBnRlbmFudBgEIAEoCRINCgVvd25lchgFIAEoCSJhChlMaXN0VXBsb2FkUmVjb3Jkc1Jlc3BvbnNlEisKB3VwbG9hZHMYASADKAsyGi5maWxlc3RvcmUudjEuVXBsb2FkUmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJKChRBdXRob3JpemVSZWFkUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIRCglwcmluY2lwYWwYAyABKAkiTgoVQXV0aG9yaXplUmVhZFJlc3BvbnNlEiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRITCgtzdG9yYWdlX2tleRgCIAEoCSJMChJDcmVhdGVHcmFudFJlcXVlc3QSIgoFZ3JhbnQYASABKAsyEy5maWxlc3RvcmUudjEuR3JhbnQSEgoKcmVxdWVzdF9pZBgCIAEoCSIkChFMaXN0R3JhbnRzUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJIjkKEkxpc3RHcmFudHNSZXNwb25zZRIjCgZncmFudHMYASADKAsyEy5maWxlc3RvcmUudjEuR3JhbnQiOgoSRGVsZXRlR3JhbnRSZXF1ZXN0EhAKCGdyYW50X2lkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkiFQoTRGVsZXRlR3JhbnRSZXNwb25zZSJXChdDcmVhdGVEZXJpdmF0aXZlUmVxdWVzdBIsCgpkZXJpdmF0aXZlGAEgASgLMhguZmlsZXN0b3JlLnYxLkRlcml2YXRpdmUSDgoGdGVuYW50GAIgASgJIjkKFkxpc3REZXJpdmF0aXZlc1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiSAoXTGlzdERlcml2YXRpdmVzUmVzcG9uc2USLQoLZGVyaXZhdGl2ZXMYASADKAsyGC5maWxlc3RvcmUudjEuRGVyaXZhdGl2ZSJfCh1SZWNvcmRQcm9jZXNzaW5nUmVzdWx0UmVxdWVzdBIuCgZyZXN1bHQYASABKAsyHi5maWxlc3RvcmUudjEuUHJvY2Vzc2luZ1Jlc3VsdBIOCgZ0ZW5hbnQYAiABKAkiPwocTGlzdFByb2Nlc3NpbmdSZXN1bHRzUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCSJQCh1MaXN0UHJvY2Vzc2luZ1Jlc3VsdHNSZXNwb25zZRIvCgdyZXN1bHRzGAEgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQiSAoWU3RhcnRQcm9jZXNzaW5nUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRINCgVjbGFpbRgDIAEoCCKSAQoXU3RhcnRQcm9jZXNzaW5nUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEhMKC2NvbnRlbnRfa2V5GAIgASgJEi8KB3Jlc3VsdHMYAyADKAsyHi5maWxlc3RvcmUudjEuUHJvY2Vzc2luZ1Jlc3VsdBIPCgdjbGFpbWVkGAQgASgIIi8KD1ZlcmlmaWVkQ29udGVudBIOCgZzaGEyNTYYASABKAkSDAoEc2l6ZRgCIAEoAyLRAgoeUmVjb3JkUHJvY2Vzc2luZ091dGNvbWVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEi8KB3Jlc3VsdHMYAyADKAsyHi5maWxlc3RvcmUudjEuUHJvY2Vzc2luZ1Jlc3VsdBI3ChB2ZXJpZmllZF9jb250ZW50GAQgASgLMh0uZmlsZXN0b3JlLnYxLlZlcmlmaWVkQ29udGVudBIcChRzbmlmZmVkX2NvbnRlbnRfdHlwZRgFIAEoCRIWCg5leHRyYWN0ZWRfdGV4dBgGIAEoCRItCgtkZXJpdmF0aXZlcxgHIAMoCzIYLmZpbGVzdG9yZS52MS5EZXJpdmF0aXZlEigKBnN0YXR1cxgIIAEoDjIYLmZpbGVzdG9yZS52MS5GaWxlU3RhdHVzEhUKDXN0YXR1c19yZWFzb24YCSABKAkiuAEKH1JlY29yZFByb2Nlc3NpbmdPdXRjb21lUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEhMKC2NvbnRlbnRfa2V5GAIgASgJEi8KB3Jlc3VsdHMYAyADKAsyHi5maWxlc3RvcmUudjEuUHJvY2Vzc2luZ1Jlc3VsdBItCgtkZXJpdmF0aXZlcxgEIAMoCzIYLmZpbGVzdG9yZS52MS5EZXJpdmF0aXZlIjAKD0dldFF1b3RhUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDQoFb3duZXIYAiABKAkiRQoPU2V0UXVvdGFSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRINCgVvd25lchgCIAEoCRITCgtsaW1pdF9ieXRlcxgDIAEoAzKJFAoPTWV0YWRhdGFTZXJ2aWNlEjsKB0dldEZpbGUSHC5maWxlc3RvcmUudjEuR2V0RmlsZVJlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJMCglMaXN0RmlsZXMSHi5maWxlc3RvcmUudjEuTGlzdEZpbGVzUmVxdWVzdBofLmZpbGVzdG9yZS52MS5MaXN0RmlsZXNSZXNwb25zZRJBCgpDcmVhdGVGaWxlEh8uZmlsZXN0b3JlLnYxLkNyZWF0ZUZpbGVSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGUSQQoKVXBkYXRlRmlsZRIfLmZpbGVzdG9yZS52MS5VcGRhdGVGaWxlUmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlEkEKCkRlbGV0ZUZpbGUSHy5maWxlc3RvcmUudjEuRGVsZXRlRmlsZVJlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJJCg5UcmFuc2l0aW9uRmlsZRIjLmZpbGVzdG9yZS52MS5UcmFuc2l0aW9uRmlsZVJlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJXChVSZWNvcmRWZXJpZmllZENvbnRlbnQSKi5maWxlc3RvcmUudjEuUmVjb3JkVmVyaWZpZWRDb250ZW50UmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlEmQKEVF1YXJhbnRpbmVDb250ZW50EiYuZmlsZXN0b3JlLnYxLlF1YXJhbnRpbmVDb250ZW50UmVxdWVzdBonLmZpbGVzdG9yZS52MS5RdWFyYW50aW5lQ29udGVudFJlc3BvbnNlEksKD1JlY29yZEZpbGVGYWN0cxIkLmZpbGVzdG9yZS52MS5SZWNvcmRGaWxlRmFjdHNSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGUSUgoLQmVnaW5VcGxvYWQSIC5maWxlc3RvcmUudjEuQmVnaW5VcGxvYWRSZXF1ZXN0GiEuZmlsZXN0b3JlLnYxLkJlZ2luVXBsb2FkUmVzcG9uc2USUwoPR2V0VXBsb2FkUmVjb3JkEiQuZmlsZXN0b3JlLnYxLkdldFVwbG9hZFJlY29yZFJlcXVlc3QaGi5maWxlc3RvcmUudjEuVXBsb2FkUmVjb3JkEmAKE0F0dGFjaFN0b3JhZ2VVcGxvYWQSKC5maWxlc3RvcmUudjEuQXR0YWNoU3RvcmFnZVVwbG9hZFJlcXVlc3QaGi5maWxlc3RvcmUudjEuVXBsb2FkUmVjb3JkIgOIAgESbQoUQ29tcGxldGVVcGxvYWRSZWNvcmQSKS5maWxlc3RvcmUudjEuQ29tcGxldGVVcGxvYWRSZWNvcmRSZXF1ZXN0GiouZmlsZXN0b3JlLnYxLkNvbXBsZXRlVXBsb2FkUmVjb3JkUmVzcG9uc2USUwoPRW5kVXBsb2FkUmVjb3JkEiQuZmlsZXN0b3JlLnYxLkVuZFVwbG9hZFJlY29yZFJlcXVlc3QaGi5maWxlc3RvcmUudjEuVXBsb2FkUmVjb3JkEmoKE0NsYWltRXhwaXJlZFVwbG9hZHMSKC5maWxlc3RvcmUudjEuQ2xhaW1FeHBpcmVkVXBsb2Fkc1JlcXVlc3QaKS5maWxlc3RvcmUudjEuQ2xhaW1FeHBpcmVkVXBsb2Fkc1Jlc3BvbnNlEn8KGkZpbmRBdHRhY2hlZFN0b3JhZ2VVcGxvYWRzEi8uZmlsZXN0b3JlLnYxLkZpbmRBdHRhY2hlZFN0b3JhZ2VVcGxvYWRzUmVxdWVzdBowLmZpbGVzdG9yZS52MS5GaW5kQXR0YWNoZWRTdG9yYWdlVXBsb2Fkc1Jlc3BvbnNlEmQKEUxpc3RVcGxvYWRSZWNvcmRzEiYuZmlsZXN0b3JlLnYxLkxpc3RVcGxvYWRSZWNvcmRzUmVxdWVzdBonLmZpbGVzdG9yZS52MS5MaXN0VXBsb2FkUmVjb3Jkc1Jlc3BvbnNlElgKDUF1dGhvcml6ZVJlYWQSIi5maWxlc3RvcmUudjEuQXV0aG9yaXplUmVhZFJlcXVlc3QaIy5maWxlc3RvcmUudjEuQXV0aG9yaXplUmVhZFJlc3BvbnNlEkQKC0NyZWF0ZUdyYW50EiAuZmlsZXN0b3JlLnYxLkNyZWF0ZUdyYW50UmVxdWVzdBoTLmZpbGVzdG9yZS52MS5HcmFudBJPCgpMaXN0R3JhbnRzEh8uZmlsZXN0b3JlLnYxLkxpc3RHcmFudHNSZXF1ZXN0GiAuZmlsZXN0b3JlLnYxLkxpc3RHcmFudHNSZXNwb25zZRJSCgtEZWxldGVHcmFudBIgLmZpbGVzdG9yZS52MS5EZWxldGVHcmFudFJlcXVlc3QaIS5maWxlc3RvcmUudjEuRGVsZXRlR3JhbnRSZXNwb25zZRJTChBDcmVhdGVEZXJpdmF0aXZlEiUuZmlsZXN0b3JlLnYxLkNyZWF0ZURlcml2YXRpdmVSZXF1ZXN0GhguZmlsZXN0b3JlLnYxLkRlcml2YXRpdmUSXgoPTGlzdERlcml2YXRpdmVzEiQuZmlsZXN0b3JlLnYxLkxpc3REZXJpdmF0aXZlc1JlcXVlc3QaJS5maWxlc3RvcmUudjEuTGlzdERlcml2YXRpdmVzUmVzcG9uc2USZQoWUmVjb3JkUHJvY2Vzc2luZ1Jlc3VsdBIrLmZpbGVzdG9yZS52MS5SZWNvcmRQcm9jZXNzaW5nUmVzdWx0UmVxdWVzdBoeLmZpbGVzdG9yZS52MS5Qcm9jZXNzaW5nUmVzdWx0EnAKFUxpc3RQcm9jZXNzaW5nUmVzdWx0cxIqLmZpbGVzdG9yZS52MS5MaXN0UHJvY2Vzc2luZ1Jlc3VsdHNSZXF1ZXN0GisuZmlsZXN0b3JlLnYxLkxpc3RQcm9jZXNzaW5nUmVzdWx0c1Jlc3BvbnNlEl4KD1N0YXJ0UHJvY2Vzc2luZxIkLmZpbGVzdG9yZS52MS5TdGFydFByb2Nlc3NpbmdSZXF1ZXN0GiUuZmlsZXN0b3JlLnYxLlN0YXJ0UHJvY2Vzc2luZ1Jlc3BvbnNlEnYKF1JlY29yZFByb2Nlc3NpbmdPdXRjb21lEiwuZmlsZXN0b3JlLnYxLlJlY29yZFByb2Nlc3NpbmdPdXRjb21lUmVxdWVzdBotLmZpbGVzdG9yZS52MS5SZWNvcmRQcm9jZXNzaW5nT3V0Y29tZVJlc3BvbnNlEj4KCEdldFF1b3RhEh0uZmlsZXN0b3JlLnYxLkdldFF1b3RhUmVxdWVzdBoTLmZpbGVzdG9yZS52MS5RdW90YRI+CghTZXRRdW90YRIdLmZpbGVzdG9yZS52MS5TZXRRdW90YVJlcXVlc3QaEy5maWxlc3RvcmUudjEuUXVvdGFiBnByb3RvMw", [file_filestore_v1_resources, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("CiNmaWxlc3RvcmUvdjEvbWV0YWRhdGFfc2VydmljZS5wcm90bxIMZmlsZXN0b3JlLnYxIkoKDkdldEZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEhcKD2luY2x1ZGVfZGVsZXRlZBgDIAEoCCKfAwoQTGlzdEZpbGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRINCgVvd25lchgDIAEoCRIqCghzdGF0dXNlcxgEIAMoDjIYLmZpbGVzdG9yZS52MS5GaWxlU3RhdHVzEhsKE2NvbnRlbnRfdHlwZV9wcmVmaXgYBSABKAkSMQoNY3JlYXRlZF9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKBmxhYmVscxgIIAMoCzIqLmZpbGVzdG9yZS52MS5MaXN0RmlsZXNSZXF1ZXN0LkxhYmVsc0VudHJ5EhMKC25hbWVfcHJlZml4GAkgASgJEhUKDXRleHRfY29udGFpbnMYCiABKAkSDgoGdGVuYW50GAsgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTwoRTGlzdEZpbGVzUmVzcG9uc2USIQoFZmlsZXMYASADKAsyEi5maWxlc3RvcmUudjEuRmlsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSQoRQ3JlYXRlRmlsZVJlcXVlc3QSIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEhIKCnJlcXVlc3RfaWQYAiABKAkiegoRVXBkYXRlRmlsZVJlcXVlc3QSIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxISCgpyZXF1ZXN0X2lkGAMgASgJIlYKEURlbGV0ZUZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDAoEZXRhZxgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEg4KBnRlbmFudBgEIAEoCSKUAQoVVHJhbnNpdGlvbkZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSKAoGc3RhdHVzGAIgASgOMhguZmlsZXN0b3JlLnYxLkZpbGVTdGF0dXMSDgoGcmVhc29uGAMgASgJEgwKBGV0YWcYBCABKAkSDgoGdGVuYW50GAUgASgJEhIKCnJlcXVlc3RfaWQYBiABKAkiXQocUmVjb3JkVmVyaWZpZWRDb250ZW50UmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIOCgZzaGEyNTYYAyABKAkSDAoEc2l6ZRgEIAEoAyJPChhRdWFyYW50aW5lQ29udGVudFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEhMKC3N0b3JhZ2Vfa2V5GAIgASgJEg4KBnJlYXNvbhgDIAEoCSI+ChlRdWFyYW50aW5lQ29udGVudFJlc3BvbnNlEiEKBWZpbGVzGAEgAygLMhIuZmlsZXN0b3JlLnYxLkZpbGUibwoWUmVjb3JkRmlsZUZhY3RzUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIcChRzbmlmZmVkX2NvbnRlbnRfdHlwZRgDIAEoCRIWCg5leHRyYWN0ZWRfdGV4dBgEIAEoCSLyAwoMVXBsb2FkUmVjb3JkEgoKAmlkGAEgASgJEg8KB2ZpbGVfaWQYAiABKAkSDgoGdGVuYW50GAMgASgJEg0KBW93bmVyGAQgASgJEiYKBGtpbmQYBSABKA4yGC5maWxlc3RvcmUudjEuVXBsb2FkS2luZBIoCgVzdGF0ZRgGIAEoDjIZLmZpbGVzdG9yZS52MS5VcGxvYWRTdGF0ZRIMCgRzaXplGAcgASgDEhQKDGNvbnRlbnRfdHlwZRgIIAEoCRIOCgZzaGEyNTYYCSABKAkSEwoLc3RvcmFnZV9rZXkYCiABKAkSGQoRc3RvcmFnZV91cGxvYWRfaWQYCyABKAkSEQoJcGFydF9zaXplGAwgASgDEhIKCnBhcnRfY291bnQYDSABKAUSFgoOcmVzZXJ2ZWRfYnl0ZXMYDiABKAMSLwoLZXhwaXJlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJAChdwYXJ0X2NoZWNrc3VtX2FsZ29yaXRobRgRIAEoDjIfLmZpbGVzdG9yZS52MS5DaGVja3N1bUFsZ29yaXRobRINCgVzdG9yZRgSIAEoCSLIAgoSQmVnaW5VcGxvYWRSZXF1ZXN0EiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRImCgRraW5kGAIgASgOMhguZmlsZXN0b3JlLnYxLlVwbG9hZEtpbmQSEQoJcGFydF9zaXplGAMgASgDEhIKCnBhcnRfY291bnQYBCABKAUSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnJlcXVlc3RfaWQYBiABKAkSQAoXcGFydF9jaGVja3N1bV9hbGdvcml0aG0YByABKA4yHy5maWxlc3RvcmUudjEuQ2hlY2tzdW1BbGdvcml0aG0SDwoHZmlsZV9pZBgIIAEoCRIZChFzdG9yYWdlX3VwbG9hZF9pZBgJIAEoCRIOCgZzdG9yZXMYCiADKAkiYwoTQmVnaW5VcGxvYWRSZXNwb25zZRIgCgRmaWxlGAEgASgLMhIuZmlsZXN0b3JlLnYxLkZpbGUSKgoGdXBsb2FkGAIgASgLMhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZCI7ChZHZXRVcGxvYWRSZWNvcmRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiXgoaQXR0YWNoU3RvcmFnZVVwbG9hZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIZChFzdG9yYWdlX3VwbG9hZF9pZBgDIAEoCToCGAEiYgobQ29tcGxldGVVcGxvYWRSZWNvcmRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEc2l6ZRgDIAEoAxISCgpyZXF1ZXN0X2lkGAQgASgJImwKHENvbXBsZXRlVXBsb2FkUmVjb3JkUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEioKBnVwbG9hZBgCIAEoCzIaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQieQoWRW5kVXBsb2FkUmVjb3JkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEigKBXN0YXRlGAMgASgOMhkuZmlsZXN0b3JlLnYxLlVwbG9hZFN0YXRlEhIKCnJlcXVlc3RfaWQYBCABKAkiQgoaQ2xhaW1FeHBpcmVkVXBsb2Fkc1JlcXVlc3QSDQoFbGltaXQYASABKAUSFQoNbGVhc2Vfc2Vjb25kcxgCIAEoBSJKChtDbGFpbUV4cGlyZWRVcGxvYWRzUmVzcG9uc2USKwoHdXBsb2FkcxgBIAMoCzIaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQiNwoNU3RvcmFnZVVwbG9hZBILCgNrZXkYASABKAkSGQoRc3RvcmFnZV91cGxvYWRfaWQYAiABKAkiUQohRmluZEF0dGFjaGVkU3RvcmFnZVVwbG9hZHNSZXF1ZXN0EiwKB3VwbG9hZHMYASADKAsyGy5maWxlc3RvcmUudjEuU3RvcmFnZVVwbG9hZCJSCiJGaW5kQXR0YWNoZWRTdG9yYWdlVXBsb2Fkc1Jlc3BvbnNlEiwKB3VwbG9hZHMYASADKAsyGy5maWxlc3RvcmUudjEuU3RvcmFnZVVwbG9hZCJxChhMaXN0VXBsb2FkUmVjb3Jkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDwoHZmlsZV9pZBgDIAEoCRIOCgZ0ZW5hbnQYBCABKAkSDQoFb3duZXIYBSABKAkiYQoZTGlzdFVwbG9hZFJlY29yZHNSZXNwb25zZRIrCgd1cGxvYWRzGAEgAygLMhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSgoUQXV0aG9yaXplUmVhZFJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEQoJcHJpbmNpcGFsGAMgASgJIk4KFUF1dGhvcml6ZVJlYWRSZXNwb25zZRIgCgRmaWxlGAEgASgLMhIuZmlsZXN0b3JlLnYxLkZpbGUSEwoLc3RvcmFnZV9rZXkYAiABKAkiTAoSQ3JlYXRlR3JhbnRSZXF1ZXN0EiIKBWdyYW50GAEgASgLMhMuZmlsZXN0b3JlLnYxLkdyYW50EhIKCnJlcXVlc3RfaWQYAiABKAkiJAoRTGlzdEdyYW50c1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCSI5ChJMaXN0R3JhbnRzUmVzcG9uc2USIwoGZ3JhbnRzGAEgAygLMhMuZmlsZXN0b3JlLnYxLkdyYW50IjoKEkRlbGV0ZUdyYW50UmVxdWVzdBIQCghncmFudF9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIhUKE0RlbGV0ZUdyYW50UmVzcG9uc2UiVwoXQ3JlYXRlRGVyaXZhdGl2ZVJlcXVlc3QSLAoKZGVyaXZhdGl2ZRgBIAEoCzIYLmZpbGVzdG9yZS52MS5EZXJpdmF0aXZlEg4KBnRlbmFudBgCIAEoCSI5ChZMaXN0RGVyaXZhdGl2ZXNSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJIkgKF0xpc3REZXJpdmF0aXZlc1Jlc3BvbnNlEi0KC2Rlcml2YXRpdmVzGAEgAygLMhguZmlsZXN0b3JlLnYxLkRlcml2YXRpdmUiXwodUmVjb3JkUHJvY2Vzc2luZ1Jlc3VsdFJlcXVlc3QSLgoGcmVzdWx0GAEgASgLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSDgoGdGVuYW50GAIgASgJIj8KHExpc3RQcm9jZXNzaW5nUmVzdWx0c1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiUAodTGlzdFByb2Nlc3NpbmdSZXN1bHRzUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLmZpbGVzdG9yZS52MS5Qcm9jZXNzaW5nUmVzdWx0IkgKFlN0YXJ0UHJvY2Vzc2luZ1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDQoFY2xhaW0YAyABKAgikgEKF1N0YXJ0UHJvY2Vzc2luZ1Jlc3BvbnNlEiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRITCgtjb250ZW50X2tleRgCIAEoCRIvCgdyZXN1bHRzGAMgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSDwoHY2xhaW1lZBgEIAEoCCIvCg9WZXJpZmllZENvbnRlbnQSDgoGc2hhMjU2GAEgASgJEgwKBHNpemUYAiABKAMi0QIKHlJlY29yZFByb2Nlc3NpbmdPdXRjb21lUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIvCgdyZXN1bHRzGAMgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSNwoQdmVyaWZpZWRfY29udGVudBgEIAEoCzIdLmZpbGVzdG9yZS52MS5WZXJpZmllZENvbnRlbnQSHAoUc25pZmZlZF9jb250ZW50X3R5cGUYBSABKAkSFgoOZXh0cmFjdGVkX3RleHQYBiABKAkSLQoLZGVyaXZhdGl2ZXMYByADKAsyGC5maWxlc3RvcmUudjEuRGVyaXZhdGl2ZRIoCgZzdGF0dXMYCCABKA4yGC5maWxlc3RvcmUudjEuRmlsZVN0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAkgASgJIrgBCh9SZWNvcmRQcm9jZXNzaW5nT3V0Y29tZVJlc3BvbnNlEiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRITCgtjb250ZW50X2tleRgCIAEoCRIvCgdyZXN1bHRzGAMgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSLQoLZGVyaXZhdGl2ZXMYBCADKAsyGC5maWxlc3RvcmUudjEuRGVyaXZhdGl2ZSIwCg9HZXRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEg0KBW93bmVyGAIgASgJIkoKDVN0b3JhZ2VQb2xpY3kSDgoGdGVuYW50GAEgASgJEhYKDmFsbG93ZWRfc3RvcmVzGAIgAygJEhEKCXJlcGxpY2F0ZRgDIAEoCCIpChdHZXRTdG9yYWdlUG9saWN5UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiRgoXU2V0U3RvcmFnZVBvbGljeVJlcXVlc3QSKwoGcG9saWN5GAEgASgLMhsuZmlsZXN0b3JlLnYxLlN0b3JhZ2VQb2xpY3kiVAoHUmVwbGljYRIPCgdmaWxlX2lkGAEgASgJEg0KBXN0b3JlGAIgASgJEikKBXN0YXRlGAMgASgOMhouZmlsZXN0b3JlLnYxLlJlcGxpY2FTdGF0ZSJhChRSZWNvcmRSZXBsaWNhUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg0KBXN0b3JlGAIgASgJEikKBXN0YXRlGAMgASgOMhouZmlsZXN0b3JlLnYxLlJlcGxpY2FTdGF0ZSJFCg9TZXRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEg0KBW93bmVyGAIgASgJEhMKC2xpbWl0X2J5dGVzGAMgASgDKnwKDFJlcGxpY2FTdGF0ZRIdChlSRVBMSUNBX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUkVQTElDQV9TVEFURV9QRU5ESU5HEAESFwoTUkVQTElDQV9TVEFURV9SRUFEWRACEhkKFVJFUExJQ0FfU1RBVEVfTUlTU0lORxADMoUWCg9NZXRhZGF0YVNlcnZpY2USOwoHR2V0RmlsZRIcLmZpbGVzdG9yZS52MS5HZXRGaWxlUmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlEkwKCUxpc3RGaWxlcxIeLmZpbGVzdG9yZS52MS5MaXN0RmlsZXNSZXF1ZXN0Gh8uZmlsZXN0b3JlLnYxLkxpc3RGaWxlc1Jlc3BvbnNlEkEKCkNyZWF0ZUZpbGUSHy5maWxlc3RvcmUudjEuQ3JlYXRlRmlsZVJlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJBCgpVcGRhdGVGaWxlEh8uZmlsZXN0b3JlLnYxLlVwZGF0ZUZpbGVSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGUSQQoKRGVsZXRlRmlsZRIfLmZpbGVzdG9yZS52MS5EZWxldGVGaWxlUmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlEkkKDlRyYW5zaXRpb25GaWxlEiMuZmlsZXN0b3JlLnYxLlRyYW5zaXRpb25GaWxlUmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlElcKFVJlY29yZFZlcmlmaWVkQ29udGVudBIqLmZpbGVzdG9yZS52MS5SZWNvcmRWZXJpZmllZENvbnRlbnRSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGUSZAoRUXVhcmFudGluZUNvbnRlbnQSJi5maWxlc3RvcmUudjEuUXVhcmFudGluZUNvbnRlbnRSZXF1ZXN0GicuZmlsZXN0b3JlLnYxLlF1YXJhbnRpbmVDb250ZW50UmVzcG9uc2USSwoPUmVjb3JkRmlsZUZhY3RzEiQuZmlsZXN0b3JlLnYxLlJlY29yZEZpbGVGYWN0c1JlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJSCgtCZWdpblVwbG9hZBIgLmZpbGVzdG9yZS52MS5CZWdpblVwbG9hZFJlcXVlc3QaIS5maWxlc3RvcmUudjEuQmVnaW5VcGxvYWRSZXNwb25zZRJTCg9HZXRVcGxvYWRSZWNvcmQSJC5maWxlc3RvcmUudjEuR2V0VXBsb2FkUmVjb3JkUmVxdWVzdBoaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQSYAoTQXR0YWNoU3RvcmFnZVVwbG9hZBIoLmZpbGVzdG9yZS52MS5BdHRhY2hTdG9yYWdlVXBsb2FkUmVxdWVzdBoaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQiA4gCARJtChRDb21wbGV0ZVVwbG9hZFJlY29yZBIpLmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlY29yZFJlcXVlc3QaKi5maWxlc3RvcmUudjEuQ29tcGxldGVVcGxvYWRSZWNvcmRSZXNwb25zZRJTCg9FbmRVcGxvYWRSZWNvcmQSJC5maWxlc3RvcmUudjEuRW5kVXBsb2FkUmVjb3JkUmVxdWVzdBoaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQSagoTQ2xhaW1FeHBpcmVkVXBsb2FkcxIoLmZpbGVzdG9yZS52MS5DbGFpbUV4cGlyZWRVcGxvYWRzUmVxdWVzdBopLmZpbGVzdG9yZS52MS5DbGFpbUV4cGlyZWRVcGxvYWRzUmVzcG9uc2USfwoaRmluZEF0dGFjaGVkU3RvcmFnZVVwbG9hZHMSLy5maWxlc3RvcmUudjEuRmluZEF0dGFjaGVkU3RvcmFnZVVwbG9hZHNSZXF1ZXN0GjAuZmlsZXN0b3JlLnYxLkZpbmRBdHRhY2hlZFN0b3JhZ2VVcGxvYWRzUmVzcG9uc2USZAoRTGlzdFVwbG9hZFJlY29yZHMSJi5maWxlc3RvcmUudjEuTGlzdFVwbG9hZFJlY29yZHNSZXF1ZXN0GicuZmlsZXN0b3JlLnYxLkxpc3RVcGxvYWRSZWNvcmRzUmVzcG9uc2USWAoNQXV0aG9yaXplUmVhZBIiLmZpbGVzdG9yZS52MS5BdXRob3JpemVSZWFkUmVxdWVzdBojLmZpbGVzdG9yZS52MS5BdXRob3JpemVSZWFkUmVzcG9uc2USRAoLQ3JlYXRlR3JhbnQSIC5maWxlc3RvcmUudjEuQ3JlYXRlR3JhbnRSZXF1ZXN0GhMuZmlsZXN0b3JlLnYxLkdyYW50Ek8KCkxpc3RHcmFudHMSHy5maWxlc3RvcmUudjEuTGlzdEdyYW50c1JlcXVlc3QaIC5maWxlc3RvcmUudjEuTGlzdEdyYW50c1Jlc3BvbnNlElIKC0RlbGV0ZUdyYW50EiAuZmlsZXN0b3JlLnYxLkRlbGV0ZUdyYW50UmVxdWVzdBohLmZpbGVzdG9yZS52MS5EZWxldGVHcmFudFJlc3BvbnNlElMKEENyZWF0ZURlcml2YXRpdmUSJS5maWxlc3RvcmUudjEuQ3JlYXRlRGVyaXZhdGl2ZVJlcXVlc3QaGC5maWxlc3RvcmUudjEuRGVyaXZhdGl2ZRJeCg9MaXN0RGVyaXZhdGl2ZXMSJC5maWxlc3RvcmUudjEuTGlzdERlcml2YXRpdmVzUmVxdWVzdBolLmZpbGVzdG9yZS52MS5MaXN0RGVyaXZhdGl2ZXNSZXNwb25zZRJlChZSZWNvcmRQcm9jZXNzaW5nUmVzdWx0EisuZmlsZXN0b3JlLnYxLlJlY29yZFByb2Nlc3NpbmdSZXN1bHRSZXF1ZXN0Gh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQScAoVTGlzdFByb2Nlc3NpbmdSZXN1bHRzEiouZmlsZXN0b3JlLnYxLkxpc3RQcm9jZXNzaW5nUmVzdWx0c1JlcXVlc3QaKy5maWxlc3RvcmUudjEuTGlzdFByb2Nlc3NpbmdSZXN1bHRzUmVzcG9uc2USXgoPU3RhcnRQcm9jZXNzaW5nEiQuZmlsZXN0b3JlLnYxLlN0YXJ0UHJvY2Vzc2luZ1JlcXVlc3QaJS5maWxlc3RvcmUudjEuU3RhcnRQcm9jZXNzaW5nUmVzcG9uc2USdgoXUmVjb3JkUHJvY2Vzc2luZ091dGNvbWUSLC5maWxlc3RvcmUudjEuUmVjb3JkUHJvY2Vzc2luZ091dGNvbWVSZXF1ZXN0Gi0uZmlsZXN0b3JlLnYxLlJlY29yZFByb2Nlc3NpbmdPdXRjb21lUmVzcG9uc2USPgoIR2V0UXVvdGESHS5maWxlc3RvcmUudjEuR2V0UXVvdGFSZXF1ZXN0GhMuZmlsZXN0b3JlLnYxLlF1b3RhEj4KCFNldFF1b3RhEh0uZmlsZXN0b3JlLnYxLlNldFF1b3RhUmVxdWVzdBoTLmZpbGVzdG9yZS52MS5RdW90YRJWChBHZXRTdG9yYWdlUG9saWN5EiUuZmlsZXN0b3JlLnYxLkdldFN0b3JhZ2VQb2xpY3lSZXF1ZXN0GhsuZmlsZXN0b3JlLnYxLlN0b3JhZ2VQb2xpY3kSVgoQU2V0U3RvcmFnZVBvbGljeRIlLmZpbGVzdG9yZS52MS5TZXRTdG9yYWdlUG9saWN5UmVxdWVzdBobLmZpbGVzdG9yZS52MS5TdG9yYWdlUG9saWN5EkoKDVJlY29yZFJlcGxpY2ESIi5maWxlc3RvcmUudjEuUmVjb3JkUmVwbGljYVJlcXVlc3QaFS5maWxlc3RvcmUudjEuUmVwbGljYWIGcHJvdG8z", [file_filestore_v1_resources, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Request for GetFile.
@@ -603,6 +603,13 @@ export type UploadRecord = Message<"filestore.v1.UploadRecord"> & {
    * @generated from field: filestore.v1.ChecksumAlgorithm part_checksum_algorithm = 17;
    */
   partChecksumAlgorithm: ChecksumAlgorithm;
+
+  /**
+   * The store the bytes go to (the file's).
+   *
+   * @generated from field: string store = 18;
+   */
+  store: string;
 };
 
 /**
@@ -685,6 +692,16 @@ export type BeginUploadRequest = Message<"filestore.v1.BeginUploadRequest"> & {
    * @generated from field: string storage_upload_id = 9;
    */
   storageUploadId: string;
+
+  /**
+   * The stores the caller (the broker) may place the file in, nearest first: the file goes to the
+   * first the tenant's residency allows, and the answer's `file.store` names it. Empty means the
+   * store named `default`. A MULTIPART upload's storage upload was created in the first (the broker
+   * offers that one only). Not part of "the same request" for `request_id`. At most 64 names.
+   *
+   * @generated from field: repeated string stores = 10;
+   */
+  stores: string[];
 };
 
 /**
@@ -1680,6 +1697,154 @@ export const GetQuotaRequestSchema: GenMessage<GetQuotaRequest> = /*@__PURE__*/
   messageDesc(file_filestore_v1_metadata_service, 44);
 
 /**
+ * Where a tenant's bytes may live.
+ *
+ * @generated from message filestore.v1.StoragePolicy
+ */
+export type StoragePolicy = Message<"filestore.v1.StoragePolicy"> & {
+  /**
+   * The tenant.
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * The stores (Store.name) its files may be placed, replicated and deduplicated in; empty means
+   * every configured store. A jurisdiction is the set of stores in it.
+   *
+   * @generated from field: repeated string allowed_stores = 2;
+   */
+  allowedStores: string[];
+
+  /**
+   * Whether READY originals are copied to every other allowed store, in the background.
+   *
+   * @generated from field: bool replicate = 3;
+   */
+  replicate: boolean;
+};
+
+/**
+ * Describes the message filestore.v1.StoragePolicy.
+ * Use `create(StoragePolicySchema)` to create a new message.
+ */
+export const StoragePolicySchema: GenMessage<StoragePolicy> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 45);
+
+/**
+ * Request for GetStoragePolicy.
+ *
+ * @generated from message filestore.v1.GetStoragePolicyRequest
+ */
+export type GetStoragePolicyRequest = Message<"filestore.v1.GetStoragePolicyRequest"> & {
+  /**
+   * The tenant; service callers only (others read their own tenant).
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message filestore.v1.GetStoragePolicyRequest.
+ * Use `create(GetStoragePolicyRequestSchema)` to create a new message.
+ */
+export const GetStoragePolicyRequestSchema: GenMessage<GetStoragePolicyRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 46);
+
+/**
+ * Request for SetStoragePolicy.
+ *
+ * @generated from message filestore.v1.SetStoragePolicyRequest
+ */
+export type SetStoragePolicyRequest = Message<"filestore.v1.SetStoragePolicyRequest"> & {
+  /**
+   * The policy to set (its `tenant` is required).
+   *
+   * @generated from field: filestore.v1.StoragePolicy policy = 1;
+   */
+  policy?: StoragePolicy | undefined;
+};
+
+/**
+ * Describes the message filestore.v1.SetStoragePolicyRequest.
+ * Use `create(SetStoragePolicyRequestSchema)` to create a new message.
+ */
+export const SetStoragePolicyRequestSchema: GenMessage<SetStoragePolicyRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 47);
+
+/**
+ * A copy of a file's original in another store, at the same key.
+ *
+ * @generated from message filestore.v1.Replica
+ */
+export type Replica = Message<"filestore.v1.Replica"> & {
+  /**
+   * The file.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * The store holding the copy.
+   *
+   * @generated from field: string store = 2;
+   */
+  store: string;
+
+  /**
+   * The copy's state.
+   *
+   * @generated from field: filestore.v1.ReplicaState state = 3;
+   */
+  state: ReplicaState;
+};
+
+/**
+ * Describes the message filestore.v1.Replica.
+ * Use `create(ReplicaSchema)` to create a new message.
+ */
+export const ReplicaSchema: GenMessage<Replica> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 48);
+
+/**
+ * Request for RecordReplica.
+ *
+ * @generated from message filestore.v1.RecordReplicaRequest
+ */
+export type RecordReplicaRequest = Message<"filestore.v1.RecordReplicaRequest"> & {
+  /**
+   * The file.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * The store holding (or about to hold) the copy.
+   *
+   * @generated from field: string store = 2;
+   */
+  store: string;
+
+  /**
+   * The copy's state.
+   *
+   * @generated from field: filestore.v1.ReplicaState state = 3;
+   */
+  state: ReplicaState;
+};
+
+/**
+ * Describes the message filestore.v1.RecordReplicaRequest.
+ * Use `create(RecordReplicaRequestSchema)` to create a new message.
+ */
+export const RecordReplicaRequestSchema: GenMessage<RecordReplicaRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 49);
+
+/**
  * Request for SetQuota.
  *
  * @generated from message filestore.v1.SetQuotaRequest
@@ -1712,7 +1877,48 @@ export type SetQuotaRequest = Message<"filestore.v1.SetQuotaRequest"> & {
  * Use `create(SetQuotaRequestSchema)` to create a new message.
  */
 export const SetQuotaRequestSchema: GenMessage<SetQuotaRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_metadata_service, 45);
+  messageDesc(file_filestore_v1_metadata_service, 50);
+
+/**
+ * The state of a replica.
+ *
+ * @generated from enum filestore.v1.ReplicaState
+ */
+export enum ReplicaState {
+  /**
+   * Not set; never stored.
+   *
+   * @generated from enum value: REPLICA_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Being copied.
+   *
+   * @generated from enum value: REPLICA_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * Copied and checked: downloads may be signed for it.
+   *
+   * @generated from enum value: REPLICA_STATE_READY = 2;
+   */
+  READY = 2,
+
+  /**
+   * Its object was found gone (the reconciler); it is copied again.
+   *
+   * @generated from enum value: REPLICA_STATE_MISSING = 3;
+   */
+  MISSING = 3,
+}
+
+/**
+ * Describes the enum filestore.v1.ReplicaState.
+ */
+export const ReplicaStateSchema: GenEnum<ReplicaState> = /*@__PURE__*/
+  enumDesc(file_filestore_v1_metadata_service, 0);
 
 /**
  * MetadataService keeps the record of every file.
@@ -1880,7 +2086,8 @@ export const MetadataService: GenService<{
    * `INVALID_FILE_ID`: not a UUID in canonical form, or none with a `storage_upload_id`),
    * PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`: `file_id` or `storage_upload_id` from a user),
    * RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`), ALREADY_EXISTS (`REQUEST_ID_REUSED`; `FILE_ID_IN_USE`: a
-   * file has `file_id` already).
+   * file has `file_id` already), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency
+   * allows none of `stores`).
    *
    * @generated from rpc filestore.v1.MetadataService.BeginUpload
    */
@@ -2157,6 +2364,46 @@ export const MetadataService: GenService<{
     methodKind: "unary";
     input: typeof SetQuotaRequestSchema;
     output: typeof QuotaSchema;
+  },
+  /**
+   * Returns a tenant's storage policy: its residency (the stores its files may be placed, copied and
+   * deduplicated in) and whether its READY originals are replicated. A tenant without one may use
+   * every store and is not replicated. Service callers name the tenant; users read their own.
+   * Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+   *
+   * @generated from rpc filestore.v1.MetadataService.GetStoragePolicy
+   */
+  getStoragePolicy: {
+    methodKind: "unary";
+    input: typeof GetStoragePolicyRequestSchema;
+    output: typeof StoragePolicySchema;
+  },
+  /**
+   * Sets a tenant's storage policy (an administrator's call: service role only). Files already
+   * stored stay where they are; uploads, replicas and dedup follow the new policy at once.
+   * Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`;
+   * `UNKNOWN_STORE`: a name not of the form of Store.name; `TOO_MANY_VALUES`: more than 64 stores).
+   *
+   * @generated from rpc filestore.v1.MetadataService.SetStoragePolicy
+   */
+  setStoragePolicy: {
+    methodKind: "unary";
+    input: typeof SetStoragePolicyRequestSchema;
+    output: typeof StoragePolicySchema;
+  },
+  /**
+   * Records the state of a copy of a file's original in another store (the replication worker,
+   * service role only): PENDING before it copies, READY once the copy is written and checked.
+   * Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
+   * INVALID_ARGUMENT (`INVALID_STATUS`: no state), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the
+   * tenant's residency excludes the store; `UNKNOWN_STORE`: the file's own store).
+   *
+   * @generated from rpc filestore.v1.MetadataService.RecordReplica
+   */
+  recordReplica: {
+    methodKind: "unary";
+    input: typeof RecordReplicaRequestSchema;
+    output: typeof ReplicaSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_filestore_v1_metadata_service, 0);

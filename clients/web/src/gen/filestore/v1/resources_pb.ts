@@ -84,7 +84,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file filestore/v1/resources.proto.
  */
 export const file_filestore_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("ChxmaWxlc3RvcmUvdjEvcmVzb3VyY2VzLnByb3RvEgxmaWxlc3RvcmUudjEinwQKBEZpbGUSCgoCaWQYASABKAkSDgoGdGVuYW50GAIgASgJEg0KBW93bmVyGAMgASgJEgwKBG5hbWUYBCABKAkSHQoVZGVjbGFyZWRfY29udGVudF90eXBlGAUgASgJEhwKFHNuaWZmZWRfY29udGVudF90eXBlGAYgASgJEgwKBHNpemUYByABKAMSDgoGc2hhMjU2GAggASgJEigKBnN0YXR1cxgJIAEoDjIYLmZpbGVzdG9yZS52MS5GaWxlU3RhdHVzEhUKDXN0YXR1c19yZWFzb24YCiABKAkSLAoKdmlzaWJpbGl0eRgLIAEoDjIYLmZpbGVzdG9yZS52MS5WaXNpYmlsaXR5Ei4KBmxhYmVscxgMIAMoCzIeLmZpbGVzdG9yZS52MS5GaWxlLkxhYmVsc0VudHJ5EgwKBGV0YWcYDSABKAkSLwoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtkZWxldGVfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZGVkdXBsaWNhdGVkGBEgASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEixgIKEFByZXNpZ25lZFJlcXVlc3QSDgoGbWV0aG9kGAEgASgJEgsKA3VybBgCIAEoCRI8CgdoZWFkZXJzGAMgAygLMisuZmlsZXN0b3JlLnYxLlByZXNpZ25lZFJlcXVlc3QuSGVhZGVyc0VudHJ5EkMKC2Zvcm1fZmllbGRzGAQgAygLMi4uZmlsZXN0b3JlLnYxLlByZXNpZ25lZFJlcXVlc3QuRm9ybUZpZWxkc0VudHJ5Ei8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARoxCg9Gb3JtRmllbGRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJdCgdQYXJ0VXJsEhMKC3BhcnRfbnVtYmVyGAEgASgFEgwKBHNpemUYAiABKAMSLwoHcmVxdWVzdBgDIAEoCzIeLmZpbGVzdG9yZS52MS5QcmVzaWduZWRSZXF1ZXN0Ij8KDFVwbG9hZGVkUGFydBITCgtwYXJ0X251bWJlchgBIAEoBRIMCgRzaXplGAIgASgDEgwKBGV0YWcYAyABKAkixQMKBlVwbG9hZBIKCgJpZBgBIAEoCRIPCgdmaWxlX2lkGAIgASgJEiYKBGtpbmQYAyABKA4yGC5maWxlc3RvcmUudjEuVXBsb2FkS2luZBIoCgVzdGF0ZRgEIAEoDjIZLmZpbGVzdG9yZS52MS5VcGxvYWRTdGF0ZRIMCgRzaXplGAUgASgDEhEKCXBhcnRfc2l6ZRgGIAEoAxISCgpwYXJ0X2NvdW50GAcgASgFEi8KC2V4cGlyZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgdyZXF1ZXN0GAkgASgLMh4uZmlsZXN0b3JlLnYxLlByZXNpZ25lZFJlcXVlc3QSKAoJcGFydF91cmxzGAogAygLMhUuZmlsZXN0b3JlLnYxLlBhcnRVcmwSMgoOdXBsb2FkZWRfcGFydHMYCyADKAsyGi5maWxlc3RvcmUudjEuVXBsb2FkZWRQYXJ0EkAKF3BhcnRfY2hlY2tzdW1fYWxnb3JpdGhtGAwgASgOMh8uZmlsZXN0b3JlLnYxLkNoZWNrc3VtQWxnb3JpdGhtEhUKDXNlc3Npb25fdG9rZW4YDSABKAkixwEKBUdyYW50EgoKAmlkGAEgASgJEg8KB2ZpbGVfaWQYAiABKAkSEQoJcHJpbmNpcGFsGAMgASgJEiwKCnBlcm1pc3Npb24YBCABKA4yGC5maWxlc3RvcmUudjEuUGVybWlzc2lvbhIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpUBCgpEZXJpdmF0aXZlEg8KB2ZpbGVfaWQYASABKAkSDAoEa2luZBgCIAEoCRIMCgRzaXplGAMgASgDEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRITCgtzdG9yYWdlX2tleRgFIAEoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAijgIKEFByb2Nlc3NpbmdSZXN1bHQSDwoHZmlsZV9pZBgBIAEoCRIMCgRzdGVwGAIgASgJEioKB291dGNvbWUYAyABKA4yGS5maWxlc3RvcmUudjEuU3RlcE91dGNvbWUSPAoHZGV0YWlscxgEIAMoCzIrLmZpbGVzdG9yZS52MS5Qcm9jZXNzaW5nUmVzdWx0LkRldGFpbHNFbnRyeRIQCghhdHRlbXB0cxgFIAEoBRIvCgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLgoMRGV0YWlsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZwoFUXVvdGESDgoGdGVuYW50GAEgASgJEg0KBW93bmVyGAIgASgJEhMKC2xpbWl0X2J5dGVzGAMgASgDEhIKCnVzZWRfYnl0ZXMYBCABKAMSFgoOcmVzZXJ2ZWRfYnl0ZXMYBSABKAMq3QEKCkZpbGVTdGF0dXMSGwoXRklMRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNGSUxFX1NUQVRVU19QRU5ESU5HEAESGAoURklMRV9TVEFUVVNfVVBMT0FERUQQAhIaChZGSUxFX1NUQVRVU19QUk9DRVNTSU5HEAMSFQoRRklMRV9TVEFUVVNfUkVBRFkQBBIbChdGSUxFX1NUQVRVU19RVUFSQU5USU5FRBAFEhYKEkZJTEVfU1RBVFVTX0ZBSUxFRBAGEhcKE0ZJTEVfU1RBVFVTX0RFTEVURUQQBypXCgpWaXNpYmlsaXR5EhoKFlZJU0lCSUxJVFlfVU5TUEVDSUZJRUQQABIWChJWSVNJQklMSVRZX1BSSVZBVEUQARIVChFWSVNJQklMSVRZX1BVQkxJQxACKpABCgpVcGxvYWRLaW5kEhsKF1VQTE9BRF9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSVVBMT0FEX0tJTkRfU0lOR0xFEAESGwoXVVBMT0FEX0tJTkRfUE9TVF9QT0xJQ1kQAhIZChVVUExPQURfS0lORF9NVUxUSVBBUlQQAxIVChFVUExPQURfS0lORF9ERURVUBAEKnQKEUNoZWNrc3VtQWxnb3JpdGhtEiIKHkNIRUNLU1VNX0FMR09SSVRITV9VTlNQRUNJRklFRBAAEhwKGENIRUNLU1VNX0FMR09SSVRITV9DUkMzMhABEh0KGUNIRUNLU1VNX0FMR09SSVRITV9TSEEyNTYQAiqSAQoLVXBsb2FkU3RhdGUSHAoYVVBMT0FEX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRVVBMT0FEX1NUQVRFX09QRU4QARIaChZVUExPQURfU1RBVEVfQ09NUExFVEVEEAISGAoUVVBMT0FEX1NUQVRFX0FCT1JURUQQAxIYChRVUExPQURfU1RBVEVfRVhQSVJFRBAEKlMKClBlcm1pc3Npb24SGgoWUEVSTUlTU0lPTl9VTlNQRUNJRklFRBAAEhMKD1BFUk1JU1NJT05fUkVBRBABEhQKEFBFUk1JU1NJT05fV1JJVEUQAiqpAQoLU3RlcE91dGNvbWUSHAoYU1RFUF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGAoUU1RFUF9PVVRDT01FX1BFTkRJTkcQARIXChNTVEVQX09VVENPTUVfUEFTU0VEEAISFwoTU1RFUF9PVVRDT01FX0ZBSUxFRBADEhgKFFNURVBfT1VUQ09NRV9TS0lQUEVEEAQSFgoSU1RFUF9PVVRDT01FX0VSUk9SEAViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChxmaWxlc3RvcmUvdjEvcmVzb3VyY2VzLnByb3RvEgxmaWxlc3RvcmUudjEixgQKBEZpbGUSCgoCaWQYASABKAkSDgoGdGVuYW50GAIgASgJEg0KBW93bmVyGAMgASgJEgwKBG5hbWUYBCABKAkSHQoVZGVjbGFyZWRfY29udGVudF90eXBlGAUgASgJEhwKFHNuaWZmZWRfY29udGVudF90eXBlGAYgASgJEgwKBHNpemUYByABKAMSDgoGc2hhMjU2GAggASgJEigKBnN0YXR1cxgJIAEoDjIYLmZpbGVzdG9yZS52MS5GaWxlU3RhdHVzEhUKDXN0YXR1c19yZWFzb24YCiABKAkSLAoKdmlzaWJpbGl0eRgLIAEoDjIYLmZpbGVzdG9yZS52MS5WaXNpYmlsaXR5Ei4KBmxhYmVscxgMIAMoCzIeLmZpbGVzdG9yZS52MS5GaWxlLkxhYmVsc0VudHJ5EgwKBGV0YWcYDSABKAkSLwoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtkZWxldGVfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZGVkdXBsaWNhdGVkGBEgASgIEg0KBXN0b3JlGBIgASgJEhYKDnJlcGxpY2Ffc3RvcmVzGBMgAygJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSQoFU3RvcmUSDAoEbmFtZRgBIAEoCRIOCgZyZWdpb24YAiABKAkSEQoJcHJvYmVfdXJsGAMgASgJEg8KB2RlZmF1bHQYBCABKAgiKQoIU3RvcmVSdHQSDQoFc3RvcmUYASABKAkSDgoGcnR0X21zGAIgASgFIsYCChBQcmVzaWduZWRSZXF1ZXN0Eg4KBm1ldGhvZBgBIAEoCRILCgN1cmwYAiABKAkSPAoHaGVhZGVycxgDIAMoCzIrLmZpbGVzdG9yZS52MS5QcmVzaWduZWRSZXF1ZXN0LkhlYWRlcnNFbnRyeRJDCgtmb3JtX2ZpZWxkcxgEIAMoCzIuLmZpbGVzdG9yZS52MS5QcmVzaWduZWRSZXF1ZXN0LkZvcm1GaWVsZHNFbnRyeRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaMQoPRm9ybUZpZWxkc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiXQoHUGFydFVybBITCgtwYXJ0X251bWJlchgBIAEoBRIMCgRzaXplGAIgASgDEi8KB3JlcXVlc3QYAyABKAsyHi5maWxlc3RvcmUudjEuUHJlc2lnbmVkUmVxdWVzdCI/CgxVcGxvYWRlZFBhcnQSEwoLcGFydF9udW1iZXIYASABKAUSDAoEc2l6ZRgCIAEoAxIMCgRldGFnGAMgASgJIsUDCgZVcGxvYWQSCgoCaWQYASABKAkSDwoHZmlsZV9pZBgCIAEoCRImCgRraW5kGAMgASgOMhguZmlsZXN0b3JlLnYxLlVwbG9hZEtpbmQSKAoFc3RhdGUYBCABKA4yGS5maWxlc3RvcmUudjEuVXBsb2FkU3RhdGUSDAoEc2l6ZRgFIAEoAxIRCglwYXJ0X3NpemUYBiABKAMSEgoKcGFydF9jb3VudBgHIAEoBRIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoHcmVxdWVzdBgJIAEoCzIeLmZpbGVzdG9yZS52MS5QcmVzaWduZWRSZXF1ZXN0EigKCXBhcnRfdXJscxgKIAMoCzIVLmZpbGVzdG9yZS52MS5QYXJ0VXJsEjIKDnVwbG9hZGVkX3BhcnRzGAsgAygLMhouZmlsZXN0b3JlLnYxLlVwbG9hZGVkUGFydBJAChdwYXJ0X2NoZWNrc3VtX2FsZ29yaXRobRgMIAEoDjIfLmZpbGVzdG9yZS52MS5DaGVja3N1bUFsZ29yaXRobRIVCg1zZXNzaW9uX3Rva2VuGA0gASgJIscBCgVHcmFudBIKCgJpZBgBIAEoCRIPCgdmaWxlX2lkGAIgASgJEhEKCXByaW5jaXBhbBgDIAEoCRIsCgpwZXJtaXNzaW9uGAQgASgOMhguZmlsZXN0b3JlLnYxLlBlcm1pc3Npb24SLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKVAQoKRGVyaXZhdGl2ZRIPCgdmaWxlX2lkGAEgASgJEgwKBGtpbmQYAiABKAkSDAoEc2l6ZRgDIAEoAxIUCgxjb250ZW50X3R5cGUYBCABKAkSEwoLc3RvcmFnZV9rZXkYBSABKAkSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIo4CChBQcm9jZXNzaW5nUmVzdWx0Eg8KB2ZpbGVfaWQYASABKAkSDAoEc3RlcBgCIAEoCRIqCgdvdXRjb21lGAMgASgOMhkuZmlsZXN0b3JlLnYxLlN0ZXBPdXRjb21lEjwKB2RldGFpbHMYBCADKAsyKy5maWxlc3RvcmUudjEuUHJvY2Vzc2luZ1Jlc3VsdC5EZXRhaWxzRW50cnkSEAoIYXR0ZW1wdHMYBSABKAUSLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi4KDERldGFpbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImcKBVF1b3RhEg4KBnRlbmFudBgBIAEoCRINCgVvd25lchgCIAEoCRITCgtsaW1pdF9ieXRlcxgDIAEoAxISCgp1c2VkX2J5dGVzGAQgASgDEhYKDnJlc2VydmVkX2J5dGVzGAUgASgDKt0BCgpGaWxlU3RhdHVzEhsKF0ZJTEVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTRklMRV9TVEFUVVNfUEVORElORxABEhgKFEZJTEVfU1RBVFVTX1VQTE9BREVEEAISGgoWRklMRV9TVEFUVVNfUFJPQ0VTU0lORxADEhUKEUZJTEVfU1RBVFVTX1JFQURZEAQSGwoXRklMRV9TVEFUVVNfUVVBUkFOVElORUQQBRIWChJGSUxFX1NUQVRVU19GQUlMRUQQBhIXChNGSUxFX1NUQVRVU19ERUxFVEVEEAcqVwoKVmlzaWJpbGl0eRIaChZWSVNJQklMSVRZX1VOU1BFQ0lGSUVEEAASFgoSVklTSUJJTElUWV9QUklWQVRFEAESFQoRVklTSUJJTElUWV9QVUJMSUMQAiqQAQoKVXBsb2FkS2luZBIbChdVUExPQURfS0lORF9VTlNQRUNJRklFRBAAEhYKElVQTE9BRF9LSU5EX1NJTkdMRRABEhsKF1VQTE9BRF9LSU5EX1BPU1RfUE9MSUNZEAISGQoVVVBMT0FEX0tJTkRfTVVMVElQQVJUEAMSFQoRVVBMT0FEX0tJTkRfREVEVVAQBCp0ChFDaGVja3N1bUFsZ29yaXRobRIiCh5DSEVDS1NVTV9BTEdPUklUSE1fVU5TUEVDSUZJRUQQABIcChhDSEVDS1NVTV9BTEdPUklUSE1fQ1JDMzIQARIdChlDSEVDS1NVTV9BTEdPUklUSE1fU0hBMjU2EAIqkgEKC1VwbG9hZFN0YXRlEhwKGFVQTE9BRF9TVEFURV9VTlNQRUNJRklFRBAAEhUKEVVQTE9BRF9TVEFURV9PUEVOEAESGgoWVVBMT0FEX1NUQVRFX0NPTVBMRVRFRBACEhgKFFVQTE9BRF9TVEFURV9BQk9SVEVEEAMSGAoUVVBMT0FEX1NUQVRFX0VYUElSRUQQBCpTCgpQZXJtaXNzaW9uEhoKFlBFUk1JU1NJT05fVU5TUEVDSUZJRUQQABITCg9QRVJNSVNTSU9OX1JFQUQQARIUChBQRVJNSVNTSU9OX1dSSVRFEAIqqQEKC1N0ZXBPdXRjb21lEhwKGFNURVBfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhgKFFNURVBfT1VUQ09NRV9QRU5ESU5HEAESFwoTU1RFUF9PVVRDT01FX1BBU1NFRBACEhcKE1NURVBfT1VUQ09NRV9GQUlMRUQQAxIYChRTVEVQX09VVENPTUVfU0tJUFBFRBAEEhYKElNURVBfT1VUQ09NRV9FUlJPUhAFYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * A file: the small, queryable record of bytes held in object storage.
@@ -221,6 +221,24 @@ export type File = Message<"filestore.v1.File"> & {
    * @generated from field: bool deduplicated = 17;
    */
   deduplicated: boolean;
+
+  /**
+   * The store holding the original (chosen at upload by the tenant's residency, the client's hint,
+   * then the deployment's default; see UploadService.ListStores). Derivatives are written there
+   * too. Empty in an answer from a service older than stores means the store named `default`.
+   * Output only.
+   *
+   * @generated from field: string store = 18;
+   */
+  store: string;
+
+  /**
+   * The other stores holding a verified copy of the original (replication, per tenant), in name
+   * order. Downloads are signed for the nearest of `store` and these (the caller's hint). Output only.
+   *
+   * @generated from field: repeated string replica_stores = 19;
+   */
+  replicaStores: string[];
 };
 
 /**
@@ -229,6 +247,77 @@ export type File = Message<"filestore.v1.File"> & {
  */
 export const FileSchema: GenMessage<File> = /*@__PURE__*/
   messageDesc(file_filestore_v1_resources, 0);
+
+/**
+ * An object store a deployment configures: a bucket in a region, reached at an endpoint.
+ *
+ * @generated from message filestore.v1.Store
+ */
+export type Store = Message<"filestore.v1.Store"> & {
+  /**
+   * The store's name: 1-63 characters of [a-z0-9-].
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The region it is in (as storage names it, e.g. `eu-central-1`).
+   *
+   * @generated from field: string region = 2;
+   */
+  region: string;
+
+  /**
+   * A URL the client may time (a HEAD or GET, unauthenticated: storage answers 403 quickly) to
+   * measure its round trip to the store, then name the times in CreateUploadRequest.store_rtts.
+   *
+   * @generated from field: string probe_url = 3;
+   */
+  probeUrl: string;
+
+  /**
+   * Whether new files go here when neither residency nor the client's hint decides.
+   *
+   * @generated from field: bool default = 4;
+   */
+  default: boolean;
+};
+
+/**
+ * Describes the message filestore.v1.Store.
+ * Use `create(StoreSchema)` to create a new message.
+ */
+export const StoreSchema: GenMessage<Store> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_resources, 1);
+
+/**
+ * A round-trip time a client measured to a store (see UploadService.ListStores).
+ *
+ * @generated from message filestore.v1.StoreRtt
+ */
+export type StoreRtt = Message<"filestore.v1.StoreRtt"> & {
+  /**
+   * The store's name (Store.name).
+   *
+   * @generated from field: string store = 1;
+   */
+  store: string;
+
+  /**
+   * The measured round-trip time in milliseconds, >= 0.
+   *
+   * @generated from field: int32 rtt_ms = 2;
+   */
+  rttMs: number;
+};
+
+/**
+ * Describes the message filestore.v1.StoreRtt.
+ * Use `create(StoreRttSchema)` to create a new message.
+ */
+export const StoreRttSchema: GenMessage<StoreRtt> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_resources, 2);
 
 /**
  * One HTTP request the client makes straight to storage, with no credentials of its own.
@@ -277,7 +366,7 @@ export type PresignedRequest = Message<"filestore.v1.PresignedRequest"> & {
  * Use `create(PresignedRequestSchema)` to create a new message.
  */
 export const PresignedRequestSchema: GenMessage<PresignedRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_resources, 1);
+  messageDesc(file_filestore_v1_resources, 3);
 
 /**
  * A presigned request for one part of a multipart upload.
@@ -312,7 +401,7 @@ export type PartUrl = Message<"filestore.v1.PartUrl"> & {
  * Use `create(PartUrlSchema)` to create a new message.
  */
 export const PartUrlSchema: GenMessage<PartUrl> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_resources, 2);
+  messageDesc(file_filestore_v1_resources, 4);
 
 /**
  * A part that storage already holds, as listed by storage itself.
@@ -347,7 +436,7 @@ export type UploadedPart = Message<"filestore.v1.UploadedPart"> & {
  * Use `create(UploadedPartSchema)` to create a new message.
  */
 export const UploadedPartSchema: GenMessage<UploadedPart> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_resources, 3);
+  messageDesc(file_filestore_v1_resources, 5);
 
 /**
  * An upload session: how to send the bytes of one file, and how far it got.
@@ -460,7 +549,7 @@ export type Upload = Message<"filestore.v1.Upload"> & {
  * Use `create(UploadSchema)` to create a new message.
  */
 export const UploadSchema: GenMessage<Upload> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_resources, 4);
+  messageDesc(file_filestore_v1_resources, 6);
 
 /**
  * Permission for one principal on one file.
@@ -516,7 +605,7 @@ export type Grant = Message<"filestore.v1.Grant"> & {
  * Use `create(GrantSchema)` to create a new message.
  */
 export const GrantSchema: GenMessage<Grant> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_resources, 5);
+  messageDesc(file_filestore_v1_resources, 7);
 
 /**
  * A file made from a file by the processor: a thumbnail, extracted text.
@@ -572,7 +661,7 @@ export type Derivative = Message<"filestore.v1.Derivative"> & {
  * Use `create(DerivativeSchema)` to create a new message.
  */
 export const DerivativeSchema: GenMessage<Derivative> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_resources, 6);
+  messageDesc(file_filestore_v1_resources, 8);
 
 /**
  * The result of one pipeline step on one file.
@@ -629,7 +718,7 @@ export type ProcessingResult = Message<"filestore.v1.ProcessingResult"> & {
  * Use `create(ProcessingResultSchema)` to create a new message.
  */
 export const ProcessingResultSchema: GenMessage<ProcessingResult> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_resources, 7);
+  messageDesc(file_filestore_v1_resources, 9);
 
 /**
  * Storage accounting of a tenant, or of one owner within a tenant.
@@ -678,7 +767,7 @@ export type Quota = Message<"filestore.v1.Quota"> & {
  * Use `create(QuotaSchema)` to create a new message.
  */
 export const QuotaSchema: GenMessage<Quota> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_resources, 8);
+  messageDesc(file_filestore_v1_resources, 10);
 
 /**
  * The lifecycle of a file. Transitions are enforced by the metadata service:

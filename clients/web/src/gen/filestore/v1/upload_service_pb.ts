@@ -7,7 +7,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ChecksumAlgorithm, File, PartUrl, Upload, UploadKind, UploadSchema } from "./resources_pb.js";
+import type { ChecksumAlgorithm, File, PartUrl, Store, StoreRtt, Upload, UploadKind, UploadSchema } from "./resources_pb.js";
 import { file_filestore_v1_resources } from "./resources_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,7 +15,43 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file filestore/v1/upload_service.proto.
  */
 export const file_filestore_v1_upload_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFmaWxlc3RvcmUvdjEvdXBsb2FkX3NlcnZpY2UucHJvdG8SDGZpbGVzdG9yZS52MSLWAgoTQ3JlYXRlVXBsb2FkUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHNpemUYAiABKAMSFAoMY29udGVudF90eXBlGAMgASgJEg4KBnNoYTI1NhgEIAEoCRImCgRraW5kGAUgASgOMhguZmlsZXN0b3JlLnYxLlVwbG9hZEtpbmQSEQoJcGFydF9zaXplGAYgASgDEj0KBmxhYmVscxgHIAMoCzItLmZpbGVzdG9yZS52MS5DcmVhdGVVcGxvYWRSZXF1ZXN0LkxhYmVsc0VudHJ5EhIKCnJlcXVlc3RfaWQYCCABKAkSQAoXcGFydF9jaGVja3N1bV9hbGdvcml0aG0YCSABKA4yHy5maWxlc3RvcmUudjEuQ2hlY2tzdW1BbGdvcml0aG0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJeChRDcmVhdGVVcGxvYWRSZXNwb25zZRIkCgZ1cGxvYWQYASABKAsyFC5maWxlc3RvcmUudjEuVXBsb2FkEiAKBGZpbGUYAiABKAsyEi5maWxlc3RvcmUudjEuRmlsZSIlChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSK/AgoQU2lnblBhcnRzUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSFAoMcGFydF9udW1iZXJzGAIgAygFEkMKC3BhcnRfc2hhMjU2GAMgAygLMi4uZmlsZXN0b3JlLnYxLlNpZ25QYXJ0c1JlcXVlc3QuUGFydFNoYTI1NkVudHJ5EkEKCnBhcnRfY3JjMzIYBCADKAsyLS5maWxlc3RvcmUudjEuU2lnblBhcnRzUmVxdWVzdC5QYXJ0Q3JjMzJFbnRyeRIVCg1zZXNzaW9uX3Rva2VuGAUgASgJGjEKD1BhcnRTaGEyNTZFbnRyeRILCgNrZXkYASABKAUSDQoFdmFsdWUYAiABKAk6AjgBGjAKDlBhcnRDcmMzMkVudHJ5EgsKA2tleRgBIAEoBRINCgV2YWx1ZRgCIAEoCToCOAEiPQoRU2lnblBhcnRzUmVzcG9uc2USKAoJcGFydF91cmxzGAEgAygLMhUuZmlsZXN0b3JlLnYxLlBhcnRVcmwixAEKFUNvbXBsZXRlVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRJOCg5wYXJ0X2NoZWNrc3VtcxgDIAMoCzI2LmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlcXVlc3QuUGFydENoZWNrc3Vtc0VudHJ5GjQKElBhcnRDaGVja3N1bXNFbnRyeRILCgNrZXkYASABKAUSDQoFdmFsdWUYAiABKAk6AjgBImAKFkNvbXBsZXRlVXBsb2FkUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEiQKBnVwbG9hZBgCIAEoCzIULmZpbGVzdG9yZS52MS5VcGxvYWQiOwoSQWJvcnRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIlAKFkxpc3RPcGVuVXBsb2Fkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDwoHZmlsZV9pZBgDIAEoCSJZChdMaXN0T3BlblVwbG9hZHNSZXNwb25zZRIlCgd1cGxvYWRzGAEgAygLMhQuZmlsZXN0b3JlLnYxLlVwbG9hZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOwoTQWJvcnRVcGxvYWRSZXNwb25zZRIkCgZ1cGxvYWQYASABKAsyFC5maWxlc3RvcmUudjEuVXBsb2FkMogECg1VcGxvYWRTZXJ2aWNlElUKDENyZWF0ZVVwbG9hZBIhLmZpbGVzdG9yZS52MS5DcmVhdGVVcGxvYWRSZXF1ZXN0GiIuZmlsZXN0b3JlLnYxLkNyZWF0ZVVwbG9hZFJlc3BvbnNlEkEKCUdldFVwbG9hZBIeLmZpbGVzdG9yZS52MS5HZXRVcGxvYWRSZXF1ZXN0GhQuZmlsZXN0b3JlLnYxLlVwbG9hZBJMCglTaWduUGFydHMSHi5maWxlc3RvcmUudjEuU2lnblBhcnRzUmVxdWVzdBofLmZpbGVzdG9yZS52MS5TaWduUGFydHNSZXNwb25zZRJbCg5Db21wbGV0ZVVwbG9hZBIjLmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlcXVlc3QaJC5maWxlc3RvcmUudjEuQ29tcGxldGVVcGxvYWRSZXNwb25zZRJSCgtBYm9ydFVwbG9hZBIgLmZpbGVzdG9yZS52MS5BYm9ydFVwbG9hZFJlcXVlc3QaIS5maWxlc3RvcmUudjEuQWJvcnRVcGxvYWRSZXNwb25zZRJeCg9MaXN0T3BlblVwbG9hZHMSJC5maWxlc3RvcmUudjEuTGlzdE9wZW5VcGxvYWRzUmVxdWVzdBolLmZpbGVzdG9yZS52MS5MaXN0T3BlblVwbG9hZHNSZXNwb25zZWIGcHJvdG8z", [file_filestore_v1_resources]);
+  fileDesc("CiFmaWxlc3RvcmUvdjEvdXBsb2FkX3NlcnZpY2UucHJvdG8SDGZpbGVzdG9yZS52MSITChFMaXN0U3RvcmVzUmVxdWVzdCI5ChJMaXN0U3RvcmVzUmVzcG9uc2USIwoGc3RvcmVzGAEgAygLMhMuZmlsZXN0b3JlLnYxLlN0b3JlIpwDChNDcmVhdGVVcGxvYWRSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEc2l6ZRgCIAEoAxIUCgxjb250ZW50X3R5cGUYAyABKAkSDgoGc2hhMjU2GAQgASgJEiYKBGtpbmQYBSABKA4yGC5maWxlc3RvcmUudjEuVXBsb2FkS2luZBIRCglwYXJ0X3NpemUYBiABKAMSPQoGbGFiZWxzGAcgAygLMi0uZmlsZXN0b3JlLnYxLkNyZWF0ZVVwbG9hZFJlcXVlc3QuTGFiZWxzRW50cnkSEgoKcmVxdWVzdF9pZBgIIAEoCRJAChdwYXJ0X2NoZWNrc3VtX2FsZ29yaXRobRgJIAEoDjIfLmZpbGVzdG9yZS52MS5DaGVja3N1bUFsZ29yaXRobRIYChBwcmVmZXJyZWRfcmVnaW9uGAogASgJEioKCnN0b3JlX3J0dHMYCyADKAsyFi5maWxlc3RvcmUudjEuU3RvcmVSdHQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJeChRDcmVhdGVVcGxvYWRSZXNwb25zZRIkCgZ1cGxvYWQYASABKAsyFC5maWxlc3RvcmUudjEuVXBsb2FkEiAKBGZpbGUYAiABKAsyEi5maWxlc3RvcmUudjEuRmlsZSIlChBHZXRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSK/AgoQU2lnblBhcnRzUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSFAoMcGFydF9udW1iZXJzGAIgAygFEkMKC3BhcnRfc2hhMjU2GAMgAygLMi4uZmlsZXN0b3JlLnYxLlNpZ25QYXJ0c1JlcXVlc3QuUGFydFNoYTI1NkVudHJ5EkEKCnBhcnRfY3JjMzIYBCADKAsyLS5maWxlc3RvcmUudjEuU2lnblBhcnRzUmVxdWVzdC5QYXJ0Q3JjMzJFbnRyeRIVCg1zZXNzaW9uX3Rva2VuGAUgASgJGjEKD1BhcnRTaGEyNTZFbnRyeRILCgNrZXkYASABKAUSDQoFdmFsdWUYAiABKAk6AjgBGjAKDlBhcnRDcmMzMkVudHJ5EgsKA2tleRgBIAEoBRINCgV2YWx1ZRgCIAEoCToCOAEiPQoRU2lnblBhcnRzUmVzcG9uc2USKAoJcGFydF91cmxzGAEgAygLMhUuZmlsZXN0b3JlLnYxLlBhcnRVcmwixAEKFUNvbXBsZXRlVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRJOCg5wYXJ0X2NoZWNrc3VtcxgDIAMoCzI2LmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlcXVlc3QuUGFydENoZWNrc3Vtc0VudHJ5GjQKElBhcnRDaGVja3N1bXNFbnRyeRILCgNrZXkYASABKAUSDQoFdmFsdWUYAiABKAk6AjgBImAKFkNvbXBsZXRlVXBsb2FkUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEiQKBnVwbG9hZBgCIAEoCzIULmZpbGVzdG9yZS52MS5VcGxvYWQiOwoSQWJvcnRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIlAKFkxpc3RPcGVuVXBsb2Fkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDwoHZmlsZV9pZBgDIAEoCSJZChdMaXN0T3BlblVwbG9hZHNSZXNwb25zZRIlCgd1cGxvYWRzGAEgAygLMhQuZmlsZXN0b3JlLnYxLlVwbG9hZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOwoTQWJvcnRVcGxvYWRSZXNwb25zZRIkCgZ1cGxvYWQYASABKAsyFC5maWxlc3RvcmUudjEuVXBsb2FkMtkECg1VcGxvYWRTZXJ2aWNlElUKDENyZWF0ZVVwbG9hZBIhLmZpbGVzdG9yZS52MS5DcmVhdGVVcGxvYWRSZXF1ZXN0GiIuZmlsZXN0b3JlLnYxLkNyZWF0ZVVwbG9hZFJlc3BvbnNlEkEKCUdldFVwbG9hZBIeLmZpbGVzdG9yZS52MS5HZXRVcGxvYWRSZXF1ZXN0GhQuZmlsZXN0b3JlLnYxLlVwbG9hZBJMCglTaWduUGFydHMSHi5maWxlc3RvcmUudjEuU2lnblBhcnRzUmVxdWVzdBofLmZpbGVzdG9yZS52MS5TaWduUGFydHNSZXNwb25zZRJbCg5Db21wbGV0ZVVwbG9hZBIjLmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlcXVlc3QaJC5maWxlc3RvcmUudjEuQ29tcGxldGVVcGxvYWRSZXNwb25zZRJSCgtBYm9ydFVwbG9hZBIgLmZpbGVzdG9yZS52MS5BYm9ydFVwbG9hZFJlcXVlc3QaIS5maWxlc3RvcmUudjEuQWJvcnRVcGxvYWRSZXNwb25zZRJeCg9MaXN0T3BlblVwbG9hZHMSJC5maWxlc3RvcmUudjEuTGlzdE9wZW5VcGxvYWRzUmVxdWVzdBolLmZpbGVzdG9yZS52MS5MaXN0T3BlblVwbG9hZHNSZXNwb25zZRJPCgpMaXN0U3RvcmVzEh8uZmlsZXN0b3JlLnYxLkxpc3RTdG9yZXNSZXF1ZXN0GiAuZmlsZXN0b3JlLnYxLkxpc3RTdG9yZXNSZXNwb25zZWIGcHJvdG8z", [file_filestore_v1_resources]);
+
+/**
+ * Request for ListStores.
+ *
+ * @generated from message filestore.v1.ListStoresRequest
+ */
+export type ListStoresRequest = Message<"filestore.v1.ListStoresRequest"> & {
+};
+
+/**
+ * Describes the message filestore.v1.ListStoresRequest.
+ * Use `create(ListStoresRequestSchema)` to create a new message.
+ */
+export const ListStoresRequestSchema: GenMessage<ListStoresRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_upload_service, 0);
+
+/**
+ * Response for ListStores.
+ *
+ * @generated from message filestore.v1.ListStoresResponse
+ */
+export type ListStoresResponse = Message<"filestore.v1.ListStoresResponse"> & {
+  /**
+   * The stores, default first, then by name.
+   *
+   * @generated from field: repeated filestore.v1.Store stores = 1;
+   */
+  stores: Store[];
+};
+
+/**
+ * Describes the message filestore.v1.ListStoresResponse.
+ * Use `create(ListStoresResponseSchema)` to create a new message.
+ */
+export const ListStoresResponseSchema: GenMessage<ListStoresResponse> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_upload_service, 1);
 
 /**
  * Request for CreateUpload.
@@ -99,6 +135,22 @@ export type CreateUploadRequest = Message<"filestore.v1.CreateUploadRequest"> & 
    * @generated from field: filestore.v1.ChecksumAlgorithm part_checksum_algorithm = 9;
    */
   partChecksumAlgorithm: ChecksumAlgorithm;
+
+  /**
+   * Optional placement hint: the region the client prefers (Store.region), e.g. the one it is in.
+   * A region no store is in is no error (the hint is ignored). At most 63 characters.
+   *
+   * @generated from field: string preferred_region = 10;
+   */
+  preferredRegion: string;
+
+  /**
+   * Optional placement hint: round-trip times the client measured to stores (ListStores); unknown
+   * stores are ignored. At most 64 entries.
+   *
+   * @generated from field: repeated filestore.v1.StoreRtt store_rtts = 11;
+   */
+  storeRtts: StoreRtt[];
 };
 
 /**
@@ -106,7 +158,7 @@ export type CreateUploadRequest = Message<"filestore.v1.CreateUploadRequest"> & 
  * Use `create(CreateUploadRequestSchema)` to create a new message.
  */
 export const CreateUploadRequestSchema: GenMessage<CreateUploadRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 0);
+  messageDesc(file_filestore_v1_upload_service, 2);
 
 /**
  * Response for CreateUpload.
@@ -135,7 +187,7 @@ export type CreateUploadResponse = Message<"filestore.v1.CreateUploadResponse"> 
  * Use `create(CreateUploadResponseSchema)` to create a new message.
  */
 export const CreateUploadResponseSchema: GenMessage<CreateUploadResponse> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 1);
+  messageDesc(file_filestore_v1_upload_service, 3);
 
 /**
  * Request for GetUpload.
@@ -156,7 +208,7 @@ export type GetUploadRequest = Message<"filestore.v1.GetUploadRequest"> & {
  * Use `create(GetUploadRequestSchema)` to create a new message.
  */
 export const GetUploadRequestSchema: GenMessage<GetUploadRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 2);
+  messageDesc(file_filestore_v1_upload_service, 4);
 
 /**
  * Request for SignParts.
@@ -214,7 +266,7 @@ export type SignPartsRequest = Message<"filestore.v1.SignPartsRequest"> & {
  * Use `create(SignPartsRequestSchema)` to create a new message.
  */
 export const SignPartsRequestSchema: GenMessage<SignPartsRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 3);
+  messageDesc(file_filestore_v1_upload_service, 5);
 
 /**
  * Response for SignParts.
@@ -235,7 +287,7 @@ export type SignPartsResponse = Message<"filestore.v1.SignPartsResponse"> & {
  * Use `create(SignPartsResponseSchema)` to create a new message.
  */
 export const SignPartsResponseSchema: GenMessage<SignPartsResponse> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 4);
+  messageDesc(file_filestore_v1_upload_service, 6);
 
 /**
  * Request for CompleteUpload.
@@ -274,7 +326,7 @@ export type CompleteUploadRequest = Message<"filestore.v1.CompleteUploadRequest"
  * Use `create(CompleteUploadRequestSchema)` to create a new message.
  */
 export const CompleteUploadRequestSchema: GenMessage<CompleteUploadRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 5);
+  messageDesc(file_filestore_v1_upload_service, 7);
 
 /**
  * Response for CompleteUpload.
@@ -302,7 +354,7 @@ export type CompleteUploadResponse = Message<"filestore.v1.CompleteUploadRespons
  * Use `create(CompleteUploadResponseSchema)` to create a new message.
  */
 export const CompleteUploadResponseSchema: GenMessage<CompleteUploadResponse> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 6);
+  messageDesc(file_filestore_v1_upload_service, 8);
 
 /**
  * Request for AbortUpload.
@@ -330,7 +382,7 @@ export type AbortUploadRequest = Message<"filestore.v1.AbortUploadRequest"> & {
  * Use `create(AbortUploadRequestSchema)` to create a new message.
  */
 export const AbortUploadRequestSchema: GenMessage<AbortUploadRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 7);
+  messageDesc(file_filestore_v1_upload_service, 9);
 
 /**
  * Request for ListOpenUploads.
@@ -366,7 +418,7 @@ export type ListOpenUploadsRequest = Message<"filestore.v1.ListOpenUploadsReques
  * Use `create(ListOpenUploadsRequestSchema)` to create a new message.
  */
 export const ListOpenUploadsRequestSchema: GenMessage<ListOpenUploadsRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 8);
+  messageDesc(file_filestore_v1_upload_service, 10);
 
 /**
  * Response for ListOpenUploads.
@@ -394,7 +446,7 @@ export type ListOpenUploadsResponse = Message<"filestore.v1.ListOpenUploadsRespo
  * Use `create(ListOpenUploadsResponseSchema)` to create a new message.
  */
 export const ListOpenUploadsResponseSchema: GenMessage<ListOpenUploadsResponse> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 9);
+  messageDesc(file_filestore_v1_upload_service, 11);
 
 /**
  * Response for AbortUpload.
@@ -415,7 +467,7 @@ export type AbortUploadResponse = Message<"filestore.v1.AbortUploadResponse"> & 
  * Use `create(AbortUploadResponseSchema)` to create a new message.
  */
 export const AbortUploadResponseSchema: GenMessage<AbortUploadResponse> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_upload_service, 10);
+  messageDesc(file_filestore_v1_upload_service, 12);
 
 /**
  * UploadService creates, resumes, completes and aborts uploads.
@@ -453,9 +505,15 @@ export const UploadService: GenService<{
    * `INVALID_CHECKSUM_ALGORITHM`),
    * RESOURCE_EXHAUSTED (`QUOTA_EXCEEDED`, `FILE_TOO_LARGE`: above the configured maximum),
    * ALREADY_EXISTS (`REQUEST_ID_REUSED`: the same request_id with a different request),
+   * FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the tenant's residency allows none of the
+   * deployment's stores),
    * UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`; `STORAGE_UNAVAILABLE` for MULTIPART, when
    * storage did not create the multipart upload; `EVENT_PUBLISH_FAILED` for DEDUP). Retry with the
    * same `request_id` to get the same upload.
+   *
+   * Placement: the file goes to the first store, in this order, that the tenant's residency allows:
+   * the stores of `preferred_region`, then those of `store_rtts` fastest first, then the default
+   * store, then the others. The answer's `file.store` names it; every URL is signed for it.
    *
    * @generated from rpc filestore.v1.UploadService.CreateUpload
    */
@@ -563,6 +621,20 @@ export const UploadService: GenService<{
     methodKind: "unary";
     input: typeof ListOpenUploadsRequestSchema;
     output: typeof ListOpenUploadsResponseSchema;
+  },
+  /**
+   * Lists the stores an upload may be placed in, with a URL to time for each, so that a client can
+   * measure its round trips and send them in CreateUploadRequest.store_rtts. Every configured store
+   * is listed (the tenant's residency is applied at CreateUpload). Read-only, no catalogue read.
+   *
+   * Errors: none beyond the common ones (UNAUTHENTICATED for a missing or invalid token).
+   *
+   * @generated from rpc filestore.v1.UploadService.ListStores
+   */
+  listStores: {
+    methodKind: "unary";
+    input: typeof ListStoresRequestSchema;
+    output: typeof ListStoresResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_filestore_v1_upload_service, 0);

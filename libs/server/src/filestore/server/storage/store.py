@@ -18,6 +18,8 @@ service that only signs (the download signer) never makes one and no event loop 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -51,7 +53,7 @@ from filestore.server.storage.results import ListedObject, ObjectHead, OpenUploa
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
-    from types_boto3_s3.type_defs import CORSRuleTypeDef
+    from types_boto3_s3.type_defs import CompletedPartTypeDef, CORSRuleTypeDef
 
 __all__ = ["CORS_DENY_ALL_ORIGIN", "LIST_PAGE_SIZE", "ObjectStore", "cors_rules"]
 
@@ -61,6 +63,8 @@ __all__ = ["CORS_DENY_ALL_ORIGIN", "LIST_PAGE_SIZE", "ObjectStore", "cors_rules"
 CORS_DENY_ALL_ORIGIN: Final = "https://cross-origin-disabled.invalid"
 #: The most entries S3 answers in one page of a listing.
 LIST_PAGE_SIZE: Final = 1000
+#: The part size of a streamed copy between stores: what a copy holds in memory at most.
+COPY_PART_BYTES: Final = 8 * 1024 * 1024
 
 
 def cors_rules(origins: Sequence[str]) -> list[CORSRuleTypeDef]:
@@ -261,6 +265,66 @@ class ObjectStore:
             raise refused(error, key=key) from error
         except BotoCoreError as error:
             raise storage_unavailable(error, key=key) from error
+
+    # ------------------------------------------------------------------------ copies between stores
+
+    async def copy_from(
+        self, source: ObjectStore, key: str, *, part_bytes: int = COPY_PART_BYTES
+    ) -> ObjectHead:
+        """Copy ``key`` from ``source`` to the same key here; answers the copy's head.
+
+        Server-side (``CopyObject``) when both stores are buckets of one endpoint and this one
+        copies parts (``part_copy``): no byte leaves storage. Otherwise the bytes stream through this
+        process, a GET read in pieces into a multipart PUT of ``part_bytes`` parts, so memory stays
+        one part whatever the object's size (two SeaweedFS instances, two providers). Run by workers
+        (the processor, the reconciler), never on an RPC's path. A copy that fails aborts its
+        multipart upload and leaves no object; storage that refuses is ``StorageRefused``."""
+
+        def server_side() -> None:
+            self._streaming_client().copy_object(
+                Bucket=self.config.bucket, Key=key, CopySource={"Bucket": source.config.bucket, "Key": key}
+            )
+
+        def streamed() -> None:
+            client = self._streaming_client()
+            upload_id = client.create_multipart_upload(Bucket=self.config.bucket, Key=key)["UploadId"]
+            parts: list[CompletedPartTypeDef] = []
+
+            def send(body: bytes) -> None:
+                number = len(parts) + 1
+                sent = client.upload_part(
+                    Bucket=self.config.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                )
+                parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
+            try:
+                pending = bytearray()
+                for chunk in source.stream(key, chunk_bytes=min(part_bytes, 1024 * 1024)):
+                    pending += chunk
+                    if len(pending) >= part_bytes:
+                        send(bytes(pending[:part_bytes]))
+                        del pending[:part_bytes]
+                if pending or not parts:
+                    send(bytes(pending))  # the last part may be short, or empty for an empty object
+                client.complete_multipart_upload(
+                    Bucket=self.config.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+            except BaseException:
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    client.abort_multipart_upload(Bucket=self.config.bucket, Key=key, UploadId=upload_id)
+                raise
+
+        same_endpoint = source.config.endpoint == self.config.endpoint and self.config.part_copy
+        try:
+            await asyncio.to_thread(server_side if same_endpoint else streamed)
+        except ClientError as error:
+            raise refused(error, key=key) from error
+        except BotoCoreError as error:
+            raise storage_unavailable(error, key=key) from error
+        head = await self.head(key)
+        if head is None:
+            raise storage_unavailable(RuntimeError("the copy is not there"), key=key)
+        return head
 
     # ---------------------------------------------------------------------- multipart uploads
 

@@ -39,7 +39,9 @@ from filestore.core.identity import SUBJECT_MAX_CHARS
 from filestore.core.validation import MAX_CONTENT_TYPE_CHARS, MAX_NAME_CHARS
 
 __all__ = [
+    "DEFAULT_STORE",
     "NAMING_CONVENTION",
+    "STORE_NAME_LENGTH",
     "Base",
     "Blob",
     "Derivative",
@@ -54,7 +56,10 @@ __all__ = [
     "ProcessingOutcome",
     "ProcessingResult",
     "Quota",
+    "Replica",
+    "ReplicaState",
     "StrEnumType",
+    "TenantPolicy",
     "Upload",
     "UploadColumns",
     "UploadKind",
@@ -196,6 +201,25 @@ class ProcessingOutcome(enum.StrEnum):
     ERROR = "ERROR"
 
 
+class ReplicaState(enum.StrEnum):
+    """A copy of a file's original in another store: PENDING until the copy is written, READY once it
+    is, MISSING when the reconciler found its object gone (it is copied again)."""
+
+    PENDING = "PENDING"
+    READY = "READY"
+    MISSING = "MISSING"
+
+
+#: The name of a store (the column's width; the services check the form).
+STORE_NAME_LENGTH = 63
+#: The store of a record written before there were several: ``FILESTORE_S3_*``'s.
+DEFAULT_STORE = "default"
+
+
+def _store_column() -> Mapped[str]:
+    return mapped_column(String(STORE_NAME_LENGTH), default=DEFAULT_STORE, server_default=DEFAULT_STORE)
+
+
 class Base(AsyncAttrs, DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {
@@ -220,12 +244,16 @@ class Blob(Base):
 
     __tablename__ = "blobs"
     __table_args__ = (
-        UniqueConstraint("tenant", "sha256"),
+        # One blob per digest per store: dedup never crosses stores (nor so the residency that
+        # separates them).
+        UniqueConstraint("tenant", "store", "sha256"),
         CheckConstraint("ref_count >= 0", name="ref_count_non_negative"),
     )
 
     id: Mapped[str] = _id_column()
     tenant: Mapped[str] = mapped_column(String(255))
+    #: The store holding the blob's object.
+    store: Mapped[str] = _store_column()
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(1024))
@@ -260,6 +288,8 @@ class File(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     verified_sha256: Mapped[str | None] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(1024))
+    #: The store the original was placed in at upload (its derivatives are written there too).
+    store: Mapped[str] = _store_column()
     blob_id: Mapped[str | None] = mapped_column(
         String(ID_LENGTH), ForeignKey("blobs.id", ondelete="SET NULL"), index=True
     )
@@ -295,6 +325,7 @@ class FileValues:
     sha256: str | None
     verified_sha256: str | None
     storage_key: str
+    store: str
     blob_id: str | None
     status: FileStatus
     status_reason: str | None
@@ -441,6 +472,36 @@ class Quota(Base):
     limit_bytes: Mapped[int] = mapped_column(BigInteger)
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class TenantPolicy(Base):
+    """Where a tenant's bytes may live: its residency (the stores allowed; none listed means any
+    configured store) and whether READY originals are replicated to every other allowed store."""
+
+    __tablename__ = "tenant_policies"
+
+    tenant: Mapped[str] = mapped_column(String(255), primary_key=True)
+    allowed_stores: Mapped[list[str]] = mapped_column(JSON, default=list)
+    replicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Replica(Base):
+    """A copy of a file's original in a store other than the file's own, at the same key."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (
+        UniqueConstraint("file_id", "store"),
+        _enum_check("state", ReplicaState, "state"),
+    )
+
+    id: Mapped[str] = _id_column()
+    file_id: Mapped[str] = _file_fk()
+    store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH))
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    state: Mapped[ReplicaState] = mapped_column(StrEnumType(ReplicaState), default=ReplicaState.PENDING)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class IdempotencyKey(Base):

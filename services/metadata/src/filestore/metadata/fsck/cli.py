@@ -20,6 +20,7 @@ from filestore.metadata.fsck.report import PROGRAM
 from filestore.metadata.fsck.scan import DEFAULT_GRACE, FsckOptions
 from filestore.metadata.settings import database_url_from_env
 from filestore.server.settings import S3Settings
+from filestore.server.storage import StoreSet
 
 __all__ = ["FsckSettings", "main"]
 
@@ -31,15 +32,20 @@ class FsckSettings:
     database_url: str
     s3: S3Settings
     grace: timedelta
+    #: Every store: ``s3``'s and ``FILESTORE_STORES``' (each record is checked in its store).
+    stores: StoreSet | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> FsckSettings:
         env = env or Env()
         grace_s = env.number(f"{PREFIX}FSCK_GRACE_S", DEFAULT_GRACE.total_seconds(), minimum=0.0)
+        database_url = database_url_from_env(env)
+        s3 = S3Settings.from_env(env)
         return cls(
-            database_url=database_url_from_env(env),
-            s3=S3Settings.from_env(env),
+            database_url=database_url,
+            s3=s3,
             grace=timedelta(seconds=grace_s),
+            stores=StoreSet.from_env(env, s3),
         )
 
 
@@ -105,6 +111,7 @@ def main(
     options = FsckOptions(
         database_url=settings.database_url,
         s3=settings.s3,
+        stores=settings.stores,
         repair=args.repair,
         grace=timedelta(seconds=args.grace_s) if args.grace_s is not None else settings.grace,
         tenants=tuple(dict.fromkeys(args.tenant)),

@@ -3,7 +3,7 @@ sessions and a store the caller owns (:func:`reconcile`) or its own (:func:`run`
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,13 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from filestore.core.errors import Unavailable
 from filestore.metadata.db.engine import create_engine, session_factory
 from filestore.metadata.fsck.checks.missing_objects import check_records_have_objects
+from filestore.metadata.fsck.checks.missing_replicas import check_replicas_have_objects
 from filestore.metadata.fsck.checks.orphan_objects import check_objects_have_records
 from filestore.metadata.fsck.checks.parentless_derivatives import check_parentless_derivatives
 from filestore.metadata.fsck.checks.reference_counts import check_reference_counts
 from filestore.metadata.fsck.checks.stale_multiparts import check_multipart_uploads
 from filestore.metadata.fsck.report import FsckReport
 from filestore.metadata.fsck.scan import FsckOptions, ReconcilerStorage, Scan
-from filestore.server.storage import ObjectStore, StoreConfig
+from filestore.server.storage import DEFAULT_STORE, ObjectStore, StoreSet
 
 __all__ = ["CHECKS", "FsckError", "reconcile", "run"]
 
@@ -28,9 +29,12 @@ CHECKS: Final[tuple[Callable[[Scan], Awaitable[None]], ...]] = (
     check_parentless_derivatives,
     check_reference_counts,
     check_records_have_objects,
+    check_replicas_have_objects,
     check_objects_have_records,
     check_multipart_uploads,
 )
+#: The checks that list a store rather than read records: run once per store.
+PER_STORE: Final = frozenset({check_objects_have_records, check_multipart_uploads})
 
 
 class FsckError(Exception):
@@ -38,13 +42,22 @@ class FsckError(Exception):
 
 
 async def reconcile(
-    sessions: async_sessionmaker[AsyncSession], storage: ReconcilerStorage, options: FsckOptions
+    sessions: async_sessionmaker[AsyncSession],
+    storage: ReconcilerStorage,
+    options: FsckOptions,
+    *,
+    stores: Mapping[str, ReconcilerStorage] | None = None,
 ) -> FsckReport:
-    """Run the checks with sessions and a store the caller owns (see :func:`run`)."""
-    scan = Scan(sessions, storage, options)
+    """Run the checks with sessions and stores the caller owns (see :func:`run`): ``storage`` is the
+    store named ``default``, ``stores`` every store by name (only that one when not given)."""
+    scan = Scan(sessions, storage, options, stores=stores)
     try:
         for check in CHECKS:
-            await check(scan)
+            if check in PER_STORE:
+                async for _ in scan.each_store():
+                    await check(scan)
+            else:
+                await check(scan)
     except Unavailable as error:
         raise FsckError(f"storage: {error.message}") from error
     except (SQLAlchemyError, OSError) as error:
@@ -57,7 +70,8 @@ async def run(options: FsckOptions) -> FsckReport:
     ``filestore-fsck`` and ``filestore fsck``. Raises :class:`FsckError` when it cannot check."""
     engine = create_engine(options.database_url)
     try:
-        store = ObjectStore(StoreConfig.from_settings(options.s3))
-        return await reconcile(session_factory(engine), store, options)
+        configured = options.stores or StoreSet.single(options.s3)
+        stores = {config.name: ObjectStore(config) for config in configured}
+        return await reconcile(session_factory(engine), stores[DEFAULT_STORE], options, stores=stores)
     finally:
         await engine.dispose()

@@ -23,6 +23,7 @@ class FindingKind(enum.StrEnum):
     MISSING_OBJECT = "missing_object"
     STALE_MULTIPART_UPLOAD = "stale_multipart_upload"
     REFCOUNT_DRIFT = "refcount_drift"
+    MISSING_REPLICA = "missing_replica"
 
 
 class Resolution(enum.StrEnum):
@@ -84,7 +85,7 @@ class FsckReport:
     #: How many of each thing were looked at.
     scanned: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
-            ("objects", "files", "blobs", "derivatives", "multipart_uploads"), 0
+            ("objects", "files", "blobs", "derivatives", "multipart_uploads", "replicas"), 0
         )
     )
     #: Objects and multipart uploads left alone because they are younger than the grace period.

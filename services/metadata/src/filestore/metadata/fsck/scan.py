@@ -11,7 +11,7 @@ The reconciler reads the catalogue here and in the checks; it writes it only thr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypeAlias, TypeVar
@@ -25,7 +25,14 @@ from filestore.metadata.db.store import has_prefix
 from filestore.metadata.fsck.report import Finding, FsckReport, Resolution
 from filestore.server.metrics import RECONCILER_FINDINGS, RECONCILER_REPAIRS
 from filestore.server.settings import S3Settings
-from filestore.server.storage import ListedObject, ObjectHead, OpenUpload
+from filestore.server.storage import (
+    DEFAULT_STORE,
+    ListedObject,
+    ObjectHead,
+    ObjectStore,
+    OpenUpload,
+    StoreSet,
+)
 
 __all__ = ["DEFAULT_GRACE", "FsckOptions", "ReconcilerStorage", "RowsQuery", "Scan", "is_young"]
 
@@ -46,12 +53,15 @@ class ReconcilerStorage(Protocol):
     async def head(self, key: str) -> ObjectHead | None: ...
     async def delete(self, key: str) -> None: ...
     async def abort_multipart(self, key: str, upload_id: str) -> bool: ...
+    async def copy_from(self, source: ObjectStore, key: str) -> ObjectHead: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FsckOptions:
     database_url: str
     s3: S3Settings
+    #: Every store (``s3``'s, named ``default``, and ``FILESTORE_STORES``'); only ``s3``'s when None.
+    stores: StoreSet | None = None
     repair: bool = False
     grace: timedelta = DEFAULT_GRACE
     #: Only these tenants' records and keys; empty means every tenant.
@@ -71,10 +81,18 @@ class Scan:
     """One run of the reconciler: what it compares, with which options, and the report it fills."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], storage: ReconcilerStorage, options: FsckOptions
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: ReconcilerStorage,
+        options: FsckOptions,
+        *,
+        stores: Mapping[str, ReconcilerStorage] | None = None,
     ) -> None:
         self.sessions = sessions
+        #: The store the per-store checks (orphans, multipart uploads) are looking at now.
         self.storage = storage
+        #: Every store by name; records are checked in the store they name.
+        self.stores: dict[str, ReconcilerStorage] = dict(stores) if stores else {DEFAULT_STORE: storage}
         self.options = options
         self.now = utcnow()
         self.report = FsckReport(
@@ -141,15 +159,34 @@ class Scan:
 
     # ---------------------------------------------------------------------------- storage
 
-    async def missing(self, keys: Iterable[str]) -> set[str]:
-        """Which of ``keys`` storage has no object for (HEADs in parallel, a bounded number at once)."""
+    async def each_store(self) -> AsyncIterator[str]:
+        """Each store's name in turn, with :attr:`storage` set to it (for the checks that list a
+        store: objects without records, multipart uploads left open)."""
+        first = self.storage
+        try:
+            for name, storage in self.stores.items():
+                self.storage = storage
+                yield name
+        finally:
+            self.storage = first
+
+    def store(self, name: str) -> ReconcilerStorage | None:
+        """The store a record names (empty: ``default``); None when this run does not configure it."""
+        return self.stores.get(name or DEFAULT_STORE)
+
+    async def missing(self, keys: Iterable[str], *, store: str = DEFAULT_STORE) -> set[str]:
+        """Which of ``keys`` the store ``store`` has no object for (HEADs in parallel, a bounded
+        number at once). A store this run does not configure is not checked: nothing is missing."""
+        storage = self.store(store)
+        if storage is None:
+            return set()
         unique = sorted(set(keys))
-        heads = await asyncio.gather(*(self._head(key) for key in unique))
+        heads = await asyncio.gather(*(self._head(storage, key) for key in unique))
         return {key for key, head in zip(unique, heads, strict=True) if head is None}
 
-    async def _head(self, key: str) -> ObjectHead | None:
+    async def _head(self, storage: ReconcilerStorage, key: str) -> ObjectHead | None:
         async with self._heads_at_once:
-            return await self.storage.head(key)
+            return await storage.head(key)
 
     async def delete_object_if_unreferenced(
         self, key: str, *, listed: ListedObject | None

@@ -4,8 +4,9 @@ who may do what, and runs each RPC in one transaction.
 
 One module per resource: :mod:`.files`, :mod:`.uploads`, :mod:`.access` (AuthorizeRead and grants),
 :mod:`.processing` (what the pipeline records: verified content, facts, step results, derivatives,
-quarantined content) and :mod:`.quotas`. What they share is in :mod:`.base` (the access checks) and
-:mod:`.unit_of_work` (the transactions, and the request_id replays of the write RPCs).
+quarantined content), :mod:`.quotas` and :mod:`.placement` (residency, replicas). What they share
+is in :mod:`.base` (the access checks) and :mod:`.unit_of_work` (the transactions, and the
+request_id replays of the write RPCs).
 
 Each module is a mixin over :class:`.base.ServicerBase`, and :class:`MetadataServicer` combines them.
 Mixins rather than delegation because gRPC dispatches to one servicer object by method name: delegating
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from filestore.metadata.servicer.access import AccessRpcs
 from filestore.metadata.servicer.files import FileRpcs
+from filestore.metadata.servicer.placement import PlacementRpcs
 from filestore.metadata.servicer.processing import ProcessingRpcs
 from filestore.metadata.servicer.quotas import QuotaRpcs
 from filestore.metadata.servicer.uploads import UploadRpcs
@@ -25,6 +27,6 @@ from filestore.metadata.servicer.uploads import UploadRpcs
 __all__ = ["MetadataServicer"]
 
 
-class MetadataServicer(FileRpcs, UploadRpcs, AccessRpcs, ProcessingRpcs, QuotaRpcs):
+class MetadataServicer(FileRpcs, UploadRpcs, AccessRpcs, ProcessingRpcs, QuotaRpcs, PlacementRpcs):
     """Every RPC of MetadataService; constructed as ``MetadataServicer(sessions, objects=...,
     page_token_secret=...)`` (see :class:`.base.ServicerBase`)."""

@@ -39,7 +39,10 @@ class AccessRpcs(ServicerBase):
             key = file.storage_key
             if file.blob_id is not None:
                 key = (await store.get_blob(connection, tenant=file.tenant, blob_id=file.blob_id)).storage_key
-            return pb.AuthorizeReadResponse(file=convert.file_message(file), storage_key=key)
+            replicas = await self._ready_replica_stores(connection, file.id)
+            return pb.AuthorizeReadResponse(
+                file=convert.file_message(file, replica_stores=replicas), storage_key=key
+            )
 
     async def CreateGrant(self, request: pb.CreateGrantRequest, context: Context) -> resources_pb2.Grant:
         principal = current_principal()

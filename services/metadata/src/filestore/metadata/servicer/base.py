@@ -106,6 +106,12 @@ class ServicerBase(metadata_service_pb2_grpc.MetadataServiceServicer):
         raise file_not_found(file_id)
 
     @staticmethod
+    async def _ready_replica_stores(db: store.Executor, file_id: str) -> list[str]:
+        """The stores holding a READY copy of the file's original (besides its own)."""
+        replicas = (await store.list_replicas(db, file_ids=[file_id]))[file_id]
+        return [replica.store for replica in replicas if replica.state is models.ReplicaState.READY]
+
+    @staticmethod
     def _creator(principal: Principal, file: resources_pb2.File) -> tuple[str, str]:
         """The tenant and owner a new file is made for: the caller's own, or those a service names."""
         tenant = file.tenant if principal.is_service else principal.tenant

@@ -37,7 +37,8 @@ class FileRpcs(ServicerBase):
                 reader="",
                 include_deleted=request.include_deleted,
             )
-            return convert.file_message(file)
+            replicas = await self._ready_replica_stores(connection, file.id)
+            return convert.file_message(file, replica_stores=replicas)
 
     async def ListFiles(self, request: pb.ListFilesRequest, context: Context) -> pb.ListFilesResponse:
         principal = current_principal()

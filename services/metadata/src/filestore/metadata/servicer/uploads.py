@@ -13,11 +13,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from filestore.core.auth import Principal, current_principal, require_service
-from filestore.core.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented, upload_not_found
+from filestore.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unimplemented,
+    upload_not_found,
+)
 from filestore.core.reasons import Reason
 from filestore.metadata import convert
 from filestore.metadata.db import models, store
 from filestore.metadata.servicer.base import Context, ServicerBase
+from filestore.metadata.servicer.placement import check_store_names
 from filestore.metadata.servicer.unit_of_work import Idempotency, orm_session
 from filestore.server.pagetokens import request_fingerprint
 from filestore.v1 import metadata_service_pb2 as pb
@@ -91,18 +99,32 @@ class UploadRpcs(ServicerBase):
             # Storage completes a multipart upload from one part at least; an empty file is SINGLE.
             raise InvalidArgument("a MULTIPART upload cannot be empty", reason=Reason.INVALID_SIZE)
         _check_storage_upload(request, kind)
+        offered = check_store_names(request.stores)
         name, content_type, sha256, labels = self._declared(request.file)
         expires = convert.from_timestamp(request.expire_time)
 
         # Core statements on a plain connection: the hottest write of the catalogue needs nothing of
         # the ORM, and answers from the values it wrote.
         async def begin(connection: AsyncConnection) -> pb.BeginUploadResponse:
+            # Residency first: nothing is reserved, nor any URL signed, for a store it excludes.
+            placed = await store.choose_store(
+                connection, tenant=tenant, offered=offered, default=models.DEFAULT_STORE
+            )
+            if request.storage_upload_id and offered and placed != offered[0]:
+                # The broker created the multipart upload in the store it offered first.
+                raise FailedPrecondition(
+                    "the tenant's residency excludes the store the multipart upload was created in",
+                    reason=Reason.RESIDENCY_VIOLATION,
+                    metadata={"tenant": tenant, "store": offered[0]},
+                )
             await store.reserve_quota(connection, tenant=tenant, owner=owner, nbytes=size)
             # A digest proves nothing (anyone may have learnt it), so only the owner of content the
             # tenant holds gets it without sending it; everyone else uploads, and dedup happens
             # once the processor has verified the bytes (RecordVerifiedContent).
             blob = (
-                await store.find_dedup_blob(connection, tenant=tenant, owner=owner, sha256=sha256)
+                await store.find_dedup_blob(
+                    connection, tenant=tenant, owner=owner, sha256=sha256, store=placed
+                )
                 if sha256
                 else None
             )
@@ -118,6 +140,7 @@ class UploadRpcs(ServicerBase):
                 labels=labels,
                 blob_id=blob.id if dedup and blob is not None else None,
                 file_id=request.file_id or None,
+                store=placed,
             )
             upload: models.UploadColumns = await store.record_upload(
                 connection,

@@ -26,6 +26,7 @@ One module per resource, and this package's face re-exports them all (``store.ge
 * :mod:`.results`: derivatives and processing results;
 * :mod:`.processing`: one run of the pipeline: the claim, verified content, settled step outcomes;
 * :mod:`.quotas`: reservations, usage and limits;
+* :mod:`.placement`: tenants' residency (which stores their bytes may live in) and files' replicas;
 * :mod:`.idempotency`: stored first answers to replayed requests;
 * :mod:`._sql`: what they share (value checks, dialect helpers, the compare-and-set budget, the file
   lookup).
@@ -88,6 +89,15 @@ from filestore.metadata.db.store.idempotency import (
     purge_idempotency_keys,
     save_idempotent,
 )
+from filestore.metadata.db.store.placement import (
+    Residency,
+    choose_store,
+    get_residency,
+    list_replicas,
+    mark_replica_missing,
+    record_replica,
+    set_residency,
+)
 from filestore.metadata.db.store.processing import (
     SETTLED_OUTCOMES,
     FileClaim,
@@ -144,11 +154,13 @@ __all__ = [
     "IdempotentSave",
     "KeysetCursor",
     "OpenUploadPage",
+    "Residency",
     "UploadOutcome",
     "VerifiedContent",
     "add_derivative",
     "allowed_sources",
     "attached_storage_uploads",
+    "choose_store",
     "claim_expired_uploads",
     "claim_file",
     "complete_upload",
@@ -168,6 +180,7 @@ __all__ = [
     "get_idempotent",
     "get_processing_result",
     "get_quota",
+    "get_residency",
     "get_upload",
     "has_prefix",
     "is_permitted",
@@ -177,11 +190,14 @@ __all__ = [
     "list_grants",
     "list_open_uploads",
     "list_processing_results",
+    "list_replicas",
     "list_uploads",
     "live_reference_count",
+    "mark_replica_missing",
     "needs_refcount_repair",
     "purge_idempotency_keys",
     "quarantine_content",
+    "record_replica",
     "record_step_outcome",
     "record_upload",
     "record_verified_content",
@@ -194,6 +210,7 @@ __all__ = [
     "save_idempotent",
     "set_processing_result",
     "set_quota",
+    "set_residency",
     "set_upload_state",
     "settle_quota",
     "transition_file",

@@ -17,7 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from filestore.core.errors import FailedPrecondition, NotFound
 from filestore.core.reasons import Reason
-from filestore.metadata.db.models import Blob, File, FileStatus, new_id, utcnow
+from filestore.metadata.db.models import DEFAULT_STORE, Blob, File, FileStatus, new_id, utcnow
 from filestore.metadata.db.store._sql import (
     Executor,
     _check_non_negative,
@@ -50,6 +50,7 @@ _BLOB_BY_ID = select(_BLOBS).where(_BLOBS.c.id == bindparam("blob_id"))
 _BLOB_BY_TENANT_AND_ID = _BLOB_BY_ID.where(_BLOBS.c.tenant == bindparam("tenant"))
 _DEDUP_BLOB = select(_BLOBS).where(
     _BLOBS.c.tenant == bindparam("tenant"),
+    _BLOBS.c.store == bindparam("store"),
     _BLOBS.c.sha256 == bindparam("sha256"),
     _BLOBS.c.verified.is_(True),
     select(_FILES.c.id)
@@ -77,23 +78,36 @@ async def get_blob(db: Executor, *, tenant: str | None, blob_id: str) -> Row[Any
     return blob
 
 
-async def find_dedup_blob(db: Executor, *, tenant: str, owner: str, sha256: str) -> Row[Any] | None:
+async def find_dedup_blob(
+    db: Executor, *, tenant: str, owner: str, sha256: str, store: str = DEFAULT_STORE
+) -> Row[Any] | None:
     """The tenant's verified blob with this digest (a Row), if ``owner`` already owns a live file of it.
 
     Knowing a digest is no proof of holding the content, so a blob is offered only to whoever
     already has it; everyone else uploads, and :func:`link_file_blob` shares the bytes once they
-    are verified. Dedup never crosses tenants.
+    are verified. Dedup never crosses tenants, nor stores: a file placed in ``store`` (where the
+    tenant's residency allows it) shares only a blob held there.
     """
     _check_sha256(sha256)
-    return (await db.execute(_DEDUP_BLOB, {"tenant": tenant, "owner": owner, "sha256": sha256})).first()
+    return (
+        await db.execute(_DEDUP_BLOB, {"tenant": tenant, "owner": owner, "sha256": sha256, "store": store})
+    ).first()
 
 
 async def register_blob(
-    session: AsyncSession, *, tenant: str, sha256: str, size: int, storage_key: str, verified: bool = True
+    session: AsyncSession,
+    *,
+    tenant: str,
+    sha256: str,
+    size: int,
+    storage_key: str,
+    verified: bool = True,
+    store: str = DEFAULT_STORE,
 ) -> Blob:
-    """The tenant's blob for ``sha256``, created if missing (``ref_count`` 0; see ``link_file_blob``).
+    """The tenant's blob for ``sha256`` in ``store``, created if missing (``ref_count`` 0; see
+    ``link_file_blob``).
 
-    Concurrent registrations of the same digest resolve on the unique (tenant, sha256) constraint:
+    Concurrent registrations of the same digest resolve on the unique (tenant, store, sha256) constraint:
     the first storage key wins and later callers get that row. ``verified`` only ever turns on.
     """
     _require(tenant, "tenant")
@@ -102,6 +116,7 @@ async def register_blob(
     values = {
         "id": new_id(),
         "tenant": tenant,
+        "store": store,
         "sha256": sha256,
         "size": size,
         "storage_key": storage_key,
@@ -111,7 +126,7 @@ async def register_blob(
     }
     stmt = _upsert(session, Blob, values)
     stmt = stmt.on_conflict_do_update(
-        index_elements=[Blob.tenant, Blob.sha256],
+        index_elements=[Blob.tenant, Blob.store, Blob.sha256],
         set_={"verified": or_(Blob.verified, stmt.excluded.verified)},
     )
     blob: Blob = (

@@ -22,7 +22,15 @@ from sqlalchemy.orm.attributes import set_committed_value
 from filestore.core.errors import Aborted, FailedPrecondition, InvalidArgument
 from filestore.core.keys import original_key
 from filestore.core.reasons import Reason
-from filestore.metadata.db.models import File, FileStatus, FileValues, Visibility, new_id, utcnow
+from filestore.metadata.db.models import (
+    DEFAULT_STORE,
+    File,
+    FileStatus,
+    FileValues,
+    Visibility,
+    new_id,
+    utcnow,
+)
 from filestore.metadata.db.store._sql import (
     _CAS_ATTEMPTS,
     Executor,
@@ -116,6 +124,7 @@ async def create_file(
     visibility: Visibility = Visibility.PRIVATE,
     blob_id: str | None = None,
     file_id: str | None = None,
+    store: str = DEFAULT_STORE,
 ) -> FileValues:
     """A new PENDING file; its storage key is made here, from ids only, and so is its id unless the
     caller chose it (``file_id``: the broker, which creates a multipart upload at the file's key first).
@@ -140,6 +149,13 @@ async def create_file(
             raise InvalidArgument("sha256 differs from the blob's digest", reason=Reason.SHA256_MISMATCH)
         if size != blob.size:
             raise InvalidArgument("size differs from the blob's size", reason=Reason.SIZE_MISMATCH)
+        if blob.store != store:
+            # Dedup never crosses stores: the residency that placed this file may exclude the blob's.
+            raise FailedPrecondition(
+                "the blob is held in another store",
+                reason=Reason.RESIDENCY_VIOLATION,
+                metadata={"store": store},
+            )
         # Validated before the reference is taken so that a refusal leaves nothing behind.
         await _reference_blob(db, blob_id=blob.id)
         storage_key = blob.storage_key
@@ -157,6 +173,7 @@ async def create_file(
         sha256=sha256,
         verified_sha256=verified_sha256,
         storage_key=storage_key,
+        store=store,
         blob_id=blob_id,
         status=FileStatus.PENDING,
         status_reason=None,

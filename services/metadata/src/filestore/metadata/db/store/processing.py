@@ -105,7 +105,12 @@ async def record_verified_content(
     deduplicated = False
     if matched and file.blob_id is None:
         blob = await register_blob(
-            session, tenant=file.tenant, sha256=sha256, size=size, storage_key=file.storage_key
+            session,
+            tenant=file.tenant,
+            sha256=sha256,
+            size=size,
+            storage_key=file.storage_key,
+            store=file.store,
         )
         # Read before the link: the session maps the row to one object, which the link updates.
         own_key = file.storage_key

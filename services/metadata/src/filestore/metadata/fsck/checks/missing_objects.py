@@ -37,6 +37,7 @@ _RecordRepair = Callable[[AsyncSession], Awaitable[bool]]
 
 
 async def check_records_have_objects(scan: Scan) -> None:
+    """Each record is looked for in the store it names (a file's derivatives in the file's)."""
     await _check_files(scan)
     await _check_blobs(scan)
     await _check_derivatives(scan)
@@ -49,20 +50,26 @@ async def _check_rows(
     *,
     counted: str | None,
 ) -> None:
-    """A finding for each row ``page`` selects whose ``storage_key`` storage has no object for;
+    """A finding for each row ``page`` selects whose ``storage_key`` its ``store`` has no object for;
     ``counted`` names the rows in the report's ``scanned`` (blobs are counted by their own check)."""
     async for rows in scan.pages(page):
         if counted is not None:
             scan.report.scanned[counted] += len(rows)
-        missing = await scan.missing(row.storage_key for row in rows)
-        await scan.settle([finding(row) for row in rows if row.storage_key in missing])
+        missing: set[tuple[str, str]] = set()
+        for name in {row.store for row in rows}:
+            keys = [row.storage_key for row in rows if row.store == name]
+            missing.update((name, key) for key in await scan.missing(keys, store=name))
+        await scan.settle([finding(row) for row in rows if (row.store, row.storage_key) in missing])
 
 
-def _record_repair(scan: Scan, key: str, change: _RecordRepair, *, unchanged: str, done: str) -> Repair:
-    """Re-check that storage still lacks ``key``, then ``change`` the record in a transaction of its own."""
+def _record_repair(
+    scan: Scan, store_name: str, key: str, change: _RecordRepair, *, unchanged: str, done: str
+) -> Repair:
+    """Re-check that the store still lacks ``key``, then ``change`` the record in a transaction of its own."""
 
     async def repair() -> tuple[Resolution, str]:
-        if await scan.storage.head(key) is not None:
+        storage = scan.store(store_name)
+        if storage is None or await storage.head(key) is not None:
             return Resolution.RESOLVED, "object present"
         async with scan.sessions() as session, session.begin():
             changed = await change(session)
@@ -74,7 +81,7 @@ def _record_repair(scan: Scan, key: str, change: _RecordRepair, *, unchanged: st
 async def _check_files(scan: Scan) -> None:
     def page(after: str) -> RowsQuery:
         return (
-            select(File.id, File.tenant, File.status, File.storage_key)
+            select(File.id, File.tenant, File.status, File.storage_key, File.store)
             .where(
                 File.status.in_(sorted(store.STATES_WITH_BYTES)),
                 File.id > after,
@@ -89,13 +96,13 @@ async def _check_files(scan: Scan) -> None:
             subject=row.storage_key,
             action=f"mark the file FAILED ({OBJECT_MISSING_REASON})",
             detail={"record": "file", "file_id": row.id, "tenant": row.tenant, "status": row.status},
-            _repair=_file_repair(scan, row.id, row.storage_key),
+            _repair=_file_repair(scan, row.store, row.id, row.storage_key),
         )
 
     await _check_rows(scan, page, finding, counted="files")
 
 
-def _file_repair(scan: Scan, file_id: str, key: str) -> Repair:
+def _file_repair(scan: Scan, store_name: str, file_id: str, key: str) -> Repair:
     async def fail(session: AsyncSession) -> bool:
         failed = await store.fail_file_without_object(
             session, file_id=file_id, storage_key=key, reason=OBJECT_MISSING_REASON
@@ -104,6 +111,7 @@ def _file_repair(scan: Scan, file_id: str, key: str) -> Repair:
 
     return _record_repair(
         scan,
+        store_name,
         key,
         fail,
         unchanged="the file changed state meanwhile",
@@ -114,7 +122,7 @@ def _file_repair(scan: Scan, file_id: str, key: str) -> Repair:
 async def _check_blobs(scan: Scan) -> None:
     def page(after: str) -> RowsQuery:
         return (
-            select(Blob.id, Blob.tenant, Blob.storage_key)
+            select(Blob.id, Blob.tenant, Blob.storage_key, Blob.store)
             .where(Blob.id > after, *scan.tenant_is(Blob.tenant))
             .order_by(Blob.id)
         )
@@ -125,23 +133,24 @@ async def _check_blobs(scan: Scan) -> None:
             subject=row.storage_key,
             action="forget the blob (it must not stay a dedup target)",
             detail={"record": "blob", "blob_id": row.id, "tenant": row.tenant},
-            _repair=_blob_repair(scan, row.id, row.storage_key),
+            _repair=_blob_repair(scan, row.store, row.id, row.storage_key),
         )
 
     await _check_rows(scan, page, finding, counted=None)
 
 
-def _blob_repair(scan: Scan, blob_id: str, key: str) -> Repair:
+def _blob_repair(scan: Scan, store_name: str, blob_id: str, key: str) -> Repair:
     async def forget(session: AsyncSession) -> bool:
         return await store.forget_blob_without_object(session, blob_id=blob_id, storage_key=key)
 
-    return _record_repair(scan, key, forget, unchanged="row gone", done="blobs row deleted")
+    return _record_repair(scan, store_name, key, forget, unchanged="row gone", done="blobs row deleted")
 
 
 async def _check_derivatives(scan: Scan) -> None:
     def page(after: str) -> RowsQuery:
         return (
-            select(Derivative.id, Derivative.file_id, Derivative.kind, Derivative.storage_key)
+            # A file's derivatives are written to its store.
+            select(Derivative.id, Derivative.file_id, Derivative.kind, Derivative.storage_key, File.store)
             .join(File, File.id == Derivative.file_id)
             .where(File.status != FileStatus.DELETED, Derivative.id > after, *scan.tenant_is(File.tenant))
             .order_by(Derivative.id)
@@ -153,16 +162,16 @@ async def _check_derivatives(scan: Scan) -> None:
             subject=row.storage_key,
             action="delete the derivative row",
             detail={"record": "derivative", "file_id": row.file_id, "kind": row.kind},
-            _repair=_derivative_repair(scan, row.id, row.storage_key),
+            _repair=_derivative_repair(scan, row.store, row.id, row.storage_key),
         )
 
     await _check_rows(scan, page, finding, counted="derivatives")
 
 
-def _derivative_repair(scan: Scan, derivative_id: str, key: str) -> Repair:
+def _derivative_repair(scan: Scan, store_name: str, derivative_id: str, key: str) -> Repair:
     async def drop(session: AsyncSession) -> bool:
         return await store.drop_derivative_without_object(
             session, derivative_id=derivative_id, storage_key=key
         )
 
-    return _record_repair(scan, key, drop, unchanged="row gone", done="derivatives row deleted")
+    return _record_repair(scan, store_name, key, drop, unchanged="row gone", done="derivatives row deleted")
