@@ -11,9 +11,10 @@ context, so that the callee's span joins the caller's trace. Services add their 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 import grpc
 
@@ -22,6 +23,7 @@ from filestore.core.errors import error_from_rpc
 from filestore.core.tls import TlsSettings
 
 __all__ = [
+    "CHANNEL_OPTIONS",
     "REQUEST_ID_KEY",
     "MetadataSource",
     "add_metadata_source",
@@ -33,6 +35,16 @@ __all__ = [
 
 #: The metadata key of the request id, in and out of every Filestore service.
 REQUEST_ID_KEY = "x-request-id"
+
+#: Every channel spreads its calls over all the addresses its target resolves to (``round_robin``)
+#: instead of gRPC's default of one connection to the first (``pick_first``). A channel keeps its
+#: connections, so a balancer in front of replicas sees one long connection per client and balances
+#: nothing: with a name that resolves to every replica (``dns:///metadata-headless:50051``, a
+#: Kubernetes headless Service) the client balances itself, and re-resolves when replicas come and go.
+#: A name that resolves to one address behaves as before.
+CHANNEL_OPTIONS: Final = (
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+)
 
 #: Given the metadata keys an outgoing call already carries, the (key, value) pairs to add to it.
 #: A source leaves alone what the caller set on the call itself.
@@ -90,13 +102,13 @@ def plain_channel(
     (and, for mutual TLS, presents the client certificate), else plaintext. For a process that
     passes on its callers' own tokens (the browser face, filestore-edge)."""
     if tls is None or (tls.ca_file is None and tls.client_cert_file is None):
-        return grpc.aio.insecure_channel(address, interceptors=interceptors)
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=_read(tls.ca_file),
         private_key=_read(tls.client_key_file),
         certificate_chain=_read(tls.client_cert_file),
     )
-    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 def insecure_channel(address: str, *, token: Callable[[], str]) -> grpc.aio.Channel:
