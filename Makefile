@@ -24,6 +24,7 @@ help:
 	@echo "make proto  regenerate the Python code of protos/ (and of the SeaweedFS filer subset)"
 	@echo "make test-stack  the integration tests against a running stack (FILESTORE_STACK_JSON) or compose"
 	@echo "make test-faults  1,000 uploads while every component is killed and restarted (SQLite and PostgreSQL)"
+	@echo "make k8s-check  render the Kubernetes overlays (deploy/kubernetes) and validate them offline"
 
 # A fresh Debian's python3 has no venv module until python3-venv is installed (as root, as below).
 $(TOOLS)/bin/uv:
@@ -134,7 +135,16 @@ test-faults: env system-deps
 	FILESTORE_FAULT_UPLOADS=1000 FILESTORE_FAULT_SESSIONS=1000 FILESTORE_FAULT_DATABASES=sqlite,postgresql \
 	  $(VENV)/bin/pytest tests/test_faults.py -s $(PYTEST_ARGS)
 
-test: env node-deps system-deps lint typecheck buf-lint buf-breaking proto-check web-check pytest
+# deploy/kubernetes: both overlays rendered with `kubectl kustomize` and validated offline against the
+# Kubernetes schemas kubernetes-validate bundles (KEDA's ScaledObject against deploy/kubernetes/schemas/).
+# kubectl from PATH; where there is none, Debian's kubernetes-client (its kustomize is old, v2.0.3, and the
+# manifests keep to what it renders too).
+.PHONY: k8s-check
+k8s-check: env
+	@if ! command -v kubectl >/dev/null 2>&1; then $(call apt_install,kubernetes-client,required); fi
+	$(PY) scripts/k8s_check.py
+
+test: env node-deps system-deps lint typecheck buf-lint buf-breaking proto-check web-check k8s-check pytest
 
 clean:
 	rm -rf $(VENV) $(TOOLS) node_modules .mypy_cache .ruff_cache .pytest_cache

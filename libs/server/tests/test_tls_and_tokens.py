@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -20,6 +21,7 @@ from filestore.core.auth import TokenVerifier, current_principal, mint_token
 from filestore.core.channels import service_channel, translated_errors
 from filestore.core.errors import FilestoreError, Unauthenticated
 from filestore.core.tls import TlsSettings
+from filestore.server import healthcheck
 from filestore.server.bootstrap import ServerHandle, create_server
 from filestore.stack.certificates import CertificateAuthority
 
@@ -185,3 +187,19 @@ def test_identity_provider_tokens_verify_through_its_jwks(jwks_server: tuple[str
     unknown = jwt.encode(_claims(), key, algorithm="RS256", headers={"kid": "k2"})
     with pytest.raises(Unauthenticated):
         verifier.verify(unknown)
+
+
+async def test_the_health_port_answers_plaintext_probes_of_a_mutual_tls_server_and_nothing_else(
+    mtls_server: ServerHandle,
+) -> None:
+    # A kubelet's grpc probe speaks no TLS: it can only probe the health-only plaintext port.
+    port = await mtls_server.serve_health("127.0.0.1:0")
+    assert await asyncio.to_thread(healthcheck.check, f"127.0.0.1:{port}") is True
+    assert await asyncio.to_thread(healthcheck.check, f"127.0.0.1:{mtls_server.port}") is False
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as service_call:
+            await channel.unary_unary(f"/{SERVICE}/Call")(b"", timeout=5)
+    assert service_call.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    # Draining: the probe hears NOT_SERVING (the pod leaves the endpoints) while RPCs finish.
+    await mtls_server.health.enter_graceful_shutdown()
+    assert await asyncio.to_thread(healthcheck.check, f"127.0.0.1:{port}") is False

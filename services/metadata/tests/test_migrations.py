@@ -213,3 +213,16 @@ async def test_cli_upgrade_and_current(
         assert await asyncio.to_thread(migrate.main, ["--url", url, "upgrade"]) == 0
         assert await asyncio.to_thread(migrate.main, ["--url", url, "current"]) == 0
         assert capsys.readouterr().out.strip() == migrate.head_revision()
+
+
+# Without the advisory lock the runs do not fail fast: they wait on each other's DDL until the timeout.
+@pytest.mark.timeout(60)
+async def test_concurrent_upgrades_of_one_postgresql_database_all_succeed(
+    fresh_database: FreshDatabase,
+) -> None:
+    # What a deployment does when several metadata replicas (or a migration Job beside them) start at
+    # once.
+    async with fresh_database("postgresql") as url:
+        await asyncio.gather(*(migrate.upgrade_to_head(url) for _ in range(4)))
+        assert await migrate.current_revision(url) == migrate.head_revision()
+        assert await _tables(url) >= EXPECTED_TABLES

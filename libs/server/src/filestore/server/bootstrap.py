@@ -321,11 +321,29 @@ class ServerHandle:
     health: health.aio.HealthServicer
     service_names: Sequence[str]
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: The plaintext health-only server (:meth:`serve_health`), when there is one.
+    health_server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
         await self.server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def serve_health(self, listen: str) -> int:
+        """Serve the same health status, and nothing else, in plaintext on ``listen``; the port.
+
+        A kubelet's ``grpc`` probe speaks no TLS: with the service's own port on TLS it could not
+        probe it. Only the health service is here (no reflection, no RPC of the service), so a
+        plaintext port discloses nothing more than whether the service is SERVING.
+        """
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        await server.start()
+        self.health_server = server
+        return port
 
     async def stop(self, grace_s: float) -> None:
         """Graceful stop: NOT_SERVING first so balancers steer away, then drain, then cleanup."""
@@ -336,6 +354,9 @@ class ServerHandle:
                 await cleanup()
             except Exception:
                 log.exception("shutdown_cleanup_failed")
+        # Last: until the end a probe hears NOT_SERVING rather than a refused connection.
+        if self.health_server is not None:
+            await self.health_server.stop(None)
 
 
 def create_server(

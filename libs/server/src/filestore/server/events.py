@@ -26,6 +26,7 @@ from filestore.server.settings import NatsSettings
 from filestore.v1 import events_pb2
 
 __all__ = [
+    "DRAIN_TIMEOUT_S",
     "PROTOBUF_CONTENT_TYPE",
     "Subjects",
     "connect",
@@ -85,6 +86,11 @@ class Subjects:
         return f"{self.prefix}.dead.{subject}"
 
 
+#: The longest a connection's drain at shutdown may take. Bounded so that a stuck subscription cannot
+#: hold up a shutdown past its grace period (deploy/kubernetes counts it in terminationGracePeriodSeconds).
+DRAIN_TIMEOUT_S = 5
+
+
 async def connect(settings: NatsSettings, *, name: str) -> NatsClient:
     """Connect, retrying for ever on disconnect: NATS restarts must not need a service restart."""
 
@@ -103,8 +109,7 @@ async def connect(settings: NatsSettings, *, name: str) -> NatsClient:
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
-        # Bounded so that a stuck subscription cannot hold up a shutdown past its grace period.
-        drain_timeout=5,
+        drain_timeout=DRAIN_TIMEOUT_S,
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,

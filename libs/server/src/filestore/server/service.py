@@ -53,6 +53,9 @@ def main_for(
 
         async def serve() -> None:
             handle = await build(settings)
+            if settings.server.health_port:
+                host = settings.server.listen.rpartition(":")[0]
+                await handle.serve_health(f"{host}:{settings.server.health_port}")
             await run_server(handle, grace_s=settings.server.shutdown_grace_s)
 
         try:

@@ -80,6 +80,9 @@ class GrpcServerSettings:
     log_level: str
     tls: TlsSettings
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    #: A second, plaintext port on the host of ``listen`` that serves only the gRPC health service
+    #: (0: none). For probes that cannot speak TLS (a kubelet's ``grpc`` probe) when ``listen`` is TLS.
+    health_port: int = 0
 
     @classmethod
     def from_env(cls, env: Env, *, default_listen: str) -> GrpcServerSettings:
@@ -92,6 +95,7 @@ class GrpcServerSettings:
             log_level=level,
             tls=TlsSettings.from_env(env),
             observability=ObservabilitySettings.from_env(env),
+            health_port=env.integer(f"{PREFIX}HEALTH_PORT", 0, minimum=0, maximum=65535),
         )
 
 

@@ -23,6 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from filestore.metadata.db.engine import create_engine, is_sqlite
@@ -30,6 +31,7 @@ from filestore.metadata.db.engine import create_engine, is_sqlite
 __all__ = [
     "DATABASE_URL_ENV",
     "MIGRATIONS_DIR",
+    "MIGRATION_LOCK_ID",
     "alembic_config",
     "configured_url",
     "current_revision",
@@ -83,8 +85,17 @@ def _sqlite_pragma(connection: Connection, pragma: str) -> list[Any]:
         cursor.close()
 
 
+#: The PostgreSQL advisory lock every migration run holds (any constant; this one spells "FSMIGRAT").
+MIGRATION_LOCK_ID = 0x46534D4947524154
+
+
 def _run_guarded(connection: Connection, work: Callable[[Connection], None]) -> None:
     if connection.dialect.name != "sqlite":
+        # Several runs may start at once (the metadata replicas of a deployment, each migrating at
+        # start, or a migration Job beside them): the first takes the lock and migrates, the others
+        # wait for its commit and then find the database at head. Alembic itself takes no lock, and
+        # two concurrent upgrades would both try to create the same tables.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         work(connection)
         return
     # Batch migrations rebuild a table by copy, drop and rename; with foreign keys on, the DROP would
