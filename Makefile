@@ -24,6 +24,7 @@ help:
 	@echo "make proto  regenerate the Python code of protos/ (and of the SeaweedFS filer subset)"
 	@echo "make test-stack  the integration tests against a running stack (FILESTORE_STACK_JSON) or compose"
 	@echo "make test-faults  1,000 uploads while every component is killed and restarted (SQLite and PostgreSQL)"
+	@echo "make test-cluster  the cluster profile: 1,000 SDK uploads while a node of every kind is killed"
 	@echo "make k8s-check  render the Kubernetes overlays (deploy/kubernetes) and validate them offline"
 
 # A fresh Debian's python3 has no venv module until python3-venv is installed (as root, as below).
@@ -118,7 +119,13 @@ typecheck: env
 	  services/processor/src services/download/src services/edge/src libs/client/src scripts
 
 # node-deps: the Node client's test runs clients/node with @grpc/grpc-js; buf's tests run buf.
-pytest: env system-deps node-deps
+py# The cluster profile's fault run at full size: 1,000 SDK uploads while a node of every kind is killed
+# (`make test` runs 120); prints one RESULT line. PostgreSQL at TEST_DATABASE_URL (as make test).
+.PHONY: test-cluster
+test-cluster: env system-deps
+	FILESTORE_CLUSTER_UPLOADS=1000 $(VENV)/bin/pytest tests/test_cluster_faults.py -s -p no:logging $(PYTEST_ARGS)
+
+test: env system-deps node-deps
 	$(VENV)/bin/pytest
 
 # The integration suite against a stack the tests do not start: FILESTORE_STACK_JSON=path/to/stack.json

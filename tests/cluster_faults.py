@@ -25,18 +25,30 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from datetime import timedelta
+from typing import Final
 
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from filestore.client import AsyncClient, Endpoints, TransferOptions
 from filestore.client.errors import FilestoreError
 from filestore.client.progress import Progress, TransferEvent
-from filestore.v1 import events_pb2, resources_pb2
+from filestore.core.auth import mint_token
+from filestore.core.channels import service_channel
+from filestore.metadata.fsck import FsckOptions, FsckReport
+from filestore.metadata.fsck import run as run_fsck
+from filestore.server.storage import ObjectStore, StoreConfig
+from filestore.stack.cluster import ClusterStack
+from filestore.upload.reaper import Reaper
+from filestore.v1 import events_pb2, metadata_service_pb2_grpc, resources_pb2
 from tests.faults import Body, Schedule, make_body
 
 Status = resources_pb2.FileStatus
@@ -54,7 +66,10 @@ EICAR_EVERY: Final = 25
 #: A probe object written straight to the bucket every this many uploads.
 PROBE_EVERY: Final = 5
 PROBE_PREFIX: Final = "cluster-probes"
-PIPELINE_CONSUMER: Final = "processor-pipeline"
+#: The processors' durable consumers: the gate to a verdict, and the optional steps after it.
+PIPELINE_CONSUMERS: Final = ("processor-pipeline", "processor-enrich")
+#: How long a completed upload may take to get its verdict once the faults are over.
+SETTLE_S: Final = 300.0
 
 
 def uploads_wanted(default: int = 120) -> int:
@@ -65,45 +80,125 @@ def uploads_wanted(default: int = 120) -> int:
 # ------------------------------------------------------------------------------ the cluster
 
 
-class Cluster(Protocol):
-    """What the scenario needs of a running cluster."""
+class Cluster:
+    """The scenario's handle on a running :class:`ClusterStack`: clients, faults and what to observe."""
 
-    @property
-    def stream(self) -> str: ...
+    stream: Final = "FILES"
 
-    def client_endpoints(self, *, tenant: str, subject: str) -> Endpoints: ...
+    def __init__(self, stack: ClusterStack, *, database_url: str) -> None:
+        self.stack = stack
+        self.database_url = database_url
+
+    def client_endpoints(self, *, tenant: str, subject: str) -> Endpoints:
+        endpoints = self.stack.endpoints
+        token = mint_token(endpoints.auth_secret, subject=subject, tenant=tenant)
+        return Endpoints(
+            upload=endpoints.upload_addr,
+            metadata=endpoints.metadata_addr,
+            download=endpoints.download_addr,
+            token=token,
+            tls=endpoints.tls,
+        )
 
     async def nats(self) -> NatsClient:
-        """A connection to the NATS cluster (the test's own, closed by the caller)."""
-        ...
+        """A connection of the test's own to the NATS cluster, which follows it across node kills."""
+        endpoints = self.stack.endpoints
+
+        async def quiet(error: Exception) -> None:
+            pass  # refused reconnects while a node is down are the fault under test
+
+        return await nats.connect(
+            servers=list(endpoints.nats_urls),
+            tls=endpoints.tls.client_context() if endpoints.tls is not None else None,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=quiet,
+        )
 
     async def put_object(self, key: str, data: bytes) -> None:
-        """Write an object straight into the bucket (storage's admin identity)."""
-        ...
+        settings = self.stack.endpoints.admin_s3_settings()
+        store = ObjectStore(StoreConfig.from_settings(settings))
+        await store.put(key, data, content_type="text/plain")
 
     async def stream_leader(self) -> str:
-        """The name of the NATS node that leads the FILES stream."""
-        ...
+        leader = await self.stack.stream_leader()
+        assert leader is not None, "the FILES stream has no leader"
+        return leader
 
     async def lease_holder(self) -> str:
-        """The name of the processor whose bridge holds the lease."""
-        ...
+        holder = await self.stack.bridge_lease_holder()
+        assert holder is not None, "no bridge holds the lease"
+        return holder
 
-    def replicas(self, kind: str) -> Sequence[str]: ...
+    def replicas(self, kind: str) -> list[str]:
+        return self.stack.replicas(kind)
 
-    async def kill(self, name: str) -> None: ...
+    async def kill(self, name: str) -> None:
+        await self.stack.kill(name)
 
     async def restart(self, name: str) -> None:
-        """Start ``name`` again and return once it is ready (and, for a NATS node, caught up)."""
-        ...
+        await self.stack.restart(name)
 
     async def terminate_database_backends(self) -> int:
-        """``pg_terminate_backend`` every backend of the catalogue's database; answers how many."""
-        ...
+        """``pg_terminate_backend`` of every connection to the catalogue's database but our own."""
+        url = make_url(self.database_url)
+        engine = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as connection:
+                terminated = await connection.scalar(
+                    text(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :database AND pid <> pg_backend_pid()"
+                    ),
+                    {"database": url.database},
+                )
+        finally:
+            await engine.dispose()
+        return int(terminated or 0)
 
-    async def wait_whole(self) -> None:
-        """Return once every node and replica answers again."""
-        ...
+    async def sweep_unattached_storage_uploads(self) -> list[str]:
+        """The brokers' reaper sweep, run once now (grace 0): aborts the multipart uploads storage holds
+        that no upload record holds, which a create killed between storage's create and BeginUpload
+        leaves. Answers the storage upload ids it aborted."""
+        endpoints = self.stack.endpoints
+        token = mint_token(
+            endpoints.auth_secret, subject="service:cluster-faults", tenant="*", roles=["service"]
+        )
+        channel = service_channel(endpoints.metadata_addr, token=lambda: token, tls=endpoints.tls)
+        try:
+            reaper = Reaper(
+                metadata=metadata_service_pb2_grpc.MetadataServiceStub(channel),
+                store=ObjectStore(StoreConfig.from_settings(endpoints.admin_s3_settings())),
+                unattached_grace=timedelta(0),
+            )
+            return await reaper.sweep_unattached()
+        finally:
+            await channel.close()
+
+    async def fsck(self, tenant: str) -> FsckReport:
+        endpoints = self.stack.endpoints
+        return await run_fsck(
+            FsckOptions(
+                database_url=self.database_url,
+                s3=endpoints.admin_s3_settings(),
+                grace=timedelta(0),
+                tenants=(tenant,),
+            )
+        )
+
+    async def wait_whole(self, *, within_s: float = 120.0) -> None:
+        """Until every process answers its probe and the stream has a leader with every replica current."""
+        deadline = time.monotonic() + within_s
+        while True:
+            health = await self.stack.health()
+            sick = {name: detail for name, (ok, detail) in health.items() if not ok}
+            if not sick:
+                current, detail = await self.stack.stream_current()
+                if current:
+                    return
+                sick = {"stream": detail}
+            assert time.monotonic() < deadline, f"the cluster is not whole after {within_s:g}s: {sick}"
+            await asyncio.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------ the uploads
@@ -166,6 +261,8 @@ class Fault:
     #: The process killed (empty for the database fault, which kills connections, not a process).
     target: str
     at_upload: int
+    #: Uploads in flight when it struck (started, not finished).
+    in_flight: int
     #: From the kill (or the termination) until the cluster was whole again.
     recovery_s: float
 
@@ -197,22 +294,36 @@ async def _target(cluster: Cluster, fault: str) -> str:
     return cluster.replicas(fault)[-1]
 
 
-async def inject(cluster: Cluster, schedule: Schedule, faults: Sequence[str] = FAULTS) -> list[Fault]:
+async def inject(
+    cluster: Cluster,
+    schedule: Schedule,
+    faults: Sequence[str],
+    *,
+    outages: Mapping[str, float],
+    finished: Callable[[], int],
+) -> list[Fault]:
+    """Each fault in turn, when the schedule says; a killed process stays down ``outages[fault]``
+    (OUTAGE_S when not given) before it is started again."""
     done: list[Fault] = []
     for index, fault in enumerate(faults):
-        await schedule.turn_of(index)
-        at = schedule.started
+        # The target is found first (it needs NATS round trips), so the fault strikes at its mark,
+        # while the uploads that started around it are in flight.
         target = await _target(cluster, fault)
+        await schedule.turn_of(index)
+        # The uploads held back until the previous fault was over may not have started yet.
+        while schedule.started - finished() == 0 and finished() < schedule.uploads:  # noqa: ASYNC110 - counts, not an event
+            await asyncio.sleep(0.01)
+        at, in_flight = schedule.started, schedule.started - finished()
         began = time.monotonic()
         if fault == "postgresql":
             terminated = await cluster.terminate_database_backends()
             assert terminated > 0, "no backend of the catalogue to terminate: the fault missed"
         else:
             await cluster.kill(target)
-            await asyncio.sleep(OUTAGE_S)
+            await asyncio.sleep(outages.get(fault, OUTAGE_S))
             await cluster.restart(target)
         await cluster.wait_whole()
-        done.append(Fault(fault, target, at, time.monotonic() - began))
+        done.append(Fault(fault, target, at, in_flight, time.monotonic() - began))
         await schedule.kill_done()
     return done
 
@@ -222,7 +333,10 @@ async def inject(cluster: Cluster, schedule: Schedule, faults: Sequence[str] = F
 
 @dataclass
 class ClusterRun:
+    #: file id -> what was uploaded, for every upload the SDK completed.
     planned: dict[str, Planned]
+    #: file id -> its status once processed (UNSPECIFIED: none within SETTLE_S).
+    verdicts: dict[str, resources_pb2.FileStatus.ValueType]
     costs: ClientCosts
     faults: list[Fault]
     probes: list[str]
@@ -239,7 +353,7 @@ async def _sample_lag(cluster: Cluster, stop: asyncio.Event, seen: list[int]) ->
         js = connection.jetstream()
         while not stop.is_set():
             try:
-                info = await js.consumer_info(cluster.stream, PIPELINE_CONSUMER, timeout=2)
+                info = await js.consumer_info(cluster.stream, PIPELINE_CONSUMERS[0], timeout=2)
                 seen.append(info.num_pending + info.num_ack_pending)
             except Exception:  # a sample lost to a fault is just not taken
                 pass
@@ -259,8 +373,30 @@ async def _watch_lease(cluster: Cluster, stop: asyncio.Event, holders: list[str]
         await asyncio.sleep(0.5)
 
 
+@asynccontextmanager
+async def _observed(cluster: Cluster) -> AsyncIterator[tuple[list[int], list[str]]]:
+    """While inside: the pipeline's backlog sampled, and each new holder of the bridge's lease noted."""
+    stop = asyncio.Event()
+    lag: list[int] = []
+    holders: list[str] = []
+    watchers = [
+        asyncio.create_task(_sample_lag(cluster, stop, lag)),
+        asyncio.create_task(_watch_lease(cluster, stop, holders)),
+    ]
+    try:
+        yield lag, holders
+    finally:
+        stop.set()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+
 async def uploads_under_faults(
-    cluster: Cluster, *, tenant: str, uploads: int, faults: Sequence[str] = FAULTS
+    cluster: Cluster,
+    *,
+    tenant: str,
+    uploads: int,
+    faults: Sequence[str] = FAULTS,
+    outages: Mapping[str, float] | None = None,
 ) -> ClusterRun:
     started = time.monotonic()
     costs = ClientCosts()
@@ -302,29 +438,31 @@ async def uploads_under_faults(
                 await _with_retries(lambda: cluster.put_object(key, key.encode()))
                 probes.append(key)
 
-    stop = asyncio.Event()
-    lag: list[int] = []
-    holders: list[str] = []
-    watchers = [
-        asyncio.create_task(_sample_lag(cluster, stop, lag)),
-        asyncio.create_task(_watch_lease(cluster, stop, holders)),
-    ]
-    chaos = asyncio.create_task(inject(cluster, schedule, faults))
-    try:
-        await asyncio.gather(*(one(index) for index in range(uploads)))
-        injected = await chaos
-    finally:
-        chaos.cancel()
-        await asyncio.gather(chaos, return_exceptions=True)
-        await single.close()
-        await multipart.close()
-    try:
-        await _settle(cluster, planned, tenant, endpoints)
-    finally:
-        stop.set()
-        await asyncio.gather(*watchers, return_exceptions=True)
+    def finished() -> int:
+        return sum(event.is_set() for event in done.values())
+
+    async with _observed(cluster) as (lag, holders):
+        chaos = asyncio.create_task(
+            inject(cluster, schedule, faults, outages=outages or {}, finished=finished)
+        )
+        try:
+            await asyncio.gather(*(one(index) for index in range(uploads)))
+            injected = await chaos
+        finally:
+            chaos.cancel()
+            await asyncio.gather(chaos, return_exceptions=True)
+            await single.close()
+            await multipart.close()
+        verdicts = await _settle(planned, endpoints)
     return ClusterRun(
-        planned, costs, injected, probes, holders, max(lag, default=0), time.monotonic() - started
+        planned,
+        verdicts,
+        costs,
+        injected,
+        probes,
+        holders,
+        max(lag, default=0),
+        time.monotonic() - started,
     )
 
 
@@ -341,11 +479,24 @@ async def _with_retries(write: Callable[[], Awaitable[None]], *, within_s: float
             await asyncio.sleep(0.5)
 
 
-async def _settle(cluster: Cluster, planned: dict[str, Planned], tenant: str, endpoints: Endpoints) -> None:
-    """Wait until every acknowledged upload has its verdict (a fresh client: its retries are not
-    the uploads' cost)."""
+async def _settle(
+    planned: dict[str, Planned], endpoints: Endpoints
+) -> dict[str, resources_pb2.FileStatus.ValueType]:
+    """Each acknowledged upload's verdict, once it has one (read by a client of its own: its retries
+    are not the uploads' cost); a file without one after SETTLE_S counts as UNSPECIFIED."""
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def verdict(reader: AsyncClient, file_id: str) -> resources_pb2.FileStatus.ValueType:
+        async with slots:
+            try:
+                return (await reader.wait_until_processed(file_id, timeout_s=SETTLE_S)).status
+            except TimeoutError:
+                return Status.FILE_STATUS_UNSPECIFIED
+
     async with AsyncClient(endpoints) as reader:
-        await asyncio.gather(*(reader.wait_until_processed(file_id, timeout_s=300.0) for file_id in planned))
+        ids = list(planned)
+        found = await asyncio.gather(*(verdict(reader, file_id) for file_id in ids))
+    return dict(zip(ids, found, strict=True))
 
 
 # ------------------------------------------------------------------------------ the checks
@@ -400,11 +551,25 @@ async def announced_probes(cluster: Cluster, prefix: str) -> Counter[str]:
         await connection.close()
 
 
-async def pipeline_backlog(cluster: Cluster) -> tuple[int, int]:
-    """(pending, unacknowledged) of the processors' durable consumer."""
+async def pipeline_backlog(cluster: Cluster) -> dict[str, tuple[int, int]]:
+    """(pending, unacknowledged) of each of the processors' durable consumers."""
     connection = await cluster.nats()
     try:
-        info = await connection.jetstream().consumer_info(cluster.stream, PIPELINE_CONSUMER)
-        return info.num_pending, info.num_ack_pending
+        js = connection.jetstream()
+        backlog = {}
+        for consumer in PIPELINE_CONSUMERS:
+            info = await js.consumer_info(cluster.stream, consumer)
+            backlog[consumer] = (info.num_pending or 0, info.num_ack_pending or 0)
+        return backlog
     finally:
         await connection.close()
+
+
+async def drained(cluster: Cluster, *, within_s: float) -> dict[str, tuple[int, int]]:
+    """The consumers' backlog once it is empty, or as it is after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        backlog = await pipeline_backlog(cluster)
+        if all(counts == (0, 0) for counts in backlog.values()) or time.monotonic() > deadline:
+            return backlog
+        await asyncio.sleep(1.0)

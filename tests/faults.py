@@ -500,6 +500,7 @@ class Schedule:
     """
 
     def __init__(self, *, uploads: int, kills: int) -> None:
+        self.uploads = uploads
         self.marks = [uploads * k // (kills + 1) for k in range(1, kills + 1)]
         self.started = 0
         self.kills_done = 0

@@ -63,7 +63,8 @@ Conventions that hold for every RPC in package filestore.v1:
   `DATABASE_UNAVAILABLE` (the metadata service's database: a connection lost mid-call). It
   answers before the caller's deadline: each call it makes to a dependency is bounded by the
   dependency's own timeout (by default 10 s for the metadata service, 5 s per attempt and two
-  attempts for storage, 5 s for a NATS publish) and by the time the caller has left, less a margin
+  attempts for storage, 10 s for a NATS publish, tried again while a NATS cluster elects the
+  stream's leader) and by the time the caller has left, less a margin
   (a tenth of it, between 50 ms and 1 s), so a caller with a short deadline still learns which
   dependency did not answer instead of getting DEADLINE_EXCEEDED.
 * Browsers: the browser face (filestore-edge, docs/browser.md) serves the RPCs a user's token may

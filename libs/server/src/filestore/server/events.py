@@ -7,7 +7,9 @@ Provisioning is idempotent: every service may run it at start, concurrently.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from opentelemetry import context as otel_context
 
 from filestore.core.keys import KeyKind, parse_key
@@ -46,9 +48,16 @@ TRACEPARENT_HEADER = tracing.TRACEPARENT
 #: JetStream drops a second message with the same Nats-Msg-Id within this window.
 DUPLICATE_WINDOW_S = 600
 STREAM_MAX_AGE_S = 7 * 24 * 3600
-#: How long a publish waits for JetStream's acknowledgement (less when the RPC being served has less
-#: time left). A NATS server that is down or stopped costs a publish this long, then it fails.
-PUBLISH_TIMEOUT_S = 5.0
+#: How long a publish may take in all (less when the RPC being served has less time left): a NATS
+#: server that is down or stopped costs a publish this long, then it fails.
+PUBLISH_TIMEOUT_S = 10.0
+#: Waits between attempts while the stream has no leader. A NATS cluster that lost the stream's
+#: leader (a node killed) elects another within its Raft election timeout, 4 to 9 s; the publishes
+#: meanwhile answer "no responders" at once, and are tried again within PUBLISH_TIMEOUT_S instead of
+#: failing the RPC (each caller would retry it, with all the RPC's other work, from the start).
+LEADERLESS_RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0)
+#: What JetStream answers while the stream has no leader to store a message.
+_LEADERLESS = (nats.errors.NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,16 +226,29 @@ async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_i
             trace_field.traceparent = headers[TRACEPARENT_HEADER]
             trace_field.tracestate = headers.get(tracing.TRACESTATE, "")
             message = traced
-        try:
-            ack = await js.publish(
-                subject,
-                message.SerializeToString(),
-                headers=headers,
-                timeout=deadlines.call_timeout(PUBLISH_TIMEOUT_S),
-            )
-        except Exception:
-            metrics.EVENTS_PUBLISHED.labels(subject, "error").inc()
-            raise
+        payload = message.SerializeToString()
+        deadline = time.monotonic() + deadlines.call_timeout(PUBLISH_TIMEOUT_S)
+        attempt = 0
+        while True:
+            try:
+                ack = await js.publish(
+                    subject, payload, headers=headers, timeout=max(deadline - time.monotonic(), 0.001)
+                )
+                break
+            except _LEADERLESS as error:
+                # Trying again is safe whatever happened: the message id makes a second copy a duplicate.
+                delay = LEADERLESS_RETRY_DELAYS_S[min(attempt, len(LEADERLESS_RETRY_DELAYS_S) - 1)]
+                attempt += 1
+                if time.monotonic() + delay >= deadline:
+                    metrics.EVENTS_PUBLISHED.labels(subject, "error").inc()
+                    raise
+                log.info(
+                    "publish_waits_for_stream_leader", subject=subject, attempt=attempt, error=repr(error)
+                )
+                await asyncio.sleep(delay)
+            except Exception:
+                metrics.EVENTS_PUBLISHED.labels(subject, "error").inc()
+                raise
         metrics.EVENTS_PUBLISHED.labels(subject, "duplicate" if ack.duplicate else "published").inc()
         return bool(ack.duplicate)
 

@@ -374,7 +374,7 @@ class ClusterStack(Stack):
         if any(self._layout[name].role in SERVICES for name in self.components) and any(
             self._layout[name].role == "nats" for name in self.components
         ):
-            await self._settle(self._stream_current, f"stream {_STREAM} has every replica current")
+            await self._settle(self.stream_current, f"stream {_STREAM} has every replica current")
 
     def _stop_plan(self) -> list[tuple[list[str], float]]:
         """Faces, then services, then S3 and the filer, then everything else (NATS, the master, the
@@ -417,7 +417,8 @@ class ClusterStack(Stack):
         leader = meta.get("leader")
         return bool(leader), f"meta leader {leader or 'none yet'}"
 
-    async def _stream_current(self) -> tuple[bool, str]:
+    async def stream_current(self) -> tuple[bool, str]:
+        """Whether the FILES stream has a leader and every other replica is current (its detail)."""
         try:
             info = await self.stream_info()
         except Exception as error:  # not created yet, no leader yet, a server still starting

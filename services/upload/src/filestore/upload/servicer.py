@@ -837,6 +837,7 @@ class UploadServicer(upload_service_pb2_grpc.UploadServiceServicer):
                     self._js, self._subjects.object_created, event, msg_id=f"{version_id}:completed"
                 )
         except Exception as error:
+            log.warning("event_publish_failed", error=repr(error))
             raise Unavailable(
                 "the upload is stored but its event could not be published; complete again",
                 reason=Reason.EVENT_PUBLISH_FAILED,
