@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Final
 
@@ -182,7 +182,16 @@ class Podman:
         sources = debian_sources()
         with tempfile.TemporaryDirectory(prefix="filestore-debootstrap-") as scratch:
             root = Path(scratch) / "root"
-            run(["debootstrap", "--variant=minbase", "--include=ca-certificates", SUITE, str(root), sources[0][0]])
+            run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    "--include=ca-certificates",
+                    SUITE,
+                    str(root),
+                    sources[0][0],
+                ]
+            )
             # What this host trusts, the image trusts (where a proxy re-signs TLS, pip and uv in the
             # builds must accept it), for apt's tools and for pip and uv (PIP_CERT, SSL_CERT_FILE).
             shutil.copyfile(HOST_TRUST, root / "usr/local/share/ca-certificates/filestore-host-trust.crt")
@@ -366,7 +375,9 @@ def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
             with phases.phase("project image"):
                 compose("build", PROJECT_IMAGE)
             with phases.phase("up"):
-                checks = podman.health_checks(PROJECT) if podman is not None else _nothing()
+                checks: AbstractContextManager[None] = nullcontext()
+                if podman is not None:
+                    checks = podman.health_checks(PROJECT)
                 with checks:
                     compose("up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), "--no-build")
             with phases.phase("tests"):
@@ -374,7 +385,7 @@ def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
                 status = run_pytest({"FILESTORE_STACK_JSON": str(stack_json)}, pytest_args)
         finally:
             if compose is not None:
-                logs = STATE / "compose.log" if podman is not None else REPO / "compose.log"
+                logs = STATE / "compose.log"
                 logs.parent.mkdir(exist_ok=True)
                 compose.logs(logs)
                 log(f"the containers' logs: {logs}")
@@ -384,11 +395,6 @@ def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
                 podman.stop_service()
             log(f"{phases.summary()}; pytest exit {status}")
     return status
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def main(argv: Sequence[str]) -> int:
