@@ -344,6 +344,19 @@ class ComposeProject:
             )
 
 
+def stack_values() -> dict[str, str]:
+    """The env file of one run: fresh secrets, and storage published on a free port of this host
+    (presigned URLs name it) rather than on 8333, which may be taken here."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        s3_port: int = probe.getsockname()[1]
+    return {
+        **compose_secrets(),
+        "FILESTORE_S3_PORT": str(s3_port),
+        "FILESTORE_S3_PUBLIC_ENDPOINT": f"http://127.0.0.1:{s3_port}",
+    }
+
+
 def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
     """Builds, starts, tests and takes down the compose stack; pytest's exit status."""
     phases = Phases()
@@ -351,7 +364,7 @@ def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
     status = 1
     with tempfile.TemporaryDirectory(prefix="filestore-compose-") as scratch:
         workdir = Path(scratch)
-        values = compose_secrets()
+        values = stack_values()
         env_file = workdir / "compose.env"
         write_private_file(env_file, "".join(f"{key}={value}\n" for key, value in values.items()))
         env: dict[str, str] = dict(os.environ)
