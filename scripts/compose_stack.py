@@ -357,6 +357,22 @@ def stack_values() -> dict[str, str]:
     }
 
 
+def tear_down(compose: ComposeProject | None, podman: Podman | None, phases: Phases) -> None:
+    """The containers' logs kept, the stack and its volumes removed, our podman service stopped (even
+    when down failed: it must not outlive the run)."""
+    try:
+        if compose is not None:
+            logs = STATE / "compose.log"
+            logs.parent.mkdir(exist_ok=True)
+            compose.logs(logs)
+            log(f"the containers' logs: {logs}")
+            with phases.phase("down"):
+                compose("down", "--volumes", "--timeout", "10", "--remove-orphans")
+    finally:
+        if podman is not None:
+            podman.stop_service()
+
+
 def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
     """Builds, starts, tests and takes down the compose stack; pytest's exit status."""
     phases = Phases()
@@ -397,15 +413,7 @@ def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
                 stack_json = write_compose_stack_json(compose.published, values, workdir)
                 status = run_pytest({"FILESTORE_STACK_JSON": str(stack_json)}, pytest_args)
         finally:
-            if compose is not None:
-                logs = STATE / "compose.log"
-                logs.parent.mkdir(exist_ok=True)
-                compose.logs(logs)
-                log(f"the containers' logs: {logs}")
-                with phases.phase("down"):
-                    compose("down", "--volumes", "--timeout", "10", "--remove-orphans")
-            if podman is not None:
-                podman.stop_service()
+            tear_down(compose, podman, phases)
             log(f"{phases.summary()}; pytest exit {status}")
     return status
 
