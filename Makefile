@@ -23,6 +23,7 @@ help:
 	@echo "make test   install what is missing, then ruff, mypy, buf lint, proto freshness and pytest"
 	@echo "make proto  regenerate the Python code of protos/ (and of the SeaweedFS filer subset)"
 	@echo "make test-stack  the integration tests against a running stack (FILESTORE_STACK_JSON) or compose"
+	@echo "make test-compose  docker-compose.yml built and run with podman (images built locally), the suite against it"
 	@echo "make test-faults  1,000 uploads while every component is killed and restarted (SQLite and PostgreSQL)"
 	@echo "make test-cluster  the cluster profile: 1,000 SDK uploads while a node of every kind is killed"
 	@echo "make k8s-check  render the Kubernetes overlays (deploy/kubernetes) and validate them offline"
@@ -134,6 +135,19 @@ test: env system-deps node-deps
 .PHONY: test-stack
 test-stack: env
 	$(PY) scripts/test_stack.py $(PYTEST_ARGS)
+
+# docker-compose.yml for real, on this machine's kind (no Docker engine, no image registry): podman,
+# a Debian base image made with debootstrap, the infrastructure images built from Debian packages and
+# wheels (docker-compose.offline.yml), the Filestore image, `docker-compose up --wait`, the integration
+# tests against it, and down (scripts/compose_stack.py). Outside `make test`: it takes minutes.
+# PYTEST_ARGS narrows the selection (default: every test that runs against an external stack).
+COMPOSE_APT_PACKAGES := podman runc debootstrap
+.PHONY: compose-deps test-compose
+compose-deps:
+	@$(call apt_install,$(COMPOSE_APT_PACKAGES),required)
+
+test-compose: env compose-deps
+	$(PY) scripts/compose_stack.py -- $(PYTEST_ARGS)
 
 # Fault injection at full size: 1,000 uploads while every component is SIGKILLed and restarted, and
 # 1,000 concurrent multipart sessions, on SQLite and PostgreSQL (`make test` runs 200 on SQLite).

@@ -2,10 +2,11 @@
 
 1. ``FILESTORE_STACK_JSON=path/to/stack.json`` (what ``make run`` writes) or ``FILESTORE_EXTERNAL_*``
    variables (tests/external_stack.py) name a running stack: pytest runs against it.
-2. Otherwise, where a Docker engine is reachable (``DOCKER_HOST`` or the default socket), testcontainers
-   builds the image and brings ``docker-compose.yml`` up (with ``tests/compose.test-stack.yml``, which
-   publishes the ports the tests look behind the API with), a stack.json is written for it, pytest runs,
-   and the stack is taken down again.
+2. Otherwise, where a Docker engine is reachable (``DOCKER_HOST`` or the default socket),
+   scripts/compose_stack.py pulls the upstream images, builds ours and brings ``docker-compose.yml`` up
+   (with ``tests/compose.test-stack.yml``, which publishes every replica and the ports the tests look
+   behind the API with, on loopback), a stack.json is written for it, pytest runs, and the stack is
+   taken down again. ``make test-compose`` does the same with podman and locally built images.
 3. Otherwise it says why and exits 3: this target never passes without having tested a stack.
 
 Arguments are passed to pytest (default: ``tests``); the exit status is pytest's.
@@ -19,10 +20,9 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from filestore.stack import StackCredentials, StackEndpoints, StackInfo
 from filestore.stack.credentials import write_private_file
@@ -33,9 +33,11 @@ EXTERNAL_PREFIX: Final = "FILESTORE_EXTERNAL_"
 COMPOSE_FILES: Final = ("docker-compose.yml", "tests/compose.test-stack.yml")
 EXIT_NO_STACK: Final = 3
 SERVICES: Final = ("metadata", "upload", "processor", "download")
-#: Fixed host ports docker-compose.yml publishes for clients.
+#: The port docker-compose.yml publishes storage on, for presigned URLs.
 S3_PORT: Final = 8333
+#: The ports the services listen on in their containers (tests/compose.test-stack.yml publishes them).
 SERVICE_PORTS: Final = {"metadata": 50051, "upload": 50052, "processor": 50053, "download": 50054}
+EDGE_PORT: Final = 8090
 
 
 def compose_binary() -> Path:
@@ -92,13 +94,12 @@ def run_pytest(env: Mapping[str, str], pytest_args: Sequence[str]) -> int:
     return subprocess.run(command, cwd=REPO, env={**os.environ, **env}, check=False).returncode
 
 
-def write_compose_stack_json(compose: Any, values: Mapping[str, str], workdir: Path) -> Path:
-    """A stack.json (and its two secret files) for the compose stack, as seen from this host."""
-
-    def published(service: str, port: int) -> str:
-        host, mapped = compose.get_service_host_and_port(service, port)
-        return f"{'127.0.0.1' if host in (None, '', '0.0.0.0') else host}:{mapped}"
-
+def write_compose_stack_json(
+    published: Callable[[str, int], str], values: Mapping[str, str], workdir: Path
+) -> Path:
+    """A stack.json (and its two secret files) for the compose stack, as seen from this host:
+    ``published(service, port)`` is the ``host:port`` where the first replica of ``service`` publishes
+    ``port`` (tests/compose.test-stack.yml publishes them all on loopback)."""
     credentials_file = workdir / "s3_credentials.json"
     auth_secret_file = workdir / "auth_secret"
     service_keys = {
@@ -125,18 +126,19 @@ def write_compose_stack_json(compose: Any, values: Mapping[str, str], workdir: P
         s3_endpoint=values["FILESTORE_S3_PUBLIC_ENDPOINT"],
         s3_region="us-east-1",
         bucket="filestore",
-        nats_url=f"nats://{published('nats', 4222)}",
-        nats_monitor_url=f"http://{published('nats', 8222)}",
-        filer_grpc=published("seaweedfs", 18888),
-        filer_url=f"http://{published('seaweedfs', 8888)}",
-        master_url=f"http://{published('seaweedfs', 9333)}",
+        nats_url=f"nats://{published('nats-1', 4222)}",
+        nats_monitor_url=f"http://{published('nats-1', 8222)}",
+        filer_grpc=published("filer", 18888),
+        filer_url=f"http://{published('filer', 8888)}",
+        master_url=f"http://{published('master', 9333)}",
         database_url=f"postgresql+asyncpg://filestore:{values['POSTGRES_PASSWORD']}@{postgres}/filestore",
-        metadata_addr=f"127.0.0.1:{SERVICE_PORTS['metadata']}",
-        upload_addr=f"127.0.0.1:{SERVICE_PORTS['upload']}",
-        # The bridge's ProcessorService is published; the two replicas answer only inside.
-        processor_addr=f"127.0.0.1:{SERVICE_PORTS['processor']}",
-        download_addr=f"127.0.0.1:{SERVICE_PORTS['download']}",
+        metadata_addr=published("metadata", SERVICE_PORTS["metadata"]),
+        upload_addr=published("upload", SERVICE_PORTS["upload"]),
+        # A bridge's ProcessorService: the same service as the workers', which the edge calls too.
+        processor_addr=published("bridge", SERVICE_PORTS["processor"]),
+        download_addr=published("download", SERVICE_PORTS["download"]),
         clamd_addr=published("clamav", 3310),
+        edge_url=f"http://{published('edge', EDGE_PORT)}",
         credentials=StackCredentials(
             s3_access_key=values["FILESTORE_S3_ACCESS_KEY"],
             s3_secret_key=values["FILESTORE_S3_SECRET_KEY"],
@@ -146,7 +148,7 @@ def write_compose_stack_json(compose: Any, values: Mapping[str, str], workdir: P
     info = StackInfo(
         home=workdir,
         endpoints=endpoints,
-        components=("seaweedfs", "nats", "clamd", *SERVICES),
+        components=("seaweedfs", "nats", "clamd", *SERVICES, "edge"),
         s3_credentials_file=credentials_file,
         auth_secret_file=auth_secret_file,
         logs_dir=workdir,
@@ -154,45 +156,23 @@ def write_compose_stack_json(compose: Any, values: Mapping[str, str], workdir: P
     return info.write(workdir / "stack.json")
 
 
-def run_against_compose(pytest_args: Sequence[str]) -> int:
-    from testcontainers.compose import DockerCompose
-
-    # The compose binary, run the way the Docker CLI runs its plugins (`docker-compose compose up`).
-    os.environ["DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND"] = "docker"
-    with tempfile.TemporaryDirectory(prefix="filestore-compose-") as scratch:
-        workdir = Path(scratch)
-        values = compose_secrets()
-        env_file = workdir / "compose.env"
-        write_private_file(env_file, "".join(f"{key}={value}\n" for key, value in values.items()))
-        compose = DockerCompose(
-            context=str(REPO),
-            compose_file_name=list(COMPOSE_FILES),
-            build=True,
-            wait=True,
-            env_file=str(env_file),
-            docker_command_path=str(compose_binary()),
-        )
-        print("test-stack: building the image and starting docker-compose.yml (testcontainers)", flush=True)
-        with compose:
-            stack_json = write_compose_stack_json(compose, values, workdir)
-            return run_pytest({STACK_JSON_ENV: str(stack_json)}, pytest_args)
-
-
 def main(argv: Sequence[str]) -> int:
     if os.environ.get(STACK_JSON_ENV, "").strip() or any(k.startswith(EXTERNAL_PREFIX) for k in os.environ):
         return run_pytest({}, argv)
     problem = docker_engine_problem()
-    if problem is not None:
-        print(
-            "test-stack: no running stack was given and no Docker engine is reachable "
-            f"({problem}).\n"
-            f"  Give a running stack with {STACK_JSON_ENV}=path/to/stack.json (what `make run` writes)\n"
-            f"  or {EXTERNAL_PREFIX}* variables, or run this where Docker runs (DOCKER_HOST).\n"
-            "  Nothing was tested.",
-            file=sys.stderr,
-        )
-        return EXIT_NO_STACK
-    return run_against_compose(argv)
+    if problem is None:
+        from compose_stack import run_compose_suite  # scripts/, beside this file
+
+        return run_compose_suite("docker", argv)
+    print(
+        "test-stack: no running stack was given and no Docker engine is reachable "
+        f"({problem}).\n"
+        f"  Give a running stack with {STACK_JSON_ENV}=path/to/stack.json (what `make run` writes)\n"
+        f"  or {EXTERNAL_PREFIX}* variables, run this where Docker runs (DOCKER_HOST), or run\n"
+        "  `make test-compose` (podman, images built locally). Nothing was tested.",
+        file=sys.stderr,
+    )
+    return EXIT_NO_STACK
 
 
 if __name__ == "__main__":
