@@ -120,13 +120,7 @@ typecheck: env
 	  services/processor/src services/download/src services/edge/src libs/client/src scripts
 
 # node-deps: the Node client's test runs clients/node with @grpc/grpc-js; buf's tests run buf.
-py# The cluster profile's fault run at full size: 1,000 SDK uploads while a node of every kind is killed
-# (`make test` runs 120); prints one RESULT line. PostgreSQL at TEST_DATABASE_URL (as make test).
-.PHONY: test-cluster
-test-cluster: env system-deps
-	FILESTORE_CLUSTER_UPLOADS=1000 $(VENV)/bin/pytest tests/test_cluster_faults.py -s -p no:logging $(PYTEST_ARGS)
-
-test: env system-deps node-deps
+pytest: env system-deps node-deps
 	$(VENV)/bin/pytest
 
 # The integration suite against a stack the tests do not start: FILESTORE_STACK_JSON=path/to/stack.json
@@ -148,6 +142,12 @@ compose-deps:
 
 test-compose: env compose-deps
 	$(PY) scripts/compose_stack.py -- $(PYTEST_ARGS)
+
+# The cluster profile's fault run at full size: 1,000 SDK uploads while a node of every kind is killed
+# (`make test` runs 120); prints one RESULT line. PostgreSQL at TEST_DATABASE_URL (as make test).
+.PHONY: test-cluster
+test-cluster: env system-deps
+	FILESTORE_CLUSTER_UPLOADS=1000 $(VENV)/bin/pytest tests/test_cluster_faults.py -s -p no:logging $(PYTEST_ARGS)
 
 # Fault injection at full size: 1,000 uploads while every component is SIGKILLed and restarted, and
 # 1,000 concurrent multipart sessions, on SQLite and PostgreSQL (`make test` runs 200 on SQLite).
