@@ -227,7 +227,8 @@ async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_i
             trace_field.tracestate = headers.get(tracing.TRACESTATE, "")
             message = traced
         payload = message.SerializeToString()
-        deadline = time.monotonic() + deadlines.call_timeout(PUBLISH_TIMEOUT_S)
+        budget = deadlines.call_timeout(PUBLISH_TIMEOUT_S)
+        deadline = time.monotonic() + (PUBLISH_TIMEOUT_S if budget is None else budget)
         attempt = 0
         while True:
             try:
