@@ -60,6 +60,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -421,6 +422,11 @@ async def check_links(client: Peer, targets: Mapping[str, tuple[str, Region]]) -
 
 async def main() -> None:
     configure_logging(BENCH_LOG_LEVEL, service="bench")
+    # Stopped by a signal, the run still ends its processes and removes its namespaces: the
+    # cancellation unwinds through every ``with`` below (SIGINT does so by itself).
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     peers: list[Peer] = []
     with (
         tempfile.TemporaryDirectory(prefix="filestore-bench-regions-") as scratch,
