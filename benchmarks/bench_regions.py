@@ -342,14 +342,14 @@ async def client_main() -> None:
         return {"wall_s": time.perf_counter() - started}
 
     async def ping(url: str, count: int) -> dict[str, Any]:
-        """Round trips of small requests on one connection, the first (its handshakes) apart."""
+        """Round trips of small requests on one connection, after the first (its handshakes)."""
         async with new_http() as http:
             rtts = []
             for _ in range(count + 1):
                 started = time.perf_counter()
                 await http.get(url)  # any answer will do (storage refuses an unsigned GET)
                 rtts.append((time.perf_counter() - started) * 1000)
-        return {"first_ms": rtts[0], "rtt_ms": statistics.median(rtts[1:])}
+        return {"first_ms": rtts[0], "min_ms": min(rtts[1:]), "median_ms": statistics.median(rtts[1:])}
 
     try:
         await serve({"put_parts": put_parts, "proxy_put": proxy_put, "get": get, "ping": ping})
@@ -409,14 +409,22 @@ async def start_region(region: Region, link: Link, *, with_proxy: bool) -> tuple
 
 
 async def check_links(client: Peer, targets: Mapping[str, tuple[str, Region]]) -> dict[str, float]:
-    """Each link's round trip as the client sees it, against the one set; the run stops when off."""
+    """Each link's round trip as the client sees it, against the one set; the run stops when off.
+    The fastest of 20 is compared: the machine's other work only ever adds to a round trip."""
     measured = {}
     for name, (url, region) in targets.items():
-        rtt = (await client.ask(op="ping", url=url, count=10))["rtt_ms"]
-        print(f"round trip to {name}: {rtt:.1f} ms (set: {region.rtt_ms:g} ms)", flush=True)
-        if not region.rtt_ms <= rtt <= region.rtt_ms + RTT_SLACK_MS:
-            raise RuntimeError(f"the {name} link's round trip is {rtt:.1f} ms, set {region.rtt_ms:g} ms")
-        measured[name] = rtt
+        rtt = await client.ask(op="ping", url=url, count=20)
+        print(
+            f"round trip to {name}: {rtt['min_ms']:.1f} ms fastest, {rtt['median_ms']:.1f} ms median, "
+            f"{rtt['first_ms']:.1f} ms with the handshakes (set: {region.rtt_ms:g} ms, "
+            f"{(1 + HANDSHAKE_RTTS) * region.rtt_ms:g} ms)",
+            flush=True,
+        )
+        if not region.rtt_ms <= rtt["min_ms"] <= region.rtt_ms + RTT_SLACK_MS:
+            raise RuntimeError(
+                f"the {name} link's round trip is {rtt['min_ms']:.1f} ms, set {region.rtt_ms:g} ms"
+            )
+        measured[name] = rtt["min_ms"]
     return measured
 
 
@@ -457,6 +465,9 @@ async def main() -> None:
                 f"({near_link.a_addr} -> {near_link.b_addr}), far link {FAR.rate_mbit:g} Mbit/s "
                 f"{FAR.rtt_ms:g} ms ({far_link.a_addr} -> {far_link.b_addr}), proxy in the far region"
             )
+            download_key = "bench/download"
+            for agent in (near, far):
+                await agent.ask(op="put_file", key=download_key, path=str(path))
             rtts = await check_links(
                 client,
                 {
@@ -465,9 +476,6 @@ async def main() -> None:
                     "proxy": (f"{proxy_url}/absent", FAR),
                 },
             )
-            download_key = "bench/download"
-            for agent in (near, far):
-                await agent.ask(op="put_file", key=download_key, path=str(path))
             print(f"load average before: {load_average()}", flush=True)
             runs: list[Run] = []
             agents = {"near": near, "far": far}
