@@ -37,9 +37,9 @@ Each round (``ROUNDS``, the order of the three paths rotating per round), with t
 
 Every run opens new connections (a new HTTP client), as a one-off transfer from a new process does,
 so each pays its handshakes; the client process (in its namespace) reports each run's wall time.
-Before the runs, the client measures the round trip of each link (small GETs on one connection)
-and the benchmark stops if one is off by more than ``RTT_SLACK_MS``: the relays' self-check on the
-real path (``tests/test_netshape.py`` checks the relay alone).
+Before the runs, the client measures the round trip of each link (the fastest of 20 small GETs on
+one connection) and the benchmark stops if one is off by more than ``RTT_SLACK_MS``: the relays'
+self-check on the real path (``tests/test_netshape.py`` checks the relay alone).
 
 The arithmetic (S the size, R a link's rate, RTT its round trip, c = 8 parts in flight, P = 16 MiB
 parts): the link must hold rate x RTT in flight, which the relay buffers (the far link's product
@@ -85,6 +85,7 @@ from filestore.server.sigv4 import PartToSign
 from filestore.server.storage import ObjectStore
 from filestore.server.storage.config import StoreConfig, StoreCredentials
 from filestore.server.storage.results import StoredPart
+from filestore.stack import StackPorts
 from filestore.v1 import resources_pb2
 
 SIZE = (32 if QUICK else 200) * MIB
@@ -185,7 +186,9 @@ async def region_main(listen_host: str, rtt_ms: float, with_proxy: bool) -> None
     configure_logging(BENCH_LOG_LEVEL, service="bench-region")
     delay = {"one_way_ms": rtt_ms / 2, "connect_ms": HANDSHAKE_RTTS * rtt_ms}
     async with contextlib.AsyncExitStack() as stack_of:
-        stack = await stack_of.enter_async_context(temporary_stack(("seaweedfs",)))
+        stack = await stack_of.enter_async_context(
+            temporary_stack(("seaweedfs",), ports=ports_clear_of_other_weeds())
+        )
         e = stack.endpoints
         s3_port = int(e.s3_endpoint.rsplit(":", 1)[1])
         relay = await stack_of.enter_async_context(DelayRelay(listen_host, ("127.0.0.1", s3_port), **delay))
@@ -265,6 +268,19 @@ async def region_main(listen_host: str, rtt_ms: float, with_proxy: bool) -> None
                 "delete": delete,
             }
         )
+
+
+def ports_clear_of_other_weeds() -> StackPorts:
+    """Free ports of this namespace, none of whose weed gRPC sockets exists: weed names them
+    ``/tmp/seaweedfs-<server>-grpc-<port>.sock`` by port alone, and the other region's weed, in
+    a namespace with ports of its own, may have the same numbers (the stack would remove its
+    sockets as stale). So the regions start one after the other, and the second avoids the first's."""
+    for _ in range(50):
+        ports = StackPorts.free("127.0.0.1")
+        grpc = (ports.master_grpc, ports.volume_grpc, ports.filer_grpc, ports.s3_grpc, ports.admin_grpc)
+        if not any(any(Path(tempfile.gettempdir()).glob(f"seaweedfs-*-grpc-{port}.sock")) for port in grpc):
+            return ports
+    raise RuntimeError("no free ports clear of other weeds' sockets in 50 tries")
 
 
 async def stop_process(process: asyncio.subprocess.Process) -> None:
@@ -449,7 +465,7 @@ async def main() -> None:
         with path.open("rb") as body:
             sha256 = hashlib.file_digest(body, "sha256").hexdigest()
         try:
-            # One after the other: each weed names unix sockets in /tmp after its ports.
+            # One after the other: see ports_clear_of_other_weeds.
             near, near_ready = await start_region(NEAR, near_link, with_proxy=False)
             peers.append(near)
             far, far_ready = await start_region(FAR, far_link, with_proxy=True)
