@@ -202,6 +202,12 @@ bench-proxy: env
 bench-proxy-shaped: env
 	$(PY) -m benchmarks.bench_proxy_shaped
 
+# Where the bytes live: 200 MiB to a near store vs a far store vs a proxy in the far region, each store
+# and the client in a network namespace of its own, near and far links shaped by tbf and a delay relay.
+.PHONY: bench-regions
+bench-regions: env
+	$(PY) -m benchmarks.bench_regions
+
 # tus (@tus/server + @tus/s3-store, tus-js-client, pinned from npm) vs the SDK, 1 GiB over the shaped link.
 .PHONY: bench-peers-tus
 bench-peers-tus: env

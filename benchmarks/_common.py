@@ -237,15 +237,16 @@ async def temporary_stack(
     *,
     host: str = "127.0.0.1",
     extra_env: Mapping[str, Mapping[str, str]] | None = None,
+    ports: StackPorts | None = None,
 ) -> AsyncIterator[Stack]:
     """The stack's ``components`` on free ports of ``host`` (every component listens there, and the
     presigned URLs name it: a shaped link's root-side address lets a client in its namespace in),
-    with ``extra_env`` added to the environment of the components it names."""
+    or on ``ports``, with ``extra_env`` added to the environment of the components it names."""
     with tempfile.TemporaryDirectory(prefix="filestore-bench-") as home:
         config = StackConfig(
             home=Path(home),
             host=host,
-            ports=StackPorts.free(host),
+            ports=ports or StackPorts.free(host),
             components=components,
             ready_timeout_s=90.0,
             # The level the benchmark process and its echo server log at: the services measured

@@ -87,9 +87,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def generate(path: Path, size: int) -> None:
+    """``size`` random bytes (incompressible, as the files a proxy is asked to take are)."""
     with path.open("wb") as out:
-        for _ in range(size // (64 * MIB)):
-            out.write(os.urandom(64 * MIB))
+        for offset in range(0, size, 64 * MIB):
+            out.write(os.urandom(min(64 * MIB, size - offset)))
 
 
 # ------------------------------------------------------------------- the client, in the namespace

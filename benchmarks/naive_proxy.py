@@ -24,7 +24,10 @@ Run: ``python -m benchmarks.naive_proxy`` with ``PROXY_S3_ENDPOINT``, ``PROXY_S3
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``. It listens on a free port of ``PROXY_LISTEN_HOST``
 (default loopback; ``make bench-proxy-shaped`` gives it the shaped link's address) and prints
 ``listening <port>`` once ready. ``PUT /<anything>`` answers 201 with the object's key and size and
-the seconds spent receiving the body and storing it.
+the seconds spent receiving the body and storing it. ``GET /<key>`` answers the object's bytes,
+streamed from storage as they come (boto3's ``get_object`` body, read ``READ_CHUNK`` at a time), the
+way an app serves a download it will not hand a storage URL for: kinder to the proxy than spooling
+the object first, since its two hops overlap.
 """
 
 from __future__ import annotations
@@ -94,6 +97,26 @@ class UploadHandler(BaseHTTPRequestHandler):
             "store_s": stored - received,
         }
         self._answer(HTTPStatus.CREATED, answer)
+
+    def do_GET(self) -> None:
+        key = self.path.lstrip("/")
+        try:
+            found = self.server.s3.get_object(Bucket=self.server.bucket, Key=key) if key else None
+        except self.server.s3.exceptions.NoSuchKey:
+            found = None
+        if found is None:
+            self._answer(HTTPStatus.NOT_FOUND, {"error": f"no object {key!r}"})
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(found["ContentLength"]))
+        self.end_headers()
+        body = found["Body"]
+        try:
+            while chunk := body.read(READ_CHUNK):
+                self.wfile.write(chunk)
+        finally:
+            body.close()
 
     def _answer(self, status: HTTPStatus, document: dict[str, object]) -> None:
         body = json.dumps(document).encode()
