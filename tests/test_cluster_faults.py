@@ -7,6 +7,7 @@ and what each fault is: tests/cluster_faults.py. It prints one RESULT line with 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -41,7 +42,14 @@ ACK_WAIT_S = float(PIPELINE_ENV["FILESTORE_WORKER_ACK_WAIT_S"])
 
 
 @pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+def _quiet_tls_eofs() -> None:
+    # asyncio warns "returning true from eof_received() has no effect when using ssl" for every TLS
+    # connection nats-py closes (its protocol's choice, harmless): hundreds of lines per run otherwise.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="module")
+async def cluster(_quiet_tls_eofs: None, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     shape = ClusterShape()
     async with scratch_postgres_database() as database_url:
         config = StackConfig(
