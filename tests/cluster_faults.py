@@ -502,15 +502,15 @@ async def _settle(
 # ------------------------------------------------------------------------------ the checks
 
 
-async def status_events(cluster: Cluster, tenant: str) -> dict[str, Counter[int]]:
-    """Every verdict announced for the tenant's files (FileStatusChanged on ``files.file.ready``, which
-    carries READY, QUARANTINED and FAILED): file id -> statuses announced, counted."""
+async def stream_payloads(cluster: Cluster, subject: str) -> list[bytes]:
+    """Every message on ``subject`` in the stream, oldest first, read by an ephemeral consumer of the
+    test's own (the contract's way to read events: a core subscription misses what it was not
+    connected for)."""
     connection = await cluster.nats()
-    found: dict[str, Counter[int]] = {}
+    payloads: list[bytes] = []
     try:
-        js = connection.jetstream()
-        subscription = await js.pull_subscribe(
-            "files.file.ready",
+        subscription = await connection.jetstream().pull_subscribe(
+            subject,
             stream=cluster.stream,
             config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
         )
@@ -518,37 +518,30 @@ async def status_events(cluster: Cluster, tenant: str) -> dict[str, Counter[int]
             try:
                 messages = await subscription.fetch(500, timeout=2.0)
             except (TimeoutError, nats.errors.TimeoutError):
-                return found
-            for message in messages:
-                event = events_pb2.FileStatusChanged.FromString(message.data)
-                if event.tenant == tenant and event.file_id:
-                    found.setdefault(event.file_id, Counter())[event.status] += 1
+                return payloads
+            payloads.extend(message.data for message in messages)
     finally:
         await connection.close()
+
+
+async def status_events(cluster: Cluster, tenant: str) -> dict[str, Counter[int]]:
+    """Every verdict announced for the tenant's files (FileStatusChanged on ``files.file.ready``, which
+    carries READY, QUARANTINED and FAILED): file id -> statuses announced, counted."""
+    found: dict[str, Counter[int]] = {}
+    for payload in await stream_payloads(cluster, "files.file.ready"):
+        event = events_pb2.FileStatusChanged.FromString(payload)
+        if event.tenant == tenant and event.file_id:
+            found.setdefault(event.file_id, Counter())[event.status] += 1
+    return found
 
 
 async def announced_probes(cluster: Cluster, prefix: str) -> Counter[str]:
     """ObjectCreated events in the stream for keys under ``prefix``: key -> how many."""
-    connection = await cluster.nats()
-    seen: Counter[str] = Counter()
-    try:
-        js = connection.jetstream()
-        subscription = await js.pull_subscribe(
-            "files.object.created",
-            stream=cluster.stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
-        )
-        while True:
-            try:
-                messages = await subscription.fetch(500, timeout=2.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                return seen
-            for message in messages:
-                event = events_pb2.ObjectCreated.FromString(message.data)
-                if event.key.startswith(prefix):
-                    seen[event.key] += 1
-    finally:
-        await connection.close()
+    keys = (
+        events_pb2.ObjectCreated.FromString(p).key
+        for p in await stream_payloads(cluster, "files.object.created")
+    )
+    return Counter(key for key in keys if key.startswith(prefix))
 
 
 async def pipeline_backlog(cluster: Cluster) -> dict[str, tuple[int, int]]:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from filestore.stack.credentials import write_atomically
 from filestore.stack.errors import StackConfigError
 
 __all__ = ["CA_CERT_FILE", "CA_KEY_FILE", "CertificateAuthority", "IssuedCertificate"]
@@ -270,24 +271,8 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_atomically(path, pem, mode=0o600)
+    write_atomically(path, pem, mode=0o600)
 
 
 def _write_public(path: Path, cert: x509.Certificate) -> None:
-    _write_atomically(path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-
-
-def _write_atomically(path: Path, content: bytes, *, mode: int) -> None:
-    """A crash leaves the old file or the new one, never half of one (a server reading a torn
-    certificate at its start would not start)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)

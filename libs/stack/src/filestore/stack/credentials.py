@@ -26,6 +26,7 @@ __all__ = [
     "read_auth_secret",
     "read_s3_credentials",
     "read_service_s3_keys",
+    "write_atomically",
     "write_private_file",
 ]
 
@@ -57,20 +58,28 @@ class StackCredentials:
     upload_session_key: str = field(default="", repr=False, compare=False)
 
 
-def write_private_file(path: Path, content: str) -> None:
-    """Write ``content`` readable by the owner only, atomically (a crash leaves the old file or none)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+def write_atomically(path: Path, content: str | bytes, *, mode: int) -> None:
+    """Write ``content`` with permissions ``mode``, atomically: a crash leaves the old file or the new
+    one, never half of one (a process reading a torn secret or certificate at its start would fail)."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(content)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Write ``content`` readable by the owner only (in a directory only the owner may enter when it
+    has to be made), atomically."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomically(path, content, mode=0o600)
 
 
 def read_s3_credentials(path: Path) -> tuple[str, str]:
