@@ -144,7 +144,7 @@ test-compose: env compose-deps
 	$(PY) scripts/compose_stack.py -- $(PYTEST_ARGS)
 
 # The cluster profile's fault run at full size: 1,000 SDK uploads while a node of every kind is killed
-# (`make test` runs 120); prints one RESULT line. PostgreSQL at TEST_DATABASE_URL (as make test).
+# (`make test` runs 160); prints one RESULT line. PostgreSQL at TEST_DATABASE_URL (as make test).
 .PHONY: test-cluster
 test-cluster: env system-deps
 	FILESTORE_CLUSTER_UPLOADS=1000 $(VENV)/bin/pytest tests/test_cluster_faults.py -s -p no:logging $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 """Faults on the cluster profile: uploads through the SDK while single nodes of every kind are killed.
 
-Shared by `make test` (a slice: FILESTORE_CLUSTER_UPLOADS, default 120) and `make test-cluster`
+Shared by `make test` (a slice: FILESTORE_CLUSTER_UPLOADS, default 160) and `make test-cluster`
 (1,000). The uploads are a mix: single PUTs, multipart uploads, re-uploads of content the same user
 uploaded before (dedup), and files carrying the EICAR test string (which clamd must quarantine). They
 go through :class:`filestore.client.AsyncClient`, whose retries are the thing under test: every RPC it
@@ -72,9 +72,22 @@ PIPELINE_CONSUMERS: Final = ("processor-pipeline", "processor-enrich")
 SETTLE_S: Final = 300.0
 
 
-def uploads_wanted(default: int = 120) -> int:
+def uploads_wanted(default: int = 160) -> int:
+    """FILESTORE_CLUSTER_UPLOADS, at least :func:`fewest_uploads` (else the run could not be honest)."""
     raw = os.environ.get(UPLOADS_ENV, "").strip()
-    return int(raw) if raw else default
+    wanted = int(raw) if raw else default
+    if wanted < fewest_uploads(len(FAULTS)):
+        raise ValueError(
+            f"{UPLOADS_ENV}={wanted}: at least {fewest_uploads(len(FAULTS))} for {len(FAULTS)} faults"
+        )
+    return wanted
+
+
+def fewest_uploads(faults: int) -> int:
+    """Uploads enough for every fault to strike while uploads are in flight: the schedule holds back
+    the uploads a window of CONCURRENCY past each fault's mark until it is over, so each fault needs a
+    window of its own, and one more for the uploads after the last."""
+    return (faults + 1) * CONCURRENCY
 
 
 # ------------------------------------------------------------------------------ the cluster

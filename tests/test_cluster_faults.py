@@ -1,7 +1,7 @@
 """Faults on the cluster profile: SDK uploads keep their promises while one node of each kind is killed.
 
 A cluster of its own (the faults kill its processes), on TLS and PostgreSQL, with clamd. `make test`
-runs a slice (FILESTORE_CLUSTER_UPLOADS, default 120); `make test-cluster` runs 1,000. The scenario
+runs a slice (FILESTORE_CLUSTER_UPLOADS, default 160); `make test-cluster` runs 1,000. The scenario
 and what each fault is: tests/cluster_faults.py. It prints one RESULT line with the figures.
 """
 
