@@ -100,7 +100,7 @@ async def jetstream(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[J
         nc = await nats.connect(stack.endpoints.nats_url)
         js = nc.jetstream()
         await events.ensure_stream(
-            js, NatsSettings(url=stack.endpoints.nats_url, stream="FILES", subject_prefix="files")
+            js, NatsSettings(urls=(stack.endpoints.nats_url,), stream="FILES", subject_prefix="files")
         )
         try:
             yield js
