@@ -218,7 +218,7 @@ async def _due_purges(session: AsyncSession, rule: LifecycleRule, now: datetime,
 
 
 def _new_action(
-    file: File, *, rule_key: str, kind: LifecycleActionKind, store: str, storage_class: str, now: datetime
+    file: File, *, rule_key: str, kind: LifecycleActionKind, store: str, storage_class: str
 ) -> LifecycleAction:
     return LifecycleAction(
         id=new_id(),
@@ -232,7 +232,8 @@ def _new_action(
         target_store=store,
         target_storage_class=storage_class,
         details={},
-        created_at=now,
+        # The service's clock, not the job's: the log lists actions in the order they were taken.
+        created_at=utcnow(),
     )
 
 
@@ -316,9 +317,7 @@ async def claim_actions(
         for file, kind, store, storage_class in due:
             if file.id in taken or len(claimed) >= limit:
                 continue
-            action = _new_action(
-                file, rule_key=rule.id, kind=kind, store=store, storage_class=storage_class, now=now
-            )
+            action = _new_action(file, rule_key=rule.id, kind=kind, store=store, storage_class=storage_class)
             if not dry_run and not await _insert_claimed(session, action, lease_until):
                 continue
             taken.add(file.id)
@@ -463,7 +462,6 @@ async def begin_restore(
         kind=LifecycleActionKind.RESTORE,
         store=file.store,
         storage_class=READABLE_STORAGE_CLASS,
-        now=now,
     )
     values = {column.key: getattr(action, column.key) for column in LifecycleAction.__table__.columns}
     values["lease_until"] = now + timedelta(seconds=lease_s)
