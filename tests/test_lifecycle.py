@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from nats.js import JetStreamContext
 
 from filestore.core.channels import insecure_channel
+from filestore.metadata.fsck.reconciler import run as run_reconciler
 from filestore.processor.lifecycle import LifecycleJob
 from filestore.processor.lifecycle_cli import main as lifecycle_main
 from filestore.server import events
@@ -53,7 +54,7 @@ from tests.support import (
     rpc_error,
     service_token,
 )
-from tests.test_regions import storage_of
+from tests.test_regions import reconciler_options, storage_of
 
 pytestmark = pytest.mark.local_stack
 
@@ -353,6 +354,10 @@ async def test_expiry_soft_deletes_then_purges_keeping_shared_blobs_and_held_fil
     assert (await get_file(client, held.id)).status == resources_pb2.FILE_STATUS_READY  # held
     assert (await get_file(client, kept.id)).status == resources_pb2.FILE_STATUS_READY  # not selected
 
+    # The reconciler (repairing) leaves the kept objects to their purge.
+    report = await run_reconciler(reconciler_options(stack, tenant))
+    assert report.findings == [], report.render_text()
+    assert storage_class_of(stack, DEFAULT, lone_key) == "STANDARD"
     # Within the grace nothing is purged; after it, what no live record needs is.
     assert (await job.run(now=expired_at + timedelta(minutes=30), tenant=tenant)).actions == []
     await job.run(now=expired_at + timedelta(hours=2), tenant=tenant)

@@ -687,7 +687,7 @@ class MetadataServiceServicer:
         """Records a claimed action as done, in one transaction with its effect on the catalogue
         (service role only): TRANSITION and RESTORE set the file's store and storage class to the
         action's target (the caller has copied the bytes there); EXPIRE soft-deletes the file (status
-        DELETED, reason `LIFECYCLE_EXPIRED`, quota refunded, blob reference released) but keeps its
+        DELETED, reason LIFECYCLE_EXPIRED, quota refunded, blob reference released) but keeps its
         objects until PURGE; PURGE deletes those of its objects no live record needs (a deduplicated
         blob another file still references stays) through the janitor, after the commit. An action
         whose precondition no longer holds (the file was deleted, put under legal hold, changed) is
@@ -704,7 +704,7 @@ class MetadataServiceServicer:
     def BeginRestore(self, request, context):
         """Starts the restore of an archived file (the processor's RestoreFile; service role only): for
         `principal` who owns the file or holds a WRITE grant, claims a RESTORE action (its target the
-        file's store, class `STANDARD`). A file that is not archived answers no action (nothing to do).
+        file's store, class STANDARD). A file that is not archived answers no action (nothing to do).
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also when the
         principal may not change the file), INVALID_ARGUMENT (`INVALID_PRINCIPAL`), FAILED_PRECONDITION
         (`FILE_NOT_READY`: not READY).

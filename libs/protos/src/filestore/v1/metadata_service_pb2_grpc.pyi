@@ -340,7 +340,7 @@ class MetadataServiceStub:
     """Records a claimed action as done, in one transaction with its effect on the catalogue
     (service role only): TRANSITION and RESTORE set the file's store and storage class to the
     action's target (the caller has copied the bytes there); EXPIRE soft-deletes the file (status
-    DELETED, reason `LIFECYCLE_EXPIRED`, quota refunded, blob reference released) but keeps its
+    DELETED, reason LIFECYCLE_EXPIRED, quota refunded, blob reference released) but keeps its
     objects until PURGE; PURGE deletes those of its objects no live record needs (a deduplicated
     blob another file still references stays) through the janitor, after the commit. An action
     whose precondition no longer holds (the file was deleted, put under legal hold, changed) is
@@ -353,7 +353,7 @@ class MetadataServiceStub:
     BeginRestore: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginRestoreRequest, _metadata_service_pb2.BeginRestoreResponse]
     """Starts the restore of an archived file (the processor's RestoreFile; service role only): for
     `principal` who owns the file or holds a WRITE grant, claims a RESTORE action (its target the
-    file's store, class `STANDARD`). A file that is not archived answers no action (nothing to do).
+    file's store, class STANDARD). A file that is not archived answers no action (nothing to do).
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also when the
     principal may not change the file), INVALID_ARGUMENT (`INVALID_PRINCIPAL`), FAILED_PRECONDITION
     (`FILE_NOT_READY`: not READY).
@@ -667,7 +667,7 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     """Records a claimed action as done, in one transaction with its effect on the catalogue
     (service role only): TRANSITION and RESTORE set the file's store and storage class to the
     action's target (the caller has copied the bytes there); EXPIRE soft-deletes the file (status
-    DELETED, reason `LIFECYCLE_EXPIRED`, quota refunded, blob reference released) but keeps its
+    DELETED, reason LIFECYCLE_EXPIRED, quota refunded, blob reference released) but keeps its
     objects until PURGE; PURGE deletes those of its objects no live record needs (a deduplicated
     blob another file still references stays) through the janitor, after the commit. An action
     whose precondition no longer holds (the file was deleted, put under legal hold, changed) is
@@ -680,7 +680,7 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     BeginRestore: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginRestoreRequest, _metadata_service_pb2.BeginRestoreResponse]  # type: ignore[assignment]
     """Starts the restore of an archived file (the processor's RestoreFile; service role only): for
     `principal` who owns the file or holds a WRITE grant, claims a RESTORE action (its target the
-    file's store, class `STANDARD`). A file that is not archived answers no action (nothing to do).
+    file's store, class STANDARD). A file that is not archived answers no action (nothing to do).
     Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also when the
     principal may not change the file), INVALID_ARGUMENT (`INVALID_PRINCIPAL`), FAILED_PRECONDITION
     (`FILE_NOT_READY`: not READY).
@@ -1212,7 +1212,7 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         """Records a claimed action as done, in one transaction with its effect on the catalogue
         (service role only): TRANSITION and RESTORE set the file's store and storage class to the
         action's target (the caller has copied the bytes there); EXPIRE soft-deletes the file (status
-        DELETED, reason `LIFECYCLE_EXPIRED`, quota refunded, blob reference released) but keeps its
+        DELETED, reason LIFECYCLE_EXPIRED, quota refunded, blob reference released) but keeps its
         objects until PURGE; PURGE deletes those of its objects no live record needs (a deduplicated
         blob another file still references stays) through the janitor, after the commit. An action
         whose precondition no longer holds (the file was deleted, put under legal hold, changed) is
@@ -1231,7 +1231,7 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_metadata_service_pb2.BeginRestoreResponse, _abc.Awaitable[_metadata_service_pb2.BeginRestoreResponse]]:
         """Starts the restore of an archived file (the processor's RestoreFile; service role only): for
         `principal` who owns the file or holds a WRITE grant, claims a RESTORE action (its target the
-        file's store, class `STANDARD`). A file that is not archived answers no action (nothing to do).
+        file's store, class STANDARD). A file that is not archived answers no action (nothing to do).
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also when the
         principal may not change the file), INVALID_ARGUMENT (`INVALID_PRINCIPAL`), FAILED_PRECONDITION
         (`FILE_NOT_READY`: not READY).

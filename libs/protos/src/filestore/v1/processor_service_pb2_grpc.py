@@ -119,9 +119,9 @@ class ProcessorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RestoreFile(self, request, context):
-        """Brings an archived file (File.archived: its original in `GLACIER` or `DEEP_ARCHIVE`, where it
-        cannot be downloaded) back to its store's `STANDARD` class, and answers the file once it is
-        readable; a FileLifecycleChanged event (`files.file.lifecycle`, action `RESTORE`, `readable`
+        """Brings an archived file (File.archived: its original in GLACIER or DEEP_ARCHIVE, where it
+        cannot be downloaded) back to its store's STANDARD class, and answers the file once it is
+        readable; a FileLifecycleChanged event (`files.file.lifecycle`, action RESTORE, `readable`
         true) says so to everyone else. The processor owns it because it holds the storage identity
         that may rewrite originals (the download signer only reads). The copy is server-side (a
         CopyObject of the object onto itself), so no bytes pass through the service; a file that is

@@ -72,9 +72,9 @@ class ProcessorServiceStub:
     PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), UNAVAILABLE (retryable).
     """
     RestoreFile: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.RestoreFileRequest, _resources_pb2.File]
-    """Brings an archived file (File.archived: its original in `GLACIER` or `DEEP_ARCHIVE`, where it
-    cannot be downloaded) back to its store's `STANDARD` class, and answers the file once it is
-    readable; a FileLifecycleChanged event (`files.file.lifecycle`, action `RESTORE`, `readable`
+    """Brings an archived file (File.archived: its original in GLACIER or DEEP_ARCHIVE, where it
+    cannot be downloaded) back to its store's STANDARD class, and answers the file once it is
+    readable; a FileLifecycleChanged event (`files.file.lifecycle`, action RESTORE, `readable`
     true) says so to everyone else. The processor owns it because it holds the storage identity
     that may rewrite originals (the download signer only reads). The copy is server-side (a
     CopyObject of the object onto itself), so no bytes pass through the service; a file that is
@@ -127,9 +127,9 @@ class ProcessorServiceAsyncStub(ProcessorServiceStub):
     PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), UNAVAILABLE (retryable).
     """
     RestoreFile: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.RestoreFileRequest, _resources_pb2.File]  # type: ignore[assignment]
-    """Brings an archived file (File.archived: its original in `GLACIER` or `DEEP_ARCHIVE`, where it
-    cannot be downloaded) back to its store's `STANDARD` class, and answers the file once it is
-    readable; a FileLifecycleChanged event (`files.file.lifecycle`, action `RESTORE`, `readable`
+    """Brings an archived file (File.archived: its original in GLACIER or DEEP_ARCHIVE, where it
+    cannot be downloaded) back to its store's STANDARD class, and answers the file once it is
+    readable; a FileLifecycleChanged event (`files.file.lifecycle`, action RESTORE, `readable`
     true) says so to everyone else. The processor owns it because it holds the storage identity
     that may rewrite originals (the download signer only reads). The copy is server-side (a
     CopyObject of the object onto itself), so no bytes pass through the service; a file that is
@@ -209,9 +209,9 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _processor_service_pb2.RestoreFileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
-        """Brings an archived file (File.archived: its original in `GLACIER` or `DEEP_ARCHIVE`, where it
-        cannot be downloaded) back to its store's `STANDARD` class, and answers the file once it is
-        readable; a FileLifecycleChanged event (`files.file.lifecycle`, action `RESTORE`, `readable`
+        """Brings an archived file (File.archived: its original in GLACIER or DEEP_ARCHIVE, where it
+        cannot be downloaded) back to its store's STANDARD class, and answers the file once it is
+        readable; a FileLifecycleChanged event (`files.file.lifecycle`, action RESTORE, `readable`
         true) says so to everyone else. The processor owns it because it holds the storage identity
         that may rewrite originals (the download signer only reads). The copy is server-side (a
         CopyObject of the object onto itself), so no bytes pass through the service; a file that is

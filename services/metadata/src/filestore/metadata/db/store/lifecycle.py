@@ -52,6 +52,7 @@ __all__ = [
     "complete_action",
     "get_action",
     "get_rules",
+    "keys_awaiting_purge",
     "list_actions",
     "set_legal_hold",
     "set_rules",
@@ -499,3 +500,32 @@ async def set_legal_hold(session: AsyncSession, *, tenant: str, file_id: str, ho
     )
     assert changed is not None  # the row was just read in this transaction
     return changed
+
+
+async def keys_awaiting_purge(db: Executor, *, file_ids: Sequence[str]) -> set[str]:
+    """The objects expired files (of ``file_ids``) keep for their grace: no live record names them,
+    but their PURGE, not the reconciler, decides when they go."""
+    if not file_ids:
+        return set()
+    purged = (
+        select(LifecycleAction.id)
+        .where(
+            LifecycleAction.file_id == File.id,
+            LifecycleAction.kind == LifecycleActionKind.PURGE,
+            LifecycleAction.state.in_(_FINISHED),
+        )
+        .correlate(File)
+        .exists()
+    )
+    expiry = LifecycleAction.__table__.alias("expiry")
+    rows = await db.execute(
+        select(expiry.c.details)
+        .join(File, File.id == expiry.c.file_id)
+        .where(
+            expiry.c.file_id.in_(sorted(file_ids)),
+            expiry.c.kind == LifecycleActionKind.EXPIRE.value,
+            expiry.c.state.in_([state.value for state in _FINISHED]),
+            ~purged,
+        )
+    )
+    return {key for (details,) in rows for key in (details or {}).get("keys", [])}
