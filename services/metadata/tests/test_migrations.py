@@ -202,7 +202,7 @@ def test_migrations_are_found_independently_of_the_cwd(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert migrate.head_revision() == "0004"
+    assert migrate.head_revision() == "0005"
     assert (migrate.MIGRATIONS_DIR / "env.py").is_file()
 
 

@@ -39,7 +39,7 @@ from filestore.client.errors import FilestoreError
 from filestore.client.progress import Progress, TransferEvent
 from filestore.client.retry import is_retryable_error
 from filestore.client.transfer import MIB, TransferOptions
-from filestore.v1 import resources_pb2
+from filestore.v1 import metadata_service_pb2, resources_pb2
 
 __all__ = ["main"]
 
@@ -445,11 +445,32 @@ def _run_info(client: Client, args: argparse.Namespace, out: _Output) -> int:
         details = ", ".join(f"{k}={v}" for k, v in sorted(result.details.items()))
         lines.append(f"step          {result.step}: {outcome}" + (f" ({details})" if details else ""))
     lines.extend(f"derivative    {d.kind} ({d.content_type}, {d.size} B)" for d in info.derivatives)
+    tier = f"{info.file.store or 'default'}/{info.file.storage_class or 'STANDARD'}"
+    flags = [
+        flag for flag, on in (("archived", info.file.archived), ("legal hold", info.file.legal_hold)) if on
+    ]
+    lines.append(f"tier          {tier}" + (f" ({', '.join(flags)})" if flags else ""))
+    for action in info.lifecycle:
+        kind = metadata_service_pb2.LifecycleActionKind.Name(action.kind).removeprefix(
+            "LIFECYCLE_ACTION_KIND_"
+        )
+        state = metadata_service_pb2.LifecycleActionState.Name(action.state).removeprefix(
+            "LIFECYCLE_ACTION_STATE_"
+        )
+        moved = (
+            f" -> {action.target_store}/{action.target_storage_class}"
+            if kind in ("TRANSITION", "RESTORE")
+            else ""
+        )
+        rule = f" rule {action.rule_id}" if action.rule_id else ""
+        when = action.done_time.ToJsonString() if action.HasField("done_time") else "in progress"
+        lines.append(f"lifecycle     {kind}{moved} {state}{rule} ({when})")
     out.result(
         {
             "file": _to_json(info.file),
             "processing": [_to_json(r) for r in info.results],
             "derivatives": [_to_json(d) for d in info.derivatives],
+            "lifecycle": [_to_json(a) for a in info.lifecycle],
         },
         lines,
     )

@@ -113,11 +113,13 @@ class DownloadResult:
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
-    """A file with what the processor found: one result per pipeline step, and the derivatives."""
+    """A file with what the processor found (one result per pipeline step, and the derivatives) and
+    what lifecycle rules did to it (tier changes, expiry, purge, restores), oldest first."""
 
     file: resources_pb2.File
     results: Sequence[resources_pb2.ProcessingResult]
     derivatives: Sequence[resources_pb2.Derivative]
+    lifecycle: Sequence[metadata_service_pb2.LifecycleAction] = ()
 
 
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -660,7 +662,7 @@ class AsyncClient:
         return await self._call(self._files.GetFile, metadata_service_pb2.GetFileRequest(file_id=file_id))
 
     async def file_info(self, file_id: str) -> FileInfo:
-        file, results, derivatives = await asyncio.gather(
+        file, results, derivatives, lifecycle = await asyncio.gather(
             self.get_file(file_id),
             self._call(
                 self._files.ListProcessingResults,
@@ -669,8 +671,12 @@ class AsyncClient:
             self._call(
                 self._files.ListDerivatives, metadata_service_pb2.ListDerivativesRequest(file_id=file_id)
             ),
+            self._call(
+                self._files.ListLifecycleActions,
+                metadata_service_pb2.ListLifecycleActionsRequest(file_id=file_id),
+            ),
         )
-        return FileInfo(file, list(results.results), list(derivatives.derivatives))
+        return FileInfo(file, list(results.results), list(derivatives.derivatives), list(lifecycle.actions))
 
     async def list_files_page(
         self,

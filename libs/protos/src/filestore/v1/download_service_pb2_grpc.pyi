@@ -45,7 +45,9 @@ class DownloadServiceStub:
 
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
     FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-    `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+    `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know; `FILE_ARCHIVED`: the
+    original is in an archive tier, File.archived, until ProcessorService.RestoreFile brings it
+    back), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
     when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
     published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
     """
@@ -55,7 +57,8 @@ class DownloadServiceStub:
     """
     GetDerivativeUrl: _grpc.UnaryUnaryMultiCallable[_download_service_pb2.GetDerivativeUrlRequest, _download_service_pb2.DownloadUrl]
     """Signs a GET URL for a derivative (a thumbnail, extracted text) of a readable file.
-    Errors: as GetDownloadUrl, plus NOT_FOUND (`DERIVATIVE_NOT_FOUND`).
+    Errors: as GetDownloadUrl (an archived file's derivatives too), plus NOT_FOUND
+    (`DERIVATIVE_NOT_FOUND`).
     """
 
 @_typing.type_check_only
@@ -73,7 +76,9 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
 
     Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
     FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-    `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+    `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know; `FILE_ARCHIVED`: the
+    original is in an archive tier, File.archived, until ProcessorService.RestoreFile brings it
+    back), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
     when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
     published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
     """
@@ -83,7 +88,8 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     """
     GetDerivativeUrl: _aio.UnaryUnaryMultiCallable[_download_service_pb2.GetDerivativeUrlRequest, _download_service_pb2.DownloadUrl]  # type: ignore[assignment]
     """Signs a GET URL for a derivative (a thumbnail, extracted text) of a readable file.
-    Errors: as GetDownloadUrl, plus NOT_FOUND (`DERIVATIVE_NOT_FOUND`).
+    Errors: as GetDownloadUrl (an archived file's derivatives too), plus NOT_FOUND
+    (`DERIVATIVE_NOT_FOUND`).
     """
 
 class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -104,7 +110,9 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
         FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-        `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+        `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know; `FILE_ARCHIVED`: the
+        original is in an archive tier, File.archived, until ProcessorService.RestoreFile brings it
+        back), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
         when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
         published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
         """
@@ -126,7 +134,8 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_download_service_pb2.DownloadUrl, _abc.Awaitable[_download_service_pb2.DownloadUrl]]:
         """Signs a GET URL for a derivative (a thumbnail, extracted text) of a readable file.
-        Errors: as GetDownloadUrl, plus NOT_FOUND (`DERIVATIVE_NOT_FOUND`).
+        Errors: as GetDownloadUrl (an archived file's derivatives too), plus NOT_FOUND
+        (`DERIVATIVE_NOT_FOUND`).
         """
 
 def add_DownloadServiceServicer_to_server(servicer: DownloadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

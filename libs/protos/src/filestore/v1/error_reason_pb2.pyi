@@ -452,6 +452,26 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the tenant's residency allows none of the stores offered for its file (an
     upload) or not this one (a replica). Metadata: `tenant`, `store` when one was named.
     """
+    ERROR_REASON_FILE_ARCHIVED: _ErrorReason.ValueType  # 120
+    """------------------------------------------------------------------ tiers and lifecycle
+
+    FAILED_PRECONDITION: the file's bytes are in an archive tier (a storage class such as `GLACIER`
+    or `DEEP_ARCHIVE`) and cannot be read directly; ProcessorService.RestoreFile brings them back.
+    Metadata: `file_id`, `storage_class`.
+    """
+    ERROR_REASON_LEGAL_HOLD: _ErrorReason.ValueType  # 121
+    """FAILED_PRECONDITION: the file is under legal hold and cannot be deleted, expired or purged until
+    the hold is cleared (MetadataService.SetLegalHold). Metadata: `file_id`.
+    """
+    ERROR_REASON_INVALID_LIFECYCLE_RULE: _ErrorReason.ValueType  # 122
+    """INVALID_ARGUMENT: a lifecycle rule that cannot be applied (an id outside the grammar or used
+    twice, no action, a negative age, a store the tenant's residency excludes, a storage class the
+    store does not declare). Metadata: `rule` (the rule's index), `field`.
+    """
+    ERROR_REASON_LIFECYCLE_ACTION_NOT_FOUND: _ErrorReason.ValueType  # 123
+    """NOT_FOUND: no lifecycle action with that id is pending (it was completed by another run, or
+    dropped). Metadata: `action_id`.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every ErrorInfo reason Filestore gives."""
@@ -871,5 +891,25 @@ configure. Metadata: `store`.
 ERROR_REASON_RESIDENCY_VIOLATION: ErrorReason.ValueType  # 119
 """FAILED_PRECONDITION: the tenant's residency allows none of the stores offered for its file (an
 upload) or not this one (a replica). Metadata: `tenant`, `store` when one was named.
+"""
+ERROR_REASON_FILE_ARCHIVED: ErrorReason.ValueType  # 120
+"""------------------------------------------------------------------ tiers and lifecycle
+
+FAILED_PRECONDITION: the file's bytes are in an archive tier (a storage class such as `GLACIER`
+or `DEEP_ARCHIVE`) and cannot be read directly; ProcessorService.RestoreFile brings them back.
+Metadata: `file_id`, `storage_class`.
+"""
+ERROR_REASON_LEGAL_HOLD: ErrorReason.ValueType  # 121
+"""FAILED_PRECONDITION: the file is under legal hold and cannot be deleted, expired or purged until
+the hold is cleared (MetadataService.SetLegalHold). Metadata: `file_id`.
+"""
+ERROR_REASON_INVALID_LIFECYCLE_RULE: ErrorReason.ValueType  # 122
+"""INVALID_ARGUMENT: a lifecycle rule that cannot be applied (an id outside the grammar or used
+twice, no action, a negative age, a store the tenant's residency excludes, a storage class the
+store does not declare). Metadata: `rule` (the rule's index), `field`.
+"""
+ERROR_REASON_LIFECYCLE_ACTION_NOT_FOUND: ErrorReason.ValueType  # 123
+"""NOT_FOUND: no lifecycle action with that id is pending (it was completed by another run, or
+dropped). Metadata: `action_id`.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -12,6 +12,8 @@ Subjects (prefix `files` by default), all in one stream (`FILES` by default):
 * `files.file.downloaded`: FileDownloaded, one per download URL answered (audit).
 * `files.file.enrich`: ObjectCreated of a READY file whose optional steps (thumbnails, OCR) are still
   to run; the processor's own queue, so that those never hold up another file's way to READY.
+* `files.file.lifecycle`: FileLifecycleChanged, one per lifecycle action done (a tier change, an
+  expiry, a purge, a restore), from the lifecycle job and RestoreFile.
 * `files.dead.<subject>`: an event that exhausted its deliveries, or a message on a subject the
   processor consumes (`files.object.created`, `files.file.enrich`) that is not a valid event,
   as it was received, with the header `Filestore-Reason` (`MALFORMED_EVENT` for the latter, and
@@ -310,3 +312,67 @@ class FileDownloaded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FileDownloaded: _TypeAlias = FileDownloaded  # noqa: Y015
+
+@_typing.final
+class FileLifecycleChanged(_message.Message):
+    """A lifecycle action was done on a file (MetadataService.ClaimLifecycleActions,
+    ProcessorService.RestoreFile). Published after the catalogue recorded it, with `Nats-Msg-Id` the
+    action's id: a job that stopped before it announced an action publishes it again, and JetStream
+    drops the duplicate.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    STORE_FIELD_NUMBER: _builtins.int
+    STORAGE_CLASS_FIELD_NUMBER: _builtins.int
+    READABLE_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file id."""
+    tenant: _builtins.str
+    """The tenant."""
+    action_id: _builtins.str
+    """The action's id (MetadataService.ListLifecycleActions lists it)."""
+    rule_id: _builtins.str
+    """The rule that made it due; empty for a restore."""
+    action: _builtins.str
+    """What was done: `TRANSITION`, `EXPIRE`, `PURGE` or `RESTORE` (LifecycleActionKind's names without
+    their prefix).
+    """
+    store: _builtins.str
+    """The store the original is in now."""
+    storage_class: _builtins.str
+    """Its storage class now."""
+    readable: _builtins.bool
+    """Whether the original can be downloaded now (false in an archive tier, and once expired). A
+    RESTORE's event, `readable` true, says the file is downloadable again.
+    """
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When the action was done."""
+
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        action_id: _builtins.str = ...,
+        rule_id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        store: _builtins.str = ...,
+        storage_class: _builtins.str = ...,
+        readable: _builtins.bool = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "action_id", b"action_id", "event_time", b"event_time", "file_id", b"file_id", "readable", b"readable", "rule_id", b"rule_id", "storage_class", b"storage_class", "store", b"store", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileLifecycleChanged: _TypeAlias = FileLifecycleChanged  # noqa: Y015

@@ -12,6 +12,8 @@ Subjects (prefix `files` by default), all in one stream (`FILES` by default):
 * `files.file.downloaded`: FileDownloaded, one per download URL answered (audit).
 * `files.file.enrich`: ObjectCreated of a READY file whose optional steps (thumbnails, OCR) are still
   to run; the processor's own queue, so that those never hold up another file's way to READY.
+* `files.file.lifecycle`: FileLifecycleChanged, one per lifecycle action done (a tier change, an
+  expiry, a purge, a restore), from the lifecycle job and RestoreFile.
 * `files.dead.<subject>`: an event that exhausted its deliveries, or a message on a subject the
   processor consumes (`files.object.created`, `files.file.enrich`) that is not a valid event,
   as it was received, with the header `Filestore-Reason` (`MALFORMED_EVENT` for the latter, and

@@ -58,6 +58,74 @@ REPLICA_STATE_MISSING: ReplicaState.ValueType  # 3
 """Its object was found gone (the reconciler); it is copied again."""
 Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 
+class _LifecycleActionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LifecycleActionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LifecycleActionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIFECYCLE_ACTION_KIND_UNSPECIFIED: _LifecycleActionKind.ValueType  # 0
+    """Not set; a rule without an action is `INVALID_LIFECYCLE_RULE`."""
+    LIFECYCLE_ACTION_KIND_TRANSITION: _LifecycleActionKind.ValueType  # 1
+    """Move the original to another tier: a storage class of its store, or another store."""
+    LIFECYCLE_ACTION_KIND_EXPIRE: _LifecycleActionKind.ValueType  # 2
+    """Soft-delete the file (its objects are kept until PURGE)."""
+    LIFECYCLE_ACTION_KIND_PURGE: _LifecycleActionKind.ValueType  # 3
+    """Delete an expired file's objects that no live record needs. Never named in a rule: an EXPIRE
+    rule's `purge_after_seconds` schedules it.
+    """
+    LIFECYCLE_ACTION_KIND_RESTORE: _LifecycleActionKind.ValueType  # 4
+    """Bring an archived original back to a readable tier (RestoreFile). Never named in a rule."""
+
+class LifecycleActionKind(_LifecycleActionKind, metaclass=_LifecycleActionKindEnumTypeWrapper):
+    """What a lifecycle rule (or a restore) does to a file."""
+
+LIFECYCLE_ACTION_KIND_UNSPECIFIED: LifecycleActionKind.ValueType  # 0
+"""Not set; a rule without an action is `INVALID_LIFECYCLE_RULE`."""
+LIFECYCLE_ACTION_KIND_TRANSITION: LifecycleActionKind.ValueType  # 1
+"""Move the original to another tier: a storage class of its store, or another store."""
+LIFECYCLE_ACTION_KIND_EXPIRE: LifecycleActionKind.ValueType  # 2
+"""Soft-delete the file (its objects are kept until PURGE)."""
+LIFECYCLE_ACTION_KIND_PURGE: LifecycleActionKind.ValueType  # 3
+"""Delete an expired file's objects that no live record needs. Never named in a rule: an EXPIRE
+rule's `purge_after_seconds` schedules it.
+"""
+LIFECYCLE_ACTION_KIND_RESTORE: LifecycleActionKind.ValueType  # 4
+"""Bring an archived original back to a readable tier (RestoreFile). Never named in a rule."""
+Global___LifecycleActionKind: _TypeAlias = LifecycleActionKind  # noqa: Y015
+
+class _LifecycleActionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LifecycleActionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LifecycleActionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIFECYCLE_ACTION_STATE_UNSPECIFIED: _LifecycleActionState.ValueType  # 0
+    """Not set; never stored."""
+    LIFECYCLE_ACTION_STATE_PLANNED: _LifecycleActionState.ValueType  # 1
+    """A dry run's answer: what a claim would lease. Never stored."""
+    LIFECYCLE_ACTION_STATE_CLAIMED: _LifecycleActionState.ValueType  # 2
+    """Leased to a job, which is doing it (or stopped: the lease ends and another claim answers it)."""
+    LIFECYCLE_ACTION_STATE_DONE: _LifecycleActionState.ValueType  # 3
+    """Done in the catalogue; its event is still to be published."""
+    LIFECYCLE_ACTION_STATE_ANNOUNCED: _LifecycleActionState.ValueType  # 4
+    """Done, and its event published."""
+
+class LifecycleActionState(_LifecycleActionState, metaclass=_LifecycleActionStateEnumTypeWrapper):
+    """Where a lifecycle action is."""
+
+LIFECYCLE_ACTION_STATE_UNSPECIFIED: LifecycleActionState.ValueType  # 0
+"""Not set; never stored."""
+LIFECYCLE_ACTION_STATE_PLANNED: LifecycleActionState.ValueType  # 1
+"""A dry run's answer: what a claim would lease. Never stored."""
+LIFECYCLE_ACTION_STATE_CLAIMED: LifecycleActionState.ValueType  # 2
+"""Leased to a job, which is doing it (or stopped: the lease ends and another claim answers it)."""
+LIFECYCLE_ACTION_STATE_DONE: LifecycleActionState.ValueType  # 3
+"""Done in the catalogue; its event is still to be published."""
+LIFECYCLE_ACTION_STATE_ANNOUNCED: LifecycleActionState.ValueType  # 4
+"""Done, and its event published."""
+Global___LifecycleActionState: _TypeAlias = LifecycleActionState  # noqa: Y015
+
 @_typing.final
 class GetFileRequest(_message.Message):
     """Request for GetFile."""
@@ -1742,3 +1810,518 @@ class SetQuotaRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetQuotaRequest: _TypeAlias = SetQuotaRequest  # noqa: Y015
+
+@_typing.final
+class LifecycleRule(_message.Message):
+    """A tenant's lifecycle rule: which files (selector), when (age), what (action).
+
+    The shape leaves room for file versions: "keep at most K old versions" will be a rule with
+    `noncurrent_versions_to_keep` (a field to come) whose subject is a file's non-current versions
+    instead of the file, acting on (file, version) with the same kinds, keys and job (see
+    docs/lifecycle.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_PREFIX_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TARGET_STORE_FIELD_NUMBER: _builtins.int
+    TARGET_STORAGE_CLASS_FIELD_NUMBER: _builtins.int
+    PURGE_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The rule's id within the tenant: 1-63 characters of [a-z0-9-]. Actions are keyed by it."""
+    name_prefix: _builtins.str
+    """Only files whose name starts with this (case-sensitive, NFC); empty: any name. At most 255
+    characters.
+    """
+    after_seconds: _builtins.int
+    """The file's age (since create_time) after which the action is due, in seconds (a day is
+    86,400); 0 or more.
+    """
+    action: Global___LifecycleActionKind.ValueType
+    """What to do: TRANSITION or EXPIRE."""
+    target_store: _builtins.str
+    """TRANSITION: the store to move to (a store the tenant's residency allows); empty: the file's own
+    store, so only the storage class changes.
+    """
+    target_storage_class: _builtins.str
+    """TRANSITION: the storage class to move to (one the target store declares in its
+    `storage_classes`); empty means `STANDARD`. `GLACIER` and `DEEP_ARCHIVE` are archive tiers: a
+    file there is not downloadable until restored.
+    """
+    purge_after_seconds: _builtins.int
+    """EXPIRE: how long after the expiry the file's objects are purged, in seconds (0: at the next run
+    after the expiry).
+    """
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only files carrying all of these labels with these values; empty: any. At most 64 entries."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name_prefix: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        after_seconds: _builtins.int = ...,
+        action: Global___LifecycleActionKind.ValueType = ...,
+        target_store: _builtins.str = ...,
+        target_storage_class: _builtins.str = ...,
+        purge_after_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "after_seconds", b"after_seconds", "id", b"id", "labels", b"labels", "name_prefix", b"name_prefix", "purge_after_seconds", b"purge_after_seconds", "target_storage_class", b"target_storage_class", "target_store", b"target_store"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LifecycleRule: _TypeAlias = LifecycleRule  # noqa: Y015
+
+@_typing.final
+class LifecycleRules(_message.Message):
+    """A tenant's lifecycle rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant."""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___LifecycleRule]:
+        """The rules, in id order. At most 64."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        rules: _abc.Iterable[Global___LifecycleRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LifecycleRules: _TypeAlias = LifecycleRules  # noqa: Y015
+
+@_typing.final
+class GetLifecycleRulesRequest(_message.Message):
+    """Request for GetLifecycleRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant; service callers only (others read their own tenant's)."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLifecycleRulesRequest: _TypeAlias = GetLifecycleRulesRequest  # noqa: Y015
+
+@_typing.final
+class SetLifecycleRulesRequest(_message.Message):
+    """Request for SetLifecycleRules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> Global___LifecycleRules:
+        """The rules to set (its `tenant` is required); they replace the tenant's rules."""
+
+    def __init__(
+        self,
+        *,
+        rules: Global___LifecycleRules | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLifecycleRulesRequest: _TypeAlias = SetLifecycleRulesRequest  # noqa: Y015
+
+@_typing.final
+class SetLegalHoldRequest(_message.Message):
+    """Request for SetLegalHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    LEGAL_HOLD_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file id."""
+    tenant: _builtins.str
+    """The tenant of the file."""
+    legal_hold: _builtins.bool
+    """Whether the file is held."""
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        legal_hold: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "legal_hold", b"legal_hold", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLegalHoldRequest: _TypeAlias = SetLegalHoldRequest  # noqa: Y015
+
+@_typing.final
+class LifecycleAction(_message.Message):
+    """One lifecycle action on one file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SOURCE_STORE_FIELD_NUMBER: _builtins.int
+    SOURCE_STORAGE_CLASS_FIELD_NUMBER: _builtins.int
+    TARGET_STORE_FIELD_NUMBER: _builtins.int
+    TARGET_STORAGE_CLASS_FIELD_NUMBER: _builtins.int
+    STORAGE_KEY_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    DONE_TIME_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The action's id (a UUID; empty in a dry run's answer)."""
+    file_id: _builtins.str
+    """The file."""
+    tenant: _builtins.str
+    """The file's tenant."""
+    rule_id: _builtins.str
+    """The rule that made it due; empty for RESTORE."""
+    kind: Global___LifecycleActionKind.ValueType
+    """What it does."""
+    state: Global___LifecycleActionState.ValueType
+    """Where it is."""
+    source_store: _builtins.str
+    """TRANSITION, RESTORE: the store and storage class the original is in before the action."""
+    source_storage_class: _builtins.str
+    """See `source_store`."""
+    target_store: _builtins.str
+    """TRANSITION, RESTORE: where the original goes."""
+    target_storage_class: _builtins.str
+    """See `target_store`."""
+    storage_key: _builtins.str
+    """The object holding the original (for a deduplicated file, its blob's object)."""
+    content_type: _builtins.str
+    """The file's content type (a copy onto itself in another class keeps it)."""
+    size: _builtins.int
+    """The file's size in bytes."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the action was first claimed."""
+
+    @_builtins.property
+    def done_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was done; unset before."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        rule_id: _builtins.str = ...,
+        kind: Global___LifecycleActionKind.ValueType = ...,
+        state: Global___LifecycleActionState.ValueType = ...,
+        source_store: _builtins.str = ...,
+        source_storage_class: _builtins.str = ...,
+        target_store: _builtins.str = ...,
+        target_storage_class: _builtins.str = ...,
+        storage_key: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        done_time: _timestamp_pb2.Timestamp | None = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "done_time", b"done_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "create_time", b"create_time", "done_time", b"done_time", "file_id", b"file_id", "id", b"id", "kind", b"kind", "rule_id", b"rule_id", "size", b"size", "source_storage_class", b"source_storage_class", "source_store", b"source_store", "state", b"state", "storage_key", b"storage_key", "target_storage_class", b"target_storage_class", "target_store", b"target_store", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LifecycleAction: _TypeAlias = LifecycleAction  # noqa: Y015
+
+@_typing.final
+class ClaimLifecycleActionsRequest(_message.Message):
+    """Request for ClaimLifecycleActions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOW_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """At most this many actions, 0..500; 0 means 100."""
+    lease_seconds: _builtins.int
+    """How long the lease lasts, 0..3600 seconds; 0 means 300."""
+    dry_run: _builtins.bool
+    """List what would be claimed without claiming it."""
+    tenant: _builtins.str
+    """Only this tenant's rules; empty: every tenant's."""
+    @_builtins.property
+    def now(self) -> _timestamp_pb2.Timestamp:
+        """The moment the rules are evaluated at (and leases count from); unset: the service's clock."""
+
+    def __init__(
+        self,
+        *,
+        now: _timestamp_pb2.Timestamp | None = ...,
+        limit: _builtins.int = ...,
+        lease_seconds: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["now", b"now"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "lease_seconds", b"lease_seconds", "limit", b"limit", "now", b"now", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimLifecycleActionsRequest: _TypeAlias = ClaimLifecycleActionsRequest  # noqa: Y015
+
+@_typing.final
+class ClaimLifecycleActionsResponse(_message.Message):
+    """Response for ClaimLifecycleActions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___LifecycleAction]:
+        """The actions, oldest rule evaluation first."""
+
+    def __init__(
+        self,
+        *,
+        actions: _abc.Iterable[Global___LifecycleAction] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimLifecycleActionsResponse: _TypeAlias = ClaimLifecycleActionsResponse  # noqa: Y015
+
+@_typing.final
+class CompleteLifecycleActionRequest(_message.Message):
+    """Request for CompleteLifecycleAction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    ANNOUNCED_FIELD_NUMBER: _builtins.int
+    NOW_FIELD_NUMBER: _builtins.int
+    action_id: _builtins.str
+    """The action's id."""
+    announced: _builtins.bool
+    """The action is DONE and its event was published: mark it ANNOUNCED."""
+    @_builtins.property
+    def now(self) -> _timestamp_pb2.Timestamp:
+        """The moment the action is done at (the job's `now`); unset: the service's clock."""
+
+    def __init__(
+        self,
+        *,
+        action_id: _builtins.str = ...,
+        announced: _builtins.bool = ...,
+        now: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["now", b"now"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "announced", b"announced", "now", b"now"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLifecycleActionRequest: _TypeAlias = CompleteLifecycleActionRequest  # noqa: Y015
+
+@_typing.final
+class CompleteLifecycleActionResponse(_message.Message):
+    """Response for CompleteLifecycleAction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    dropped: _builtins.bool
+    """Its precondition no longer held: nothing was done and the action was forgotten."""
+    @_builtins.property
+    def action(self) -> Global___LifecycleAction:
+        """The action as it is now (DONE or ANNOUNCED; as it was when `dropped`)."""
+
+    @_builtins.property
+    def file(self) -> _resources_pb2.File:
+        """The file as it is now."""
+
+    def __init__(
+        self,
+        *,
+        action: Global___LifecycleAction | None = ...,
+        file: _resources_pb2.File | None = ...,
+        dropped: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "dropped", b"dropped", "file", b"file"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteLifecycleActionResponse: _TypeAlias = CompleteLifecycleActionResponse  # noqa: Y015
+
+@_typing.final
+class BeginRestoreRequest(_message.Message):
+    """Request for BeginRestore."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file id."""
+    tenant: _builtins.str
+    """The tenant of the file."""
+    principal: _builtins.str
+    """Who asks (the owner, or a principal with a WRITE grant)."""
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        principal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "principal", b"principal", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginRestoreRequest: _TypeAlias = BeginRestoreRequest  # noqa: Y015
+
+@_typing.final
+class BeginRestoreResponse(_message.Message):
+    """Response for BeginRestore."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def file(self) -> _resources_pb2.File:
+        """The file as it is."""
+
+    @_builtins.property
+    def action(self) -> Global___LifecycleAction:
+        """The claimed RESTORE action; unset when the file is not archived."""
+
+    def __init__(
+        self,
+        *,
+        file: _resources_pb2.File | None = ...,
+        action: Global___LifecycleAction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "file", b"file"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginRestoreResponse: _TypeAlias = BeginRestoreResponse  # noqa: Y015
+
+@_typing.final
+class ListLifecycleActionsRequest(_message.Message):
+    """Request for ListLifecycleActions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file id."""
+    tenant: _builtins.str
+    """Service callers: the tenant of the file."""
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLifecycleActionsRequest: _TypeAlias = ListLifecycleActionsRequest  # noqa: Y015
+
+@_typing.final
+class ListLifecycleActionsResponse(_message.Message):
+    """Response for ListLifecycleActions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___LifecycleAction]:
+        """The actions, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        actions: _abc.Iterable[Global___LifecycleAction] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLifecycleActionsResponse: _TypeAlias = ListLifecycleActionsResponse  # noqa: Y015

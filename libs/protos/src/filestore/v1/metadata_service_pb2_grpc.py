@@ -202,6 +202,41 @@ class MetadataServiceStub:
                 request_serializer=filestore_dot_v1_dot_metadata__service__pb2.RecordReplicaRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.Replica.FromString,
                 _registered_method=True)
+        self.GetLifecycleRules = channel.unary_unary(
+                '/filestore.v1.MetadataService/GetLifecycleRules',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.GetLifecycleRulesRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.LifecycleRules.FromString,
+                _registered_method=True)
+        self.SetLifecycleRules = channel.unary_unary(
+                '/filestore.v1.MetadataService/SetLifecycleRules',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.SetLifecycleRulesRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.LifecycleRules.FromString,
+                _registered_method=True)
+        self.SetLegalHold = channel.unary_unary(
+                '/filestore.v1.MetadataService/SetLegalHold',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.SetLegalHoldRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_resources__pb2.File.FromString,
+                _registered_method=True)
+        self.ClaimLifecycleActions = channel.unary_unary(
+                '/filestore.v1.MetadataService/ClaimLifecycleActions',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimLifecycleActionsRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimLifecycleActionsResponse.FromString,
+                _registered_method=True)
+        self.CompleteLifecycleAction = channel.unary_unary(
+                '/filestore.v1.MetadataService/CompleteLifecycleAction',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.CompleteLifecycleActionRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.CompleteLifecycleActionResponse.FromString,
+                _registered_method=True)
+        self.BeginRestore = channel.unary_unary(
+                '/filestore.v1.MetadataService/BeginRestore',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.BeginRestoreRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.BeginRestoreResponse.FromString,
+                _registered_method=True)
+        self.ListLifecycleActions = channel.unary_unary(
+                '/filestore.v1.MetadataService/ListLifecycleActions',
+                request_serializer=filestore_dot_v1_dot_metadata__service__pb2.ListLifecycleActionsRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ListLifecycleActionsResponse.FromString,
+                _registered_method=True)
 
 
 class MetadataServiceServicer:
@@ -259,7 +294,8 @@ class MetadataServiceServicer:
         The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
         the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
         and its object goes later, deleted in the background or found by the reconciler.
-        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`),
+        FAILED_PRECONDITION (`LEGAL_HOLD`: the file is under legal hold).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -269,7 +305,8 @@ class MetadataServiceServicer:
         """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
         their own files to DELETED; every other move belongs to the services (`service` role).
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STATUS`, `INVALID_ETAG`), FAILED_PRECONDITION
-        (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
+        (`ILLEGAL_TRANSITION`; `LEGAL_HOLD`: to DELETED, a held file), ABORTED (`ETAG_MISMATCH`),
+        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -590,6 +627,102 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLifecycleRules(self, request, context):
+        """Answers a tenant's lifecycle rules (in id order). Service callers name the tenant; users read
+        their own tenant's.
+        Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLifecycleRules(self, request, context):
+        """Replaces a tenant's lifecycle rules with `rules` (an administrator's call: service role only;
+        an empty list removes them). At most 64 rules. Each rule is checked against the stores this
+        metadata service is configured with and the tenant's residency. Files already acted on keep
+        what was done: an action is keyed by (file, rule id, kind) and done once, so to act again
+        after changing a rule, give it a new id.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`,
+        `TOO_MANY_VALUES`, `INVALID_LIFECYCLE_RULE`: see the reason; `INVALID_LABELS`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLegalHold(self, request, context):
+        """Sets or clears a file's legal hold (service role only: a compliance officer's call through an
+        administrative tool). A held file cannot be deleted (DeleteFile and TransitionFile to DELETED
+        answer FAILED_PRECONDITION `LEGAL_HOLD`), and lifecycle rules neither expire nor purge it; its
+        tier may still change. Setting the value it has changes nothing.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`),
+        NOT_FOUND (`FILE_NOT_FOUND`; a deleted file, not purged yet, may be held).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimLifecycleActions(self, request, context):
+        """The lifecycle job's claim (service role only): evaluates every tenant's rules (or `tenant`'s)
+        at `now` and leases up to `limit` due actions to the caller for `lease_seconds`, so that of
+        several jobs only one acts on a given file. Due are: TRANSITION of a READY file older than the
+        rule's age whose store or storage class differs from the rule's target (not a file whose
+        content is shared by deduplication, nor one a rule with a later age moved already); EXPIRE of
+        a READY, QUARANTINED or FAILED file older than the rule's age and not under legal hold; PURGE of
+        a file the rule expired more than `purge_after_seconds` before `now`, not under legal hold. An
+        action is keyed by (file, rule, kind): once DONE it is never due again (a restored file is not
+        archived again by the same rule). Also answered: actions of an earlier claim whose lease ended
+        (a job that stopped halfway; `state` CLAIMED: do them again, every step is idempotent) and DONE
+        actions whose event was not announced (`state` DONE: publish the event, then
+        CompleteLifecycleAction with `announced`). Leases count from `now` (default: the service's
+        clock), so a test with a clock of its own sees its own leases end. With `dry_run` nothing is
+        written: the answer lists what would be claimed, in state PLANNED.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`: not
+        0..500, `INVALID_LEASE`: not 0..3600 seconds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteLifecycleAction(self, request, context):
+        """Records a claimed action as done, in one transaction with its effect on the catalogue
+        (service role only): TRANSITION and RESTORE set the file's store and storage class to the
+        action's target (the caller has copied the bytes there); EXPIRE soft-deletes the file (status
+        DELETED, reason LIFECYCLE_EXPIRED, quota refunded, blob reference released) but keeps its
+        objects until PURGE; PURGE deletes those of its objects no live record needs (a deduplicated
+        blob another file still references stays) through the janitor, after the commit. An action
+        whose precondition no longer holds (the file was deleted, put under legal hold, changed) is
+        dropped instead (`dropped`: nothing changed, the rules decide again at the next claim). With
+        `announced`, a DONE action is marked as announced (its event was published). Completing a
+        completed action answers it as it is.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`LIFECYCLE_ACTION_NOT_FOUND`),
+        ABORTED (`CONCURRENT_MODIFICATION`, retryable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginRestore(self, request, context):
+        """Starts the restore of an archived file (the processor's RestoreFile; service role only): for
+        `principal` who owns the file or holds a WRITE grant, claims a RESTORE action (its target the
+        file's store, class STANDARD). A file that is not archived answers no action (nothing to do).
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also when the
+        principal may not change the file), INVALID_ARGUMENT (`INVALID_PRINCIPAL`), FAILED_PRECONDITION
+        (`FILE_NOT_READY`: not READY).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLifecycleActions(self, request, context):
+        """Lists the lifecycle actions taken on a file (and those in progress), oldest first: what
+        `filestore info` shows. Whoever may read the file may list them; a deleted file's are answered
+        to its owner and service callers. At most 100 (a file has a handful).
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetadataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -752,6 +885,41 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.RecordReplica,
                     request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.RecordReplicaRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_metadata__service__pb2.Replica.SerializeToString,
+            ),
+            'GetLifecycleRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLifecycleRules,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.GetLifecycleRulesRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.LifecycleRules.SerializeToString,
+            ),
+            'SetLifecycleRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLifecycleRules,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.SetLifecycleRulesRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.LifecycleRules.SerializeToString,
+            ),
+            'SetLegalHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLegalHold,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.SetLegalHoldRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_resources__pb2.File.SerializeToString,
+            ),
+            'ClaimLifecycleActions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimLifecycleActions,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimLifecycleActionsRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.ClaimLifecycleActionsResponse.SerializeToString,
+            ),
+            'CompleteLifecycleAction': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteLifecycleAction,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.CompleteLifecycleActionRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.CompleteLifecycleActionResponse.SerializeToString,
+            ),
+            'BeginRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginRestore,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.BeginRestoreRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.BeginRestoreResponse.SerializeToString,
+            ),
+            'ListLifecycleActions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLifecycleActions,
+                    request_deserializer=filestore_dot_v1_dot_metadata__service__pb2.ListLifecycleActionsRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_metadata__service__pb2.ListLifecycleActionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1625,6 +1793,195 @@ class MetadataService:
             '/filestore.v1.MetadataService/RecordReplica',
             filestore_dot_v1_dot_metadata__service__pb2.RecordReplicaRequest.SerializeToString,
             filestore_dot_v1_dot_metadata__service__pb2.Replica.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLifecycleRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/GetLifecycleRules',
+            filestore_dot_v1_dot_metadata__service__pb2.GetLifecycleRulesRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.LifecycleRules.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLifecycleRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/SetLifecycleRules',
+            filestore_dot_v1_dot_metadata__service__pb2.SetLifecycleRulesRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.LifecycleRules.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLegalHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/SetLegalHold',
+            filestore_dot_v1_dot_metadata__service__pb2.SetLegalHoldRequest.SerializeToString,
+            filestore_dot_v1_dot_resources__pb2.File.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimLifecycleActions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/ClaimLifecycleActions',
+            filestore_dot_v1_dot_metadata__service__pb2.ClaimLifecycleActionsRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.ClaimLifecycleActionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteLifecycleAction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/CompleteLifecycleAction',
+            filestore_dot_v1_dot_metadata__service__pb2.CompleteLifecycleActionRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.CompleteLifecycleActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/BeginRestore',
+            filestore_dot_v1_dot_metadata__service__pb2.BeginRestoreRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.BeginRestoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLifecycleActions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.MetadataService/ListLifecycleActions',
+            filestore_dot_v1_dot_metadata__service__pb2.ListLifecycleActionsRequest.SerializeToString,
+            filestore_dot_v1_dot_metadata__service__pb2.ListLifecycleActionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

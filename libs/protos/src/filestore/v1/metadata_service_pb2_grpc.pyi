@@ -78,13 +78,15 @@ class MetadataServiceStub:
     The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
     the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
     and its object goes later, deleted in the background or found by the reconciler.
-    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`),
+    FAILED_PRECONDITION (`LEGAL_HOLD`: the file is under legal hold).
     """
     TransitionFile: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.TransitionFileRequest, _resources_pb2.File]
     """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
     their own files to DELETED; every other move belongs to the services (`service` role).
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STATUS`, `INVALID_ETAG`), FAILED_PRECONDITION
-    (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
+    (`ILLEGAL_TRANSITION`; `LEGAL_HOLD`: to DELETED, a held file), ABORTED (`ETAG_MISMATCH`),
+    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
     """
     RecordVerifiedContent: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
@@ -294,6 +296,74 @@ class MetadataServiceStub:
     INVALID_ARGUMENT (`INVALID_STATUS`: no state), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the
     tenant's residency excludes the store; `UNKNOWN_STORE`: the file's own store).
     """
+    GetLifecycleRules: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.GetLifecycleRulesRequest, _metadata_service_pb2.LifecycleRules]
+    """Answers a tenant's lifecycle rules (in id order). Service callers name the tenant; users read
+    their own tenant's.
+    Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+    """
+    SetLifecycleRules: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.SetLifecycleRulesRequest, _metadata_service_pb2.LifecycleRules]
+    """Replaces a tenant's lifecycle rules with `rules` (an administrator's call: service role only;
+    an empty list removes them). At most 64 rules. Each rule is checked against the stores this
+    metadata service is configured with and the tenant's residency. Files already acted on keep
+    what was done: an action is keyed by (file, rule id, kind) and done once, so to act again
+    after changing a rule, give it a new id.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`,
+    `TOO_MANY_VALUES`, `INVALID_LIFECYCLE_RULE`: see the reason; `INVALID_LABELS`).
+    """
+    SetLegalHold: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.SetLegalHoldRequest, _resources_pb2.File]
+    """Sets or clears a file's legal hold (service role only: a compliance officer's call through an
+    administrative tool). A held file cannot be deleted (DeleteFile and TransitionFile to DELETED
+    answer FAILED_PRECONDITION `LEGAL_HOLD`), and lifecycle rules neither expire nor purge it; its
+    tier may still change. Setting the value it has changes nothing.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`),
+    NOT_FOUND (`FILE_NOT_FOUND`; a deleted file, not purged yet, may be held).
+    """
+    ClaimLifecycleActions: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ClaimLifecycleActionsRequest, _metadata_service_pb2.ClaimLifecycleActionsResponse]
+    """The lifecycle job's claim (service role only): evaluates every tenant's rules (or `tenant`'s)
+    at `now` and leases up to `limit` due actions to the caller for `lease_seconds`, so that of
+    several jobs only one acts on a given file. Due are: TRANSITION of a READY file older than the
+    rule's age whose store or storage class differs from the rule's target (not a file whose
+    content is shared by deduplication, nor one a rule with a later age moved already); EXPIRE of
+    a READY, QUARANTINED or FAILED file older than the rule's age and not under legal hold; PURGE of
+    a file the rule expired more than `purge_after_seconds` before `now`, not under legal hold. An
+    action is keyed by (file, rule, kind): once DONE it is never due again (a restored file is not
+    archived again by the same rule). Also answered: actions of an earlier claim whose lease ended
+    (a job that stopped halfway; `state` CLAIMED: do them again, every step is idempotent) and DONE
+    actions whose event was not announced (`state` DONE: publish the event, then
+    CompleteLifecycleAction with `announced`). Leases count from `now` (default: the service's
+    clock), so a test with a clock of its own sees its own leases end. With `dry_run` nothing is
+    written: the answer lists what would be claimed, in state PLANNED.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`: not
+    0..500, `INVALID_LEASE`: not 0..3600 seconds).
+    """
+    CompleteLifecycleAction: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.CompleteLifecycleActionRequest, _metadata_service_pb2.CompleteLifecycleActionResponse]
+    """Records a claimed action as done, in one transaction with its effect on the catalogue
+    (service role only): TRANSITION and RESTORE set the file's store and storage class to the
+    action's target (the caller has copied the bytes there); EXPIRE soft-deletes the file (status
+    DELETED, reason LIFECYCLE_EXPIRED, quota refunded, blob reference released) but keeps its
+    objects until PURGE; PURGE deletes those of its objects no live record needs (a deduplicated
+    blob another file still references stays) through the janitor, after the commit. An action
+    whose precondition no longer holds (the file was deleted, put under legal hold, changed) is
+    dropped instead (`dropped`: nothing changed, the rules decide again at the next claim). With
+    `announced`, a DONE action is marked as announced (its event was published). Completing a
+    completed action answers it as it is.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`LIFECYCLE_ACTION_NOT_FOUND`),
+    ABORTED (`CONCURRENT_MODIFICATION`, retryable).
+    """
+    BeginRestore: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginRestoreRequest, _metadata_service_pb2.BeginRestoreResponse]
+    """Starts the restore of an archived file (the processor's RestoreFile; service role only): for
+    `principal` who owns the file or holds a WRITE grant, claims a RESTORE action (its target the
+    file's store, class STANDARD). A file that is not archived answers no action (nothing to do).
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also when the
+    principal may not change the file), INVALID_ARGUMENT (`INVALID_PRINCIPAL`), FAILED_PRECONDITION
+    (`FILE_NOT_READY`: not READY).
+    """
+    ListLifecycleActions: _grpc.UnaryUnaryMultiCallable[_metadata_service_pb2.ListLifecycleActionsRequest, _metadata_service_pb2.ListLifecycleActionsResponse]
+    """Lists the lifecycle actions taken on a file (and those in progress), oldest first: what
+    `filestore info` shows. Whoever may read the file may list them; a deleted file's are answered
+    to its owner and service callers. At most 100 (a file has a handful).
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`).
+    """
 
 @_typing.type_check_only
 class MetadataServiceAsyncStub(MetadataServiceStub):
@@ -335,13 +405,15 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
     the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
     and its object goes later, deleted in the background or found by the reconciler.
-    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`),
+    FAILED_PRECONDITION (`LEGAL_HOLD`: the file is under legal hold).
     """
     TransitionFile: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.TransitionFileRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
     their own files to DELETED; every other move belongs to the services (`service` role).
     Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STATUS`, `INVALID_ETAG`), FAILED_PRECONDITION
-    (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
+    (`ILLEGAL_TRANSITION`; `LEGAL_HOLD`: to DELETED, a held file), ABORTED (`ETAG_MISMATCH`),
+    PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
     """
     RecordVerifiedContent: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.RecordVerifiedContentRequest, _resources_pb2.File]  # type: ignore[assignment]
     """Records the digest and size the processor computed from the stored bytes. A digest that matches
@@ -551,6 +623,74 @@ class MetadataServiceAsyncStub(MetadataServiceStub):
     INVALID_ARGUMENT (`INVALID_STATUS`: no state), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the
     tenant's residency excludes the store; `UNKNOWN_STORE`: the file's own store).
     """
+    GetLifecycleRules: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.GetLifecycleRulesRequest, _metadata_service_pb2.LifecycleRules]  # type: ignore[assignment]
+    """Answers a tenant's lifecycle rules (in id order). Service callers name the tenant; users read
+    their own tenant's.
+    Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+    """
+    SetLifecycleRules: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.SetLifecycleRulesRequest, _metadata_service_pb2.LifecycleRules]  # type: ignore[assignment]
+    """Replaces a tenant's lifecycle rules with `rules` (an administrator's call: service role only;
+    an empty list removes them). At most 64 rules. Each rule is checked against the stores this
+    metadata service is configured with and the tenant's residency. Files already acted on keep
+    what was done: an action is keyed by (file, rule id, kind) and done once, so to act again
+    after changing a rule, give it a new id.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`,
+    `TOO_MANY_VALUES`, `INVALID_LIFECYCLE_RULE`: see the reason; `INVALID_LABELS`).
+    """
+    SetLegalHold: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.SetLegalHoldRequest, _resources_pb2.File]  # type: ignore[assignment]
+    """Sets or clears a file's legal hold (service role only: a compliance officer's call through an
+    administrative tool). A held file cannot be deleted (DeleteFile and TransitionFile to DELETED
+    answer FAILED_PRECONDITION `LEGAL_HOLD`), and lifecycle rules neither expire nor purge it; its
+    tier may still change. Setting the value it has changes nothing.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`),
+    NOT_FOUND (`FILE_NOT_FOUND`; a deleted file, not purged yet, may be held).
+    """
+    ClaimLifecycleActions: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ClaimLifecycleActionsRequest, _metadata_service_pb2.ClaimLifecycleActionsResponse]  # type: ignore[assignment]
+    """The lifecycle job's claim (service role only): evaluates every tenant's rules (or `tenant`'s)
+    at `now` and leases up to `limit` due actions to the caller for `lease_seconds`, so that of
+    several jobs only one acts on a given file. Due are: TRANSITION of a READY file older than the
+    rule's age whose store or storage class differs from the rule's target (not a file whose
+    content is shared by deduplication, nor one a rule with a later age moved already); EXPIRE of
+    a READY, QUARANTINED or FAILED file older than the rule's age and not under legal hold; PURGE of
+    a file the rule expired more than `purge_after_seconds` before `now`, not under legal hold. An
+    action is keyed by (file, rule, kind): once DONE it is never due again (a restored file is not
+    archived again by the same rule). Also answered: actions of an earlier claim whose lease ended
+    (a job that stopped halfway; `state` CLAIMED: do them again, every step is idempotent) and DONE
+    actions whose event was not announced (`state` DONE: publish the event, then
+    CompleteLifecycleAction with `announced`). Leases count from `now` (default: the service's
+    clock), so a test with a clock of its own sees its own leases end. With `dry_run` nothing is
+    written: the answer lists what would be claimed, in state PLANNED.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`: not
+    0..500, `INVALID_LEASE`: not 0..3600 seconds).
+    """
+    CompleteLifecycleAction: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.CompleteLifecycleActionRequest, _metadata_service_pb2.CompleteLifecycleActionResponse]  # type: ignore[assignment]
+    """Records a claimed action as done, in one transaction with its effect on the catalogue
+    (service role only): TRANSITION and RESTORE set the file's store and storage class to the
+    action's target (the caller has copied the bytes there); EXPIRE soft-deletes the file (status
+    DELETED, reason LIFECYCLE_EXPIRED, quota refunded, blob reference released) but keeps its
+    objects until PURGE; PURGE deletes those of its objects no live record needs (a deduplicated
+    blob another file still references stays) through the janitor, after the commit. An action
+    whose precondition no longer holds (the file was deleted, put under legal hold, changed) is
+    dropped instead (`dropped`: nothing changed, the rules decide again at the next claim). With
+    `announced`, a DONE action is marked as announced (its event was published). Completing a
+    completed action answers it as it is.
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`LIFECYCLE_ACTION_NOT_FOUND`),
+    ABORTED (`CONCURRENT_MODIFICATION`, retryable).
+    """
+    BeginRestore: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.BeginRestoreRequest, _metadata_service_pb2.BeginRestoreResponse]  # type: ignore[assignment]
+    """Starts the restore of an archived file (the processor's RestoreFile; service role only): for
+    `principal` who owns the file or holds a WRITE grant, claims a RESTORE action (its target the
+    file's store, class STANDARD). A file that is not archived answers no action (nothing to do).
+    Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also when the
+    principal may not change the file), INVALID_ARGUMENT (`INVALID_PRINCIPAL`), FAILED_PRECONDITION
+    (`FILE_NOT_READY`: not READY).
+    """
+    ListLifecycleActions: _aio.UnaryUnaryMultiCallable[_metadata_service_pb2.ListLifecycleActionsRequest, _metadata_service_pb2.ListLifecycleActionsResponse]  # type: ignore[assignment]
+    """Lists the lifecycle actions taken on a file (and those in progress), oldest first: what
+    `filestore info` shows. Whoever may read the file may list them; a deleted file's are answered
+    to its owner and service callers. At most 100 (a file has a handful).
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`).
+    """
 
 class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
     """MetadataService keeps the record of every file.
@@ -619,7 +759,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
         the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
         and its object goes later, deleted in the background or found by the reconciler.
-        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`),
+        FAILED_PRECONDITION (`LEGAL_HOLD`: the file is under legal hold).
         """
 
     @_abc_1.abstractmethod
@@ -631,7 +772,8 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         """Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
         their own files to DELETED; every other move belongs to the services (`service` role).
         Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STATUS`, `INVALID_ETAG`), FAILED_PRECONDITION
-        (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
+        (`ILLEGAL_TRANSITION`; `LEGAL_HOLD`: to DELETED, a held file), ABORTED (`ETAG_MISMATCH`),
+        PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
         """
 
     @_abc_1.abstractmethod
@@ -995,6 +1137,116 @@ class MetadataServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`),
         INVALID_ARGUMENT (`INVALID_STATUS`: no state), FAILED_PRECONDITION (`RESIDENCY_VIOLATION`: the
         tenant's residency excludes the store; `UNKNOWN_STORE`: the file's own store).
+        """
+
+    @_abc_1.abstractmethod
+    def GetLifecycleRules(
+        self,
+        request: _metadata_service_pb2.GetLifecycleRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.LifecycleRules, _abc.Awaitable[_metadata_service_pb2.LifecycleRules]]:
+        """Answers a tenant's lifecycle rules (in id order). Service callers name the tenant; users read
+        their own tenant's.
+        Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+        """
+
+    @_abc_1.abstractmethod
+    def SetLifecycleRules(
+        self,
+        request: _metadata_service_pb2.SetLifecycleRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.LifecycleRules, _abc.Awaitable[_metadata_service_pb2.LifecycleRules]]:
+        """Replaces a tenant's lifecycle rules with `rules` (an administrator's call: service role only;
+        an empty list removes them). At most 64 rules. Each rule is checked against the stores this
+        metadata service is configured with and the tenant's residency. Files already acted on keep
+        what was done: an action is keyed by (file, rule id, kind) and done once, so to act again
+        after changing a rule, give it a new id.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`,
+        `TOO_MANY_VALUES`, `INVALID_LIFECYCLE_RULE`: see the reason; `INVALID_LABELS`).
+        """
+
+    @_abc_1.abstractmethod
+    def SetLegalHold(
+        self,
+        request: _metadata_service_pb2.SetLegalHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
+        """Sets or clears a file's legal hold (service role only: a compliance officer's call through an
+        administrative tool). A held file cannot be deleted (DeleteFile and TransitionFile to DELETED
+        answer FAILED_PRECONDITION `LEGAL_HOLD`), and lifecycle rules neither expire nor purge it; its
+        tier may still change. Setting the value it has changes nothing.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`),
+        NOT_FOUND (`FILE_NOT_FOUND`; a deleted file, not purged yet, may be held).
+        """
+
+    @_abc_1.abstractmethod
+    def ClaimLifecycleActions(
+        self,
+        request: _metadata_service_pb2.ClaimLifecycleActionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.ClaimLifecycleActionsResponse, _abc.Awaitable[_metadata_service_pb2.ClaimLifecycleActionsResponse]]:
+        """The lifecycle job's claim (service role only): evaluates every tenant's rules (or `tenant`'s)
+        at `now` and leases up to `limit` due actions to the caller for `lease_seconds`, so that of
+        several jobs only one acts on a given file. Due are: TRANSITION of a READY file older than the
+        rule's age whose store or storage class differs from the rule's target (not a file whose
+        content is shared by deduplication, nor one a rule with a later age moved already); EXPIRE of
+        a READY, QUARANTINED or FAILED file older than the rule's age and not under legal hold; PURGE of
+        a file the rule expired more than `purge_after_seconds` before `now`, not under legal hold. An
+        action is keyed by (file, rule, kind): once DONE it is never due again (a restored file is not
+        archived again by the same rule). Also answered: actions of an earlier claim whose lease ended
+        (a job that stopped halfway; `state` CLAIMED: do them again, every step is idempotent) and DONE
+        actions whose event was not announced (`state` DONE: publish the event, then
+        CompleteLifecycleAction with `announced`). Leases count from `now` (default: the service's
+        clock), so a test with a clock of its own sees its own leases end. With `dry_run` nothing is
+        written: the answer lists what would be claimed, in state PLANNED.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`: not
+        0..500, `INVALID_LEASE`: not 0..3600 seconds).
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteLifecycleAction(
+        self,
+        request: _metadata_service_pb2.CompleteLifecycleActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.CompleteLifecycleActionResponse, _abc.Awaitable[_metadata_service_pb2.CompleteLifecycleActionResponse]]:
+        """Records a claimed action as done, in one transaction with its effect on the catalogue
+        (service role only): TRANSITION and RESTORE set the file's store and storage class to the
+        action's target (the caller has copied the bytes there); EXPIRE soft-deletes the file (status
+        DELETED, reason LIFECYCLE_EXPIRED, quota refunded, blob reference released) but keeps its
+        objects until PURGE; PURGE deletes those of its objects no live record needs (a deduplicated
+        blob another file still references stays) through the janitor, after the commit. An action
+        whose precondition no longer holds (the file was deleted, put under legal hold, changed) is
+        dropped instead (`dropped`: nothing changed, the rules decide again at the next claim). With
+        `announced`, a DONE action is marked as announced (its event was published). Completing a
+        completed action answers it as it is.
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`LIFECYCLE_ACTION_NOT_FOUND`),
+        ABORTED (`CONCURRENT_MODIFICATION`, retryable).
+        """
+
+    @_abc_1.abstractmethod
+    def BeginRestore(
+        self,
+        request: _metadata_service_pb2.BeginRestoreRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.BeginRestoreResponse, _abc.Awaitable[_metadata_service_pb2.BeginRestoreResponse]]:
+        """Starts the restore of an archived file (the processor's RestoreFile; service role only): for
+        `principal` who owns the file or holds a WRITE grant, claims a RESTORE action (its target the
+        file's store, class STANDARD). A file that is not archived answers no action (nothing to do).
+        Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also when the
+        principal may not change the file), INVALID_ARGUMENT (`INVALID_PRINCIPAL`), FAILED_PRECONDITION
+        (`FILE_NOT_READY`: not READY).
+        """
+
+    @_abc_1.abstractmethod
+    def ListLifecycleActions(
+        self,
+        request: _metadata_service_pb2.ListLifecycleActionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_service_pb2.ListLifecycleActionsResponse, _abc.Awaitable[_metadata_service_pb2.ListLifecycleActionsResponse]]:
+        """Lists the lifecycle actions taken on a file (and those in progress), oldest first: what
+        `filestore info` shows. Whoever may read the file may list them; a deleted file's are answered
+        to its owner and service callers. At most 100 (a file has a handful).
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`).
         """
 
 def add_MetadataServiceServicer_to_server(servicer: MetadataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,31 +27,33 @@ from filestore.v1 import resources_pb2 as filestore_dot_v1_dot_resources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$filestore/v1/processor_service.proto\x12\x0c\x66ilestore.v1\x1a\x19\x66ilestore/v1/events.proto\x1a\x1c\x66ilestore/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x1aGetProcessingStatusRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"\x95\x01\n\x10ProcessingStatus\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.filestore.v1.FileStatus\x12\x15\n\rstatus_reason\x18\x03 \x01(\t\x12/\n\x07results\x18\x04 \x03(\x0b\x32\x1e.filestore.v1.ProcessingResult\"K\n\x14ReprocessFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"G\n\x15ReprocessFileResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.filestore.v1.ProcessingStatus\"\xe1\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12*\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1b.filestore.v1.ObjectCreated\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\ndeliveries\x18\x05 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x14\n\x0cpayload_size\x18\x08 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"?\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x17ListDeadLettersResponse\x12.\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.filestore.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x17ReplayDeadLetterRequest\x12\x16\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\t\"\x1a\n\x18ReplayDeadLetterResponse2\x90\x03\n\x10ProcessorService\x12_\n\x13GetProcessingStatus\x12(.filestore.v1.GetProcessingStatusRequest\x1a\x1e.filestore.v1.ProcessingStatus\x12X\n\rReprocessFile\x12\".filestore.v1.ReprocessFileRequest\x1a#.filestore.v1.ReprocessFileResponse\x12^\n\x0fListDeadLetters\x12$.filestore.v1.ListDeadLettersRequest\x1a%.filestore.v1.ListDeadLettersResponse\x12\x61\n\x10ReplayDeadLetter\x12%.filestore.v1.ReplayDeadLetterRequest\x1a&.filestore.v1.ReplayDeadLetterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$filestore/v1/processor_service.proto\x12\x0c\x66ilestore.v1\x1a\x19\x66ilestore/v1/events.proto\x1a\x1c\x66ilestore/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n\x12RestoreFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"-\n\x1aGetProcessingStatusRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"\x95\x01\n\x10ProcessingStatus\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.filestore.v1.FileStatus\x12\x15\n\rstatus_reason\x18\x03 \x01(\t\x12/\n\x07results\x18\x04 \x03(\x0b\x32\x1e.filestore.v1.ProcessingResult\"K\n\x14ReprocessFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"G\n\x15ReprocessFileResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.filestore.v1.ProcessingStatus\"\xe1\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12*\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x1b.filestore.v1.ObjectCreated\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x12\n\ndeliveries\x18\x05 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x14\n\x0cpayload_size\x18\x08 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"?\n\x16ListDeadLettersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"b\n\x17ListDeadLettersResponse\x12.\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.filestore.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x17ReplayDeadLetterRequest\x12\x16\n\x0e\x64\x65\x61\x64_letter_id\x18\x01 \x01(\t\"\x1a\n\x18ReplayDeadLetterResponse2\xd5\x03\n\x10ProcessorService\x12_\n\x13GetProcessingStatus\x12(.filestore.v1.GetProcessingStatusRequest\x1a\x1e.filestore.v1.ProcessingStatus\x12X\n\rReprocessFile\x12\".filestore.v1.ReprocessFileRequest\x1a#.filestore.v1.ReprocessFileResponse\x12^\n\x0fListDeadLetters\x12$.filestore.v1.ListDeadLettersRequest\x1a%.filestore.v1.ListDeadLettersResponse\x12\x61\n\x10ReplayDeadLetter\x12%.filestore.v1.ReplayDeadLetterRequest\x1a&.filestore.v1.ReplayDeadLetterResponse\x12\x43\n\x0bRestoreFile\x12 .filestore.v1.RestoreFileRequest\x1a\x12.filestore.v1.Fileb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'filestore.v1.processor_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETPROCESSINGSTATUSREQUEST']._serialized_start=144
-  _globals['_GETPROCESSINGSTATUSREQUEST']._serialized_end=189
-  _globals['_PROCESSINGSTATUS']._serialized_start=192
-  _globals['_PROCESSINGSTATUS']._serialized_end=341
-  _globals['_REPROCESSFILEREQUEST']._serialized_start=343
-  _globals['_REPROCESSFILEREQUEST']._serialized_end=418
-  _globals['_REPROCESSFILERESPONSE']._serialized_start=420
-  _globals['_REPROCESSFILERESPONSE']._serialized_end=491
-  _globals['_DEADLETTER']._serialized_start=494
-  _globals['_DEADLETTER']._serialized_end=719
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=721
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=784
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=786
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=884
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=886
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=935
-  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=937
-  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=963
-  _globals['_PROCESSORSERVICE']._serialized_start=966
-  _globals['_PROCESSORSERVICE']._serialized_end=1366
+  _globals['_RESTOREFILEREQUEST']._serialized_start=144
+  _globals['_RESTOREFILEREQUEST']._serialized_end=197
+  _globals['_GETPROCESSINGSTATUSREQUEST']._serialized_start=199
+  _globals['_GETPROCESSINGSTATUSREQUEST']._serialized_end=244
+  _globals['_PROCESSINGSTATUS']._serialized_start=247
+  _globals['_PROCESSINGSTATUS']._serialized_end=396
+  _globals['_REPROCESSFILEREQUEST']._serialized_start=398
+  _globals['_REPROCESSFILEREQUEST']._serialized_end=473
+  _globals['_REPROCESSFILERESPONSE']._serialized_start=475
+  _globals['_REPROCESSFILERESPONSE']._serialized_end=546
+  _globals['_DEADLETTER']._serialized_start=549
+  _globals['_DEADLETTER']._serialized_end=774
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=776
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=839
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=841
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=939
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=941
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=990
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=992
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=1018
+  _globals['_PROCESSORSERVICE']._serialized_start=1021
+  _globals['_PROCESSORSERVICE']._serialized_end=1490
 # @@protoc_insertion_point(module_scope)

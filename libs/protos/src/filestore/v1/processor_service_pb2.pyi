@@ -24,6 +24,32 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class RestoreFileRequest(_message.Message):
+    """Request for RestoreFile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    file_id: _builtins.str
+    """The file id."""
+    tenant: _builtins.str
+    """Service callers: the tenant of the file. Ignored for other callers."""
+    def __init__(
+        self,
+        *,
+        file_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreFileRequest: _TypeAlias = RestoreFileRequest  # noqa: Y015
+
+@_typing.final
 class GetProcessingStatusRequest(_message.Message):
     """Request for GetProcessingStatus."""
 

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from filestore.v1 import processor_service_pb2 as filestore_dot_v1_dot_processor__service__pb2
+from filestore.v1 import resources_pb2 as filestore_dot_v1_dot_resources__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -54,6 +55,11 @@ class ProcessorServiceStub:
                 '/filestore.v1.ProcessorService/ReplayDeadLetter',
                 request_serializer=filestore_dot_v1_dot_processor__service__pb2.ReplayDeadLetterRequest.SerializeToString,
                 response_deserializer=filestore_dot_v1_dot_processor__service__pb2.ReplayDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.RestoreFile = channel.unary_unary(
+                '/filestore.v1.ProcessorService/RestoreFile',
+                request_serializer=filestore_dot_v1_dot_processor__service__pb2.RestoreFileRequest.SerializeToString,
+                response_deserializer=filestore_dot_v1_dot_resources__pb2.File.FromString,
                 _registered_method=True)
 
 
@@ -112,6 +118,24 @@ class ProcessorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestoreFile(self, request, context):
+        """Brings an archived file (File.archived: its original in GLACIER or DEEP_ARCHIVE, where it
+        cannot be downloaded) back to its store's STANDARD class, and answers the file once it is
+        readable; a FileLifecycleChanged event (`files.file.lifecycle`, action RESTORE, `readable`
+        true) says so to everyone else. The processor owns it because it holds the storage identity
+        that may rewrite originals (the download signer only reads). The copy is server-side (a
+        CopyObject of the object onto itself), so no bytes pass through the service; a file that is
+        not archived is answered as it is. The file's owner, a principal with a WRITE grant, or a
+        service may call it; calling again is harmless. The file stays restored: the rule that
+        archived it does not archive it again.
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), FAILED_PRECONDITION
+        (`FILE_NOT_READY`; `UNKNOWN_STORE`: the file's store is not configured here), UNAVAILABLE
+        (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`, `EVENT_PUBLISH_FAILED`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProcessorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +158,11 @@ def add_ProcessorServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetter,
                     request_deserializer=filestore_dot_v1_dot_processor__service__pb2.ReplayDeadLetterRequest.FromString,
                     response_serializer=filestore_dot_v1_dot_processor__service__pb2.ReplayDeadLetterResponse.SerializeToString,
+            ),
+            'RestoreFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreFile,
+                    request_deserializer=filestore_dot_v1_dot_processor__service__pb2.RestoreFileRequest.FromString,
+                    response_serializer=filestore_dot_v1_dot_resources__pb2.File.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -245,6 +274,33 @@ class ProcessorService:
             '/filestore.v1.ProcessorService/ReplayDeadLetter',
             filestore_dot_v1_dot_processor__service__pb2.ReplayDeadLetterRequest.SerializeToString,
             filestore_dot_v1_dot_processor__service__pb2.ReplayDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/filestore.v1.ProcessorService/RestoreFile',
+            filestore_dot_v1_dot_processor__service__pb2.RestoreFileRequest.SerializeToString,
+            filestore_dot_v1_dot_resources__pb2.File.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ The processor: turns storage notifications into events and runs the processing p
 
 from collections import abc as _abc
 from filestore.v1 import processor_service_pb2 as _processor_service_pb2
+from filestore.v1 import resources_pb2 as _resources_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -70,6 +71,20 @@ class ProcessorServiceStub:
     Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), FAILED_PRECONDITION (`DEAD_LETTER_MALFORMED`),
     PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), UNAVAILABLE (retryable).
     """
+    RestoreFile: _grpc.UnaryUnaryMultiCallable[_processor_service_pb2.RestoreFileRequest, _resources_pb2.File]
+    """Brings an archived file (File.archived: its original in GLACIER or DEEP_ARCHIVE, where it
+    cannot be downloaded) back to its store's STANDARD class, and answers the file once it is
+    readable; a FileLifecycleChanged event (`files.file.lifecycle`, action RESTORE, `readable`
+    true) says so to everyone else. The processor owns it because it holds the storage identity
+    that may rewrite originals (the download signer only reads). The copy is server-side (a
+    CopyObject of the object onto itself), so no bytes pass through the service; a file that is
+    not archived is answered as it is. The file's owner, a principal with a WRITE grant, or a
+    service may call it; calling again is harmless. The file stays restored: the rule that
+    archived it does not archive it again.
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), FAILED_PRECONDITION
+    (`FILE_NOT_READY`; `UNKNOWN_STORE`: the file's store is not configured here), UNAVAILABLE
+    (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`, `EVENT_PUBLISH_FAILED`).
+    """
 
 @_typing.type_check_only
 class ProcessorServiceAsyncStub(ProcessorServiceStub):
@@ -110,6 +125,20 @@ class ProcessorServiceAsyncStub(ProcessorServiceStub):
     malformed is replayable once the processors know that field.
     Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), FAILED_PRECONDITION (`DEAD_LETTER_MALFORMED`),
     PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), UNAVAILABLE (retryable).
+    """
+    RestoreFile: _aio.UnaryUnaryMultiCallable[_processor_service_pb2.RestoreFileRequest, _resources_pb2.File]  # type: ignore[assignment]
+    """Brings an archived file (File.archived: its original in GLACIER or DEEP_ARCHIVE, where it
+    cannot be downloaded) back to its store's STANDARD class, and answers the file once it is
+    readable; a FileLifecycleChanged event (`files.file.lifecycle`, action RESTORE, `readable`
+    true) says so to everyone else. The processor owns it because it holds the storage identity
+    that may rewrite originals (the download signer only reads). The copy is server-side (a
+    CopyObject of the object onto itself), so no bytes pass through the service; a file that is
+    not archived is answered as it is. The file's owner, a principal with a WRITE grant, or a
+    service may call it; calling again is harmless. The file stays restored: the rule that
+    archived it does not archive it again.
+    Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), FAILED_PRECONDITION
+    (`FILE_NOT_READY`; `UNKNOWN_STORE`: the file's store is not configured here), UNAVAILABLE
+    (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`, `EVENT_PUBLISH_FAILED`).
     """
 
 class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -172,6 +201,26 @@ class ProcessorServiceServicer(metaclass=_abc_1.ABCMeta):
         malformed is replayable once the processors know that field.
         Errors: NOT_FOUND (`DEAD_LETTER_NOT_FOUND`), FAILED_PRECONDITION (`DEAD_LETTER_MALFORMED`),
         PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), UNAVAILABLE (retryable).
+        """
+
+    @_abc_1.abstractmethod
+    def RestoreFile(
+        self,
+        request: _processor_service_pb2.RestoreFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.File, _abc.Awaitable[_resources_pb2.File]]:
+        """Brings an archived file (File.archived: its original in GLACIER or DEEP_ARCHIVE, where it
+        cannot be downloaded) back to its store's STANDARD class, and answers the file once it is
+        readable; a FileLifecycleChanged event (`files.file.lifecycle`, action RESTORE, `readable`
+        true) says so to everyone else. The processor owns it because it holds the storage identity
+        that may rewrite originals (the download signer only reads). The copy is server-side (a
+        CopyObject of the object onto itself), so no bytes pass through the service; a file that is
+        not archived is answered as it is. The file's owner, a principal with a WRITE grant, or a
+        service may call it; calling again is harmless. The file stays restored: the rule that
+        archived it does not archive it again.
+        Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), FAILED_PRECONDITION
+        (`FILE_NOT_READY`; `UNKNOWN_STORE`: the file's store is not configured here), UNAVAILABLE
+        (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`, `EVENT_PUBLISH_FAILED`).
         """
 
 def add_ProcessorServiceServicer_to_server(servicer: ProcessorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -373,6 +373,9 @@ class File(_message.Message):
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
     STORE_FIELD_NUMBER: _builtins.int
     REPLICA_STORES_FIELD_NUMBER: _builtins.int
+    STORAGE_CLASS_FIELD_NUMBER: _builtins.int
+    ARCHIVED_FIELD_NUMBER: _builtins.int
+    LEGAL_HOLD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque id, assigned by the service. Output only."""
     tenant: _builtins.str
@@ -418,6 +421,20 @@ class File(_message.Message):
     then the deployment's default; see UploadService.ListStores). Derivatives are written there
     too. Empty in an answer from a service older than stores means the store named `default`.
     Output only.
+    """
+    storage_class: _builtins.str
+    """The storage class (tier) of the original in its store, as the catalogue records it:
+    `STANDARD` unless a lifecycle rule moved it (MetadataService.SetLifecycleRules). Output only.
+    """
+    archived: _builtins.bool
+    """Whether the original is in an archive tier (`GLACIER`, `DEEP_ARCHIVE`) that cannot be read
+    directly: downloads answer FAILED_PRECONDITION `FILE_ARCHIVED` until
+    ProcessorService.RestoreFile brings it back. The catalogue's tier decides, not storage. Output
+    only.
+    """
+    legal_hold: _builtins.bool
+    """Whether the file is under legal hold: it cannot be deleted, and lifecycle rules neither expire
+    nor purge it (MetadataService.SetLegalHold). Output only.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -465,10 +482,13 @@ class File(_message.Message):
         deduplicated: _builtins.bool = ...,
         store: _builtins.str = ...,
         replica_stores: _abc.Iterable[_builtins.str] | None = ...,
+        storage_class: _builtins.str = ...,
+        archived: _builtins.bool = ...,
+        legal_hold: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "declared_content_type", b"declared_content_type", "deduplicated", b"deduplicated", "delete_time", b"delete_time", "etag", b"etag", "id", b"id", "labels", b"labels", "name", b"name", "owner", b"owner", "replica_stores", b"replica_stores", "sha256", b"sha256", "size", b"size", "sniffed_content_type", b"sniffed_content_type", "status", b"status", "status_reason", b"status_reason", "store", b"store", "tenant", b"tenant", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "create_time", b"create_time", "declared_content_type", b"declared_content_type", "deduplicated", b"deduplicated", "delete_time", b"delete_time", "etag", b"etag", "id", b"id", "labels", b"labels", "legal_hold", b"legal_hold", "name", b"name", "owner", b"owner", "replica_stores", b"replica_stores", "sha256", b"sha256", "size", b"size", "sniffed_content_type", b"sniffed_content_type", "status", b"status", "status_reason", b"status_reason", "storage_class", b"storage_class", "store", b"store", "tenant", b"tenant", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

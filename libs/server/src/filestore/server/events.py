@@ -91,6 +91,11 @@ class Subjects:
     def file_downloaded(self) -> str:
         return f"{self.prefix}.file.downloaded"
 
+    @property
+    def file_lifecycle(self) -> str:
+        """FileLifecycleChanged: a lifecycle action (tier change, expiry, purge, restore) was done."""
+        return f"{self.prefix}.file.lifecycle"
+
     def dead_letter(self, subject: str) -> str:
         return f"{self.prefix}.dead.{subject}"
 

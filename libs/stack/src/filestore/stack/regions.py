@@ -22,11 +22,23 @@ from filestore.stack.errors import StackConfigError
 if TYPE_CHECKING:
     from filestore.stack.stack import Stack
 
-__all__ = ["MAX_REGIONS", "SECOND_REGION", "SECOND_STORE", "region_stack_configs", "stores_env"]
+__all__ = [
+    "MAX_REGIONS",
+    "SEAWEEDFS_STORAGE_CLASSES",
+    "SECOND_REGION",
+    "SECOND_STORE",
+    "region_stack_configs",
+    "stores_env",
+]
 
 #: The name and region of the second store.
 SECOND_STORE: Final = "r2"
 SECOND_REGION: Final = "eu-west-1"
+#: The storage classes SeaweedFS keeps (a HEAD answers them; an unknown one is refused): every
+#: region's store declares them, so lifecycle rules may move files to any (docs/lifecycle.md).
+SEAWEEDFS_STORAGE_CLASSES: Final = (
+    "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE",
+)  # fmt: skip
 #: One region more than the default one, for now.
 MAX_REGIONS: Final = 2
 
@@ -66,6 +78,7 @@ def stores_env(regions: list[Stack], service: str) -> dict[str, str]:
                 "bucket": endpoints.bucket,
                 "access_key": access_key,
                 "secret_key": secret_key,
+                "storage_classes": list(SEAWEEDFS_STORAGE_CLASSES),
             }
         )
     return {"FILESTORE_STORES": json.dumps(stores)}

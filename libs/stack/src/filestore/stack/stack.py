@@ -41,7 +41,7 @@ from filestore.stack.endpoints import StackEndpoints, StackInfo, check_health
 from filestore.stack.errors import StackConfigError, StackError, StackPortInUseError, StackStartError
 from filestore.stack.probes import probe_clamd, probe_grpc_health, probe_http_health, probe_nats, probe_s3
 from filestore.stack.process import ManagedProcess, exit_description, find_executable, tail
-from filestore.stack.regions import region_stack_configs, stores_env
+from filestore.stack.regions import SEAWEEDFS_STORAGE_CLASSES, region_stack_configs, stores_env
 from filestore.stack.tls import StackTls, ensure_stack_tls, nats_tls_config, tls_env_for, weed_s3_tls_args
 
 __all__ = ["Stack"]
@@ -543,6 +543,7 @@ class Stack:
             FILESTORE_S3_SECRET_KEY=secret_key,
             FILESTORE_S3_BUCKET=endpoints.bucket,
             FILESTORE_S3_REGION=endpoints.s3_region,
+            FILESTORE_S3_STORAGE_CLASSES=",".join(SEAWEEDFS_STORAGE_CLASSES),
         )
         if self._tls is not None:
             env.update(tls_env_for(service, self._tls))

@@ -244,6 +244,13 @@ class DownloadServicer(download_service_pb2_grpc.DownloadServiceServicer):
         if authorized.file.status != Status.FILE_STATUS_READY:
             reason = _REFUSALS.get(authorized.file.status, Reason.FILE_NOT_READY)
             raise FailedPrecondition(f"the file is not ready to download ({reason})", reason=reason)
+        if authorized.file.archived:
+            # The catalogue's tier decides: SeaweedFS would serve an archived object all the same.
+            raise FailedPrecondition(
+                "the file is archived; restore it first (ProcessorService.RestoreFile)",
+                reason=Reason.FILE_ARCHIVED,
+                metadata={"file_id": authorized.file.id, "storage_class": authorized.file.storage_class},
+            )
         return _Authorized(file=authorized.file, storage_key=authorized.storage_key)
 
     def _nearest(self, file: resources_pb2.File, preferred_region: str) -> str:

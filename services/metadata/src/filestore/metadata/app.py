@@ -31,6 +31,7 @@ async def build(settings: MetadataSettings) -> ServerHandle:
         session_factory(engine),
         objects=janitor,
         page_token_secret=settings.auth.secret,
+        stores=settings.stores,
     )
 
     def register(server: grpc.aio.Server) -> list[str]:

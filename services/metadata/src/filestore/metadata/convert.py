@@ -108,6 +108,9 @@ def file_message(row: models.FileColumns, *, replica_stores: Sequence[str] = ())
         deduplicated=row.storage_key != original_key(row.tenant, row.id),
         store=row.store,
         replica_stores=sorted(replica_stores),
+        storage_class=row.storage_class,
+        archived=row.storage_class in models.ARCHIVE_STORAGE_CLASSES,
+        legal_hold=row.legal_hold,
     )
     if row.deleted_at is not None:
         message.delete_time.CopyFrom(timestamp(row.deleted_at))
@@ -216,3 +219,57 @@ def replica_state_from_proto(
 ) -> models.ReplicaState | None:
     name = metadata_service_pb2.ReplicaState.Name(value).removeprefix("REPLICA_STATE_")
     return models.ReplicaState.__members__.get(name)
+
+
+def lifecycle_kind(kind: models.LifecycleActionKind) -> metadata_service_pb2.LifecycleActionKind.ValueType:
+    return metadata_service_pb2.LifecycleActionKind.Value(f"LIFECYCLE_ACTION_KIND_{kind.name}")
+
+
+def lifecycle_kind_from_proto(
+    value: metadata_service_pb2.LifecycleActionKind.ValueType,
+) -> models.LifecycleActionKind | None:
+    name = metadata_service_pb2.LifecycleActionKind.Name(value).removeprefix("LIFECYCLE_ACTION_KIND_")
+    return models.LifecycleActionKind.__members__.get(name)
+
+
+def lifecycle_rule(row: models.LifecycleRule) -> metadata_service_pb2.LifecycleRule:
+    return metadata_service_pb2.LifecycleRule(
+        id=row.id,
+        name_prefix=row.name_prefix,
+        labels=row.labels,
+        after_seconds=row.after_seconds,
+        action=lifecycle_kind(row.action),
+        target_store=row.target_store or "",
+        target_storage_class=row.target_storage_class
+        if row.action == models.LifecycleActionKind.TRANSITION
+        else "",
+        purge_after_seconds=row.purge_after_seconds,
+    )
+
+
+def lifecycle_action(
+    row: models.LifecycleAction, file: models.FileColumns | None = None, *, planned: bool = False
+) -> metadata_service_pb2.LifecycleAction:
+    """An action as the contract shows it; ``file`` adds what a job needs to act (its key, type,
+    size). A restore's ``rule_key`` (``restore/<version>``) is no rule: its ``rule_id`` is empty."""
+    state = "PLANNED" if planned else row.state.name
+    message = metadata_service_pb2.LifecycleAction(
+        id="" if planned else row.id,
+        file_id=row.file_id,
+        tenant=row.tenant,
+        rule_id="" if row.kind == models.LifecycleActionKind.RESTORE else row.rule_key,
+        kind=lifecycle_kind(row.kind),
+        state=metadata_service_pb2.LifecycleActionState.Value(f"LIFECYCLE_ACTION_STATE_{state}"),
+        source_store=row.source_store,
+        source_storage_class=row.source_storage_class,
+        target_store=row.target_store,
+        target_storage_class=row.target_storage_class,
+        create_time=timestamp(row.created_at),
+    )
+    if row.done_at is not None:
+        message.done_time.CopyFrom(timestamp(row.done_at))
+    if file is not None:
+        message.storage_key = file.storage_key
+        message.content_type = file.declared_content_type
+        message.size = file.size
+    return message

@@ -6,6 +6,7 @@ import grpc
 
 from filestore.core.auth import ServiceIdentity
 from filestore.processor.bridge.modes import storage_bridge
+from filestore.processor.lifecycle import LifecycleJob, LifecycleScheduler
 from filestore.processor.pipeline import Pipeline
 from filestore.processor.replication import Replicator
 from filestore.processor.servicer import ProcessorServicer
@@ -43,8 +44,15 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
         replicator=Replicator(metadata, stores),
     )
     worker = Worker(settings, jetstream=jetstream, pipeline=pipeline)
+    lifecycle = LifecycleJob(
+        metadata, stores, jetstream, subjects=events.Subjects(settings.nats.subject_prefix)
+    )
     servicer = ProcessorServicer(
-        metadata=metadata, jetstream=jetstream, nats=settings.nats, page_token_secret=settings.auth.secret
+        metadata=metadata,
+        jetstream=jetstream,
+        nats=settings.nats,
+        page_token_secret=settings.auth.secret,
+        lifecycle=lifecycle,
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -59,6 +67,10 @@ async def build(settings: ProcessorSettings) -> ServerHandle:
         register=register,
     )
     await worker.start()
+    if settings.lifecycle_interval_s > 0:
+        scheduler = LifecycleScheduler(lifecycle, interval_s=settings.lifecycle_interval_s)
+        scheduler.start()
+        handle.on_shutdown.append(scheduler.stop)
     # Shutdown runs these in reverse: stop the worker, then drain NATS, then close the channel.
     handle.on_shutdown.append(channel.close)
     handle.on_shutdown.append(nats_client.drain)

@@ -24,6 +24,7 @@ from filestore.core.errors import (
 )
 from filestore.core.reasons import Reason
 from filestore.processor.dead_letters import DEAD_LETTER_DELIVERIES, DEAD_LETTER_DETAIL, DEAD_LETTER_REASON
+from filestore.processor.lifecycle import LifecycleJob
 from filestore.processor.worker import MalformedEvent, parse_event
 from filestore.server import events
 from filestore.server.pagetokens import PageTokens, request_fingerprint
@@ -60,8 +61,11 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
         jetstream: JetStreamContext,
         nats: NatsSettings,
         page_token_secret: str,
+        lifecycle: LifecycleJob | None = None,
     ) -> None:
+        """``lifecycle``: the job RestoreFile hands a restore to (None: RestoreFile is unavailable)."""
         self._metadata = metadata
+        self._lifecycle = lifecycle
         self._js = jetstream
         self._stream = nats.stream
         self._subjects = events.Subjects(nats.subject_prefix)
@@ -268,3 +272,28 @@ class ProcessorServicer(processor_service_pb2_grpc.ProcessorServiceServicer):
             letter.payload = data[:MAX_PAYLOAD_BYTES]
             letter.payload_size = len(data)
         return letter
+
+    async def RestoreFile(
+        self, request: processor_service_pb2.RestoreFileRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> resources_pb2.File:
+        principal = current_principal()
+        tenant = request.tenant if principal.is_service else principal.tenant
+        with translated_errors():
+            begun = await self._metadata.BeginRestore(
+                metadata_service_pb2.BeginRestoreRequest(
+                    file_id=request.file_id,
+                    tenant=tenant,
+                    principal="" if principal.is_service else principal.subject,
+                )
+            )
+        if not begun.HasField("action"):
+            return begun.file
+        if self._lifecycle is None:
+            raise Unavailable("restores are not configured here", reason=Reason.STORAGE_UNAVAILABLE)
+        # The copy is a control call (server-side): the RPC waits for it, and answers the file readable.
+        await self._lifecycle.perform(begun.action)
+        with translated_errors():
+            file: resources_pb2.File = await self._metadata.GetFile(
+                metadata_service_pb2.GetFileRequest(file_id=request.file_id, tenant=begun.file.tenant)
+            )
+        return file

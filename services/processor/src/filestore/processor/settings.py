@@ -143,6 +143,9 @@ class ProcessorSettings:
     #: How long the SeaweedFS bridge's lease outlives a holder that stops renewing it (a crash): the
     #: longest a crashed bridge keeps the others from following. Set when the lease bucket is created.
     bridge_lease_ttl_s: float = LEASE_TTL_S
+    #: Seconds between runs of the lifecycle job in this process (0: never; ``filestore-lifecycle
+    #: run`` runs it by hand). Several processors may run it: actions are leased to one.
+    lifecycle_interval_s: float = 3600.0
     #: Steps per content type, which gate READY, scanner address and rendering limits.
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
@@ -173,6 +176,7 @@ class ProcessorSettings:
             ),
             pipeline=PipelineSettings.from_env(env),
             bridge_lease_ttl_s=env.number(f"{PREFIX}BRIDGE_LEASE_TTL_S", LEASE_TTL_S, minimum=1.0),
+            lifecycle_interval_s=env.number(f"{PREFIX}LIFECYCLE_INTERVAL_S", 3600.0, minimum=0.0),
             filer_grpc=filer_grpc,
             bridge=BridgeSettings.from_env(
                 env, filer_grpc=filer_grpc, subject_prefix=nats.subject_prefix, s3_region=s3.region

@@ -278,7 +278,9 @@ export const DownloadService: GenService<{
    *
    * Errors: NOT_FOUND (`FILE_NOT_FOUND`, also when the caller may not read it),
    * FAILED_PRECONDITION (`FILE_PENDING`, `FILE_PROCESSING`, `FILE_QUARANTINED`, `FILE_FAILED`,
-   * `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
+   * `FILE_DELETED`; `FILE_NOT_READY` for a state this signer does not know; `FILE_ARCHIVED`: the
+   * original is in an archive tier, File.archived, until ProcessorService.RestoreFile brings it
+   * back), INVALID_ARGUMENT (`INVALID_TTL`), UNAVAILABLE (retryable: `METADATA_UNAVAILABLE`
    * when the metadata service does not answer, `AUDIT_UNAVAILABLE` when the audit event could not be
    * published to NATS; both before the caller's deadline, see resources.proto, Dependencies).
    *
@@ -302,7 +304,8 @@ export const DownloadService: GenService<{
   },
   /**
    * Signs a GET URL for a derivative (a thumbnail, extracted text) of a readable file.
-   * Errors: as GetDownloadUrl, plus NOT_FOUND (`DERIVATIVE_NOT_FOUND`).
+   * Errors: as GetDownloadUrl (an archived file's derivatives too), plus NOT_FOUND
+   * (`DERIVATIVE_NOT_FOUND`).
    *
    * @generated from rpc filestore.v1.DownloadService.GetDerivativeUrl
    */

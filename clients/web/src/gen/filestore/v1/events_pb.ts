@@ -9,6 +9,8 @@
 // * `files.file.downloaded`: FileDownloaded, one per download URL answered (audit).
 // * `files.file.enrich`: ObjectCreated of a READY file whose optional steps (thumbnails, OCR) are still
 //   to run; the processor's own queue, so that those never hold up another file's way to READY.
+// * `files.file.lifecycle`: FileLifecycleChanged, one per lifecycle action done (a tier change, an
+//   expiry, a purge, a restore), from the lifecycle job and RestoreFile.
 // * `files.dead.<subject>`: an event that exhausted its deliveries, or a message on a subject the
 //   processor consumes (`files.object.created`, `files.file.enrich`) that is not a valid event,
 //   as it was received, with the header `Filestore-Reason` (`MALFORMED_EVENT` for the latter, and
@@ -30,7 +32,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file filestore/v1/events.proto.
  */
 export const file_filestore_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChlmaWxlc3RvcmUvdjEvZXZlbnRzLnByb3RvEgxmaWxlc3RvcmUudjEiNwoMVHJhY2VDb250ZXh0EhMKC3RyYWNlcGFyZW50GAEgASgJEhIKCnRyYWNlc3RhdGUYAiABKAkigQIKDU9iamVjdENyZWF0ZWQSDgoGYnVja2V0GAEgASgJEgsKA2tleRgCIAEoCRIMCgRzaXplGAMgASgDEgwKBGV0YWcYBCABKAkSEAoIbXRpbWVfbnMYBSABKAMSDwoHZmlsZV9pZBgGIAEoCRIOCgZ0ZW5hbnQYByABKAkSKQoGc291cmNlGAggASgOMhkuZmlsZXN0b3JlLnYxLkV2ZW50U291cmNlEi4KCmV2ZW50X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXRyYWNlGAogASgLMhouZmlsZXN0b3JlLnYxLlRyYWNlQ29udGV4dCK6AQoNT2JqZWN0RGVsZXRlZBIOCgZidWNrZXQYASABKAkSCwoDa2V5GAIgASgJEikKBnNvdXJjZRgDIAEoDjIZLmZpbGVzdG9yZS52MS5FdmVudFNvdXJjZRIuCgpldmVudF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZ0ZW5hbnQYBSABKAkSDwoHZmlsZV9pZBgGIAEoCRIQCghtdGltZV9ucxgHIAEoAyLJAQoRRmlsZVN0YXR1c0NoYW5nZWQSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSKAoGc3RhdHVzGAMgASgOMhguZmlsZXN0b3JlLnYxLkZpbGVTdGF0dXMSDgoGcmVhc29uGAQgASgJEi4KCmV2ZW50X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXRyYWNlGAYgASgLMhouZmlsZXN0b3JlLnYxLlRyYWNlQ29udGV4dCK+AQoORmlsZURvd25sb2FkZWQSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEQoJcHJpbmNpcGFsGAMgASgJEhcKD2Rlcml2YXRpdmVfa2luZBgEIAEoCRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXZlbnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqrQEKC0V2ZW50U291cmNlEhwKGEVWRU5UX1NPVVJDRV9VTlNQRUNJRklFRBAAEhcKE0VWRU5UX1NPVVJDRV9CUk9LRVIQARIaChZFVkVOVF9TT1VSQ0VfU0VBV0VFREZTEAISFgoSRVZFTlRfU09VUkNFX01JTklPEAMSFwoTRVZFTlRfU09VUkNFX0FXU19TMxAEEhoKFkVWRU5UX1NPVVJDRV9SRVBST0NFU1MQBWIGcHJvdG8z", [file_filestore_v1_resources, file_google_protobuf_timestamp]);
+  fileDesc("ChlmaWxlc3RvcmUvdjEvZXZlbnRzLnByb3RvEgxmaWxlc3RvcmUudjEiNwoMVHJhY2VDb250ZXh0EhMKC3RyYWNlcGFyZW50GAEgASgJEhIKCnRyYWNlc3RhdGUYAiABKAkigQIKDU9iamVjdENyZWF0ZWQSDgoGYnVja2V0GAEgASgJEgsKA2tleRgCIAEoCRIMCgRzaXplGAMgASgDEgwKBGV0YWcYBCABKAkSEAoIbXRpbWVfbnMYBSABKAMSDwoHZmlsZV9pZBgGIAEoCRIOCgZ0ZW5hbnQYByABKAkSKQoGc291cmNlGAggASgOMhkuZmlsZXN0b3JlLnYxLkV2ZW50U291cmNlEi4KCmV2ZW50X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXRyYWNlGAogASgLMhouZmlsZXN0b3JlLnYxLlRyYWNlQ29udGV4dCK6AQoNT2JqZWN0RGVsZXRlZBIOCgZidWNrZXQYASABKAkSCwoDa2V5GAIgASgJEikKBnNvdXJjZRgDIAEoDjIZLmZpbGVzdG9yZS52MS5FdmVudFNvdXJjZRIuCgpldmVudF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZ0ZW5hbnQYBSABKAkSDwoHZmlsZV9pZBgGIAEoCRIQCghtdGltZV9ucxgHIAEoAyLJAQoRRmlsZVN0YXR1c0NoYW5nZWQSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSKAoGc3RhdHVzGAMgASgOMhguZmlsZXN0b3JlLnYxLkZpbGVTdGF0dXMSDgoGcmVhc29uGAQgASgJEi4KCmV2ZW50X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXRyYWNlGAYgASgLMhouZmlsZXN0b3JlLnYxLlRyYWNlQ29udGV4dCK+AQoORmlsZURvd25sb2FkZWQSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEQoJcHJpbmNpcGFsGAMgASgJEhcKD2Rlcml2YXRpdmVfa2luZBgEIAEoCRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXZlbnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi0wEKFEZpbGVMaWZlY3ljbGVDaGFuZ2VkEg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEhEKCWFjdGlvbl9pZBgDIAEoCRIPCgdydWxlX2lkGAQgASgJEg4KBmFjdGlvbhgFIAEoCRINCgVzdG9yZRgGIAEoCRIVCg1zdG9yYWdlX2NsYXNzGAcgASgJEhAKCHJlYWRhYmxlGAggASgIEi4KCmV2ZW50X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKq0BCgtFdmVudFNvdXJjZRIcChhFVkVOVF9TT1VSQ0VfVU5TUEVDSUZJRUQQABIXChNFVkVOVF9TT1VSQ0VfQlJPS0VSEAESGgoWRVZFTlRfU09VUkNFX1NFQVdFRURGUxACEhYKEkVWRU5UX1NPVVJDRV9NSU5JTxADEhcKE0VWRU5UX1NPVVJDRV9BV1NfUzMQBBIaChZFVkVOVF9TT1VSQ0VfUkVQUk9DRVNTEAViBnByb3RvMw", [file_filestore_v1_resources, file_google_protobuf_timestamp]);
 
 /**
  * W3C trace context, so one upload is one trace from CreateUpload to READY.
@@ -328,6 +330,88 @@ export type FileDownloaded = Message<"filestore.v1.FileDownloaded"> & {
  */
 export const FileDownloadedSchema: GenMessage<FileDownloaded> = /*@__PURE__*/
   messageDesc(file_filestore_v1_events, 4);
+
+/**
+ * A lifecycle action was done on a file (MetadataService.ClaimLifecycleActions,
+ * ProcessorService.RestoreFile). Published after the catalogue recorded it, with `Nats-Msg-Id` the
+ * action's id: a job that stopped before it announced an action publishes it again, and JetStream
+ * drops the duplicate.
+ *
+ * @generated from message filestore.v1.FileLifecycleChanged
+ */
+export type FileLifecycleChanged = Message<"filestore.v1.FileLifecycleChanged"> & {
+  /**
+   * The file id.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * The tenant.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * The action's id (MetadataService.ListLifecycleActions lists it).
+   *
+   * @generated from field: string action_id = 3;
+   */
+  actionId: string;
+
+  /**
+   * The rule that made it due; empty for a restore.
+   *
+   * @generated from field: string rule_id = 4;
+   */
+  ruleId: string;
+
+  /**
+   * What was done: `TRANSITION`, `EXPIRE`, `PURGE` or `RESTORE` (LifecycleActionKind's names without
+   * their prefix).
+   *
+   * @generated from field: string action = 5;
+   */
+  action: string;
+
+  /**
+   * The store the original is in now.
+   *
+   * @generated from field: string store = 6;
+   */
+  store: string;
+
+  /**
+   * Its storage class now.
+   *
+   * @generated from field: string storage_class = 7;
+   */
+  storageClass: string;
+
+  /**
+   * Whether the original can be downloaded now (false in an archive tier, and once expired). A
+   * RESTORE's event, `readable` true, says the file is downloadable again.
+   *
+   * @generated from field: bool readable = 8;
+   */
+  readable: boolean;
+
+  /**
+   * When the action was done.
+   *
+   * @generated from field: google.protobuf.Timestamp event_time = 9;
+   */
+  eventTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message filestore.v1.FileLifecycleChanged.
+ * Use `create(FileLifecycleChangedSchema)` to create a new message.
+ */
+export const FileLifecycleChangedSchema: GenMessage<FileLifecycleChanged> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_events, 5);
 
 /**
  * Where an event came from.

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file filestore/v1/metadata_service.proto.
  */
 export const file_filestore_v1_metadata_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNmaWxlc3RvcmUvdjEvbWV0YWRhdGFfc2VydmljZS5wcm90bxIMZmlsZXN0b3JlLnYxIkoKDkdldEZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEhcKD2luY2x1ZGVfZGVsZXRlZBgDIAEoCCKfAwoQTGlzdEZpbGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRINCgVvd25lchgDIAEoCRIqCghzdGF0dXNlcxgEIAMoDjIYLmZpbGVzdG9yZS52MS5GaWxlU3RhdHVzEhsKE2NvbnRlbnRfdHlwZV9wcmVmaXgYBSABKAkSMQoNY3JlYXRlZF9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKBmxhYmVscxgIIAMoCzIqLmZpbGVzdG9yZS52MS5MaXN0RmlsZXNSZXF1ZXN0LkxhYmVsc0VudHJ5EhMKC25hbWVfcHJlZml4GAkgASgJEhUKDXRleHRfY29udGFpbnMYCiABKAkSDgoGdGVuYW50GAsgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTwoRTGlzdEZpbGVzUmVzcG9uc2USIQoFZmlsZXMYASADKAsyEi5maWxlc3RvcmUudjEuRmlsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSQoRQ3JlYXRlRmlsZVJlcXVlc3QSIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEhIKCnJlcXVlc3RfaWQYAiABKAkiegoRVXBkYXRlRmlsZVJlcXVlc3QSIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxISCgpyZXF1ZXN0X2lkGAMgASgJIlYKEURlbGV0ZUZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDAoEZXRhZxgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEg4KBnRlbmFudBgEIAEoCSKUAQoVVHJhbnNpdGlvbkZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSKAoGc3RhdHVzGAIgASgOMhguZmlsZXN0b3JlLnYxLkZpbGVTdGF0dXMSDgoGcmVhc29uGAMgASgJEgwKBGV0YWcYBCABKAkSDgoGdGVuYW50GAUgASgJEhIKCnJlcXVlc3RfaWQYBiABKAkiXQocUmVjb3JkVmVyaWZpZWRDb250ZW50UmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIOCgZzaGEyNTYYAyABKAkSDAoEc2l6ZRgEIAEoAyJPChhRdWFyYW50aW5lQ29udGVudFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEhMKC3N0b3JhZ2Vfa2V5GAIgASgJEg4KBnJlYXNvbhgDIAEoCSI+ChlRdWFyYW50aW5lQ29udGVudFJlc3BvbnNlEiEKBWZpbGVzGAEgAygLMhIuZmlsZXN0b3JlLnYxLkZpbGUibwoWUmVjb3JkRmlsZUZhY3RzUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIcChRzbmlmZmVkX2NvbnRlbnRfdHlwZRgDIAEoCRIWCg5leHRyYWN0ZWRfdGV4dBgEIAEoCSLyAwoMVXBsb2FkUmVjb3JkEgoKAmlkGAEgASgJEg8KB2ZpbGVfaWQYAiABKAkSDgoGdGVuYW50GAMgASgJEg0KBW93bmVyGAQgASgJEiYKBGtpbmQYBSABKA4yGC5maWxlc3RvcmUudjEuVXBsb2FkS2luZBIoCgVzdGF0ZRgGIAEoDjIZLmZpbGVzdG9yZS52MS5VcGxvYWRTdGF0ZRIMCgRzaXplGAcgASgDEhQKDGNvbnRlbnRfdHlwZRgIIAEoCRIOCgZzaGEyNTYYCSABKAkSEwoLc3RvcmFnZV9rZXkYCiABKAkSGQoRc3RvcmFnZV91cGxvYWRfaWQYCyABKAkSEQoJcGFydF9zaXplGAwgASgDEhIKCnBhcnRfY291bnQYDSABKAUSFgoOcmVzZXJ2ZWRfYnl0ZXMYDiABKAMSLwoLZXhwaXJlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJAChdwYXJ0X2NoZWNrc3VtX2FsZ29yaXRobRgRIAEoDjIfLmZpbGVzdG9yZS52MS5DaGVja3N1bUFsZ29yaXRobRINCgVzdG9yZRgSIAEoCSLIAgoSQmVnaW5VcGxvYWRSZXF1ZXN0EiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRImCgRraW5kGAIgASgOMhguZmlsZXN0b3JlLnYxLlVwbG9hZEtpbmQSEQoJcGFydF9zaXplGAMgASgDEhIKCnBhcnRfY291bnQYBCABKAUSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnJlcXVlc3RfaWQYBiABKAkSQAoXcGFydF9jaGVja3N1bV9hbGdvcml0aG0YByABKA4yHy5maWxlc3RvcmUudjEuQ2hlY2tzdW1BbGdvcml0aG0SDwoHZmlsZV9pZBgIIAEoCRIZChFzdG9yYWdlX3VwbG9hZF9pZBgJIAEoCRIOCgZzdG9yZXMYCiADKAkiYwoTQmVnaW5VcGxvYWRSZXNwb25zZRIgCgRmaWxlGAEgASgLMhIuZmlsZXN0b3JlLnYxLkZpbGUSKgoGdXBsb2FkGAIgASgLMhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZCI7ChZHZXRVcGxvYWRSZWNvcmRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiXgoaQXR0YWNoU3RvcmFnZVVwbG9hZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIZChFzdG9yYWdlX3VwbG9hZF9pZBgDIAEoCToCGAEiYgobQ29tcGxldGVVcGxvYWRSZWNvcmRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEc2l6ZRgDIAEoAxISCgpyZXF1ZXN0X2lkGAQgASgJImwKHENvbXBsZXRlVXBsb2FkUmVjb3JkUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEioKBnVwbG9hZBgCIAEoCzIaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQieQoWRW5kVXBsb2FkUmVjb3JkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEigKBXN0YXRlGAMgASgOMhkuZmlsZXN0b3JlLnYxLlVwbG9hZFN0YXRlEhIKCnJlcXVlc3RfaWQYBCABKAkiQgoaQ2xhaW1FeHBpcmVkVXBsb2Fkc1JlcXVlc3QSDQoFbGltaXQYASABKAUSFQoNbGVhc2Vfc2Vjb25kcxgCIAEoBSJKChtDbGFpbUV4cGlyZWRVcGxvYWRzUmVzcG9uc2USKwoHdXBsb2FkcxgBIAMoCzIaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQiNwoNU3RvcmFnZVVwbG9hZBILCgNrZXkYASABKAkSGQoRc3RvcmFnZV91cGxvYWRfaWQYAiABKAkiUQohRmluZEF0dGFjaGVkU3RvcmFnZVVwbG9hZHNSZXF1ZXN0EiwKB3VwbG9hZHMYASADKAsyGy5maWxlc3RvcmUudjEuU3RvcmFnZVVwbG9hZCJSCiJGaW5kQXR0YWNoZWRTdG9yYWdlVXBsb2Fkc1Jlc3BvbnNlEiwKB3VwbG9hZHMYASADKAsyGy5maWxlc3RvcmUudjEuU3RvcmFnZVVwbG9hZCJxChhMaXN0VXBsb2FkUmVjb3Jkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDwoHZmlsZV9pZBgDIAEoCRIOCgZ0ZW5hbnQYBCABKAkSDQoFb3duZXIYBSABKAkiYQoZTGlzdFVwbG9hZFJlY29yZHNSZXNwb25zZRIrCgd1cGxvYWRzGAEgAygLMhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSgoUQXV0aG9yaXplUmVhZFJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEQoJcHJpbmNpcGFsGAMgASgJIk4KFUF1dGhvcml6ZVJlYWRSZXNwb25zZRIgCgRmaWxlGAEgASgLMhIuZmlsZXN0b3JlLnYxLkZpbGUSEwoLc3RvcmFnZV9rZXkYAiABKAkiTAoSQ3JlYXRlR3JhbnRSZXF1ZXN0EiIKBWdyYW50GAEgASgLMhMuZmlsZXN0b3JlLnYxLkdyYW50EhIKCnJlcXVlc3RfaWQYAiABKAkiJAoRTGlzdEdyYW50c1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCSI5ChJMaXN0R3JhbnRzUmVzcG9uc2USIwoGZ3JhbnRzGAEgAygLMhMuZmlsZXN0b3JlLnYxLkdyYW50IjoKEkRlbGV0ZUdyYW50UmVxdWVzdBIQCghncmFudF9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIhUKE0RlbGV0ZUdyYW50UmVzcG9uc2UiVwoXQ3JlYXRlRGVyaXZhdGl2ZVJlcXVlc3QSLAoKZGVyaXZhdGl2ZRgBIAEoCzIYLmZpbGVzdG9yZS52MS5EZXJpdmF0aXZlEg4KBnRlbmFudBgCIAEoCSI5ChZMaXN0RGVyaXZhdGl2ZXNSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJIkgKF0xpc3REZXJpdmF0aXZlc1Jlc3BvbnNlEi0KC2Rlcml2YXRpdmVzGAEgAygLMhguZmlsZXN0b3JlLnYxLkRlcml2YXRpdmUiXwodUmVjb3JkUHJvY2Vzc2luZ1Jlc3VsdFJlcXVlc3QSLgoGcmVzdWx0GAEgASgLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSDgoGdGVuYW50GAIgASgJIj8KHExpc3RQcm9jZXNzaW5nUmVzdWx0c1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiUAodTGlzdFByb2Nlc3NpbmdSZXN1bHRzUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLmZpbGVzdG9yZS52MS5Qcm9jZXNzaW5nUmVzdWx0IkgKFlN0YXJ0UHJvY2Vzc2luZ1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDQoFY2xhaW0YAyABKAgikgEKF1N0YXJ0UHJvY2Vzc2luZ1Jlc3BvbnNlEiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRITCgtjb250ZW50X2tleRgCIAEoCRIvCgdyZXN1bHRzGAMgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSDwoHY2xhaW1lZBgEIAEoCCIvCg9WZXJpZmllZENvbnRlbnQSDgoGc2hhMjU2GAEgASgJEgwKBHNpemUYAiABKAMi0QIKHlJlY29yZFByb2Nlc3NpbmdPdXRjb21lUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIvCgdyZXN1bHRzGAMgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSNwoQdmVyaWZpZWRfY29udGVudBgEIAEoCzIdLmZpbGVzdG9yZS52MS5WZXJpZmllZENvbnRlbnQSHAoUc25pZmZlZF9jb250ZW50X3R5cGUYBSABKAkSFgoOZXh0cmFjdGVkX3RleHQYBiABKAkSLQoLZGVyaXZhdGl2ZXMYByADKAsyGC5maWxlc3RvcmUudjEuRGVyaXZhdGl2ZRIoCgZzdGF0dXMYCCABKA4yGC5maWxlc3RvcmUudjEuRmlsZVN0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAkgASgJIrgBCh9SZWNvcmRQcm9jZXNzaW5nT3V0Y29tZVJlc3BvbnNlEiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRITCgtjb250ZW50X2tleRgCIAEoCRIvCgdyZXN1bHRzGAMgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSLQoLZGVyaXZhdGl2ZXMYBCADKAsyGC5maWxlc3RvcmUudjEuRGVyaXZhdGl2ZSIwCg9HZXRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEg0KBW93bmVyGAIgASgJIkoKDVN0b3JhZ2VQb2xpY3kSDgoGdGVuYW50GAEgASgJEhYKDmFsbG93ZWRfc3RvcmVzGAIgAygJEhEKCXJlcGxpY2F0ZRgDIAEoCCIpChdHZXRTdG9yYWdlUG9saWN5UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiRgoXU2V0U3RvcmFnZVBvbGljeVJlcXVlc3QSKwoGcG9saWN5GAEgASgLMhsuZmlsZXN0b3JlLnYxLlN0b3JhZ2VQb2xpY3kiVAoHUmVwbGljYRIPCgdmaWxlX2lkGAEgASgJEg0KBXN0b3JlGAIgASgJEikKBXN0YXRlGAMgASgOMhouZmlsZXN0b3JlLnYxLlJlcGxpY2FTdGF0ZSJhChRSZWNvcmRSZXBsaWNhUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg0KBXN0b3JlGAIgASgJEikKBXN0YXRlGAMgASgOMhouZmlsZXN0b3JlLnYxLlJlcGxpY2FTdGF0ZSJFCg9TZXRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEg0KBW93bmVyGAIgASgJEhMKC2xpbWl0X2J5dGVzGAMgASgDKnwKDFJlcGxpY2FTdGF0ZRIdChlSRVBMSUNBX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUkVQTElDQV9TVEFURV9QRU5ESU5HEAESFwoTUkVQTElDQV9TVEFURV9SRUFEWRACEhkKFVJFUExJQ0FfU1RBVEVfTUlTU0lORxADMoUWCg9NZXRhZGF0YVNlcnZpY2USOwoHR2V0RmlsZRIcLmZpbGVzdG9yZS52MS5HZXRGaWxlUmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlEkwKCUxpc3RGaWxlcxIeLmZpbGVzdG9yZS52MS5MaXN0RmlsZXNSZXF1ZXN0Gh8uZmlsZXN0b3JlLnYxLkxpc3RGaWxlc1Jlc3BvbnNlEkEKCkNyZWF0ZUZpbGUSHy5maWxlc3RvcmUudjEuQ3JlYXRlRmlsZVJlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJBCgpVcGRhdGVGaWxlEh8uZmlsZXN0b3JlLnYxLlVwZGF0ZUZpbGVSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGUSQQoKRGVsZXRlRmlsZRIfLmZpbGVzdG9yZS52MS5EZWxldGVGaWxlUmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlEkkKDlRyYW5zaXRpb25GaWxlEiMuZmlsZXN0b3JlLnYxLlRyYW5zaXRpb25GaWxlUmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlElcKFVJlY29yZFZlcmlmaWVkQ29udGVudBIqLmZpbGVzdG9yZS52MS5SZWNvcmRWZXJpZmllZENvbnRlbnRSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGUSZAoRUXVhcmFudGluZUNvbnRlbnQSJi5maWxlc3RvcmUudjEuUXVhcmFudGluZUNvbnRlbnRSZXF1ZXN0GicuZmlsZXN0b3JlLnYxLlF1YXJhbnRpbmVDb250ZW50UmVzcG9uc2USSwoPUmVjb3JkRmlsZUZhY3RzEiQuZmlsZXN0b3JlLnYxLlJlY29yZEZpbGVGYWN0c1JlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJSCgtCZWdpblVwbG9hZBIgLmZpbGVzdG9yZS52MS5CZWdpblVwbG9hZFJlcXVlc3QaIS5maWxlc3RvcmUudjEuQmVnaW5VcGxvYWRSZXNwb25zZRJTCg9HZXRVcGxvYWRSZWNvcmQSJC5maWxlc3RvcmUudjEuR2V0VXBsb2FkUmVjb3JkUmVxdWVzdBoaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQSYAoTQXR0YWNoU3RvcmFnZVVwbG9hZBIoLmZpbGVzdG9yZS52MS5BdHRhY2hTdG9yYWdlVXBsb2FkUmVxdWVzdBoaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQiA4gCARJtChRDb21wbGV0ZVVwbG9hZFJlY29yZBIpLmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlY29yZFJlcXVlc3QaKi5maWxlc3RvcmUudjEuQ29tcGxldGVVcGxvYWRSZWNvcmRSZXNwb25zZRJTCg9FbmRVcGxvYWRSZWNvcmQSJC5maWxlc3RvcmUudjEuRW5kVXBsb2FkUmVjb3JkUmVxdWVzdBoaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQSagoTQ2xhaW1FeHBpcmVkVXBsb2FkcxIoLmZpbGVzdG9yZS52MS5DbGFpbUV4cGlyZWRVcGxvYWRzUmVxdWVzdBopLmZpbGVzdG9yZS52MS5DbGFpbUV4cGlyZWRVcGxvYWRzUmVzcG9uc2USfwoaRmluZEF0dGFjaGVkU3RvcmFnZVVwbG9hZHMSLy5maWxlc3RvcmUudjEuRmluZEF0dGFjaGVkU3RvcmFnZVVwbG9hZHNSZXF1ZXN0GjAuZmlsZXN0b3JlLnYxLkZpbmRBdHRhY2hlZFN0b3JhZ2VVcGxvYWRzUmVzcG9uc2USZAoRTGlzdFVwbG9hZFJlY29yZHMSJi5maWxlc3RvcmUudjEuTGlzdFVwbG9hZFJlY29yZHNSZXF1ZXN0GicuZmlsZXN0b3JlLnYxLkxpc3RVcGxvYWRSZWNvcmRzUmVzcG9uc2USWAoNQXV0aG9yaXplUmVhZBIiLmZpbGVzdG9yZS52MS5BdXRob3JpemVSZWFkUmVxdWVzdBojLmZpbGVzdG9yZS52MS5BdXRob3JpemVSZWFkUmVzcG9uc2USRAoLQ3JlYXRlR3JhbnQSIC5maWxlc3RvcmUudjEuQ3JlYXRlR3JhbnRSZXF1ZXN0GhMuZmlsZXN0b3JlLnYxLkdyYW50Ek8KCkxpc3RHcmFudHMSHy5maWxlc3RvcmUudjEuTGlzdEdyYW50c1JlcXVlc3QaIC5maWxlc3RvcmUudjEuTGlzdEdyYW50c1Jlc3BvbnNlElIKC0RlbGV0ZUdyYW50EiAuZmlsZXN0b3JlLnYxLkRlbGV0ZUdyYW50UmVxdWVzdBohLmZpbGVzdG9yZS52MS5EZWxldGVHcmFudFJlc3BvbnNlElMKEENyZWF0ZURlcml2YXRpdmUSJS5maWxlc3RvcmUudjEuQ3JlYXRlRGVyaXZhdGl2ZVJlcXVlc3QaGC5maWxlc3RvcmUudjEuRGVyaXZhdGl2ZRJeCg9MaXN0RGVyaXZhdGl2ZXMSJC5maWxlc3RvcmUudjEuTGlzdERlcml2YXRpdmVzUmVxdWVzdBolLmZpbGVzdG9yZS52MS5MaXN0RGVyaXZhdGl2ZXNSZXNwb25zZRJlChZSZWNvcmRQcm9jZXNzaW5nUmVzdWx0EisuZmlsZXN0b3JlLnYxLlJlY29yZFByb2Nlc3NpbmdSZXN1bHRSZXF1ZXN0Gh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQScAoVTGlzdFByb2Nlc3NpbmdSZXN1bHRzEiouZmlsZXN0b3JlLnYxLkxpc3RQcm9jZXNzaW5nUmVzdWx0c1JlcXVlc3QaKy5maWxlc3RvcmUudjEuTGlzdFByb2Nlc3NpbmdSZXN1bHRzUmVzcG9uc2USXgoPU3RhcnRQcm9jZXNzaW5nEiQuZmlsZXN0b3JlLnYxLlN0YXJ0UHJvY2Vzc2luZ1JlcXVlc3QaJS5maWxlc3RvcmUudjEuU3RhcnRQcm9jZXNzaW5nUmVzcG9uc2USdgoXUmVjb3JkUHJvY2Vzc2luZ091dGNvbWUSLC5maWxlc3RvcmUudjEuUmVjb3JkUHJvY2Vzc2luZ091dGNvbWVSZXF1ZXN0Gi0uZmlsZXN0b3JlLnYxLlJlY29yZFByb2Nlc3NpbmdPdXRjb21lUmVzcG9uc2USPgoIR2V0UXVvdGESHS5maWxlc3RvcmUudjEuR2V0UXVvdGFSZXF1ZXN0GhMuZmlsZXN0b3JlLnYxLlF1b3RhEj4KCFNldFF1b3RhEh0uZmlsZXN0b3JlLnYxLlNldFF1b3RhUmVxdWVzdBoTLmZpbGVzdG9yZS52MS5RdW90YRJWChBHZXRTdG9yYWdlUG9saWN5EiUuZmlsZXN0b3JlLnYxLkdldFN0b3JhZ2VQb2xpY3lSZXF1ZXN0GhsuZmlsZXN0b3JlLnYxLlN0b3JhZ2VQb2xpY3kSVgoQU2V0U3RvcmFnZVBvbGljeRIlLmZpbGVzdG9yZS52MS5TZXRTdG9yYWdlUG9saWN5UmVxdWVzdBobLmZpbGVzdG9yZS52MS5TdG9yYWdlUG9saWN5EkoKDVJlY29yZFJlcGxpY2ESIi5maWxlc3RvcmUudjEuUmVjb3JkUmVwbGljYVJlcXVlc3QaFS5maWxlc3RvcmUudjEuUmVwbGljYWIGcHJvdG8z", [file_filestore_v1_resources, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("CiNmaWxlc3RvcmUvdjEvbWV0YWRhdGFfc2VydmljZS5wcm90bxIMZmlsZXN0b3JlLnYxIkoKDkdldEZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEhcKD2luY2x1ZGVfZGVsZXRlZBgDIAEoCCKfAwoQTGlzdEZpbGVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRINCgVvd25lchgDIAEoCRIqCghzdGF0dXNlcxgEIAMoDjIYLmZpbGVzdG9yZS52MS5GaWxlU3RhdHVzEhsKE2NvbnRlbnRfdHlwZV9wcmVmaXgYBSABKAkSMQoNY3JlYXRlZF9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjoKBmxhYmVscxgIIAMoCzIqLmZpbGVzdG9yZS52MS5MaXN0RmlsZXNSZXF1ZXN0LkxhYmVsc0VudHJ5EhMKC25hbWVfcHJlZml4GAkgASgJEhUKDXRleHRfY29udGFpbnMYCiABKAkSDgoGdGVuYW50GAsgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTwoRTGlzdEZpbGVzUmVzcG9uc2USIQoFZmlsZXMYASADKAsyEi5maWxlc3RvcmUudjEuRmlsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSQoRQ3JlYXRlRmlsZVJlcXVlc3QSIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEhIKCnJlcXVlc3RfaWQYAiABKAkiegoRVXBkYXRlRmlsZVJlcXVlc3QSIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxISCgpyZXF1ZXN0X2lkGAMgASgJIlYKEURlbGV0ZUZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDAoEZXRhZxgCIAEoCRISCgpyZXF1ZXN0X2lkGAMgASgJEg4KBnRlbmFudBgEIAEoCSKUAQoVVHJhbnNpdGlvbkZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSKAoGc3RhdHVzGAIgASgOMhguZmlsZXN0b3JlLnYxLkZpbGVTdGF0dXMSDgoGcmVhc29uGAMgASgJEgwKBGV0YWcYBCABKAkSDgoGdGVuYW50GAUgASgJEhIKCnJlcXVlc3RfaWQYBiABKAkiXQocUmVjb3JkVmVyaWZpZWRDb250ZW50UmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIOCgZzaGEyNTYYAyABKAkSDAoEc2l6ZRgEIAEoAyJPChhRdWFyYW50aW5lQ29udGVudFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEhMKC3N0b3JhZ2Vfa2V5GAIgASgJEg4KBnJlYXNvbhgDIAEoCSI+ChlRdWFyYW50aW5lQ29udGVudFJlc3BvbnNlEiEKBWZpbGVzGAEgAygLMhIuZmlsZXN0b3JlLnYxLkZpbGUibwoWUmVjb3JkRmlsZUZhY3RzUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIcChRzbmlmZmVkX2NvbnRlbnRfdHlwZRgDIAEoCRIWCg5leHRyYWN0ZWRfdGV4dBgEIAEoCSLyAwoMVXBsb2FkUmVjb3JkEgoKAmlkGAEgASgJEg8KB2ZpbGVfaWQYAiABKAkSDgoGdGVuYW50GAMgASgJEg0KBW93bmVyGAQgASgJEiYKBGtpbmQYBSABKA4yGC5maWxlc3RvcmUudjEuVXBsb2FkS2luZBIoCgVzdGF0ZRgGIAEoDjIZLmZpbGVzdG9yZS52MS5VcGxvYWRTdGF0ZRIMCgRzaXplGAcgASgDEhQKDGNvbnRlbnRfdHlwZRgIIAEoCRIOCgZzaGEyNTYYCSABKAkSEwoLc3RvcmFnZV9rZXkYCiABKAkSGQoRc3RvcmFnZV91cGxvYWRfaWQYCyABKAkSEQoJcGFydF9zaXplGAwgASgDEhIKCnBhcnRfY291bnQYDSABKAUSFgoOcmVzZXJ2ZWRfYnl0ZXMYDiABKAMSLwoLZXhwaXJlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJAChdwYXJ0X2NoZWNrc3VtX2FsZ29yaXRobRgRIAEoDjIfLmZpbGVzdG9yZS52MS5DaGVja3N1bUFsZ29yaXRobRINCgVzdG9yZRgSIAEoCSLIAgoSQmVnaW5VcGxvYWRSZXF1ZXN0EiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRImCgRraW5kGAIgASgOMhguZmlsZXN0b3JlLnYxLlVwbG9hZEtpbmQSEQoJcGFydF9zaXplGAMgASgDEhIKCnBhcnRfY291bnQYBCABKAUSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnJlcXVlc3RfaWQYBiABKAkSQAoXcGFydF9jaGVja3N1bV9hbGdvcml0aG0YByABKA4yHy5maWxlc3RvcmUudjEuQ2hlY2tzdW1BbGdvcml0aG0SDwoHZmlsZV9pZBgIIAEoCRIZChFzdG9yYWdlX3VwbG9hZF9pZBgJIAEoCRIOCgZzdG9yZXMYCiADKAkiYwoTQmVnaW5VcGxvYWRSZXNwb25zZRIgCgRmaWxlGAEgASgLMhIuZmlsZXN0b3JlLnYxLkZpbGUSKgoGdXBsb2FkGAIgASgLMhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZCI7ChZHZXRVcGxvYWRSZWNvcmRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiXgoaQXR0YWNoU3RvcmFnZVVwbG9hZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIZChFzdG9yYWdlX3VwbG9hZF9pZBgDIAEoCToCGAEiYgobQ29tcGxldGVVcGxvYWRSZWNvcmRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEc2l6ZRgDIAEoAxISCgpyZXF1ZXN0X2lkGAQgASgJImwKHENvbXBsZXRlVXBsb2FkUmVjb3JkUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEioKBnVwbG9hZBgCIAEoCzIaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQieQoWRW5kVXBsb2FkUmVjb3JkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEigKBXN0YXRlGAMgASgOMhkuZmlsZXN0b3JlLnYxLlVwbG9hZFN0YXRlEhIKCnJlcXVlc3RfaWQYBCABKAkiQgoaQ2xhaW1FeHBpcmVkVXBsb2Fkc1JlcXVlc3QSDQoFbGltaXQYASABKAUSFQoNbGVhc2Vfc2Vjb25kcxgCIAEoBSJKChtDbGFpbUV4cGlyZWRVcGxvYWRzUmVzcG9uc2USKwoHdXBsb2FkcxgBIAMoCzIaLmZpbGVzdG9yZS52MS5VcGxvYWRSZWNvcmQiNwoNU3RvcmFnZVVwbG9hZBILCgNrZXkYASABKAkSGQoRc3RvcmFnZV91cGxvYWRfaWQYAiABKAkiUQohRmluZEF0dGFjaGVkU3RvcmFnZVVwbG9hZHNSZXF1ZXN0EiwKB3VwbG9hZHMYASADKAsyGy5maWxlc3RvcmUudjEuU3RvcmFnZVVwbG9hZCJSCiJGaW5kQXR0YWNoZWRTdG9yYWdlVXBsb2Fkc1Jlc3BvbnNlEiwKB3VwbG9hZHMYASADKAsyGy5maWxlc3RvcmUudjEuU3RvcmFnZVVwbG9hZCJxChhMaXN0VXBsb2FkUmVjb3Jkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDwoHZmlsZV9pZBgDIAEoCRIOCgZ0ZW5hbnQYBCABKAkSDQoFb3duZXIYBSABKAkiYQoZTGlzdFVwbG9hZFJlY29yZHNSZXNwb25zZRIrCgd1cGxvYWRzGAEgAygLMhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSgoUQXV0aG9yaXplUmVhZFJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSEQoJcHJpbmNpcGFsGAMgASgJIk4KFUF1dGhvcml6ZVJlYWRSZXNwb25zZRIgCgRmaWxlGAEgASgLMhIuZmlsZXN0b3JlLnYxLkZpbGUSEwoLc3RvcmFnZV9rZXkYAiABKAkiTAoSQ3JlYXRlR3JhbnRSZXF1ZXN0EiIKBWdyYW50GAEgASgLMhMuZmlsZXN0b3JlLnYxLkdyYW50EhIKCnJlcXVlc3RfaWQYAiABKAkiJAoRTGlzdEdyYW50c1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCSI5ChJMaXN0R3JhbnRzUmVzcG9uc2USIwoGZ3JhbnRzGAEgAygLMhMuZmlsZXN0b3JlLnYxLkdyYW50IjoKEkRlbGV0ZUdyYW50UmVxdWVzdBIQCghncmFudF9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJIhUKE0RlbGV0ZUdyYW50UmVzcG9uc2UiVwoXQ3JlYXRlRGVyaXZhdGl2ZVJlcXVlc3QSLAoKZGVyaXZhdGl2ZRgBIAEoCzIYLmZpbGVzdG9yZS52MS5EZXJpdmF0aXZlEg4KBnRlbmFudBgCIAEoCSI5ChZMaXN0RGVyaXZhdGl2ZXNSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJIkgKF0xpc3REZXJpdmF0aXZlc1Jlc3BvbnNlEi0KC2Rlcml2YXRpdmVzGAEgAygLMhguZmlsZXN0b3JlLnYxLkRlcml2YXRpdmUiXwodUmVjb3JkUHJvY2Vzc2luZ1Jlc3VsdFJlcXVlc3QSLgoGcmVzdWx0GAEgASgLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSDgoGdGVuYW50GAIgASgJIj8KHExpc3RQcm9jZXNzaW5nUmVzdWx0c1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiUAodTGlzdFByb2Nlc3NpbmdSZXN1bHRzUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLmZpbGVzdG9yZS52MS5Qcm9jZXNzaW5nUmVzdWx0IkgKFlN0YXJ0UHJvY2Vzc2luZ1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDQoFY2xhaW0YAyABKAgikgEKF1N0YXJ0UHJvY2Vzc2luZ1Jlc3BvbnNlEiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRITCgtjb250ZW50X2tleRgCIAEoCRIvCgdyZXN1bHRzGAMgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSDwoHY2xhaW1lZBgEIAEoCCIvCg9WZXJpZmllZENvbnRlbnQSDgoGc2hhMjU2GAEgASgJEgwKBHNpemUYAiABKAMi0QIKHlJlY29yZFByb2Nlc3NpbmdPdXRjb21lUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIvCgdyZXN1bHRzGAMgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSNwoQdmVyaWZpZWRfY29udGVudBgEIAEoCzIdLmZpbGVzdG9yZS52MS5WZXJpZmllZENvbnRlbnQSHAoUc25pZmZlZF9jb250ZW50X3R5cGUYBSABKAkSFgoOZXh0cmFjdGVkX3RleHQYBiABKAkSLQoLZGVyaXZhdGl2ZXMYByADKAsyGC5maWxlc3RvcmUudjEuRGVyaXZhdGl2ZRIoCgZzdGF0dXMYCCABKA4yGC5maWxlc3RvcmUudjEuRmlsZVN0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAkgASgJIrgBCh9SZWNvcmRQcm9jZXNzaW5nT3V0Y29tZVJlc3BvbnNlEiAKBGZpbGUYASABKAsyEi5maWxlc3RvcmUudjEuRmlsZRITCgtjb250ZW50X2tleRgCIAEoCRIvCgdyZXN1bHRzGAMgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQSLQoLZGVyaXZhdGl2ZXMYBCADKAsyGC5maWxlc3RvcmUudjEuRGVyaXZhdGl2ZSIwCg9HZXRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEg0KBW93bmVyGAIgASgJIkoKDVN0b3JhZ2VQb2xpY3kSDgoGdGVuYW50GAEgASgJEhYKDmFsbG93ZWRfc3RvcmVzGAIgAygJEhEKCXJlcGxpY2F0ZRgDIAEoCCIpChdHZXRTdG9yYWdlUG9saWN5UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiRgoXU2V0U3RvcmFnZVBvbGljeVJlcXVlc3QSKwoGcG9saWN5GAEgASgLMhsuZmlsZXN0b3JlLnYxLlN0b3JhZ2VQb2xpY3kiVAoHUmVwbGljYRIPCgdmaWxlX2lkGAEgASgJEg0KBXN0b3JlGAIgASgJEikKBXN0YXRlGAMgASgOMhouZmlsZXN0b3JlLnYxLlJlcGxpY2FTdGF0ZSJhChRSZWNvcmRSZXBsaWNhUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg0KBXN0b3JlGAIgASgJEikKBXN0YXRlGAMgASgOMhouZmlsZXN0b3JlLnYxLlJlcGxpY2FTdGF0ZSJFCg9TZXRRdW90YVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEg0KBW93bmVyGAIgASgJEhMKC2xpbWl0X2J5dGVzGAMgASgDIrMCCg1MaWZlY3ljbGVSdWxlEgoKAmlkGAEgASgJEhMKC25hbWVfcHJlZml4GAIgASgJEjcKBmxhYmVscxgDIAMoCzInLmZpbGVzdG9yZS52MS5MaWZlY3ljbGVSdWxlLkxhYmVsc0VudHJ5EhUKDWFmdGVyX3NlY29uZHMYBCABKAMSMQoGYWN0aW9uGAUgASgOMiEuZmlsZXN0b3JlLnYxLkxpZmVjeWNsZUFjdGlvbktpbmQSFAoMdGFyZ2V0X3N0b3JlGAYgASgJEhwKFHRhcmdldF9zdG9yYWdlX2NsYXNzGAcgASgJEhsKE3B1cmdlX2FmdGVyX3NlY29uZHMYCCABKAMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJMCg5MaWZlY3ljbGVSdWxlcxIOCgZ0ZW5hbnQYASABKAkSKgoFcnVsZXMYAiADKAsyGy5maWxlc3RvcmUudjEuTGlmZWN5Y2xlUnVsZSIqChhHZXRMaWZlY3ljbGVSdWxlc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJIkcKGFNldExpZmVjeWNsZVJ1bGVzUmVxdWVzdBIrCgVydWxlcxgBIAEoCzIcLmZpbGVzdG9yZS52MS5MaWZlY3ljbGVSdWxlcyJKChNTZXRMZWdhbEhvbGRSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJEhIKCmxlZ2FsX2hvbGQYAyABKAgitAMKD0xpZmVjeWNsZUFjdGlvbhIKCgJpZBgBIAEoCRIPCgdmaWxlX2lkGAIgASgJEg4KBnRlbmFudBgDIAEoCRIPCgdydWxlX2lkGAQgASgJEi8KBGtpbmQYBSABKA4yIS5maWxlc3RvcmUudjEuTGlmZWN5Y2xlQWN0aW9uS2luZBIxCgVzdGF0ZRgGIAEoDjIiLmZpbGVzdG9yZS52MS5MaWZlY3ljbGVBY3Rpb25TdGF0ZRIUCgxzb3VyY2Vfc3RvcmUYByABKAkSHAoUc291cmNlX3N0b3JhZ2VfY2xhc3MYCCABKAkSFAoMdGFyZ2V0X3N0b3JlGAkgASgJEhwKFHRhcmdldF9zdG9yYWdlX2NsYXNzGAogASgJEhMKC3N0b3JhZ2Vfa2V5GAsgASgJEhQKDGNvbnRlbnRfdHlwZRgMIAEoCRIvCgtjcmVhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZG9uZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRzaXplGA8gASgDIo4BChxDbGFpbUxpZmVjeWNsZUFjdGlvbnNSZXF1ZXN0EicKA25vdxgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGltaXQYAiABKAUSFQoNbGVhc2Vfc2Vjb25kcxgDIAEoBRIPCgdkcnlfcnVuGAQgASgIEg4KBnRlbmFudBgFIAEoCSJPCh1DbGFpbUxpZmVjeWNsZUFjdGlvbnNSZXNwb25zZRIuCgdhY3Rpb25zGAEgAygLMh0uZmlsZXN0b3JlLnYxLkxpZmVjeWNsZUFjdGlvbiJvCh5Db21wbGV0ZUxpZmVjeWNsZUFjdGlvblJlcXVlc3QSEQoJYWN0aW9uX2lkGAEgASgJEhEKCWFubm91bmNlZBgCIAEoCBInCgNub3cYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoMBCh9Db21wbGV0ZUxpZmVjeWNsZUFjdGlvblJlc3BvbnNlEi0KBmFjdGlvbhgBIAEoCzIdLmZpbGVzdG9yZS52MS5MaWZlY3ljbGVBY3Rpb24SIAoEZmlsZRgCIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEg8KB2Ryb3BwZWQYAyABKAgiSQoTQmVnaW5SZXN0b3JlUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIRCglwcmluY2lwYWwYAyABKAkiZwoUQmVnaW5SZXN0b3JlUmVzcG9uc2USIAoEZmlsZRgBIAEoCzISLmZpbGVzdG9yZS52MS5GaWxlEi0KBmFjdGlvbhgCIAEoCzIdLmZpbGVzdG9yZS52MS5MaWZlY3ljbGVBY3Rpb24iPgobTGlzdExpZmVjeWNsZUFjdGlvbnNSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSDgoGdGVuYW50GAIgASgJIk4KHExpc3RMaWZlY3ljbGVBY3Rpb25zUmVzcG9uc2USLgoHYWN0aW9ucxgBIAMoCzIdLmZpbGVzdG9yZS52MS5MaWZlY3ljbGVBY3Rpb24qfAoMUmVwbGljYVN0YXRlEh0KGVJFUExJQ0FfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVSRVBMSUNBX1NUQVRFX1BFTkRJTkcQARIXChNSRVBMSUNBX1NUQVRFX1JFQURZEAISGQoVUkVQTElDQV9TVEFURV9NSVNTSU5HEAMqyAEKE0xpZmVjeWNsZUFjdGlvbktpbmQSJQohTElGRUNZQ0xFX0FDVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASJAogTElGRUNZQ0xFX0FDVElPTl9LSU5EX1RSQU5TSVRJT04QARIgChxMSUZFQ1lDTEVfQUNUSU9OX0tJTkRfRVhQSVJFEAISHwobTElGRUNZQ0xFX0FDVElPTl9LSU5EX1BVUkdFEAMSIQodTElGRUNZQ0xFX0FDVElPTl9LSU5EX1JFU1RPUkUQBCrNAQoUTGlmZWN5Y2xlQWN0aW9uU3RhdGUSJgoiTElGRUNZQ0xFX0FDVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEiIKHkxJRkVDWUNMRV9BQ1RJT05fU1RBVEVfUExBTk5FRBABEiIKHkxJRkVDWUNMRV9BQ1RJT05fU1RBVEVfQ0xBSU1FRBACEh8KG0xJRkVDWUNMRV9BQ1RJT05fU1RBVEVfRE9ORRADEiQKIExJRkVDWUNMRV9BQ1RJT05fU1RBVEVfQU5OT1VOQ0VEEAQyshsKD01ldGFkYXRhU2VydmljZRI7CgdHZXRGaWxlEhwuZmlsZXN0b3JlLnYxLkdldEZpbGVSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGUSTAoJTGlzdEZpbGVzEh4uZmlsZXN0b3JlLnYxLkxpc3RGaWxlc1JlcXVlc3QaHy5maWxlc3RvcmUudjEuTGlzdEZpbGVzUmVzcG9uc2USQQoKQ3JlYXRlRmlsZRIfLmZpbGVzdG9yZS52MS5DcmVhdGVGaWxlUmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlEkEKClVwZGF0ZUZpbGUSHy5maWxlc3RvcmUudjEuVXBkYXRlRmlsZVJlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJBCgpEZWxldGVGaWxlEh8uZmlsZXN0b3JlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGUSSQoOVHJhbnNpdGlvbkZpbGUSIy5maWxlc3RvcmUudjEuVHJhbnNpdGlvbkZpbGVSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGUSVwoVUmVjb3JkVmVyaWZpZWRDb250ZW50EiouZmlsZXN0b3JlLnYxLlJlY29yZFZlcmlmaWVkQ29udGVudFJlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJkChFRdWFyYW50aW5lQ29udGVudBImLmZpbGVzdG9yZS52MS5RdWFyYW50aW5lQ29udGVudFJlcXVlc3QaJy5maWxlc3RvcmUudjEuUXVhcmFudGluZUNvbnRlbnRSZXNwb25zZRJLCg9SZWNvcmRGaWxlRmFjdHMSJC5maWxlc3RvcmUudjEuUmVjb3JkRmlsZUZhY3RzUmVxdWVzdBoSLmZpbGVzdG9yZS52MS5GaWxlElIKC0JlZ2luVXBsb2FkEiAuZmlsZXN0b3JlLnYxLkJlZ2luVXBsb2FkUmVxdWVzdBohLmZpbGVzdG9yZS52MS5CZWdpblVwbG9hZFJlc3BvbnNlElMKD0dldFVwbG9hZFJlY29yZBIkLmZpbGVzdG9yZS52MS5HZXRVcGxvYWRSZWNvcmRSZXF1ZXN0GhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZBJgChNBdHRhY2hTdG9yYWdlVXBsb2FkEiguZmlsZXN0b3JlLnYxLkF0dGFjaFN0b3JhZ2VVcGxvYWRSZXF1ZXN0GhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZCIDiAIBEm0KFENvbXBsZXRlVXBsb2FkUmVjb3JkEikuZmlsZXN0b3JlLnYxLkNvbXBsZXRlVXBsb2FkUmVjb3JkUmVxdWVzdBoqLmZpbGVzdG9yZS52MS5Db21wbGV0ZVVwbG9hZFJlY29yZFJlc3BvbnNlElMKD0VuZFVwbG9hZFJlY29yZBIkLmZpbGVzdG9yZS52MS5FbmRVcGxvYWRSZWNvcmRSZXF1ZXN0GhouZmlsZXN0b3JlLnYxLlVwbG9hZFJlY29yZBJqChNDbGFpbUV4cGlyZWRVcGxvYWRzEiguZmlsZXN0b3JlLnYxLkNsYWltRXhwaXJlZFVwbG9hZHNSZXF1ZXN0GikuZmlsZXN0b3JlLnYxLkNsYWltRXhwaXJlZFVwbG9hZHNSZXNwb25zZRJ/ChpGaW5kQXR0YWNoZWRTdG9yYWdlVXBsb2FkcxIvLmZpbGVzdG9yZS52MS5GaW5kQXR0YWNoZWRTdG9yYWdlVXBsb2Fkc1JlcXVlc3QaMC5maWxlc3RvcmUudjEuRmluZEF0dGFjaGVkU3RvcmFnZVVwbG9hZHNSZXNwb25zZRJkChFMaXN0VXBsb2FkUmVjb3JkcxImLmZpbGVzdG9yZS52MS5MaXN0VXBsb2FkUmVjb3Jkc1JlcXVlc3QaJy5maWxlc3RvcmUudjEuTGlzdFVwbG9hZFJlY29yZHNSZXNwb25zZRJYCg1BdXRob3JpemVSZWFkEiIuZmlsZXN0b3JlLnYxLkF1dGhvcml6ZVJlYWRSZXF1ZXN0GiMuZmlsZXN0b3JlLnYxLkF1dGhvcml6ZVJlYWRSZXNwb25zZRJECgtDcmVhdGVHcmFudBIgLmZpbGVzdG9yZS52MS5DcmVhdGVHcmFudFJlcXVlc3QaEy5maWxlc3RvcmUudjEuR3JhbnQSTwoKTGlzdEdyYW50cxIfLmZpbGVzdG9yZS52MS5MaXN0R3JhbnRzUmVxdWVzdBogLmZpbGVzdG9yZS52MS5MaXN0R3JhbnRzUmVzcG9uc2USUgoLRGVsZXRlR3JhbnQSIC5maWxlc3RvcmUudjEuRGVsZXRlR3JhbnRSZXF1ZXN0GiEuZmlsZXN0b3JlLnYxLkRlbGV0ZUdyYW50UmVzcG9uc2USUwoQQ3JlYXRlRGVyaXZhdGl2ZRIlLmZpbGVzdG9yZS52MS5DcmVhdGVEZXJpdmF0aXZlUmVxdWVzdBoYLmZpbGVzdG9yZS52MS5EZXJpdmF0aXZlEl4KD0xpc3REZXJpdmF0aXZlcxIkLmZpbGVzdG9yZS52MS5MaXN0RGVyaXZhdGl2ZXNSZXF1ZXN0GiUuZmlsZXN0b3JlLnYxLkxpc3REZXJpdmF0aXZlc1Jlc3BvbnNlEmUKFlJlY29yZFByb2Nlc3NpbmdSZXN1bHQSKy5maWxlc3RvcmUudjEuUmVjb3JkUHJvY2Vzc2luZ1Jlc3VsdFJlcXVlc3QaHi5maWxlc3RvcmUudjEuUHJvY2Vzc2luZ1Jlc3VsdBJwChVMaXN0UHJvY2Vzc2luZ1Jlc3VsdHMSKi5maWxlc3RvcmUudjEuTGlzdFByb2Nlc3NpbmdSZXN1bHRzUmVxdWVzdBorLmZpbGVzdG9yZS52MS5MaXN0UHJvY2Vzc2luZ1Jlc3VsdHNSZXNwb25zZRJeCg9TdGFydFByb2Nlc3NpbmcSJC5maWxlc3RvcmUudjEuU3RhcnRQcm9jZXNzaW5nUmVxdWVzdBolLmZpbGVzdG9yZS52MS5TdGFydFByb2Nlc3NpbmdSZXNwb25zZRJ2ChdSZWNvcmRQcm9jZXNzaW5nT3V0Y29tZRIsLmZpbGVzdG9yZS52MS5SZWNvcmRQcm9jZXNzaW5nT3V0Y29tZVJlcXVlc3QaLS5maWxlc3RvcmUudjEuUmVjb3JkUHJvY2Vzc2luZ091dGNvbWVSZXNwb25zZRI+CghHZXRRdW90YRIdLmZpbGVzdG9yZS52MS5HZXRRdW90YVJlcXVlc3QaEy5maWxlc3RvcmUudjEuUXVvdGESPgoIU2V0UXVvdGESHS5maWxlc3RvcmUudjEuU2V0UXVvdGFSZXF1ZXN0GhMuZmlsZXN0b3JlLnYxLlF1b3RhElYKEEdldFN0b3JhZ2VQb2xpY3kSJS5maWxlc3RvcmUudjEuR2V0U3RvcmFnZVBvbGljeVJlcXVlc3QaGy5maWxlc3RvcmUudjEuU3RvcmFnZVBvbGljeRJWChBTZXRTdG9yYWdlUG9saWN5EiUuZmlsZXN0b3JlLnYxLlNldFN0b3JhZ2VQb2xpY3lSZXF1ZXN0GhsuZmlsZXN0b3JlLnYxLlN0b3JhZ2VQb2xpY3kSSgoNUmVjb3JkUmVwbGljYRIiLmZpbGVzdG9yZS52MS5SZWNvcmRSZXBsaWNhUmVxdWVzdBoVLmZpbGVzdG9yZS52MS5SZXBsaWNhElkKEUdldExpZmVjeWNsZVJ1bGVzEiYuZmlsZXN0b3JlLnYxLkdldExpZmVjeWNsZVJ1bGVzUmVxdWVzdBocLmZpbGVzdG9yZS52MS5MaWZlY3ljbGVSdWxlcxJZChFTZXRMaWZlY3ljbGVSdWxlcxImLmZpbGVzdG9yZS52MS5TZXRMaWZlY3ljbGVSdWxlc1JlcXVlc3QaHC5maWxlc3RvcmUudjEuTGlmZWN5Y2xlUnVsZXMSRQoMU2V0TGVnYWxIb2xkEiEuZmlsZXN0b3JlLnYxLlNldExlZ2FsSG9sZFJlcXVlc3QaEi5maWxlc3RvcmUudjEuRmlsZRJwChVDbGFpbUxpZmVjeWNsZUFjdGlvbnMSKi5maWxlc3RvcmUudjEuQ2xhaW1MaWZlY3ljbGVBY3Rpb25zUmVxdWVzdBorLmZpbGVzdG9yZS52MS5DbGFpbUxpZmVjeWNsZUFjdGlvbnNSZXNwb25zZRJ2ChdDb21wbGV0ZUxpZmVjeWNsZUFjdGlvbhIsLmZpbGVzdG9yZS52MS5Db21wbGV0ZUxpZmVjeWNsZUFjdGlvblJlcXVlc3QaLS5maWxlc3RvcmUudjEuQ29tcGxldGVMaWZlY3ljbGVBY3Rpb25SZXNwb25zZRJVCgxCZWdpblJlc3RvcmUSIS5maWxlc3RvcmUudjEuQmVnaW5SZXN0b3JlUmVxdWVzdBoiLmZpbGVzdG9yZS52MS5CZWdpblJlc3RvcmVSZXNwb25zZRJtChRMaXN0TGlmZWN5Y2xlQWN0aW9ucxIpLmZpbGVzdG9yZS52MS5MaXN0TGlmZWN5Y2xlQWN0aW9uc1JlcXVlc3QaKi5maWxlc3RvcmUudjEuTGlzdExpZmVjeWNsZUFjdGlvbnNSZXNwb25zZWIGcHJvdG8z", [file_filestore_v1_resources, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Request for GetFile.
@@ -1880,6 +1880,563 @@ export const SetQuotaRequestSchema: GenMessage<SetQuotaRequest> = /*@__PURE__*/
   messageDesc(file_filestore_v1_metadata_service, 50);
 
 /**
+ * A tenant's lifecycle rule: which files (selector), when (age), what (action).
+ *
+ * The shape leaves room for file versions: "keep at most K old versions" will be a rule with
+ * `noncurrent_versions_to_keep` (a field to come) whose subject is a file's non-current versions
+ * instead of the file, acting on (file, version) with the same kinds, keys and job (see
+ * docs/lifecycle.md).
+ *
+ * @generated from message filestore.v1.LifecycleRule
+ */
+export type LifecycleRule = Message<"filestore.v1.LifecycleRule"> & {
+  /**
+   * The rule's id within the tenant: 1-63 characters of [a-z0-9-]. Actions are keyed by it.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Only files whose name starts with this (case-sensitive, NFC); empty: any name. At most 255
+   * characters.
+   *
+   * @generated from field: string name_prefix = 2;
+   */
+  namePrefix: string;
+
+  /**
+   * Only files carrying all of these labels with these values; empty: any. At most 64 entries.
+   *
+   * @generated from field: map<string, string> labels = 3;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * The file's age (since create_time) after which the action is due, in seconds (a day is
+   * 86,400); 0 or more.
+   *
+   * @generated from field: int64 after_seconds = 4;
+   */
+  afterSeconds: bigint;
+
+  /**
+   * What to do: TRANSITION or EXPIRE.
+   *
+   * @generated from field: filestore.v1.LifecycleActionKind action = 5;
+   */
+  action: LifecycleActionKind;
+
+  /**
+   * TRANSITION: the store to move to (a store the tenant's residency allows); empty: the file's own
+   * store, so only the storage class changes.
+   *
+   * @generated from field: string target_store = 6;
+   */
+  targetStore: string;
+
+  /**
+   * TRANSITION: the storage class to move to (one the target store declares in its
+   * `storage_classes`); empty means `STANDARD`. `GLACIER` and `DEEP_ARCHIVE` are archive tiers: a
+   * file there is not downloadable until restored.
+   *
+   * @generated from field: string target_storage_class = 7;
+   */
+  targetStorageClass: string;
+
+  /**
+   * EXPIRE: how long after the expiry the file's objects are purged, in seconds (0: at the next run
+   * after the expiry).
+   *
+   * @generated from field: int64 purge_after_seconds = 8;
+   */
+  purgeAfterSeconds: bigint;
+};
+
+/**
+ * Describes the message filestore.v1.LifecycleRule.
+ * Use `create(LifecycleRuleSchema)` to create a new message.
+ */
+export const LifecycleRuleSchema: GenMessage<LifecycleRule> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 51);
+
+/**
+ * A tenant's lifecycle rules.
+ *
+ * @generated from message filestore.v1.LifecycleRules
+ */
+export type LifecycleRules = Message<"filestore.v1.LifecycleRules"> & {
+  /**
+   * The tenant.
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * The rules, in id order. At most 64.
+   *
+   * @generated from field: repeated filestore.v1.LifecycleRule rules = 2;
+   */
+  rules: LifecycleRule[];
+};
+
+/**
+ * Describes the message filestore.v1.LifecycleRules.
+ * Use `create(LifecycleRulesSchema)` to create a new message.
+ */
+export const LifecycleRulesSchema: GenMessage<LifecycleRules> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 52);
+
+/**
+ * Request for GetLifecycleRules.
+ *
+ * @generated from message filestore.v1.GetLifecycleRulesRequest
+ */
+export type GetLifecycleRulesRequest = Message<"filestore.v1.GetLifecycleRulesRequest"> & {
+  /**
+   * The tenant; service callers only (others read their own tenant's).
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message filestore.v1.GetLifecycleRulesRequest.
+ * Use `create(GetLifecycleRulesRequestSchema)` to create a new message.
+ */
+export const GetLifecycleRulesRequestSchema: GenMessage<GetLifecycleRulesRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 53);
+
+/**
+ * Request for SetLifecycleRules.
+ *
+ * @generated from message filestore.v1.SetLifecycleRulesRequest
+ */
+export type SetLifecycleRulesRequest = Message<"filestore.v1.SetLifecycleRulesRequest"> & {
+  /**
+   * The rules to set (its `tenant` is required); they replace the tenant's rules.
+   *
+   * @generated from field: filestore.v1.LifecycleRules rules = 1;
+   */
+  rules?: LifecycleRules | undefined;
+};
+
+/**
+ * Describes the message filestore.v1.SetLifecycleRulesRequest.
+ * Use `create(SetLifecycleRulesRequestSchema)` to create a new message.
+ */
+export const SetLifecycleRulesRequestSchema: GenMessage<SetLifecycleRulesRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 54);
+
+/**
+ * Request for SetLegalHold.
+ *
+ * @generated from message filestore.v1.SetLegalHoldRequest
+ */
+export type SetLegalHoldRequest = Message<"filestore.v1.SetLegalHoldRequest"> & {
+  /**
+   * The file id.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * The tenant of the file.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Whether the file is held.
+   *
+   * @generated from field: bool legal_hold = 3;
+   */
+  legalHold: boolean;
+};
+
+/**
+ * Describes the message filestore.v1.SetLegalHoldRequest.
+ * Use `create(SetLegalHoldRequestSchema)` to create a new message.
+ */
+export const SetLegalHoldRequestSchema: GenMessage<SetLegalHoldRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 55);
+
+/**
+ * One lifecycle action on one file.
+ *
+ * @generated from message filestore.v1.LifecycleAction
+ */
+export type LifecycleAction = Message<"filestore.v1.LifecycleAction"> & {
+  /**
+   * The action's id (a UUID; empty in a dry run's answer).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The file.
+   *
+   * @generated from field: string file_id = 2;
+   */
+  fileId: string;
+
+  /**
+   * The file's tenant.
+   *
+   * @generated from field: string tenant = 3;
+   */
+  tenant: string;
+
+  /**
+   * The rule that made it due; empty for RESTORE.
+   *
+   * @generated from field: string rule_id = 4;
+   */
+  ruleId: string;
+
+  /**
+   * What it does.
+   *
+   * @generated from field: filestore.v1.LifecycleActionKind kind = 5;
+   */
+  kind: LifecycleActionKind;
+
+  /**
+   * Where it is.
+   *
+   * @generated from field: filestore.v1.LifecycleActionState state = 6;
+   */
+  state: LifecycleActionState;
+
+  /**
+   * TRANSITION, RESTORE: the store and storage class the original is in before the action.
+   *
+   * @generated from field: string source_store = 7;
+   */
+  sourceStore: string;
+
+  /**
+   * See `source_store`.
+   *
+   * @generated from field: string source_storage_class = 8;
+   */
+  sourceStorageClass: string;
+
+  /**
+   * TRANSITION, RESTORE: where the original goes.
+   *
+   * @generated from field: string target_store = 9;
+   */
+  targetStore: string;
+
+  /**
+   * See `target_store`.
+   *
+   * @generated from field: string target_storage_class = 10;
+   */
+  targetStorageClass: string;
+
+  /**
+   * The object holding the original (for a deduplicated file, its blob's object).
+   *
+   * @generated from field: string storage_key = 11;
+   */
+  storageKey: string;
+
+  /**
+   * The file's content type (a copy onto itself in another class keeps it).
+   *
+   * @generated from field: string content_type = 12;
+   */
+  contentType: string;
+
+  /**
+   * When the action was first claimed.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 13;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * When it was done; unset before.
+   *
+   * @generated from field: google.protobuf.Timestamp done_time = 14;
+   */
+  doneTime?: Timestamp | undefined;
+
+  /**
+   * The file's size in bytes.
+   *
+   * @generated from field: int64 size = 15;
+   */
+  size: bigint;
+};
+
+/**
+ * Describes the message filestore.v1.LifecycleAction.
+ * Use `create(LifecycleActionSchema)` to create a new message.
+ */
+export const LifecycleActionSchema: GenMessage<LifecycleAction> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 56);
+
+/**
+ * Request for ClaimLifecycleActions.
+ *
+ * @generated from message filestore.v1.ClaimLifecycleActionsRequest
+ */
+export type ClaimLifecycleActionsRequest = Message<"filestore.v1.ClaimLifecycleActionsRequest"> & {
+  /**
+   * The moment the rules are evaluated at (and leases count from); unset: the service's clock.
+   *
+   * @generated from field: google.protobuf.Timestamp now = 1;
+   */
+  now?: Timestamp | undefined;
+
+  /**
+   * At most this many actions, 0..500; 0 means 100.
+   *
+   * @generated from field: int32 limit = 2;
+   */
+  limit: number;
+
+  /**
+   * How long the lease lasts, 0..3600 seconds; 0 means 300.
+   *
+   * @generated from field: int32 lease_seconds = 3;
+   */
+  leaseSeconds: number;
+
+  /**
+   * List what would be claimed without claiming it.
+   *
+   * @generated from field: bool dry_run = 4;
+   */
+  dryRun: boolean;
+
+  /**
+   * Only this tenant's rules; empty: every tenant's.
+   *
+   * @generated from field: string tenant = 5;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message filestore.v1.ClaimLifecycleActionsRequest.
+ * Use `create(ClaimLifecycleActionsRequestSchema)` to create a new message.
+ */
+export const ClaimLifecycleActionsRequestSchema: GenMessage<ClaimLifecycleActionsRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 57);
+
+/**
+ * Response for ClaimLifecycleActions.
+ *
+ * @generated from message filestore.v1.ClaimLifecycleActionsResponse
+ */
+export type ClaimLifecycleActionsResponse = Message<"filestore.v1.ClaimLifecycleActionsResponse"> & {
+  /**
+   * The actions, oldest rule evaluation first.
+   *
+   * @generated from field: repeated filestore.v1.LifecycleAction actions = 1;
+   */
+  actions: LifecycleAction[];
+};
+
+/**
+ * Describes the message filestore.v1.ClaimLifecycleActionsResponse.
+ * Use `create(ClaimLifecycleActionsResponseSchema)` to create a new message.
+ */
+export const ClaimLifecycleActionsResponseSchema: GenMessage<ClaimLifecycleActionsResponse> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 58);
+
+/**
+ * Request for CompleteLifecycleAction.
+ *
+ * @generated from message filestore.v1.CompleteLifecycleActionRequest
+ */
+export type CompleteLifecycleActionRequest = Message<"filestore.v1.CompleteLifecycleActionRequest"> & {
+  /**
+   * The action's id.
+   *
+   * @generated from field: string action_id = 1;
+   */
+  actionId: string;
+
+  /**
+   * The action is DONE and its event was published: mark it ANNOUNCED.
+   *
+   * @generated from field: bool announced = 2;
+   */
+  announced: boolean;
+
+  /**
+   * The moment the action is done at (the job's `now`); unset: the service's clock.
+   *
+   * @generated from field: google.protobuf.Timestamp now = 3;
+   */
+  now?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message filestore.v1.CompleteLifecycleActionRequest.
+ * Use `create(CompleteLifecycleActionRequestSchema)` to create a new message.
+ */
+export const CompleteLifecycleActionRequestSchema: GenMessage<CompleteLifecycleActionRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 59);
+
+/**
+ * Response for CompleteLifecycleAction.
+ *
+ * @generated from message filestore.v1.CompleteLifecycleActionResponse
+ */
+export type CompleteLifecycleActionResponse = Message<"filestore.v1.CompleteLifecycleActionResponse"> & {
+  /**
+   * The action as it is now (DONE or ANNOUNCED; as it was when `dropped`).
+   *
+   * @generated from field: filestore.v1.LifecycleAction action = 1;
+   */
+  action?: LifecycleAction | undefined;
+
+  /**
+   * The file as it is now.
+   *
+   * @generated from field: filestore.v1.File file = 2;
+   */
+  file?: File | undefined;
+
+  /**
+   * Its precondition no longer held: nothing was done and the action was forgotten.
+   *
+   * @generated from field: bool dropped = 3;
+   */
+  dropped: boolean;
+};
+
+/**
+ * Describes the message filestore.v1.CompleteLifecycleActionResponse.
+ * Use `create(CompleteLifecycleActionResponseSchema)` to create a new message.
+ */
+export const CompleteLifecycleActionResponseSchema: GenMessage<CompleteLifecycleActionResponse> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 60);
+
+/**
+ * Request for BeginRestore.
+ *
+ * @generated from message filestore.v1.BeginRestoreRequest
+ */
+export type BeginRestoreRequest = Message<"filestore.v1.BeginRestoreRequest"> & {
+  /**
+   * The file id.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * The tenant of the file.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Who asks (the owner, or a principal with a WRITE grant).
+   *
+   * @generated from field: string principal = 3;
+   */
+  principal: string;
+};
+
+/**
+ * Describes the message filestore.v1.BeginRestoreRequest.
+ * Use `create(BeginRestoreRequestSchema)` to create a new message.
+ */
+export const BeginRestoreRequestSchema: GenMessage<BeginRestoreRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 61);
+
+/**
+ * Response for BeginRestore.
+ *
+ * @generated from message filestore.v1.BeginRestoreResponse
+ */
+export type BeginRestoreResponse = Message<"filestore.v1.BeginRestoreResponse"> & {
+  /**
+   * The file as it is.
+   *
+   * @generated from field: filestore.v1.File file = 1;
+   */
+  file?: File | undefined;
+
+  /**
+   * The claimed RESTORE action; unset when the file is not archived.
+   *
+   * @generated from field: filestore.v1.LifecycleAction action = 2;
+   */
+  action?: LifecycleAction | undefined;
+};
+
+/**
+ * Describes the message filestore.v1.BeginRestoreResponse.
+ * Use `create(BeginRestoreResponseSchema)` to create a new message.
+ */
+export const BeginRestoreResponseSchema: GenMessage<BeginRestoreResponse> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 62);
+
+/**
+ * Request for ListLifecycleActions.
+ *
+ * @generated from message filestore.v1.ListLifecycleActionsRequest
+ */
+export type ListLifecycleActionsRequest = Message<"filestore.v1.ListLifecycleActionsRequest"> & {
+  /**
+   * The file id.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * Service callers: the tenant of the file.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message filestore.v1.ListLifecycleActionsRequest.
+ * Use `create(ListLifecycleActionsRequestSchema)` to create a new message.
+ */
+export const ListLifecycleActionsRequestSchema: GenMessage<ListLifecycleActionsRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 63);
+
+/**
+ * Response for ListLifecycleActions.
+ *
+ * @generated from message filestore.v1.ListLifecycleActionsResponse
+ */
+export type ListLifecycleActionsResponse = Message<"filestore.v1.ListLifecycleActionsResponse"> & {
+  /**
+   * The actions, oldest first.
+   *
+   * @generated from field: repeated filestore.v1.LifecycleAction actions = 1;
+   */
+  actions: LifecycleAction[];
+};
+
+/**
+ * Describes the message filestore.v1.ListLifecycleActionsResponse.
+ * Use `create(ListLifecycleActionsResponseSchema)` to create a new message.
+ */
+export const ListLifecycleActionsResponseSchema: GenMessage<ListLifecycleActionsResponse> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_metadata_service, 64);
+
+/**
  * The state of a replica.
  *
  * @generated from enum filestore.v1.ReplicaState
@@ -1919,6 +2476,103 @@ export enum ReplicaState {
  */
 export const ReplicaStateSchema: GenEnum<ReplicaState> = /*@__PURE__*/
   enumDesc(file_filestore_v1_metadata_service, 0);
+
+/**
+ * What a lifecycle rule (or a restore) does to a file.
+ *
+ * @generated from enum filestore.v1.LifecycleActionKind
+ */
+export enum LifecycleActionKind {
+  /**
+   * Not set; a rule without an action is `INVALID_LIFECYCLE_RULE`.
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Move the original to another tier: a storage class of its store, or another store.
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_KIND_TRANSITION = 1;
+   */
+  TRANSITION = 1,
+
+  /**
+   * Soft-delete the file (its objects are kept until PURGE).
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_KIND_EXPIRE = 2;
+   */
+  EXPIRE = 2,
+
+  /**
+   * Delete an expired file's objects that no live record needs. Never named in a rule: an EXPIRE
+   * rule's `purge_after_seconds` schedules it.
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_KIND_PURGE = 3;
+   */
+  PURGE = 3,
+
+  /**
+   * Bring an archived original back to a readable tier (RestoreFile). Never named in a rule.
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_KIND_RESTORE = 4;
+   */
+  RESTORE = 4,
+}
+
+/**
+ * Describes the enum filestore.v1.LifecycleActionKind.
+ */
+export const LifecycleActionKindSchema: GenEnum<LifecycleActionKind> = /*@__PURE__*/
+  enumDesc(file_filestore_v1_metadata_service, 1);
+
+/**
+ * Where a lifecycle action is.
+ *
+ * @generated from enum filestore.v1.LifecycleActionState
+ */
+export enum LifecycleActionState {
+  /**
+   * Not set; never stored.
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A dry run's answer: what a claim would lease. Never stored.
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_STATE_PLANNED = 1;
+   */
+  PLANNED = 1,
+
+  /**
+   * Leased to a job, which is doing it (or stopped: the lease ends and another claim answers it).
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_STATE_CLAIMED = 2;
+   */
+  CLAIMED = 2,
+
+  /**
+   * Done in the catalogue; its event is still to be published.
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_STATE_DONE = 3;
+   */
+  DONE = 3,
+
+  /**
+   * Done, and its event published.
+   *
+   * @generated from enum value: LIFECYCLE_ACTION_STATE_ANNOUNCED = 4;
+   */
+  ANNOUNCED = 4,
+}
+
+/**
+ * Describes the enum filestore.v1.LifecycleActionState.
+ */
+export const LifecycleActionStateSchema: GenEnum<LifecycleActionState> = /*@__PURE__*/
+  enumDesc(file_filestore_v1_metadata_service, 2);
 
 /**
  * MetadataService keeps the record of every file.
@@ -1989,7 +2643,8 @@ export const MetadataService: GenService<{
    * The answer waits for the object's deletion at most 5 s (one attempt of a storage call), never past
    * the caller's deadline: when storage does not answer, the file is still deleted (the answer is OK),
    * and its object goes later, deleted in the background or found by the reconciler.
-   * Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`).
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_ETAG`), ABORTED (`ETAG_MISMATCH`),
+   * FAILED_PRECONDITION (`LEGAL_HOLD`: the file is under legal hold).
    *
    * @generated from rpc filestore.v1.MetadataService.DeleteFile
    */
@@ -2002,7 +2657,8 @@ export const MetadataService: GenService<{
    * Moves a file along its lifecycle; the one place transitions are enforced. Users may only move
    * their own files to DELETED; every other move belongs to the services (`service` role).
    * Errors: NOT_FOUND, INVALID_ARGUMENT (`INVALID_STATUS`, `INVALID_ETAG`), FAILED_PRECONDITION
-   * (`ILLEGAL_TRANSITION`), ABORTED (`ETAG_MISMATCH`), PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
+   * (`ILLEGAL_TRANSITION`; `LEGAL_HOLD`: to DELETED, a held file), ABORTED (`ETAG_MISMATCH`),
+   * PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`).
    *
    * @generated from rpc filestore.v1.MetadataService.TransitionFile
    */
@@ -2404,6 +3060,123 @@ export const MetadataService: GenService<{
     methodKind: "unary";
     input: typeof RecordReplicaRequestSchema;
     output: typeof ReplicaSchema;
+  },
+  /**
+   * Answers a tenant's lifecycle rules (in id order). Service callers name the tenant; users read
+   * their own tenant's.
+   * Errors: INVALID_ARGUMENT (`INVALID_TENANT`: a service caller named none).
+   *
+   * @generated from rpc filestore.v1.MetadataService.GetLifecycleRules
+   */
+  getLifecycleRules: {
+    methodKind: "unary";
+    input: typeof GetLifecycleRulesRequestSchema;
+    output: typeof LifecycleRulesSchema;
+  },
+  /**
+   * Replaces a tenant's lifecycle rules with `rules` (an administrator's call: service role only;
+   * an empty list removes them). At most 64 rules. Each rule is checked against the stores this
+   * metadata service is configured with and the tenant's residency. Files already acted on keep
+   * what was done: an action is keyed by (file, rule id, kind) and done once, so to act again
+   * after changing a rule, give it a new id.
+   * Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`,
+   * `TOO_MANY_VALUES`, `INVALID_LIFECYCLE_RULE`: see the reason; `INVALID_LABELS`).
+   *
+   * @generated from rpc filestore.v1.MetadataService.SetLifecycleRules
+   */
+  setLifecycleRules: {
+    methodKind: "unary";
+    input: typeof SetLifecycleRulesRequestSchema;
+    output: typeof LifecycleRulesSchema;
+  },
+  /**
+   * Sets or clears a file's legal hold (service role only: a compliance officer's call through an
+   * administrative tool). A held file cannot be deleted (DeleteFile and TransitionFile to DELETED
+   * answer FAILED_PRECONDITION `LEGAL_HOLD`), and lifecycle rules neither expire nor purge it; its
+   * tier may still change. Setting the value it has changes nothing.
+   * Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_TENANT`),
+   * NOT_FOUND (`FILE_NOT_FOUND`; a deleted file, not purged yet, may be held).
+   *
+   * @generated from rpc filestore.v1.MetadataService.SetLegalHold
+   */
+  setLegalHold: {
+    methodKind: "unary";
+    input: typeof SetLegalHoldRequestSchema;
+    output: typeof FileSchema;
+  },
+  /**
+   * The lifecycle job's claim (service role only): evaluates every tenant's rules (or `tenant`'s)
+   * at `now` and leases up to `limit` due actions to the caller for `lease_seconds`, so that of
+   * several jobs only one acts on a given file. Due are: TRANSITION of a READY file older than the
+   * rule's age whose store or storage class differs from the rule's target (not a file whose
+   * content is shared by deduplication, nor one a rule with a later age moved already); EXPIRE of
+   * a READY, QUARANTINED or FAILED file older than the rule's age and not under legal hold; PURGE of
+   * a file the rule expired more than `purge_after_seconds` before `now`, not under legal hold. An
+   * action is keyed by (file, rule, kind): once DONE it is never due again (a restored file is not
+   * archived again by the same rule). Also answered: actions of an earlier claim whose lease ended
+   * (a job that stopped halfway; `state` CLAIMED: do them again, every step is idempotent) and DONE
+   * actions whose event was not announced (`state` DONE: publish the event, then
+   * CompleteLifecycleAction with `announced`). Leases count from `now` (default: the service's
+   * clock), so a test with a clock of its own sees its own leases end. With `dry_run` nothing is
+   * written: the answer lists what would be claimed, in state PLANNED.
+   * Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), INVALID_ARGUMENT (`INVALID_LIMIT`: not
+   * 0..500, `INVALID_LEASE`: not 0..3600 seconds).
+   *
+   * @generated from rpc filestore.v1.MetadataService.ClaimLifecycleActions
+   */
+  claimLifecycleActions: {
+    methodKind: "unary";
+    input: typeof ClaimLifecycleActionsRequestSchema;
+    output: typeof ClaimLifecycleActionsResponseSchema;
+  },
+  /**
+   * Records a claimed action as done, in one transaction with its effect on the catalogue
+   * (service role only): TRANSITION and RESTORE set the file's store and storage class to the
+   * action's target (the caller has copied the bytes there); EXPIRE soft-deletes the file (status
+   * DELETED, reason LIFECYCLE_EXPIRED, quota refunded, blob reference released) but keeps its
+   * objects until PURGE; PURGE deletes those of its objects no live record needs (a deduplicated
+   * blob another file still references stays) through the janitor, after the commit. An action
+   * whose precondition no longer holds (the file was deleted, put under legal hold, changed) is
+   * dropped instead (`dropped`: nothing changed, the rules decide again at the next claim). With
+   * `announced`, a DONE action is marked as announced (its event was published). Completing a
+   * completed action answers it as it is.
+   * Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`LIFECYCLE_ACTION_NOT_FOUND`),
+   * ABORTED (`CONCURRENT_MODIFICATION`, retryable).
+   *
+   * @generated from rpc filestore.v1.MetadataService.CompleteLifecycleAction
+   */
+  completeLifecycleAction: {
+    methodKind: "unary";
+    input: typeof CompleteLifecycleActionRequestSchema;
+    output: typeof CompleteLifecycleActionResponseSchema;
+  },
+  /**
+   * Starts the restore of an archived file (the processor's RestoreFile; service role only): for
+   * `principal` who owns the file or holds a WRITE grant, claims a RESTORE action (its target the
+   * file's store, class STANDARD). A file that is not archived answers no action (nothing to do).
+   * Errors: PERMISSION_DENIED (`SERVICE_ROLE_REQUIRED`), NOT_FOUND (`FILE_NOT_FOUND`, also when the
+   * principal may not change the file), INVALID_ARGUMENT (`INVALID_PRINCIPAL`), FAILED_PRECONDITION
+   * (`FILE_NOT_READY`: not READY).
+   *
+   * @generated from rpc filestore.v1.MetadataService.BeginRestore
+   */
+  beginRestore: {
+    methodKind: "unary";
+    input: typeof BeginRestoreRequestSchema;
+    output: typeof BeginRestoreResponseSchema;
+  },
+  /**
+   * Lists the lifecycle actions taken on a file (and those in progress), oldest first: what
+   * `filestore info` shows. Whoever may read the file may list them; a deleted file's are answered
+   * to its owner and service callers. At most 100 (a file has a handful).
+   * Errors: NOT_FOUND (`FILE_NOT_FOUND`).
+   *
+   * @generated from rpc filestore.v1.MetadataService.ListLifecycleActions
+   */
+  listLifecycleActions: {
+    methodKind: "unary";
+    input: typeof ListLifecycleActionsRequestSchema;
+    output: typeof ListLifecycleActionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_filestore_v1_metadata_service, 0);

@@ -9,7 +9,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { ObjectCreated } from "./events_pb.js";
 import { file_filestore_v1_events } from "./events_pb.js";
-import type { FileStatus, ProcessingResult } from "./resources_pb.js";
+import type { FileSchema, FileStatus, ProcessingResult } from "./resources_pb.js";
 import { file_filestore_v1_resources } from "./resources_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -19,7 +19,35 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file filestore/v1/processor_service.proto.
  */
 export const file_filestore_v1_processor_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRmaWxlc3RvcmUvdjEvcHJvY2Vzc29yX3NlcnZpY2UucHJvdG8SDGZpbGVzdG9yZS52MSItChpHZXRQcm9jZXNzaW5nU3RhdHVzUmVxdWVzdBIPCgdmaWxlX2lkGAEgASgJIpUBChBQcm9jZXNzaW5nU3RhdHVzEg8KB2ZpbGVfaWQYASABKAkSKAoGc3RhdHVzGAIgASgOMhguZmlsZXN0b3JlLnYxLkZpbGVTdGF0dXMSFQoNc3RhdHVzX3JlYXNvbhgDIAEoCRIvCgdyZXN1bHRzGAQgAygLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdSZXN1bHQiSwoUUmVwcm9jZXNzRmlsZVJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEg4KBnRlbmFudBgDIAEoCSJHChVSZXByb2Nlc3NGaWxlUmVzcG9uc2USLgoGc3RhdHVzGAEgASgLMh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdTdGF0dXMi4QEKCkRlYWRMZXR0ZXISCgoCaWQYASABKAkSDwoHc3ViamVjdBgCIAEoCRIqCgVldmVudBgDIAEoCzIbLmZpbGVzdG9yZS52MS5PYmplY3RDcmVhdGVkEg4KBnJlYXNvbhgEIAEoCRISCgpkZWxpdmVyaWVzGAUgASgFEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdwYXlsb2FkGAcgASgMEhQKDHBheWxvYWRfc2l6ZRgIIAEoAxIOCgZkZXRhaWwYCSABKAkiPwoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJiChdMaXN0RGVhZExldHRlcnNSZXNwb25zZRIuCgxkZWFkX2xldHRlcnMYASADKAsyGC5maWxlc3RvcmUudjEuRGVhZExldHRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMQoXUmVwbGF5RGVhZExldHRlclJlcXVlc3QSFgoOZGVhZF9sZXR0ZXJfaWQYASABKAkiGgoYUmVwbGF5RGVhZExldHRlclJlc3BvbnNlMpADChBQcm9jZXNzb3JTZXJ2aWNlEl8KE0dldFByb2Nlc3NpbmdTdGF0dXMSKC5maWxlc3RvcmUudjEuR2V0UHJvY2Vzc2luZ1N0YXR1c1JlcXVlc3QaHi5maWxlc3RvcmUudjEuUHJvY2Vzc2luZ1N0YXR1cxJYCg1SZXByb2Nlc3NGaWxlEiIuZmlsZXN0b3JlLnYxLlJlcHJvY2Vzc0ZpbGVSZXF1ZXN0GiMuZmlsZXN0b3JlLnYxLlJlcHJvY2Vzc0ZpbGVSZXNwb25zZRJeCg9MaXN0RGVhZExldHRlcnMSJC5maWxlc3RvcmUudjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBolLmZpbGVzdG9yZS52MS5MaXN0RGVhZExldHRlcnNSZXNwb25zZRJhChBSZXBsYXlEZWFkTGV0dGVyEiUuZmlsZXN0b3JlLnYxLlJlcGxheURlYWRMZXR0ZXJSZXF1ZXN0GiYuZmlsZXN0b3JlLnYxLlJlcGxheURlYWRMZXR0ZXJSZXNwb25zZWIGcHJvdG8z", [file_filestore_v1_events, file_filestore_v1_resources, file_google_protobuf_timestamp]);
+  fileDesc("CiRmaWxlc3RvcmUvdjEvcHJvY2Vzc29yX3NlcnZpY2UucHJvdG8SDGZpbGVzdG9yZS52MSI1ChJSZXN0b3JlRmlsZVJlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkiLQoaR2V0UHJvY2Vzc2luZ1N0YXR1c1JlcXVlc3QSDwoHZmlsZV9pZBgBIAEoCSKVAQoQUHJvY2Vzc2luZ1N0YXR1cxIPCgdmaWxlX2lkGAEgASgJEigKBnN0YXR1cxgCIAEoDjIYLmZpbGVzdG9yZS52MS5GaWxlU3RhdHVzEhUKDXN0YXR1c19yZWFzb24YAyABKAkSLwoHcmVzdWx0cxgEIAMoCzIeLmZpbGVzdG9yZS52MS5Qcm9jZXNzaW5nUmVzdWx0IksKFFJlcHJvY2Vzc0ZpbGVSZXF1ZXN0Eg8KB2ZpbGVfaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkiRwoVUmVwcm9jZXNzRmlsZVJlc3BvbnNlEi4KBnN0YXR1cxgBIAEoCzIeLmZpbGVzdG9yZS52MS5Qcm9jZXNzaW5nU3RhdHVzIuEBCgpEZWFkTGV0dGVyEgoKAmlkGAEgASgJEg8KB3N1YmplY3QYAiABKAkSKgoFZXZlbnQYAyABKAsyGy5maWxlc3RvcmUudjEuT2JqZWN0Q3JlYXRlZBIOCgZyZWFzb24YBCABKAkSEgoKZGVsaXZlcmllcxgFIAEoBRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcGF5bG9hZBgHIAEoDBIUCgxwYXlsb2FkX3NpemUYCCABKAMSDgoGZGV0YWlsGAkgASgJIj8KFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiYgoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USLgoMZGVhZF9sZXR0ZXJzGAEgAygLMhguZmlsZXN0b3JlLnYxLkRlYWRMZXR0ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjEKF1JlcGxheURlYWRMZXR0ZXJSZXF1ZXN0EhYKDmRlYWRfbGV0dGVyX2lkGAEgASgJIhoKGFJlcGxheURlYWRMZXR0ZXJSZXNwb25zZTLVAwoQUHJvY2Vzc29yU2VydmljZRJfChNHZXRQcm9jZXNzaW5nU3RhdHVzEiguZmlsZXN0b3JlLnYxLkdldFByb2Nlc3NpbmdTdGF0dXNSZXF1ZXN0Gh4uZmlsZXN0b3JlLnYxLlByb2Nlc3NpbmdTdGF0dXMSWAoNUmVwcm9jZXNzRmlsZRIiLmZpbGVzdG9yZS52MS5SZXByb2Nlc3NGaWxlUmVxdWVzdBojLmZpbGVzdG9yZS52MS5SZXByb2Nlc3NGaWxlUmVzcG9uc2USXgoPTGlzdERlYWRMZXR0ZXJzEiQuZmlsZXN0b3JlLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaJS5maWxlc3RvcmUudjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USYQoQUmVwbGF5RGVhZExldHRlchIlLmZpbGVzdG9yZS52MS5SZXBsYXlEZWFkTGV0dGVyUmVxdWVzdBomLmZpbGVzdG9yZS52MS5SZXBsYXlEZWFkTGV0dGVyUmVzcG9uc2USQwoLUmVzdG9yZUZpbGUSIC5maWxlc3RvcmUudjEuUmVzdG9yZUZpbGVSZXF1ZXN0GhIuZmlsZXN0b3JlLnYxLkZpbGViBnByb3RvMw", [file_filestore_v1_events, file_filestore_v1_resources, file_google_protobuf_timestamp]);
+
+/**
+ * Request for RestoreFile.
+ *
+ * @generated from message filestore.v1.RestoreFileRequest
+ */
+export type RestoreFileRequest = Message<"filestore.v1.RestoreFileRequest"> & {
+  /**
+   * The file id.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * Service callers: the tenant of the file. Ignored for other callers.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message filestore.v1.RestoreFileRequest.
+ * Use `create(RestoreFileRequestSchema)` to create a new message.
+ */
+export const RestoreFileRequestSchema: GenMessage<RestoreFileRequest> = /*@__PURE__*/
+  messageDesc(file_filestore_v1_processor_service, 0);
 
 /**
  * Request for GetProcessingStatus.
@@ -40,7 +68,7 @@ export type GetProcessingStatusRequest = Message<"filestore.v1.GetProcessingStat
  * Use `create(GetProcessingStatusRequestSchema)` to create a new message.
  */
 export const GetProcessingStatusRequestSchema: GenMessage<GetProcessingStatusRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_processor_service, 0);
+  messageDesc(file_filestore_v1_processor_service, 1);
 
 /**
  * The processing status of a file.
@@ -82,7 +110,7 @@ export type ProcessingStatus = Message<"filestore.v1.ProcessingStatus"> & {
  * Use `create(ProcessingStatusSchema)` to create a new message.
  */
 export const ProcessingStatusSchema: GenMessage<ProcessingStatus> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_processor_service, 1);
+  messageDesc(file_filestore_v1_processor_service, 2);
 
 /**
  * Request for ReprocessFile.
@@ -117,7 +145,7 @@ export type ReprocessFileRequest = Message<"filestore.v1.ReprocessFileRequest"> 
  * Use `create(ReprocessFileRequestSchema)` to create a new message.
  */
 export const ReprocessFileRequestSchema: GenMessage<ReprocessFileRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_processor_service, 2);
+  messageDesc(file_filestore_v1_processor_service, 3);
 
 /**
  * Response for ReprocessFile.
@@ -138,7 +166,7 @@ export type ReprocessFileResponse = Message<"filestore.v1.ReprocessFileResponse"
  * Use `create(ReprocessFileResponseSchema)` to create a new message.
  */
 export const ReprocessFileResponseSchema: GenMessage<ReprocessFileResponse> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_processor_service, 3);
+  messageDesc(file_filestore_v1_processor_service, 4);
 
 /**
  * An event that exhausted its deliveries, or a message that is not a valid event.
@@ -216,7 +244,7 @@ export type DeadLetter = Message<"filestore.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_processor_service, 4);
+  messageDesc(file_filestore_v1_processor_service, 5);
 
 /**
  * Request for ListDeadLetters.
@@ -244,7 +272,7 @@ export type ListDeadLettersRequest = Message<"filestore.v1.ListDeadLettersReques
  * Use `create(ListDeadLettersRequestSchema)` to create a new message.
  */
 export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_processor_service, 5);
+  messageDesc(file_filestore_v1_processor_service, 6);
 
 /**
  * Response for ListDeadLetters.
@@ -272,7 +300,7 @@ export type ListDeadLettersResponse = Message<"filestore.v1.ListDeadLettersRespo
  * Use `create(ListDeadLettersResponseSchema)` to create a new message.
  */
 export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_processor_service, 6);
+  messageDesc(file_filestore_v1_processor_service, 7);
 
 /**
  * Request for ReplayDeadLetter.
@@ -293,7 +321,7 @@ export type ReplayDeadLetterRequest = Message<"filestore.v1.ReplayDeadLetterRequ
  * Use `create(ReplayDeadLetterRequestSchema)` to create a new message.
  */
 export const ReplayDeadLetterRequestSchema: GenMessage<ReplayDeadLetterRequest> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_processor_service, 7);
+  messageDesc(file_filestore_v1_processor_service, 8);
 
 /**
  * Response for ReplayDeadLetter.
@@ -308,7 +336,7 @@ export type ReplayDeadLetterResponse = Message<"filestore.v1.ReplayDeadLetterRes
  * Use `create(ReplayDeadLetterResponseSchema)` to create a new message.
  */
 export const ReplayDeadLetterResponseSchema: GenMessage<ReplayDeadLetterResponse> = /*@__PURE__*/
-  messageDesc(file_filestore_v1_processor_service, 8);
+  messageDesc(file_filestore_v1_processor_service, 9);
 
 /**
  * ProcessorService reports and steers processing.
@@ -378,6 +406,27 @@ export const ProcessorService: GenService<{
     methodKind: "unary";
     input: typeof ReplayDeadLetterRequestSchema;
     output: typeof ReplayDeadLetterResponseSchema;
+  },
+  /**
+   * Brings an archived file (File.archived: its original in GLACIER or DEEP_ARCHIVE, where it
+   * cannot be downloaded) back to its store's STANDARD class, and answers the file once it is
+   * readable; a FileLifecycleChanged event (`files.file.lifecycle`, action RESTORE, `readable`
+   * true) says so to everyone else. The processor owns it because it holds the storage identity
+   * that may rewrite originals (the download signer only reads). The copy is server-side (a
+   * CopyObject of the object onto itself), so no bytes pass through the service; a file that is
+   * not archived is answered as it is. The file's owner, a principal with a WRITE grant, or a
+   * service may call it; calling again is harmless. The file stays restored: the rule that
+   * archived it does not archive it again.
+   * Errors: NOT_FOUND (`FILE_NOT_FOUND`, also for other tenants' files), FAILED_PRECONDITION
+   * (`FILE_NOT_READY`; `UNKNOWN_STORE`: the file's store is not configured here), UNAVAILABLE
+   * (retryable: `METADATA_UNAVAILABLE`, `STORAGE_UNAVAILABLE`, `EVENT_PUBLISH_FAILED`).
+   *
+   * @generated from rpc filestore.v1.ProcessorService.RestoreFile
+   */
+  restoreFile: {
+    methodKind: "unary";
+    input: typeof RestoreFileRequestSchema;
+    output: typeof FileSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_filestore_v1_processor_service, 0);

@@ -6,6 +6,7 @@ process with several stores (regions, tiers) holds several values; nothing about
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -186,7 +187,14 @@ class StoreSet:
             if not isinstance(entries, list):
                 raise SettingsError(f"{where} must be a JSON list of stores")
             extra = [_store_from_json(entry, where=where, base=s3) for entry in entries]
+        default = StoreConfig.from_settings(s3)
+        # The default store's tiers (``FILESTORE_S3_STORAGE_CLASSES``, comma-separated): what lifecycle
+        # rules may move its files to; ``STANDARD`` always.
+        classes = [name.strip() for name in env.string(f"{PREFIX}S3_STORAGE_CLASSES", "").split(",")]
+        default = dataclasses.replace(
+            default, storage_classes=tuple(dict.fromkeys(["STANDARD", *(name for name in classes if name)]))
+        )
         return cls(
-            (StoreConfig.from_settings(s3), *extra),
+            (default, *extra),
             default=env.string(f"{PREFIX}DEFAULT_STORE", DEFAULT_STORE),
         )

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from filestore.core.errors import FailedPrecondition
@@ -65,6 +66,8 @@ CORS_DENY_ALL_ORIGIN: Final = "https://cross-origin-disabled.invalid"
 LIST_PAGE_SIZE: Final = 1000
 #: The part size of a streamed copy between stores: what a copy holds in memory at most.
 COPY_PART_BYTES: Final = 8 * 1024 * 1024
+#: The largest object one CopyObject copies (S3's limit); larger ones are copied in parts.
+COPY_OBJECT_MAX_BYTES: Final = 5 * 1024 * 1024 * 1024
 
 
 def cors_rules(origins: Sequence[str]) -> list[CORSRuleTypeDef]:
@@ -325,6 +328,56 @@ class ObjectStore:
         if head is None:
             raise storage_unavailable(RuntimeError("the copy is not there"), key=key)
         return head
+
+    # ------------------------------------------------------------------------------- tiers
+
+    async def storage_class(self, key: str) -> str | None:
+        """The object's storage class (``STANDARD`` when storage names none), or None when there is
+        no such object."""
+        try:
+            head = await self._request("head_object", Key=key)
+        except ClientError as error:
+            if error_code(error) in NO_SUCH_OBJECT:
+                return None
+            raise refused(error, key=key) from error
+        return str(head.get("StorageClass") or "STANDARD")
+
+    async def set_storage_class(self, key: str, storage_class: str) -> None:
+        """Move the object to ``storage_class`` by copying it onto itself, server-side (no byte
+        leaves storage): ``CopyObject`` up to 5 GiB, ``UploadPartCopy`` parts above (the transfer
+        manager's multipart copy). The copy replaces the metadata (S3, and SeaweedFS, refuse a copy
+        onto itself that changes nothing else), so the object's own headers are carried over."""
+        try:
+            head = await self._request("head_object", Key=key)
+        except ClientError as error:
+            raise refused(error, key=key) from error
+        extra: dict[str, Any] = {
+            "StorageClass": storage_class,
+            "MetadataDirective": "REPLACE",
+            "ContentType": head.get("ContentType") or "application/octet-stream",
+            "Metadata": dict(head.get("Metadata") or {}),
+        }
+        for header in ("ContentDisposition", "ContentEncoding", "ContentLanguage", "CacheControl"):
+            if head.get(header):
+                extra[header] = head[header]
+
+        def copy() -> None:
+            self._streaming_client().copy(
+                {"Bucket": self.config.bucket, "Key": key},
+                self.config.bucket,
+                key,
+                ExtraArgs=extra,
+                Config=TransferConfig(
+                    multipart_threshold=COPY_OBJECT_MAX_BYTES, multipart_chunksize=COPY_PART_BYTES
+                ),
+            )
+
+        try:
+            await asyncio.to_thread(copy)
+        except ClientError as error:
+            raise refused(error, key=key) from error
+        except BotoCoreError as error:
+            raise storage_unavailable(error, key=key) from error
 
     # ---------------------------------------------------------------------- multipart uploads
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -39,8 +40,10 @@ from filestore.core.identity import SUBJECT_MAX_CHARS
 from filestore.core.validation import MAX_CONTENT_TYPE_CHARS, MAX_NAME_CHARS
 
 __all__ = [
+    "ARCHIVE_STORAGE_CLASSES",
     "DEFAULT_STORE",
     "NAMING_CONVENTION",
+    "READABLE_STORAGE_CLASS",
     "STORE_NAME_LENGTH",
     "Base",
     "Blob",
@@ -51,6 +54,10 @@ __all__ = [
     "FileValues",
     "Grant",
     "IdempotencyKey",
+    "LifecycleAction",
+    "LifecycleActionKind",
+    "LifecycleActionState",
+    "LifecycleRule",
     "PartChecksum",
     "Permission",
     "ProcessingOutcome",
@@ -216,6 +223,31 @@ STORE_NAME_LENGTH = 63
 DEFAULT_STORE = "default"
 
 
+#: The width of a storage class's name (S3's longest is ``INTELLIGENT_TIERING``).
+STORAGE_CLASS_LENGTH = 32
+#: Where every original starts, and where a restore brings one back.
+READABLE_STORAGE_CLASS = "STANDARD"
+#: S3's storage classes whose objects cannot be read before a restore. SeaweedFS stores the class
+#: and serves such objects all the same, so the catalogue's tier is what decides (downloads refuse
+#: them with ``FILE_ARCHIVED``); ``GLACIER_IR`` is read at once, so it is not here.
+ARCHIVE_STORAGE_CLASSES: frozenset[str] = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+class LifecycleActionKind(enum.StrEnum):
+    TRANSITION = "TRANSITION"
+    EXPIRE = "EXPIRE"
+    PURGE = "PURGE"
+    RESTORE = "RESTORE"
+
+
+class LifecycleActionState(enum.StrEnum):
+    """CLAIMED (leased to a job) → DONE (in the catalogue) → ANNOUNCED (its event published)."""
+
+    CLAIMED = "CLAIMED"
+    DONE = "DONE"
+    ANNOUNCED = "ANNOUNCED"
+
+
 def _store_column() -> Mapped[str]:
     return mapped_column(String(STORE_NAME_LENGTH), default=DEFAULT_STORE, server_default=DEFAULT_STORE)
 
@@ -303,6 +335,12 @@ class File(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column()
+    #: The original's tier in its store (lifecycle rules move it; a restore brings it back).
+    storage_class: Mapped[str] = mapped_column(
+        String(STORAGE_CLASS_LENGTH), default=READABLE_STORAGE_CLASS, server_default=READABLE_STORAGE_CLASS
+    )
+    #: Blocks deletion, expiry and purge (SetLegalHold).
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @property
     def etag(self) -> str:
@@ -336,6 +374,8 @@ class FileValues:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+    storage_class: str
+    legal_hold: bool
 
 
 #: A file's columns by name, however they were read: an ORM object (the lifecycle's paths), a Core
@@ -516,3 +556,54 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(128))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LifecycleRule(Base):
+    """One of a tenant's lifecycle rules: a selector (name prefix, labels), an age, an action."""
+
+    __tablename__ = "lifecycle_rules"
+    __table_args__ = (_enum_check("action", LifecycleActionKind, "action"),)
+
+    tenant: Mapped[str] = mapped_column(String(255), primary_key=True)
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name_prefix: Mapped[str] = mapped_column(String(MAX_NAME_CHARS), default="")
+    labels: Mapped[dict[str, str]] = mapped_column(default=dict)
+    after_seconds: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[LifecycleActionKind] = mapped_column(StrEnumType(LifecycleActionKind))
+    #: TRANSITION: None keeps the file's store.
+    target_store: Mapped[str | None] = mapped_column(String(STORE_NAME_LENGTH))
+    target_storage_class: Mapped[str] = mapped_column(
+        String(STORAGE_CLASS_LENGTH), default=READABLE_STORAGE_CLASS
+    )
+    purge_after_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LifecycleAction(Base):
+    """The durable log of lifecycle actions, one row per (file, rule, kind): what makes the job
+    resumable (a CLAIMED row whose lease ended is answered to the next claim) and idempotent (a DONE
+    row is never due again). A restore's ``rule_key`` is ``restore/<file version>``."""
+
+    __tablename__ = "lifecycle_actions"
+    __table_args__ = (
+        UniqueConstraint("file_id", "rule_key", "kind"),
+        _enum_check("kind", LifecycleActionKind, "kind"),
+        _enum_check("state", LifecycleActionState, "state"),
+        Index("ix_lifecycle_actions_state_lease_until", "state", "lease_until"),
+    )
+
+    id: Mapped[str] = _id_column()
+    file_id: Mapped[str] = _file_fk()
+    tenant: Mapped[str] = mapped_column(String(255))
+    #: The rule's id, or ``restore/<version>`` for a restore.
+    rule_key: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[LifecycleActionKind] = mapped_column(StrEnumType(LifecycleActionKind))
+    state: Mapped[LifecycleActionState] = mapped_column(StrEnumType(LifecycleActionState))
+    source_store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH))
+    source_storage_class: Mapped[str] = mapped_column(String(STORAGE_CLASS_LENGTH))
+    target_store: Mapped[str] = mapped_column(String(STORE_NAME_LENGTH))
+    target_storage_class: Mapped[str] = mapped_column(String(STORAGE_CLASS_LENGTH))
+    #: EXPIRE: the objects the soft delete left for PURGE (``{"keys": [...]}``).
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lease_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column()

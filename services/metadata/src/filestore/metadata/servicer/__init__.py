@@ -4,9 +4,9 @@ who may do what, and runs each RPC in one transaction.
 
 One module per resource: :mod:`.files`, :mod:`.uploads`, :mod:`.access` (AuthorizeRead and grants),
 :mod:`.processing` (what the pipeline records: verified content, facts, step results, derivatives,
-quarantined content), :mod:`.quotas` and :mod:`.placement` (residency, replicas). What they share
-is in :mod:`.base` (the access checks) and :mod:`.unit_of_work` (the transactions, and the
-request_id replays of the write RPCs).
+quarantined content), :mod:`.quotas`, :mod:`.placement` (residency, replicas) and :mod:`.lifecycle`
+(tiers, expiry, legal holds, restores). What they share is in :mod:`.base` (the access checks) and
+:mod:`.unit_of_work` (the transactions, and the request_id replays of the write RPCs).
 
 Each module is a mixin over :class:`.base.ServicerBase`, and :class:`MetadataServicer` combines them.
 Mixins rather than delegation because gRPC dispatches to one servicer object by method name: delegating
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from filestore.metadata.servicer.access import AccessRpcs
 from filestore.metadata.servicer.files import FileRpcs
+from filestore.metadata.servicer.lifecycle import LifecycleRpcs
 from filestore.metadata.servicer.placement import PlacementRpcs
 from filestore.metadata.servicer.processing import ProcessingRpcs
 from filestore.metadata.servicer.quotas import QuotaRpcs
@@ -27,6 +28,8 @@ from filestore.metadata.servicer.uploads import UploadRpcs
 __all__ = ["MetadataServicer"]
 
 
-class MetadataServicer(FileRpcs, UploadRpcs, AccessRpcs, ProcessingRpcs, QuotaRpcs, PlacementRpcs):
+class MetadataServicer(
+    FileRpcs, UploadRpcs, AccessRpcs, ProcessingRpcs, QuotaRpcs, PlacementRpcs, LifecycleRpcs
+):
     """Every RPC of MetadataService; constructed as ``MetadataServicer(sessions, objects=...,
     page_token_secret=...)`` (see :class:`.base.ServicerBase`)."""

@@ -23,6 +23,7 @@ from filestore.metadata.db import models, store
 from filestore.metadata.janitor import ObjectJanitor
 from filestore.metadata.servicer.unit_of_work import UnitOfWork
 from filestore.server.pagetokens import PageTokens
+from filestore.server.storage import StoreSet
 from filestore.v1 import metadata_service_pb2_grpc, resources_pb2
 
 __all__ = ["Context", "ServicerBase"]
@@ -32,9 +33,17 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class ServicerBase(metadata_service_pb2_grpc.MetadataServiceServicer):
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, objects: ObjectJanitor, page_token_secret: str
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        objects: ObjectJanitor,
+        page_token_secret: str,
+        stores: StoreSet | None = None,
     ) -> None:
+        """``stores``: the stores this service is configured with, which lifecycle rules are checked
+        against (their names and storage classes); None accepts any well-formed name."""
         self._unit = UnitOfWork(sessions)
+        self._stores = stores
         self._objects = objects
         self._page_tokens = PageTokens(page_token_secret, purpose="ListFiles")
         self._upload_page_tokens = PageTokens(page_token_secret, purpose="ListUploadRecords")

@@ -24,6 +24,7 @@ from filestore.core.keys import original_key
 from filestore.core.reasons import Reason
 from filestore.metadata.db.models import (
     DEFAULT_STORE,
+    READABLE_STORAGE_CLASS,
     File,
     FileStatus,
     FileValues,
@@ -184,6 +185,8 @@ async def create_file(
         created_at=now,
         updated_at=now,
         deleted_at=None,
+        storage_class=READABLE_STORAGE_CLASS,
+        legal_hold=False,
     )
     await db.execute(_INSERT_FILE, _values_of(file))
     return file
@@ -315,6 +318,11 @@ async def _transition(
                 f"a {previous} file cannot become {to_status}",
                 reason=Reason.ILLEGAL_TRANSITION,
                 metadata={"file_id": file_id, "from": str(previous), "to": str(to_status)},
+            )
+        if to_status == FileStatus.DELETED and file.legal_hold and previous != FileStatus.PENDING:
+            # A PENDING file holds no bytes yet: its abandoned upload is reaped whatever the hold.
+            raise FailedPrecondition(
+                "the file is under legal hold", reason=Reason.LEGAL_HOLD, metadata={"file_id": file_id}
             )
         values: dict[str, Any] = {"status": to_status, "status_reason": reason}
         if to_status == FileStatus.DELETED:

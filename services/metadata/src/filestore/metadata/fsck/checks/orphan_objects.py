@@ -1,6 +1,7 @@
 """``orphan_object`` and ``orphan_derivative`` objects: an object under ``originals/`` or
 ``derivatives/`` that no record needs (no live file, no blob and no derivative row has its key); it is
-an ``orphan_derivative`` when it is a derivative whose file is gone. Repair: delete the object, after
+an ``orphan_derivative`` when it is a derivative whose file is gone. An expired file's objects are
+kept until its lifecycle PURGE (``db.store.lifecycle.keys_awaiting_purge``). Repair: delete the object, after
 the exhaustive check over every record and only if it did not change since it was listed. Keys are
 built from fresh ids, so once no record needs a key, none can need it later.
 """
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from filestore.core.keys import KeyKind, parse_key
 from filestore.metadata.db.models import Blob, Derivative, File, FileStatus
+from filestore.metadata.db.store import lifecycle
 from filestore.metadata.fsck.report import Finding, FindingKind, Repair, Resolution
 from filestore.metadata.fsck.scan import Scan
 from filestore.server.storage import ListedObject
@@ -44,6 +46,9 @@ async def _check_page(scan: Scan, page: list[ListedObject]) -> None:
     referenced = {facts.storage_key for facts in files.values() if facts.status != FileStatus.DELETED}
     referenced |= {facts.blob_key for facts in files.values() if facts.blob_key is not None}
     referenced |= await _derivative_keys(scan, set(files))
+    # An expired file keeps its objects for the grace its rule gives; its PURGE deletes them.
+    async with scan.sessions() as session, session.begin():
+        referenced |= await lifecycle.keys_awaiting_purge(session, file_ids=sorted(files))
     candidates = [stored for stored in settled if stored.key not in referenced]
     referenced |= await scan.referenced_keys([stored.key for stored in candidates])
     findings: list[Finding] = []
