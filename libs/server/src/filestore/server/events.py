@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nats
 import structlog
@@ -133,7 +134,37 @@ async def connect(settings: NatsSettings, *, name: str) -> NatsClient:
     return client
 
 
+#: How long a service starting waits for JetStream to answer its stream and consumer requests: a
+#: cluster electing a leader, or busy with every replica of every service starting at once, answers
+#: them late (nats-py's API timeout is 5 s) and the service should wait, not exit.
+PROVISION_PATIENCE_S = 60.0
+_PROVISION_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+T = TypeVar("T")
+
+
+async def _patiently(what: str, request: Callable[[], Awaitable[T]]) -> T:
+    """``await request()``, again after JetStream did not answer in time or had no leader to answer,
+    for up to PROVISION_PATIENCE_S."""
+    deadline = time.monotonic() + PROVISION_PATIENCE_S
+    attempt = 0
+    while True:
+        try:
+            return await request()
+        except (nats.errors.TimeoutError, *_LEADERLESS) as error:
+            delay = _PROVISION_RETRY_DELAYS_S[min(attempt, len(_PROVISION_RETRY_DELAYS_S) - 1)]
+            attempt += 1
+            if time.monotonic() + delay >= deadline:
+                raise
+            log.warning("jetstream_slow", request=what, attempt=attempt, error=repr(error))
+            await asyncio.sleep(delay)
+
+
 async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
+    """The event stream, created or brought up to date (waiting out a JetStream slow to answer)."""
+    await _patiently(f"stream {settings.stream}", lambda: _ensure_stream(js, settings))
+
+
+async def _ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
     config = StreamConfig(
         name=settings.stream,
         subjects=[Subjects(settings.subject_prefix).all],
@@ -186,7 +217,8 @@ async def ensure_consumer(
     max_deliver: int,
     backoff_s: list[float] | None = None,
 ) -> None:
-    """A durable pull consumer with explicit acks, created or brought up to date."""
+    """A durable pull consumer with explicit acks, created or brought up to date (waiting out a
+    JetStream slow to answer)."""
     config = ConsumerConfig(
         durable_name=durable,
         filter_subject=filter_subject,
@@ -197,7 +229,7 @@ async def ensure_consumer(
         backoff=backoff_s,
         max_ack_pending=1000,
     )
-    await js.add_consumer(stream, config)
+    await _patiently(f"consumer {durable}", lambda: js.add_consumer(stream, config))
 
 
 def object_created_msg_id(event: events_pb2.ObjectCreated) -> str:
