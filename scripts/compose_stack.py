@@ -46,6 +46,7 @@ from typing import Final
 from test_stack import compose_binary, compose_secrets, run_pytest, write_compose_stack_json
 
 from filestore.core.tls import TlsSettings
+from filestore.stack import load_stack_json
 from filestore.stack.credentials import write_private_file
 from filestore.stack.tls import user_tls_settings
 
@@ -108,11 +109,13 @@ def run(command: Sequence[str], env: Mapping[str, str] | None = None, **kwargs: 
 
 
 class Podman:
-    """A podman API service of ours, for Docker Compose: configuration and socket under .compose/."""
+    """A podman API service of ours, for Docker Compose: configuration and socket under .compose/ (a
+    socket per project: `make test-compose` and the slice in `make test` may run at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, project: str = PROJECT) -> None:
         self.conf = STATE / "containers.conf"
-        self.socket = STATE / "podman.sock"
+        self.socket = STATE / f"{project}.sock"
+        self.service_log = STATE / f"{project}-podman.log"
         self.env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
         self._service: subprocess.Popen[bytes] | None = None
 
@@ -139,7 +142,7 @@ class Podman:
     def start_service(self) -> dict[str, str]:
         """Starts the API service; the environment Docker Compose needs to use it."""
         self.socket.unlink(missing_ok=True)
-        log_file = (STATE / "podman-service.log").open("wb")
+        log_file = self.service_log.open("wb")
         self._service = subprocess.Popen(
             ["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
             env=self.env,
@@ -406,7 +409,7 @@ def compose_stack(engine: str, phases: Phases, workdir: Path, *, project: str = 
     """Builds the images (kept ones reused), brings the stack up as ``project`` and yields the path of
     its stack.json (in ``workdir``, with the secrets and the user's TLS files); takes it down again,
     volumes included, whatever happened."""
-    podman = Podman() if engine == "podman" else None
+    podman = Podman(project) if engine == "podman" else None
     values = stack_values()
     env_file = workdir / "compose.env"
     write_private_file(env_file, "".join(f"{key}={value}\n" for key, value in values.items()))
@@ -442,6 +445,19 @@ def compose_stack(engine: str, phases: Phases, workdir: Path, *, project: str = 
         tear_down(compose, podman, phases)
 
 
+def user_trust(stack_json: Path) -> Path:
+    """What this host trusts plus the stack's CA, as one bundle beside stack.json: the suite's plain
+    HTTPS clients (presigned URLs are bearer URLs any HTTP client fetches; the browser face) trust the
+    stack the way a user's machine that added its CA would (``SSL_CERT_FILE``, which Python's ssl
+    and httpx read). gRPC and NATS take the CA and the client certificate from stack.json."""
+    tls = load_stack_json(stack_json).endpoints.tls
+    assert tls is not None
+    assert tls.ca_file is not None
+    bundle = stack_json.parent / "trust.pem"
+    bundle.write_bytes(HOST_TRUST.read_bytes() + b"\n" + Path(tls.ca_file).read_bytes())
+    return bundle
+
+
 def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
     """Builds, starts, tests and takes down the compose stack; pytest's exit status."""
     phases = Phases()
@@ -449,7 +465,10 @@ def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="filestore-compose-") as scratch:
         try:
             with compose_stack(engine, phases, Path(scratch)) as stack_json, phases.phase("tests"):
-                status = run_pytest({"FILESTORE_STACK_JSON": str(stack_json)}, pytest_args)
+                trust = user_trust(stack_json)
+                status = run_pytest(
+                    {"FILESTORE_STACK_JSON": str(stack_json), "SSL_CERT_FILE": str(trust)}, pytest_args
+                )
         finally:
             log(f"{phases.summary()}; pytest exit {status}")
     return status
