@@ -50,11 +50,34 @@ def traced_services(home: Path) -> dict[str, dict[str, str]]:
     }
 
 
+def client_tls_env(stack: Stack) -> dict[str, str]:
+    """For a service of the tests' own that calls a TLS stack (the compose stack): the stack's CA for
+    the services, NATS and storage, and the users' client certificate where mutual TLS asks for one
+    (the service's identity is its token). Nothing for a plaintext stack; it serves plaintext itself."""
+    tls = stack.endpoints.tls
+    if tls is None or tls.ca_file is None:
+        return {}
+    env = {
+        "FILESTORE_TLS_CA_FILE": tls.ca_file,
+        "FILESTORE_NATS_CA_FILE": tls.ca_file,
+        "FILESTORE_S3_CA_FILE": tls.ca_file,
+    }
+    if tls.client_cert_file is not None and tls.client_key_file is not None:
+        env |= {
+            "FILESTORE_TLS_CLIENT_CERT_FILE": tls.client_cert_file,
+            "FILESTORE_TLS_CLIENT_KEY_FILE": tls.client_key_file,
+            "FILESTORE_NATS_CLIENT_CERT_FILE": tls.client_cert_file,
+            "FILESTORE_NATS_CLIENT_KEY_FILE": tls.client_key_file,
+        }
+    return env
+
+
 def broker_env(stack: Stack, **extra: str) -> Env:
     """Settings for a second broker, in this process, on the stack's metadata, storage and NATS."""
     endpoints = stack.endpoints
     return Env(
         {
+            **client_tls_env(stack),
             "FILESTORE_LISTEN": "127.0.0.1:0",
             "FILESTORE_AUTH_SECRET": endpoints.auth_secret,
             "FILESTORE_METADATA_ADDR": endpoints.metadata_addr,

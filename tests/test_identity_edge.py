@@ -68,7 +68,7 @@ async def test_a_token_whose_claims_break_the_grammar_is_refused_by_every_rpc(st
         metadata = (("authorization", f"Bearer {token}"),)
         for rpc in rpcs():
             address = getattr(stack.endpoints, f"{rpc.service.name.removesuffix('Service').lower()}_addr")
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with bare_channel(stack.endpoints, address) as channel:
                 try:
                     await channel.unary_unary(rpc.path)(
                         rpc.request_class().SerializeToString(), metadata=metadata

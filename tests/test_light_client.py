@@ -20,6 +20,7 @@ import pytest
 from filestore.core.auth import mint_token
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
+from tests.node import tls_env
 from tests.support import stack_channel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +113,7 @@ async def test_the_light_client_uploads_to_the_running_stack(
         FILESTORE_DOWNLOAD_ADDR=e.download_addr,
         FILESTORE_TOKEN=token,
         FILESTORE_STATE_DIR=str(tmp_path / "state"),
+        **tls_env(stack),
     )
     done = await asyncio.to_thread(
         _run, light_python, "-c", ROUND_TRIP, source, tmp_path / "copy.bin", env=env
