@@ -3,17 +3,21 @@ scratch PostgreSQL database, services that write their spans to files, a second 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
 from filestore.core.env import Env
+from filestore.core.tls import TlsSettings
 from filestore.stack import SERVICES, Stack
+from filestore.stack.certificates import CertificateAuthority
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -48,6 +52,29 @@ def traced_services(home: Path) -> dict[str, dict[str, str]]:
         }
         for service in SERVICES
     }
+
+
+@contextmanager
+def own_service_tls(stack: Stack) -> Iterator[tuple[dict[str, str], TlsSettings | None]]:
+    """For a service the tests start beside a TLS stack, called by a client set up for that stack
+    (the SDK takes one CA for all its services): what the service serves TLS with, a certificate for
+    127.0.0.1 from a throwaway CA of the test's own (the stack's CA key never leaves its volume), and
+    what the client then connects with, the stack's settings trusting both CAs. Nothing and None for
+    a plaintext stack."""
+    tls = stack.endpoints.tls
+    if tls is None or tls.ca_file is None:
+        yield {}, None
+        return
+    with tempfile.TemporaryDirectory(prefix="filestore-own-service-") as scratch:
+        authority = CertificateAuthority.create(Path(scratch) / "ca")
+        served = authority.server_certificate("own-service", hosts=["127.0.0.1"])
+        trust = Path(scratch) / "trust.pem"
+        trust.write_bytes(Path(tls.ca_file).read_bytes() + authority.cert_file.read_bytes())
+        serving = {
+            "FILESTORE_TLS_CERT_FILE": str(served.cert_file),
+            "FILESTORE_TLS_KEY_FILE": str(served.key_file),
+        }
+        yield serving, dataclasses.replace(tls, ca_file=str(trust))
 
 
 def client_tls_env(stack: Stack) -> dict[str, str]:
