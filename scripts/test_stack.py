@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from filestore.core.tls import TlsSettings
 from filestore.stack import StackCredentials, StackEndpoints, StackInfo
 from filestore.stack.credentials import write_private_file
 
@@ -79,8 +80,9 @@ def compose_secrets() -> dict[str, str]:
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "FILESTORE_S3_ACCESS_KEY": access_key(),
         "FILESTORE_S3_SECRET_KEY": secrets.token_urlsafe(30),
-        # Presigned URLs name the address the tests reach storage at.
-        "FILESTORE_S3_PUBLIC_ENDPOINT": f"http://127.0.0.1:{S3_PORT}",
+        # Presigned URLs name the address the tests reach storage at (HTTPS: docker-compose.yml's
+        # gateway serves TLS).
+        "FILESTORE_S3_PUBLIC_ENDPOINT": f"https://127.0.0.1:{S3_PORT}",
     }
     for service in SERVICES:
         values[f"FILESTORE_{service.upper()}_S3_ACCESS_KEY"] = access_key()
@@ -95,11 +97,13 @@ def run_pytest(env: Mapping[str, str], pytest_args: Sequence[str]) -> int:
 
 
 def write_compose_stack_json(
-    published: Callable[[str, int], str], values: Mapping[str, str], workdir: Path
+    published: Callable[[str, int], str], values: Mapping[str, str], workdir: Path, tls: TlsSettings
 ) -> Path:
     """A stack.json (and its two secret files) for the compose stack, as seen from this host:
     ``published(service, port)`` is the ``host:port`` where the first replica of ``service`` publishes
-    ``port`` (tests/compose.test-stack.yml publishes them all on loopback)."""
+    ``port`` (tests/compose.test-stack.yml publishes them all on loopback); ``tls`` the CA and the
+    user's client certificate, copied out of the stack's certificate volume (every published
+    server's certificate names 127.0.0.1)."""
     credentials_file = workdir / "s3_credentials.json"
     auth_secret_file = workdir / "auth_secret"
     service_keys = {
@@ -126,7 +130,8 @@ def write_compose_stack_json(
         s3_endpoint=values["FILESTORE_S3_PUBLIC_ENDPOINT"],
         s3_region="us-east-1",
         bucket="filestore",
-        nats_url=f"nats://{published('nats-1', 4222)}",
+        nats_url=f"tls://{published('nats-1', 4222)}",
+        # The monitor stays plaintext (the nodes' health checks use it).
         nats_monitor_url=f"http://{published('nats-1', 8222)}",
         filer_grpc=published("filer", 18888),
         filer_url=f"http://{published('filer', 8888)}",
@@ -138,12 +143,13 @@ def write_compose_stack_json(
         processor_addr=published("bridge", SERVICE_PORTS["processor"]),
         download_addr=published("download", SERVICE_PORTS["download"]),
         clamd_addr=published("clamav", 3310),
-        edge_url=f"http://{published('edge', EDGE_PORT)}",
+        edge_url=f"https://{published('edge', EDGE_PORT)}",
         credentials=StackCredentials(
             s3_access_key=values["FILESTORE_S3_ACCESS_KEY"],
             s3_secret_key=values["FILESTORE_S3_SECRET_KEY"],
             auth_secret=values["FILESTORE_AUTH_SECRET"],
         ),
+        tls=tls,
     )
     info = StackInfo(
         home=workdir,

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from filestore.core.channels import insecure_channel
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import metadata_service_pb2_grpc
 from tests.browser import BUNDLE_NAME, CHROMIUM, PageSite, install_pages, page_server
@@ -25,6 +24,7 @@ from tests.support import (
     collected_status_events,
     fresh_tenant,
     service_token,
+    stack_channel,
 )
 
 #: `make test-stack`: a running stack named by FILESTORE_STACK_JSON or FILESTORE_EXTERNAL_* (see
@@ -130,7 +130,7 @@ async def client_for(stack: Stack) -> AsyncIterator[ClientFactory]:
 async def service_metadata(stack: Stack) -> AsyncIterator[metadata_service_pb2_grpc.MetadataServiceAsyncStub]:
     """The metadata service as a Filestore service (the broker, the processor) calls it."""
     token = service_token(stack)
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+    async with stack_channel(stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token) as channel:
         yield metadata_service_pb2_grpc.MetadataServiceStub(channel)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from filestore.core.tls import TlsSettings
 from filestore.stack import (
     Stack,
     StackConfig,
@@ -108,7 +109,12 @@ def _info_from_variables(environ: Mapping[str, str]) -> StackInfo:
     # The plain address fields (host:port or URL); the others keep their defaults.
     fields = [field.name for field in dataclasses.fields(StackEndpoints) if field.type in ("str", str)]
     addresses: dict[str, Any] = {name: value(name, _DEFAULTS.get(name, "")) for name in fields}
-    endpoints = StackEndpoints(credentials=credentials, **addresses)
+    # A TLS stack: its CA, and the users' client certificate where the services ask for one.
+    tls_files = {
+        name: value(f"tls_{name}") or None for name in ("ca_file", "client_cert_file", "client_key_file")
+    }
+    tls = TlsSettings(**tls_files) if tls_files["ca_file"] else None
+    endpoints = StackEndpoints(credentials=credentials, tls=tls, **addresses)
     return StackInfo(
         home=Path.cwd(),
         endpoints=endpoints,

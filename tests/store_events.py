@@ -16,7 +16,6 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from filestore.core.auth import mint_token
-from filestore.core.channels import insecure_channel
 from filestore.core.keys import original_key
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import (
@@ -27,7 +26,7 @@ from filestore.v1 import (
     upload_service_pb2_grpc,
 )
 from tests.storage import admin_storage
-from tests.support import fresh_tenant, put_presigned, service_token
+from tests.support import fresh_tenant, put_presigned, service_token, stack_channel
 
 FIXTURES = Path(__file__).parent / "fixtures" / "store_events"
 #: The components a bridge test needs: storage, NATS, the catalogue, the broker and the processor.
@@ -64,8 +63,8 @@ async def stored_but_unannounced(stack: Stack, body: bytes) -> StoredObject:
     user_token = mint_token(endpoints.auth_secret, subject="alice", tenant=tenant)
     service = service_token(stack)
     async with (
-        insecure_channel(endpoints.upload_addr, token=lambda: user_token) as upload_channel,
-        insecure_channel(endpoints.metadata_addr, token=lambda: service) as metadata_channel,
+        stack_channel(endpoints, endpoints.upload_addr, token=lambda: user_token) as upload_channel,
+        stack_channel(endpoints, endpoints.metadata_addr, token=lambda: service) as metadata_channel,
     ):
         upload = upload_service_pb2_grpc.UploadServiceStub(upload_channel)
         created = await upload.CreateUpload(

@@ -24,9 +24,9 @@ from nats.aio.msg import Msg
 
 from filestore.client import Endpoints
 from filestore.core.auth import mint_token
-from filestore.core.channels import insecure_channel
+from filestore.core.channels import plain_channel, service_channel
 from filestore.core.errors import FilestoreError, error_from_rpc
-from filestore.stack import Stack
+from filestore.stack import Stack, StackEndpoints
 from filestore.v1 import (
     download_service_pb2_grpc,
     events_pb2,
@@ -68,7 +68,7 @@ class StackClients:
         token = mint_token(endpoints.auth_secret, subject=subject, tenant=tenant)
 
         def channel(address: str) -> grpc.aio.Channel:
-            opened = insecure_channel(address, token=lambda: token)
+            opened = stack_channel(endpoints, address, token=lambda: token)
             self._channels.append(opened)
             return opened
 
@@ -84,6 +84,23 @@ class StackClients:
     async def close(self) -> None:
         for opened in self._channels:
             await opened.close()
+
+
+def stack_channel(endpoints: StackEndpoints, address: str, *, token: Callable[[], str]) -> grpc.aio.Channel:
+    """A channel to one of the stack's services as its clients open one: with the stack's CA and the
+    users' client certificate when it runs on TLS (the compose stack: mutual TLS), else plaintext."""
+    return service_channel(address, token=token, tls=endpoints.tls)
+
+
+def bare_channel(endpoints: StackEndpoints, address: str) -> grpc.aio.Channel:
+    """A channel to one of the stack's services that sends no token (TLS as :func:`stack_channel`)."""
+    return plain_channel(address, tls=endpoints.tls)
+
+
+async def connect_nats(endpoints: StackEndpoints) -> nats.aio.client.Client:
+    """The stack's NATS, with its CA and the users' client certificate when it runs on TLS."""
+    tls = endpoints.tls.client_context() if endpoints.tls is not None else None
+    return await nats.connect(endpoints.nats_url, tls=tls)
 
 
 def service_token(stack: Stack) -> str:
@@ -159,7 +176,7 @@ class StatusEvents:
 async def collected_status_events(stack: Stack) -> AsyncIterator[StatusEvents]:
     """The stack's FileStatusChanged events, collected from NATS while the block runs."""
     collector = StatusEvents()
-    connection = await nats.connect(stack.endpoints.nats_url)
+    connection = await connect_nats(stack.endpoints)
     try:
         await connection.subscribe(STATUS_SUBJECT, cb=collector.on_message)
         await connection.flush()

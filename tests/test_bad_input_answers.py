@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import (
     metadata_service_pb2,
@@ -24,7 +23,7 @@ from filestore.v1 import (
     upload_service_pb2,
 )
 from tests.catalogue import catalogue_snapshot
-from tests.support import Client, ClientFactory, rpc_error, service_token
+from tests.support import Client, ClientFactory, rpc_error, service_token, stack_channel
 
 C = grpc.StatusCode
 
@@ -49,8 +48,8 @@ async def world(stack: Stack, client_for: ClientFactory) -> AsyncIterator[World]
     )
     token = service_token(stack)
     async with (
-        insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as metadata,
-        insecure_channel(stack.endpoints.processor_addr, token=lambda: token) as processor,
+        stack_channel(stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token) as metadata,
+        stack_channel(stack.endpoints, stack.endpoints.processor_addr, token=lambda: token) as processor,
     ):
         yield World(
             tenant,

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import nats
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
@@ -23,6 +22,7 @@ from filestore.server import events
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import events_pb2
 from tests.storage import admin_storage
+from tests.support import connect_nats
 
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
@@ -73,7 +73,7 @@ async def bridge_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 @pytest.fixture
 async def created(bridge_stack: Stack) -> AsyncIterator[CreatedEvents]:
     collector = CreatedEvents()
-    connection = await nats.connect(bridge_stack.endpoints.nats_url)
+    connection = await connect_nats(bridge_stack.endpoints)
     subscription = await connection.jetstream().subscribe(
         events.Subjects("files").object_created,
         cb=collector.on_message,
@@ -173,7 +173,7 @@ async def test_a_deleted_object_is_announced_once_with_its_file(
     bucket = bridge_stack.endpoints.bucket
     tenant, file_id = f"t{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     key = f"originals/{tenant}/{file_id}"
-    connection = await nats.connect(bridge_stack.endpoints.nats_url)
+    connection = await connect_nats(bridge_stack.endpoints)
     deletions: asyncio.Queue[tuple[events_pb2.ObjectDeleted, str]] = asyncio.Queue()
 
     async def on_deletion(message: Msg) -> None:

@@ -10,7 +10,6 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 
@@ -22,6 +21,7 @@ from filestore.server import events
 from filestore.server.settings import NatsSettings
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import events_pb2
+from tests.support import connect_nats
 
 FIXTURES = Path(__file__).parent / "fixtures" / "store_events"
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/111122223333/filestore-events"
@@ -97,7 +97,7 @@ async def jetstream(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[J
         home=tmp_path_factory.mktemp("bridge-sqs"), ports=StackPorts.free(), components=("nats",)
     )
     async with Stack(config) as stack:
-        nc = await nats.connect(stack.endpoints.nats_url)
+        nc = await connect_nats(stack.endpoints)
         js = nc.jetstream()
         await events.ensure_stream(
             js, NatsSettings(urls=(stack.endpoints.nats_url,), stream="FILES", subject_prefix="files")

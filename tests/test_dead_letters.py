@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from filestore.core.auth import mint_token
-from filestore.core.channels import insecure_channel
 from filestore.server import events
 from filestore.stack import Stack, StackConfig, StackPorts
 from filestore.v1 import (
@@ -33,7 +31,7 @@ from filestore.v1 import (
 )
 from tests.catalogue import in_an_hour
 from tests.metrics import scrape, value
-from tests.support import put_presigned, rpc_error, service_token
+from tests.support import connect_nats, put_presigned, rpc_error, service_token, stack_channel
 
 WAIT_S = 60.0
 
@@ -54,11 +52,11 @@ async def impatient_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
 async def test_unreadable_object_is_dead_lettered_listed_and_replayed(impatient_stack: Stack) -> None:
     endpoints = impatient_stack.endpoints
     token = service_token(impatient_stack)
-    metadata_channel = insecure_channel(endpoints.metadata_addr, token=lambda: token)
-    processor_channel = insecure_channel(endpoints.processor_addr, token=lambda: token)
+    metadata_channel = stack_channel(endpoints, endpoints.metadata_addr, token=lambda: token)
+    processor_channel = stack_channel(endpoints, endpoints.processor_addr, token=lambda: token)
     metadata = metadata_service_pb2_grpc.MetadataServiceStub(metadata_channel)
     processor = processor_service_pb2_grpc.ProcessorServiceStub(processor_channel)
-    connection = await nats.connect(endpoints.nats_url)
+    connection = await connect_nats(endpoints)
     changed: asyncio.Queue[events_pb2.FileStatusChanged] = asyncio.Queue()
 
     async def on_status(message: Msg) -> None:
@@ -184,10 +182,10 @@ async def test_malformed_messages_are_dead_lettered_at_once_counted_listed_and_n
 ) -> None:
     endpoints = impatient_stack.endpoints
     token = service_token(impatient_stack)
-    processor_channel = insecure_channel(endpoints.processor_addr, token=lambda: token)
+    processor_channel = stack_channel(endpoints, endpoints.processor_addr, token=lambda: token)
     processor = processor_service_pb2_grpc.ProcessorServiceStub(processor_channel)
     metrics_url = endpoints.metrics_urls["processor"]
-    connection = await nats.connect(endpoints.nats_url)
+    connection = await connect_nats(endpoints)
     js = connection.jetstream()
     dead: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -289,7 +287,7 @@ async def _upload_until_settled(stack: Stack, connection: NatsClient) -> resourc
     """One small upload through the broker; its status once the processor has announced it."""
     endpoints = stack.endpoints
     token = mint_token(endpoints.auth_secret, subject="alice", tenant="acme")
-    channel = insecure_channel(endpoints.upload_addr, token=lambda: token)
+    channel = stack_channel(endpoints, endpoints.upload_addr, token=lambda: token)
     uploads = upload_service_pb2_grpc.UploadServiceStub(channel)
     changed: asyncio.Queue[events_pb2.FileStatusChanged] = asyncio.Queue()
 

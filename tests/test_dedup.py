@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
-import nats
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from filestore.core.channels import insecure_channel
 from filestore.metadata.fsck import FindingKind, FsckOptions
 from filestore.metadata.fsck import run as fsck
 from filestore.server.storage import ObjectStore
@@ -40,11 +38,13 @@ from tests.support import (
     Client,
     ClientFactory,
     StatusEvents,
+    connect_nats,
     get_file,
     post_form,
     put_presigned,
     rpc_error,
     service_token,
+    stack_channel,
 )
 
 Kind = resources_pb2.UploadKind
@@ -88,7 +88,7 @@ class Tenant:
 @pytest.fixture
 async def tenant(stack: Stack) -> AsyncIterator[Tenant]:
     token = service_token(stack)
-    channel = insecure_channel(stack.endpoints.metadata_addr, token=lambda: token)
+    channel = stack_channel(stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token)
     yield Tenant(
         name=f"dedup-{uuid.uuid4().hex[:12]}",
         stack=stack,
@@ -396,7 +396,7 @@ async def test_a_form_submitted_again_after_dedup_is_an_orphan_not_the_files_con
     own_key = tenant.own_key(created.file.id)
 
     acks = Acks()
-    connection = await nats.connect(tenant.stack.endpoints.nats_url)
+    connection = await connect_nats(tenant.stack.endpoints)
     try:
         await connection.subscribe("$JS.ACK.FILES.processor-pipeline.>", cb=acks.on_message)
         announced = await connection.jetstream().subscribe(

@@ -10,12 +10,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import nats
 import pytest
 from nats.aio.msg import Msg
 from PIL import Image
 
-from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import (
     download_service_pb2,
@@ -30,10 +28,12 @@ from tests.support import (
     ClientFactory,
     StatusEvents,
     complete_upload,
+    connect_nats,
     create_upload,
     put_presigned,
     rpc_error,
     service_token,
+    stack_channel,
     upload_until_processed,
 )
 
@@ -57,7 +57,7 @@ class Audit:
 @pytest.fixture
 async def audit(stack: Stack) -> AsyncIterator[Audit]:
     collector = Audit()
-    connection = await nats.connect(stack.endpoints.nats_url)
+    connection = await connect_nats(stack.endpoints)
     await connection.subscribe("files.file.downloaded", cb=collector.on_message)
     await connection.flush()
     yield collector
@@ -162,7 +162,7 @@ async def test_derivative_urls(
     file = await upload_until_processed(client, status_events, os.urandom(256))
     endpoints = stack.endpoints
     token = service_token(stack)
-    async with insecure_channel(endpoints.metadata_addr, token=lambda: token) as channel:
+    async with stack_channel(endpoints, endpoints.metadata_addr, token=lambda: token) as channel:
         registered = await metadata_service_pb2_grpc.MetadataServiceStub(channel).CreateDerivative(
             metadata_service_pb2.CreateDerivativeRequest(
                 tenant="acme",

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import nats
 import pytest
 from PIL import Image, ImageDraw
 
@@ -38,7 +37,7 @@ from filestore.v1 import (
     upload_service_pb2_grpc,
 )
 from tests.conftest import Client, StatusEvents
-from tests.support import upload_until_processed, wait_for_path
+from tests.support import connect_nats, upload_until_processed, wait_for_path
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = str(Path(sys.executable).with_name("filestore-stack"))
@@ -217,7 +216,7 @@ async def user(stack_without_tools: RunningStack) -> AsyncIterator[tuple[Client,
         download=download_service_pb2_grpc.DownloadServiceStub(channel(endpoints.download_addr)),
     )
     events = StatusEvents()
-    connection = await nats.connect(endpoints.nats_url)
+    connection = await connect_nats(endpoints)
     await connection.subscribe("files.file.ready", cb=events.on_message)
     await connection.flush()
     yield client, events

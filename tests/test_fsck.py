@@ -24,7 +24,6 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from filestore.core.channels import insecure_channel
 from filestore.metadata.db.engine import create_engine, session_factory
 from filestore.metadata.db.models import Blob, Derivative, File
 from filestore.metadata.fsck import (
@@ -42,7 +41,15 @@ from filestore.server.storage import ObjectStore
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
 from tests.storage import admin_store, object_exists
-from tests.support import Client, ClientFactory, StatusEvents, get_file, service_token, upload_until_processed
+from tests.support import (
+    Client,
+    ClientFactory,
+    StatusEvents,
+    get_file,
+    service_token,
+    stack_channel,
+    upload_until_processed,
+)
 
 #: These tests read and change the stack's database directly, which an external stack
 #: (`make test-stack`) need not expose.
@@ -127,7 +134,9 @@ def admin_s3_settings(stack: Stack) -> S3Settings:
 async def world(stack: Stack) -> AsyncIterator[World]:
     engine = create_engine(stack.endpoints.database_url)
     token = service_token(stack)
-    channel: grpc.aio.Channel = insecure_channel(stack.endpoints.metadata_addr, token=lambda: token)
+    channel: grpc.aio.Channel = stack_channel(
+        stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token
+    )
     yield World(
         stack=stack,
         tenant=f"fsck-{uuid.uuid4().hex[:12]}",

@@ -38,6 +38,7 @@ from tests.support import (
     Client,
     ClientFactory,
     StatusEvents,
+    bare_channel,
     create_upload,
     rpc_error,
     upload_until_processed,
@@ -81,7 +82,7 @@ async def _with_token(world: World, token: str | None) -> Any:
     """GetUpload of alice's upload presenting ``token`` (or none) instead of a valid one."""
     address = world.stack.endpoints.upload_addr
     metadata = () if token is None else (("authorization", f"Bearer {token}"),)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with bare_channel(world.stack.endpoints, address) as channel:
         stub = upload_service_pb2_grpc.UploadServiceStub(channel)
         return await stub.GetUpload(
             upload_service_pb2.GetUploadRequest(upload_id=world.pending.upload.id), metadata=metadata

@@ -11,7 +11,6 @@ from collections.abc import Callable
 import grpc
 
 from filestore.core.auth import mint_token
-from filestore.core.channels import insecure_channel
 from filestore.core.errors import FilestoreError, error_from_rpc
 from filestore.stack import Stack
 from filestore.v1 import (
@@ -24,7 +23,7 @@ from filestore.v1 import (
 from tests.catalogue import catalogue_snapshot
 from tests.proto_walk import rpcs
 from tests.storage import admin_storage
-from tests.support import ClientFactory, rpc_error
+from tests.support import ClientFactory, bare_channel, rpc_error, stack_channel
 
 C = grpc.StatusCode
 #: (claim, tenant, subject) of tokens signed with the stack's own secret whose claims break the grammar.
@@ -69,7 +68,7 @@ async def test_a_token_whose_claims_break_the_grammar_is_refused_by_every_rpc(st
         metadata = (("authorization", f"Bearer {token}"),)
         for rpc in rpcs():
             address = getattr(stack.endpoints, f"{rpc.service.name.removesuffix('Service').lower()}_addr")
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with bare_channel(stack.endpoints, address) as channel:
                 try:
                     await channel.unary_unary(rpc.path)(
                         rpc.request_class().SerializeToString(), metadata=metadata
@@ -82,7 +81,7 @@ async def test_a_token_whose_claims_break_the_grammar_is_refused_by_every_rpc(st
                 failures.append(
                     f"{rpc} with {claim} {(tenant if claim == 'tenant' else subject)[:20]!r}: {got}"
                 )
-        async with grpc.aio.insecure_channel(stack.endpoints.upload_addr) as channel:
+        async with bare_channel(stack.endpoints, stack.endpoints.upload_addr) as channel:
             upload = upload_service_pb2_grpc.UploadServiceStub(channel)
             error = await rpc_error(
                 upload.CreateUpload(
@@ -104,7 +103,9 @@ async def test_a_service_token_names_every_tenant_and_a_user_token_does_not(
     )
     assert (quota.tenant, quota.limit_bytes) == (tenant, 7)
     user_everywhere = mint_token(stack.endpoints.auth_secret, subject="mallory", tenant="*")
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: user_everywhere) as channel:
+    async with stack_channel(
+        stack.endpoints, stack.endpoints.metadata_addr, token=lambda: user_everywhere
+    ) as channel:
         error = await rpc_error(
             metadata_service_pb2_grpc.MetadataServiceStub(channel).GetQuota(
                 metadata_service_pb2.GetQuotaRequest()

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from filestore.core.auth import mint_token
-from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2
+from tests.node import tls_env
+from tests.support import stack_channel
 
 ROOT = Path(__file__).resolve().parents[1]
 #: What an SDK user installs: the client and the two packages it depends on, nothing else of ours.
@@ -112,6 +113,7 @@ async def test_the_light_client_uploads_to_the_running_stack(
         FILESTORE_DOWNLOAD_ADDR=e.download_addr,
         FILESTORE_TOKEN=token,
         FILESTORE_STATE_DIR=str(tmp_path / "state"),
+        **tls_env(stack),
     )
     done = await asyncio.to_thread(
         _run, light_python, "-c", ROUND_TRIP, source, tmp_path / "copy.bin", env=env
@@ -122,7 +124,7 @@ async def test_the_light_client_uploads_to_the_running_stack(
     assert seen["downloaded_sha256"] == digest
     assert not set(seen["modules"]) & set(SERVER_KIT)
     # The catalogue, asked from outside the light environment, holds the file as that user's.
-    async with insecure_channel(e.metadata_addr, token=lambda: token) as channel:
+    async with stack_channel(e, e.metadata_addr, token=lambda: token) as channel:
         stored = await metadata_service_pb2_grpc.MetadataServiceStub(channel).GetFile(
             metadata_service_pb2.GetFileRequest(file_id=seen["file_id"])
         )

@@ -10,11 +10,10 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resources_pb2, upload_service_pb2
 from tests.catalogue import catalogue_snapshot
-from tests.support import Client, ClientFactory, rpc_error, service_token
+from tests.support import Client, ClientFactory, rpc_error, service_token, stack_channel
 
 C = grpc.StatusCode
 ZWJ = "\u200d"
@@ -87,7 +86,7 @@ async def lister(stack: Stack, client_for: ClientFactory) -> Client:
     wildcards or escapes, next to files those characters would match as wildcards."""
     client = client_for("alice", f"filters-{os.urandom(4).hex()}")
     token = service_token(stack)
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+    async with stack_channel(stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token) as channel:
         service = metadata_service_pb2_grpc.MetadataServiceStub(channel)
         for name, content_type in [
             ("100% done.txt", "text/plain"),

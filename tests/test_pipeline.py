@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 import httpx
-import nats
 import pytest
 from nats.aio.msg import Msg
 from PIL import Image, ImageDraw, ImageFont
@@ -41,7 +40,7 @@ from filestore.v1 import (
 )
 from tests.catalogue import in_an_hour
 from tests.storage import admin_storage
-from tests.support import free_port, rpc_error, service_token
+from tests.support import connect_nats, free_port, rpc_error, service_token, stack_channel
 
 WAIT_S = 90.0
 Status = resources_pb2.FileStatus
@@ -148,7 +147,7 @@ class User:
 async def world(pipeline_stack: Stack) -> AsyncIterator[tuple[User, Events]]:
     channels: list[grpc.aio.Channel] = []
     collector = Events()
-    connection = await nats.connect(pipeline_stack.endpoints.nats_url)
+    connection = await connect_nats(pipeline_stack.endpoints)
     await connection.subscribe("files.file.ready", cb=collector.on_message)
     await connection.flush()
     yield User(pipeline_stack, channels), collector
@@ -309,7 +308,7 @@ async def test_a_digest_mismatch_is_quarantined(world: tuple[User, Events], pipe
             upload_id=began.upload.id, tenant="acme", size=len(stored)
         )
     )
-    connection = await nats.connect(pipeline_stack.endpoints.nats_url)
+    connection = await connect_nats(pipeline_stack.endpoints)
     try:
         event = events_pb2.ObjectCreated(
             bucket=user.bucket,
@@ -488,7 +487,7 @@ async def test_reprocessing_is_for_stored_files_and_their_owners(
     )
 
     async def refusal(token: str, target: str) -> tuple[grpc.StatusCode, str]:
-        async with insecure_channel(endpoints.processor_addr, token=lambda: token) as channel:
+        async with stack_channel(endpoints, endpoints.processor_addr, token=lambda: token) as channel:
             stub = processor_service_pb2_grpc.ProcessorServiceStub(channel)
             error = await rpc_error(
                 stub.ReprocessFile(processor_service_pb2.ReprocessFileRequest(file_id=target))

@@ -26,7 +26,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from filestore.core.channels import insecure_channel
 from filestore.metadata.fsck.reconciler import run as run_reconciler
 from filestore.metadata.fsck.report import FindingKind, Resolution
 from filestore.metadata.fsck.scan import FsckOptions
@@ -51,6 +50,7 @@ from tests.support import (
     put_presigned,
     rpc_error,
     service_token,
+    stack_channel,
 )
 
 pytestmark = pytest.mark.local_stack
@@ -86,7 +86,7 @@ async def admin_metadata(
     two_regions: Stack,
 ) -> AsyncIterator[metadata_service_pb2_grpc.MetadataServiceAsyncStub]:
     token = service_token(two_regions)
-    channel = insecure_channel(two_regions.endpoints.metadata_addr, token=lambda: token)
+    channel = stack_channel(two_regions.endpoints, two_regions.endpoints.metadata_addr, token=lambda: token)
     yield metadata_service_pb2_grpc.MetadataServiceStub(channel)
     await channel.close()
 

@@ -44,7 +44,7 @@ from tests.proto_walk import (
     sample,
 )
 from tests.storage import admin_storage
-from tests.support import ClientFactory, rpc_error, service_token
+from tests.support import ClientFactory, bare_channel, rpc_error, service_token
 
 C = grpc.StatusCode
 #: Answers that mean the server failed rather than judged the request.
@@ -88,7 +88,7 @@ class Edge:
         service = rpc.service.name.removesuffix("Service").lower()
         address: str = getattr(self.stack.endpoints, f"{service}_addr")
         if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address)
+            self._channels[address] = bare_channel(self.stack.endpoints, address)
         return self._channels[address]
 
     async def answers(self, case: Case) -> dict[str, FilestoreError | None]:

@@ -34,7 +34,7 @@ from filestore.stack import Stack
 from filestore.upload.app import build
 from filestore.upload.settings import UploadSettings
 from filestore.v1 import resources_pb2
-from tests.stacks import broker_env
+from tests.stacks import broker_env, own_service_tls
 from tests.support import endpoints_for
 
 MIB = 1024**2
@@ -253,12 +253,16 @@ async def test_a_changed_file_is_not_resumed_into_the_old_upload(stack: Stack, t
 async def broker_in_this_process(stack: Stack, **env: str) -> AsyncIterator[Endpoints]:
     """The stack's endpoints with a second broker of its own, in this process, so that what it
     serves is counted in this process's Prometheus registry (see :class:`SignedParts`)."""
-    handle = await build(UploadSettings.from_env(broker_env(stack, **env)))
-    await handle.start()
-    try:
-        yield dataclasses.replace(endpoints_for(stack), upload=f"127.0.0.1:{handle.port}")
-    finally:
-        await handle.stop(0)
+    with own_service_tls(stack) as (serving, client_tls):
+        handle = await build(UploadSettings.from_env(broker_env(stack, **serving, **env)))
+        await handle.start()
+        try:
+            endpoints = endpoints_for(stack)
+            yield dataclasses.replace(
+                endpoints, upload=f"127.0.0.1:{handle.port}", tls=client_tls or endpoints.tls
+            )
+        finally:
+            await handle.stop(0)
 
 
 @pytest.fixture

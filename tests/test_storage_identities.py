@@ -29,6 +29,7 @@ def _client(stack: Stack, keys: tuple[str, str]) -> Any:
             s3={"addressing_style": "path"},
             retries={"max_attempts": 1},
         ),
+        verify=endpoints.tls.ca_file if endpoints.tls is not None else None,
     )
 
 

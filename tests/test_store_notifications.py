@@ -23,7 +23,6 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 
-from filestore.core.channels import insecure_channel
 from filestore.stack import Stack
 from filestore.v1 import events_pb2, processor_service_pb2, processor_service_pb2_grpc, resources_pb2
 from tests.store_events import (
@@ -36,7 +35,7 @@ from tests.store_events import (
     stack_config,
     stored_but_unannounced,
 )
-from tests.support import collected_status_events, service_token
+from tests.support import collected_status_events, connect_nats, service_token, stack_channel
 
 READY = resources_pb2.FILE_STATUS_READY
 MINIO_SUBJECT = "minio.events"
@@ -89,7 +88,7 @@ async def store(
     home: Path = tmp_path_factory.mktemp(f"notifications-{mode}")
     env = _minio_env() if mode == "minio" else _aws_env()
     async with Stack(stack_config(home, env)) as stack:
-        nc = await nats.connect(stack.endpoints.nats_url)
+        nc = await connect_nats(stack.endpoints)
         try:
             if mode == "minio":
                 # What a MinIO operator creates for `jetstream on`; the bridge binds once it exists.
@@ -192,7 +191,9 @@ async def test_other_buckets_are_acked_and_bad_notifications_dead_lettered_witho
     await _assert_source_settled(store)
 
     token = service_token(store.stack)
-    async with insecure_channel(store.stack.endpoints.processor_addr, token=lambda: token) as channel:
+    async with stack_channel(
+        store.stack.endpoints, store.stack.endpoints.processor_addr, token=lambda: token
+    ) as channel:
         processor = processor_service_pb2_grpc.ProcessorServiceStub(channel)
         listed = await processor.ListDeadLetters(processor_service_pb2.ListDeadLettersRequest(page_size=500))
     ours = [letter for letter in listed.dead_letters if letter.subject == store.subject]
@@ -211,7 +212,7 @@ async def test_a_notification_delivered_twice_is_processed_once(store: Notifying
     obj = await stored_but_unannounced(store.stack, _body())
     payload = store.notification(obj)
     ready_announcements = 0
-    status_nc = await nats.connect(store.stack.endpoints.nats_url)
+    status_nc = await connect_nats(store.stack.endpoints)
 
     async def count(message: nats.aio.msg.Msg) -> None:
         nonlocal ready_announcements

@@ -54,6 +54,11 @@ def _variables(stack: Stack) -> dict[str, str]:
     env["FILESTORE_EXTERNAL_AUTH_SECRET"] = endpoints.auth_secret
     env["FILESTORE_EXTERNAL_S3_ACCESS_KEY"] = endpoints.s3_access_key
     env["FILESTORE_EXTERNAL_S3_SECRET_KEY"] = endpoints.s3_secret_key
+    if endpoints.tls is not None:
+        for name in ("ca_file", "client_cert_file", "client_key_file"):
+            value = getattr(endpoints.tls, name)
+            if value is not None:
+                env[f"FILESTORE_EXTERNAL_TLS_{name.upper()}"] = value
     return env
 
 

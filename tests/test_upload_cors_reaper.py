@@ -12,7 +12,6 @@ import grpc
 import httpx
 import pytest
 
-from filestore.core.channels import insecure_channel
 from filestore.core.env import SettingsError
 from filestore.core.keys import original_key
 from filestore.server.storage import ObjectStore
@@ -24,7 +23,7 @@ from filestore.v1 import metadata_service_pb2, metadata_service_pb2_grpc, resour
 from tests.catalogue import timestamp
 from tests.stacks import broker_env
 from tests.storage import admin_storage, admin_store, bucket_cors_kept
-from tests.support import service_token
+from tests.support import service_token, stack_channel
 
 APP = "https://app.example.com"
 
@@ -85,7 +84,7 @@ def _service_metadata(
     stack: Stack,
 ) -> tuple[grpc.aio.Channel, metadata_service_pb2_grpc.MetadataServiceAsyncStub]:
     token = service_token(stack)
-    channel = insecure_channel(stack.endpoints.metadata_addr, token=lambda: token)
+    channel = stack_channel(stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token)
     return channel, metadata_service_pb2_grpc.MetadataServiceStub(channel)
 
 

@@ -27,7 +27,15 @@ from filestore.v1 import (
     upload_service_pb2_grpc,
 )
 from tests.stacks import broker_env
-from tests.support import Client, ClientFactory, StatusEvents, post_form, rpc_error, service_token
+from tests.support import (
+    Client,
+    ClientFactory,
+    StatusEvents,
+    post_form,
+    rpc_error,
+    service_token,
+    stack_channel,
+)
 
 Kind = resources_pb2.UploadKind
 FStatus = resources_pb2.FileStatus
@@ -152,7 +160,7 @@ async def test_quota_is_reserved_and_released(client_for: ClientFactory, stack: 
     tenant = f"quota-{os.urandom(4).hex()}"
     client = client_for("carol", tenant)
     token = service_token(stack)
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+    async with stack_channel(stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token) as channel:
         admin = metadata_service_pb2_grpc.MetadataServiceStub(channel)
         await admin.SetQuota(metadata_service_pb2.SetQuotaRequest(tenant=tenant, limit_bytes=10_000))
         first = await create(client.upload, os.urandom(6000))

@@ -43,7 +43,15 @@ from filestore.v1 import (
 from tests.multipart import MIB, PART, chunk, complete, create_multipart, put_part
 from tests.stacks import broker_env
 from tests.storage import admin_storage, admin_store
-from tests.support import Client, ClientFactory, StatusEvents, free_port, rpc_error, service_token
+from tests.support import (
+    Client,
+    ClientFactory,
+    StatusEvents,
+    free_port,
+    rpc_error,
+    service_token,
+    stack_channel,
+)
 
 Kind = resources_pb2.UploadKind
 UState = resources_pb2.UploadState
@@ -389,7 +397,7 @@ async def test_a_multipart_create_metadata_refuses_leaves_no_storage_upload(
     tenant = f"refused-{uuid.uuid4().hex[:10]}"
     client = client_for("alice", tenant)
     token = service_token(stack)
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+    async with stack_channel(stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token) as channel:
         metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
         await metadata.SetQuota(metadata_service_pb2.SetQuotaRequest(tenant=tenant, limit_bytes=PART))
     # Over the quota: refused in BeginUpload, after the broker created the storage upload.
@@ -417,7 +425,7 @@ async def test_a_create_that_never_hears_from_metadata_leaves_its_storage_upload
     [(key, left)] = await _open_uploads_of(stack, tenant)
     assert key.startswith(f"originals/{tenant}/")
     token = service_token(stack)
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+    async with stack_channel(stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token) as channel:
         metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
         swept = await Reaper(
             metadata=metadata, store=admin_store(stack), unattached_grace=timedelta(0)
@@ -593,7 +601,7 @@ async def test_a_storage_upload_a_dead_attempt_never_recorded_is_swept_and_no_ot
     assert await _open_upload_ids(stack, key) == {attached, left["UploadId"]}
 
     token = service_token(stack)
-    async with insecure_channel(stack.endpoints.metadata_addr, token=lambda: token) as channel:
+    async with stack_channel(stack.endpoints, stack.endpoints.metadata_addr, token=lambda: token) as channel:
         metadata = metadata_service_pb2_grpc.MetadataServiceStub(channel)
         store = admin_store(stack)
         # Younger than the grace: a create may still be on its way to recording it.

@@ -19,14 +19,15 @@ import pytest
 from filestore.client import AsyncClient, Endpoints, TransferOptions
 from filestore.client import client as sdk_client
 from filestore.core.auth import mint_token
-from filestore.core.channels import insecure_channel
+from filestore.core.channels import service_channel
 from filestore.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from filestore.core.tls import TlsSettings
 from filestore.stack import Stack
 from filestore.upload import app as upload_app
 from filestore.upload.settings import UploadSettings
 from filestore.v1 import metadata_service_pb2_grpc, resources_pb2, upload_service_pb2, upload_service_pb2_grpc
 from tests.multipart import PART, chunk, complete, create_multipart, put_part
-from tests.stacks import broker_env
+from tests.stacks import broker_env, own_service_tls
 from tests.storage import admin_storage
 from tests.support import Client, ClientFactory, endpoints_for, fresh_tenant, rpc_error
 
@@ -179,26 +180,28 @@ class CountingMetadata:
 @pytest.fixture
 async def counted_broker(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[str, dict[str, int]]]:
+) -> AsyncIterator[tuple[str, dict[str, int], TlsSettings | None]]:
     """A broker of its own, built as the service builds it, whose calls to the metadata service are
-    counted: (its address, the counts by method)."""
+    counted: (its address, the counts by method, what a client connects to it with: None, plaintext,
+    beside a plaintext stack)."""
     calls: dict[str, int] = {}
     # Only the broker's module sees the counting stub: every other client in the test is left alone.
     stubs = types.SimpleNamespace(MetadataServiceStub=lambda channel: CountingMetadata(channel, calls))
     monkeypatch.setattr(upload_app, "metadata_service_pb2_grpc", stubs)
-    handle = await upload_app.build(UploadSettings.from_env(broker_env(stack)))
-    await handle.start()
-    yield f"127.0.0.1:{handle.port}", calls
-    await handle.stop(0)
+    with own_service_tls(stack) as (serving, client_tls):
+        handle = await upload_app.build(UploadSettings.from_env(broker_env(stack, **serving)))
+        await handle.start()
+        yield f"127.0.0.1:{handle.port}", calls, client_tls
+        await handle.stop(0)
 
 
 async def test_with_a_token_sign_parts_makes_no_metadata_call(
-    stack: Stack, client_for: ClientFactory, counted_broker: tuple[str, dict[str, int]]
+    stack: Stack, client_for: ClientFactory, counted_broker: tuple[str, dict[str, int], TlsSettings | None]
 ) -> None:
-    address, calls = counted_broker
+    address, calls, tls = counted_broker
     tenant = fresh_tenant()
     token = mint_token(stack.endpoints.auth_secret, subject="alice", tenant=tenant)
-    async with insecure_channel(address, token=lambda: token) as channel:
+    async with service_channel(address, token=lambda: token, tls=tls) as channel:
         client = dataclasses.replace(
             client_for("alice", tenant), upload=upload_service_pb2_grpc.UploadServiceStub(channel)
         )
@@ -218,13 +221,14 @@ async def test_with_a_token_sign_parts_makes_no_metadata_call(
 
 
 async def test_an_sdk_upload_reads_the_catalogue_only_to_complete(
-    stack: Stack, tmp_path: Path, counted_broker: tuple[str, dict[str, int]]
+    stack: Stack, tmp_path: Path, counted_broker: tuple[str, dict[str, int], TlsSettings | None]
 ) -> None:
-    address, calls = counted_broker
+    address, calls, tls = counted_broker
     source = tmp_path / "big.bin"
     body = os.urandom(4 * PART + 5)
     source.write_bytes(body)
-    endpoints = dataclasses.replace(endpoints_for(stack), upload=address)
+    endpoints = endpoints_for(stack)
+    endpoints = dataclasses.replace(endpoints, upload=address, tls=tls or endpoints.tls)
     options = TransferOptions(multipart_threshold=PART, part_size=PART, concurrency=2)
     async with AsyncClient(endpoints, options=options, state_dir=tmp_path / "state") as client:
         result = await client.upload(source)

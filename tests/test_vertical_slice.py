@@ -20,7 +20,7 @@ from filestore.v1 import (
     upload_service_pb2,
     upload_service_pb2_grpc,
 )
-from tests.support import ClientFactory, StatusEvents, rpc_error
+from tests.support import ClientFactory, StatusEvents, bare_channel, rpc_error
 from tests.support import complete_upload as _complete
 from tests.support import create_upload as _create
 from tests.support import get_file as _file
@@ -201,7 +201,7 @@ async def test_bad_input_is_refused_with_a_reason(
 
 
 async def test_calls_without_a_valid_token_are_refused(stack: Stack) -> None:
-    async with grpc.aio.insecure_channel(stack.endpoints.upload_addr) as channel:
+    async with bare_channel(stack.endpoints, stack.endpoints.upload_addr) as channel:
         stub = upload_service_pb2_grpc.UploadServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.GetUpload(upload_service_pb2.GetUploadRequest(upload_id="x"))

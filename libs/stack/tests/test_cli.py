@@ -99,3 +99,44 @@ def test_malformed_configuration_exits_2(
     assert capsys.readouterr().err.strip() == (
         "filestore-stack: configuration error: FILESTORE_STACK_S3_PORT='eighty' is not a port number"
     )
+
+
+def _names(path: Path) -> set[str]:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return {str(n.value) for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value}
+
+
+def test_certs_issues_each_server_its_own_names_once_and_keeps_them(tmp_path: Path) -> None:
+    directory = tmp_path / "tls"
+    arguments = [
+        "certs",
+        "--dir",
+        str(directory),
+        "--server",
+        "processor=processor,bridge",
+        "--server",
+        "s3=s3,",
+    ]
+    assert main(arguments) == 0
+    assert _names(directory / "server-processor.pem") == {"processor", "bridge", "127.0.0.1", "localhost"}
+    assert _names(directory / "server-s3.pem") == {"s3", "127.0.0.1", "localhost"}
+    assert _names(directory / "server-metadata.pem") == {"127.0.0.1", "localhost"}
+    assert (directory / "client-user.key").stat().st_mode & 0o777 == 0o600
+    # nats-server's include names the node certificate for clients and routes.
+    nats_config = (directory / "nats-tls.conf").read_text(encoding="utf-8")
+    assert nats_config.count(str(directory / "server-nats.pem")) == 2
+    # A second run (a stack started again) keeps what is still good: clients keep trusting it.
+    before = {path.name: path.read_bytes() for path in directory.glob("*.pem")}
+    assert main(arguments) == 0
+    assert {path.name: path.read_bytes() for path in directory.glob("*.pem")} == before
+    # A name asked for that a certificate lacks gets that certificate issued again, alone.
+    assert main([*arguments, "--server", "s3=storage.example"]) == 0
+    assert "storage.example" in _names(directory / "server-s3.pem")
+    assert (directory / "server-processor.pem").read_bytes() == before["server-processor.pem"]
+
+
+@pytest.mark.parametrize("server", ["metadata", "nowhere=x"])
+def test_certs_refuses_a_server_it_does_not_know_or_without_names(tmp_path: Path, server: str) -> None:
+    assert main(["certs", "--dir", str(tmp_path / "tls"), "--server", server]) == 2

@@ -29,6 +29,7 @@ from filestore.stack.errors import StackConfigError, StackCrashLoopError, StackE
 from filestore.stack.process import pid_alive
 from filestore.stack.stack import Stack
 from filestore.stack.supervisor import supervise
+from filestore.stack.tls import ensure_stack_tls, write_nats_tls_config
 
 __all__ = ["main", "run_in_foreground"]
 
@@ -190,6 +191,29 @@ async def _status(stack_json: Path, *, as_json: bool) -> int:
     return EXIT_OK if all(row["healthy"] for row in report.values()) else EXIT_FAILURE
 
 
+def _issue_certificates(directory: Path, hosts: str, server_names: Sequence[str]) -> int:
+    """``certs``: the CA in ``directory`` (made when missing) and every certificate of a TLS stack,
+    issued where missing or no longer good, and nats-server's TLS settings beside them; a container
+    stack runs it once before anything that mounts the directory (docker-compose.yml)."""
+    names: dict[str, list[str]] = {}
+    for entry in server_names:
+        component, _, listed = entry.partition("=")
+        if not listed:
+            _say(f"--server {entry!r} is not COMPONENT=NAME[,NAME...]")
+            return EXIT_CONFIG
+        names.setdefault(component.strip(), []).extend(n for n in listed.split(",") if n.strip())
+    try:
+        issued = ensure_stack_tls(
+            directory, hosts=[h for h in hosts.split(",") if h.strip()], server_names=names
+        )
+    except StackConfigError as exc:
+        _say(f"configuration error: {exc}")
+        return EXIT_CONFIG
+    write_nats_tls_config(issued)
+    _say(f"certificates in {directory}: {len(issued.servers)} servers, {len(issued.clients)} clients")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Run the embedded Filestore stack.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -204,8 +228,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = commands.add_parser("status", help="report the health of the stack described by stack.json")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--file", type=Path, help="stack.json to read (default $FILESTORE_HOME/stack.json)")
+    certs = commands.add_parser(
+        "certs",
+        help="issue a TLS stack's CA and certificates into a directory (kept while still good)",
+    )
+    certs.add_argument("--dir", type=Path, required=True, help="where the CA and certificates live")
+    certs.add_argument("--hosts", default="", help="names every server certificate carries (comma separated)")
+    certs.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="COMPONENT=NAME[,NAME...]",
+        help="names one server's certificate carries (metadata, upload, processor, download, edge, "
+        "nats, s3); repeat per server. 127.0.0.1 and localhost are always there",
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "certs":
+        return _issue_certificates(args.dir, args.hosts, args.server)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s", stream=sys.stderr)
     try:
         config = StackConfig.from_env()

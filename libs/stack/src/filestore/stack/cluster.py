@@ -50,7 +50,7 @@ from filestore.stack.errors import StackConfigError, StackError, StackPortInUseE
 from filestore.stack.probes import probe_s3
 from filestore.stack.process import ManagedProcess
 from filestore.stack.stack import Stack, _port_is_free, _require_executable, _with_origin
-from filestore.stack.tls import nats_tls_config, weed_s3_tls_args
+from filestore.stack.tls import nats_route_tls_config, nats_tls_config, weed_s3_tls_args
 
 __all__ = ["CLUSTER_PROFILE", "ClusterPorts", "ClusterShape", "ClusterStack"]
 
@@ -499,19 +499,7 @@ class ClusterStack(Stack):
                 "}\n"
             )
         if self._tls is not None and cluster:
-            # Routes between the nodes are mutual TLS: each node presents its certificate (good for
-            # both sides: filestore.stack.tls) and checks the other's against the CA.
-            route_cert = self._tls.server("nats")
-            cluster = cluster.removesuffix("}\n") + (
-                "  tls {\n"
-                f"    cert_file: {json.dumps(str(route_cert.cert_file))}\n"
-                f"    key_file: {json.dumps(str(route_cert.key_file))}\n"
-                f"    ca_file: {json.dumps(str(self._tls.ca_file))}\n"
-                "    verify: true\n"
-                "    timeout: 5\n"
-                "  }\n"
-                "}\n"
-            )
+            cluster = cluster.removesuffix("}\n") + nats_route_tls_config(self._tls) + "}\n"
         work = self._work_dir(process)
         monitor = f"{host}:{ports.port('nats_monitor', process.index)}"
         conf = work / "nats-server.conf"

@@ -30,17 +30,21 @@ from typing import Final
 from filestore.core.tls import TlsSettings
 from filestore.stack.certificates import CertificateAuthority, IssuedCertificate
 from filestore.stack.config import SERVICES
+from filestore.stack.errors import StackConfigError
 
 __all__ = [
+    "NATS_CONFIG_FILE",
     "TLS_CLIENTS",
     "TLS_SERVERS",
     "USER_CLIENT",
     "StackTls",
     "ensure_stack_tls",
+    "nats_route_tls_config",
     "nats_tls_config",
     "tls_env_for",
     "user_tls_settings",
     "weed_s3_tls_args",
+    "write_nats_tls_config",
 ]
 
 #: Components with a server certificate: the four services, the browser face, NATS and S3.
@@ -51,6 +55,9 @@ USER_CLIENT: Final = "user"
 TLS_CLIENTS: Final = (*SERVICES, "edge", USER_CLIENT)
 #: Names every server certificate carries beside the stack's host: what local clients dial.
 LOCAL_NAMES: Final = ("127.0.0.1", "localhost")
+#: nats-server's TLS settings (clients and routes), written beside the certificates by
+#: :func:`write_nats_tls_config` for servers started with ``--config`` (the compose stack's).
+NATS_CONFIG_FILE: Final = "nats-tls.conf"
 # The services that connect to NATS (metadata does not).
 _NATS_CLIENTS: Final = frozenset({"upload", "processor", "download"})
 
@@ -93,18 +100,26 @@ def ensure_stack_tls(
     hosts: Iterable[str],
     servers: Iterable[str] = TLS_SERVERS,
     clients: Iterable[str] = TLS_CLIENTS,
+    server_names: Mapping[str, Iterable[str]] | None = None,
 ) -> StackTls:
     """The stack's CA in ``directory`` (made the first time) and its certificates, issued again only
     where missing or no longer good (see :mod:`filestore.stack.certificates`). ``hosts`` are the
-    names and addresses the servers are dialled at, beyond ``127.0.0.1`` and ``localhost``."""
+    names and addresses every server is dialled at, beyond ``127.0.0.1`` and ``localhost``;
+    ``server_names`` adds names of one server only (on a container network each has its own)."""
     authority = CertificateAuthority.load_or_create(directory)
     names = (*hosts, *LOCAL_NAMES)
+    own = server_names or {}
+    unknown = set(own) - set(TLS_SERVERS)
+    if unknown:
+        raise StackConfigError(f"no server certificate is issued for {', '.join(sorted(unknown))}")
     return StackTls(
         ca_file=authority.cert_file,
         servers={
             # NATS servers of a cluster dial each other's routes with their own certificate, and
             # each checks the other's as a client's.
-            c: authority.server_certificate(_server_name(c), hosts=names, also_client=c == "nats")
+            c: authority.server_certificate(
+                _server_name(c), hosts=(*own.get(c, ()), *names), also_client=c == "nats"
+            )
             for c in servers
         },
         clients={c: authority.client_certificate(_client_name(c)) for c in clients},
@@ -171,6 +186,38 @@ def nats_tls_config(tls: StackTls) -> str:
         "  timeout: 5\n"
         "}\n"
     )
+
+
+def nats_route_tls_config(tls: StackTls, *, indent: str = "  ") -> str:
+    """The ``tls {}`` block of a nats-server ``cluster {}``: routes between the nodes are mutual TLS,
+    each node presenting its certificate (good for both sides: :func:`ensure_stack_tls`) and checking
+    the other's against the CA."""
+    server = tls.server("nats")
+    return (
+        f"{indent}tls {{\n"
+        f"{indent}  cert_file: {_quoted(server.cert_file)}\n"
+        f"{indent}  key_file: {_quoted(server.key_file)}\n"
+        f"{indent}  ca_file: {_quoted(tls.ca_file)}\n"
+        f"{indent}  verify: true\n"
+        f"{indent}  timeout: 5\n"
+        f"{indent}}}\n"
+    )
+
+
+def write_nats_tls_config(tls: StackTls) -> Path:
+    """:data:`NATS_CONFIG_FILE` beside the CA: the client ``tls {}`` block and the routes' one, for a
+    nats-server started with ``--config`` whose name, ports and routes come from its flags (which
+    nats-server merges over the file's ``cluster {}``)."""
+    path = tls.ca_file.parent / NATS_CONFIG_FILE
+    path.write_text(
+        "# Written by `filestore-stack certs` with the certificates it names; edits are lost.\n"
+        + nats_tls_config(tls)
+        + "cluster {\n"
+        + nats_route_tls_config(tls)
+        + "}\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 def weed_s3_tls_args(tls: StackTls, *, flag_prefix: str = "s3.") -> list[str]:
