@@ -140,7 +140,7 @@ COMPOSE_APT_PACKAGES := podman runc debootstrap
 compose-deps:
 	@$(call apt_install,$(COMPOSE_APT_PACKAGES),required)
 
-test-compose: env compose-deps
+test-compose: env node-deps compose-deps
 	$(PY) scripts/compose_stack.py -- $(PYTEST_ARGS)
 
 # The cluster profile's fault run at full size: 1,000 SDK uploads while a node of every kind is killed
