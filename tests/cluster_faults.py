@@ -49,13 +49,13 @@ from filestore.server.storage import ObjectStore, StoreConfig
 from filestore.stack.cluster import ClusterStack
 from filestore.upload.reaper import Reaper
 from filestore.v1 import events_pb2, metadata_service_pb2_grpc, resources_pb2
-from tests.faults import Body, Schedule, make_body
+
+# CONCURRENCY: uploads in flight at once, the window the schedule holds back after each fault.
+from tests.faults import CONCURRENCY, Body, Schedule, make_body
 
 Status = resources_pb2.FileStatus
 
 UPLOADS_ENV: Final = "FILESTORE_CLUSTER_UPLOADS"
-#: Uploads in flight at once.
-CONCURRENCY: Final = 16
 #: How long a killed process stays down before it is started again.
 OUTAGE_S: Final = 1.0
 EICAR: Final = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
