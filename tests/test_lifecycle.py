@@ -17,7 +17,6 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import nats
@@ -31,7 +30,7 @@ from filestore.processor.lifecycle import LifecycleJob
 from filestore.processor.lifecycle_cli import main as lifecycle_main
 from filestore.server import events
 from filestore.server.storage import ObjectStore, StoreConfig
-from filestore.stack import Stack, StackConfig, StackPorts
+from filestore.stack import Stack
 from filestore.stack.regions import SECOND_STORE
 from filestore.v1 import (
     download_service_pb2,
@@ -42,6 +41,7 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
+from tests.regions import DEFAULT, reconciler_options, storage_of, two_region_stack
 from tests.support import (
     Client,
     StackClients,
@@ -54,11 +54,9 @@ from tests.support import (
     rpc_error,
     service_token,
 )
-from tests.test_regions import reconciler_options, storage_of
 
 pytestmark = pytest.mark.local_stack
 
-DEFAULT = "default"
 DAY = 86_400
 Kind = metadata_service_pb2.LifecycleActionKind
 State = metadata_service_pb2.LifecycleActionState
@@ -66,15 +64,7 @@ State = metadata_service_pb2.LifecycleActionState
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    home: Path = tmp_path_factory.mktemp("stack-lifecycle")
-    config = StackConfig(
-        home=home,
-        ports=StackPorts.free(),
-        ready_timeout_s=60.0,
-        regions=2,
-        components=("seaweedfs", "nats", "clamd", "metadata", "upload", "processor", "download"),
-    )
-    async with Stack(config) as started:
+    async with two_region_stack(tmp_path_factory.mktemp("stack-lifecycle")) as started:
         yield started
 
 

@@ -10,27 +10,20 @@ One stack for the module (SQLite): every test uses a tenant of its own.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import io
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from datetime import timedelta
-from pathlib import Path
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image
 
 from filestore.metadata.fsck.reconciler import run as run_reconciler
 from filestore.metadata.fsck.report import FindingKind, Resolution
-from filestore.metadata.fsck.scan import FsckOptions
-from filestore.server.storage import StoreConfig, StoreSet
-from filestore.stack import Stack, StackConfig, StackPorts
+from filestore.stack import Stack
 from filestore.stack.regions import SECOND_REGION, SECOND_STORE
 from filestore.v1 import (
     download_service_pb2,
@@ -39,6 +32,7 @@ from filestore.v1 import (
     resources_pb2,
     upload_service_pb2,
 )
+from tests.regions import DEFAULT, reconciler_options, storage_of, two_region_stack
 from tests.support import (
     Client,
     StackClients,
@@ -55,22 +49,12 @@ from tests.support import (
 
 pytestmark = pytest.mark.local_stack
 
-DEFAULT = "default"
 HOME_REGION = "us-east-1"
 
 
 @pytest.fixture(scope="module")
 async def two_regions(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    home: Path = tmp_path_factory.mktemp("stack-regions")
-    config = StackConfig(
-        home=home,
-        ports=StackPorts.free(),
-        ready_timeout_s=60.0,
-        regions=2,
-        # No browser, no demo page: the services and storage are what this module tests.
-        components=("seaweedfs", "nats", "clamd", "metadata", "upload", "processor", "download"),
-    )
-    async with Stack(config) as stack:
+    async with two_region_stack(tmp_path_factory.mktemp("stack-regions")) as stack:
         yield stack
 
 
@@ -95,20 +79,6 @@ async def admin_metadata(
 async def status_events(two_regions: Stack) -> AsyncIterator[StatusEvents]:
     async with AsyncExitStack() as resources:
         yield await resources.enter_async_context(collected_status_events(two_regions))
-
-
-def storage_of(stack: Stack, store: str) -> tuple[object, str]:
-    """A bare boto3 client with the administrator's keys of ``store``'s SeaweedFS, and its bucket."""
-    region = stack if store == DEFAULT else stack.regions[0]
-    settings = region.endpoints.admin_s3_settings()
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=settings.endpoint,
-        aws_access_key_id=settings.access_key,
-        aws_secret_access_key=settings.secret_key,
-        config=Config(region_name=settings.region, signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
-    return client, settings.bucket
 
 
 async def holds(stack: Stack, store: str, key: str) -> bool:
@@ -339,26 +309,6 @@ async def wait_for_replicas(client: Client, file_id: str, expected: list[str]) -
         await asyncio.sleep(0.2)
         file = await get_file(client, file_id)
     raise AssertionError(f"replicas {list(file.replica_stores)}, expected {expected}")
-
-
-def reconciler_options(stack: Stack, tenant: str) -> FsckOptions:
-    """The reconciler as an operator runs it: the administrator's keys of both stores."""
-    home = stack.endpoints.admin_s3_settings()
-    second = stack.regions[0].endpoints.admin_s3_settings()
-    stores = StoreSet(
-        (
-            StoreConfig.from_settings(home),
-            dataclasses.replace(StoreConfig.from_settings(second), name=SECOND_STORE),
-        )
-    )
-    return FsckOptions(
-        database_url=stack.endpoints.database_url,
-        s3=home,
-        stores=stores,
-        repair=True,
-        grace=timedelta(0),
-        tenants=(tenant,),
-    )
 
 
 async def test_replication_copies_ready_originals_and_the_reconciler_repairs_them(
