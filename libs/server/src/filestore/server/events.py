@@ -142,9 +142,10 @@ _PROVISION_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 T = TypeVar("T")
 
 
-async def _patiently(what: str, request: Callable[[], Awaitable[T]]) -> T:
+async def patiently(what: str, request: Callable[[], Awaitable[T]]) -> T:
     """``await request()``, again after JetStream did not answer in time or had no leader to answer,
-    for up to PROVISION_PATIENCE_S."""
+    for up to PROVISION_PATIENCE_S: for what a service provisions at start (streams, consumers,
+    key-value buckets), which it should wait for rather than exit."""
     deadline = time.monotonic() + PROVISION_PATIENCE_S
     attempt = 0
     while True:
@@ -161,7 +162,7 @@ async def _patiently(what: str, request: Callable[[], Awaitable[T]]) -> T:
 
 async def ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
     """The event stream, created or brought up to date (waiting out a JetStream slow to answer)."""
-    await _patiently(f"stream {settings.stream}", lambda: _ensure_stream(js, settings))
+    await patiently(f"stream {settings.stream}", lambda: _ensure_stream(js, settings))
 
 
 async def _ensure_stream(js: JetStreamContext, settings: NatsSettings) -> None:
@@ -229,7 +230,7 @@ async def ensure_consumer(
         backoff=backoff_s,
         max_ack_pending=1000,
     )
-    await _patiently(f"consumer {durable}", lambda: js.add_consumer(stream, config))
+    await patiently(f"consumer {durable}", lambda: js.add_consumer(stream, config))
 
 
 def object_created_msg_id(event: events_pb2.ObjectCreated) -> str:

@@ -26,6 +26,8 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from filestore.server import events
+
 __all__ = [
     "CURSOR_BUCKET",
     "LEASE_BUCKET",
@@ -46,7 +48,12 @@ async def key_value(
     js: JetStreamContext, bucket: str, *, ttl_s: float | None = None, replicas: int = 1
 ) -> KeyValue:
     """Bind to a KV bucket, creating it when missing (idempotent, safe when processes race) with
-    ``replicas`` copies in a NATS cluster. An existing bucket is used as it is."""
+    ``replicas`` copies in a NATS cluster. An existing bucket is used as it is. A JetStream slow to
+    answer (a cluster starting, or electing a leader) is waited for (``events.patiently``)."""
+    return await events.patiently(f"bucket {bucket}", lambda: _bind_or_create(js, bucket, ttl_s, replicas))
+
+
+async def _bind_or_create(js: JetStreamContext, bucket: str, ttl_s: float | None, replicas: int) -> KeyValue:
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
